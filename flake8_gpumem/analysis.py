@@ -1,0 +1,261 @@
+"""The pipeline: source -> models -> shapes and layer records -> memory -> report data."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from . import memory
+from .config import DEFAULTS, ConfigError, Settings, merge
+from .inference import Event, Interpreter, Module
+from .source import ModelDecl, SourceFile, find_class, read_source
+from .values import AnalysisError, Tensor
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    line: int
+    col: int  # 0-based
+    message: str
+
+
+@dataclass
+class LayerRecord:
+    """One layer call, as it runs (torchinfo's LayerInfo, for one training step)."""
+
+    name: str
+    type: str
+    module: bool
+    line: int
+    output_shape: tuple
+    params: int
+    activation_bytes: int
+    saved_bytes: int
+
+
+@dataclass
+class ModelReport:
+    name: str
+    file: str
+    line: int
+    col: int
+    input_shape: tuple
+    params: int
+    layers: list[LayerRecord]
+    memory: memory.Memory
+    settings: Settings
+    budget: int | None = None
+    fits: bool | None = None
+    max_batch_size: int | None = None
+
+
+@dataclass
+class Analysis:
+    models: list[ModelReport] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (model, why it was not analysed)
+
+
+@dataclass
+class _Run:
+    """One evaluated forward pass of a model at one batch size."""
+
+    root: Module
+    events: list[Event]
+    input: Tensor
+    names: dict  # id(module) -> qualified name
+    interp: Interpreter
+
+
+def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings = Settings(),
+                   project: Settings = Settings(), per_model: dict | None = None,
+                   model: str | None = None) -> Analysis:
+    """Analyse every model of a file (or just `model`). Never executes the file.
+
+    Settings precedence, strongest first: overrides (command line), the inline
+    comment, per_model[name], project defaults, built-in defaults.
+    """
+    result = Analysis()
+    try:
+        src = read_source(source, filename)
+    except cst.ParserSyntaxError as exc:
+        result.diagnostics.append(Diagnostic("GPM900", exc.raw_line, exc.raw_column,
+                                             f"cannot parse {filename}: {exc.message}"))
+        return result
+    for line, col, message in src.errors:
+        result.diagnostics.append(Diagnostic("GPM900", line, col, message))
+    decls = src.models
+    if model is not None:
+        decls = [d for d in decls if d.name == model]
+    for decl in decls:
+        settings = merge(overrides, decl.inline, (per_model or {}).get(decl.name, Settings()), project, DEFAULTS)
+        if settings.input_shape is None:
+            if not decl.component or model is not None:
+                reason = ("no input shape: add `# gpumem: input_shape=(C, H, W)` to the class line, "
+                          "or set input_shape in [tool.gpumem] or --input-shape")
+                result.diagnostics.append(Diagnostic("GPM900", decl.line, decl.col, f"{decl.name}: {reason}"))
+                result.skipped.append((decl.name, reason))
+            continue
+        report = _analyse_model(src, decl, settings, result)
+        if report is not None:
+            result.models.append(report)
+    result.diagnostics.sort(key=lambda d: (d.line, d.col, d.code))
+    return result
+
+
+def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis) -> ModelReport | None:
+    try:
+        run = _run(src, decl, settings, settings.batch_size)
+    except AnalysisError as exc:
+        line, col = exc.where if hasattr(exc, "where") else (decl.line, decl.col)
+        result.diagnostics.append(Diagnostic(exc.code, line, col, f"{decl.name}: {exc.message}"))
+        result.skipped.append((decl.name, f"line {line}: {exc.message}"))
+        return None
+    layers, saved_bytes, notes = _records(run)
+    for node, message in notes:
+        line, col = run.interp.where(node)
+        result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
+    param_shapes, buffers = _parameters(run)
+    mem = memory.estimate(param_shapes, buffers, run.input, saved_bytes, settings.dtype, settings.optimizer,
+                          settings.reserve)
+    report = ModelReport(decl.name, src.filename, decl.line, decl.col, run.input.shape,
+                         sum(math.prod(s) for s in param_shapes), layers, mem, settings)
+    if settings.budget is not None:
+        report.budget = settings.budget
+        report.fits = mem.peak + mem.reserve <= settings.budget
+        report.max_batch_size = _max_batch(src, decl, settings)
+    return report
+
+
+def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
+    interp = Interpreter(src.scope, src.positions, memory.param_dtype(settings.dtype))
+    try:
+        if decl.is_class:
+            root = interp.instantiate(find_class(src, decl.name), [], dict(settings.args), decl.node)
+        else:
+            root = interp.lookup(decl.name, src.scope, decl.node)
+            if not isinstance(root, Module):
+                raise AnalysisError(f"{decl.name} is not a module", decl.node)
+        input_dtype = settings.input_dtype or memory.activation_dtype(settings.dtype)
+        x = Tensor((batch,) + tuple(settings.input_shape), input_dtype)
+        names = named_modules(root)
+        interp.call_module(root, [x], {}, decl.node)
+    except AnalysisError as exc:
+        exc.where = interp.where(exc.node) if exc.node is not None else (decl.line, decl.col)
+        raise
+    return _Run(root, interp.events, x, names, interp)
+
+
+def named_modules(root: Module) -> dict:
+    """id(module) -> qualified name, as torch's named_modules() (first name wins)."""
+    names: dict = {}
+
+    def walk(m: Module, prefix: str) -> None:
+        if id(m) in names:
+            return
+        names[id(m)] = prefix
+        for key, child in m.children.items():
+            walk(child, f"{prefix}.{key}" if prefix else key)
+
+    walk(root, "")
+    return names
+
+
+def _parameters(run: _Run) -> tuple[list, list]:
+    modules = {}
+
+    def walk(m: Module) -> None:
+        if id(m) not in modules:
+            modules[id(m)] = m
+            for child in m.children.values():
+                walk(child)
+
+    walk(run.root)
+    shapes = [s for m in modules.values() for s in m.params]
+    buffers = [t for m in modules.values() for t in m.buffers]
+    return shapes, buffers
+
+
+def _records(run: _Run) -> tuple[list[LayerRecord], int, list]:
+    """Layer records in call order; bytes kept for backward, each tensor counted once."""
+    kept: set = {run.input.storage.id}
+    seen_modules: set = set()
+    used_names = set(run.names.values())
+    counters: dict = {}
+    layers, notes, total_saved = [], [], 0
+    for ev in run.events:
+        saved = 0
+        for t in ev.saved:
+            s = t.storage
+            if not s.is_param and s.id not in kept:
+                kept.add(s.id)
+                saved += s.nbytes
+        total_saved += saved
+        if ev.module is not None:
+            name = run.names.get(id(ev.module), f"<unregistered {ev.module.kind}>")
+            params = 0 if id(ev.module) in seen_modules else sum(math.prod(s) for s in ev.module.params)
+            seen_modules.add(id(ev.module))
+            node = ev.module.node
+        else:
+            name = _function_name(ev.type, counters, used_names)
+            params, node = 0, ev.node
+        line = run.interp.where(node)[0]
+        layers.append(LayerRecord(name, ev.type, ev.module is not None, line, _first_shape(ev.output), params,
+                                  sum(t.nbytes for t in ev.allocated), saved))
+        for code, message in ev.notes:
+            notes.append((node, f"{name} ({ev.type}) {message}"))
+    return layers, total_saved, notes
+
+
+OPERATOR_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "+=": "add_", "-=": "sub_",
+                  "*=": "mul_", "/=": "div_", "@=": "matmul_"}
+
+
+def _function_name(type_name: str, counters: dict, used: set) -> str:
+    """fx-style unique names: relu, relu_1, add, add_1 ..."""
+    base = OPERATOR_NAMES.get(type_name) or re.sub(r"\W", "_", type_name.rsplit(".", 1)[-1])
+    while True:
+        n = counters.get(base, 0)
+        counters[base] = n + 1
+        name = base if n == 0 else f"{base}_{n}"
+        if name not in used:
+            used.add(name)
+            return name
+
+
+def _first_shape(value) -> tuple:
+    if isinstance(value, Tensor):
+        return value.shape
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            shape = _first_shape(v)
+            if shape is not None:
+                return shape
+    return None
+
+
+def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> int:
+    run = _run(src, decl, settings, batch)
+    _, saved, _ = _records(run)
+    shapes, buffers = _parameters(run)
+    mem = memory.estimate(shapes, buffers, run.input, saved, settings.dtype, settings.optimizer, settings.reserve)
+    return mem.peak + mem.reserve
+
+
+def _max_batch(src: SourceFile, decl: ModelDecl, settings: Settings) -> int:
+    """The largest batch whose peak fits the budget: linear fit from batches 1 and 2, then checked."""
+    budget = settings.budget
+    one = peak_at(src, decl, settings, 1)
+    if one > budget:
+        return 0
+    per_sample = max(peak_at(src, decl, settings, 2) - one, 1)
+    batch = max(1, (budget - one) // per_sample + 1)
+    while batch > 1 and peak_at(src, decl, settings, batch) > budget:
+        batch = max(1, batch - max(1, batch // 100))
+    return batch
+
+
+__all__ = ["Analysis", "Diagnostic", "LayerRecord", "ModelReport", "analyse_source", "ConfigError"]

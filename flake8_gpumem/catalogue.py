@@ -1,0 +1,952 @@
+"""The layer catalogue: one entry per layer type, functional op or tensor method.
+
+An entry holds the call signature, the shape rule, the parameter and buffer
+counts and what autograd keeps for backward. Adding a layer type means adding
+one entry here (composite layers built from others live in composites.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from .values import FLOAT_DTYPES, ShapeError, Tensor, Unresolved
+
+
+class Args(dict):
+    """Bound call arguments, readable as attributes; rules add notes (GPM200) here."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def notes(self) -> list:
+        return self.setdefault("_notes", [])
+
+
+def _none(a: Args) -> list:
+    return []
+
+
+def _keeps_nothing(a: Args, out) -> list:
+    return []
+
+
+def _keeps_input(a: Args, out) -> list:
+    return [a.input]
+
+
+def _keeps_output(a: Args, out) -> list:
+    return [out]
+
+
+@dataclass(frozen=True)
+class Op:
+    """A layer constructor (signature = constructor, forward = its forward's
+    signature) or a function/method (signature = the call)."""
+
+    signature: str
+    shape: Callable[[Args], object]
+    params: Callable[[Args], list] = _none  # shapes of the parameter tensors
+    buffers: Callable[[Args], list] = _none  # buffer Tensors (running statistics)
+    saves: Callable[[Args, object], list] = _keeps_nothing
+    forward: str = "input"
+
+
+# ---------------------------------------------------------------- helpers
+
+def tup(value, n: int, what: str = "size") -> tuple:
+    """An int or an n-sequence as an n-tuple (PyTorch's _ntuple)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            raise Unresolved(f"{what} {tuple(value)} needs {n} values")
+        return tuple(value)
+    return (value,) * n
+
+
+def ints(value, what: str) -> None:
+    for v in value if isinstance(value, tuple) else (value,):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise Unresolved(f"{what} must be an integer, got {v!r}")
+
+
+def dim_index(d: int, ndim: int) -> int:
+    if not -ndim <= d < max(ndim, 1):
+        raise ShapeError(f"dimension {d} is out of range for a {ndim}-d tensor")
+    return d % ndim if ndim else 0
+
+
+def need_rank(x: Tensor, ranks, layer: str) -> None:
+    if x.ndim not in ranks:
+        want = " or ".join(f"{r}-d" for r in ranks)
+        raise ShapeError(f"{layer} expects a {want} input, got shape {fmt(x.shape)}")
+
+
+def need_channels(x: Tensor, expected: int, dim: int, what: str) -> None:
+    got = x.shape[dim]
+    if got != expected:
+        raise ShapeError(f"{what}={expected} but {got} arrive (input {fmt(x.shape)}); set it to {got} "
+                         "or change the layer before")
+
+
+def fmt(shape) -> str:
+    return "x".join(str(s) for s in shape) if shape else "scalar"
+
+
+SPATIAL_WORDS = {1: ("positions",), 2: ("rows", "columns"), 3: ("planes", "rows", "columns")}
+
+
+def windows(a: Args, sizes, k, s, p, d, ceil: bool, what: str) -> tuple:
+    """Output sizes of a sliding window (conv or pool); notes dropped rows (GPM200)."""
+    n = len(sizes)
+    k, s, p, d = (tup(v, n, name) for v, name in ((k, "kernel_size"), (s, "stride"), (p, "padding"), (d, "dilation")))
+    for v, name in ((k, "kernel_size"), (s, "stride"), (p, "padding"), (d, "dilation")):
+        ints(v, name)
+        if any(x <= 0 for x in v) if name != "padding" else any(x < 0 for x in v):
+            raise ShapeError(f"{what} has {name}={v[0] if len(set(v)) == 1 else v}, which PyTorch rejects", code="GPM201")
+    out, dropped = [], []
+    for L, ki, si, pi, di in zip(sizes, k, s, p, d):
+        span = L + 2 * pi - di * (ki - 1) - 1
+        if span < 0:
+            raise ShapeError(
+                f"{what} window {di * (ki - 1) + 1} is larger than its padded input "
+                f"{L + 2 * pi} (input {fmt(sizes)}): the output collapses to nothing", code="GPM201")
+        o = (span + (si - 1 if ceil else 0)) // si + 1
+        if ceil and (o - 1) * si >= L + pi:
+            o -= 1
+        out.append(o)
+        dropped.append(0 if ceil else span % si)
+    if any(dropped):
+        words = SPATIAL_WORDS.get(n, ("elements",) * n)
+        lost = " and ".join(f"{r} {w[:-1] if r == 1 else w}" for r, w in zip(dropped, words) if r)
+        fixed = "x".join(str(L + (si - r) % si if r else L) for L, r, si in zip(sizes, dropped, s))
+        a.notes.append(("GPM200", f"drops {lost} of its {fmt(sizes)} input ({fmt(sizes)} -> {fmt(out)}); "
+                                  f"use a {fixed} input or ceil_mode/padding so the windows tile it"))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- convolutions
+
+def conv(n: int, transposed: bool = False) -> Op:
+    name = f"Conv{'Transpose' if transposed else ''}{n}d"
+
+    def shape(a: Args):
+        x = a.input
+        need_rank(x, (n + 2,), name)
+        need_channels(x, a.in_channels, 1, f"{name} in_channels")
+        if a.in_channels % a.groups or a.out_channels % a.groups:
+            raise ShapeError(f"{name} channels {a.in_channels}/{a.out_channels} are not divisible by groups={a.groups}")
+        sizes = x.shape[2:]
+        k, s, d = tup(a.kernel_size, n), tup(a.stride, n), tup(a.dilation, n)
+        if transposed:
+            p, op = tup(a.padding, n), tup(a.output_padding, n)
+            out = tuple((L - 1) * si - 2 * pi + di * (ki - 1) + oi + 1
+                        for L, ki, si, pi, di, oi in zip(sizes, k, s, p, d, op))
+            if any(o <= 0 for o in out):
+                raise ShapeError(f"{name} output {fmt(out)} collapses to nothing", code="GPM201")
+        elif a.padding == "same":
+            out = sizes
+        else:
+            out = windows(a, sizes, k, s, 0 if a.padding == "valid" else a.padding, d, False, name)
+        return x.like((x.shape[0], a.out_channels) + tuple(out))
+
+    def params(a: Args) -> list:
+        k = tup(a.kernel_size, n)
+        w = (a.in_channels, a.out_channels // a.groups) if transposed else (a.out_channels, a.in_channels // a.groups)
+        return [w + k] + ([(a.out_channels,)] if a.bias else [])
+
+    extra = "output_padding=0, groups=1, bias=True, dilation=1" if transposed else "dilation=1, groups=1, bias=True"
+    sig = f"in_channels, out_channels, kernel_size, stride=1, padding=0, {extra}, padding_mode='zeros', device=None, dtype=None"
+    return Op(sig, shape, params, saves=_keeps_input)
+
+
+# ---------------------------------------------------------------- pooling
+
+def pool(n: int, kind: str) -> Op:
+    name = f"{kind}Pool{n}d"
+
+    def shape(a: Args):
+        x = a.input
+        need_rank(x, (n + 1, n + 2), name)
+        stride = a.stride if a.stride not in (None, ()) else a.kernel_size
+        out = windows(a, x.shape[-n:], a.kernel_size, stride, a.padding, a.get("dilation", 1), a.ceil_mode, name)
+        y = x.like(x.shape[:-n] + out)
+        if kind == "Max" and a.return_indices:
+            return (y, x.like(out and y.shape, "int64"))
+        return y
+
+    def saves(a: Args, out) -> list:
+        if kind == "Max":  # max_pool_with_indices keeps its input and the int64 argmax
+            y = out[0] if isinstance(out, tuple) else out
+            return [a.input, out[1] if isinstance(out, tuple) else Tensor(y.shape, "int64")]
+        return [a.input]
+
+    if kind == "Max":
+        sig = "kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False"
+    else:
+        sig = "kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True" + (
+            ", divisor_override=None" if n > 1 else "")
+    return Op(sig, shape, saves=saves)
+
+
+def functional_pool(n: int, kind: str) -> Op:
+    """F.max_poolNd / F.avg_poolNd: the module's rule with the input first."""
+    module = pool(n, kind)
+    if kind == "Max":
+        sig = "input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False"
+    else:
+        sig = "input, " + module.signature
+    return Op(sig, module.shape, saves=module.saves)
+
+
+def adaptive(n: int, kind: str) -> Op:
+    name = f"Adaptive{kind}Pool{n}d"
+
+    def shape(a: Args):
+        x = a.input
+        need_rank(x, (n + 1, n + 2), name)
+        size = tup(a.output_size, n, "output_size")
+        out = tuple(L if o is None else o for o, L in zip(size, x.shape[-n:]))
+        y = x.like(x.shape[:-n] + out)
+        return (y, x.like(y.shape, "int64")) if kind == "Max" and a.get("return_indices") else y
+
+    def saves(a: Args, out) -> list:
+        if kind == "Max":
+            y = out[0] if isinstance(out, tuple) else out
+            return [a.input, Tensor(y.shape, "int64")]
+        return [a.input]
+
+    sig = "output_size, return_indices=False" if kind == "Max" else "output_size"
+    return Op(sig, shape, saves=saves)
+
+
+# ---------------------------------------------------------------- normalisation
+
+def batch_norm(n: int) -> Op:
+    name = f"BatchNorm{n}d"
+    ranks = {1: (2, 3), 2: (4,), 3: (5,)}[n]
+
+    def shape(a: Args):
+        need_rank(a.input, ranks, name)
+        need_channels(a.input, a.num_features, 1, f"{name} num_features")
+        return a.input.like(a.input.shape)
+
+    def saves(a: Args, out) -> list:  # input, plus per-channel mean and inverse std
+        c = a.input.shape[1]
+        return [a.input, Tensor((c,), "float32"), Tensor((c,), "float32")]
+
+    return Op("num_features, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None",
+              shape, params=lambda a: affine(a.num_features, a.affine),
+              buffers=lambda a: running_stats(a.num_features, a.track_running_stats), saves=saves)
+
+
+def affine(channels: int, on: bool) -> list:
+    return [(channels,), (channels,)] if on else []
+
+
+def running_stats(channels: int, on: bool) -> list:
+    """running_mean, running_var and the int64 num_batches_tracked."""
+    return [Tensor((channels,)), Tensor((channels,)), Tensor((), "int64")] if on else []
+
+
+def instance_norm(n: int) -> Op:
+    name = f"InstanceNorm{n}d"
+
+    def shape(a: Args):
+        need_rank(a.input, (n + 1, n + 2), name)
+        if a.affine:
+            need_channels(a.input, a.num_features, -n - 1, f"{name} num_features")
+        return a.input.like(a.input.shape)
+
+    def saves(a: Args, out) -> list:
+        rows = math.prod(a.input.shape[:-n])
+        return [a.input, Tensor((rows,), "float32"), Tensor((rows,), "float32")]
+
+    return Op("num_features, eps=1e-05, momentum=0.1, affine=False, track_running_stats=False, device=None, dtype=None",
+              shape, params=lambda a: affine(a.num_features, a.affine),
+              buffers=lambda a: running_stats(a.num_features, a.track_running_stats), saves=saves)
+
+
+def _layer_norm_shape(a: Args):
+    norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
+    if tuple(a.input.shape[-len(norm):]) != norm:
+        raise ShapeError(f"LayerNorm normalized_shape={fmt(norm)} does not match the last dimensions "
+                         f"of the input {fmt(a.input.shape)}")
+    return a.input.like(a.input.shape)
+
+
+def _layer_norm_params(a: Args) -> list:
+    norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
+    return [norm] * ((a.elementwise_affine) + (a.elementwise_affine and a.bias))
+
+
+def _layer_norm_saves(a: Args, out) -> list:
+    norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
+    rows = a.input.shape[:a.input.ndim - len(norm)] + (1,) * len(norm)
+    return [a.input, Tensor(rows, "float32"), Tensor(rows, "float32")]
+
+
+def _group_norm_shape(a: Args):
+    need_channels(a.input, a.num_channels, 1, "GroupNorm num_channels")
+    if a.num_channels % a.num_groups:
+        raise ShapeError(f"GroupNorm num_channels={a.num_channels} is not divisible by num_groups={a.num_groups}")
+    return a.input.like(a.input.shape)
+
+
+def _group_norm_saves(a: Args, out) -> list:
+    stats = (a.input.shape[0], a.num_groups)
+    return [a.input, Tensor(stats, "float32"), Tensor(stats, "float32")]
+
+
+# ---------------------------------------------------------------- linear, embedding
+
+def _linear_shape(a: Args):
+    x = a.input
+    if x.ndim == 0:
+        raise ShapeError("Linear expects at least a 1-d input")
+    need_channels(x, a.in_features, -1, "Linear in_features")
+    return x.like(x.shape[:-1] + (a.out_features,))
+
+
+def _bilinear_shape(a: Args):
+    need_channels(a.input1, a.in1_features, -1, "Bilinear in1_features")
+    need_channels(a.input2, a.in2_features, -1, "Bilinear in2_features")
+    return a.input1.like(a.input1.shape[:-1] + (a.out_features,))
+
+
+def _embedding_shape(a: Args):
+    if a.input.dtype in FLOAT_DTYPES:
+        raise ShapeError(f"Embedding expects integer token ids, got {a.input.dtype} "
+                         "(set input_dtype = \"int64\" for this model)")
+    return Tensor(a.input.shape + (a.embedding_dim,), a.get("_float", "float32"))
+
+
+# ---------------------------------------------------------------- element-wise
+
+def _same(a: Args):
+    return a.input if a.get("inplace") else a.input.like(a.input.shape)
+
+
+def activation(signature: str = "inplace=False", saves=_keeps_input, params=_none) -> Op:
+    return Op(signature, _same, params=params, saves=saves)
+
+
+def functional(module: Op, extra: str = "") -> Op:
+    """The functional twin of an element-wise module: same rule, input first."""
+    sig = "input" + (", " + module.signature if module.signature else "") + extra
+    return Op(sig, module.shape, saves=module.saves)
+
+
+def _prelu_shape(a: Args):
+    if a.num_parameters != 1 and (a.input.ndim < 2 or a.input.shape[1] != a.num_parameters):
+        raise ShapeError(f"PReLU num_parameters={a.num_parameters} but the input has "
+                         f"{a.input.shape[1] if a.input.ndim > 1 else 1} channels")
+    return a.input.like(a.input.shape)
+
+
+def _dropout_saves(a: Args, out) -> list:  # a boolean mask the size of the output
+    if not a.get("training", True) or a.p == 0:
+        return []
+    return [Tensor(a.input.shape, "bool")]
+
+
+def _dropout_shape(a: Args):
+    if not 0 <= a.p <= 1:
+        raise ShapeError(f"dropout probability has to be between 0 and 1, got {a.p}")
+    return _same(a)
+
+
+DROPOUT = Op("p=0.5, inplace=False", _dropout_shape, saves=_dropout_saves)
+
+
+# ---------------------------------------------------------------- reshaping
+
+def _flatten_shape(a: Args):
+    x = a.input
+    if x.ndim == 0:
+        return x.view((1,))
+    s, e = dim_index(a.start_dim, x.ndim), dim_index(a.end_dim, x.ndim)
+    if s > e:
+        raise ShapeError(f"flatten start_dim {a.start_dim} comes after end_dim {a.end_dim}")
+    return x.view(x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
+
+
+def _unflatten_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    sizes = list(a.unflattened_size)
+    if -1 in sizes:
+        known = math.prod(s for s in sizes if s != -1)
+        sizes[sizes.index(-1)] = x.shape[d] // known
+    if math.prod(sizes) != x.shape[d]:
+        raise ShapeError(f"Unflatten sizes {fmt(sizes)} do not multiply to dimension {d} of size {x.shape[d]}")
+    return x.view(x.shape[:d] + tuple(sizes) + x.shape[d + 1:])
+
+
+def resolve_view(x: Tensor, shape, what: str) -> tuple:
+    """A view/reshape target with -1 filled in, checked against the element count."""
+    shape = list(shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+    ints(tuple(shape), what)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"{what} can infer only one dimension, got {fmt(shape)}")
+    if -1 in shape:
+        known = math.prod(s for s in shape if s != -1)
+        if known == 0 or x.numel % known:
+            raise ShapeError(f"{what}({', '.join(map(str, shape))}) cannot reshape {fmt(x.shape)} "
+                             f"({x.numel} elements)")
+        shape[shape.index(-1)] = x.numel // known
+    if math.prod(shape) != x.numel:
+        raise ShapeError(f"{what}({', '.join(map(str, shape))}) needs {math.prod(shape)} elements but the input "
+                         f"{fmt(x.shape)} has {x.numel}")
+    return tuple(shape)
+
+
+def _upsample_sizes(a: Args) -> tuple:
+    x = a.input
+    n = x.ndim - 2
+    if a.size is not None:
+        return x.like(x.shape[:2] + tup(a.size, n, "size"))
+    if a.scale_factor is None:
+        raise Unresolved("interpolation needs either size or scale_factor")
+    scale = tup(a.scale_factor, n, "scale_factor")
+    return x.like(x.shape[:2] + tuple(int(math.floor(L * f)) for L, f in zip(x.shape[2:], scale)))
+
+
+def _upsample_saves(a: Args, out) -> list:
+    return []  # upsampling backward needs only the sizes
+
+
+def _pixel_shuffle_shape(a: Args):
+    x, r = a.input, a.upscale_factor
+    c, h, w = x.shape[-3:]
+    if c % (r * r):
+        raise ShapeError(f"PixelShuffle needs channels divisible by {r * r}, got {c}")
+    return x.like(x.shape[:-3] + (c // (r * r), h * r, w * r))
+
+
+def _pixel_unshuffle_shape(a: Args):
+    x, r = a.input, a.downscale_factor
+    c, h, w = x.shape[-3:]
+    if h % r or w % r:
+        raise ShapeError(f"PixelUnshuffle needs height and width divisible by {r}, got {h}x{w}")
+    return x.like(x.shape[:-3] + (c * r * r, h // r, w // r))
+
+
+def pad(n: int, constant: bool = False) -> Op:
+    def shape(a: Args):
+        return pad_to(a.input, tup(a.padding, 2 * n, "padding"))
+
+    return Op("padding, value=0.0" if constant else "padding", shape)
+
+
+def pad_to(x: Tensor, p) -> Tensor:
+    """Pad the last len(p)//2 dimensions, (left, right) pairs from the last dimension backwards."""
+    dims = list(x.shape)
+    for i in range(len(p) // 2):
+        dims[-1 - i] += p[2 * i] + p[2 * i + 1]
+    if any(d <= 0 for d in dims):
+        raise ShapeError(f"padding {tuple(p)} shrinks {fmt(x.shape)} to nothing", code="GPM201")
+    return x.like(dims)
+
+
+# ---------------------------------------------------------------- recurrent
+
+def recurrent(gates: int) -> Op:
+    def layer_inputs(a: Args):
+        dirs = 2 if a.bidirectional else 1
+        out = a.get("proj_size") or a.hidden_size
+        return [a.input_size] + [out * dirs] * (a.num_layers - 1), dirs, out
+
+    def params(a: Args) -> list:
+        sizes, dirs, out = layer_inputs(a)
+        g = gates * a.hidden_size
+        shapes = []
+        for i in sizes:
+            layer = [(g, i), (g, out)] + ([(g,), (g,)] if a.bias else [])
+            layer += [(a.proj_size, a.hidden_size)] if a.get("proj_size") else []
+            shapes += layer * dirs
+        return shapes
+
+    def shape(a: Args):
+        x = a.input
+        need_rank(x, (3,), "recurrent layer")
+        need_channels(x, a.input_size, -1, "input_size")
+        _, dirs, out = layer_inputs(a)
+        batch, seq = (x.shape[0], x.shape[1]) if a.batch_first else (x.shape[1], x.shape[0])
+        y = x.like((batch, seq, dirs * out) if a.batch_first else (seq, batch, dirs * out))
+        h = x.like((dirs * a.num_layers, batch, out))
+        if gates == 4:
+            return (y, (h, x.like((dirs * a.num_layers, batch, a.hidden_size))))
+        return (y, h)
+
+    def saves(a: Args, out) -> list:
+        # Per layer and direction the CPU kernels keep each step's gates and
+        # states; approximated as the layer input plus gates+state per step.
+        x = a.input
+        _, dirs, o = layer_inputs(a)
+        batch, seq = (x.shape[0], x.shape[1]) if a.batch_first else (x.shape[1], x.shape[0])
+        kept = [x]
+        for _ in range(a.num_layers * dirs):
+            kept.append(Tensor((seq, batch, (gates + 2) * a.hidden_size), x.dtype))
+        return kept
+
+    sig = "input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False"
+    sig += ", proj_size=0" if gates == 4 else (", nonlinearity='tanh'" if gates == 1 else "")
+    return Op(sig + ", device=None, dtype=None", shape, params, saves=saves, forward="input, hx=None")
+
+
+def _mha_params(a: Args) -> list:
+    e = a.embed_dim
+    k, v = a.kdim or e, a.vdim or e
+    proj = [(3 * e, e)] if k == v == e else [(e, e), (e, k), (e, v)]
+    bias = [(3 * e,), (e,)] if a.bias else []
+    return proj + [(e, e)] + bias + ([(1, 1, e), (1, 1, e)] if a.add_bias_kv else [])
+
+
+def _mha_shape(a: Args):
+    q, k = a.query, a.key
+    need_rank(q, (3,), "MultiheadAttention")
+    need_channels(q, a.embed_dim, -1, "MultiheadAttention embed_dim")
+    need_channels(k, a.kdim or a.embed_dim, -1, "MultiheadAttention kdim")
+    need_channels(a.value, a.vdim or a.embed_dim, -1, "MultiheadAttention vdim")
+    if a.embed_dim % a.num_heads:
+        raise ShapeError(f"MultiheadAttention embed_dim={a.embed_dim} is not divisible by num_heads={a.num_heads}")
+    (n, lq), s = (q.shape[:2] if a.batch_first else q.shape[1::-1]), (k.shape[1] if a.batch_first else k.shape[0])
+    out = q.like(q.shape)
+    weights = q.like((n, lq, s) if a.average_attn_weights else (n, a.num_heads, lq, s)) if a.need_weights else None
+    return (out, weights)
+
+
+def _mha_saves(a: Args, out) -> list:
+    q, k = a.query, a.key
+    (n, lq), s = (q.shape[:2] if a.batch_first else q.shape[1::-1]), (k.shape[1] if a.batch_first else k.shape[0])
+    e, h = a.embed_dim, a.num_heads
+    kept = [q, q.like(q.shape), q.like(k.shape[:-1] + (e,)), q.like(k.shape[:-1] + (e,))]  # input, q, k, v
+    kept += [q.like((n * h, lq, s)), q.like((n, lq, e))]  # attention weights, attended values
+    if a.dropout > 0:
+        kept.append(Tensor((n * h, lq, s), "bool"))
+    return kept
+
+
+# ---------------------------------------------------------------- functional-only rules
+
+def _cat_shape(a: Args):
+    xs = list(a.tensors)
+    if not xs:
+        raise ShapeError("torch.cat needs at least one tensor")
+    first = xs[0]
+    d = dim_index(a.dim, first.ndim)
+    for t in xs[1:]:
+        if t.ndim != first.ndim or any(i != d and x != y for i, (x, y) in enumerate(zip(first.shape, t.shape))):
+            raise ShapeError(f"torch.cat along dim {a.dim}: shapes {fmt(first.shape)} and {fmt(t.shape)} "
+                             "differ outside that dimension")
+    return first.like(first.shape[:d] + (sum(t.shape[d] for t in xs),) + first.shape[d + 1:])
+
+
+def _stack_shape(a: Args):
+    xs = list(a.tensors)
+    if any(t.shape != xs[0].shape for t in xs):
+        raise ShapeError(f"torch.stack needs equal shapes, got {', '.join(fmt(t.shape) for t in xs)}")
+    d = dim_index(a.dim, xs[0].ndim + 1)
+    return xs[0].like(xs[0].shape[:d] + (len(xs),) + xs[0].shape[d:])
+
+
+def _reduce_shape(a: Args):
+    x = a.input
+    if a.dim is None:
+        return x.like(() if not a.keepdim else (1,) * x.ndim)
+    dims = {dim_index(d, x.ndim) for d in (a.dim if isinstance(a.dim, (tuple, list)) else (a.dim,))}
+    if a.keepdim:
+        return x.like(tuple(1 if i in dims else s for i, s in enumerate(x.shape)))
+    return x.like(tuple(s for i, s in enumerate(x.shape) if i not in dims))
+
+
+def _max_shape(a: Args):
+    """max/min: a full reduction, the values and indices along a dim, or an elementwise max."""
+    if isinstance(a.dim, Tensor):
+        return broadcast(a.input, a.dim)
+    values = _reduce_shape(a)
+    return values if a.dim is None else (values, values.like(values.shape, "int64"))
+
+
+def broadcast(x, y):
+    xs = x.shape if isinstance(x, Tensor) else ()
+    ys = y.shape if isinstance(y, Tensor) else ()
+    n = max(len(xs), len(ys))
+    xs, ys = (1,) * (n - len(xs)) + tuple(xs), (1,) * (n - len(ys)) + tuple(ys)
+    out = []
+    for p, q in zip(xs, ys):
+        if p != q and 1 not in (p, q):
+            raise ShapeError(f"shapes {fmt(x.shape)} and {fmt(y.shape)} cannot be broadcast together")
+        out.append(max(p, q) if 0 not in (p, q) else 0)
+    t = x if isinstance(x, Tensor) else y
+    return t.like(out)
+
+
+def _matmul_shape(a: Args):
+    x, y = a.input, a.other
+    if x.ndim == 0 or y.ndim == 0:
+        raise ShapeError("matmul needs tensors of at least 1 dimension")
+    xk = x.shape[-1]
+    yk = y.shape[-2] if y.ndim > 1 else y.shape[0]
+    if xk != yk:
+        raise ShapeError(f"matmul of {fmt(x.shape)} and {fmt(y.shape)}: inner sizes {xk} and {yk} differ")
+    if x.ndim == 1 and y.ndim == 1:
+        return x.like(())
+    if y.ndim == 1:
+        return x.like(x.shape[:-1])
+    if x.ndim == 1:
+        return y.like(y.shape[:-2] + y.shape[-1:])
+    batch = broadcast(x.like(x.shape[:-2]), y.like(y.shape[:-2])).shape
+    return x.like(tuple(batch) + (x.shape[-2], y.shape[-1]))
+
+
+def _keeps_both(a: Args, out) -> list:
+    return [t for t in (a.input, a.other) if isinstance(t, Tensor)]
+
+
+def _binary_shape(a: Args):
+    return broadcast(a.input, a.other)
+
+
+def _squeeze_shape(a: Args):
+    x = a.input
+    if a.dim is None:
+        return x.view(tuple(s for s in x.shape if s != 1))
+    dims = {dim_index(d, x.ndim) for d in (a.dim if isinstance(a.dim, (tuple, list)) else (a.dim,))}
+    return x.view(tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1)))
+
+
+def _unsqueeze_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim + 1)
+    return x.view(x.shape[:d] + (1,) + x.shape[d:])
+
+
+def _permute_shape(a: Args):
+    x = a.input
+    dims = a.dims[0] if len(a.dims) == 1 and isinstance(a.dims[0], (tuple, list)) else a.dims
+    order = [dim_index(d, x.ndim) for d in dims]
+    if sorted(order) != list(range(x.ndim)):
+        raise ShapeError(f"permute{tuple(dims)} is not a permutation of the {x.ndim} dimensions of {fmt(x.shape)}")
+    return x.view(tuple(x.shape[i] for i in order))
+
+
+def _transpose_shape(a: Args):
+    x = a.input
+    s = list(x.shape)
+    i, j = dim_index(a.dim0, x.ndim), dim_index(a.dim1, x.ndim)
+    s[i], s[j] = s[j], s[i]
+    return x.view(s)
+
+
+def _t_shape(a: Args):
+    return a.input.view(a.input.shape[::-1])
+
+
+def _view_shape(a: Args):
+    return a.input.view(resolve_view(a.input, a.shape, "view"))
+
+
+def _reshape_shape(a: Args):
+    return a.input.view(resolve_view(a.input, a.shape, "reshape"))
+
+
+def _view_as_shape(a: Args):
+    return a.input.view(a.other.shape)
+
+
+def _expand_shape(a: Args):
+    x = a.input
+    sizes = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes
+    lead = len(sizes) - x.ndim
+    return x.view(tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)))
+
+
+def _repeat_shape(a: Args):
+    x = a.input
+    reps = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes
+    dims = (1,) * (len(reps) - x.ndim) + x.shape
+    return x.like(tuple(d * r for d, r in zip(dims, reps)))
+
+
+def _chunk_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    size = -(-x.shape[d] // a.chunks)
+    return tuple(x.view(x.shape[:d] + (min(size, x.shape[d] - i),) + x.shape[d + 1:])
+                 for i in range(0, x.shape[d], size))
+
+
+def _split_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    if isinstance(a.split_size_or_sections, int):
+        s = a.split_size_or_sections
+        sizes = [min(s, x.shape[d] - i) for i in range(0, x.shape[d], s)]
+    else:
+        sizes = list(a.split_size_or_sections)
+    return tuple(x.view(x.shape[:d] + (s,) + x.shape[d + 1:]) for s in sizes)
+
+
+def _unbind_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    return tuple(x.view(x.shape[:d] + x.shape[d + 1:]) for _ in range(x.shape[d]))
+
+
+def _size(a: Args):
+    x = a.input
+    return x.shape if a.dim is None else x.shape[dim_index(a.dim, x.ndim)]
+
+
+def _cast_shape(a: Args):
+    return a.input
+
+
+def _to_dtype(dtype: str):
+    return Op("input", lambda a: a.input if a.input.dtype == dtype else a.input.like(a.input.shape, dtype))
+
+
+def _fpad_shape(a: Args):
+    if len(a.pad) % 2 or len(a.pad) // 2 > a.input.ndim:
+        raise ShapeError(f"F.pad needs (left, right) pairs for at most {a.input.ndim} dimensions, got {tuple(a.pad)}")
+    return pad_to(a.input, a.pad)
+
+
+def _linear_fn_shape(a: Args):
+    w = a.weight
+    need_channels(a.input, w.shape[-1], -1, "F.linear weight in_features")
+    return a.input.like(a.input.shape[:-1] + w.shape[:1])
+
+
+def _creation(dtype_default: str = "float32") -> Op:
+    def shape(a: Args):
+        size = a.size[0] if len(a.size) == 1 and isinstance(a.size[0], (tuple, list)) else a.size
+        ints(tuple(size), "size")
+        return Tensor(tuple(size), a.dtype or dtype_default)
+    return Op("*size, dtype=None, device=None, requires_grad=False, generator=None, out=None, layout=None, "
+              "pin_memory=False, memory_format=None", shape)
+
+
+def _randint_shape(a: Args):
+    return Tensor(tuple(a.size), a.dtype or "int64")
+
+
+def _like_shape(a: Args):
+    return a.input.like(a.input.shape, a.dtype)
+
+
+# ---------------------------------------------------------------- the tables
+
+RELU = activation(saves=_keeps_output)
+SOFTMAX = activation("dim=None", saves=_keeps_output)
+
+MODULES: dict[str, Op] = {
+    **{f"Conv{n}d": conv(n) for n in (1, 2, 3)},
+    **{f"ConvTranspose{n}d": conv(n, transposed=True) for n in (1, 2, 3)},
+    **{f"{k}Pool{n}d": pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
+    **{f"Adaptive{k}Pool{n}d": adaptive(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
+    **{f"BatchNorm{n}d": batch_norm(n) for n in (1, 2, 3)},
+    **{f"InstanceNorm{n}d": instance_norm(n) for n in (1, 2, 3)},
+    "LayerNorm": Op("normalized_shape, eps=1e-05, elementwise_affine=True, bias=True, device=None, dtype=None",
+                    _layer_norm_shape, _layer_norm_params, saves=_layer_norm_saves),
+    "GroupNorm": Op("num_groups, num_channels, eps=1e-05, affine=True, device=None, dtype=None", _group_norm_shape,
+                    lambda a: affine(a.num_channels, a.affine), saves=_group_norm_saves),
+    "Linear": Op("in_features, out_features, bias=True, device=None, dtype=None", _linear_shape,
+                 lambda a: [(a.out_features, a.in_features)] + ([(a.out_features,)] if a.bias else []),
+                 saves=_keeps_input),
+    "Bilinear": Op("in1_features, in2_features, out_features, bias=True, device=None, dtype=None", _bilinear_shape,
+                   lambda a: [(a.out_features, a.in1_features, a.in2_features)] + ([(a.out_features,)] if a.bias else []),
+                   saves=lambda a, out: [a.input1, a.input2], forward="input1, input2"),
+    "Embedding": Op("num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0, "
+                    "scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None",
+                    _embedding_shape, lambda a: [(a.num_embeddings, a.embedding_dim)], saves=_keeps_input),
+    "Dropout": DROPOUT, "Dropout1d": DROPOUT, "Dropout2d": DROPOUT, "Dropout3d": DROPOUT,
+    "AlphaDropout": DROPOUT, "FeatureAlphaDropout": DROPOUT,
+    "ReLU": RELU,
+    "ReLU6": activation(),
+    "LeakyReLU": activation("negative_slope=0.01, inplace=False"),
+    "PReLU": Op("num_parameters=1, init=0.25, device=None, dtype=None", _prelu_shape,
+                lambda a: [(a.num_parameters,)], saves=_keeps_input),
+    "ELU": activation("alpha=1.0, inplace=False", saves=_keeps_output),
+    "CELU": activation("alpha=1.0, inplace=False", saves=_keeps_output),
+    "SELU": activation(saves=_keeps_output),
+    "GELU": activation("approximate='none'"),
+    "SiLU": activation(),
+    "Mish": activation(),
+    "Hardswish": activation(),
+    "Hardsigmoid": activation(),
+    "Hardtanh": activation("min_val=-1.0, max_val=1.0, inplace=False, min_value=None, max_value=None"),
+    "Softplus": activation("beta=1.0, threshold=20.0"),
+    "Softsign": activation(""),
+    "LogSigmoid": activation(""),
+    "Tanhshrink": activation(""),
+    "Threshold": activation("threshold, value, inplace=False"),
+    "Tanh": activation("", saves=_keeps_output),
+    "Sigmoid": activation("", saves=_keeps_output),
+    "Softmax": SOFTMAX,
+    "LogSoftmax": SOFTMAX,
+    "Softmax2d": activation("", saves=_keeps_output),
+    "Identity": Op("*args, **kwargs", lambda a: a.input),
+    "Flatten": Op("start_dim=1, end_dim=-1", _flatten_shape),
+    "Unflatten": Op("dim, unflattened_size", _unflatten_shape),
+    "Upsample": Op("size=None, scale_factor=None, mode='nearest', align_corners=None, recompute_scale_factor=None",
+                   _upsample_sizes, saves=_upsample_saves),
+    "UpsamplingNearest2d": Op("size=None, scale_factor=None", _upsample_sizes),
+    "UpsamplingBilinear2d": Op("size=None, scale_factor=None", _upsample_sizes),
+    "PixelShuffle": Op("upscale_factor", _pixel_shuffle_shape),
+    "PixelUnshuffle": Op("downscale_factor", _pixel_unshuffle_shape),
+    **{f"ConstantPad{n}d": pad(n, constant=True) for n in (1, 2, 3)},
+    **{f"{k}Pad{n}d": pad(n) for n in (1, 2, 3) for k in ("Zero", "Reflection", "Replication", "Circular")},
+    "RNN": recurrent(1),
+    "GRU": recurrent(3),
+    "LSTM": recurrent(4),
+    "MultiheadAttention": Op(
+        "embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False, add_zero_attn=False, kdim=None, vdim=None, "
+        "batch_first=False, device=None, dtype=None", _mha_shape, _mha_params, saves=_mha_saves,
+        forward="query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None, "
+                "average_attn_weights=True, is_causal=False"),
+}
+
+
+def unary(saves=_keeps_input, extra: str = "") -> Op:
+    """An element-wise function of one tensor (input first)."""
+    return Op("input" + extra, lambda a: a.input.like(a.input.shape), saves=saves)
+
+
+def binary(saves=_keeps_nothing) -> Op:
+    return Op("input, other, alpha=1, out=None", _binary_shape, saves=saves)
+
+
+DROPOUT_FN = Op("input, p=0.5, training=True, inplace=False", _dropout_shape, saves=_dropout_saves)
+INTERPOLATE = Op("input, size=None, scale_factor=None, mode='nearest', align_corners=None, "
+                 "recompute_scale_factor=None, antialias=False", _upsample_sizes, saves=_upsample_saves)
+SOFTMAX_FN = Op("input, dim=None, _stacklevel=3, dtype=None", lambda a: a.input.like(a.input.shape),
+                saves=_keeps_output)
+REDUCE = Op("input, dim=None, keepdim=False, dtype=None, out=None", _reduce_shape)
+REDUCE_KEEPS = Op("input, dim=(), keepdim=False, out=None", lambda a: _reduce_shape(
+    Args(a, dim=a.dim if a.dim != () else None)), saves=lambda a, out: [a.input, out])  # amax/amin: both
+MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=_keeps_input)
+CAT = Op("tensors, dim=0, out=None", _cat_shape)
+CREATE = _creation()
+
+# Functions by the qualified name they are imported under.
+FUNCTIONS: dict[str, Op] = {
+    **{f"torch.nn.functional.{f}": functional(MODULES[m]) for f, m in (
+        ("relu6", "ReLU6"), ("leaky_relu", "LeakyReLU"), ("elu", "ELU"), ("selu", "SELU"),
+        ("celu", "CELU"), ("gelu", "GELU"), ("silu", "SiLU"), ("mish", "Mish"), ("hardswish", "Hardswish"),
+        ("hardsigmoid", "Hardsigmoid"), ("hardtanh", "Hardtanh"), ("softplus", "Softplus"),
+        ("logsigmoid", "LogSigmoid"), ("softsign", "Softsign"))},
+    "torch.nn.functional.relu": functional(RELU),
+    "torch.relu": functional(RELU),
+    "torch.nn.functional.tanh": unary(_keeps_output),
+    "torch.tanh": unary(_keeps_output),
+    "torch.nn.functional.sigmoid": unary(_keeps_output),
+    "torch.sigmoid": unary(_keeps_output),
+    "torch.exp": unary(_keeps_output),
+    "torch.log": unary(),
+    "torch.sqrt": unary(_keeps_output),
+    "torch.abs": unary(),
+    "torch.clamp": unary(extra=", min=None, max=None"),
+    "torch.nn.functional.normalize": unary(extra=", p=2.0, dim=1, eps=1e-12, out=None"),
+    "torch.nn.functional.softmax": SOFTMAX_FN, "torch.softmax": SOFTMAX_FN,
+    "torch.nn.functional.log_softmax": SOFTMAX_FN, "torch.log_softmax": SOFTMAX_FN,
+    **{f"torch.nn.functional.{f}": DROPOUT_FN for f in ("dropout", "dropout1d", "dropout2d", "dropout3d",
+                                                          "alpha_dropout", "feature_alpha_dropout")},
+    **{f"torch.nn.functional.{k.lower()}_pool{n}d": functional_pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
+    **{f"torch.{k.lower()}_pool{n}d": functional_pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
+    **{f"torch.nn.functional.adaptive_{k.lower()}_pool{n}d":
+       Op("input, " + adaptive(n, k).signature, adaptive(n, k).shape, saves=adaptive(n, k).saves)
+       for n in (1, 2, 3) for k in ("Max", "Avg")},
+    "torch.nn.functional.interpolate": INTERPOLATE,
+    "torch.nn.functional.upsample": INTERPOLATE,
+    "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape),
+    "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_keeps_input),
+    "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
+    "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", _pixel_unshuffle_shape),
+    "torch.flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape),
+    "torch.cat": CAT, "torch.concat": CAT, "torch.concatenate": CAT,
+    "torch.stack": Op("tensors, dim=0, out=None", _stack_shape),
+    "torch.add": binary(), "torch.sub": binary(),
+    "torch.mul": binary(_keeps_both), "torch.div": binary(_keeps_both),
+    "torch.matmul": Op("input, other, out=None", _matmul_shape, saves=_keeps_both),
+    "torch.bmm": Op("input, mat2, out=None", lambda a: _matmul_shape(Args(input=a.input, other=a.mat2)),
+                    saves=lambda a, out: [a.input, a.mat2]),
+    "torch.mean": REDUCE, "torch.sum": REDUCE, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
+    "torch.max": MAX, "torch.min": MAX,
+    "torch.transpose": Op("input, dim0, dim1", _transpose_shape),
+    "torch.permute": Op("input, *dims", _permute_shape),
+    "torch.reshape": Op("input, *shape", _reshape_shape),
+    "torch.squeeze": Op("input, dim=None", _squeeze_shape),
+    "torch.unsqueeze": Op("input, dim", _unsqueeze_shape),
+    "torch.chunk": Op("input, chunks, dim=0", _chunk_shape),
+    "torch.split": Op("input, split_size_or_sections, dim=0", _split_shape),
+    "torch.unbind": Op("input, dim=0", _unbind_shape),
+    **{f"torch.{f}": CREATE for f in ("randn", "rand", "zeros", "ones", "empty")},
+    **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", _like_shape)
+       for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
+    "torch.randint": Op("low, high, size, dtype=None, device=None, generator=None, requires_grad=False",
+                        _randint_shape),
+}
+
+# Tensor methods, by method name; the tensor is bound as `input`.
+METHODS: dict[str, Op] = {
+    "view": Op("input, *shape", _view_shape),
+    "reshape": Op("input, *shape", _reshape_shape),
+    "view_as": Op("input, other", _view_as_shape),
+    "reshape_as": Op("input, other", _view_as_shape),
+    "flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape),
+    "squeeze": Op("input, dim=None", _squeeze_shape),
+    "unsqueeze": Op("input, dim", _unsqueeze_shape),
+    "permute": Op("input, *dims", _permute_shape),
+    "transpose": Op("input, dim0, dim1", _transpose_shape),
+    "t": Op("input", _t_shape),
+    "expand": Op("input, *sizes", _expand_shape),
+    "expand_as": Op("input, other", _view_as_shape),
+    "repeat": Op("input, *sizes", _repeat_shape),
+    "chunk": FUNCTIONS["torch.chunk"],
+    "split": FUNCTIONS["torch.split"],
+    "unbind": FUNCTIONS["torch.unbind"],
+    "size": Op("input, dim=None", _size),
+    "dim": Op("input", lambda a: a.input.ndim),
+    "numel": Op("input", lambda a: a.input.numel),
+    "contiguous": Op("input, memory_format=None", _cast_shape),
+    "detach": Op("input", lambda a: Tensor(a.input.shape, a.input.dtype, False, base=a.input)),
+    "clone": Op("input, memory_format=None", lambda a: a.input.like(a.input.shape)),
+    "to": Op("input, *args, **kwargs", _cast_shape),
+    "cuda": Op("input, *args, **kwargs", _cast_shape),
+    "cpu": Op("input, *args, **kwargs", _cast_shape),
+    "type_as": Op("input, other", lambda a: a.input if a.input.dtype == a.other.dtype else
+                  a.input.like(a.input.shape, a.other.dtype)),
+    "float": _to_dtype("float32"),
+    "half": _to_dtype("float16"),
+    "bfloat16": _to_dtype("bfloat16"),
+    "double": _to_dtype("float64"),
+    "long": _to_dtype("int64"),
+    "int": _to_dtype("int32"),
+    "bool": _to_dtype("bool"),
+    "relu": FUNCTIONS["torch.relu"],
+    "relu_": Op("input", lambda a: a.input, saves=_keeps_output),
+    "sigmoid": FUNCTIONS["torch.sigmoid"],
+    "tanh": FUNCTIONS["torch.tanh"],
+    "exp": FUNCTIONS["torch.exp"],
+    "log": FUNCTIONS["torch.log"],
+    "sqrt": FUNCTIONS["torch.sqrt"],
+    "abs": FUNCTIONS["torch.abs"],
+    "clamp": FUNCTIONS["torch.clamp"],
+    "pow": unary(extra=", exponent"),
+    "softmax": Op("input, dim, dtype=None", SOFTMAX_FN.shape, saves=_keeps_output),
+    "log_softmax": Op("input, dim, dtype=None", SOFTMAX_FN.shape, saves=_keeps_output),
+    "mean": REDUCE, "sum": REDUCE, "amax": REDUCE_KEEPS, "amin": REDUCE_KEEPS,
+    "max": MAX, "min": MAX,
+    "argmax": Op("input, dim=None, keepdim=False",
+                 lambda a: Tensor(_reduce_shape(a).shape, "int64")),
+    "add": binary(), "sub": binary(), "mul": binary(_keeps_both), "div": binary(_keeps_both),
+    "matmul": FUNCTIONS["torch.matmul"],
+    "bmm": FUNCTIONS["torch.bmm"],
+    "masked_fill": Op("input, mask, value", lambda a: a.input.like(a.input.shape)),
+}

@@ -1,0 +1,82 @@
+"""`gpumem report FILE`: the per-layer table and training-memory totals, without running the model."""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+
+from .analysis import Analysis, analyse_source
+from .config import DTYPES, INPUT_DTYPES, OPTIMIZERS, ConfigError, settings_from
+from .report import RENDERERS
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpumem", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("report", help="per-layer shapes and training memory of the models in FILE")
+    r.add_argument("files", nargs="+", metavar="FILE")
+    r.add_argument("--model", help="only this model (class or variable name)")
+    r.add_argument("--input-shape", help="per-sample input shape, e.g. 3,50,50")
+    r.add_argument("--batch-size", help="samples per step (default 1)")
+    r.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default adam)")
+    r.add_argument("--dtype", help=f"one of {', '.join(DTYPES)} (default float32)")
+    r.add_argument("--input-dtype", help=f"one of {', '.join(INPUT_DTYPES)}; int64 for token ids")
+    r.add_argument("--budget", help='GPU memory: bytes, "12GiB", "16GB" or a GPU name like T4, A100-40GB')
+    r.add_argument("--reserve", help="memory set aside for the CUDA context etc. (default 0)")
+    r.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="a constructor argument of the model, e.g. --arg num_classes=10 (repeatable)")
+    r.add_argument("--format", choices=sorted(RENDERERS), default="table")
+    return p
+
+
+def overrides_from(ns: argparse.Namespace):
+    values = {k: getattr(ns, k) for k in ("input_shape", "batch_size", "optimizer", "dtype", "input_dtype",
+                                          "budget", "reserve") if getattr(ns, k) is not None}
+    args = {}
+    for item in ns.arg:
+        name, eq, raw = item.partition("=")
+        if not eq or not name.isidentifier():
+            raise ConfigError(f"command line: --arg {item!r}: expected NAME=VALUE")
+        try:
+            args[name] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            args[name] = raw
+    if args:
+        values["args"] = args
+    return settings_from(values, "command line")
+
+
+def main(argv=None) -> int:
+    ns = parser().parse_args(argv)
+    try:
+        overrides = overrides_from(ns)
+    except ConfigError as exc:
+        print(f"gpumem: {exc}", file=sys.stderr)
+        return 2
+    combined = Analysis()
+    status = 0
+    for path in ns.files:
+        try:
+            with open(path, "rb") as f:
+                source = f.read().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"gpumem: cannot read {path}: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        result = analyse_source(source, path, overrides, model=ns.model)
+        combined.models += result.models
+        combined.diagnostics += result.diagnostics
+        for name, why in result.skipped:
+            print(f"gpumem: {path}: {name} not analysed: {why}", file=sys.stderr)
+        if not result.models:
+            status = 2
+            if not result.skipped:
+                what = f"no model named {ns.model!r}" if ns.model else "no nn.Module model"
+                print(f"gpumem: {path}: {what} found", file=sys.stderr)
+    if combined.models or ns.format == "json":
+        sys.stdout.write(RENDERERS[ns.format](combined))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

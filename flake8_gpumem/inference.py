@@ -1,0 +1,1209 @@
+"""Shape inference: a small abstract interpreter over model source.
+
+It evaluates `__init__` to build the module tree (with constants, defaults,
+arithmetic, loops and helper calls resolved) and `forward` on tensors known by
+shape only, recording one Event per layer call. Nothing is imported or run:
+every name resolves to source in the file, to the catalogue, or to a short
+list of safe builtins. Whatever cannot be known raises Unresolved.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import math
+import operator
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import libcst as cst
+
+from . import catalogue, composites
+from .catalogue import Args, Op
+from .signature import REQUIRED, Param, bind, parse
+from .values import FLOAT_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved
+
+MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
+MAX_LOOP = 10_000  # iterations of one loop
+MAX_DEPTH = 60  # nested calls of functions, methods and modules
+MAX_INT_BITS = 63  # sizes beyond int64 are not sizes
+
+
+# ---------------------------------------------------------------- values
+
+@dataclass(frozen=True)
+class Q:
+    """A name reached through an import, e.g. torch.nn.Conv2d."""
+
+    path: str
+
+
+@dataclass(eq=False)
+class Scope:
+    vars: dict
+    parent: Scope | None = None
+    thunks: dict = field(default_factory=dict)  # module level: name -> node, evaluated on first use
+
+
+@dataclass(eq=False)
+class Function:
+    node: cst.FunctionDef | cst.Lambda
+    scope: Scope
+    name: str
+    owner: Class | None = None  # the class a method is defined in, for super()
+
+
+@dataclass(eq=False)
+class Class:
+    node: cst.ClassDef
+    scope: Scope
+    name: str
+
+    def method(self, interp: Interpreter, name: str):
+        """Look a method up along the in-file base classes."""
+        for stmt in self.node.body.body:
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name:
+                return Function(stmt, self.scope, f"{self.name}.{name}", self)
+        for base in interp.bases(self):
+            if isinstance(base, Class):
+                found = base.method(interp, name)
+                if found is not None:
+                    return found
+        return None
+
+
+@dataclass(eq=False)
+class Bound:
+    """A method bound to its object: a user method, or a catalogue method of a tensor/list."""
+
+    obj: object
+    func: object  # Function, or the method name for tensors and containers
+
+
+@dataclass(eq=False)
+class Builtin:
+    fn: object
+    name: str
+
+
+@dataclass(eq=False)
+class Parameter:
+    tensor: Tensor
+
+
+@dataclass(eq=False)
+class Module:
+    """An nn.Module instance as the interpreter builds it."""
+
+    kind: str  # torch class name, or the user class name
+    node: cst.CSTNode | None  # where it was constructed
+    op: Op | None = None  # catalogue entry, for leaf layers
+    args: Args | None = None
+    cls: Class | None = None
+    container: str | None = None  # Sequential | ModuleList | ModuleDict
+    children: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+    params: list = field(default_factory=list)  # shapes of its own parameters
+    buffers: list = field(default_factory=list)  # its own buffer tensors
+
+
+@dataclass
+class Event:
+    """One layer call in forward: a leaf module or a functional op/method."""
+
+    module: Module | None
+    type: str
+    node: cst.CSTNode
+    output: object
+    allocated: list  # tensors this call created (its activation memory)
+    saved: list  # tensors autograd keeps for backward
+    notes: list
+    name: str = ""
+
+
+class _Return(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
+class _Break(Exception):
+    pass
+
+
+class _Continue(Exception):
+    pass
+
+
+CONTAINERS = ("Sequential", "ModuleList", "ModuleDict")
+MODULE_BASES = {"torch.nn.Module", "torch.nn.modules.module.Module", "pytorch_lightning.LightningModule",
+                "lightning.LightningModule", "lightning.pytorch.LightningModule",
+                "pytorch_lightning.core.LightningModule", "lightning.pytorch.core.LightningModule"}
+SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
+                 "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
+                 "isinstance", "divmod", "pow", "map", "filter")
+SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "exp", "pi", "e", "inf", "gcd", "isqrt")
+LIST_METHODS = ("append", "extend", "insert", "pop", "index", "count", "copy", "reverse",
+                "items", "keys", "values", "get", "update", "setdefault")
+BINOPS = {
+    cst.Add: operator.add, cst.Subtract: operator.sub, cst.Multiply: operator.mul, cst.Divide: operator.truediv,
+    cst.FloorDivide: operator.floordiv, cst.Modulo: operator.mod, cst.Power: operator.pow,
+    cst.MatrixMultiply: operator.matmul, cst.BitOr: operator.or_, cst.BitAnd: operator.and_,
+    cst.BitXor: operator.xor, cst.LeftShift: operator.lshift, cst.RightShift: operator.rshift,
+}
+AUGOPS = {
+    cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
+    cst.DivideAssign: cst.Divide, cst.FloorDivideAssign: cst.FloorDivide, cst.ModuloAssign: cst.Modulo,
+    cst.PowerAssign: cst.Power, cst.MatrixMultiplyAssign: cst.MatrixMultiply, cst.BitOrAssign: cst.BitOr,
+}
+TENSOR_BINOPS = {cst.Add: ("add", "+", "torch.add"), cst.Subtract: ("sub", "-", "torch.sub"),
+                 cst.Multiply: ("mul", "*", "torch.mul"), cst.Divide: ("div", "/", "torch.div"),
+                 cst.MatrixMultiply: ("matmul", "@", "torch.matmul")}
+COMPARE = {
+    cst.Equal: operator.eq, cst.NotEqual: operator.ne, cst.LessThan: operator.lt, cst.LessThanEqual: operator.le,
+    cst.GreaterThan: operator.gt, cst.GreaterThanEqual: operator.ge, cst.Is: operator.is_,
+    cst.IsNot: operator.is_not, cst.In: lambda a, b: a in b, cst.NotIn: lambda a, b: a not in b,
+}
+_code = cst.Module([])
+
+
+def code(node: cst.CSTNode) -> str:
+    return _code.code_for_node(node)
+
+
+# ---------------------------------------------------------------- module scopes
+
+def module_scope(module: cst.Module) -> Scope:
+    """Globals of a source file: imports, functions and classes now; assignments on first use."""
+    scope = Scope({})
+    for stmt in module.body:
+        _declare(stmt, scope)
+    return scope
+
+
+def _declare(stmt, scope: Scope) -> None:
+    if isinstance(stmt, cst.SimpleStatementLine):
+        for small in stmt.body:
+            if isinstance(small, (cst.Import, cst.ImportFrom)):
+                scope.vars.update(imported_names(small))
+            elif isinstance(small, cst.Assign):
+                for target in small.targets:
+                    for name in _target_names(target.target):
+                        scope.thunks[name] = small.value if isinstance(target.target, cst.Name) else small
+                        scope.vars.pop(name, None)
+            elif isinstance(small, cst.AnnAssign) and small.value is not None and isinstance(small.target, cst.Name):
+                scope.thunks[small.target.value] = small.value
+    elif isinstance(stmt, cst.ClassDef):
+        scope.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value)
+        scope.thunks.pop(stmt.name.value, None)
+    elif isinstance(stmt, cst.FunctionDef):
+        scope.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value)
+        scope.thunks.pop(stmt.name.value, None)
+    elif isinstance(stmt, (cst.Try, cst.If)):  # `try: import x except ImportError: ...` and guarded imports
+        for inner in stmt.body.body:
+            if isinstance(inner, cst.SimpleStatementLine) and all(
+                    isinstance(s, (cst.Import, cst.ImportFrom)) for s in inner.body):
+                _declare(inner, scope)
+
+
+def _target_names(target) -> list:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for e in target.elements for n in _target_names(e.value)]
+    return []
+
+
+def dotted(node) -> str:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        return f"{dotted(node.value)}.{node.attr.value}"
+    return ""
+
+
+def imported_names(stmt) -> dict:
+    names = {}
+    if isinstance(stmt, cst.Import):
+        for alias in stmt.names:
+            path = dotted(alias.name)
+            if alias.asname is not None:
+                names[alias.asname.name.value] = Q(path)
+            else:
+                names[path.split(".")[0]] = Q(path.split(".")[0])
+    elif isinstance(stmt.names, cst.ImportStar) or stmt.relative:
+        pass
+    else:
+        base = dotted(stmt.module)
+        for alias in stmt.names:
+            local = alias.asname.name.value if alias.asname else alias.name.value
+            names[local] = Q(f"{base}.{alias.name.value}")
+    return names
+
+
+@lru_cache(maxsize=1)
+def _composites() -> cst.Module:
+    return cst.parse_module(composites.SOURCE)
+
+
+def canonical(path: str) -> str:
+    """torch.nn.modules.conv.Conv2d -> torch.nn.Conv2d; F aliases kept as written."""
+    parts = path.split(".")
+    if parts[:3] == ["torch", "nn", "modules"] and len(parts) > 3:
+        return "torch.nn." + parts[-1]
+    return path
+
+
+# ---------------------------------------------------------------- the interpreter
+
+class Interpreter:
+    """Evaluates one model: construction, then one forward pass."""
+
+    def __init__(self, scope: Scope, positions, model_dtype: str = "float32"):
+        self.scope = scope
+        self.positions = positions  # node -> (line, col), or None for nodes outside the file
+        self.model_dtype = model_dtype
+        self.steps = 0
+        self.depth = 0
+        self.events: list[Event] = []
+        self.stack: list[list] = []  # module calls in flight: [Module, had_child_call]
+        self.anchor: cst.CSTNode | None = None  # the innermost user-file node, for positions
+        self.torch_scope = module_scope(_composites())
+        self._function_names: dict[str, int] = {}
+
+    # ------------------------------------------------------------ positions
+
+    def where(self, node) -> tuple[int, int]:
+        pos = self.positions(node) if node is not None else None
+        if pos is None and self.anchor is not None:
+            pos = self.positions(self.anchor)
+        return pos or (1, 0)
+
+    def _tick(self, node) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise Unresolved(f"analysis stopped after {MAX_STEPS} evaluation steps (model too large or a loop "
+                             "too long to unroll)", node)
+
+    # ------------------------------------------------------------ names
+
+    def lookup(self, name: str, scope: Scope, node):
+        s = scope
+        while s is not None:
+            if name in s.vars:
+                value = s.vars[name]
+                if isinstance(value, Unresolved):
+                    raise Unresolved(value.message, node)
+                return value
+            if name in s.thunks:
+                thunk = s.thunks.pop(name)
+                s.vars[name] = Unresolved(f"'{name}' is defined in terms of itself", thunk)
+                try:
+                    s.vars[name] = self._global_value(name, thunk, s)
+                except AnalysisError as exc:
+                    s.vars[name] = Unresolved(f"'{name}' could not be resolved: {exc.message}", thunk)
+                    raise Unresolved(s.vars[name].message, node) from None
+                return s.vars[name]
+            s = s.parent
+        if name in ("True", "False", "None"):
+            return {"True": True, "False": False, "None": None}[name]
+        if name in SAFE_BUILTINS:
+            return Builtin(getattr(builtins, name), name)
+        if name in ("super", "print", "setattr", "getattr", "hasattr", "type"):
+            return Builtin(None, name)
+        raise Unresolved(f"'{name}' is not defined in this file", node)
+
+    def _global_value(self, name: str, node, scope: Scope):
+        if isinstance(node, cst.Assign):  # tuple unpacking at module level
+            value = self.eval(node.value, scope)
+            tmp = Scope({}, scope)
+            for target in node.targets:
+                self.assign(target.target, value, tmp)
+            return tmp.vars[name]
+        return self.eval(node, scope)
+
+    # ------------------------------------------------------------ statements
+
+    def run_block(self, body, scope: Scope) -> None:
+        for stmt in body:
+            self.run_stmt(stmt, scope)
+
+    def run_stmt(self, stmt, scope: Scope) -> None:
+        self._tick(stmt)
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                self.run_small(small, scope)
+        elif isinstance(stmt, cst.If):
+            self._run_if(stmt, scope)
+        elif isinstance(stmt, cst.For):
+            self._run_for(stmt, scope)
+        elif isinstance(stmt, cst.With):
+            self.run_block(stmt.body.body, scope)
+        elif isinstance(stmt, cst.Try):
+            self.run_block(stmt.body.body, scope)
+            if stmt.orelse is not None:
+                self.run_block(stmt.orelse.body.body, scope)
+            if stmt.finalbody is not None:
+                self.run_block(stmt.finalbody.body.body, scope)
+        elif isinstance(stmt, cst.FunctionDef):
+            scope.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value)
+        elif isinstance(stmt, cst.ClassDef):
+            scope.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value)
+        elif isinstance(stmt, cst.While):
+            raise Unresolved("a while loop cannot be unrolled statically", stmt)
+        else:
+            raise Unresolved(f"unsupported statement: {type(stmt).__name__}", stmt)
+
+    def _run_if(self, stmt: cst.If, scope: Scope) -> None:
+        if self.truth(self.eval(stmt.test, scope), stmt.test):
+            self.run_block(stmt.body.body, scope)
+        elif isinstance(stmt.orelse, cst.If):
+            self._run_if(stmt.orelse, scope)
+        elif stmt.orelse is not None:
+            self.run_block(stmt.orelse.body.body, scope)
+
+    def truth(self, value, node) -> bool:
+        if isinstance(value, Tensor):
+            raise Unresolved("a condition on tensor values depends on the data", node)
+        return bool(value)
+
+    def _run_for(self, stmt: cst.For, scope: Scope) -> None:
+        broke = False
+        for item in self.iterate(self.eval(stmt.iter, scope), stmt.iter):
+            self._tick(stmt)
+            self.assign(stmt.target, item, scope)
+            try:
+                self.run_block(stmt.body.body, scope)
+            except _Break:
+                broke = True
+                break
+            except _Continue:
+                continue
+        if not broke and stmt.orelse is not None:
+            self.run_block(stmt.orelse.body.body, scope)
+
+    def iterate(self, value, node) -> list:
+        if isinstance(value, Module):
+            if value.container in ("Sequential", "ModuleList"):
+                return list(value.children.values())
+            if value.container == "ModuleDict":
+                return list(value.children)
+            raise Unresolved(f"cannot iterate over a {value.kind}", node)
+        if isinstance(value, Tensor):
+            return [value.view(value.shape[1:]) for _ in range(value.shape[0])] if value.ndim else []
+        if isinstance(value, range) and len(value) > MAX_LOOP:
+            raise Unresolved(f"a loop of {len(value)} iterations is more than the {MAX_LOOP} unrolled", node)
+        try:
+            items = list(value) if not isinstance(value, (int, float)) else None
+        except TypeError:
+            items = None
+        if items is None:
+            raise Unresolved(f"cannot iterate over {type(value).__name__}", node)
+        if len(items) > MAX_LOOP:
+            raise Unresolved(f"a loop of {len(items)} iterations is more than the {MAX_LOOP} unrolled", node)
+        return items
+
+    def run_small(self, small, scope: Scope) -> None:
+        if isinstance(small, cst.Expr):
+            self.eval(small.value, scope)
+        elif isinstance(small, cst.Assign):
+            value = self.eval(small.value, scope)
+            for target in small.targets:
+                self.assign(target.target, value, scope)
+        elif isinstance(small, cst.AnnAssign):
+            if small.value is not None:
+                self.assign(small.target, self.eval(small.value, scope), scope)
+        elif isinstance(small, cst.AugAssign):
+            self._augassign(small, scope)
+        elif isinstance(small, cst.Return):
+            raise _Return(None if small.value is None else self.eval(small.value, scope))
+        elif isinstance(small, (cst.Import, cst.ImportFrom)):
+            scope.vars.update(imported_names(small))
+        elif isinstance(small, cst.Break):
+            raise _Break()
+        elif isinstance(small, cst.Continue):
+            raise _Continue()
+        elif isinstance(small, cst.Raise):
+            raise Unresolved("the code raises an exception here", small)
+        elif isinstance(small, (cst.Pass, cst.Assert, cst.Global, cst.Nonlocal, cst.Del)):
+            pass
+        else:
+            raise Unresolved(f"unsupported statement: {type(small).__name__}", small)
+
+    def _augassign(self, small: cst.AugAssign, scope: Scope) -> None:
+        op = AUGOPS.get(type(small.operator))
+        if op is None:
+            raise Unresolved(f"unsupported operator {code(small.operator)}", small)
+        current = self.eval(small.target, scope)
+        value = self.eval(small.value, scope)
+        if isinstance(current, list) and op is cst.Add:
+            current.extend(self.iterate(value, small.value))  # `layers += [...]` mutates the list
+            return
+        if isinstance(current, Tensor):
+            # In place: no new memory, the result keeps the target's storage.
+            result = self.binop(op, current, value, small, inplace=True)
+        else:
+            result = self.binop(op, current, value, small)
+        self.assign(small.target, result, scope)
+
+    def assign(self, target, value, scope: Scope) -> None:
+        if isinstance(target, cst.Name):
+            scope.vars[target.value] = value
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            items = self.iterate(value, target)
+            elements = target.elements
+            star = next((i for i, e in enumerate(elements) if isinstance(e, cst.StarredElement)), None)
+            if star is None:
+                if len(items) != len(elements):
+                    raise Unresolved(f"cannot unpack {len(items)} values into {len(elements)} names", target)
+                for e, v in zip(elements, items):
+                    self.assign(e.value, v, scope)
+            else:
+                after = len(elements) - star - 1
+                for e, v in zip(elements[:star], items):
+                    self.assign(e.value, v, scope)
+                self.assign(elements[star].value, list(items[star:len(items) - after]), scope)
+                for e, v in zip(elements[star + 1:], items[len(items) - after:]):
+                    self.assign(e.value, v, scope)
+        elif isinstance(target, cst.Attribute):
+            self.setattr(self.eval(target.value, scope), target.attr.value, value, target)
+        elif isinstance(target, cst.Subscript):
+            container = self.eval(target.value, scope)
+            key = self._index_value(target, scope)
+            if isinstance(container, Module):
+                self.register(container, str(key), value, target)
+            elif isinstance(container, (list, dict)):
+                container[key] = value
+            else:
+                raise Unresolved(f"cannot assign into {type(container).__name__}", target)
+        else:
+            raise Unresolved(f"unsupported assignment target {code(target)}", target)
+
+    def _index_value(self, node: cst.Subscript, scope: Scope):
+        if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+            raise Unresolved(f"unsupported subscript {code(node)}", node)
+        return self.eval(node.slice[0].slice.value, scope)
+
+    # ------------------------------------------------------------ modules
+
+    def setattr(self, obj, name: str, value, node) -> None:
+        if not isinstance(obj, Module):
+            raise Unresolved(f"cannot set attribute '{name}' on {type(obj).__name__}", node)
+        self.register(obj, name, value, node)
+
+    def register(self, obj: Module, name: str, value, node) -> None:
+        """Attribute assignment with nn.Module's rules: modules and parameters are registered."""
+        obj.children.pop(name, None) if not isinstance(value, Module) else None
+        if isinstance(value, Module):
+            obj.attrs.pop(name, None)
+            obj.children[name] = value
+        elif isinstance(value, Parameter):
+            obj.params.append(value.tensor.shape)
+            obj.attrs[name] = value.tensor
+        else:
+            obj.attrs[name] = value
+
+    def construct(self, kind: str, op: Op | None, args: list, kwargs: dict, node) -> Module:
+        """A catalogue layer or container from its constructor call."""
+        if kind in CONTAINERS:
+            return self._container(kind, args, kwargs, node)
+        bound = Args(bind(_params(op.signature), args, kwargs, f"nn.{kind}", node))
+        module = Module(kind, node, op=op, args=bound)
+        try:
+            module.params = [tuple(s) for s in op.params(bound)]
+            module.buffers = list(op.buffers(bound))
+        except AnalysisError as exc:
+            exc.node = exc.node or node
+            raise
+        except (TypeError, ValueError, ZeroDivisionError) as exc:
+            raise Unresolved(f"nn.{kind} arguments cannot be used: {exc}", node) from None
+        return module
+
+    def _container(self, kind: str, args: list, kwargs: dict, node) -> Module:
+        module = Module(kind, node, container=kind)
+        if kind == "Sequential":
+            if len(args) == 1 and isinstance(args[0], dict):
+                for key, child in args[0].items():
+                    self._add_child(module, str(key), child, node)
+            else:
+                for i, child in enumerate(args):
+                    self._add_child(module, str(i), child, node)
+        else:
+            items = args[0] if args else kwargs.get("modules", kwargs.get("dict"))
+            if items is None:
+                return module
+            if kind == "ModuleDict":
+                pairs = items.items() if isinstance(items, dict) else items
+                for key, child in pairs:
+                    self._add_child(module, str(key), child, node)
+            else:
+                for child in self.iterate(items, node):
+                    self._add_child(module, str(len(module.children)), child, node)
+        return module
+
+    def _add_child(self, module: Module, name: str, child, node) -> None:
+        if not isinstance(child, Module):
+            raise Unresolved(f"nn.{module.kind} holds {type(child).__name__}, not a module", node)
+        module.children[name] = child
+
+    def instantiate(self, cls: Class, args: list, kwargs: dict, node) -> Module:
+        if not self.is_module_class(cls):
+            raise Unresolved(f"'{cls.name}' is not an nn.Module", node)
+        module = Module(cls.name, node, cls=cls)
+        init = cls.method(self, "__init__")
+        if init is not None:
+            self.call_function(init, [module] + list(args), kwargs, node)
+        return module
+
+    def bases(self, cls: Class) -> list:
+        out = []
+        for arg in cls.node.bases:
+            try:
+                out.append(self.eval(arg.value, cls.scope))
+            except AnalysisError:
+                out.append(None)
+        return out
+
+    def is_module_class(self, cls: Class, seen=None) -> bool:
+        seen = seen or set()
+        if id(cls) in seen:
+            return False
+        seen.add(id(cls))
+        for base in self.bases(cls):
+            if isinstance(base, Q) and canonical(base.path) in MODULE_BASES:
+                return True
+            if isinstance(base, Class) and self.is_module_class(base, seen):
+                return True
+        return False
+
+    def call_module(self, module: Module, args: list, kwargs: dict, node):
+        if self.stack:
+            self.stack[-1][1] = True
+        self.stack.append([module, False])
+        try:
+            if module.container == "Sequential":
+                if len(args) != 1 or kwargs:
+                    raise Unresolved("nn.Sequential takes exactly one input", node)
+                x = args[0]
+                for child in module.children.values():
+                    x = self.call(child, [x], {}, node)
+                return x
+            if module.container:
+                raise Unresolved(f"nn.{module.container} is not callable", node)
+            if module.op is not None:
+                return self.apply(module.op, dict(module.args), module.op.forward, args, kwargs, node, module,
+                                  module.kind)
+            forward = module.cls.method(self, "forward")
+            if forward is None:
+                raise Unresolved(f"{module.kind} has no forward method", module.cls.node)
+            out = self.call_function(forward, [module] + list(args), kwargs, node)
+            if not self.stack[-1][1]:  # a custom module that calls no other module is a leaf too
+                self.events.append(Event(module, module.kind, node, out, [], [], []))
+            return out
+        finally:
+            self.stack.pop()
+
+    # ------------------------------------------------------------ applying catalogue ops
+
+    def apply(self, op: Op, fixed: dict, signature: str, args: list, kwargs: dict, node, module: Module | None,
+              type_name: str):
+        bound = Args(fixed)
+        bound.update(bind(_params(signature), args, kwargs, type_name, node))
+        bound["_float"] = self.model_dtype
+        inputs = [t for t in _tensors(list(bound.values()))]
+        try:
+            out = op.shape(bound)
+        except AnalysisError as exc:
+            exc.node = exc.node or (module.node if module is not None else node)
+            raise
+        except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError) as exc:
+            raise Unresolved(f"{type_name} arguments cannot be used: {exc}", node) from None
+        input_ids = {id(t) for t in inputs}
+        outputs = list(_tensors(out))
+        new = [t for t in outputs if id(t) not in input_ids and t.base is None]
+        grad = any(t.requires_grad for t in inputs) or bool(module and module.params)
+        for t in new:
+            t.requires_grad = grad and t.dtype in FLOAT_DTYPES
+        saved = list(op.saves(bound, out)) if grad else []
+        records = bool(module) or new or saved
+        if records:
+            self.events.append(Event(module, type_name, node, out, new, saved, bound.notes))
+        return out
+
+    def call_function_op(self, path: str, op: Op, args: list, kwargs: dict, node):
+        return self.apply(op, {}, op.signature, args, kwargs, node, None, _short(node, path))
+
+    # ------------------------------------------------------------ calls
+
+    def call(self, func, args: list, kwargs: dict, node):
+        self._tick(node)
+        if isinstance(func, Module):
+            return self.call_module(func, args, kwargs, node)
+        if isinstance(func, Function):
+            return self.call_function(func, args, kwargs, node)
+        if isinstance(func, Bound):
+            return self.call_bound(func, args, kwargs, node)
+        if isinstance(func, Class):
+            return self.instantiate(func, args, kwargs, node)
+        if isinstance(func, Q):
+            return self.call_q(func.path, args, kwargs, node)
+        if isinstance(func, Builtin):
+            return self.call_builtin(func, args, kwargs, node)
+        raise Unresolved(f"{code(node.func) if isinstance(node, cst.Call) else func!r} is not callable here", node)
+
+    def call_function(self, func: Function, args: list, kwargs: dict, node):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.depth -= 1
+            raise Unresolved(f"calls nest deeper than {MAX_DEPTH} (recursive model or helper?)", node)
+        try:
+            local = Scope({"__class__": func.owner} if func.owner else {}, func.scope)
+            params = self._function_params(func, local)
+            local.vars.update(bind(params, args, kwargs, func.name, node))
+            if isinstance(func.node, cst.Lambda):
+                return self.eval(func.node.body, local)
+            try:
+                body = func.node.body
+                if isinstance(body, cst.IndentedBlock):
+                    self.run_block(body.body, local)
+                else:  # def f(): return x  on one line
+                    for small in body.body:
+                        self.run_small(small, local)
+            except _Return as ret:
+                return ret.value
+            return None
+        finally:
+            self.depth -= 1
+
+    def _function_params(self, func: Function, scope: Scope) -> list:
+        ps = func.node.params
+
+        def default(p):
+            return REQUIRED if p.default is None else self.eval(p.default, scope.parent)
+
+        params = [Param(p.name.value, default(p)) for p in list(ps.posonly_params) + list(ps.params)]
+        if isinstance(ps.star_arg, cst.Param):
+            params.append(Param(ps.star_arg.name.value, kind="varargs"))
+        params += [Param(p.name.value, default(p), "kwonly") for p in ps.kwonly_params]
+        if ps.star_kwarg is not None:
+            params.append(Param(ps.star_kwarg.name.value, kind="kwargs"))
+        return params
+
+    def call_bound(self, bound: Bound, args: list, kwargs: dict, node):
+        obj, func = bound.obj, bound.func
+        if isinstance(func, Function):
+            return self.call_function(func, [obj] + list(args), kwargs, node)
+        if isinstance(obj, Tensor):
+            op = catalogue.METHODS.get(func)
+            if op is None:
+                raise Unresolved(f"tensor method .{func}() is not in the catalogue", node)
+            return self.apply(op, {}, op.signature, [obj] + list(args), kwargs, node, None, f"Tensor.{func}")
+        if isinstance(obj, Module):
+            return self._module_method(obj, func, args, kwargs, node)
+        if isinstance(obj, (list, dict)):
+            try:
+                return getattr(obj, func)(*args, **kwargs)
+            except (TypeError, ValueError, IndexError, KeyError) as exc:
+                raise Unresolved(f".{func}() failed: {exc}", node) from None
+        raise Unresolved(f"cannot call .{func}() on {type(obj).__name__}", node)
+
+    def _module_method(self, obj: Module, name: str, args: list, kwargs: dict, node):
+        if name in ("append", "add_module", "register_module", "extend", "insert", "register_buffer",
+                    "register_parameter", "update"):
+            if name == "append":
+                self._add_child(obj, str(len(obj.children)), args[0], node)
+                return obj
+            if name == "extend":
+                for child in self.iterate(args[0], node):
+                    self._add_child(obj, str(len(obj.children)), child, node)
+                return obj
+            if name == "update":
+                for key, child in (args[0].items() if isinstance(args[0], dict) else args[0]):
+                    self._add_child(obj, str(key), child, node)
+                return None
+            if name == "insert":
+                items = list(obj.children.values())
+                items.insert(args[0], args[1])
+                obj.children = {str(i): m for i, m in enumerate(items)}
+                return None
+            if name == "register_buffer":
+                if isinstance(args[1], Tensor):
+                    obj.buffers.append(args[1])
+                obj.attrs[args[0]] = args[1]
+                return None
+            self.register(obj, str(args[0]), args[1], node)
+            return None
+        if name in ("items", "keys", "values") and obj.container == "ModuleDict":
+            return list(getattr(obj.children, name)())
+        if name in ("modules", "children", "named_modules", "parameters", "named_parameters", "apply",
+                    "to", "cuda", "cpu", "train", "eval", "float", "half", "double", "requires_grad_",
+                    "zero_grad", "reset_parameters", "_reset_parameters", "init_weights"):
+            return None if name not in ("to", "cuda", "cpu", "train", "eval", "float", "half", "double") else obj
+        raise Unresolved(f"cannot call {obj.kind}.{name}() statically", node)
+
+    def call_q(self, path: str, args: list, kwargs: dict, node):
+        path = canonical(path)
+        name = path.rsplit(".", 1)[-1]
+        if path.startswith("torch.nn.") and path.count(".") == 2 and (name in catalogue.MODULES
+                                                                       or name in CONTAINERS):
+            return self.construct(name, catalogue.MODULES.get(name), args, kwargs, node)
+        if path.startswith("torch.nn.") and path.count(".") == 2 and name in self.torch_scope.vars:
+            self.anchor = node if self.positions(node) else self.anchor
+            return self.instantiate(self.torch_scope.vars[name], args, kwargs, node)
+        if path in catalogue.FUNCTIONS:
+            return self.call_function_op(path, catalogue.FUNCTIONS[path], args, kwargs, node)
+        if path in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
+            data = args[0] if args else kwargs.get("data")
+            if not isinstance(data, Tensor):
+                raise Unresolved("nn.Parameter of something that is not a tensor", node)
+            return Parameter(Tensor(data.shape, self.model_dtype, True, is_param=True))
+        if path.startswith("torch.nn.init.") or path in ("torch.manual_seed", "warnings.warn"):
+            return None
+        if path in ("collections.OrderedDict", "typing.OrderedDict"):
+            return dict(*args, **kwargs)
+        if path == "copy.deepcopy":
+            return _clone(args[0])
+        if path.startswith("math.") and name in SAFE_MATH:
+            value = getattr(math, name)
+            return value(*args, **kwargs) if callable(value) else value
+        if path == "torch.Size":
+            return tuple(args[0]) if args else ()
+        raise Unresolved(f"{path}() is not known to gpumem", node)
+
+    def call_builtin(self, func: Builtin, args: list, kwargs: dict, node):
+        name = func.name
+        if name == "super":
+            raise Unresolved("super() is understood only as super().method(...)", node)
+        if name == "print":
+            return None
+        if name == "setattr":
+            self.setattr(args[0], args[1], args[2], node)
+            return None
+        if name in ("getattr", "hasattr"):
+            try:
+                value = self.getattr(args[0], args[1], node)
+            except AnalysisError:
+                if name == "hasattr":
+                    return False
+                if len(args) > 2:
+                    return args[2]
+                raise
+            return True if name == "hasattr" else value
+        if name == "type":
+            raise Unresolved("type() of a value is not known statically", node)
+        if name == "isinstance":
+            return self._isinstance(args[0], args[1], node)
+        if name == "len" and args and isinstance(args[0], Module):
+            return len(args[0].children)
+        if name == "len" and args and isinstance(args[0], Tensor):
+            return args[0].shape[0]
+        if name in ("list", "tuple", "enumerate", "zip", "reversed", "sorted", "sum", "min", "max", "map",
+                    "filter", "any", "all", "dict", "set") and args and isinstance(args[0], Module):
+            args = [self.iterate(args[0], node)] + list(args[1:])
+        if name in ("map", "filter"):
+            fn = args[0]
+            items = [self.iterate(a, node) for a in args[1:]]
+            if name == "map":
+                return [self.call(fn, list(vals), {}, node) for vals in zip(*items)]
+            return [v for v in items[0] if (self.truth(self.call(fn, [v], {}, node), node) if fn else v)]
+        if name == "range":
+            r = range(*args)
+            if len(r) > MAX_LOOP:
+                raise Unresolved(f"range of {len(r)} is more than the {MAX_LOOP} unrolled", node)
+            return r
+        if name == "pow":
+            return self.binop(cst.Power, args[0], args[1], node)
+        try:
+            result = func.fn(*args, **kwargs)
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+            raise Unresolved(f"{name}() failed: {exc}", node) from None
+        return list(result) if name in ("enumerate", "zip", "reversed") else result
+
+    def _isinstance(self, obj, kinds, node) -> bool:
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        for k in kinds:
+            if isinstance(k, Q) and isinstance(obj, Module):
+                name = canonical(k.path).rsplit(".", 1)[-1]
+                if name == obj.kind or name == "Module":
+                    return True
+            elif isinstance(k, Class) and isinstance(obj, Module) and obj.cls is k:
+                return True
+            elif isinstance(k, Builtin) and isinstance(k.fn, type) and not isinstance(obj, (Module, Tensor)):
+                if isinstance(obj, k.fn):
+                    return True
+            elif isinstance(k, Q) and isinstance(obj, Tensor) and k.path == "torch.Tensor":
+                return True
+        return False
+
+    # ------------------------------------------------------------ attributes
+
+    def getattr(self, obj, name: str, node):
+        if isinstance(obj, Q):
+            return Q(f"{obj.path}.{name}")
+        if isinstance(obj, Module):
+            return self._module_attr(obj, name, node)
+        if isinstance(obj, Tensor):
+            if name == "shape":
+                return obj.shape
+            if name == "ndim":
+                return obj.ndim
+            if name == "dtype":
+                return Q(f"torch.{obj.dtype}")
+            if name == "device":
+                return Q("torch.device")
+            if name == "T":
+                return obj.view(obj.shape[::-1])
+            if name == "requires_grad":
+                return obj.requires_grad
+            return Bound(obj, name)
+        if isinstance(obj, (list, dict)) and name in LIST_METHODS:
+            return Bound(obj, name)
+        if isinstance(obj, Class):
+            method = obj.method(self, name)
+            if method is not None:
+                return method
+            for stmt in obj.node.body.body:
+                if isinstance(stmt, cst.SimpleStatementLine):
+                    for small in stmt.body:
+                        if isinstance(small, cst.Assign) and any(
+                                isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
+                            return self.eval(small.value, obj.scope)
+        if isinstance(obj, (int, float, str, tuple)) and name in ("real", "upper", "lower", "format", "join",
+                                                                   "startswith", "endswith", "split", "index",
+                                                                   "count"):
+            return Builtin(getattr(obj, name), name)
+        raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
+
+    def _module_attr(self, obj: Module, name: str, node):
+        if name in obj.children:
+            return obj.children[name]
+        if name in obj.attrs:
+            value = obj.attrs[name]
+            if isinstance(value, Unresolved):
+                raise Unresolved(value.message, node)
+            return value
+        if name == "training":
+            return True
+        if obj.cls is not None:
+            method = obj.cls.method(self, name)
+            if method is not None:
+                return Bound(obj, method)
+            for cls in [obj.cls] + [b for b in self.bases(obj.cls) if isinstance(b, Class)]:
+                try:
+                    return self.getattr(cls, name, node)
+                except AnalysisError:
+                    continue
+        if obj.args is not None and name in obj.args:  # e.g. conv.out_channels
+            return obj.args[name]
+        if obj.op is not None and name in ("weight", "bias") and obj.params:
+            shapes = obj.params
+            idx = 0 if name == "weight" else 1
+            if idx < len(shapes):
+                return Tensor(shapes[idx], self.model_dtype, True, is_param=True)
+        return Bound(obj, name)
+
+    # ------------------------------------------------------------ expressions
+
+    def eval(self, node, scope: Scope):
+        self._tick(node)
+        try:
+            return self._eval(node, scope)
+        except (AnalysisError, _Return, _Break, _Continue):
+            raise
+        except RecursionError:
+            raise Unresolved("expression nests too deeply", node) from None
+        except Exception as exc:  # any Python-level failure of an evaluated value
+            raise Unresolved(f"cannot evaluate {code(node)[:80]}: {exc}", node) from None
+
+    def _eval(self, node, scope: Scope):
+        if isinstance(node, cst.Name):
+            return self.lookup(node.value, scope, node)
+        if isinstance(node, cst.Integer):
+            return int(node.value, 0)
+        if isinstance(node, cst.Float):
+            return float(node.value)
+        if isinstance(node, cst.SimpleString):
+            return ast.literal_eval(node.value)
+        if isinstance(node, cst.ConcatenatedString):
+            return self.eval(node.left, scope) + self.eval(node.right, scope)
+        if isinstance(node, cst.FormattedString):
+            return self._fstring(node, scope)
+        if isinstance(node, cst.Attribute):
+            return self.getattr(self.eval(node.value, scope), node.attr.value, node)
+        if isinstance(node, cst.Call):
+            return self._eval_call(node, scope)
+        if isinstance(node, cst.BinaryOperation):
+            return self.binop(type(node.operator), self.eval(node.left, scope), self.eval(node.right, scope), node)
+        if isinstance(node, cst.UnaryOperation):
+            return self._unary(node, scope)
+        if isinstance(node, cst.BooleanOperation):
+            left = self.eval(node.left, scope)
+            if isinstance(node.operator, cst.And):
+                return self.eval(node.right, scope) if self.truth(left, node) else left
+            return left if self.truth(left, node) else self.eval(node.right, scope)
+        if isinstance(node, cst.Comparison):
+            return self._compare(node, scope)
+        if isinstance(node, cst.IfExp):
+            test = self.truth(self.eval(node.test, scope), node.test)
+            return self.eval(node.body if test else node.orelse, scope)
+        if isinstance(node, (cst.Tuple, cst.List, cst.Set)):
+            items = []
+            for e in node.elements:
+                value = self.eval(e.value, scope)
+                items.extend(self.iterate(value, e) if isinstance(e, cst.StarredElement) else [value])
+            return tuple(items) if isinstance(node, cst.Tuple) else (list(items) if isinstance(node, cst.List)
+                                                                     else set(items))
+        if isinstance(node, cst.Dict):
+            out = {}
+            for e in node.elements:
+                if isinstance(e, cst.StarredDictElement):
+                    out.update(self.eval(e.value, scope))
+                else:
+                    out[self.eval(e.key, scope)] = self.eval(e.value, scope)
+            return out
+        if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp)):
+            items = []
+            self._comprehend(node.for_in, Scope({}, scope), lambda s: items.append(self.eval(node.elt, s)))
+            return set(items) if isinstance(node, cst.SetComp) else items
+        if isinstance(node, cst.DictComp):
+            out = {}
+            self._comprehend(node.for_in, Scope({}, scope),
+                             lambda s: out.__setitem__(self.eval(node.key, s), self.eval(node.value, s)))
+            return out
+        if isinstance(node, cst.Subscript):
+            return self._subscript(node, scope)
+        if isinstance(node, cst.Lambda):
+            return Function(node, scope, "lambda")
+        if isinstance(node, cst.Ellipsis):
+            return Ellipsis
+        raise Unresolved(f"unsupported expression {code(node)[:60]}", node)
+
+    def _fstring(self, node: cst.FormattedString, scope: Scope) -> str:
+        out = []
+        for part in node.parts:
+            if isinstance(part, cst.FormattedStringText):
+                out.append(part.value)
+            else:
+                value = self.eval(part.expression, scope)
+                if not isinstance(value, (int, float, str, bool)):
+                    raise Unresolved("an f-string of a non-constant value", node)
+                out.append(str(value))
+        return "".join(out)
+
+    def _comprehend(self, comp: cst.CompFor, scope: Scope, emit) -> None:
+        for item in self.iterate(self.eval(comp.iter, scope), comp.iter):
+            self._tick(comp)
+            self.assign(comp.target, item, scope)
+            if all(self.truth(self.eval(c.test, scope), c.test) for c in comp.ifs):
+                if comp.inner_for_in is not None:
+                    self._comprehend(comp.inner_for_in, scope, emit)
+                else:
+                    emit(scope)
+
+    def _eval_call(self, node: cst.Call, scope: Scope):
+        func_node = node.func
+        # super().__init__(...) and Base.__init__(self, ...): run the base class constructor.
+        if isinstance(func_node, cst.Attribute) and isinstance(func_node.value, cst.Call) and dotted(
+                func_node.value.func) == "super":
+            return self._super_call(func_node.attr.value, node, scope)
+        func = self.eval(func_node, scope)
+        args, kwargs = [], {}
+        for arg in node.args:
+            value = self.eval(arg.value, scope)
+            if arg.star == "*":
+                args.extend(self.iterate(value, arg.value))
+            elif arg.star == "**":
+                if not isinstance(value, dict):
+                    raise Unresolved("** of something that is not a dict", arg)
+                kwargs.update(value)
+            elif arg.keyword is not None:
+                kwargs[arg.keyword.value] = value
+            else:
+                args.append(value)
+        if self.positions(node) is not None:
+            saved, self.anchor = self.anchor, node
+            try:
+                return self.call(func, args, kwargs, node)
+            finally:
+                self.anchor = saved
+        return self.call(func, args, kwargs, node)
+
+    def _super_call(self, method: str, node: cst.Call, scope: Scope):
+        self_obj = self.lookup("self", scope, node)
+        if not isinstance(self_obj, Module) or self_obj.cls is None:
+            return None
+        args = [self.eval(a.value, scope) for a in node.args if not a.keyword and not a.star]
+        kwargs = {a.keyword.value: self.eval(a.value, scope) for a in node.args if a.keyword}
+        owner = self._owner_class(scope)
+        for base in self.bases(owner or self_obj.cls):
+            if isinstance(base, Class):
+                found = base.method(self, method)
+                if found is not None:
+                    return self.call_function(found, [self_obj] + args, kwargs, node)
+        return None  # nn.Module.__init__ and friends
+
+    def _owner_class(self, scope: Scope) -> Class | None:
+        """The class whose method is running: the innermost function scope's defining class."""
+        s = scope
+        while s is not None:
+            owner = s.vars.get("__class__")
+            if owner is not None:
+                return owner
+            s = s.parent
+        return None
+
+    def _unary(self, node: cst.UnaryOperation, scope: Scope):
+        value = self.eval(node.expression, scope)
+        if isinstance(node.operator, cst.Not):
+            return not self.truth(value, node)
+        if isinstance(value, Tensor):
+            if isinstance(node.operator, cst.Minus):
+                return self.apply(catalogue.unary(), {}, "input", [value], {}, node, None, "neg")
+            raise Unresolved(f"unsupported operator on a tensor: {code(node)}", node)
+        if isinstance(node.operator, cst.Minus):
+            return -value
+        if isinstance(node.operator, cst.Plus):
+            return +value
+        return ~value
+
+    def _compare(self, node: cst.Comparison, scope: Scope):
+        left = self.eval(node.left, scope)
+        for target in node.comparisons:
+            right = self.eval(target.comparator, scope)
+            if isinstance(left, Tensor) or isinstance(right, Tensor):
+                if not isinstance(target.operator, (cst.Is, cst.IsNot, cst.In, cst.NotIn)):
+                    if len(node.comparisons) > 1:
+                        raise Unresolved("chained comparisons of tensors are not supported", node)
+                    return catalogue.broadcast(left, right).like(catalogue.broadcast(left, right).shape, "bool")
+                result = COMPARE[type(target.operator)](left, right)
+            else:
+                result = COMPARE[type(target.operator)](left, right)
+            if not result:
+                return False
+            left = right
+        return True
+
+    def binop(self, op, left, right, node, inplace: bool = False):
+        if isinstance(left, Tensor) or isinstance(right, Tensor):
+            if op not in TENSOR_BINOPS:
+                raise Unresolved(f"unsupported tensor operator in {code(node)[:60]}", node)
+            name, symbol, path = TENSOR_BINOPS[op]
+            spec = catalogue.FUNCTIONS[path]
+            if isinstance(left, (int, float)) and op in (cst.Add, cst.Multiply):
+                left, right = right, left
+            elif not isinstance(left, Tensor):
+                left = Tensor((), "float32")  # 1 - x, 2 / x: a scalar on the left
+            if inplace:
+                out = self.apply(spec, {}, spec.signature, [left, right], {}, node, None, symbol + "=")
+                result = left.storage.view(out.shape) if out.shape == left.shape else out
+                self._retract_inplace(out, left)
+                return result
+            return self.apply(spec, {}, spec.signature, [left, right], {}, node, None, symbol)
+        if op is cst.Power and isinstance(left, int) and isinstance(right, int) and (
+                right > MAX_INT_BITS or abs(left) > 2 ** MAX_INT_BITS):
+            raise Unresolved(f"{code(node)[:60]} is too large to be a size", node)
+        result = BINOPS[op](left, right)
+        if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > MAX_INT_BITS:
+            raise Unresolved(f"{code(node)[:60]} = {result} is too large to be a size", node)
+        return result
+
+    def _retract_inplace(self, out: Tensor, target: Tensor) -> None:
+        """An in-place op writes into its target: the result allocates nothing."""
+        if self.events and self.events[-1].output is out and out.shape == target.shape:
+            self.events[-1].allocated = []
+
+    def _subscript(self, node: cst.Subscript, scope: Scope):
+        value = self.eval(node.value, scope)
+        if isinstance(value, Tensor):
+            return self._index_tensor(value, node, scope)
+        if len(node.slice) != 1:
+            raise Unresolved(f"unsupported subscript {code(node)}", node)
+        element = node.slice[0].slice
+        if isinstance(element, cst.Slice):
+            key = slice(*(None if p is None else self.eval(p, scope)
+                          for p in (element.lower, element.upper, element.step)))
+        else:
+            key = self.eval(element.value, scope)
+        if isinstance(value, Module):
+            items = list(value.children.values())
+            if value.container == "ModuleDict":
+                return value.children[key]
+            if isinstance(key, slice):
+                sub = Module(value.kind, value.node, container=value.container)
+                sub.children = dict(list(value.children.items())[key])
+                return sub
+            return items[key]
+        if isinstance(value, Q):
+            return value  # type annotations like Optional[nn.Module]
+        return value[key]
+
+    def _index_tensor(self, x: Tensor, node: cst.Subscript, scope: Scope):
+        keys = []
+        for element in node.slice:
+            s = element.slice
+            if isinstance(s, cst.Slice):
+                keys.append(slice(*(None if p is None else self.eval(p, scope) for p in (s.lower, s.upper, s.step))))
+            else:
+                keys.append(self.eval(s.value, scope))
+        if len(keys) == 1 and isinstance(keys[0], tuple):
+            keys = list(keys[0])
+        consumed = sum(1 for k in keys if k is not None and k is not Ellipsis)
+        if Ellipsis in keys:
+            i = keys.index(Ellipsis)
+            keys[i:i + 1] = [slice(None)] * (x.ndim - consumed)
+        shape, dim = [], 0
+        for k in keys:
+            if k is None:
+                shape.append(1)
+                continue
+            if dim >= x.ndim:
+                raise ShapeError(f"too many indices for a tensor of shape {catalogue.fmt(x.shape)}", node)
+            if isinstance(k, slice):
+                shape.append(len(range(*k.indices(x.shape[dim]))))
+            elif isinstance(k, int) and not isinstance(k, bool):
+                if not -x.shape[dim] <= k < x.shape[dim]:
+                    raise ShapeError(f"index {k} is out of range for dimension {dim} of size {x.shape[dim]}", node)
+            else:
+                raise Unresolved(f"indexing a tensor with {type(k).__name__} depends on the data", node)
+            dim += 1
+        return x.view(tuple(shape) + x.shape[dim:])
+
+
+def _params(signature: str):
+    return parse(signature)
+
+
+def _tensors(value):
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+def _short(node, path: str) -> str:
+    """The op's type as written in the source, e.g. F.relu."""
+    if isinstance(node, cst.Call):
+        return code(node.func)
+    return path
+
+
+def _clone(module):
+    """copy.deepcopy of a module: fresh Module objects, shared structure copied."""
+    if not isinstance(module, Module):
+        return copy.copy(module)
+    memo = {}
+
+    def clone(m: Module) -> Module:
+        if id(m) in memo:
+            return memo[id(m)]
+        new = copy.copy(m)
+        memo[id(m)] = new
+        new.children = {k: clone(c) for k, c in m.children.items()}
+        new.attrs = {k: (clone(v) if isinstance(v, Module) else v) for k, v in m.attrs.items()}
+        new.params, new.buffers = list(m.params), list(m.buffers)
+        return new
+
+    return clone(module)

@@ -1,0 +1,126 @@
+"""Rendering analysis results: a table for people, JSON for tools, Markdown for CI summaries."""
+from __future__ import annotations
+
+import json
+import math
+
+from .analysis import Analysis, ModelReport
+from .memory import OPTIMIZER_STATE
+
+OPTIMIZER_WORDS = {
+    "sgd": "none", "sgd-momentum": "momentum_buffer", "adam": "exp_avg + exp_avg_sq + step",
+    "adamw": "exp_avg + exp_avg_sq + step", "rmsprop": "square_avg + step", "adagrad": "sum + step",
+}
+
+
+def human(n: int) -> str:
+    """Bytes in binary units: 512 B, 19.5 KiB, 1.21 GiB."""
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}" if abs(n) < 10 * size else f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def shape(s) -> str:
+    return "x".join(map(str, s)) if s is not None else "-"
+
+
+def to_json(analysis: Analysis) -> str:
+    return json.dumps({
+        "models": [_model_json(m) for m in analysis.models],
+        "diagnostics": [{"code": d.code, "line": d.line, "col": d.col + 1, "message": d.message}
+                        for d in analysis.diagnostics],
+    }, indent=2)
+
+
+def _model_json(m: ModelReport) -> dict:
+    return {
+        "name": m.name, "file": m.file, "line": m.line, "input_shape": list(m.input_shape), "params": m.params,
+        "layers": [{"name": l.name, "type": l.type, "module": l.module, "line": l.line,
+                    "output_shape": list(l.output_shape) if l.output_shape is not None else None,
+                    "params": l.params, "activation_bytes": l.activation_bytes, "saved_bytes": l.saved_bytes}
+                   for l in m.layers],
+        "memory": {"weights": m.memory.weights, "gradients": m.memory.gradients, "optimizer": m.memory.optimizer,
+                   "activations": m.memory.activations, "peak": m.memory.peak, "reserve": m.memory.reserve},
+        "budget": m.budget, "fits": m.fits, "max_batch_size": m.max_batch_size,
+    }
+
+
+def _rows(m: ModelReport) -> list[tuple]:
+    batch = m.input_shape[0]
+    rows = [("Layer", "Type", "Output shape", "Per sample", "Params", "Activation", "Kept for backward")]
+    for l in m.layers:
+        per_sample = math.prod(l.output_shape[1:]) if l.output_shape else 0
+        rows.append((l.name, l.type, shape(l.output_shape), f"{per_sample:,}" if batch else "-",
+                     f"{l.params:,}", human(l.activation_bytes), human(l.saved_bytes)))
+    return rows
+
+
+def _totals(m: ModelReport) -> list[tuple[str, str]]:
+    s, mem = m.settings, m.memory
+    input_bytes = mem.activations - sum(l.saved_bytes for l in m.layers)
+    states = OPTIMIZER_STATE[s.optimizer][0]
+    out = [
+        ("parameters", f"{m.params:,}"),
+        ("weights", f"{human(mem.weights)}  (parameters and buffers, {s.dtype})"),
+        ("gradients", f"{human(mem.gradients)}  (one per parameter)"),
+        ("optimizer", f"{human(mem.optimizer)}  ({s.optimizer}: {OPTIMIZER_WORDS[s.optimizer]}"
+                      f"{f', {states}x the weights' if states else ''})"),
+        ("activations", f"{human(mem.activations)}  (input batch {human(input_bytes)} + kept for backward "
+                        f"{human(mem.activations - input_bytes)})"),
+        ("peak", f"{human(mem.peak)}  (weights + optimizer + gradients + activations; torch's own counters)"),
+    ]
+    if mem.reserve:
+        out.append(("reserve", f"{human(mem.reserve)}  (set aside for the CUDA context etc.)"))
+    if m.budget is not None:
+        verdict = "fits" if m.fits else "does NOT fit"
+        out.append(("budget", f"{human(m.budget)}: {verdict}; largest batch that fits: {m.max_batch_size}"))
+    return out
+
+
+def _heading(m: ModelReport) -> str:
+    s = m.settings
+    return (f"{m.name}  ({m.file}:{m.line})  input {shape(m.input_shape)} "
+            f"{s.input_dtype or s.dtype}, batch {m.input_shape[0]}, {s.dtype}, {s.optimizer}")
+
+
+def to_table(analysis: Analysis) -> str:
+    parts = []
+    for m in analysis.models:
+        rows = _rows(m)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [_heading(m), ""]
+        for i, r in enumerate(rows):
+            cells = [c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))]
+            lines.append("  ".join(cells).rstrip())
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines.append("")
+        lines += [f"{k:<12} {v}" for k, v in _totals(m)]
+        parts.append("\n".join(lines))
+    parts += _diagnostic_lines(analysis)
+    return "\n\n".join(parts) + "\n"
+
+
+def to_markdown(analysis: Analysis) -> str:
+    parts = []
+    for m in analysis.models:
+        rows = _rows(m)
+        lines = [f"### {_heading(m)}", "", "| " + " | ".join(rows[0]) + " |",
+                 "|" + "|".join(["---", "---"] + ["---:"] * (len(rows[0]) - 2)) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        lines += ["", "| total | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in _totals(m)]
+        parts.append("\n".join(lines))
+    diags = _diagnostic_lines(analysis)
+    if diags:
+        parts.append("\n".join(f"- `{d}`" for d in diags[0].splitlines()))
+    return "\n\n".join(parts) + "\n"
+
+
+def _diagnostic_lines(analysis: Analysis) -> list[str]:
+    if not analysis.diagnostics:
+        return []
+    return ["\n".join(f"line {d.line}:{d.col + 1} {d.code} {d.message}" for d in analysis.diagnostics)]
+
+
+RENDERERS = {"table": to_table, "json": to_json, "markdown": to_markdown}

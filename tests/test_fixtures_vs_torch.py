@@ -1,0 +1,260 @@
+"""The analyser against PyTorch, model by model, on every file in fixtures/.
+
+Each model in a fixture carries its input on its definition line:
+
+    class Net(nn.Module):  # gpumem: input_shape=(3, 50, 50) batch_size=64
+    model = nn.Sequential(  # gpumem: input_shape=(784,) batch_size=32
+
+The test reads that comment itself, runs the model for real with torch
+(tests/torch_oracle.py) and requires the analyser, which only reads the source,
+to agree exactly: total parameters, and for every leaf-module call in the order
+they run, its qualified name, its class name and its output shape.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch_oracle  # noqa: E402  (tests/ is on sys.path, see conftest.py)
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+
+_CLASS_LINE = re.compile(r"^class\s+(?P<name>\w+)\b[^#]*#\s*gpumem:(?P<spec>.*)$")
+_ASSIGN_LINE = re.compile(r"^(?P<name>\w+)\s*(?::[^=#]*)?=[^#]*#\s*gpumem:(?P<spec>.*)$")
+_INPUT_SHAPE = re.compile(r"\binput_shape\s*=\s*\(([^)]*)\)")
+_BATCH_SIZE = re.compile(r"\bbatch_size\s*=\s*(\d+)")
+_INPUT_DTYPE = re.compile(r"\binput_dtype\s*=\s*(\w+)")
+
+
+@dataclass(frozen=True)
+class FixtureModel:
+    path: Path
+    name: str
+    line: int
+    input_shape: tuple[int, ...]  # per sample, batch excluded
+    batch_size: int
+    dtype: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.path.name}::{self.name}"
+
+    @property
+    def full_shape(self) -> tuple[int, ...]:
+        return (self.batch_size, *self.input_shape)
+
+
+def _parse_spec(path: Path, lineno: int, name: str, spec: str) -> FixtureModel:
+    shape = _INPUT_SHAPE.search(spec)
+    batch = _BATCH_SIZE.search(spec)
+    if not shape or not batch:
+        raise ValueError(f"{path.name}:{lineno}: gpumem comment lacks input_shape or batch_size: {spec!r}")
+    dims = tuple(int(d) for d in shape.group(1).split(",") if d.strip())
+    dtype = _INPUT_DTYPE.search(spec)
+    return FixtureModel(path, name, lineno, dims, int(batch.group(1)), dtype.group(1) if dtype else "float32")
+
+
+def discover(directory: Path = FIXTURES) -> list[FixtureModel]:
+    found = []
+    for path in sorted(directory.glob("*.py")):
+        for lineno, text in enumerate(path.read_text().splitlines(), start=1):
+            match = _CLASS_LINE.match(text) or _ASSIGN_LINE.match(text)
+            if match:
+                found.append(_parse_spec(path, lineno, match["name"], match["spec"]))
+    return found
+
+
+MODELS = discover()
+
+
+# --------------------------------------------------------------------------- oracle / analyser
+
+
+@functools.lru_cache(maxsize=None)
+def oracle(fx: FixtureModel) -> torch_oracle.TorchProfile:
+    torch.manual_seed(0)
+    namespace = torch_oracle.load(fx.path.read_text())
+    model = torch_oracle.instantiate(namespace, fx.name)
+    x = torch_oracle.make_input(fx.full_shape, fx.dtype)
+    return torch_oracle.profile(model, x)
+
+
+@functools.lru_cache(maxsize=None)
+def analyse(path: Path):
+    from flake8_gpumem.analysis import analyse_source
+
+    return analyse_source(path.read_text(), filename=f"fixtures/{path.name}")
+
+
+def report_for(fx: FixtureModel):
+    result = analyse(fx.path)
+    for report in result.models:
+        if report.name == fx.name:
+            return report
+    found = [m.name for m in result.models]
+    diagnostics = "\n".join(f"  {d.code} {d.line}:{d.col} {d.message}" for d in result.diagnostics)
+    pytest.fail(f"analyser found no model {fx.name!r} in {fx.path.name}; it found {found}\n"
+                f"diagnostics:\n{diagnostics or '  (none)'}")
+
+
+def _fmt(row) -> str:
+    if row is None:
+        return "-"
+    name, type_, shape = row
+    return f"{name} {type_} {tuple(shape)}"
+
+
+def side_by_side(ours: list, theirs: list) -> str:
+    """Both layer lists as one table, mismatched rows marked with '!!'."""
+    left = [_fmt(r) for r in ours]
+    width = max([len("analyser"), *map(len, left)])
+    out = [f"    # {'analyser'.ljust(width)}   torch", f"    - {'-' * width}   -----"]
+    for i, (a, t) in enumerate(itertools.zip_longest(ours, theirs)):
+        mark = "  " if a == t else "!!"
+        out.append(f"{mark}{i:3d} {_fmt(a).ljust(width)}   {_fmt(t)}")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- the fixtures themselves
+
+
+def test_enough_fixtures_and_every_file_has_a_model():
+    files = sorted(FIXTURES.glob("*.py"))
+    assert len(files) >= 14, [f.name for f in files]
+    with_models = {fx.path for fx in MODELS}
+    assert [f.name for f in files if f not in with_models] == []
+    ids = [fx.id for fx in MODELS]
+    assert len(ids) == len(set(ids)), ids
+
+
+def test_comment_parser():
+    line = "class Net(nn.Module):  # gpumem: input_shape=(3, 50, 50) batch_size=64"
+    m = _CLASS_LINE.match(line)
+    fx = _parse_spec(Path("x.py"), 1, m["name"], m["spec"])
+    assert (fx.name, fx.input_shape, fx.batch_size, fx.dtype) == ("Net", (3, 50, 50), 64, "float32")
+    line = "model = nn.Sequential(  # gpumem: input_shape=(20,) batch_size=8 input_dtype=int64"
+    m = _ASSIGN_LINE.match(line)
+    fx = _parse_spec(Path("x.py"), 1, m["name"], m["spec"])
+    assert (fx.name, fx.input_shape, fx.batch_size, fx.dtype) == ("model", (20,), 8, "int64")
+    assert _ASSIGN_LINE.match("        self.fc = nn.Linear(3, 4)  # gpumem: input_shape=(3,) batch_size=1") is None
+
+
+@pytest.mark.parametrize("fx", MODELS, ids=lambda fx: fx.id)
+def test_fixture_runs_in_torch(fx):
+    """The fixture side alone: the model builds with defaults and runs on its stated input."""
+    prof = oracle(fx)
+    assert prof.params > 0
+    assert prof.calls, "no leaf module ran"
+    assert all(c.output_shape and c.output_shape[0] > 0 for c in prof.calls)
+
+
+# --------------------------------------------------------------------------- analyser vs torch
+
+
+@pytest.mark.parametrize("fx", MODELS, ids=lambda fx: fx.id)
+def test_analyser_matches_torch(fx):
+    prof = oracle(fx)
+    report = report_for(fx)
+
+    assert tuple(report.input_shape) == fx.full_shape, (
+        f"{fx.id}: input shape: analyser {tuple(report.input_shape)}, comment says {fx.full_shape}")
+
+    ours = [(r.name, r.type, tuple(r.output_shape)) for r in report.layers if r.module]
+    theirs = [(c.name, c.type, tuple(c.output_shape)) for c in prof.calls]
+    table = side_by_side(ours, theirs)
+
+    assert report.params == prof.params, (
+        f"{fx.id}: parameters: analyser {report.params:,}, torch {prof.params:,}\n{table}")
+    assert [(n, s) for n, _, s in ours] == [(n, s) for n, _, s in theirs], (
+        f"{fx.id}: leaf-module calls (name, output shape) differ\n{table}")
+    assert [t for _, t, _ in ours] == [t for _, t, _ in theirs], (
+        f"{fx.id}: leaf-module types differ\n{table}")
+
+
+@pytest.mark.parametrize("path", sorted({fx.path for fx in MODELS}), ids=lambda p: p.name)
+def test_no_false_shape_errors(path):
+    """Every fixture runs in torch, so no shape mismatch or collapse may be reported."""
+    result = analyse(path)
+    wrong = [d for d in result.diagnostics if d.code in ("GPM300", "GPM201")]
+    assert wrong == [], "\n".join(f"{d.code} {d.line}:{d.col} {d.message}" for d in wrong)
+
+
+# --------------------------------------------------------------------------- the seed question by hand
+
+
+def test_seed_cnn_hand_calculation():
+    """The seed question's numbers, worked by hand, against the analyser's layer records.
+
+    Per sample (batch 64), output elements:
+      C1 Conv2d(3, 32, 3, padding=1)   50*50*32 = 80,000
+      P1 MaxPool2d(2, 2)               25*25*32 = 20,000
+      C2 Conv2d(32, 64, 3, padding=1)  25*25*64 = 40,000
+      P2 MaxPool2d(2, 2)               12*12*64 =  9,216  (floor(25/2) = 12: a row and a column dropped)
+      FC Linear(9216, 500)                         500
+      out Linear(500, 10), softmax                  10
+    Parameters:
+      C1 3*3*3*32 + 32   =       896
+      C2 3*3*32*64 + 64  =    18,496
+      FC 9216*500 + 500  = 4,608,500
+      out 500*10 + 10    =     5,010
+      total              = 4,632,902
+    """
+    (fx,) = [m for m in MODELS if m.id == "seed_cnn.py::SeedCNN"]
+    report = report_for(fx)
+    batch = 64
+    assert tuple(report.input_shape) == (batch, 3, 50, 50)
+
+    layers = {r.name: r for r in report.layers if r.module}
+    expected = [
+        # name, type, per-sample output elements, params (the hand numbers above)
+        ("features.0", "Conv2d", 80_000, 896),
+        ("features.1", "ReLU", 80_000, 0),
+        ("features.2", "MaxPool2d", 20_000, 0),
+        ("features.3", "Conv2d", 40_000, 18_496),
+        ("features.4", "ReLU", 40_000, 0),
+        ("features.5", "MaxPool2d", 9_216, 0),
+        ("classifier.0", "Flatten", 9_216, 0),
+        ("classifier.1", "Linear", 500, 4_608_500),
+        ("classifier.2", "ReLU", 500, 0),
+        ("classifier.3", "Linear", 10, 5_010),
+        ("classifier.4", "Softmax", 10, 0),
+    ]
+    # the hand arithmetic itself
+    assert (50 * 50 * 32, 25 * 25 * 32, 25 * 25 * 64, 12 * 12 * 64) == (80_000, 20_000, 40_000, 9_216)
+    assert (3 * 3 * 3 * 32 + 32, 3 * 3 * 32 * 64 + 64, 9216 * 500 + 500, 500 * 10 + 10) == (
+        896, 18_496, 4_608_500, 5_010)
+
+    assert list(layers) == [n for n, *_ in expected], list(layers)
+    assert all(layers[n].output_shape[0] == batch for n in layers), [layers[n].output_shape for n in layers]
+    got = [(n, layers[n].type, math.prod(layers[n].output_shape) // batch, layers[n].params)
+           for n, *_ in expected]
+    assert got == expected
+    assert tuple(layers["features.2"].output_shape) == (batch, 32, 25, 25)
+    assert tuple(layers["features.5"].output_shape) == (batch, 64, 12, 12)
+    assert tuple(layers["classifier.4"].output_shape) == (batch, 10)
+    assert report.params == 896 + 18_496 + 4_608_500 + 5_010 == 4_632_902
+
+
+def test_seed_cnn_flags_dropped_row_at_p2():
+    """P2 pools a 25x25 map with a 2x2 window: row and column 25 are dropped (GPM200 at P2)."""
+    path = FIXTURES / "seed_cnn.py"
+    lines = path.read_text().splitlines()
+    pool_lines = [i for i, text in enumerate(lines, start=1) if "nn.MaxPool2d(2, 2)" in text]
+    assert len(pool_lines) == 2
+    p2_line = pool_lines[1]
+    p2_col = lines[p2_line - 1].index("nn.MaxPool2d")
+    result = analyse(path)
+    at_p2 = [d for d in result.diagnostics if d.code == "GPM200" and d.line == p2_line]
+    listing = "\n".join(f"{d.code} {d.line}:{d.col} {d.message}" for d in result.diagnostics)
+    assert at_p2, f"no GPM200 on line {p2_line}; diagnostics:\n{listing}"
+    (diag,) = at_p2
+    assert diag.col == p2_col
+    assert "SeedCNN" in diag.message and "25" in diag.message, diag.message

@@ -1,0 +1,88 @@
+"""PyTorch as the oracle: run a model source for real and record what it does.
+
+Only the tests execute model sources; the tool itself never does.
+"""
+from __future__ import annotations
+
+import itertools
+import types
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str  # qualified name, as model.named_modules() gives it
+    type: str  # class name of the module
+    output_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TorchProfile:
+    params: int
+    calls: list[Call]  # leaf module calls, in the order they ran
+
+
+def load(source: str) -> dict:
+    """Execute a model source in a fresh module namespace and return it."""
+    module = types.ModuleType(f"_oracle_{next(_counter)}")
+    exec(compile(source, module.__name__, "exec"), module.__dict__)
+    return module.__dict__
+
+
+def instantiate(namespace: dict, name: str) -> nn.Module:
+    obj = namespace[name]
+    return obj() if isinstance(obj, type) else obj
+
+
+def first_shape(value) -> tuple[int, ...]:
+    """Shape of a tensor, or of the first tensor of a tuple/list output."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)) and value:
+        return first_shape(value[0])
+    raise TypeError(f"no tensor in {type(value).__name__}")
+
+
+def make_input(shape: tuple[int, ...], dtype: str = "float32") -> torch.Tensor:
+    if dtype in ("int64", "long"):
+        return torch.zeros(shape, dtype=torch.int64)
+    return torch.randn(shape, dtype=getattr(torch, dtype))
+
+
+def profile(model: nn.Module, x: torch.Tensor) -> TorchProfile:
+    """Parameters and leaf calls of one training-mode forward pass.
+
+    A leaf call is a module call during which no other module was called
+    (so MultiheadAttention is a leaf, TransformerEncoderLayer is not).
+    """
+    names = {id(m): n for n, m in model.named_modules()}
+    stack: list[list] = []  # [module, had_child_call]
+    calls: list[Call] = []
+
+    def pre(module, args):
+        if stack:
+            stack[-1][1] = True
+        stack.append([module, False])
+
+    def post(module, args, output):
+        _, had_child = stack.pop()
+        if not had_child and module is not model:
+            calls.append(Call(names[id(module)], type(module).__name__, first_shape(output)))
+
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(pre))
+        handles.append(m.register_forward_hook(post))
+    model.train()
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    params = sum(p.numel() for p in model.parameters())
+    return TorchProfile(params, calls)
