@@ -11,7 +11,7 @@ from . import memory
 from .config import DEFAULTS, ConfigError, Settings, merge
 from .inference import Event, Interpreter, Module
 from .source import ModelDecl, SourceFile, find_class, read_source
-from .values import AnalysisError, Tensor
+from .values import AnalysisError, Tensor, tensors_in
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class _Run:
     root: Module
     events: list[Event]
     input: Tensor
+    output: object
     names: dict  # id(module) -> qualified name
     interp: Interpreter
 
@@ -114,13 +115,12 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         result.diagnostics.append(Diagnostic(exc.code, line, col, f"{decl.name}: {exc.message}"))
         result.skipped.append((decl.name, f"line {line}: {exc.message}"))
         return None
-    layers, saved_bytes, notes = _records(run)
+    layers, notes = _records(run)
     for node, message in notes:
         line, col = run.interp.where(node)
         result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
-    param_shapes, buffers = _parameters(run)
-    mem = memory.estimate(param_shapes, buffers, run.input, saved_bytes, settings.dtype, settings.optimizer,
-                          settings.reserve)
+    param_shapes, _ = _parameters(run)
+    mem = _memory(run, settings)
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, run.input.shape,
                          sum(math.prod(s) for s in param_shapes), layers, mem, settings)
     if settings.budget is not None:
@@ -142,11 +142,13 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         input_dtype = settings.input_dtype or memory.activation_dtype(settings.dtype)
         x = Tensor((batch,) + tuple(settings.input_shape), input_dtype)
         names = named_modules(root)
-        interp.call_module(root, [x], {}, decl.node)
+        out = interp.call_module(root, [x], {}, decl.node)
     except AnalysisError as exc:
         exc.where = interp.where(exc.node) if exc.node is not None else (decl.line, decl.col)
         raise
-    return _Run(root, interp.events, x, names, interp)
+    if next(tensors_in(out), None) is None:
+        raise AnalysisError(f"{decl.name}.forward returns no tensor", decl.node)
+    return _Run(root, interp.events, x, out, names, interp)
 
 
 def named_modules(root: Module) -> dict:
@@ -179,21 +181,32 @@ def _parameters(run: _Run) -> tuple[list, list]:
     return shapes, buffers
 
 
-def _records(run: _Run) -> tuple[list[LayerRecord], int, list]:
+def _memory(run: _Run, settings: Settings) -> memory.Memory:
+    shapes, buffers = _parameters(run)
+
+    def label(ev: Event) -> str:
+        return run.names.get(id(ev.module), ev.type) if ev.module is not None else ev.type
+
+    return memory.simulate(run.events, run.input, run.output, shapes, buffers, settings.dtype,
+                           settings.optimizer, settings.reserve, label)
+
+
+def _records(run: _Run) -> tuple[list[LayerRecord], list]:
     """Layer records in call order; bytes kept for backward, each tensor counted once."""
     kept: set = {run.input.storage.id}
     seen_modules: set = set()
     used_names = set(run.names.values())
     counters: dict = {}
-    layers, notes, total_saved = [], [], 0
+    layers, notes = [], []
     for ev in run.events:
+        if ev.module is None and not ev.allocated and not ev.saved:
+            continue  # views and in-place ops hold no memory of their own
         saved = 0
         for t in ev.saved:
             s = t.storage
             if not s.is_param and s.id not in kept:
                 kept.add(s.id)
                 saved += s.nbytes
-        total_saved += saved
         if ev.module is not None:
             name = run.names.get(id(ev.module), f"<unregistered {ev.module.kind}>")
             params = 0 if id(ev.module) in seen_modules else sum(math.prod(s) for s in ev.module.params)
@@ -207,7 +220,7 @@ def _records(run: _Run) -> tuple[list[LayerRecord], int, list]:
                                   sum(t.nbytes for t in ev.allocated), saved))
         for code, message in ev.notes:
             notes.append((node, f"{name} ({ev.type}) {message}"))
-    return layers, total_saved, notes
+    return layers, notes
 
 
 OPERATOR_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "+=": "add_", "-=": "sub_",
@@ -238,10 +251,7 @@ def _first_shape(value) -> tuple:
 
 
 def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> int:
-    run = _run(src, decl, settings, batch)
-    _, saved, _ = _records(run)
-    shapes, buffers = _parameters(run)
-    mem = memory.estimate(shapes, buffers, run.input, saved, settings.dtype, settings.optimizer, settings.reserve)
+    mem = _memory(_run(src, decl, settings, batch), settings)
     return mem.peak + mem.reserve
 
 

@@ -54,6 +54,7 @@ class Op:
     buffers: Callable[[Args], list] = _none  # buffer Tensors (running statistics)
     saves: Callable[[Args, object], list] = _keeps_nothing
     forward: str = "input"
+    grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
 
 
 # ---------------------------------------------------------------- helpers
@@ -327,7 +328,8 @@ def _embedding_shape(a: Args):
 # ---------------------------------------------------------------- element-wise
 
 def _same(a: Args):
-    return a.input if a.get("inplace") else a.input.like(a.input.shape)
+    """Element-wise: a new tensor, or with inplace=True the input's memory, written over."""
+    return a.input.view(a.input.shape) if a.get("inplace") else a.input.like(a.input.shape)
 
 
 def activation(signature: str = "inplace=False", saves=_keeps_input, params=_none) -> Op:
@@ -792,8 +794,8 @@ MODULES: dict[str, Op] = {
     "LogSoftmax": SOFTMAX,
     "Softmax2d": activation("", saves=_keeps_output),
     "Identity": Op("*args, **kwargs", lambda a: a.input),
-    "Flatten": Op("start_dim=1, end_dim=-1", _flatten_shape),
-    "Unflatten": Op("dim, unflattened_size", _unflatten_shape),
+    "Flatten": Op("start_dim=1, end_dim=-1", _flatten_shape, grad="alias"),
+    "Unflatten": Op("dim, unflattened_size", _unflatten_shape, grad="alias"),
     "Upsample": Op("size=None, scale_factor=None, mode='nearest', align_corners=None, recompute_scale_factor=None",
                    _upsample_sizes, saves=_upsample_saves),
     "UpsamplingNearest2d": Op("size=None, scale_factor=None", _upsample_sizes),
@@ -818,8 +820,8 @@ def unary(saves=_keeps_input, extra: str = "") -> Op:
     return Op("input" + extra, lambda a: a.input.like(a.input.shape), saves=saves)
 
 
-def binary(saves=_keeps_nothing) -> Op:
-    return Op("input, other, alpha=1, out=None", _binary_shape, saves=saves)
+def binary(saves=_keeps_nothing, grad: str = "alloc") -> Op:
+    return Op("input, other, alpha=1, out=None", _binary_shape, saves=saves, grad=grad)
 
 
 DROPOUT_FN = Op("input, p=0.5, training=True, inplace=False", _dropout_shape, saves=_dropout_saves)
@@ -831,7 +833,7 @@ REDUCE = Op("input, dim=None, keepdim=False, dtype=None, out=None", _reduce_shap
 REDUCE_KEEPS = Op("input, dim=(), keepdim=False, out=None", lambda a: _reduce_shape(
     Args(a, dim=a.dim if a.dim != () else None)), saves=lambda a, out: [a.input, out])  # amax/amin: both
 MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=_keeps_input)
-CAT = Op("tensors, dim=0, out=None", _cat_shape)
+CAT = Op("tensors, dim=0, out=None", _cat_shape, grad="alias")
 CREATE = _creation()
 
 # Functions by the qualified name they are imported under.
@@ -868,21 +870,21 @@ FUNCTIONS: dict[str, Op] = {
     "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_keeps_input),
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
     "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", _pixel_unshuffle_shape),
-    "torch.flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape),
+    "torch.flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape, grad="alias"),
     "torch.cat": CAT, "torch.concat": CAT, "torch.concatenate": CAT,
-    "torch.stack": Op("tensors, dim=0, out=None", _stack_shape),
-    "torch.add": binary(), "torch.sub": binary(),
+    "torch.stack": Op("tensors, dim=0, out=None", _stack_shape, grad="alias"),
+    "torch.add": binary(grad="alias"), "torch.sub": binary(),
     "torch.mul": binary(_keeps_both), "torch.div": binary(_keeps_both),
     "torch.matmul": Op("input, other, out=None", _matmul_shape, saves=_keeps_both),
     "torch.bmm": Op("input, mat2, out=None", lambda a: _matmul_shape(Args(input=a.input, other=a.mat2)),
                     saves=lambda a, out: [a.input, a.mat2]),
     "torch.mean": REDUCE, "torch.sum": REDUCE, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
     "torch.max": MAX, "torch.min": MAX,
-    "torch.transpose": Op("input, dim0, dim1", _transpose_shape),
-    "torch.permute": Op("input, *dims", _permute_shape),
-    "torch.reshape": Op("input, *shape", _reshape_shape),
-    "torch.squeeze": Op("input, dim=None", _squeeze_shape),
-    "torch.unsqueeze": Op("input, dim", _unsqueeze_shape),
+    "torch.transpose": Op("input, dim0, dim1", _transpose_shape, grad="alias"),
+    "torch.permute": Op("input, *dims", _permute_shape, grad="alias"),
+    "torch.reshape": Op("input, *shape", _reshape_shape, grad="alias"),
+    "torch.squeeze": Op("input, dim=None", _squeeze_shape, grad="alias"),
+    "torch.unsqueeze": Op("input, dim", _unsqueeze_shape, grad="alias"),
     "torch.chunk": Op("input, chunks, dim=0", _chunk_shape),
     "torch.split": Op("input, split_size_or_sections, dim=0", _split_shape),
     "torch.unbind": Op("input, dim=0", _unbind_shape),
@@ -895,16 +897,16 @@ FUNCTIONS: dict[str, Op] = {
 
 # Tensor methods, by method name; the tensor is bound as `input`.
 METHODS: dict[str, Op] = {
-    "view": Op("input, *shape", _view_shape),
-    "reshape": Op("input, *shape", _reshape_shape),
-    "view_as": Op("input, other", _view_as_shape),
-    "reshape_as": Op("input, other", _view_as_shape),
-    "flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape),
-    "squeeze": Op("input, dim=None", _squeeze_shape),
-    "unsqueeze": Op("input, dim", _unsqueeze_shape),
-    "permute": Op("input, *dims", _permute_shape),
-    "transpose": Op("input, dim0, dim1", _transpose_shape),
-    "t": Op("input", _t_shape),
+    "view": Op("input, *shape", _view_shape, grad="alias"),
+    "reshape": Op("input, *shape", _reshape_shape, grad="alias"),
+    "view_as": Op("input, other", _view_as_shape, grad="alias"),
+    "reshape_as": Op("input, other", _view_as_shape, grad="alias"),
+    "flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape, grad="alias"),
+    "squeeze": Op("input, dim=None", _squeeze_shape, grad="alias"),
+    "unsqueeze": Op("input, dim", _unsqueeze_shape, grad="alias"),
+    "permute": Op("input, *dims", _permute_shape, grad="alias"),
+    "transpose": Op("input, dim0, dim1", _transpose_shape, grad="alias"),
+    "t": Op("input", _t_shape, grad="alias"),
     "expand": Op("input, *sizes", _expand_shape),
     "expand_as": Op("input, other", _view_as_shape),
     "repeat": Op("input, *sizes", _repeat_shape),
@@ -930,7 +932,7 @@ METHODS: dict[str, Op] = {
     "int": _to_dtype("int32"),
     "bool": _to_dtype("bool"),
     "relu": FUNCTIONS["torch.relu"],
-    "relu_": Op("input", lambda a: a.input, saves=_keeps_output),
+    "relu_": Op("input", lambda a: a.input.view(a.input.shape), saves=_keeps_output),
     "sigmoid": FUNCTIONS["torch.sigmoid"],
     "tanh": FUNCTIONS["torch.tanh"],
     "exp": FUNCTIONS["torch.exp"],
@@ -945,7 +947,7 @@ METHODS: dict[str, Op] = {
     "max": MAX, "min": MAX,
     "argmax": Op("input, dim=None, keepdim=False",
                  lambda a: Tensor(_reduce_shape(a).shape, "int64")),
-    "add": binary(), "sub": binary(), "mul": binary(_keeps_both), "div": binary(_keeps_both),
+    "add": binary(grad="alias"), "sub": binary(), "mul": binary(_keeps_both), "div": binary(_keeps_both),
     "matmul": FUNCTIONS["torch.matmul"],
     "bmm": FUNCTIONS["torch.bmm"],
     "masked_fill": Op("input, mask, value", lambda a: a.input.like(a.input.shape)),

@@ -21,7 +21,7 @@ import libcst as cst
 from . import catalogue, composites
 from .catalogue import Args, Op
 from .signature import REQUIRED, Param, bind, parse
-from .values import FLOAT_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved
+from .values import FLOAT_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
 
 MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
 MAX_LOOP = 10_000  # iterations of one loop
@@ -109,16 +109,18 @@ class Module:
 
 @dataclass
 class Event:
-    """One layer call in forward: a leaf module or a functional op/method."""
+    """One call in forward: a leaf module, a functional op, a tensor method or an operator."""
 
     module: Module | None
     type: str
     node: cst.CSTNode
+    inputs: list  # the tensors it reads
     output: object
     allocated: list  # tensors this call created (its activation memory)
     saved: list  # tensors autograd keeps for backward
     notes: list
-    name: str = ""
+    grad: str = "alloc"  # how backward makes the inputs' gradients (catalogue Op.grad)
+    leaf: bool = True  # False for a custom module whose own ops are events already
 
 
 class _Return(Exception):
@@ -597,7 +599,8 @@ class Interpreter:
                 raise Unresolved(f"{module.kind} has no forward method", module.cls.node)
             out = self.call_function(forward, [module] + list(args), kwargs, node)
             if not self.stack[-1][1]:  # a custom module that calls no other module is a leaf too
-                self.events.append(Event(module, module.kind, node, out, [], [], []))
+                self.events.append(Event(module, module.kind, node, list(tensors_in(args)), out, [], [], [],
+                                         leaf=False))
             return out
         finally:
             self.stack.pop()
@@ -605,11 +608,14 @@ class Interpreter:
     # ------------------------------------------------------------ applying catalogue ops
 
     def apply(self, op: Op, fixed: dict, signature: str, args: list, kwargs: dict, node, module: Module | None,
-              type_name: str):
+              type_name: str, inplace: Tensor | None = None):
+        """Run a catalogue entry on known shapes and record the call.
+
+        With `inplace`, the result is written into that tensor's memory (`x += y`)."""
         bound = Args(fixed)
         bound.update(bind(_params(signature), args, kwargs, type_name, node))
         bound["_float"] = self.model_dtype
-        inputs = [t for t in _tensors(list(bound.values()))]
+        inputs = [t for t in tensors_in(list(bound.values()))]
         try:
             out = op.shape(bound)
         except AnalysisError as exc:
@@ -617,16 +623,22 @@ class Interpreter:
             raise
         except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError) as exc:
             raise Unresolved(f"{type_name} arguments cannot be used: {exc}", node) from None
+        if inplace is not None:
+            if out.shape != inplace.shape:
+                raise ShapeError(f"an in-place result of shape {catalogue.fmt(out.shape)} cannot be written "
+                                 f"into {catalogue.fmt(inplace.shape)}", node)
+            out = inplace.view(out.shape)
         input_ids = {id(t) for t in inputs}
-        outputs = list(_tensors(out))
+        outputs = list(tensors_in(out))
         new = [t for t in outputs if id(t) not in input_ids and t.base is None]
         grad = any(t.requires_grad for t in inputs) or bool(module and module.params)
-        for t in new:
-            t.requires_grad = grad and t.dtype in FLOAT_DTYPES
+        for t in outputs:
+            if id(t) not in input_ids:
+                t.requires_grad = grad and t.dtype in FLOAT_DTYPES
         saved = list(op.saves(bound, out)) if grad else []
-        records = bool(module) or new or saved
-        if records:
-            self.events.append(Event(module, type_name, node, out, new, saved, bound.notes))
+        known = input_ids | {id(t) for t in outputs}
+        new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
+        self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad))
         return out
 
     def call_function_op(self, path: str, op: Op, args: list, kwargs: dict, node):
@@ -1092,12 +1104,8 @@ class Interpreter:
                 left, right = right, left
             elif not isinstance(left, Tensor):
                 left = Tensor((), "float32")  # 1 - x, 2 / x: a scalar on the left
-            if inplace:
-                out = self.apply(spec, {}, spec.signature, [left, right], {}, node, None, symbol + "=")
-                result = left.storage.view(out.shape) if out.shape == left.shape else out
-                self._retract_inplace(out, left)
-                return result
-            return self.apply(spec, {}, spec.signature, [left, right], {}, node, None, symbol)
+            return self.apply(spec, {}, spec.signature, [left, right], {}, node, None,
+                              symbol + "=" if inplace else symbol, inplace=left if inplace else None)
         if op is cst.Power and isinstance(left, int) and isinstance(right, int) and (
                 right > MAX_INT_BITS or abs(left) > 2 ** MAX_INT_BITS):
             raise Unresolved(f"{code(node)[:60]} is too large to be a size", node)
@@ -1105,11 +1113,6 @@ class Interpreter:
         if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > MAX_INT_BITS:
             raise Unresolved(f"{code(node)[:60]} = {result} is too large to be a size", node)
         return result
-
-    def _retract_inplace(self, out: Tensor, target: Tensor) -> None:
-        """An in-place op writes into its target: the result allocates nothing."""
-        if self.events and self.events[-1].output is out and out.shape == target.shape:
-            self.events[-1].allocated = []
 
     def _subscript(self, node: cst.Subscript, scope: Scope):
         value = self.eval(node.value, scope)
@@ -1165,22 +1168,14 @@ class Interpreter:
             else:
                 raise Unresolved(f"indexing a tensor with {type(k).__name__} depends on the data", node)
             dim += 1
-        return x.view(tuple(shape) + x.shape[dim:])
+        out = x.view(tuple(shape) + x.shape[dim:])
+        # Backward of indexing scatters into a zero gradient the size of the whole input.
+        self.events.append(Event(None, "[]", node, [x], out, [], [], []))
+        return out
 
 
 def _params(signature: str):
     return parse(signature)
-
-
-def _tensors(value):
-    if isinstance(value, Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
 
 
 def _short(node, path: str) -> str:

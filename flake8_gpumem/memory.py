@@ -1,28 +1,41 @@
-"""The memory model of one training step: weights, gradients, optimizer state, activations, peak.
+"""The memory model of one training step, simulated allocation by allocation.
 
-First estimate (documented in the README): everything autograd keeps for
-backward is counted once per tensor (tensors shared between ops, views and
-in-place results are not double counted), and the peak is taken at the start
-of the backward pass plus all gradients, which is an upper bound on the
-backward timeline.
+The step is the one PyTorch runs at steady state: optimizer state already
+exists, gradients start freed (`zero_grad(set_to_none=True)`), the input batch
+is allocated, then
+
+- forward: each call allocates its outputs (and the indices, masks and
+  statistics autograd keeps); an intermediate nobody keeps is freed after its
+  last use;
+- loss: the sum of the output (its gradient is a broadcast scalar, free);
+- backward, calls in reverse: each allocates its inputs' gradients (a view or
+  a residual `+` passes the gradient through instead) and its parameters'
+  gradients, then frees its output's gradient and the tensors it kept;
+- optimizer step: gradients stay; foreach Adam/AdamW/RMSprop/Adagrad allocate
+  one parameter-sized temporary list (sqrt of the second moment).
+
+The peak is the largest sum along that timeline, as torch's allocator counts
+it (no CUDA block rounding, no CUDA context: reported separately).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from .values import DTYPE_BYTES, Tensor
+from .values import DTYPE_BYTES, Tensor, tensors_in
 
-# Optimizer state: (tensors the size of each parameter, keeps a per-parameter step tensor)
+# Optimizer state: (tensors the size of each parameter, keeps a per-parameter step tensor,
+# parameter-sized temporaries of its foreach update)
 OPTIMIZER_STATE = {
-    "sgd": (0, False),
-    "sgd-momentum": (1, False),  # momentum_buffer
-    "adam": (2, True),  # exp_avg, exp_avg_sq, step
-    "adamw": (2, True),
-    "rmsprop": (1, True),  # square_avg, step
-    "adagrad": (1, True),  # sum, step
+    "sgd": (0, False, 0),
+    "sgd-momentum": (1, False, 0),  # momentum_buffer
+    "adam": (2, True, 1),  # exp_avg, exp_avg_sq, step; sqrt(exp_avg_sq)
+    "adamw": (2, True, 1),
+    "rmsprop": (1, True, 1),  # square_avg, step; sqrt(square_avg)
+    "adagrad": (1, True, 1),  # sum, step; sqrt(sum)
 }
 STEP_BYTES = 4  # torch keeps `step` as a float32 scalar tensor
+CUDA_BLOCK = 512  # the CUDA caching allocator rounds every block up to this
 
 
 def param_dtype(dtype: str) -> str:
@@ -39,19 +52,143 @@ class Memory:
     weights: int
     gradients: int
     optimizer: int
-    activations: int
+    activations: int  # input batch + everything kept for backward, at the end of forward
     peak: int
     reserve: int
+    peak_phase: str = ""  # where the peak happens, e.g. "backward of features.4"
+    cuda_rounding: int = 0  # what 512-byte block rounding adds on a GPU (not in peak)
 
 
-def estimate(param_shapes: list, buffers: list, input_tensor: Tensor, saved_bytes: int, dtype: str,
-             optimizer: str, reserve: int) -> Memory:
+class _Grad:
+    """A gradient buffer; several tensors share one when backward passes it through."""
+
+    __slots__ = ("nbytes", "refs")
+
+    def __init__(self, nbytes: int):
+        self.nbytes, self.refs = nbytes, 1
+
+
+def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list, dtype: str, optimizer: str,
+             reserve: int = 0, names=None) -> Memory:
+    """Walk the step's timeline; `names(event)` labels where the peak happens."""
     pbytes = DTYPE_BYTES[param_dtype(dtype)]
     numel = sum(math.prod(s) for s in param_shapes)
     weights = numel * pbytes + sum(t.numel * (DTYPE_BYTES[t.dtype] if t.dtype == "int64" else pbytes)
                                    for t in buffers)
-    gradients = numel * pbytes
-    states, step = OPTIMIZER_STATE[optimizer]
+    states, step, temps = OPTIMIZER_STATE[optimizer]
     opt = states * numel * pbytes + (STEP_BYTES * len(param_shapes) if step else 0)
-    activations = input_tensor.nbytes + saved_bytes
-    return Memory(weights, gradients, opt, activations, weights + opt + gradients + activations, reserve)
+    label = names or (lambda ev: ev.type)
+
+    out_tensors = list(tensors_in(output))
+    kept_to_end = {x.storage.id} | {t.storage.id for t in out_tensors}
+    last_use: dict[int, int] = {}
+    first_saver: dict[int, int] = {}
+    size: dict[int, int] = {x.storage.id: x.nbytes}
+    for i, ev in enumerate(events):
+        for t in ev.allocated:
+            size[t.id] = t.nbytes
+            last_use.setdefault(t.id, i)
+        for t in ev.inputs:
+            last_use[t.storage.id] = i
+        for t in ev.saved:
+            if not t.storage.is_param:
+                first_saver.setdefault(t.storage.id, i)
+
+    cur = weights + opt + x.nbytes
+    peak, phase = cur, "start of forward"
+    live: set = {x.storage.id}
+    for i, ev in enumerate(events):
+        for t in ev.allocated:
+            live.add(t.id)
+            cur += t.nbytes
+        if cur > peak:
+            peak, phase = cur, f"forward, {label(ev)}"
+        for sid in [s for s in live if last_use.get(s) == i and s not in first_saver and s not in kept_to_end]:
+            live.discard(sid)
+            cur -= size[sid]
+    activations = sum(size[s] for s in live)
+
+    # Backward: gradients flow from the loss (a broadcast scalar) through the calls in reverse.
+    grads: dict[int, _Grad] = {t.id: _Grad(0) for t in out_tensors[:1]}
+    param_grads: set = set()
+    gradients = 0
+    savers_left: dict[int, int] = {}
+    for i, ev in enumerate(events):
+        for sid in {t.storage.id for t in ev.saved if not t.storage.is_param}:
+            savers_left[sid] = savers_left.get(sid, 0) + 1
+
+    def release(buf: _Grad) -> None:
+        nonlocal cur
+        buf.refs -= 1
+        if buf.refs == 0:
+            cur -= buf.nbytes
+
+    for i in range(len(events) - 1, -1, -1):
+        ev = events[i]
+        if not ev.leaf:
+            continue
+        ins = {id(t) for t in ev.inputs}
+        outs = [t for t in tensors_in(ev.output) if id(t) not in ins]
+        incoming = [grads.pop(t.id) for t in outs if t.id in grads]
+        transient = 0
+        if incoming:
+            for t in ev.inputs:
+                if not t.requires_grad:
+                    continue
+                if t.is_param:
+                    gradients, transient, cur = _param_grad(("t", t.id), t.nbytes, param_grads, gradients,
+                                                            transient, cur)
+                    continue
+                if ev.grad == "alias":
+                    new = incoming[0]
+                    new.refs += 1
+                else:
+                    new = _Grad(t.nbytes)
+                    cur += t.nbytes
+                old = grads.get(t.id)
+                if old is None:
+                    grads[t.id] = new
+                elif old.refs == 1:  # accumulated in place into the existing buffer
+                    transient += 0
+                    release(new)
+                else:  # shared buffer: old + new is a fresh tensor
+                    grads[t.id] = _Grad(t.nbytes)
+                    cur += t.nbytes
+                    release(old)
+                    release(new)
+            if ev.module is not None and ev.module.op is not None:
+                for k, shape in enumerate(ev.module.params):
+                    nbytes = math.prod(shape) * pbytes
+                    gradients, transient, cur = _param_grad((id(ev.module), k), nbytes, param_grads, gradients,
+                                                            transient, cur)
+        if cur + transient > peak:
+            peak, phase = cur + transient, f"backward, {label(ev)}"
+        for buf in incoming:
+            release(buf)
+        for sid in {t.storage.id for t in ev.saved if not t.storage.is_param}:
+            savers_left[sid] -= 1
+            if savers_left[sid] == 0 and sid not in kept_to_end and sid in live:
+                live.discard(sid)
+                cur -= size[sid]
+    for buf in list(grads.values()):
+        release(buf)
+
+    # Optimizer step: gradients exist; foreach updates allocate temporaries for all parameters at once.
+    step_peak = cur + temps * numel * pbytes
+    if step_peak > peak:
+        peak, phase = step_peak, f"optimizer step ({optimizer})"
+    rounding = sum(_round_up(math.prod(s) * pbytes) - math.prod(s) * pbytes for s in param_shapes) * (
+        2 + states)
+    return Memory(weights, gradients, opt, activations, peak, reserve, phase, rounding)
+
+
+def _param_grad(key, nbytes: int, seen: set, gradients: int, transient: int, cur: int):
+    """A parameter's gradient: allocated at its first use in backward, accumulated (a transient) after."""
+    if key in seen:
+        return gradients, transient + nbytes, cur
+    seen.add(key)
+    return gradients + nbytes, transient, cur + nbytes
+
+
+def _round_up(n: int) -> int:
+    return -(-n // CUDA_BLOCK) * CUDA_BLOCK

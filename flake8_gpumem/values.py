@@ -71,3 +71,15 @@ class ShapeError(AnalysisError):
     """Shapes that cannot connect (GPM300) or collapse (GPM201)."""
 
     code = "GPM300"
+
+
+def tensors_in(value):
+    """The tensors in a value: itself, or inside tuples, lists and dicts, in order."""
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from tensors_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from tensors_in(v)

@@ -86,3 +86,62 @@ def profile(model: nn.Module, x: torch.Tensor) -> TorchProfile:
             h.remove()
     params = sum(p.numel() for p in model.parameters())
     return TorchProfile(params, calls)
+
+
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.01, foreach=True),
+    "sgd-momentum": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, foreach=True),
+    "adam": lambda p: torch.optim.Adam(p, foreach=True),
+    "adamw": lambda p: torch.optim.AdamW(p, foreach=True),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, foreach=True),
+    "adagrad": lambda p: torch.optim.Adagrad(p, foreach=True),
+}
+HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16, "amp-fp16": torch.float16,
+        "amp-bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    peak: int  # bytes, all categories, at the step's peak
+    categories: dict  # MemTracker category name -> bytes at the peak
+
+
+def measure_step(model: nn.Module, shape: tuple, input_dtype: str = "float32", optimizer: str = "adam",
+                 dtype: str = "float32") -> StepMemory:
+    """Peak memory of one steady-state training step, measured by PyTorch's MemTracker.
+
+    Forward, loss (the sum of the first output), backward, optimizer step with
+    foreach=True (CUDA's default). The second step is measured, so optimizer
+    state exists and gradients start freed (zero_grad(set_to_none=True)). The
+    input batch is created inside the step, as a batch copied to the GPU is.
+    """
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    if dtype in ("float16", "bfloat16"):
+        model = model.to(HALF[dtype])
+        if input_dtype == "float32":
+            input_dtype = dtype
+    model.train()
+    host = make_input(shape, input_dtype)
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    amp = dtype.startswith("amp")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        x = host.clone()
+        with torch.autocast("cpu", dtype=HALF.get(dtype, torch.bfloat16), enabled=amp):
+            out = model(x)
+            while isinstance(out, (tuple, list)):
+                out = out[0]
+            loss = out.sum()
+        loss.backward()
+        opt.step()
+
+    step()
+    tracker = MemTracker()
+    tracker.track_external(model, opt)
+    with tracker:
+        step()
+    snap = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
+    categories = {str(getattr(k, "value", k)): v for k, v in snap.items() if k != "Total"}
+    return StepMemory(snap["Total"], categories)
