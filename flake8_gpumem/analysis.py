@@ -116,8 +116,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         result.skipped.append((decl.name, f"line {line}: {exc.message}"))
         return None
     layers, notes = _records(run)
-    for node, message in notes:
-        line, col = run.interp.where(node)
+    for (line, col), message in notes:
         result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
     param_shapes, _ = _parameters(run)
     mem = _memory(run, settings)
@@ -142,6 +141,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         input_dtype = settings.input_dtype or memory.activation_dtype(settings.dtype)
         x = Tensor((batch,) + tuple(settings.input_shape), input_dtype)
         names = named_modules(root)
+        interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
         out = interp.call_module(root, [x], {}, decl.node)
     except AnalysisError as exc:
         exc.where = interp.where(exc.node) if exc.node is not None else (decl.line, decl.col)
@@ -211,15 +211,13 @@ def _records(run: _Run) -> tuple[list[LayerRecord], list]:
             name = run.names.get(id(ev.module), f"<unregistered {ev.module.kind}>")
             params = 0 if id(ev.module) in seen_modules else sum(math.prod(s) for s in ev.module.params)
             seen_modules.add(id(ev.module))
-            node = ev.module.node
         else:
             name = _function_name(ev.type, counters, used_names)
-            params, node = 0, ev.node
-        line = run.interp.where(node)[0]
-        layers.append(LayerRecord(name, ev.type, ev.module is not None, line, _first_shape(ev.output), params,
-                                  sum(t.nbytes for t in ev.allocated), saved))
+            params = 0
+        layers.append(LayerRecord(name, ev.type, ev.module is not None, ev.where[0], _first_shape(ev.output),
+                                  params, sum(t.nbytes for t in ev.allocated), saved))
         for code, message in ev.notes:
-            notes.append((node, f"{name} ({ev.type}) {message}"))
+            notes.append((ev.where, f"{name} ({ev.type}) {message}"))
     return layers, notes
 
 

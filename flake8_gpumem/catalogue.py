@@ -119,11 +119,15 @@ def windows(a: Args, sizes, k, s, p, d, ceil: bool, what: str) -> tuple:
         if ceil and (o - 1) * si >= L + pi:
             o -= 1
         out.append(o)
-        dropped.append(0 if ceil else span % si)
+        # Real rows after the last window's end are never read; a window narrower
+        # than its stride skips rows by design (a 1x1 stride-2 shortcut).
+        last = (o - 1) * si - pi + di * (ki - 1)
+        dropped.append(0 if ceil or di * (ki - 1) + 1 < si else max(0, L - 1 - last))
     if any(dropped):
         words = SPATIAL_WORDS.get(n, ("elements",) * n)
         lost = " and ".join(f"{r} {w[:-1] if r == 1 else w}" for r, w in zip(dropped, words) if r)
-        fixed = "x".join(str(L + (si - r) % si if r else L) for L, r, si in zip(sizes, dropped, s))
+        fixed = "x".join(str(L + (si - (L + 2 * pi - di * (ki - 1) - 1) % si) % si if r else L)
+                         for L, r, si, pi, di, ki in zip(sizes, dropped, s, p, d, k))
         a.notes.append(("GPM200", f"drops {lost} of its {fmt(sizes)} input ({fmt(sizes)} -> {fmt(out)}); "
                                   f"use a {fixed} input or ceil_mode/padding so the windows tile it"))
     return tuple(out)

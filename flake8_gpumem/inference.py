@@ -121,6 +121,7 @@ class Event:
     notes: list
     grad: str = "alloc"  # how backward makes the inputs' gradients (catalogue Op.grad)
     leaf: bool = True  # False for a custom module whose own ops are events already
+    where: tuple = (1, 0)  # (line, col) in the file: the call, or the user code that reached it
 
 
 class _Return(Exception):
@@ -638,7 +639,8 @@ class Interpreter:
         saved = list(op.saves(bound, out)) if grad else []
         known = input_ids | {id(t) for t in outputs}
         new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
-        self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad))
+        self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
+                                 where=self.where(module.node if module is not None else node)))
         return out
 
     def call_function_op(self, path: str, op: Op, args: list, kwargs: dict, node):

@@ -258,3 +258,45 @@ def test_seed_cnn_flags_dropped_row_at_p2():
     (diag,) = at_p2
     assert diag.col == p2_col
     assert "SeedCNN" in diag.message and "25" in diag.message, diag.message
+
+
+# Where a fixture really loses input rows/columns. Worked per window (out = floor((n + 2p - d(k-1) - 1)/s) + 1;
+# the last window ends at input index (out-1)*s - p + d(k-1); a row is dropped when that is < n - 1):
+#   seed_cnn.py P2    MaxPool2d(2, 2) on 25:      out 12, last window ends at 23 < 24 -> row/col 24 dropped
+#   conv1d_net.py pool2 MaxPool1d(3, stride=2) on 64: out 31, ends at 62 < 63 -> position 63 dropped
+# Not dropping anything (so no GPM200):
+#   Conv2d(k=3, s=2, p=1) on an even n (ResNet/MobileNet downsampling): out n/2, last window ends at
+#     (n/2-1)*2 - 1 + 2 = n - 1: every real row is read, only the zero padding column is unused;
+#   Conv2d(k=1, s=2) (ResNet downsample shortcut): k < s subsamples by design, not a tiling mistake.
+def _line_of(filename: str, snippet: str) -> int:
+    (line,) = [i for i, text in enumerate((FIXTURES / filename).read_text().splitlines(), start=1)
+               if snippet in text]
+    return line
+
+
+EXPECTED_GPM200 = {
+    ("seed_cnn.py", _line_of("seed_cnn.py", "# P2 ->")),
+    ("conv1d_net.py", _line_of("conv1d_net.py", "self.pool2 = nn.MaxPool1d(kernel_size=3, stride=2)")),
+}
+
+
+def test_gpm200_only_where_input_rows_are_really_dropped():
+    got = set()
+    listing = []
+    for path in sorted({fx.path for fx in MODELS}):
+        for d in analyse(path).diagnostics:
+            if d.code == "GPM200":
+                got.add((path.name, d.line))
+                listing.append(f"{path.name}:{d.line}:{d.col} {d.message}")
+    assert got == EXPECTED_GPM200, "GPM200 reported:\n" + "\n".join(listing)
+
+
+@pytest.mark.parametrize("fx", MODELS, ids=lambda fx: fx.id)
+def test_layer_names_unique_for_non_module_records(fx):
+    """Contract: functional ops / tensor methods get a name unique within the model,
+    never colliding with a module's qualified name."""
+    report = report_for(fx)
+    module_names = {r.name for r in report.layers if r.module}
+    others = [r.name for r in report.layers if not r.module]
+    assert len(others) == len(set(others)), others
+    assert not module_names & set(others), module_names & set(others)
