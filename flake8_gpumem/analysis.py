@@ -130,7 +130,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
 
 
 def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
-    interp = Interpreter(src.scope, src.positions, memory.param_dtype(settings.dtype))
+    interp = Interpreter(src.scope, src.positions, memory.param_dtype(settings.dtype), settings.device)
     try:
         if decl.is_class:
             root = interp.instantiate(find_class(src, decl.name), [], dict(settings.args), decl.node)

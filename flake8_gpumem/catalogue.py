@@ -36,11 +36,17 @@ def _keeps_nothing(a: Args, out) -> list:
 
 
 def _keeps_input(a: Args, out) -> list:
-    return [a.input]
+    """The input; an in-place op first saves a copy of it, since it overwrites it."""
+    return [a.input.like(a.input.shape)] if a.get("inplace") else [a.input]
 
 
 def _keeps_output(a: Args, out) -> list:
     return [out]
+
+
+def _keeps_input_or_result(a: Args, out) -> list:
+    """Out of place it keeps its input; in place, its result (no copy needed)."""
+    return [out] if a.get("inplace") else [a.input]
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Op:
     buffers: Callable[[Args], list] = _none  # buffer Tensors (running statistics)
     saves: Callable[[Args, object], list] = _keeps_nothing
     forward: str = "input"
+    backward_temp: Callable[[Args], int] = lambda a: 0  # bytes its backward holds briefly
     grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
 
 
@@ -353,19 +360,29 @@ def _prelu_shape(a: Args):
     return a.input.like(a.input.shape)
 
 
-def _dropout_saves(a: Args, out) -> list:  # a boolean mask the size of the output
-    if not a.get("training", True) or a.p == 0:
-        return []
-    return [Tensor(a.input.shape, "bool")]
-
-
 def _dropout_shape(a: Args):
     if not 0 <= a.p <= 1:
         raise ShapeError(f"dropout probability has to be between 0 and 1, got {a.p}")
     return _same(a)
 
 
-DROPOUT = Op("p=0.5, inplace=False", _dropout_shape, saves=_dropout_saves)
+def dropout(kind: str, functional: bool = False) -> Op:
+    """What dropout keeps: on CUDA plain dropout is one fused kernel keeping a bool
+    mask; otherwise (CPU, feature and alpha dropout) the input is multiplied by a
+    float noise tensor, kept for backward (per channel for feature dropout)."""
+
+    def saves(a: Args, out) -> list:
+        x = a.input
+        if not a.get("training", True) or a.p == 0:
+            return []
+        if kind == "plain" and a.get("_device") == "cuda":
+            return [Tensor(x.shape, "bool")]
+        noise = x.shape[:2] + (1,) * (x.ndim - 2) if kind == "feature" else x.shape
+        kept = [x.like(noise)]
+        return kept + [x.like(noise)] if kind == "alpha" else kept  # alpha also keeps its shift b
+
+    sig = "input, p=0.5, training=True, inplace=False" if functional else "p=0.5, inplace=False"
+    return Op(sig, _dropout_shape, saves=saves)
 
 
 # ---------------------------------------------------------------- reshaping
@@ -771,16 +788,17 @@ MODULES: dict[str, Op] = {
     "Embedding": Op("num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0, "
                     "scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None",
                     _embedding_shape, lambda a: [(a.num_embeddings, a.embedding_dim)], saves=_keeps_input),
-    "Dropout": DROPOUT, "Dropout1d": DROPOUT, "Dropout2d": DROPOUT, "Dropout3d": DROPOUT,
-    "AlphaDropout": DROPOUT, "FeatureAlphaDropout": DROPOUT,
+    "Dropout": dropout("plain"), "Dropout1d": dropout("feature"), "Dropout2d": dropout("feature"),
+    "Dropout3d": dropout("feature"), "AlphaDropout": dropout("alpha"), "FeatureAlphaDropout": dropout("alpha"),
     "ReLU": RELU,
     "ReLU6": activation(),
-    "LeakyReLU": activation("negative_slope=0.01, inplace=False"),
+    "LeakyReLU": activation("negative_slope=0.01, inplace=False", saves=_keeps_input_or_result),
     "PReLU": Op("num_parameters=1, init=0.25, device=None, dtype=None", _prelu_shape,
-                lambda a: [(a.num_parameters,)], saves=_keeps_input),
-    "ELU": activation("alpha=1.0, inplace=False", saves=_keeps_output),
-    "CELU": activation("alpha=1.0, inplace=False", saves=_keeps_output),
-    "SELU": activation(saves=_keeps_output),
+                lambda a: [(a.num_parameters,)], saves=_keeps_input,
+                backward_temp=lambda a: a.input.nbytes),  # the weight's gradient before its reduction
+    "ELU": activation("alpha=1.0, inplace=False", saves=_keeps_input_or_result),
+    "CELU": activation("alpha=1.0, inplace=False", saves=_keeps_input_or_result),
+    "SELU": activation(saves=_keeps_input_or_result),
     "GELU": activation("approximate='none'"),
     "SiLU": activation(),
     "Mish": activation(),
@@ -791,7 +809,7 @@ MODULES: dict[str, Op] = {
     "Softsign": activation(""),
     "LogSigmoid": activation(""),
     "Tanhshrink": activation(""),
-    "Threshold": activation("threshold, value, inplace=False"),
+    "Threshold": activation("threshold, value, inplace=False", saves=_keeps_input_or_result),
     "Tanh": activation("", saves=_keeps_output),
     "Sigmoid": activation("", saves=_keeps_output),
     "Softmax": SOFTMAX,
@@ -828,7 +846,6 @@ def binary(saves=_keeps_nothing, grad: str = "alloc") -> Op:
     return Op("input, other, alpha=1, out=None", _binary_shape, saves=saves, grad=grad)
 
 
-DROPOUT_FN = Op("input, p=0.5, training=True, inplace=False", _dropout_shape, saves=_dropout_saves)
 INTERPOLATE = Op("input, size=None, scale_factor=None, mode='nearest', align_corners=None, "
                  "recompute_scale_factor=None, antialias=False", _upsample_sizes, saves=_upsample_saves)
 SOFTMAX_FN = Op("input, dim=None, _stacklevel=3, dtype=None", lambda a: a.input.like(a.input.shape),
@@ -861,8 +878,10 @@ FUNCTIONS: dict[str, Op] = {
     "torch.nn.functional.normalize": unary(extra=", p=2.0, dim=1, eps=1e-12, out=None"),
     "torch.nn.functional.softmax": SOFTMAX_FN, "torch.softmax": SOFTMAX_FN,
     "torch.nn.functional.log_softmax": SOFTMAX_FN, "torch.log_softmax": SOFTMAX_FN,
-    **{f"torch.nn.functional.{f}": DROPOUT_FN for f in ("dropout", "dropout1d", "dropout2d", "dropout3d",
-                                                          "alpha_dropout", "feature_alpha_dropout")},
+    "torch.nn.functional.dropout": dropout("plain", functional=True),
+    **{f"torch.nn.functional.dropout{n}d": dropout("feature", functional=True) for n in (1, 2, 3)},
+    "torch.nn.functional.alpha_dropout": dropout("alpha", functional=True),
+    "torch.nn.functional.feature_alpha_dropout": dropout("alpha", functional=True),
     **{f"torch.nn.functional.{k.lower()}_pool{n}d": functional_pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
     **{f"torch.{k.lower()}_pool{n}d": functional_pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
     **{f"torch.nn.functional.adaptive_{k.lower()}_pool{n}d":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 DTYPES = ("float32", "float16", "bfloat16", "amp-fp16", "amp-bf16")
 INPUT_DTYPES = ("float32", "float16", "bfloat16", "int64", "int32")
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "rmsprop", "adagrad")
+DEVICES = ("cuda", "cpu")
 
 # Memory each card makes available, in bytes, as its vendor states it.
 GIB = 1024 ** 3
@@ -41,10 +42,11 @@ class Settings:
     optimizer: str | None = None
     warn_fraction: float | None = None
     reserve: int | None = None
+    device: str | None = None  # whose kernels: cuda (default) or cpu
     args: dict = field(default_factory=dict)
 
 
-DEFAULTS = Settings(batch_size=1, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0)
+DEFAULTS = Settings(batch_size=1, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0, device="cuda")
 
 
 def merge(*layers: Settings) -> Settings:
@@ -135,6 +137,7 @@ PARSERS = {
     "optimizer": _choice(OPTIMIZERS),
     "warn_fraction": _fraction,
     "reserve": lambda v, k: parse_size(v, k),
+    "device": _choice(DEVICES),
     "args": _args,
 }
 

@@ -122,6 +122,7 @@ class Event:
     grad: str = "alloc"  # how backward makes the inputs' gradients (catalogue Op.grad)
     leaf: bool = True  # False for a custom module whose own ops are events already
     where: tuple = (1, 0)  # (line, col) in the file: the call, or the user code that reached it
+    backward_temp: int = 0  # bytes its backward holds briefly beyond the gradients
 
 
 class _Return(Exception):
@@ -261,10 +262,11 @@ def canonical(path: str) -> str:
 class Interpreter:
     """Evaluates one model: construction, then one forward pass."""
 
-    def __init__(self, scope: Scope, positions, model_dtype: str = "float32"):
+    def __init__(self, scope: Scope, positions, model_dtype: str = "float32", device: str = "cuda"):
         self.scope = scope
         self.positions = positions  # node -> (line, col), or None for nodes outside the file
         self.model_dtype = model_dtype
+        self.device = device  # kernels differ: what they keep for backward and their temporaries
         self.steps = 0
         self.depth = 0
         self.events: list[Event] = []
@@ -616,6 +618,7 @@ class Interpreter:
         bound = Args(fixed)
         bound.update(bind(_params(signature), args, kwargs, type_name, node))
         bound["_float"] = self.model_dtype
+        bound["_device"] = self.device
         inputs = [t for t in tensors_in(list(bound.values()))]
         try:
             out = op.shape(bound)
@@ -640,7 +643,8 @@ class Interpreter:
         known = input_ids | {id(t) for t in outputs}
         new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
         self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
-                                 where=self.where(module.node if module is not None else node)))
+                                 where=self.where(module.node if module is not None else node),
+                                 backward_temp=op.backward_temp(bound) if grad else 0))
         return out
 
     def call_function_op(self, path: str, op: Op, args: list, kwargs: dict, node):

@@ -69,7 +69,7 @@ class _Grad:
 
 
 def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list, dtype: str, optimizer: str,
-             reserve: int = 0, names=None) -> Memory:
+             reserve: int = 0, names=None, log: list | None = None) -> Memory:
     """Walk the step's timeline; `names(event)` labels where the peak happens."""
     pbytes = DTYPE_BYTES[param_dtype(dtype)]
     numel = sum(math.prod(s) for s in param_shapes)
@@ -103,6 +103,8 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
             cur += t.nbytes
         if cur > peak:
             peak, phase = cur, f"forward, {label(ev)}"
+        if log is not None:
+            log.append(("fwd", label(ev), cur))
         for sid in [s for s in live if last_use.get(s) == i and s not in first_saver and s not in kept_to_end]:
             live.discard(sid)
             cur -= size[sid]
@@ -130,46 +132,53 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
         ins = {id(t) for t in ev.inputs}
         outs = [t for t in tensors_in(ev.output) if id(t) not in ins]
         incoming = [grads.pop(t.id) for t in outs if t.id in grads]
+        if not incoming:
+            continue
+        # 1. the node runs: its inputs' and parameters' gradients are allocated
         transient = 0
-        if incoming:
-            for t in ev.inputs:
-                if not t.requires_grad:
-                    continue
-                if t.is_param:
-                    gradients, transient, cur = _param_grad(("t", t.id), t.nbytes, param_grads, gradients,
-                                                            transient, cur)
-                    continue
-                if ev.grad == "alias":
-                    new = incoming[0]
-                    new.refs += 1
-                else:
-                    new = _Grad(t.nbytes)
-                    cur += t.nbytes
-                old = grads.get(t.id)
-                if old is None:
-                    grads[t.id] = new
-                elif old.refs == 1:  # accumulated in place into the existing buffer
-                    transient += 0
-                    release(new)
-                else:  # shared buffer: old + new is a fresh tensor
-                    grads[t.id] = _Grad(t.nbytes)
-                    cur += t.nbytes
-                    release(old)
-                    release(new)
-            if ev.module is not None and ev.module.op is not None:
-                for k, shape in enumerate(ev.module.params):
-                    nbytes = math.prod(shape) * pbytes
-                    gradients, transient, cur = _param_grad((id(ev.module), k), nbytes, param_grads, gradients,
-                                                            transient, cur)
+        produced = []
+        for t in ev.inputs:
+            if not t.requires_grad:
+                continue
+            if t.is_param:
+                gradients, transient, cur = _param_grad(("t", t.id), t.nbytes, param_grads, gradients,
+                                                        transient, cur)
+            elif ev.grad == "alias":
+                incoming[0].refs += 1
+                produced.append((t, incoming[0]))
+            else:
+                cur += t.nbytes
+                produced.append((t, _Grad(t.nbytes)))
+        if ev.module is not None and ev.module.op is not None:
+            for k, shape in enumerate(ev.module.params):
+                nbytes = math.prod(shape) * pbytes
+                gradients, transient, cur = _param_grad((id(ev.module), k), nbytes, param_grads, gradients,
+                                                        transient, cur)
+        transient += ev.backward_temp
         if cur + transient > peak:
             peak, phase = cur + transient, f"backward, {label(ev)}"
-        for buf in incoming:
-            release(buf)
+        if log is not None:
+            log.append(("bwd", label(ev), cur + transient))
+        # 2. it releases what it kept and the gradient it consumed
         for sid in {t.storage.id for t in ev.saved if not t.storage.is_param}:
             savers_left[sid] -= 1
             if savers_left[sid] == 0 and sid not in kept_to_end and sid in live:
                 live.discard(sid)
                 cur -= size[sid]
+        for buf in incoming:
+            release(buf)
+        # 3. a gradient arriving where one is waiting is summed into a new buffer
+        for t, new in produced:
+            old = grads.get(t.id)
+            if old is None:
+                grads[t.id] = new
+                continue
+            grads[t.id] = _Grad(t.nbytes)
+            cur += t.nbytes
+            if cur > peak:
+                peak, phase = cur, f"backward, {label(ev)} (gradient accumulation)"
+            release(old)
+            release(new)
     for buf in list(grads.values()):
         release(buf)
 

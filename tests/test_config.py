@@ -1,0 +1,374 @@
+"""flake8_gpumem.config: sizes, shapes, choices, precedence, and the inline `# gpumem:` comment.
+
+Expected values are worked by hand here (powers of two and ten), never read back from the module.
+"""
+from __future__ import annotations
+
+import re
+import textwrap
+
+import pytest
+
+from flake8_gpumem import config
+from flake8_gpumem.config import DEFAULTS, ConfigError, Settings, merge, parse_shape, parse_size, settings_from
+from flake8_gpumem.source import inline_settings
+
+GIB = 1024 ** 3
+MIB = 1024 ** 2
+
+
+# ---------------------------------------------------------------- parse_size
+
+@pytest.mark.parametrize("value, expected", [
+    (0, 0),
+    (1024, 1024),
+    (17_179_869_184, 16 * 2 ** 30),
+    ("16GB", 16 * 10 ** 9),
+    ("16gb", 16 * 10 ** 9),
+    ("16 GB", 16 * 10 ** 9),
+    ("12GiB", 12 * 2 ** 30),
+    ("12gib", 12 * 2 ** 30),
+    ("800MiB", 800 * 2 ** 20),
+    ("800MB", 800 * 10 ** 6),
+    ("1.5GiB", 3 * 2 ** 29),
+    ("0.5GiB", 512 * 2 ** 20),
+    ("64KiB", 65_536),
+    ("2TB", 2 * 10 ** 12),
+    ("1TiB", 2 ** 40),
+    ("4096", 4096),
+    ("4096B", 4096),
+])
+def test_parse_size(value, expected):
+    assert parse_size(value) == expected
+    assert type(parse_size(value)) is int
+
+
+def test_parse_size_gpu_names_by_hand():
+    assert parse_size("T4") == 16 * 2 ** 30
+    assert parse_size("t4") == 16 * 2 ** 30
+    assert parse_size("A100-40GB") == 40 * 2 ** 30
+    assert parse_size("a100-80gb") == 80 * 2 ** 30
+    assert parse_size("rtx-4090") == 24 * 2 ** 30
+    assert parse_size("RTX_4090") == 24 * 2 ** 30
+    assert parse_size("rtx 3090") == 24 * 2 ** 30
+    assert parse_size("V100-32GB") == 32 * 2 ** 30
+    assert parse_size(" l4 ") == 24 * 2 ** 30
+
+
+@pytest.mark.parametrize("name", sorted(config.GPUS))
+def test_every_listed_gpu_parses_case_insensitively(name):
+    expected = config.GPUS[name]
+    assert parse_size(name) == expected
+    assert parse_size(name.lower()) == expected
+    assert parse_size(name.title()) == expected
+    # a card whose name states its memory ("A100-40GB") must have that many GiB
+    m = re.search(r"-(\d+)GB$", name)
+    if m:
+        assert expected == int(m.group(1)) * 2 ** 30, name
+    # every card has a whole number of GiB between 8 and 192
+    assert expected % 2 ** 30 == 0 and 8 <= expected // 2 ** 30 <= 192, name
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("lots", "lots"),
+    ("12 parsecs", "12 parsecs"),
+    ("GiB", "GiB"),
+    ("-5GiB", "-5GiB"),
+    ("A100", "A100"),  # ambiguous: 40 or 80 GB
+    (-5, "-5"),
+    (True, "True"),
+    (None, "None"),
+    ([16], "16"),
+])
+def test_parse_size_rejects_with_key_and_value(value, shown):
+    with pytest.raises(ConfigError) as info:
+        parse_size(value, "budget")
+    message = str(info.value)
+    assert "budget" in message and shown in message, message
+    with pytest.raises(ConfigError) as info:
+        parse_size(value, "reserve")
+    assert "reserve" in str(info.value), str(info.value)
+
+
+def test_parse_size_error_is_one_line():
+    with pytest.raises(ConfigError) as info:
+        parse_size("lots")
+    assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- parse_shape
+
+@pytest.mark.parametrize("value, expected", [
+    ("3,50,50", (3, 50, 50)),
+    (" 3, 50, 50 ", (3, 50, 50)),
+    ("(3, 224, 224)", (3, 224, 224)),
+    ("[1, 28, 28]", (1, 28, 28)),
+    ("3x32x32", (3, 32, 32)),
+    ("128", (128,)),
+    ([3, 50, 50], (3, 50, 50)),
+    ((3, 50, 50), (3, 50, 50)),
+    ([20], (20,)),
+])
+def test_parse_shape(value, expected):
+    assert parse_shape(value) == expected
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("a,b", "a,b"),
+    ("3,50.5,50", "50.5"),
+    ("", ""),  # shown as '' or [], either is fine
+    ([], "[]"),
+    ([3, 0, 5], "0"),
+    ([3, -1, 5], "-1"),
+    ([True, 3], "True"),
+    ([3.0, 4], "3.0"),
+    (3, "3"),
+    (None, "None"),
+])
+def test_parse_shape_rejects_with_key_and_value(value, shown):
+    with pytest.raises(ConfigError) as info:
+        parse_shape(value, "input_shape")
+    message = str(info.value)
+    assert "input_shape" in message and shown in message, message
+
+
+# ---------------------------------------------------------------- merge
+
+def test_merge_strongest_first():
+    command_line = Settings(batch_size=8)
+    inline = Settings(batch_size=64, input_shape=(3, 50, 50))
+    per_model = Settings(batch_size=32, input_shape=(3, 224, 224), budget=16 * GIB)
+    project = Settings(batch_size=16, optimizer="sgd", budget=12 * GIB, dtype="bfloat16")
+    s = merge(command_line, inline, per_model, project, DEFAULTS)
+    assert s.batch_size == 8  # command line
+    assert s.input_shape == (3, 50, 50)  # inline beats the per-model table
+    assert s.budget == 16 * GIB  # per-model beats the project defaults
+    assert s.optimizer == "sgd" and s.dtype == "bfloat16"  # project beats built-in defaults
+    assert s.warn_fraction == 0.9 and s.reserve == 0  # built-in defaults
+    assert s.input_dtype is None
+
+
+def test_merge_defaults_only():
+    s = merge(Settings(), DEFAULTS)
+    assert (s.batch_size, s.dtype, s.optimizer, s.warn_fraction, s.reserve) == (1, "float32", "adam", 0.9, 0)
+    assert s.budget is None and s.input_shape is None and s.args == {}
+
+
+def test_merge_unset_never_overrides():
+    s = merge(Settings(), Settings(budget=5), Settings(budget=7))
+    assert s.budget == 5
+
+
+def test_merge_zero_is_a_value():
+    """reserve = 0 on the command line must beat a project reserve (0 is set, None is unset)."""
+    s = merge(Settings(reserve=0), Settings(reserve=300 * MIB))
+    assert s.reserve == 0
+
+
+def test_merge_combines_constructor_args():
+    s = merge(Settings(args={"num_classes": 100}),
+              Settings(args={"num_classes": 10, "width": 64}),
+              Settings(args={"depth": 3, "width": 32}))
+    assert s.args == {"num_classes": 100, "width": 64, "depth": 3}
+
+
+def test_merge_does_not_mutate_inputs():
+    a, b = Settings(args={"x": 1}), Settings(args={"y": 2})
+    merge(a, b)
+    assert a.args == {"x": 1} and b.args == {"y": 2}
+
+
+# ---------------------------------------------------------------- settings_from
+
+def test_settings_from_parses_every_key():
+    s = settings_from({"budget": "T4", "batch-size": "64", "input_shape": [3, 50, 50], "dtype": "BFloat16",
+                       "input_dtype": "int64", "optimizer": "AdamW", "warn_fraction": 0.8,
+                       "reserve": "300MiB", "args": {"num_classes": 10}}, "pyproject.toml")
+    assert s.budget == 16 * GIB
+    assert s.batch_size == 64
+    assert s.input_shape == (3, 50, 50)
+    assert s.dtype == "bfloat16" and s.input_dtype == "int64" and s.optimizer == "adamw"
+    assert s.warn_fraction == 0.8
+    assert s.reserve == 300 * MIB
+    assert s.args == {"num_classes": 10}
+
+
+def test_settings_from_empty_is_all_unset():
+    assert settings_from({}, "x") == Settings()
+
+
+def test_settings_from_unknown_key_names_key_and_place():
+    with pytest.raises(ConfigError) as info:
+        settings_from({"bugdet": "12GiB"}, "/proj/pyproject.toml [tool.gpumem]")
+    message = str(info.value)
+    assert "bugdet" in message and "/proj/pyproject.toml [tool.gpumem]" in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("batch_size", -3, "-3"),
+    ("batch_size", 0, "0"),
+    ("batch_size", "-3", "-3"),
+    ("batch_size", 2.5, "2.5"),
+    ("batch_size", True, "True"),
+    ("budget", "lots", "lots"),
+    ("reserve", "much", "much"),
+    ("input_shape", "a,b", "a,b"),
+    ("dtype", "float8", "float8"),
+    ("input_dtype", "complex64", "complex64"),
+    ("optimizer", "lion", "lion"),
+    ("optimizer", 3, "3"),
+    ("warn_fraction", 0, "0"),
+    ("warn_fraction", 1.5, "1.5"),
+    ("warn_fraction", "most", "most"),
+    ("warn_fraction", True, "True"),
+    ("args", [1, 2], "[1, 2]"),
+])
+def test_settings_from_bad_value_names_place_key_value(key, value, shown):
+    with pytest.raises(ConfigError) as info:
+        settings_from({key: value}, "models/net.py:12")
+    message = str(info.value)
+    assert "models/net.py:12" in message and key in message and shown in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("key, value, field, expected", [
+    ("batch_size", 1, "batch_size", 1),
+    ("batch_size", "128", "batch_size", 128),
+    ("warn_fraction", 1, "warn_fraction", 1.0),
+    ("warn_fraction", "0.75", "warn_fraction", 0.75),
+    ("optimizer", "sgd-momentum", "optimizer", "sgd-momentum"),
+    ("dtype", "amp-fp16", "dtype", "amp-fp16"),
+    ("budget", 0, "budget", 0),
+])
+def test_settings_from_accepts_edge_values(key, value, field, expected):
+    assert getattr(settings_from({key: value}, "x"), field) == expected
+
+
+def test_known_choices_match_the_design():
+    assert set(config.DTYPES) == {"float32", "float16", "bfloat16", "amp-fp16", "amp-bf16"}
+    assert set(config.OPTIMIZERS) == {"sgd", "sgd-momentum", "adam", "adamw", "rmsprop", "adagrad"}
+
+
+# ---------------------------------------------------------------- inline comment
+
+def test_inline_comment_from_design():
+    s = inline_settings("class Net(nn.Module):  # gpumem: input_shape=(3, 50, 50) batch_size=64", "net.py:3")
+    assert s.input_shape == (3, 50, 50)
+    assert s.batch_size == 64
+    assert s.budget is None and s.optimizer is None and s.dtype is None
+
+
+def test_inline_comment_many_keys_and_separators():
+    s = inline_settings('class Net(nn.Module):  # gpumem: input_shape=[3, 32, 32], batch_size=8, '
+                        'optimizer=sgd budget=12GiB dtype="bfloat16" reserve=\'1GiB\'', "net.py:3")
+    assert s.input_shape == (3, 32, 32)
+    assert s.batch_size == 8
+    assert s.optimizer == "sgd"
+    assert s.budget == 12 * GIB
+    assert s.dtype == "bfloat16"
+    assert s.reserve == GIB
+
+
+def test_inline_comment_gpu_name():
+    assert inline_settings("class Net(nn.Module):  # gpumem: budget=A100-80GB", "x").budget == 80 * GIB
+
+
+@pytest.mark.parametrize("line", [
+    "class Net(nn.Module):",
+    "class Net(nn.Module):  # noqa: E501",
+    "class Net(nn.Module):  # a gpumem model",
+])
+def test_no_inline_comment_is_unset(line):
+    assert inline_settings(line, "x") == Settings()
+
+
+def test_inline_comment_unknown_key_names_place_and_key():
+    with pytest.raises(ConfigError) as info:
+        inline_settings("class Net(nn.Module):  # gpumem: input_shap=(3, 50, 50)", "models/net.py:7")
+    message = str(info.value)
+    assert "models/net.py:7" in message and "input_shap" in message, message
+
+
+def test_inline_comment_bad_value_names_place_key_value():
+    with pytest.raises(ConfigError) as info:
+        inline_settings("class Net(nn.Module):  # gpumem: batch_size=-2", "models/net.py:7")
+    message = str(info.value)
+    assert "models/net.py:7" in message and "batch_size" in message and "-2" in message, message
+
+
+def test_inline_comment_reaches_the_analysis():
+    """The class-line comment sets the input: Linear(20, 5) on (20,) with batch 4."""
+    from flake8_gpumem.analysis import analyse_source
+
+    source = textwrap.dedent("""
+        import torch.nn as nn
+
+        class Net(nn.Module):  # gpumem: input_shape=(20,) batch_size=4
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(20, 5)
+
+            def forward(self, x):
+                return self.fc(x)
+        """)
+    result = analyse_source(source, "net.py")
+    assert [m.name for m in result.models] == ["Net"]
+    assert result.models[0].input_shape == (4, 20)
+    assert result.models[0].params == 20 * 5 + 5
+
+
+def test_bad_inline_comment_is_a_diagnostic_not_an_exception():
+    from flake8_gpumem.analysis import analyse_source
+
+    source = textwrap.dedent("""
+        import torch.nn as nn
+
+        class Net(nn.Module):  # gpumem: batch_size=lots input_shape=(20,)
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(20, 5)
+
+            def forward(self, x):
+                return self.fc(x)
+        """)
+    result = analyse_source(source, "net.py")
+    messages = [(d.code, d.line, d.message) for d in result.diagnostics]
+    assert any(code == "GPM900" and line == 4 and "batch_size" in msg and "lots" in msg
+               for code, line, msg in messages), messages
+
+
+ADAPTIVE = textwrap.dedent("""
+    import torch.nn as nn
+
+    class Net(nn.Module):  # gpumem: input_shape=(3, 50, 50) batch_size=64
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.flat = nn.Flatten()
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.fc(self.flat(self.pool(self.conv(x))))
+    """)
+
+
+def test_precedence_through_analyse_source():
+    """command line > inline comment > per-model table > project defaults > built-in defaults."""
+    from flake8_gpumem.analysis import analyse_source
+
+    result = analyse_source(
+        ADAPTIVE, "net.py",
+        overrides=Settings(batch_size=8),
+        project=Settings(batch_size=16, optimizer="sgd", budget=12 * GIB, input_shape=(3, 10, 10)),
+        per_model={"Net": Settings(batch_size=32, input_shape=(3, 32, 32), budget=16 * GIB)},
+    )
+    (m,) = result.models
+    assert m.input_shape == (8, 3, 50, 50)  # batch from the command line, shape from the inline comment
+    assert m.budget == 16 * GIB  # per-model table beats the project
+    assert m.settings.optimizer == "sgd"  # project beats the built-in adam
+    assert m.memory.optimizer == 0
+    assert m.settings.dtype == "float32"  # built-in default
+    params = (16 * 3 * 9 + 16) + (16 * 10 + 10)
+    assert m.params == params and m.memory.weights == params * 4
