@@ -185,40 +185,62 @@ def _memory(run: _Run, settings: Settings) -> memory.Memory:
     shapes, buffers = _parameters(run)
 
     def label(ev: Event) -> str:
-        return run.names.get(id(ev.module), ev.type) if ev.module is not None else ev.type
+        if ev.module is not None:
+            return run.names.get(id(ev.module), ev.type)
+        return f"{run.names[id(ev.owner)] or ev.owner.kind} ({ev.type})" if ev.owner is not None else ev.type
 
     return memory.simulate(run.events, run.input, run.output, shapes, buffers, settings.dtype,
                            settings.optimizer, settings.reserve, label)
 
 
 def _records(run: _Run) -> tuple[list[LayerRecord], list]:
-    """Layer records in call order; bytes kept for backward, each tensor counted once."""
+    """Layer records in call order; bytes kept for backward, each tensor counted once.
+
+    Calls made inside a leaf custom module (MultiheadAttention's projections and
+    softmax, a user module's matmul) are added to that module's row."""
     kept: set = {run.input.storage.id}
     seen_modules: set = set()
     used_names = set(run.names.values())
     counters: dict = {}
+    pending: dict = {}  # id(owner) -> [activation bytes, saved bytes] of folded calls
     layers, notes = [], []
     for ev in run.events:
-        if ev.module is None and not ev.allocated and not ev.saved:
-            continue  # views and in-place ops hold no memory of their own
         saved = 0
         for t in ev.saved:
             s = t.storage
             if not s.is_param and s.id not in kept:
                 kept.add(s.id)
                 saved += s.nbytes
+        allocated = sum(t.nbytes for t in ev.allocated)
+        if ev.folded:
+            acc = pending.setdefault(id(ev.owner), [0, 0])
+            acc[0] += allocated
+            acc[1] += saved
+            continue
+        if ev.module is None and not ev.allocated and not ev.saved:
+            continue  # views and in-place ops hold no memory of their own
         if ev.module is not None:
             name = run.names.get(id(ev.module), f"<unregistered {ev.module.kind}>")
-            params = 0 if id(ev.module) in seen_modules else sum(math.prod(s) for s in ev.module.params)
-            seen_modules.add(id(ev.module))
+            params = _subtree_params(ev.module, seen_modules)
+            inner = pending.pop(id(ev.module), (0, 0))
+            allocated, saved = allocated + inner[0], saved + inner[1]
         else:
             name = _function_name(ev.type, counters, used_names)
             params = 0
         layers.append(LayerRecord(name, ev.type, ev.module is not None, ev.where[0], _first_shape(ev.output),
-                                  params, sum(t.nbytes for t in ev.allocated), saved))
+                                  params, allocated, saved))
         for code, message in ev.notes:
             notes.append((ev.where, f"{name} ({ev.type}) {message}"))
     return layers, notes
+
+
+def _subtree_params(module: Module, counted: set) -> int:
+    """Parameters of a leaf call's module and everything under it not counted before."""
+    if id(module) in counted:
+        return 0
+    counted.add(id(module))
+    return sum(math.prod(s) for s in module.params) + sum(
+        _subtree_params(c, counted) for c in module.children.values())
 
 
 OPERATOR_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "+=": "add_", "-=": "sub_",

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from .values import FLOAT_DTYPES, ShapeError, Tensor, Unresolved
+from .values import DTYPE_BYTES, FLOAT_DTYPES, STRIDED, ShapeError, Tensor, Unresolved, view_layout
 
 
 class Args(dict):
@@ -315,6 +315,14 @@ def _group_norm_saves(a: Args, out) -> list:
 
 # ---------------------------------------------------------------- linear, embedding
 
+def _linear_saves(a: Args, out) -> list:
+    """Linear keeps its input; an input that cannot be viewed as 2-d is copied first."""
+    x = a.input
+    if x.ndim > 2 and view_layout(x, (math.prod(x.shape[:-1]), x.shape[-1])) is False:
+        return [Tensor(x.shape, x.dtype)]
+    return [x]
+
+
 def _linear_shape(a: Args):
     x = a.input
     if x.ndim == 0:
@@ -394,7 +402,7 @@ def _flatten_shape(a: Args):
     s, e = dim_index(a.start_dim, x.ndim), dim_index(a.end_dim, x.ndim)
     if s > e:
         raise ShapeError(f"flatten start_dim {a.start_dim} comes after end_dim {a.end_dim}")
-    return x.view(x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
+    return x.reshaped(x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
 
 
 def _unflatten_shape(a: Args):
@@ -406,7 +414,7 @@ def _unflatten_shape(a: Args):
         sizes[sizes.index(-1)] = x.shape[d] // known
     if math.prod(sizes) != x.shape[d]:
         raise ShapeError(f"Unflatten sizes {fmt(sizes)} do not multiply to dimension {d} of size {x.shape[d]}")
-    return x.view(x.shape[:d] + tuple(sizes) + x.shape[d + 1:])
+    return x.reshaped(x.shape[:d] + tuple(sizes) + x.shape[d + 1:])
 
 
 def resolve_view(x: Tensor, shape, what: str) -> tuple:
@@ -521,37 +529,39 @@ def recurrent(gates: int) -> Op:
     return Op(sig + ", device=None, dtype=None", shape, params, saves=saves, forward="input, hx=None")
 
 
-def _mha_params(a: Args) -> list:
-    e = a.embed_dim
-    k, v = a.kdim or e, a.vdim or e
-    proj = [(3 * e, e)] if k == v == e else [(e, e), (e, k), (e, v)]
-    bias = [(3 * e,), (e,)] if a.bias else []
-    return proj + [(e, e)] + bias + ([(1, 1, e), (1, 1, e)] if a.add_bias_kv else [])
+def _sdpa_shape(a: Args):
+    q, k, v = a.query, a.key, a.value
+    if q.shape[-1] != k.shape[-1] or k.shape[:-1] != v.shape[:-1]:
+        raise ShapeError(f"scaled_dot_product_attention of query {fmt(q.shape)}, key {fmt(k.shape)} and "
+                         f"value {fmt(v.shape)}: the sizes do not fit")
+    out = Tensor(q.shape[:-1] + v.shape[-1:], q.dtype)
+    if _sdpa_fused(a):
+        out.layout = q.layout if q.layout != STRIDED else None  # written in the query's memory order
+    return out
 
 
-def _mha_shape(a: Args):
+def _sdpa_fused(a: Args) -> bool:
+    """CUDA always runs a fused kernel (flash / memory-efficient); the CPU only without dropout."""
+    return a.get("_device") == "cuda" or not a.dropout_p
+
+
+def _sdpa_saves(a: Args, out) -> list:
+    q, k, v = a.query, a.key, a.value
+    stats = Tensor(q.shape[:-1], "float32")  # log-sum-exp per query row
+    if _sdpa_fused(a):
+        kept = [q, k, v, out, stats]
+        return kept + [Tensor((2,), "int64")] if a.dropout_p else kept  # the dropout RNG seed/offset
+    # The math path keeps the scaled q and k, the softmax, the dropout noise and its product.
+    scores = q.like(q.shape[:-1] + k.shape[-2:-1])
+    return [q.like(q.shape), k.like(k.shape), scores, scores.like(scores.shape), scores.like(scores.shape), v]
+
+
+def _sdpa_backward(a: Args) -> int:
+    """The fused backward works in blocks; the math one holds the scores' gradient twice."""
+    if _sdpa_fused(a):
+        return 0
     q, k = a.query, a.key
-    need_rank(q, (3,), "MultiheadAttention")
-    need_channels(q, a.embed_dim, -1, "MultiheadAttention embed_dim")
-    need_channels(k, a.kdim or a.embed_dim, -1, "MultiheadAttention kdim")
-    need_channels(a.value, a.vdim or a.embed_dim, -1, "MultiheadAttention vdim")
-    if a.embed_dim % a.num_heads:
-        raise ShapeError(f"MultiheadAttention embed_dim={a.embed_dim} is not divisible by num_heads={a.num_heads}")
-    (n, lq), s = (q.shape[:2] if a.batch_first else q.shape[1::-1]), (k.shape[1] if a.batch_first else k.shape[0])
-    out = q.like(q.shape)
-    weights = q.like((n, lq, s) if a.average_attn_weights else (n, a.num_heads, lq, s)) if a.need_weights else None
-    return (out, weights)
-
-
-def _mha_saves(a: Args, out) -> list:
-    q, k = a.query, a.key
-    (n, lq), s = (q.shape[:2] if a.batch_first else q.shape[1::-1]), (k.shape[1] if a.batch_first else k.shape[0])
-    e, h = a.embed_dim, a.num_heads
-    kept = [q, q.like(q.shape), q.like(k.shape[:-1] + (e,)), q.like(k.shape[:-1] + (e,))]  # input, q, k, v
-    kept += [q.like((n * h, lq, s)), q.like((n, lq, e))]  # attention weights, attended values
-    if a.dropout > 0:
-        kept.append(Tensor((n * h, lq, s), "bool"))
-    return kept
+    return 2 * math.prod(q.shape[:-1] + k.shape[-2:-1]) * DTYPE_BYTES[q.dtype]
 
 
 # ---------------------------------------------------------------- functional-only rules
@@ -638,15 +648,15 @@ def _binary_shape(a: Args):
 def _squeeze_shape(a: Args):
     x = a.input
     if a.dim is None:
-        return x.view(tuple(s for s in x.shape if s != 1))
+        return x.reshaped(tuple(s for s in x.shape if s != 1))
     dims = {dim_index(d, x.ndim) for d in (a.dim if isinstance(a.dim, (tuple, list)) else (a.dim,))}
-    return x.view(tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1)))
+    return x.reshaped(tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1)))
 
 
 def _unsqueeze_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim + 1)
-    return x.view(x.shape[:d] + (1,) + x.shape[d:])
+    return x.reshaped(x.shape[:d] + (1,) + x.shape[d:])
 
 
 def _permute_shape(a: Args):
@@ -655,38 +665,38 @@ def _permute_shape(a: Args):
     order = [dim_index(d, x.ndim) for d in dims]
     if sorted(order) != list(range(x.ndim)):
         raise ShapeError(f"permute{tuple(dims)} is not a permutation of the {x.ndim} dimensions of {fmt(x.shape)}")
-    return x.view(tuple(x.shape[i] for i in order))
+    return x.permuted(order)
 
 
 def _transpose_shape(a: Args):
     x = a.input
-    s = list(x.shape)
+    order = list(range(x.ndim))
     i, j = dim_index(a.dim0, x.ndim), dim_index(a.dim1, x.ndim)
-    s[i], s[j] = s[j], s[i]
-    return x.view(s)
+    order[i], order[j] = order[j], order[i]
+    return x.permuted(order)
 
 
 def _t_shape(a: Args):
-    return a.input.view(a.input.shape[::-1])
+    return a.input.permuted(range(a.input.ndim - 1, -1, -1))
 
 
 def _view_shape(a: Args):
-    return a.input.view(resolve_view(a.input, a.shape, "view"))
+    return a.input.reshaped(resolve_view(a.input, a.shape, "view"))
 
 
 def _reshape_shape(a: Args):
-    return a.input.view(resolve_view(a.input, a.shape, "reshape"))
+    return a.input.reshaped(resolve_view(a.input, a.shape, "reshape"))
 
 
 def _view_as_shape(a: Args):
-    return a.input.view(a.other.shape)
+    return a.input.reshaped(a.other.shape)
 
 
 def _expand_shape(a: Args):
     x = a.input
     sizes = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes
     lead = len(sizes) - x.ndim
-    return x.view(tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)))
+    return x.view(tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)), STRIDED)
 
 
 def _repeat_shape(a: Args):
@@ -700,8 +710,7 @@ def _chunk_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim)
     size = -(-x.shape[d] // a.chunks)
-    return tuple(x.view(x.shape[:d] + (min(size, x.shape[d] - i),) + x.shape[d + 1:])
-                 for i in range(0, x.shape[d], size))
+    return tuple(narrowed(x, d, min(size, x.shape[d] - i)) for i in range(0, x.shape[d], size))
 
 
 def _split_shape(a: Args):
@@ -712,13 +721,23 @@ def _split_shape(a: Args):
         sizes = [min(s, x.shape[d] - i) for i in range(0, x.shape[d], s)]
     else:
         sizes = list(a.split_size_or_sections)
-    return tuple(x.view(x.shape[:d] + (s,) + x.shape[d + 1:]) for s in sizes)
+    return tuple(narrowed(x, d, s) for s in sizes)
 
 
 def _unbind_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim)
-    return tuple(x.view(x.shape[:d] + x.shape[d + 1:]) for _ in range(x.shape[d]))
+    return tuple(narrowed(x, d, None) for _ in range(x.shape[d]))
+
+
+def narrowed(x: Tensor, d: int, size: int | None) -> Tensor:
+    """A slice of `size` along dim d (None: a select, the dim removed). Only a slice
+    of the outermost non-trivial dimension of contiguous memory stays contiguous."""
+    shape = x.shape[:d] + ((size,) if size is not None else ()) + x.shape[d + 1:]
+    outer = next((i for i in (x.layout or range(x.ndim)) if x.shape[i] != 1), d)
+    if x.contiguous and (outer == d or size == x.shape[d]):
+        return x.view(shape)
+    return x.view(shape, STRIDED)
 
 
 def _size(a: Args):
@@ -781,7 +800,7 @@ MODULES: dict[str, Op] = {
                     lambda a: affine(a.num_channels, a.affine), saves=_group_norm_saves),
     "Linear": Op("in_features, out_features, bias=True, device=None, dtype=None", _linear_shape,
                  lambda a: [(a.out_features, a.in_features)] + ([(a.out_features,)] if a.bias else []),
-                 saves=_keeps_input),
+                 saves=_linear_saves),
     "Bilinear": Op("in1_features, in2_features, out_features, bias=True, device=None, dtype=None", _bilinear_shape,
                    lambda a: [(a.out_features, a.in1_features, a.in2_features)] + ([(a.out_features,)] if a.bias else []),
                    saves=lambda a, out: [a.input1, a.input2], forward="input1, input2"),
@@ -829,11 +848,6 @@ MODULES: dict[str, Op] = {
     "RNN": recurrent(1),
     "GRU": recurrent(3),
     "LSTM": recurrent(4),
-    "MultiheadAttention": Op(
-        "embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False, add_zero_attn=False, kdim=None, vdim=None, "
-        "batch_first=False, device=None, dtype=None", _mha_shape, _mha_params, saves=_mha_saves,
-        forward="query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None, "
-                "average_attn_weights=True, is_causal=False"),
 }
 
 
@@ -889,8 +903,11 @@ FUNCTIONS: dict[str, Op] = {
        for n in (1, 2, 3) for k in ("Max", "Avg")},
     "torch.nn.functional.interpolate": INTERPOLATE,
     "torch.nn.functional.upsample": INTERPOLATE,
+    "torch.nn.functional.scaled_dot_product_attention": Op(
+        "query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False",
+        _sdpa_shape, saves=_sdpa_saves, backward_temp=_sdpa_backward),
     "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape),
-    "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_keeps_input),
+    "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_linear_saves),
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
     "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", _pixel_unshuffle_shape),
     "torch.flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape, grad="alias"),
@@ -939,7 +956,8 @@ METHODS: dict[str, Op] = {
     "size": Op("input, dim=None", _size),
     "dim": Op("input", lambda a: a.input.ndim),
     "numel": Op("input", lambda a: a.input.numel),
-    "contiguous": Op("input, memory_format=None", _cast_shape),
+    "contiguous": Op("input, memory_format=None",
+                     lambda a: a.input if a.input.contiguous else Tensor(a.input.shape, a.input.dtype)),
     "detach": Op("input", lambda a: Tensor(a.input.shape, a.input.dtype, False, base=a.input)),
     "clone": Op("input, memory_format=None", lambda a: a.input.like(a.input.shape)),
     "to": Op("input, *args, **kwargs", _cast_shape),
@@ -973,5 +991,6 @@ METHODS: dict[str, Op] = {
     "add": binary(grad="alias"), "sub": binary(), "mul": binary(_keeps_both), "div": binary(_keeps_both),
     "matmul": FUNCTIONS["torch.matmul"],
     "bmm": FUNCTIONS["torch.bmm"],
+    "unflatten": Op("input, dim, sizes", lambda a: _unflatten_shape(Args(a, unflattened_size=a.sizes))),
     "masked_fill": Op("input, mask, value", lambda a: a.input.like(a.input.shape)),
 }

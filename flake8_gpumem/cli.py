@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import sys
+import tokenize
 
 from .analysis import Analysis, analyse_source
-from .config import DTYPES, INPUT_DTYPES, OPTIMIZERS, ConfigError, settings_from
+from .config import DTYPES, INPUT_DTYPES, OPTIMIZERS, ConfigError, per_model_for, project_for, settings_from
 from .report import RENDERERS
 
 
@@ -23,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--input-dtype", help=f"one of {', '.join(INPUT_DTYPES)}; int64 for token ids")
     r.add_argument("--budget", help='GPU memory: bytes, "12GiB", "16GB" or a GPU name like T4, A100-40GB')
     r.add_argument("--reserve", help="memory set aside for the CUDA context etc. (default 0)")
+    r.add_argument("--device", help="whose kernels to model: cuda (default) or cpu")
     r.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
                    help="a constructor argument of the model, e.g. --arg num_classes=10 (repeatable)")
     r.add_argument("--format", choices=sorted(RENDERERS), default="table")
@@ -31,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
 
 def overrides_from(ns: argparse.Namespace):
     values = {k: getattr(ns, k) for k in ("input_shape", "batch_size", "optimizer", "dtype", "input_dtype",
-                                          "budget", "reserve") if getattr(ns, k) is not None}
+                                          "budget", "reserve", "device") if getattr(ns, k) is not None}
     args = {}
     for item in ns.arg:
         name, eq, raw = item.partition("=")
@@ -46,6 +49,14 @@ def overrides_from(ns: argparse.Namespace):
     return settings_from(values, "command line")
 
 
+def decode_source(data: bytes) -> str:
+    """Source text as Python reads it: a UTF-8 BOM or a PEP 263 coding cookie, else UTF-8.
+
+    Raises SyntaxError (bad or unknown cookie), UnicodeDecodeError or LookupError."""
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    return data.decode(encoding)
+
+
 def main(argv=None) -> int:
     ns = parser().parse_args(argv)
     try:
@@ -55,15 +66,26 @@ def main(argv=None) -> int:
         return 2
     combined = Analysis()
     status = 0
+    config_errors = set()
     for path in ns.files:
         try:
             with open(path, "rb") as f:
-                source = f.read().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"gpumem: cannot read {path}: {exc}", file=sys.stderr)
+                source = decode_source(f.read())
+        except (OSError, SyntaxError, UnicodeDecodeError, LookupError) as exc:
+            why = " ".join(str(exc).split())
+            print(f"gpumem: cannot read {path}: {why}", file=sys.stderr)
             status = 2
             continue
-        result = analyse_source(source, path, overrides, model=ns.model)
+        try:
+            project = project_for(path)
+        except ConfigError as exc:
+            if str(exc) not in config_errors:  # several files of one project: say it once
+                config_errors.add(str(exc))
+                print(f"gpumem: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        result = analyse_source(source, path, overrides, project=project.settings,
+                                per_model=per_model_for(project, path), model=ns.model)
         combined.models += result.models
         combined.diagnostics += result.diagnostics
         for name, why in result.skipped:

@@ -7,8 +7,117 @@ else. Mirrors torch/nn/modules/transformer.py in training mode.
 
 SOURCE = '''
 import copy
+import math
+import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _in_projection_packed(q, k, v, w, b):
+    E = q.size(-1)
+    if k is v:
+        if q is k:
+            proj = F.linear(q, w, b)
+            proj = proj.unflatten(-1, (3, E)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+            return proj[0], proj[1], proj[2]
+        w_q, w_kv = w.split([E, E * 2])
+        b_q, b_kv = (None, None) if b is None else b.split([E, E * 2])
+        q_proj = F.linear(q, w_q, b_q)
+        kv_proj = F.linear(k, w_kv, b_kv)
+        kv_proj = kv_proj.unflatten(-1, (2, E)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+        return q_proj, kv_proj[0], kv_proj[1]
+    w_q, w_k, w_v = w.chunk(3)
+    b_q, b_k, b_v = (None, None, None) if b is None else b.chunk(3)
+    return F.linear(q, w_q, b_q), F.linear(k, w_k, b_k), F.linear(v, w_v, b_v)
+
+
+class MultiheadAttention(nn.Module):
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False, add_zero_attn=False,
+                 kdim=None, vdim=None, batch_first=False, device=None, dtype=None):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self.head_dim = embed_dim // num_heads
+        if self.head_dim * num_heads != embed_dim:
+            raise ValueError("embed_dim must be divisible by num_heads")
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = nn.Parameter(torch.empty((3 * embed_dim, embed_dim)))
+        else:
+            self.q_proj_weight = nn.Parameter(torch.empty((embed_dim, embed_dim)))
+            self.k_proj_weight = nn.Parameter(torch.empty((embed_dim, self.kdim)))
+            self.v_proj_weight = nn.Parameter(torch.empty((embed_dim, self.vdim)))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        if add_bias_kv:
+            self.bias_k = nn.Parameter(torch.empty((1, 1, embed_dim)))
+            self.bias_v = nn.Parameter(torch.empty((1, 1, embed_dim)))
+        else:
+            self.bias_k = None
+            self.bias_v = None
+        self.add_zero_attn = add_zero_attn
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        if self.batch_first:
+            if key is value:
+                if query is key:
+                    query = key = value = query.transpose(1, 0)
+                else:
+                    query, key = (x.transpose(1, 0) for x in (query, key))
+                    value = key
+            else:
+                query, key, value = (x.transpose(1, 0) for x in (query, key, value))
+        tgt_len, bsz, embed_dim = query.shape
+        if embed_dim != self.embed_dim:
+            raise ValueError("query's last dimension is not embed_dim")
+        heads, head_dim = self.num_heads, self.head_dim
+        if self._qkv_same_embed_dim:
+            q, k, v = _in_projection_packed(query, key, value, self.in_proj_weight, self.in_proj_bias)
+        else:
+            b_q, b_k, b_v = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.chunk(3)
+            q = F.linear(query, self.q_proj_weight, b_q)
+            k = F.linear(key, self.k_proj_weight, b_k)
+            v = F.linear(value, self.v_proj_weight, b_v)
+        if self.bias_k is not None:
+            k = torch.cat([k, self.bias_k.repeat(1, bsz, 1)])
+            v = torch.cat([v, self.bias_v.repeat(1, bsz, 1)])
+        q = q.view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
+        k = k.view(k.shape[0], bsz * heads, head_dim).transpose(0, 1)
+        v = v.view(v.shape[0], bsz * heads, head_dim).transpose(0, 1)
+        if self.add_zero_attn:
+            k = torch.cat([k, torch.zeros((bsz * heads, 1, head_dim))], dim=1)
+            v = torch.cat([v, torch.zeros((bsz * heads, 1, head_dim))], dim=1)
+        src_len = k.size(1)
+        if need_weights:
+            q_scaled = q * math.sqrt(1.0 / float(head_dim))
+            weights = torch.bmm(q_scaled, k.transpose(-2, -1))
+            weights = F.softmax(weights, dim=-1)
+            if self.dropout > 0.0:
+                weights = F.dropout(weights, p=self.dropout)
+            out = torch.bmm(weights, v)
+            out = out.transpose(0, 1).reshape(tgt_len * bsz, embed_dim)
+            out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
+            out = out.view(tgt_len, bsz, out.size(1))
+            weights = weights.view(bsz, heads, tgt_len, src_len)
+            if average_attn_weights:
+                weights = weights.mean(dim=1)
+        else:
+            q = q.view(bsz, heads, tgt_len, head_dim)
+            k = k.view(bsz, heads, src_len, head_dim)
+            v = v.view(bsz, heads, src_len, head_dim)
+            out = F.scaled_dot_product_attention(q, k, v, None, self.dropout, is_causal)
+            out = out.permute(2, 0, 1, 3).reshape(bsz * tgt_len, embed_dim)
+            out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
+            out = out.view(tgt_len, bsz, out.size(1))
+            weights = None
+        if self.batch_first:
+            return out.transpose(1, 0), weights
+        return out, weights
 
 
 def _activation(activation):

@@ -3,11 +3,22 @@
 Each source (command line, inline comment, per-model table, the file's own
 example input, [tool.gpumem] defaults) gives a partial Settings; `merge` takes
 the strongest value of each field.
+
+[tool.gpumem] and its per-model tables come from the nearest pyproject.toml
+above the linted file (`find_pyproject`, `load_project`, `per_model_for`).
 """
 from __future__ import annotations
 
+import os
 import re
+import sys
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
 
 DTYPES = ("float32", "float16", "bfloat16", "amp-fp16", "amp-bf16")
 INPUT_DTYPES = ("float32", "float16", "bfloat16", "int64", "int32")
@@ -148,9 +159,156 @@ def settings_from(values: dict, where: str) -> Settings:
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in PARSERS:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(PARSERS)})")
+            raise ConfigError(f"{where}: unknown key {key!r} = {_short(value)} (known: {', '.join(PARSERS)})")
         try:
             parsed[name] = PARSERS[name](value, key)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return replace(Settings(), **parsed)
+
+
+def _short(value, limit: int = 80) -> str:
+    """A value for a one-line message: its repr, newlines escaped, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- pyproject.toml
+
+PYPROJECT = "pyproject.toml"
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """[tool.gpumem] of one pyproject.toml: project defaults and per-model tables.
+
+    `models` is keyed exactly as the tables are written, "models/cnn.py::Net",
+    the path relative to the directory of `path`.
+    """
+
+    path: Path | None
+    settings: Settings = field(default_factory=Settings)
+    models: dict = field(default_factory=dict)  # "path/to/file.py::Class" -> Settings
+
+
+NO_PROJECT = ProjectConfig(None)
+
+
+def find_pyproject(start) -> Path | None:
+    """The nearest pyproject.toml in `start` (a file's directory, or a directory) or any directory above it."""
+    here = Path(os.path.abspath(start))
+    if not here.is_dir():
+        here = here.parent
+    for directory in (here, *here.parents):
+        candidate = directory / PYPROJECT
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# resolved path -> ((mtime_ns, size), ProjectConfig or the message of the ConfigError it raises)
+_CACHE: dict = {}
+
+
+def load_project(path) -> ProjectConfig:
+    """[tool.gpumem] of the pyproject.toml at `path`; raises ConfigError (one line naming file, key, value).
+
+    Cached per resolved path and modification stamp: flake8 runs the plugin once per file (and in
+    every -j worker), and an unchanged file is parsed once and gives the very same object.
+    """
+    path = Path(os.path.abspath(path))
+    try:
+        key = str(path.resolve())
+        st = os.stat(key)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {_one_line(exc)}") from None
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _CACHE.get(key)
+    if cached is None or cached[0] != stamp:
+        try:
+            cached = (stamp, _parse_project(path))
+        except ConfigError as exc:
+            cached = (stamp, str(exc))
+        _CACHE[key] = cached
+    if isinstance(cached[1], str):
+        raise ConfigError(cached[1])
+    return cached[1]
+
+
+def project_for(start) -> ProjectConfig:
+    """The project configuration governing `start` (a file or a directory); NO_PROJECT when there is none."""
+    found = find_pyproject(start)
+    return NO_PROJECT if found is None else load_project(found)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _parse_project(path: Path) -> ProjectConfig:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {_one_line(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 ({_one_line(exc)})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {_one_line(exc)}") from None
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{path}: tool = {_short(tool)}: expected a table")
+    table = tool.get("gpumem")
+    if table is None:
+        return ProjectConfig(path)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: tool.gpumem = {_short(table)}: expected a table [tool.gpumem]")
+    table = dict(table)
+    raw_models = table.pop("models", {})
+    settings = settings_from(table, f"{path} [tool.gpumem]")
+    if not isinstance(raw_models, dict):
+        raise ConfigError(f"{path} [tool.gpumem]: models = {_short(raw_models)}: expected tables "
+                          f'like [tool.gpumem.models."models/cnn.py::Net"]')
+    models = {}
+    for name, values in raw_models.items():
+        where = f'{path} [tool.gpumem.models."{name}"]'
+        file_part, sep, cls = name.rpartition("::")
+        if not sep or not file_part.strip() or not cls.isidentifier():
+            raise ConfigError(f"{path} [tool.gpumem.models]: {name!r} = {_short(values)}: expected a key "
+                              f'like "models/cnn.py::Net" (file path relative to {PYPROJECT}, "::", model name)')
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} [tool.gpumem.models]: {name!r} = {_short(values)}: expected a table "
+                              f'[tool.gpumem.models."{name}"] of settings')
+        models[name] = settings_from(values, where)
+    return ProjectConfig(path, settings, models)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.normcase(os.path.normpath(a)) == os.path.normcase(os.path.normpath(b)):
+        return True
+    try:
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+    except (OSError, ValueError):
+        return False
+
+
+def per_model_for(project: ProjectConfig, filename: str) -> dict:
+    """{model name: Settings} for the per-model tables whose path names `filename`.
+
+    A table "PATH::Class" applies when PATH, relative to the directory of the pyproject.toml
+    (either separator, "./" allowed; an absolute PATH as it is), is the same file as `filename`
+    (relative to the working directory).
+    """
+    if project.path is None or not project.models or not filename:
+        return {}
+    root = os.path.dirname(os.path.abspath(project.path))
+    target = os.path.abspath(filename)
+    found = {}
+    for name, settings in project.models.items():
+        file_part, _, cls = name.rpartition("::")
+        file_part = file_part.strip().replace("\\", "/")
+        candidate = file_part if os.path.isabs(file_part) else os.path.join(root, *file_part.split("/"))
+        if _same_file(candidate, target):
+            # two spellings of the same file: the first table written wins, field by field
+            found[cls] = merge(found[cls], settings) if cls in found else settings
+    return found

@@ -123,6 +123,8 @@ class Event:
     leaf: bool = True  # False for a custom module whose own ops are events already
     where: tuple = (1, 0)  # (line, col) in the file: the call, or the user code that reached it
     backward_temp: int = 0  # bytes its backward holds briefly beyond the gradients
+    owner: Module | None = None  # the module whose forward made this call
+    folded: bool = False  # made inside a leaf custom module: reported as part of that module's row
 
 
 class _Return(Exception):
@@ -600,10 +602,13 @@ class Interpreter:
             forward = module.cls.method(self, "forward")
             if forward is None:
                 raise Unresolved(f"{module.kind} has no forward method", module.cls.node)
+            first = len(self.events)
             out = self.call_function(forward, [module] + list(args), kwargs, node)
             if not self.stack[-1][1]:  # a custom module that calls no other module is a leaf too
+                for ev in self.events[first:]:
+                    ev.folded = True
                 self.events.append(Event(module, module.kind, node, list(tensors_in(args)), out, [], [], [],
-                                         leaf=False))
+                                         leaf=False, where=self.where(module.node)))
             return out
         finally:
             self.stack.pop()
@@ -634,6 +639,10 @@ class Interpreter:
             out = inplace.view(out.shape)
         input_ids = {id(t) for t in inputs}
         outputs = list(tensors_in(out))
+        if inputs and all(t.is_param for t in inputs) and all(t.base is not None for t in outputs):
+            for t in outputs:
+                t.is_param, t.requires_grad = True, True
+            return out  # w.split(...), w.chunk(3): slices of a weight
         new = [t for t in outputs if id(t) not in input_ids and t.base is None]
         grad = any(t.requires_grad for t in inputs) or bool(module and module.params)
         for t in outputs:
@@ -644,7 +653,8 @@ class Interpreter:
         new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
         self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
                                  where=self.where(module.node if module is not None else node),
-                                 backward_temp=op.backward_temp(bound) if grad else 0))
+                                 backward_temp=op.backward_temp(bound) if grad else 0,
+                                 owner=self.stack[-1][0] if self.stack else None))
         return out
 
     def call_function_op(self, path: str, op: Op, args: list, kwargs: dict, node):
@@ -1159,7 +1169,7 @@ class Interpreter:
         if Ellipsis in keys:
             i = keys.index(Ellipsis)
             keys[i:i + 1] = [slice(None)] * (x.ndim - consumed)
-        shape, dim = [], 0
+        shape, dim, narrowed = [], 0, []
         for k in keys:
             if k is None:
                 shape.append(1)
@@ -1168,13 +1178,20 @@ class Interpreter:
                 raise ShapeError(f"too many indices for a tensor of shape {catalogue.fmt(x.shape)}", node)
             if isinstance(k, slice):
                 shape.append(len(range(*k.indices(x.shape[dim]))))
+                if shape[-1] != x.shape[dim]:
+                    narrowed.append(dim)
             elif isinstance(k, int) and not isinstance(k, bool):
                 if not -x.shape[dim] <= k < x.shape[dim]:
                     raise ShapeError(f"index {k} is out of range for dimension {dim} of size {x.shape[dim]}", node)
+                narrowed.append(dim)
             else:
                 raise Unresolved(f"indexing a tensor with {type(k).__name__} depends on the data", node)
             dim += 1
-        out = x.view(tuple(shape) + x.shape[dim:])
+        shape = tuple(shape) + x.shape[dim:]
+        # A slice of the outermost dimension of contiguous memory stays contiguous; others are strided.
+        outer = next((i for i in (x.layout or range(x.ndim)) if x.shape[i] != 1), 0)
+        keeps = x.contiguous and all(d == outer for d in narrowed) or not narrowed
+        out = x.view(shape, x.layout if not narrowed else (None if keeps else catalogue.STRIDED))
         # Backward of indexing scatters into a zero gradient the size of the whole input.
         self.events.append(Event(None, "[]", node, [x], out, [], [], []))
         return out

@@ -24,6 +24,7 @@ class Tensor:
     requires_grad: bool = False
     base: Tensor | None = None  # set for views: they share the base's memory
     is_param: bool = False  # parameters are weights, never activations
+    layout: tuple | None = None  # memory order of the dimensions, outermost first; None: contiguous
     id: int = field(default_factory=lambda: next(_tensor_ids))
 
     @property
@@ -44,10 +45,78 @@ class Tensor:
         return self.base.storage if self.base is not None else self
 
     def like(self, shape, dtype: str | None = None) -> Tensor:
-        return Tensor(tuple(shape), dtype or self.dtype, self.requires_grad)
+        """A new tensor; element-wise results keep a permuted input's memory order."""
+        shape = tuple(shape)
+        keep = self.layout if shape == self.shape and self.layout != STRIDED else None
+        return Tensor(shape, dtype or self.dtype, self.requires_grad, layout=keep)
 
-    def view(self, shape) -> Tensor:
-        return Tensor(tuple(shape), self.dtype, self.requires_grad, base=self)
+    def view(self, shape, layout=None) -> Tensor:
+        return Tensor(tuple(shape), self.dtype, self.requires_grad, base=self, layout=layout)
+
+    @property
+    def contiguous(self) -> bool:
+        if self.layout is None:
+            return True
+        if self.layout == STRIDED:
+            return False
+        order = [d for d in self.layout if self.shape[d] != 1]
+        return order == sorted(order)
+
+    def permuted(self, order) -> Tensor:
+        """A view with dimensions reordered; memory stays where it is."""
+        order = tuple(order)
+        if self.layout == STRIDED:
+            return self.view(tuple(self.shape[d] for d in order), STRIDED)
+        memory = self.layout or tuple(range(self.ndim))
+        new_of_old = {old: new for new, old in enumerate(order)}
+        layout = tuple(new_of_old[d] for d in memory)
+        return self.view(tuple(self.shape[d] for d in order), None if layout == tuple(sorted(layout)) else layout)
+
+    def reshaped(self, shape) -> Tensor:
+        """reshape: a view when the memory order allows it, else a contiguous copy."""
+        layout = view_layout(self, tuple(shape))
+        if layout is False:
+            return Tensor(tuple(shape), self.dtype, self.requires_grad)
+        return self.view(shape, layout)
+
+
+STRIDED = ("strided",)  # layout of a view with gaps or repeats (a slice, an expand): never contiguous
+
+
+def view_layout(t: Tensor, shape: tuple):
+    """Memory order of `t` viewed as `shape`, None if contiguous, False if no view exists.
+
+    Dimensions are grouped into blocks of equal element count (as torch's
+    computeStride does); each block's old dimensions must lie next to each
+    other, in order, in memory.
+    """
+    if t.contiguous:
+        return None
+    if t.layout == STRIDED:
+        return False
+    old = [d for d in range(t.ndim) if t.shape[d] != 1]
+    new = [j for j in range(len(shape)) if shape[j] != 1]
+    position = {d: i for i, d in enumerate(x for x in t.layout if t.shape[x] != 1)}
+    blocks, i, j = [], 0, 0
+    while i < len(old) and j < len(new):
+        bo, bn = [old[i]], [new[j]]
+        po, pn = t.shape[old[i]], shape[new[j]]
+        i, j = i + 1, j + 1
+        while po != pn:
+            if po < pn and i < len(old):
+                bo.append(old[i])
+                po, i = po * t.shape[old[i]], i + 1
+            elif pn < po and j < len(new):
+                bn.append(new[j])
+                pn, j = pn * shape[new[j]], j + 1
+            else:
+                return False
+        if any(position[b] != position[bo[0]] + k for k, b in enumerate(bo)):
+            return False
+        blocks.append((position[bo[0]], bn))
+    layout = tuple(d for _, bn in sorted(blocks) for d in bn) + tuple(
+        j for j in range(len(shape)) if shape[j] == 1)
+    return None if list(layout[:len(new)]) == sorted(layout[:len(new)]) else layout
 
 
 class AnalysisError(Exception):
