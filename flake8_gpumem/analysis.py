@@ -83,8 +83,8 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     try:
         src = read_source(source, filename)
     except cst.ParserSyntaxError as exc:
-        result.diagnostics.append(Diagnostic("GPM900", exc.raw_line, exc.raw_column,
-                                             f"cannot parse {filename}: {exc.message}"))
+        line, col = _syntax_error_position(source, exc)
+        result.diagnostics.append(Diagnostic("GPM900", line, col, f"cannot parse {filename}: {exc.message}"))
         return result
     for line, col, message in src.errors:
         result.diagnostics.append(Diagnostic("GPM900", line, col, message))
@@ -105,6 +105,17 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             result.models.append(report)
     result.diagnostics.sort(key=lambda d: (d.line, d.col, d.code))
     return result
+
+
+def _syntax_error_position(source: str, exc: cst.ParserSyntaxError) -> tuple[int, int]:
+    """Python's own position for a syntax error (libcst's can point past it); compiled, never run."""
+    try:
+        compile(source, "<gpumem>", "exec", dont_inherit=True)
+    except SyntaxError as err:
+        return err.lineno or 1, max((err.offset or 1) - 1, 0)
+    except (ValueError, RecursionError, MemoryError):
+        pass
+    return exc.raw_line, exc.raw_column
 
 
 def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis) -> ModelReport | None:
@@ -130,7 +141,8 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
 
 
 def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
-    interp = Interpreter(src.scope, src.positions, memory.param_dtype(settings.dtype), settings.device)
+    interp = Interpreter(src.scope, src.positions, memory.param_dtype(settings.dtype), settings.device,
+                         memory.AUTOCAST.get(settings.dtype))
     try:
         if decl.is_class:
             root = interp.instantiate(find_class(src, decl.name), [], dict(settings.args), decl.node)
@@ -138,7 +150,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
             root = interp.lookup(decl.name, src.scope, decl.node)
             if not isinstance(root, Module):
                 raise AnalysisError(f"{decl.name} is not a module", decl.node)
-        input_dtype = settings.input_dtype or memory.activation_dtype(settings.dtype)
+        input_dtype = settings.input_dtype or memory.param_dtype(settings.dtype)
         x = Tensor((batch,) + tuple(settings.input_shape), input_dtype)
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
@@ -276,16 +288,27 @@ def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) ->
 
 
 def _max_batch(src: SourceFile, decl: ModelDecl, settings: Settings) -> int:
-    """The largest batch whose peak fits the budget: linear fit from batches 1 and 2, then checked."""
+    """The largest batch whose simulated peak fits the budget (0 if none does).
+
+    A linear fit from batches 1 and 2 gives the guess; a bracketed binary search
+    on the simulated peak makes it exact."""
     budget = settings.budget
-    one = peak_at(src, decl, settings, 1)
-    if one > budget:
+    if peak_at(src, decl, settings, 1) > budget:
         return 0
-    per_sample = max(peak_at(src, decl, settings, 2) - one, 1)
-    batch = max(1, (budget - one) // per_sample + 1)
-    while batch > 1 and peak_at(src, decl, settings, batch) > budget:
-        batch = max(1, batch - max(1, batch // 100))
-    return batch
+    one, two = peak_at(src, decl, settings, 1), peak_at(src, decl, settings, 2)
+    guess = max(1, (budget - one) // max(two - one, 1) + 1)
+    low, high = 1, guess + 1
+    while peak_at(src, decl, settings, high) <= budget:  # the fit can be low: widen
+        low, high = high, high * 2
+    if guess > low and peak_at(src, decl, settings, guess) <= budget:
+        low = guess
+    while high - low > 1:
+        mid = (low + high) // 2
+        if peak_at(src, decl, settings, mid) <= budget:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 __all__ = ["Analysis", "Diagnostic", "LayerRecord", "ModelReport", "analyse_source", "ConfigError"]

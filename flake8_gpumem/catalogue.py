@@ -7,7 +7,7 @@ one entry here (composite layers built from others live in composites.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .values import DTYPE_BYTES, FLOAT_DTYPES, STRIDED, ShapeError, Tensor, Unresolved, view_layout
@@ -61,6 +61,7 @@ class Op:
     saves: Callable[[Args, object], list] = _keeps_nothing
     forward: str = "input"
     backward_temp: Callable[[Args], int] = lambda a: 0  # bytes its backward holds briefly
+    autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32
     grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
 
 
@@ -616,7 +617,17 @@ def broadcast(x, y):
             raise ShapeError(f"shapes {fmt(x.shape)} and {fmt(y.shape)} cannot be broadcast together")
         out.append(max(p, q) if 0 not in (p, q) else 0)
     t = x if isinstance(x, Tensor) else y
-    return t.like(out)
+    return t.like(out, promote(x, y))
+
+
+def promote(*values) -> str:
+    """The result dtype of mixing tensors: the widest float among them."""
+    dtypes = [v.dtype for v in values if isinstance(v, Tensor)]
+    floats = [d for d in dtypes if d in FLOAT_DTYPES]
+    if not floats:
+        return dtypes[0]
+    order = ("float64", "float32", "bfloat16", "float16")
+    return next(d for d in order if d in floats) if len(set(floats)) > 1 else floats[0]
 
 
 def _matmul_shape(a: Args):
@@ -994,3 +1005,24 @@ METHODS: dict[str, Op] = {
     "unflatten": Op("input, dim, sizes", lambda a: _unflatten_shape(Args(a, unflattened_size=a.sizes))),
     "masked_fill": Op("input, mask, value", lambda a: a.input.like(a.input.shape)),
 }
+
+
+# Autocast (AMP): which ops compute in half precision, which are forced to float32
+# (torch's autocast op lists; the CUDA float32 list is longer than the CPU one).
+AUTOCAST = {
+    "low": (
+        [f"Conv{n}d" for n in (1, 2, 3)] + [f"ConvTranspose{n}d" for n in (1, 2, 3)]
+        + ["Linear", "PReLU", "LSTM", "GRU", "RNN", "torch.nn.functional.linear", "torch.matmul", "torch.bmm",
+           "torch.nn.functional.scaled_dot_product_attention", "matmul", "bmm"]),
+    "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "GroupNorm", "Softplus", "torch.nn.functional.softmax",
+                  "torch.softmax", "torch.nn.functional.log_softmax", "torch.log_softmax", "torch.exp",
+                  "torch.log", "torch.sum", "softmax", "log_softmax", "exp", "log", "pow", "sum"],
+    "fp32": ["MaxPool3d", "AdaptiveAvgPool3d", "AvgPool3d", "ReflectionPad1d", "ReflectionPad2d",
+             "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d"],
+}
+for _mode, _names in AUTOCAST.items():
+    for _name in _names:
+        for _table in (MODULES, FUNCTIONS, METHODS):
+            if _name in _table:
+                _table[_name] = replace(_table[_name], autocast=_mode)
+CAST = Op("input, dtype", lambda a: Tensor(a.input.shape, a.dtype, a.input.requires_grad))

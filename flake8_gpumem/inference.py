@@ -123,6 +123,7 @@ class Event:
     leaf: bool = True  # False for a custom module whose own ops are events already
     where: tuple = (1, 0)  # (line, col) in the file: the call, or the user code that reached it
     backward_temp: int = 0  # bytes its backward holds briefly beyond the gradients
+    own_param_grads: bool = True  # False under AMP: the gradients reach the weights through their casts
     owner: Module | None = None  # the module whose forward made this call
     folded: bool = False  # made inside a leaf custom module: reported as part of that module's row
 
@@ -264,11 +265,15 @@ def canonical(path: str) -> str:
 class Interpreter:
     """Evaluates one model: construction, then one forward pass."""
 
-    def __init__(self, scope: Scope, positions, model_dtype: str = "float32", device: str = "cuda"):
+    def __init__(self, scope: Scope, positions, model_dtype: str = "float32", device: str = "cuda",
+                 autocast: str | None = None):
         self.scope = scope
         self.positions = positions  # node -> (line, col), or None for nodes outside the file
         self.model_dtype = model_dtype
         self.device = device  # kernels differ: what they keep for backward and their temporaries
+        self.autocast = autocast  # AMP: the half dtype autocast computes in, or None
+        self.casts: dict = {}  # (id(tensor), dtype) -> its autocast copy, for weights
+        self.param_tensors: dict = {}  # id(module) -> its weights as tensors, made when AMP casts them
         self.steps = 0
         self.depth = 0
         self.events: list[Event] = []
@@ -317,7 +322,8 @@ class Interpreter:
             return Builtin(getattr(builtins, name), name)
         if name in ("super", "print", "setattr", "getattr", "hasattr", "type"):
             return Builtin(None, name)
-        raise Unresolved(f"'{name}' is not defined in this file", node)
+        raise Unresolved(f"'{name}' is not known to gpumem: not defined in this file, nor a builtin it evaluates",
+                         node)
 
     def _global_value(self, name: str, node, scope: Scope):
         if isinstance(node, cst.Assign):  # tuple unpacking at module level
@@ -411,6 +417,8 @@ class Interpreter:
 
     def run_small(self, small, scope: Scope) -> None:
         if isinstance(small, cst.Expr):
+            if isinstance(small.value, cst.Call) and not self._resolvable(small.value.func, scope):
+                return  # print(...), logging, open(...).write(...): nothing a shape depends on
             self.eval(small.value, scope)
         elif isinstance(small, cst.Assign):
             value = self.eval(small.value, scope)
@@ -435,6 +443,19 @@ class Interpreter:
             pass
         else:
             raise Unresolved(f"unsupported statement: {type(small).__name__}", small)
+
+    def _resolvable(self, func, scope: Scope) -> bool:
+        """Whether a called name is one gpumem knows (defined in the file, imported, or a safe builtin)."""
+        root = func
+        while isinstance(root, (cst.Attribute, cst.Call, cst.Subscript)):
+            root = root.value if not isinstance(root, cst.Call) else root.func
+        if not isinstance(root, cst.Name):
+            return True
+        try:
+            self.lookup(root.value, scope, root)
+        except AnalysisError:
+            return False
+        return True
 
     def _augassign(self, small: cst.AugAssign, scope: Scope) -> None:
         op = AUGOPS.get(type(small.operator))
@@ -624,7 +645,8 @@ class Interpreter:
         bound.update(bind(_params(signature), args, kwargs, type_name, node))
         bound["_float"] = self.model_dtype
         bound["_device"] = self.device
-        inputs = [t for t in tensors_in(list(bound.values()))]
+        weights = self._autocast(op, bound, module, node) if self.autocast and op.autocast else []
+        inputs = [t for t in tensors_in(list(bound.values()))] + weights
         try:
             out = op.shape(bound)
         except AnalysisError as exc:
@@ -649,13 +671,44 @@ class Interpreter:
             if id(t) not in input_ids:
                 t.requires_grad = grad and t.dtype in FLOAT_DTYPES
         saved = list(op.saves(bound, out)) if grad else []
+        if weights and any(t.requires_grad and not t.is_param for t in inputs if t not in weights):
+            saved.append(weights[0])  # the half-precision weight copy, for the input's gradient
         known = input_ids | {id(t) for t in outputs}
         new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
         self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
                                  where=self.where(module.node if module is not None else node),
                                  backward_temp=op.backward_temp(bound) if grad else 0,
-                                 owner=self.stack[-1][0] if self.stack else None))
+                                 owner=self.stack[-1][0] if self.stack else None,
+                                 own_param_grads=not weights))
         return out
+
+    def _autocast(self, op: Op, bound: Args, module: Module | None, node) -> list:
+        """Under AMP, cast the call's float inputs to the op's precision; return the module's
+        half-precision weight copies (autocast caches one per weight per forward)."""
+        target = self.autocast if op.autocast == "low" else (
+            "float32" if op.autocast == "fp32" or self.device == "cuda" else None)
+        if target is None:
+            return []
+        for key, value in list(bound.items()):
+            if isinstance(value, Tensor) and value.dtype in FLOAT_DTYPES and value.dtype != target:
+                bound[key] = self._cast(value, target, node)
+            elif isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) for v in value):
+                bound[key] = type(value)(self._cast(v, target, node) if isinstance(v, Tensor) and
+                                         v.dtype in FLOAT_DTYPES and v.dtype != target else v for v in value)
+        if module is None or target == "float32" or not module.params:
+            return []
+        if id(module) not in self.param_tensors:
+            self.param_tensors[id(module)] = [Tensor(tuple(s), self.model_dtype, True, is_param=True)
+                                              for s in module.params]
+        return [self._cast(p, target, node) for p in self.param_tensors[id(module)]]
+
+    def _cast(self, t: Tensor, dtype: str, node) -> Tensor:
+        cached = self.casts.get((id(t), dtype))
+        if cached is None:
+            cached = self.apply(catalogue.CAST, {}, "input, dtype", [t, dtype], {}, node, None, "autocast")
+            if t.is_param:
+                self.casts[(id(t), dtype)] = cached
+        return cached
 
     def call_function_op(self, path: str, op: Op, args: list, kwargs: dict, node):
         return self.apply(op, {}, op.signature, args, kwargs, node, None, _short(node, path))

@@ -43,8 +43,7 @@ def param_dtype(dtype: str) -> str:
     return "float32" if dtype.startswith("amp") else dtype
 
 
-def activation_dtype(dtype: str) -> str:
-    return {"amp-fp16": "float16", "amp-bf16": "bfloat16"}.get(dtype, dtype)
+AUTOCAST = {"amp-fp16": "float16", "amp-bf16": "bfloat16"}  # the precision autocast computes in
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
             else:
                 cur += t.nbytes
                 produced.append((t, _Grad(t.nbytes)))
-        if ev.module is not None and ev.module.op is not None:
+        if ev.module is not None and ev.module.op is not None and ev.own_param_grads:
             for k, shape in enumerate(ev.module.params):
                 nbytes = math.prod(shape) * pbytes
                 gradients, transient, cur = _param_grad((id(ev.module), k), nbytes, param_grads, gradients,
