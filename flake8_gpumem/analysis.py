@@ -57,6 +57,7 @@ class Analysis:
     models: list[ModelReport] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (model, why it was not analysed)
+    error: str | None = None  # why the file as a whole could not be read
 
 
 @dataclass
@@ -85,6 +86,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     except cst.ParserSyntaxError as exc:
         line, col = _syntax_error_position(source, exc)
         result.diagnostics.append(Diagnostic("GPM900", line, col, f"cannot parse {filename}: {exc.message}"))
+        result.error = f"line {line}:{col + 1}: syntax error, cannot parse: {exc.message}"
         return result
     for line, col, message in src.errors:
         result.diagnostics.append(Diagnostic("GPM900", line, col, message))

@@ -90,13 +90,17 @@ def main(argv=None) -> int:
         combined.diagnostics += result.diagnostics
         for name, why in result.skipped:
             print(f"gpumem: {path}: {name} not analysed: {why}", file=sys.stderr)
+        if result.error:
+            print(f"gpumem: {path}: {result.error}", file=sys.stderr)
         if not result.models:
             status = 2
-            if not result.skipped:
+            if not result.skipped and not result.error:
                 what = f"no model named {ns.model!r}" if ns.model else "no nn.Module model"
                 print(f"gpumem: {path}: {what} found", file=sys.stderr)
     if combined.models or ns.format == "json":
         sys.stdout.write(RENDERERS[ns.format](combined))
+    if status == 0 and any(m.fits is False for m in combined.models):
+        status = 1  # a CI step fails when a model does not fit its budget
     return status
 
 
