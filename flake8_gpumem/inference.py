@@ -973,13 +973,16 @@ class Interpreter:
                     return self.getattr(cls, name, node)
                 except AnalysisError:
                     continue
+        if obj.op is not None and name in ("weight", "bias"):
+            idx = 0 if name == "weight" else 1
+            if idx >= len(obj.params):
+                return None  # bias=False
+            key = (id(obj), name)
+            if key not in self.param_tensors:  # one tensor per weight, so its gradient is counted once
+                self.param_tensors[key] = Tensor(obj.params[idx], self.model_dtype, True, is_param=True)
+            return self.param_tensors[key]
         if obj.args is not None and name in obj.args:  # e.g. conv.out_channels
             return obj.args[name]
-        if obj.op is not None and name in ("weight", "bias") and obj.params:
-            shapes = obj.params
-            idx = 0 if name == "weight" else 1
-            if idx < len(shapes):
-                return Tensor(shapes[idx], self.model_dtype, True, is_param=True)
         return Bound(obj, name)
 
     # ------------------------------------------------------------ expressions
@@ -1273,7 +1276,9 @@ def _clone(module):
         new = copy.copy(m)
         memo[id(m)] = new
         new.children = {k: clone(c) for k, c in m.children.items()}
-        new.attrs = {k: (clone(v) if isinstance(v, Module) else v) for k, v in m.attrs.items()}
+        new.attrs = {k: (clone(v) if isinstance(v, Module) else
+                         Tensor(v.shape, v.dtype, True, is_param=True) if isinstance(v, Tensor) and v.is_param
+                         else v) for k, v in m.attrs.items()}
         new.params, new.buffers = list(m.params), list(m.buffers)
         return new
 

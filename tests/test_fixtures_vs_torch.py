@@ -15,8 +15,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,53 +22,8 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch_oracle  # noqa: E402  (tests/ is on sys.path, see conftest.py)
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "fixtures"
-
-_CLASS_LINE = re.compile(r"^class\s+(?P<name>\w+)\b[^#]*#\s*gpumem:(?P<spec>.*)$")
-_ASSIGN_LINE = re.compile(r"^(?P<name>\w+)\s*(?::[^=#]*)?=[^#]*#\s*gpumem:(?P<spec>.*)$")
-_INPUT_SHAPE = re.compile(r"\binput_shape\s*=\s*\(([^)]*)\)")
-_BATCH_SIZE = re.compile(r"\bbatch_size\s*=\s*(\d+)")
-_INPUT_DTYPE = re.compile(r"\binput_dtype\s*=\s*(\w+)")
-
-
-@dataclass(frozen=True)
-class FixtureModel:
-    path: Path
-    name: str
-    line: int
-    input_shape: tuple[int, ...]  # per sample, batch excluded
-    batch_size: int
-    dtype: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.path.name}::{self.name}"
-
-    @property
-    def full_shape(self) -> tuple[int, ...]:
-        return (self.batch_size, *self.input_shape)
-
-
-def _parse_spec(path: Path, lineno: int, name: str, spec: str) -> FixtureModel:
-    shape = _INPUT_SHAPE.search(spec)
-    batch = _BATCH_SIZE.search(spec)
-    if not shape or not batch:
-        raise ValueError(f"{path.name}:{lineno}: gpumem comment lacks input_shape or batch_size: {spec!r}")
-    dims = tuple(int(d) for d in shape.group(1).split(",") if d.strip())
-    dtype = _INPUT_DTYPE.search(spec)
-    return FixtureModel(path, name, lineno, dims, int(batch.group(1)), dtype.group(1) if dtype else "float32")
-
-
-def discover(directory: Path = FIXTURES) -> list[FixtureModel]:
-    found = []
-    for path in sorted(directory.glob("*.py")):
-        for lineno, text in enumerate(path.read_text().splitlines(), start=1):
-            match = _CLASS_LINE.match(text) or _ASSIGN_LINE.match(text)
-            if match:
-                found.append(_parse_spec(path, lineno, match["name"], match["spec"]))
-    return found
-
+from fixture_models import (  # noqa: E402
+    _ASSIGN_LINE, _CLASS_LINE, FIXTURES, FixtureModel, discover, _parse_spec)
 
 MODELS = discover()
 

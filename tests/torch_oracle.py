@@ -104,6 +104,8 @@ HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16, "amp-fp16": torch.
 class StepMemory:
     peak: int  # bytes, all categories, at the step's peak
     categories: dict  # MemTracker category name -> bytes at the peak
+    weights: int  # parameters and buffers, bytes
+    optimizer_state: int  # every tensor in the optimizer's state after the step, bytes
 
 
 def measure_step(model: nn.Module, shape: tuple, input_dtype: str = "float32", optimizer: str = "adam",
@@ -144,4 +146,6 @@ def measure_step(model: nn.Module, shape: tuple, input_dtype: str = "float32", o
         step()
     snap = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
     categories = {str(getattr(k, "value", k)): v for k, v in snap.items() if k != "Total"}
-    return StepMemory(snap["Total"], categories)
+    weights = sum(t.nbytes for t in list(model.parameters()) + list(model.buffers()))
+    state = sum(v.nbytes for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))
+    return StepMemory(snap["Total"], categories, weights, state)
