@@ -552,9 +552,12 @@ def _sdpa_saves(a: Args, out) -> list:
     if _sdpa_fused(a):
         kept = [q, k, v, out, stats]
         return kept + [Tensor((2,), "int64")] if a.dropout_p else kept  # the dropout RNG seed/offset
-    # The math path keeps the scaled q and k, the softmax, the dropout noise and its product.
-    scores = q.like(q.shape[:-1] + k.shape[-2:-1])
-    return [q.like(q.shape), k.like(k.shape), scores, scores.like(scores.shape), scores.like(scores.shape), v]
+    # The math path keeps the scaled q and k, the softmax, the dropout noise and its product;
+    # on the CPU it computes half precision in float32 (copies of q, k and v).
+    ct = "float32" if q.dtype in ("float16", "bfloat16") else q.dtype
+    scores = Tensor(q.shape[:-1] + k.shape[-2:-1], ct)
+    kept = [Tensor(q.shape, ct), Tensor(k.shape, ct), scores, scores.like(scores.shape), scores.like(scores.shape)]
+    return kept + [v if ct == v.dtype else Tensor(v.shape, ct)]
 
 
 def _sdpa_backward(a: Args) -> int:
@@ -562,7 +565,7 @@ def _sdpa_backward(a: Args) -> int:
     if _sdpa_fused(a):
         return 0
     q, k = a.query, a.key
-    return 2 * math.prod(q.shape[:-1] + k.shape[-2:-1]) * DTYPE_BYTES[q.dtype]
+    return 2 * math.prod(q.shape[:-1] + k.shape[-2:-1]) * DTYPE_BYTES["float32"]
 
 
 # ---------------------------------------------------------------- functional-only rules

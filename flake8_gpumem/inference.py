@@ -124,6 +124,7 @@ class Event:
     where: tuple = (1, 0)  # (line, col) in the file: the call, or the user code that reached it
     backward_temp: int = 0  # bytes its backward holds briefly beyond the gradients
     own_param_grads: bool = True  # False under AMP: the gradients reach the weights through their casts
+    until_forward_end: bool = False  # its output lives until forward ends (autocast's weight cache)
     owner: Module | None = None  # the module whose forward made this call
     folded: bool = False  # made inside a leaf custom module: reported as part of that module's row
 
@@ -706,8 +707,9 @@ class Interpreter:
         cached = self.casts.get((id(t), dtype))
         if cached is None:
             cached = self.apply(catalogue.CAST, {}, "input, dtype", [t, dtype], {}, node, None, "autocast")
-            if t.is_param:
+            if t.is_param:  # autocast's weight cache holds it until the forward pass ends
                 self.casts[(id(t), dtype)] = cached
+                self.events[-1].until_forward_end = True
         return cached
 
     def call_function_op(self, path: str, op: Op, args: list, kwargs: dict, node):

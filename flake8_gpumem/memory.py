@@ -32,7 +32,7 @@ OPTIMIZER_STATE = {
     "adam": (2, True, 1),  # exp_avg, exp_avg_sq, step; sqrt(exp_avg_sq)
     "adamw": (2, True, 1),
     "rmsprop": (1, True, 1),  # square_avg, step; sqrt(square_avg)
-    "adagrad": (1, True, 1),  # sum, step; sqrt(sum)
+    "adagrad": (1, True, 2),  # sum, step; sqrt(sum) and the scaled gradient
 }
 STEP_BYTES = 4  # torch keeps `step` as a float32 scalar tensor
 CUDA_BLOCK = 512  # the CUDA caching allocator rounds every block up to this
@@ -80,6 +80,7 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
 
     out_tensors = list(tensors_in(output))
     kept_to_end = {x.storage.id} | {t.storage.id for t in out_tensors}
+    cached = {t.id for ev in events if ev.until_forward_end for t in ev.allocated}
     last_use: dict[int, int] = {}
     first_saver: dict[int, int] = {}
     size: dict[int, int] = {x.storage.id: x.nbytes}
@@ -104,9 +105,13 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
             peak, phase = cur, f"forward, {label(ev)}"
         if log is not None:
             log.append(("fwd", label(ev), cur))
-        for sid in [s for s in live if last_use.get(s) == i and s not in first_saver and s not in kept_to_end]:
+        for sid in [s for s in live if last_use.get(s) == i and s not in first_saver and s not in kept_to_end
+                    and s not in cached]:
             live.discard(sid)
             cur -= size[sid]
+    for sid in [s for s in live if s in cached and s not in first_saver]:  # autocast's cache is cleared
+        live.discard(sid)
+        cur -= size[sid]
     activations = sum(size[s] for s in live)
 
     # Backward: gradients flow from the loss (a broadcast scalar) through the calls in reverse.
