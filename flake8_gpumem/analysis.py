@@ -204,7 +204,7 @@ def _memory(run: _Run, settings: Settings) -> memory.Memory:
         return f"{run.names[id(ev.owner)] or ev.owner.kind} ({ev.type})" if ev.owner is not None else ev.type
 
     return memory.simulate(run.events, run.input, run.output, shapes, buffers, settings.dtype,
-                           settings.optimizer, settings.reserve, label)
+                           settings.optimizer, settings.reserve, label, held=run.interp.held)
 
 
 def _records(run: _Run) -> tuple[list[LayerRecord], list]:

@@ -274,6 +274,7 @@ class Interpreter:
         self.device = device  # kernels differ: what they keep for backward and their temporaries
         self.autocast = autocast  # AMP: the half dtype autocast computes in, or None
         self.casts: dict = {}  # (id(tensor), dtype) -> its autocast copy, for weights
+        self.held: dict = {}  # storage id -> index of the last event while a variable still held it
         self.param_tensors: dict = {}  # id(module) -> its weights as tensors, made when AMP casts them
         self.steps = 0
         self.depth = 0
@@ -753,9 +754,19 @@ class Interpreter:
                         self.run_small(small, local)
             except _Return as ret:
                 return ret.value
+            finally:
+                self._hold_locals(local)
             return None
         finally:
             self.depth -= 1
+
+    def _hold_locals(self, local: Scope) -> None:
+        """Tensors still bound to a function's variables live until it returns (Python frees them then)."""
+        if not self.events:
+            return
+        for value in local.vars.values():
+            for t in tensors_in(value if isinstance(value, (list, tuple, dict, Tensor)) else ()):
+                self.held[t.storage.id] = len(self.events) - 1
 
     def _function_params(self, func: Function, scope: Scope) -> list:
         ps = func.node.params

@@ -68,7 +68,8 @@ class _Grad:
 
 
 def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list, dtype: str, optimizer: str,
-             reserve: int = 0, names=None, log: list | None = None) -> Memory:
+             reserve: int = 0, names=None, log: list | None = None, held: dict | None = None) -> Memory:
+    """`held`: storage id -> the last event during which a Python variable still referenced it."""
     """Walk the step's timeline; `names(event)` labels where the peak happens."""
     pbytes = DTYPE_BYTES[param_dtype(dtype)]
     numel = sum(math.prod(s) for s in param_shapes)
@@ -93,6 +94,9 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
         for t in ev.saved:
             if not t.storage.is_param:
                 first_saver.setdefault(t.storage.id, i)
+    for sid, i in (held or {}).items():
+        if sid in last_use:
+            last_use[sid] = max(last_use[sid], i)
 
     cur = weights + opt + x.nbytes
     peak, phase = cur, "start of forward"
