@@ -5,7 +5,7 @@ import json
 import math
 
 from .analysis import Analysis, ModelReport
-from .memory import OPTIMIZER_STATE
+from .memory import AUTOCAST, OPTIMIZER_STATE
 
 OPTIMIZER_WORDS = {
     "sgd": "none", "sgd-momentum": "momentum_buffer", "adam": "exp_avg + exp_avg_sq + step",
@@ -58,17 +58,19 @@ def _rows(m: ModelReport) -> list[tuple]:
 
 def _totals(m: ModelReport) -> list[tuple[str, str]]:
     s, mem = m.settings, m.memory
-    input_bytes = mem.activations - sum(l.saved_bytes for l in m.layers)
     states = OPTIMIZER_STATE[s.optimizer][0]
+    dtype = f"{s.dtype}, computing in {AUTOCAST[s.dtype]}" if s.dtype in AUTOCAST else s.dtype
     out = [
         ("parameters", f"{m.params:,}"),
-        ("weights", f"{human(mem.weights)}  (parameters and buffers, {s.dtype})"),
+        ("weights", f"{human(mem.weights)}  (parameters and buffers, {dtype})"),
         ("gradients", f"{human(mem.gradients)}  (one per parameter)"),
         ("optimizer", f"{human(mem.optimizer)}  ({s.optimizer}: {OPTIMIZER_WORDS[s.optimizer]}"
                       f"{f', {states}x the weights' if states else ''})"),
-        ("activations", f"{human(mem.activations)}  (input batch {human(input_bytes)} + kept for backward "
-                        f"{human(mem.activations - input_bytes)})"),
-        ("peak", f"{human(mem.peak)}  (weights + optimizer + gradients + activations; torch's own counters)"),
+        ("activations", f"{human(mem.activations)}  (alive when backward starts: the input batch and what "
+                        "autograd keeps)"),
+        ("peak", f"{human(mem.peak)}  (largest total during the step: {mem.peak_phase})"),
+        ("on a GPU", f"+{human(mem.cuda_rounding)} allocator rounding of weights, gradients and optimizer state "
+                     "to 512-byte blocks; + the CUDA context (~300-500 MiB), outside torch's counters"),
     ]
     if mem.reserve:
         out.append(("reserve", f"{human(mem.reserve)}  (set aside for the CUDA context etc.)"))
