@@ -9,6 +9,7 @@ import libcst as cst
 
 from . import memory
 from .config import DEFAULTS, ConfigError, Settings, merge
+from .diagnostics import budget_check
 from .inference import Event, Interpreter, Module
 from .source import ModelDecl, SourceFile, find_class, read_source
 from .values import AnalysisError, Tensor, tensors_in
@@ -139,6 +140,9 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         report.budget = settings.budget
         report.fits = mem.peak + mem.reserve <= settings.budget
         report.max_batch_size = _max_batch(src, decl, settings)
+        found = budget_check(report, lambda s: peak_at(src, decl, s, s.batch_size))
+        if found is not None:
+            result.diagnostics.append(Diagnostic(found[0], decl.line, decl.col, found[1]))
     return report
 
 

@@ -5,20 +5,13 @@ import json
 import math
 
 from .analysis import Analysis, ModelReport
+from .diagnostics import human
 from .memory import AUTOCAST, OPTIMIZER_STATE
 
 OPTIMIZER_WORDS = {
     "sgd": "none", "sgd-momentum": "momentum_buffer", "adam": "exp_avg + exp_avg_sq + step",
     "adamw": "exp_avg + exp_avg_sq + step", "rmsprop": "square_avg + step", "adagrad": "sum + step",
 }
-
-
-def human(n: int) -> str:
-    """Bytes in binary units: 512 B, 19.5 KiB, 1.21 GiB."""
-    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}" if abs(n) < 10 * size else f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def shape(s) -> str:

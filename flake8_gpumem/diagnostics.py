@@ -1,0 +1,57 @@
+"""The GPM codes, and the budget checks (GPM100/GPM101) on an analysed model.
+
+The shape checks (GPM200, GPM201, GPM300) come from the catalogue's rules as the
+model is read; GPM900 from whatever could not be resolved.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+CODES = {
+    "GPM001": "the [tool.gpumem] configuration or a gpumem option cannot be used",
+    "GPM100": "the training footprint is over the GPU budget",
+    "GPM101": "the training footprint is above the warn fraction of the budget",
+    "GPM200": "a pooling or strided window does not tile its input (rows/columns dropped)",
+    "GPM201": "a spatial or temporal size collapses to zero or less",
+    "GPM300": "shapes of connected layers do not fit",
+    "GPM900": "a model was found but could not be fully analysed",
+}
+
+
+def human(n: int) -> str:
+    """Bytes in binary units: 512 B, 19.5 KiB, 1.21 GiB."""
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}" if abs(n) < 10 * size else f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def budget_check(report, peak_with) -> tuple[str, str] | None:
+    """(code, message) when the model's footprint is over the budget or its warn fraction.
+
+    `peak_with(settings)` re-runs the model with other settings (for the AMP hint)."""
+    s, mem = report.settings, report.memory
+    if s.budget is None:
+        return None
+    need = mem.peak + mem.reserve
+    limit = s.budget * s.warn_fraction
+    if need <= limit:
+        return None
+    parts = {"weights": mem.weights, "gradients": mem.gradients, "optimizer state": mem.optimizer,
+             "activations": mem.activations}
+    biggest = max(parts, key=parts.get)
+    kept = max(report.layers, key=lambda l: l.saved_bytes + l.activation_bytes, default=None)
+    where = f", most at {kept.name} ({kept.type})" if biggest == "activations" and kept is not None else ""
+    reserve = f" + {human(mem.reserve)} reserve" if mem.reserve else ""
+    what = (f"{report.name} needs {human(mem.peak)}{reserve} to train (batch {report.input_shape[0]}, "
+            f"{s.dtype}, {s.optimizer}; peak in {mem.peak_phase})")
+    if need > s.budget:
+        hints = [f"largest batch that fits: {report.max_batch_size}" if report.max_batch_size
+                 else "even batch 1 does not fit"]
+        if not s.dtype.startswith("amp") and s.dtype == "float32":
+            amp = peak_with(replace(s, dtype="amp-bf16")) + mem.reserve
+            hints.append(f"amp-bf16 would need {human(amp)}" + (" (fits)" if amp <= s.budget else ""))
+        return ("GPM100", f"{what}, over the {human(s.budget)} budget; biggest: {biggest} "
+                          f"{human(parts[biggest])}{where}; {'; '.join(hints)}")
+    return ("GPM101", f"{what}, {need / s.budget:.0%} of the {human(s.budget)} budget (warn above "
+                      f"{s.warn_fraction:.0%}); biggest: {biggest} {human(parts[biggest])}{where}")

@@ -1,0 +1,83 @@
+"""The flake8 plugin: GPM diagnostics for the models in each linted file.
+
+flake8 hands over `tree, lines, filename`; the source comes from `lines`, so
+unsaved editor buffers piped through stdin work. Nothing raised inside ever
+reaches flake8: a failure becomes a GPM900 diagnostic (off by default).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from . import __version__
+from .analysis import analyse_source
+from .config import ConfigError, Settings, per_model_for, project_for, settings_from
+
+# Files that define no model cost one regex search.
+LOOKS_LIKE_A_MODEL = re.compile(r"\b(nn\.Module|Module\)|LightningModule|Sequential)\b")
+OPTIONS = {  # flake8 option -> settings key; the same keys as [tool.gpumem] and `gpumem report` flags
+    "budget": 'GPU memory: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, ...)',
+    "batch-size": "samples per training step",
+    "input-shape": "per-sample input shape, e.g. 3,50,50",
+    "dtype": "float32 | float16 | bfloat16 | amp-fp16 | amp-bf16",
+    "input-dtype": "dtype of the input batch (int64 for token ids)",
+    "optimizer": "sgd | sgd-momentum | adam | adamw | rmsprop | adagrad",
+    "warn-fraction": "GPM101 above this fraction of the budget (default 0.9)",
+    "reserve": "memory set aside for the CUDA context etc.",
+    "device": "whose kernels to model: cuda (default) or cpu",
+}
+
+
+class Plugin:
+    name = "flake8-gpumem"
+    version = __version__
+    overrides = Settings()
+    option_error: str | None = None
+
+    def __init__(self, tree, lines, filename):
+        self.lines = lines
+        self.filename = filename
+
+    @classmethod
+    def add_options(cls, manager) -> None:
+        for name, help_text in OPTIONS.items():
+            manager.add_option(f"--gpumem-{name}", parse_from_config=True, help=f"gpumem: {help_text}")
+        manager.extend_default_ignore(["GPM9"])
+
+    @classmethod
+    def parse_options(cls, options) -> None:
+        values = {name.replace("-", "_"): getattr(options, f"gpumem_{name.replace('-', '_')}", None)
+                  for name in OPTIONS}
+        try:
+            cls.overrides = settings_from({k: v for k, v in values.items() if v is not None}, "flake8 options")
+            cls.option_error = None
+        except ConfigError as exc:
+            cls.overrides, cls.option_error = Settings(), str(exc)
+
+    def run(self):
+        try:
+            yield from self._diagnostics()
+        except Exception as exc:  # the boundary: flake8 must never see an exception from us
+            yield 1, 0, f"GPM900 gpumem failed on this file ({type(exc).__name__}: {exc}); please report it", \
+                type(self)
+
+    def _diagnostics(self):
+        if self.option_error:
+            yield 1, 0, f"GPM001 {self.option_error}", type(self)
+            return
+        source = "".join(self.lines)
+        if not LOOKS_LIKE_A_MODEL.search(source):
+            return
+        stdin = self.filename in ("-", "stdin", "<stdin>") or not Path(self.filename).exists()
+        try:
+            project = project_for(Path.cwd() if stdin else Path(self.filename))
+            per_model = per_model_for(project, self.filename)
+        except ConfigError as exc:
+            yield 1, 0, f"GPM001 {exc}", type(self)
+            return
+        result = analyse_source(source, self.filename, self.overrides, project=project.settings,
+                                per_model=per_model)
+        for d in result.diagnostics:
+            if d.message.startswith("cannot parse"):
+                continue  # flake8 reports syntax errors itself (E999)
+            yield d.line, d.col, f"{d.code} {d.message}", type(self)
