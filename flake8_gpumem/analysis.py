@@ -95,7 +95,8 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     if model is not None:
         decls = [d for d in decls if d.name == model]
     for decl in decls:
-        settings = merge(overrides, decl.inline, (per_model or {}).get(decl.name, Settings()), project, DEFAULTS)
+        settings = merge(overrides, decl.inline, (per_model or {}).get(decl.name, Settings()), decl.stated,
+                         project, DEFAULTS)
         if settings.input_shape is None:
             if not decl.component or model is not None:
                 reason = ("no input shape: add `# gpumem: input_shape=(C, H, W)` to the class line, "

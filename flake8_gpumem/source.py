@@ -10,6 +10,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .config import ConfigError, Settings, settings_from
 from .inference import Class, Interpreter, Scope, dotted, module_scope
+from .values import AnalysisError
 
 INLINE = re.compile(r"#\s*gpumem:(.*)$")
 INLINE_PAIR = re.compile(r"(\w+)\s*=\s*(\([^)]*\)|\[[^\]]*\]|\"[^\"]*\"|'[^']*'|[^\s,]+)")
@@ -25,6 +26,7 @@ class ModelDecl:
     line: int
     col: int
     inline: Settings = field(default_factory=Settings)
+    stated: Settings = field(default_factory=Settings)  # an example input the file itself builds
     is_class: bool = True
     component: bool = False  # instantiated by another model in the file
 
@@ -68,9 +70,114 @@ def read_source(source: str, filename: str) -> SourceFile:
                 errors.append((decl.line, 0, str(exc)))
             models.append(decl)
     used = _instantiated_names(module, {m.name for m in models if m.is_class})
+    stated = stated_inputs(module, probe, {m.name for m in models})
     for m in models:
         m.component = m.name in used
+        m.stated = stated.get(m.name, Settings())
     return SourceFile(filename, module, scope, models, positions, errors)
+
+
+EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
+
+
+def stated_inputs(module: cst.Module, interp: Interpreter, models: set) -> dict:
+    """Input shapes the file states itself: a LightningModule's `self.example_input_array =
+    torch.randn(...)`, `model(torch.randn(...))` where `model = Net()`, and torchinfo's
+    `summary(model, input_size=...)` (batch included) or torchsummary's (batch excluded)."""
+    found: dict = {}
+    instances: dict = {}  # variable -> model it holds
+    examples: dict = {}  # variable -> shape of the example tensor it holds
+
+    def shape_of(node):
+        """The full shape of a `torch.randn(2, 3, 32, 32)`-style call, evaluated statically."""
+        if not isinstance(node, cst.Call) or dotted(node.func).rsplit(".", 1)[-1] not in EXAMPLE_TENSORS:
+            return None
+        args = [a.value for a in node.args if a.keyword is None]
+        if dotted(node.func).endswith("randint"):
+            size = next((a.value for a in node.args if a.keyword and a.keyword.value == "size"),
+                        args[2] if len(args) > 2 else None)
+            args = [size] if size is not None else []
+        try:
+            values = [interp.eval(a, interp.scope) for a in args]
+        except AnalysisError:
+            return None
+        if len(values) == 1 and isinstance(values[0], (tuple, list)):
+            values = list(values[0])
+        return tuple(values) if values and all(isinstance(v, int) and v > 0 for v in values) else None
+
+    def model_of(node):
+        if isinstance(node, cst.Name):
+            return instances.get(node.value) or (node.value if node.value in models else None)
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value in models:
+            return node.func.value
+        return None
+
+    def record(model, shape, dtype=None, batch_included=True):
+        if model and shape and model not in found:
+            body = shape[1:] if batch_included else shape
+            batch = shape[0] if batch_included else None
+            found[model] = Settings(input_shape=body, batch_size=batch, input_dtype=dtype)
+
+    class Finder(cst.CSTVisitor):
+        def __init__(self, owner=None):
+            self.owner = owner
+
+        def visit_Assign(self, node):
+            target = node.targets[0].target
+            if isinstance(target, cst.Name):
+                if model_of(node.value):
+                    instances[target.value] = model_of(node.value)
+                elif shape_of(node.value):
+                    examples[target.value] = (shape_of(node.value), node.value)
+            elif (isinstance(target, cst.Attribute) and target.attr.value == "example_input_array"
+                  and self.owner in models):
+                record(self.owner, shape_of(node.value), _dtype_of(node.value))
+
+        def visit_Call(self, node):
+            args = [a.value for a in node.args]
+            if dotted(node.func).rsplit(".", 1)[-1] == "summary" and args:
+                size = next((a.value for a in node.args if a.keyword and a.keyword.value == "input_size"),
+                            args[1] if len(args) > 1 else None)
+                try:
+                    value = interp.eval(size, interp.scope) if size is not None else None
+                except AnalysisError:
+                    value = None
+                torchinfo = "torchinfo" in _imported_from(node.func, interp)
+                dtypes = next((a.value for a in node.args if a.keyword and a.keyword.value == "dtypes"), None)
+                dtype = None
+                if isinstance(dtypes, (cst.List, cst.Tuple)) and dtypes.elements:
+                    dtype = {"long": "int64", "int64": "int64"}.get(dotted(dtypes.elements[0].value).rsplit(".")[-1])
+                if isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
+                    record(model_of(args[0]), tuple(value), dtype, batch_included=torchinfo)
+            elif len(args) == 1 and model_of(node.func):
+                if isinstance(args[0], cst.Name) and args[0].value in examples:
+                    shape, call = examples[args[0].value]
+                    record(model_of(node.func), shape, _dtype_of(call))
+                else:
+                    record(model_of(node.func), shape_of(args[0]), _dtype_of(args[0]))
+
+    for stmt in module.body:
+        owner = stmt.name.value if isinstance(stmt, cst.ClassDef) else None
+        stmt.visit(Finder(owner))
+    return found
+
+
+def _dtype_of(call) -> str | None:
+    """int64 for torch.randint/`dtype=torch.long` examples (token ids), else the model's dtype."""
+    if not isinstance(call, cst.Call):
+        return None
+    if dotted(call.func).endswith("randint"):
+        return "int64"
+    dtype = next((dotted(a.value) for a in call.args if a.keyword and a.keyword.value == "dtype"), "")
+    return {"long": "int64", "int64": "int64", "int": "int32", "int32": "int32"}.get(dtype.rsplit(".", 1)[-1])
+
+
+def _imported_from(func, interp: Interpreter) -> str:
+    try:
+        value = interp.eval(func, interp.scope)
+    except AnalysisError:
+        return ""
+    return getattr(value, "path", "")
 
 
 def _is_sequential(small, scope: Scope) -> bool:
