@@ -61,6 +61,7 @@ class Op:
     saves: Callable[[Args, object], list] = _keeps_nothing
     forward: str = "input"
     backward_temp: Callable[[Args], int] = lambda a: 0  # bytes its backward holds briefly
+    forward_temp: Callable[[Args], int] = lambda a: 0  # bytes it holds briefly while it runs
     autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32
     grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
 
@@ -486,48 +487,116 @@ def pad_to(x: Tensor, p) -> Tensor:
 
 # ---------------------------------------------------------------- recurrent
 
-def recurrent(gates: int) -> Op:
-    def layer_inputs(a: Args):
-        dirs = 2 if a.bidirectional else 1
-        out = a.get("proj_size") or a.hidden_size
-        return [a.input_size] + [out * dirs] * (a.num_layers - 1), dirs, out
+# One layer and direction of nn.LSTM/GRU/RNN as PyTorch 2.13 runs it on the CPU (composites.py
+# builds the module from these). LSTM without projection runs oneDNN's kernel, which keeps a
+# workspace (7 buffers, each rounded up to a 4096-byte page, leading dimensions padded as oneDNN's
+# get_good_ld does); GRU, RNN and projected LSTM run the native per-step cells, which keep their
+# gates and states per step. Byte rules measured against PyTorch step by step.
 
-    def params(a: Args) -> list:
-        sizes, dirs, out = layer_inputs(a)
-        g = gates * a.hidden_size
-        shapes = []
-        for i in sizes:
-            layer = [(g, i), (g, out)] + ([(g,), (g,)] if a.bias else [])
-            layer += [(a.proj_size, a.hidden_size)] if a.get("proj_size") else []
-            shapes += layer * dirs
-        return shapes
+PAGE = 4096
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
-    def shape(a: Args):
-        x = a.input
-        need_rank(x, (3,), "recurrent layer")
-        need_channels(x, a.input_size, -1, "input_size")
-        _, dirs, out = layer_inputs(a)
-        batch, seq = (x.shape[0], x.shape[1]) if a.batch_first else (x.shape[1], x.shape[0])
-        y = x.like((batch, seq, dirs * out) if a.batch_first else (seq, batch, dirs * out))
-        h = x.like((dirs * a.num_layers, batch, out))
-        if gates == 4:
-            return (y, (h, x.like((dirs * a.num_layers, batch, a.hidden_size))))
-        return (y, h)
 
-    def saves(a: Args, out) -> list:
-        # Per layer and direction the CPU kernels keep each step's gates and
-        # states; approximated as the layer input plus gates+state per step.
-        x = a.input
-        _, dirs, o = layer_inputs(a)
-        batch, seq = (x.shape[0], x.shape[1]) if a.batch_first else (x.shape[1], x.shape[0])
-        kept = [x]
-        for _ in range(a.num_layers * dirs):
-            kept.append(Tensor((seq, batch, (gates + 2) * a.hidden_size), x.dtype))
-        return kept
+def _page(n: int, align: int = PAGE) -> int:
+    return -(-n // align) * align
 
-    sig = "input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False"
-    sig += ", proj_size=0" if gates == 4 else (", nonlinearity='tanh'" if gates == 1 else "")
-    return Op(sig + ", device=None, dtype=None", shape, params, saves=saves, forward="input, hx=None")
+
+def _good_ld(dim: int, size: int) -> int:
+    ld = _page(dim, 64 // size)
+    return ld + 64 // size if ld % 256 == 0 else ld
+
+
+def lstm_workspace(T: int, N: int, I: int, H: int, s: int) -> int:
+    parts = [T * N * _good_ld(4 * H, s) * s, T * N * _good_ld(H, s) * s,
+             2 * (T + 1) * N * _good_ld(max(H, I), s) * s, 2 * (T + 1) * N * H * s,
+             2 * (T + 1) * N * _good_ld(max(I, H), 4) * 4, 2 * (T + 1) * N * _good_ld(max(I, H), 4) * 4,
+             2 * (T + 1) * N * H * 4]
+    return sum(_page(p) for p in parts)
+
+
+def _rnn_dims(a: Args):
+    x = a.input
+    H = a.w_hh.shape[0] // GATES[a.kind]
+    return x.shape[0], x.shape[1], x.shape[2], H, DTYPE_BYTES[x.dtype]
+
+
+def _onednn(a: Args) -> bool:
+    return a.kind == "lstm" and a.w_hr is None and a.input.dtype in ("float32", "bfloat16")
+
+
+def _rnn_layer_shape(a: Args):
+    x = a.input
+    need_rank(x, (3,), "recurrent layer")
+    need_channels(x, a.w_ih.shape[1], -1, "input_size")
+    T, N, _, H, _ = _rnn_dims(a)
+    h_out = a.w_hr.shape[0] if a.w_hr is not None else H
+    out = x.like((T, N, h_out))
+    if not _onednn(a):
+        return (out, out.view((N, h_out))) + ((out.view((N, H)),) if a.kind == "lstm" else ())
+    return (out, x.like((N, h_out)), x.like((N, H)))
+
+
+def _rnn_layer_saves(a: Args, out) -> list:
+    x = a.input
+    T, N, I, H, s = _rnn_dims(a)
+    if _onednn(a):
+        kept = [x, a.hx, a.cx, *out, Tensor((lstm_workspace(T, N, I, H, s),), "uint8")]
+        return kept + ([Tensor((4 * H * (I + H) * s,), "uint8")] if a.b_ih is None else [])
+    # linear_ih keeps its input (a copy when it cannot be viewed as 2-d), each step its gates/states
+    steps = {"rnn_tanh": T, "rnn_relu": T, "gru": 7 * T - 1, "lstm": 7 * T - 2}[a.kind] * N * H * s
+    if a.w_hr is not None:
+        steps += N * H * s + (T - 1) * N * a.w_hr.shape[0] * s
+    kept = [a.hx, Tensor((steps,), "uint8")]
+    if a.cx is not None:
+        kept.append(a.cx)
+    if view_layout(x, (T * N, I)) is False:
+        return kept + [Tensor((T * N * I * s,), "uint8")]
+    return kept + [x]
+
+
+def _rnn_layer_backward(a: Args) -> int:
+    """The layer's backward peak beyond the input and weight gradients (may be negative:
+    the native cells free each step's states as they go)."""
+    T, N, I, H, s = _rnn_dims(a)
+    G = GATES[a.kind]
+    x_grad = T * N * I * s if a.input.requires_grad else 0
+    bias = a.b_ih is not None
+    weights = (G * H * I + G * H * H + (2 * G * H if bias else 0)) * DTYPE_BYTES[a.w_ih.dtype]
+    if _onednn(a):
+        # the summed bias, then the input, state and weight gradients (the gradient copies and
+        # oneDNN's scratch buffers are made inside the kernel, not as tensors torch counts)
+        extra = 4 * H * s + T * N * I * 4 + 2 * N * H * 4 + (4 * H * I + 4 * H * H + 4 * H) * 4
+        return extra - x_grad - weights
+    if a.kind == "lstm":
+        return 0
+    h, W, b = N * H * s, G * H * H * s, (G * H * s if bias else 0)
+    X, Wi, bi, Y = x_grad, G * H * I * s, (G * H * s if bias else 0), T * N * G * H * s
+    if a.kind == "gru":
+        if T >= 3:
+            extra = max(4 * h, 2 * h + W + b, 2 * W + 2 * b - 2 * h, 3 * W + b - 7 * h, -(T - 1) * h + W + b,
+                        -(4 * T - 1) * h + W + b + X + Wi + bi)
+        elif T == 2:
+            extra = max(4 * h, 2 * h + W + b, -h + W + b, 2 * W + 2 * b - 4 * h, 2 * W + 3 * b - 7 * h,
+                        3 * W + b - 7 * h, -7 * h + W + b + X + Wi + bi)
+        else:
+            extra = max(2 * h, W + b, -3 * h + W + b + X + Wi + bi)
+    elif T >= 3:
+        extra = max(2 * h + 2 * W + 2 * b, h + 3 * W + b, Y + W + b, W + b + X + Wi + bi)
+    elif T == 2:
+        extra = max(2 * h + W + b, 2 * W + 3 * b if bias else 0, 3 * W + b, Y + W + b, X + Wi + bi + W + b)
+    else:
+        extra = max(h, W + b, Y + W + b, X + Wi + bi + W + b)
+    return extra - x_grad - weights
+
+
+def _rnn_layer_forward(a: Args) -> int:
+    """The input gates of all steps (native cells) or the summed bias (oneDNN), while the layer runs."""
+    T, N, _, H, s = _rnn_dims(a)
+    return 4 * H * s if _onednn(a) else T * N * GATES[a.kind] * H * s
+
+
+RNN_LAYER = Op("input, hx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, cx=None, kind='lstm'", _rnn_layer_shape,
+               saves=_rnn_layer_saves, backward_temp=_rnn_layer_backward, forward_temp=_rnn_layer_forward)
 
 
 def _sdpa_shape(a: Args):
@@ -859,9 +928,6 @@ MODULES: dict[str, Op] = {
     "PixelUnshuffle": Op("downscale_factor", _pixel_unshuffle_shape),
     **{f"ConstantPad{n}d": pad(n, constant=True) for n in (1, 2, 3)},
     **{f"{k}Pad{n}d": pad(n) for n in (1, 2, 3) for k in ("Zero", "Reflection", "Replication", "Circular")},
-    "RNN": recurrent(1),
-    "GRU": recurrent(3),
-    "LSTM": recurrent(4),
 }
 
 
@@ -920,6 +986,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.nn.functional.scaled_dot_product_attention": Op(
         "query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False",
         _sdpa_shape, saves=_sdpa_saves, backward_temp=_sdpa_backward),
+    "torch._gpumem_rnn_layer": RNN_LAYER,
     "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape),
     "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_linear_saves),
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
@@ -1008,7 +1075,7 @@ METHODS: dict[str, Op] = {
 AUTOCAST = {
     "low": (
         [f"Conv{n}d" for n in (1, 2, 3)] + [f"ConvTranspose{n}d" for n in (1, 2, 3)]
-        + ["Linear", "PReLU", "LSTM", "GRU", "RNN", "torch.nn.functional.linear", "torch.matmul", "torch.bmm",
+        + ["Linear", "PReLU", "torch._gpumem_rnn_layer", "torch.nn.functional.linear", "torch.matmul", "torch.bmm",
            "torch.nn.functional.scaled_dot_product_attention", "matmul", "bmm"]),
     "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "GroupNorm", "Softplus", "torch.nn.functional.softmax",
                   "torch.softmax", "torch.nn.functional.log_softmax", "torch.log_softmax", "torch.exp",

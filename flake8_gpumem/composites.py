@@ -128,6 +128,95 @@ def _activation(activation):
     return activation
 
 
+class _RNNBase(nn.Module):
+    def _setup(self, mode, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+               proj_size=0):
+        self.mode = mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        gates = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}[mode]
+        directions = 2 if bidirectional else 1
+        real_hidden = proj_size if proj_size > 0 else hidden_size
+        for layer in range(num_layers):
+            for d in range(directions):
+                width = input_size if layer == 0 else real_hidden * directions
+                sfx = f"_l{layer}_reverse" if d == 1 else f"_l{layer}"
+                setattr(self, "weight_ih" + sfx, nn.Parameter(torch.empty((gates * hidden_size, width))))
+                setattr(self, "weight_hh" + sfx, nn.Parameter(torch.empty((gates * hidden_size, real_hidden))))
+                if bias:
+                    setattr(self, "bias_ih" + sfx, nn.Parameter(torch.empty(gates * hidden_size)))
+                    setattr(self, "bias_hh" + sfx, nn.Parameter(torch.empty(gates * hidden_size)))
+                else:
+                    setattr(self, "bias_ih" + sfx, None)
+                    setattr(self, "bias_hh" + sfx, None)
+                if proj_size > 0:
+                    setattr(self, "weight_hr" + sfx, nn.Parameter(torch.empty((proj_size, hidden_size))))
+                else:
+                    setattr(self, "weight_hr" + sfx, None)
+
+    def forward(self, input, hx=None):
+        x = input.transpose(0, 1) if self.batch_first else input
+        if self.batch_first and self.mode == "lstm" and self.proj_size == 0:
+            x = x.contiguous()  # the oneDNN path copies a batch-first input once
+        steps, batch = x.shape[0], x.shape[1]
+        directions = 2 if self.bidirectional else 1
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        h0 = torch.zeros((self.num_layers * directions, batch, real_hidden))
+        c0 = torch.zeros((self.num_layers * directions, batch, self.hidden_size)) if self.mode == "lstm" else None
+        hs = []
+        cs = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(directions):
+                sfx = f"_l{layer}_reverse" if d == 1 else f"_l{layer}"
+                k = layer * directions + d
+                res = torch._gpumem_rnn_layer(
+                    layer_input, h0[k], getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx),
+                    getattr(self, "bias_ih" + sfx), getattr(self, "bias_hh" + sfx), getattr(self, "weight_hr" + sfx),
+                    None if c0 is None else c0[k], self.mode)
+                outs.append(res[0])
+                hs.append(res[1])
+                if self.mode == "lstm":
+                    cs.append(res[2])
+            layer_input = torch.cat(outs, -1) if directions == 2 else outs[0]
+            if self.dropout > 0 and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout)
+        out = layer_input.transpose(0, 1) if self.batch_first else layer_input
+        if self.mode == "lstm":
+            return out, (torch.stack(hs, 0), torch.stack(cs, 0))
+        return out, torch.stack(hs, 0)
+
+
+class LSTM(_RNNBase):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None):
+        super().__init__()
+        self._setup("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                    proj_size)
+
+
+class GRU(_RNNBase):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None):
+        super().__init__()
+        self._setup("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+
+
+class RNN(_RNNBase):
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        super().__init__()
+        self._setup("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                    bidirectional)
+
+
 class TransformerEncoderLayer(nn.Module):
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, device=None, dtype=None):

@@ -123,6 +123,7 @@ class Event:
     leaf: bool = True  # False for a custom module whose own ops are events already
     where: tuple = (1, 0)  # (line, col) in the file: the call, or the user code that reached it
     backward_temp: int = 0  # bytes its backward holds briefly beyond the gradients
+    forward_temp: int = 0  # bytes it holds briefly while it runs
     own_param_grads: bool = True  # False under AMP: the gradients reach the weights through their casts
     until_forward_end: bool = False  # its output lives until forward ends (autocast's weight cache)
     owner: Module | None = None  # the module whose forward made this call
@@ -680,6 +681,7 @@ class Interpreter:
         self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
                                  where=self.where(module.node if module is not None else node),
                                  backward_temp=op.backward_temp(bound) if grad else 0,
+                                 forward_temp=op.forward_temp(bound),
                                  owner=self.stack[-1][0] if self.stack else None,
                                  own_param_grads=not weights))
         return out

@@ -105,8 +105,8 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
         for t in ev.allocated:
             live.add(t.id)
             cur += t.nbytes
-        if cur > peak:
-            peak, phase = cur, f"forward, {label(ev)}"
+        if cur + ev.forward_temp > peak:
+            peak, phase = cur + ev.forward_temp, f"forward, {label(ev)}"
         if log is not None:
             log.append(("fwd", label(ev), cur))
         for sid in [s for s in live if last_use.get(s) == i and s not in first_saver and s not in kept_to_end
