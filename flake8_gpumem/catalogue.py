@@ -571,21 +571,26 @@ def _rnn_layer_backward(a: Args) -> int:
         return 0
     h, W, b = N * H * s, G * H * H * s, (G * H * s if bias else 0)
     X, Wi, bi, Y = x_grad, G * H * I * s, (G * H * s if bias else 0), T * N * G * H * s
+    # the output's gradient (last direction below another layer) and the zero h0 (first layer) die midway
+    g, h0 = a.frees_grad * s, a.frees_h0 * s
+    g1 = g if T == 3 else 0
     if a.kind == "gru":
         if T >= 3:
-            extra = max(4 * h, 2 * h + W + b, 2 * W + 2 * b - 2 * h, 3 * W + b - 7 * h, -(T - 1) * h + W + b,
-                        -(4 * T - 1) * h + W + b + X + Wi + bi)
+            extra = max(4 * h, 2 * h + W + b, 2 * W + 2 * b - 2 * h - g1, 3 * W + b - 7 * h - g1,
+                        -(T - 1) * h + W + b - h0 - g, -(4 * T - 1) * h + W + b + X + Wi + bi - h0 - g)
         elif T == 2:
-            extra = max(4 * h, 2 * h + W + b, -h + W + b, 2 * W + 2 * b - 4 * h, 2 * W + 3 * b - 7 * h,
-                        3 * W + b - 7 * h, -7 * h + W + b + X + Wi + bi)
+            extra = max(4 * h, 2 * h + W + b - g, -h + W + b - g, 2 * W + 2 * b - 4 * h - g,
+                        2 * W + 3 * b - 7 * h - g - h0, 3 * W + b - 7 * h - g - h0, -h + W + b - h0 - g,
+                        -7 * h + W + b + X + Wi + bi - h0 - g)
         else:
-            extra = max(2 * h, W + b, -3 * h + W + b + X + Wi + bi)
+            extra = max(2 * h, W + b - g, -3 * h + W + b + X + Wi + bi - h0 - g)
     elif T >= 3:
-        extra = max(2 * h + 2 * W + 2 * b, h + 3 * W + b, Y + W + b, W + b + X + Wi + bi)
+        extra = max(2 * h + 2 * W + 2 * b, h + 3 * W + b - g1, Y + W + b - g - h0, W + b - g - h0 + X + Wi + bi)
     elif T == 2:
-        extra = max(2 * h + W + b, 2 * W + 3 * b if bias else 0, 3 * W + b, Y + W + b, X + Wi + bi + W + b)
+        extra = max(2 * h + W + b, 2 * W + 3 * b - g - h0 if bias else 0, 3 * W + b - g - h0, Y + W + b - g - h0,
+                    X + Wi + bi + W + b - g - h0)
     else:
-        extra = max(h, W + b, Y + W + b, X + Wi + bi + W + b)
+        extra = max(h, W + b - g, Y + W + b - g - h0, X + Wi + bi + W + b - g - h0)
     return extra - x_grad - weights
 
 
@@ -595,7 +600,8 @@ def _rnn_layer_forward(a: Args) -> int:
     return 4 * H * s if _onednn(a) else T * N * GATES[a.kind] * H * s
 
 
-RNN_LAYER = Op("input, hx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, cx=None, kind='lstm'", _rnn_layer_shape,
+RNN_LAYER = Op("input, hx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, cx=None, kind='lstm', frees_grad=0, "
+               "frees_h0=0", _rnn_layer_shape,
                saves=_rnn_layer_saves, backward_temp=_rnn_layer_backward, forward_temp=_rnn_layer_forward)
 
 

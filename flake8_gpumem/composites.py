@@ -177,10 +177,12 @@ class _RNNBase(nn.Module):
             for d in range(directions):
                 sfx = f"_l{layer}_reverse" if d == 1 else f"_l{layer}"
                 k = layer * directions + d
+                frees_grad = steps * batch * directions * real_hidden if d == 0 and layer < self.num_layers - 1 else 0
+                frees_h0 = self.num_layers * directions * batch * real_hidden if d == 0 and layer == 0 else 0
                 res = torch._gpumem_rnn_layer(
                     layer_input, h0[k], getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx),
                     getattr(self, "bias_ih" + sfx), getattr(self, "bias_hh" + sfx), getattr(self, "weight_hr" + sfx),
-                    None if c0 is None else c0[k], self.mode)
+                    None if c0 is None else c0[k], self.mode, frees_grad, frees_h0)
                 outs.append(res[0])
                 hs.append(res[1])
                 if self.mode == "lstm":
