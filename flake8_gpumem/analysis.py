@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
@@ -84,19 +84,27 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     result = Analysis()
     try:
         src = read_source(source, filename)
+    except RecursionError:
+        result.diagnostics.append(Diagnostic("GPM900", 1, 0, f"{filename} nests too deeply for gpumem to read"))
+        result.error = "nests too deeply for gpumem to read"
+        return result
     except cst.ParserSyntaxError as exc:
         line, col = _syntax_error_position(source, exc)
         result.diagnostics.append(Diagnostic("GPM900", line, col, f"cannot parse {filename}: {exc.message}"))
         result.error = f"line {line}:{col + 1}: syntax error, cannot parse: {exc.message}"
         return result
-    for line, col, message in src.errors:
-        result.diagnostics.append(Diagnostic("GPM900", line, col, message))
+    for line, col, message in src.errors:  # an unreadable `# gpumem:` comment is bad configuration
+        result.diagnostics.append(Diagnostic("GPM001", line, col, message))
     decls = src.models
     if model is not None:
         decls = [d for d in decls if d.name == model]
     for decl in decls:
-        settings = merge(overrides, decl.inline, (per_model or {}).get(decl.name, Settings()), decl.stated,
-                         project, DEFAULTS)
+        # An example input the file builds gives the sample shape; its batch (often a smoke test's 1)
+        # yields to a configured batch_size.
+        stated_batch = Settings(batch_size=decl.stated.batch_size)
+        stated_shape = replace(decl.stated, batch_size=None)
+        settings = merge(overrides, decl.inline, (per_model or {}).get(decl.name, Settings()), stated_shape,
+                         project, stated_batch, DEFAULTS)
         if settings.input_shape is None:
             if not decl.component or model is not None:
                 reason = ("no input shape: add `# gpumem: input_shape=(C, H, W)` to the class line, "

@@ -1011,7 +1011,7 @@ class Interpreter:
         except RecursionError:
             raise Unresolved("expression nests too deeply", node) from None
         except Exception as exc:  # any Python-level failure of an evaluated value
-            raise Unresolved(f"cannot evaluate {code(node)[:80]}: {exc}", node) from None
+            raise Unresolved(f"cannot evaluate {code(node)[:80]}: {exc or type(exc).__name__}", node) from None
 
     def _eval(self, node, scope: Scope):
         if isinstance(node, cst.Name):
@@ -1196,6 +1196,13 @@ class Interpreter:
         if op is cst.Power and isinstance(left, int) and isinstance(right, int) and (
                 right > MAX_INT_BITS or abs(left) > 2 ** MAX_INT_BITS):
             raise Unresolved(f"{code(node)[:60]} is too large to be a size", node)
+        if op is cst.LeftShift and isinstance(right, int) and right > MAX_INT_BITS:
+            raise Unresolved(f"{code(node)[:60]} is too large to be a size", node)
+        if op is cst.Multiply and any(isinstance(v, (list, tuple, str)) for v in (left, right)):
+            seq, times = (left, right) if isinstance(left, (list, tuple, str)) else (right, left)
+            if isinstance(times, int) and len(seq) * times > MAX_LOOP * 100:
+                raise Unresolved(f"{code(node)[:60]} builds {len(seq) * times} items, more than gpumem "
+                                 "evaluates", node)
         result = BINOPS[op](left, right)
         if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > MAX_INT_BITS:
             raise Unresolved(f"{code(node)[:60]} = {result} is too large to be a size", node)

@@ -49,7 +49,8 @@ class Plugin:
         values = {name.replace("-", "_"): getattr(options, f"gpumem_{name.replace('-', '_')}", None)
                   for name in OPTIONS}
         try:
-            cls.overrides = settings_from({k: v for k, v in values.items() if v is not None}, "flake8 options")
+            cls.overrides = settings_from({k: v for k, v in values.items() if v is not None},
+                                          "flake8 --gpumem-* options")
             cls.option_error = None
         except ConfigError as exc:
             cls.overrides, cls.option_error = Settings(), str(exc)

@@ -334,7 +334,8 @@ def test_bad_inline_comment_is_a_diagnostic_not_an_exception():
         """)
     result = analyse_source(source, "net.py")
     messages = [(d.code, d.line, d.message) for d in result.diagnostics]
-    assert any(code == "GPM900" and line == 4 and "batch_size" in msg and "lots" in msg
+    # bad configuration is GPM001 (on by default), naming the place, the key and the value
+    assert any(code == "GPM001" and line == 4 and "net.py:4" in msg and "batch_size" in msg and "lots" in msg
                for code, line, msg in messages), messages
 
 
