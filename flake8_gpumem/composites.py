@@ -219,7 +219,16 @@ class RNN(_RNNBase):
                     bidirectional)
 
 
-class TransformerEncoderLayer(nn.Module):
+class _TransformerLayer(nn.Module):
+    def _sa_block(self, x):
+        x = self.self_attn(x, x, x, need_weights=False)[0]
+        return self.dropout1(x)
+
+    def _feed_forward(self, x, dropout):
+        return dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+
+class TransformerEncoderLayer(_TransformerLayer):
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, device=None, dtype=None):
         super().__init__()
@@ -244,16 +253,11 @@ class TransformerEncoderLayer(nn.Module):
             x = self.norm2(x + self._ff_block(x))
         return x
 
-    def _sa_block(self, x):
-        x = self.self_attn(x, x, x, need_weights=False)[0]
-        return self.dropout1(x)
-
     def _ff_block(self, x):
-        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
-        return self.dropout2(x)
+        return self._feed_forward(x, self.dropout2)
 
 
-class TransformerDecoderLayer(nn.Module):
+class TransformerDecoderLayer(_TransformerLayer):
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, device=None, dtype=None):
         super().__init__()
@@ -285,17 +289,12 @@ class TransformerDecoderLayer(nn.Module):
             x = self.norm3(x + self._ff_block(x))
         return x
 
-    def _sa_block(self, x):
-        x = self.self_attn(x, x, x, need_weights=False)[0]
-        return self.dropout1(x)
-
     def _mha_block(self, x, mem):
         x = self.multihead_attn(x, mem, mem, need_weights=False)[0]
         return self.dropout2(x)
 
     def _ff_block(self, x):
-        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
-        return self.dropout3(x)
+        return self._feed_forward(x, self.dropout3)
 
 
 class TransformerEncoder(nn.Module):

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sources import ADAPTIVE
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = REPO / "fixtures" / "seed_cnn.py"
@@ -227,20 +228,7 @@ def test_amp_keeps_float32_weights():
 
 # ---------------------------------------------------------------- flags
 
-ADAPTIVE = """
-import torch.nn as nn
 
-class Net(nn.Module):  # gpumem: input_shape=(3, 50, 50) batch_size=64
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 16, 3, padding=1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flat = nn.Flatten()
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        return self.fc(self.flat(self.pool(self.conv(x))))
-"""
 
 
 def test_input_shape_and_batch_size_flags(tmp_path):

@@ -8,6 +8,7 @@ import re
 import textwrap
 
 import pytest
+from sources import ADAPTIVE
 
 from flake8_gpumem import config
 from flake8_gpumem.config import DEFAULTS, ConfigError, Settings, merge, parse_shape, parse_size, settings_from
@@ -339,20 +340,7 @@ def test_bad_inline_comment_is_a_diagnostic_not_an_exception():
                for code, line, msg in messages), messages
 
 
-ADAPTIVE = textwrap.dedent("""
-    import torch.nn as nn
 
-    class Net(nn.Module):  # gpumem: input_shape=(3, 50, 50) batch_size=64
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 16, 3, padding=1)
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.flat = nn.Flatten()
-            self.fc = nn.Linear(16, 10)
-
-        def forward(self, x):
-            return self.fc(self.flat(self.pool(self.conv(x))))
-    """)
 
 
 def test_precedence_through_analyse_source():

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sources import CNN
 
 TIMEOUT = 60  # seconds per flake8 run: the plugin must finish within a bounded time
 MIB = 2 ** 20
@@ -30,28 +31,7 @@ MIB = 2 ** 20
 # ----------------------------------------------------------------- fixture sources
 
 # A clean CNN: 32x32 input, two 2x2 pools (32 -> 16 -> 8), flatten, two Linear layers.
-CNN = """\
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-
-class CNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.fc1 = nn.Linear(64 * 8 * 8, 256)
-        self.fc2 = nn.Linear(256, 10)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        return self.fc2(x)
-"""
 # Parameters by hand: conv1 3*32*9+32, conv2 32*64*9+64, fc1 4096*256+256, fc2 256*10+10.
 CNN_PARAMS = (3 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (64 * 8 * 8 * 256 + 256) + (256 * 10 + 10)
 

@@ -19,32 +19,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from sources import CNN
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_TIMEOUT = 300  # the first run builds the hook's environment with pip
 
-BIG_CNN = """\
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-
-class CNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.fc1 = nn.Linear(64 * 8 * 8, 256)
-        self.fc2 = nn.Linear(256, 10)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        return self.fc2(x)
-"""
 
 # The fc1 weights alone are 64*8*8*256*4 bytes = 4 MiB; Adam training needs about 20 MiB.
 SMALL = """\
@@ -144,13 +124,13 @@ def test_hook_is_declared_as_the_design_says():
 
 
 def test_hook_fails_on_an_over_budget_model(tmp_path, pre_commit_home):
-    repo = git_repo(tmp_path, {"pyproject.toml": PYPROJECT, "models/cnn.py": BIG_CNN},
+    repo = git_repo(tmp_path, {"pyproject.toml": PYPROJECT, "models/cnn.py": CNN},
                     ["pyproject.toml", "models/cnn.py"])
     proc = try_repo(repo, pre_commit_home, "--files", "models/cnn.py")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output
     assert "Failed" in output
-    class_line = BIG_CNN.splitlines().index("class CNN(nn.Module):") + 1
+    class_line = CNN.splitlines().index("class CNN(nn.Module):") + 1
     assert f"models/cnn.py:{class_line}:1: GPM100 CNN needs" in output
     assert "10.0 MiB budget" in output and "batch 16" in output
 
@@ -167,7 +147,7 @@ def test_hook_passes_on_a_model_that_fits(tmp_path, pre_commit_home):
 
 def test_commit_staging_no_python_file_passes(tmp_path, pre_commit_home):
     # the over-budget model is in the work tree but not staged: only README.md is committed
-    repo = git_repo(tmp_path, {"pyproject.toml": PYPROJECT, "models/cnn.py": BIG_CNN, "README.md": "# notes\n"},
+    repo = git_repo(tmp_path, {"pyproject.toml": PYPROJECT, "models/cnn.py": CNN, "README.md": "# notes\n"},
                     ["README.md"])
     proc = try_repo(repo, pre_commit_home)  # no --files: the staged files, as on `git commit`
     output = proc.stdout + proc.stderr
