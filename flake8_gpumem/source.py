@@ -119,8 +119,21 @@ def stated_inputs(module: cst.Module, interp: Interpreter, models: set) -> dict:
             found[model] = Settings(input_shape=body, batch_size=batch, input_dtype=dtype)
 
     class Finder(cst.CSTVisitor):
+        """Variables are per function: `model` in one test is not `model` in the next."""
+
         def __init__(self, owner=None):
             self.owner = owner
+            self.saved = []
+
+        def visit_FunctionDef(self, node):
+            self.saved.append((dict(instances), dict(examples)))
+
+        def leave_FunctionDef(self, node):
+            old_instances, old_examples = self.saved.pop()
+            instances.clear()
+            instances.update(old_instances)
+            examples.clear()
+            examples.update(old_examples)
 
         def visit_Assign(self, node):
             target = node.targets[0].target
