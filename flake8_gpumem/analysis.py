@@ -101,6 +101,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     for decl in decls:
         # An example input the file builds gives the sample shape; its batch (often a smoke test's 1)
         # yields to a configured batch_size.
+        # (a torch.optim call in the file likewise beats the configured optimizer)
         stated_batch = Settings(batch_size=decl.stated.batch_size)
         stated_shape = replace(decl.stated, batch_size=None)
         settings = merge(overrides, decl.inline, (per_model or {}).get(decl.name, Settings()), stated_shape,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -71,13 +71,40 @@ def read_source(source: str, filename: str) -> SourceFile:
             models.append(decl)
     used = _instantiated_names(module, {m.name for m in models if m.is_class})
     stated = stated_inputs(module, probe, {m.name for m in models})
+    optimizer = file_optimizer(module, probe)
     for m in models:
         m.component = m.name in used
-        m.stated = stated.get(m.name, Settings())
+        m.stated = replace(stated.get(m.name, Settings()), optimizer=optimizer)
     return SourceFile(filename, module, scope, models, positions, errors)
 
 
 EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
+OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
+
+
+def file_optimizer(module: cst.Module, interp: Interpreter) -> str | None:
+    """The optimizer a `torch.optim.X(...)` call in the file builds (Lightning's
+    configure_optimizers included): the first one found; SGD with a momentum is sgd-momentum."""
+    found = []
+
+    class Calls(cst.CSTVisitor):
+        def visit_Call(self, node):
+            if found or not dotted(node.func).rsplit(".", 1)[-1] in OPTIMIZER_CLASSES:
+                return
+            try:
+                func = interp.eval(node.func, interp.scope)
+            except AnalysisError:
+                return
+            path = getattr(func, "path", "")
+            name = path.rsplit(".", 1)[-1]
+            if path.startswith("torch.optim") and name in OPTIMIZER_CLASSES:
+                momentum = next((a.value for a in node.args if a.keyword and a.keyword.value == "momentum"), None)
+                moving = momentum is not None and not (isinstance(momentum, (cst.Integer, cst.Float))
+                                                       and float(momentum.value) == 0)
+                found.append("sgd-momentum" if name == "SGD" and moving else OPTIMIZER_CLASSES[name])
+
+    module.visit(Calls())
+    return found[0] if found else None
 
 
 def stated_inputs(module: cst.Module, interp: Interpreter, models: set) -> dict:
