@@ -937,6 +937,17 @@ MODULES: dict[str, Op] = {
 }
 
 
+# Lazy layers: the layer they become (torch swaps the class at the first call), the argument
+# inferred from that first input, and the input dimension it is read from.
+LAZY = {
+    "LazyLinear": ("Linear", "in_features", -1),
+    **{f"LazyConv{n}d": (f"Conv{n}d", "in_channels", 1) for n in (1, 2, 3)},
+    **{f"LazyConvTranspose{n}d": (f"ConvTranspose{n}d", "in_channels", 1) for n in (1, 2, 3)},
+    **{f"LazyBatchNorm{n}d": (f"BatchNorm{n}d", "num_features", 1) for n in (1, 2, 3)},
+    **{f"LazyInstanceNorm{n}d": (f"InstanceNorm{n}d", "num_features", 1) for n in (1, 2, 3)},
+}
+
+
 def unary(saves=_keeps_input, extra: str = "") -> Op:
     """An element-wise function of one tensor (input first)."""
     return Op("input" + extra, lambda a: a.input.like(a.input.shape), saves=saves)

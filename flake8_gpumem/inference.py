@@ -105,6 +105,7 @@ class Module:
     attrs: dict = field(default_factory=dict)
     params: list = field(default_factory=list)  # shapes of its own parameters
     buffers: list = field(default_factory=list)  # its own buffer tensors
+    lazy: tuple | None = None  # (layer, argument, input dim) of a Lazy* layer: known at its first call
 
 
 @dataclass
@@ -128,6 +129,9 @@ class Event:
     until_forward_end: bool = False  # its output lives until forward ends (autocast's weight cache)
     owner: Module | None = None  # the module whose forward made this call
     folded: bool = False  # made inside a leaf custom module: reported as part of that module's row
+
+
+LAZY_PENDING = object()  # a lazy layer's size until its first input arrives
 
 
 class _Return(Exception):
@@ -537,17 +541,26 @@ class Interpreter:
         """A catalogue layer or container from its constructor call."""
         if kind in CONTAINERS:
             return self._container(kind, args, kwargs, node)
+        lazy = catalogue.LAZY.get(kind)
+        if lazy is not None:  # LazyLinear(10): Linear(<from the first input>, 10)
+            kind, op = lazy[0], catalogue.MODULES[lazy[0]]
+            args = [LAZY_PENDING] + list(args)
         bound = Args(bind(_params(op.signature), args, kwargs, f"nn.{kind}", node))
-        module = Module(kind, node, op=op, args=bound)
+        module = Module(kind, node, op=op, args=bound, lazy=lazy)
+        if lazy is None:
+            self._materialize(module, node)
+        return module
+
+    def _materialize(self, module: Module, node) -> None:
+        """Parameters and buffers from the constructor arguments (a lazy layer's once its input is known)."""
         try:
-            module.params = [tuple(s) for s in op.params(bound)]
-            module.buffers = list(op.buffers(bound))
+            module.params = [tuple(s) for s in module.op.params(module.args)]
+            module.buffers = list(module.op.buffers(module.args))
         except AnalysisError as exc:
             exc.node = exc.node or node
             raise
         except (TypeError, ValueError, ZeroDivisionError) as exc:
-            raise Unresolved(f"nn.{kind} arguments cannot be used: {exc}", node) from None
-        return module
+            raise Unresolved(f"nn.{module.kind} arguments cannot be used: {exc}", node) from None
 
     def _container(self, kind: str, args: list, kwargs: dict, node) -> Module:
         module = Module(kind, node, container=kind)
@@ -621,6 +634,12 @@ class Interpreter:
             if module.container:
                 raise Unresolved(f"nn.{module.container} is not callable", node)
             if module.op is not None:
+                if module.lazy is not None and module.args[module.lazy[1]] is LAZY_PENDING:
+                    x = next(tensors_in(args), None)
+                    if x is None or x.ndim <= abs(module.lazy[2]) - (module.lazy[2] < 0):
+                        raise Unresolved(f"Lazy{module.kind} cannot infer {module.lazy[1]} from its input", node)
+                    module.args[module.lazy[1]] = x.shape[module.lazy[2]]
+                    self._materialize(module, module.node)
                 return self.apply(module.op, dict(module.args), module.op.forward, args, kwargs, node, module,
                                   module.kind)
             forward = module.cls.method(self, "forward")
@@ -839,8 +858,8 @@ class Interpreter:
     def call_q(self, path: str, args: list, kwargs: dict, node):
         path = canonical(path)
         name = path.rsplit(".", 1)[-1]
-        if path.startswith("torch.nn.") and path.count(".") == 2 and (name in catalogue.MODULES
-                                                                       or name in CONTAINERS):
+        if path.startswith("torch.nn.") and path.count(".") == 2 and (
+                name in catalogue.MODULES or name in CONTAINERS or name in catalogue.LAZY):
             return self.construct(name, catalogue.MODULES.get(name), args, kwargs, node)
         if path.startswith("torch.nn.") and path.count(".") == 2 and name in self.torch_scope.vars:
             self.anchor = node if self.positions(node) else self.anchor
