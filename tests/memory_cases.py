@@ -68,9 +68,9 @@ def run(case: Case) -> Outcome:
     report = next(m for m in result.models if m.name == case.model.name)
     torch_oracle.torch.manual_seed(0)
     model = torch_oracle.instantiate(torch_oracle.load(src), case.model.name)
-    params = sum(p.numel() for p in model.parameters())
     shape = (case.batch_size,) + case.model.input_shape
     measured = torch_oracle.measure_step(model, shape, case.model.dtype, case.optimizer, case.dtype)
+    params = sum(p.numel() for p in model.parameters())
     return Outcome(report.memory, measured, params)
 
 

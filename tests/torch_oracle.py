@@ -125,6 +125,9 @@ def measure_step(model: nn.Module, shape: tuple, input_dtype: str = "float32", o
             input_dtype = dtype
     model.train()
     host = make_input(shape, input_dtype)
+    if any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in model.modules()):
+        with torch.no_grad():  # materialize lazy layers before the optimizer sees their parameters
+            model(host.clone())
     opt = OPTIMIZERS[optimizer](model.parameters())
     amp = dtype.startswith("amp")
 
