@@ -115,6 +115,8 @@ def stated_inputs(module: cst.Module, interp: Interpreter, models: set) -> dict:
     instances: dict = {}  # variable -> model it holds
     examples: dict = {}  # variable -> shape of the example tensor it holds
 
+    scopes = [interp.scope]  # a method's parameter defaults (in_dim=64) are known values
+
     def shape_of(node):
         """The full shape of a `torch.randn(2, 3, 32, 32)`-style call, evaluated statically."""
         if not isinstance(node, cst.Call) or dotted(node.func).rsplit(".", 1)[-1] not in EXAMPLE_TENSORS:
@@ -125,7 +127,7 @@ def stated_inputs(module: cst.Module, interp: Interpreter, models: set) -> dict:
                         args[2] if len(args) > 2 else None)
             args = [size] if size is not None else []
         try:
-            values = [interp.eval(a, interp.scope) for a in args]
+            values = [interp.eval(a, scopes[-1]) for a in args]
         except AnalysisError:
             return None
         if len(values) == 1 and isinstance(values[0], (tuple, list)):
@@ -154,8 +156,17 @@ def stated_inputs(module: cst.Module, interp: Interpreter, models: set) -> dict:
 
         def visit_FunctionDef(self, node):
             self.saved.append((dict(instances), dict(examples)))
+            defaults = {}
+            for p in node.params.params:
+                if p.default is not None:
+                    try:
+                        defaults[p.name.value] = interp.eval(p.default, interp.scope)
+                    except AnalysisError:
+                        pass
+            scopes.append(Scope(defaults, interp.scope))
 
         def leave_FunctionDef(self, node):
+            scopes.pop()
             old_instances, old_examples = self.saved.pop()
             instances.clear()
             instances.update(old_instances)

@@ -49,3 +49,59 @@ def test_lightning_configure_optimizers_adamw():
 def test_the_command_line_beats_the_files_optimizer():
     src = NET + "\nopt = optim.Adam(Net().parameters())\n"
     assert memory(src, optimizer="sgd").memory.optimizer == 0
+
+
+LIT = """
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LitClassifier(L.LightningModule):
+    def __init__(self, in_dim=64, hidden=128, classes=10):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, classes))
+        self.example_input_array = torch.zeros(4, in_dim)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=1e-3)
+"""
+
+
+def test_a_lightning_module_is_a_model_with_its_example_input_and_optimizer():
+    report = analyse_source(LIT, "lit.py").models[0]
+    assert report.name == "LitClassifier"
+    assert report.input_shape == (4, 64)  # from example_input_array
+    assert report.params == 64 * 128 + 128 + 128 * 10 + 10
+    assert report.settings.optimizer == "adamw"
+    assert [l.name for l in report.layers if l.module] == ["net.0", "net.1", "net.2"]
+
+
+def test_data_dependent_sizes_are_reported_precisely():
+    src = """
+import torch.nn as nn
+
+vocab = open("vocab.txt").read().split()
+
+
+class Tagger(nn.Module):  # gpumem: input_shape=(12,) input_dtype=int64
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(len(vocab), 32)
+
+    def forward(self, x):
+        return self.embed(x)
+"""
+    result = analyse_source(src, "tagger.py")
+    assert result.models == []
+    (d,) = [d for d in result.diagnostics if d.code == "GPM900"]
+    assert d.line == 10  # the Embedding call that needs the vocabulary size
+    assert "vocab" in d.message and "open" in d.message
