@@ -5,6 +5,9 @@ qualified names (`self_attn`, `linear1`, ...) and the same rules as anywhere
 else. Mirrors torch/nn/modules/transformer.py in training mode.
 """
 
+LAYERS = ("MultiheadAttention", "LSTM", "GRU", "RNN", "TransformerEncoderLayer", "TransformerDecoderLayer",
+          "TransformerEncoder", "TransformerDecoder")
+
 SOURCE = '''
 import copy
 import math

@@ -254,8 +254,8 @@ def imported_names(stmt) -> dict:
 
 
 @lru_cache(maxsize=1)
-def _composites() -> cst.Module:
-    return cst.parse_module(composites.SOURCE)
+def _composite_scope() -> Scope:
+    return module_scope(cst.parse_module(composites.SOURCE))
 
 
 def canonical(path: str) -> str:
@@ -286,8 +286,12 @@ class Interpreter:
         self.events: list[Event] = []
         self.stack: list[list] = []  # module calls in flight: [Module, had_child_call]
         self.anchor: cst.CSTNode | None = None  # the innermost user-file node, for positions
-        self.torch_scope = module_scope(_composites())
         self._function_names: dict[str, int] = {}
+
+    @property
+    def torch_scope(self) -> Scope:
+        """The layers PyTorch builds from others (composites.py), parsed the first time one is used."""
+        return _composite_scope()
 
     # ------------------------------------------------------------ positions
 
@@ -861,7 +865,7 @@ class Interpreter:
         if path.startswith("torch.nn.") and path.count(".") == 2 and (
                 name in catalogue.MODULES or name in CONTAINERS or name in catalogue.LAZY):
             return self.construct(name, catalogue.MODULES.get(name), args, kwargs, node)
-        if path.startswith("torch.nn.") and path.count(".") == 2 and name in self.torch_scope.vars:
+        if path.startswith("torch.nn.") and path.count(".") == 2 and name in composites.LAYERS:
             self.anchor = node if self.positions(node) else self.anchor
             return self.instantiate(self.torch_scope.vars[name], args, kwargs, node)
         if path in catalogue.FUNCTIONS:
