@@ -134,6 +134,11 @@ def _syntax_error_position(source: str, exc: cst.ParserSyntaxError) -> tuple[int
 def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis) -> ModelReport | None:
     try:
         run = _run(src, decl, settings, settings.batch_size)
+    except RecursionError:
+        message = "the model's code nests too deeply for gpumem"
+        result.diagnostics.append(Diagnostic("GPM900", decl.line, decl.col, f"{decl.name}: {message}"))
+        result.skipped.append((decl.name, message))
+        return None
     except AnalysisError as exc:
         line, col = exc.where if hasattr(exc, "where") else (decl.line, decl.col)
         result.diagnostics.append(Diagnostic(exc.code, line, col, f"{decl.name}: {exc.message}"))

@@ -88,7 +88,10 @@ def parse_size(value, key: str = "budget") -> int:
             return GPUS[gpu]
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", value, re.IGNORECASE)
         if m:
-            return int(float(m.group(1)) * UNITS[(m.group(2) or "").lower()])
+            size = float(m.group(1)) * UNITS[(m.group(2) or "").lower()]
+            if size >= 2 ** 63:
+                raise ConfigError(f"{key} = {value!r}: more memory than any GPU has")
+            return int(size)
     raise ConfigError(f"{key} = {value!r}: expected bytes, a size like \"12GiB\"/\"16GB\"/\"800MiB\", "
                       f"or a GPU name ({', '.join(sorted(GPUS))})")
 

@@ -1032,7 +1032,7 @@ class Interpreter:
         except (AnalysisError, _Return, _Break, _Continue):
             raise
         except RecursionError:
-            raise Unresolved("expression nests too deeply", node) from None
+            raise Unresolved("an expression nests too deeply for gpumem", None) from None
         except Exception as exc:  # any Python-level failure of an evaluated value
             raise Unresolved(f"cannot evaluate {code(node)[:80]}: {exc or type(exc).__name__}", node) from None
 

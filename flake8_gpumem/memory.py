@@ -101,6 +101,10 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
     cur = weights + opt + x.nbytes
     peak, phase = cur, "start of forward"
     live: set = {x.storage.id}
+    frees_after: dict[int, list] = {}  # event index -> storages nobody needs after it
+    for sid, i in last_use.items():
+        if sid not in first_saver and sid not in kept_to_end and sid not in cached:
+            frees_after.setdefault(i, []).append(sid)
     for i, ev in enumerate(events):
         for t in ev.allocated:
             live.add(t.id)
@@ -109,10 +113,10 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
             peak, phase = cur + ev.forward_temp, f"forward, {label(ev)}"
         if log is not None:
             log.append(("fwd", label(ev), cur))
-        for sid in [s for s in live if last_use.get(s) == i and s not in first_saver and s not in kept_to_end
-                    and s not in cached]:
-            live.discard(sid)
-            cur -= size[sid]
+        for sid in frees_after.get(i, ()):
+            if sid in live:
+                live.discard(sid)
+                cur -= size[sid]
     for sid in [s for s in live if s in cached and s not in first_saver]:  # autocast's cache is cleared
         live.discard(sid)
         cur -= size[sid]

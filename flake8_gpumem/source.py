@@ -44,11 +44,16 @@ class SourceFile:
 def read_source(source: str, filename: str) -> SourceFile:
     """Parse `source` (raises libcst.ParserSyntaxError on invalid Python)."""
     module = cst.parse_module(source)
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    table = wrapper.resolve(PositionProvider)
+    try:
+        table = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    except (RecursionError, KeyError) as exc:  # libcst's code generation recurses once per nesting level
+        raise RecursionError("source nests too deeply") from exc
 
     def positions(node):
-        pos = table.get(node)
+        try:
+            pos = table.get(node)
+        except (KeyError, RecursionError):
+            return None
         return (pos.start.line, pos.start.column) if pos is not None else None
 
     scope = module_scope(module)
