@@ -285,8 +285,9 @@ def model_source(draw):
     lines += ["", "    def forward(self, x):", draw(forward_body(attrs, loops))]
     extra = draw(st.integers(0, 6))
     if extra == 0:  # a second model: uses Net, or is used by it (mutual recursion when both)
+        inner = draw(st.sampled_from(["Net()", "Net(3)", "nn.ReLU()"]))
         lines += ["", "", "class Other(nn.Module):" + draw(inline_comment()), "    def __init__(self):",
-                  "        super().__init__()", f"        self.net = {draw(st.sampled_from(['Net()', 'Net(3)', 'nn.ReLU()']))}",
+                  "        super().__init__()", f"        self.net = {inner}",
                   "", "    def forward(self, x):", "        return self.net(x)"]
     elif extra == 1:
         lines += ["", "", f"model = nn.Sequential({', '.join(draw(st.lists(layer(SEQUENCE_LAYERS), max_size=4)))})"]
@@ -346,8 +347,8 @@ def coherent_model(draw):
         comment += " input_dtype=int64"
     if draw(st.integers(0, 4)) == 0:
         comment += " " + draw(st.sampled_from(["budget=T4", "budget=1", "budget='800MiB'", "optimizer=sgd",
-                                                "dtype=amp-fp16", "dtype=bfloat16", "optimizer=adamw budget=A100-40GB",
-                                                "device=cpu"]))
+                                               "dtype=amp-fp16", "dtype=bfloat16", "optimizer=adamw budget=A100-40GB",
+                                               "device=cpu"]))
     constants = {}
 
     def num(n):
