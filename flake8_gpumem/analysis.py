@@ -15,6 +15,9 @@ from .source import ModelDecl, SourceFile, find_class, read_source
 from .values import AnalysisError, Tensor, tensors_in
 
 
+MAX_BOOLEAN_OPERANDS = 4000
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     code: str
@@ -82,6 +85,11 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     comment, per_model[name], project defaults, built-in defaults.
     """
     result = Analysis()
+    if source.count(" and ") + source.count(" or ") > MAX_BOOLEAN_OPERANDS:
+        # libcst's native parser overflows the C stack on chains of several thousand operands
+        result.error = f"more than {MAX_BOOLEAN_OPERANDS} and/or operators: not read"
+        result.diagnostics.append(Diagnostic("GPM900", 1, 0, f"{filename} has {result.error}"))
+        return result
     try:
         src = read_source(source, filename)
     except RecursionError:

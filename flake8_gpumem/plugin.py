@@ -59,8 +59,11 @@ class Plugin:
         try:
             yield from self._diagnostics()
         except Exception as exc:  # the boundary: flake8 must never see an exception from us
-            yield 1, 0, f"GPM900 gpumem failed on this file ({type(exc).__name__}: {exc}); please report it", \
-                type(self)
+            try:
+                what = f"{type(exc).__name__}: {exc}"[:200]
+            except Exception:  # even str() of the exception can fail
+                what = type(exc).__name__
+            yield 1, 0, f"GPM900 gpumem failed on this file ({what}); please report it", type(self)
 
     def _diagnostics(self):
         if self.option_error:

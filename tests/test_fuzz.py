@@ -25,6 +25,8 @@ import argparse
 import ast
 import math
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -596,9 +598,10 @@ LONG_SEQUENTIAL = net("self.seq = nn.Sequential(" + ", ".join(["nn.Conv2d(3, 3, 
 # 500 terms: ast.parse copes; pyflakes gives up from about 350 (so under flake8 it fails first), but
 # `gpumem report` and analyse_source see such a file on their own.
 DEEP_ARITHMETIC = net("self.fc = nn.Linear(" + " + ".join(["1"] * 500) + ", 2)", "return self.fc(x)")
-# 10,000 unrolled calls with a budget: the largest-batch search simulates the step several times.
+# 5,000 unrolled calls with a budget: the largest-batch search runs and simulates the step several
+# times (quadratic freeing made 10,000 take 16 s; linear, 5,000 take about 2 s here).
 FORWARD_LOOP_BUDGET = net("self.conv = nn.Conv2d(3, 3, 3, padding=1)",
-                          "for i in range(10000):\n    x = self.conv(x)\nreturn x",
+                          "for i in range(5000):\n    x = self.conv(x)\nreturn x",
                           comment="  # gpumem: input_shape=(3, 32, 32) batch_size=8 budget=T4")
 STRING_FORMAT = net("self.fc = nn.Linear(len('%099999999d' % 1), 2)", "return self.fc(x)")
 NOT_PYTHON = "class Net(nn.Module):\n    def __init__(self:\n        nn.Sequential(\n"
@@ -695,6 +698,34 @@ def test_nasty_input(src):
     Plugin.parse_options(_options())
     _check_items(_timed(_plugin_items, src))
     _timed(analyse_source, src, "m.py")
+
+
+# A flat chain of 10,000 `and` operands: ast.parse and pyflakes take it, but libcst's native parser
+# overflows the C stack on it (from about 8,000 operands with an 8 MiB stack): SIGSEGV, which kills a
+# `flake8 -j 1` run outright and leaves `flake8 -j 2` waiting forever for the dead worker.
+LONG_BOOL_CHAIN = net("self.fc = nn.Linear(32, 2)",
+                      "if " + " and ".join(["x"] * 10000) + ":\n    pass\nreturn self.fc(x)")
+IN_A_SUBPROCESS = """\
+import ast, sys
+from flake8_gpumem.analysis import analyse_source
+from flake8_gpumem.plugin import Plugin, OPTIONS
+import argparse
+src = sys.stdin.read()
+Plugin.parse_options(argparse.Namespace(**{"gpumem_" + k.replace("-", "_"): None for k in OPTIONS}))
+items = list(Plugin(ast.parse(src), src.splitlines(True), "m.py").run())
+assert all(i[2].startswith("GPM") and "gpumem failed" not in i[2] for i in items), items
+analyse_source(src, "m.py")
+"""
+
+
+@pytest.mark.parametrize("src", [LONG_BOOL_CHAIN], ids=["and_chain_10000"])
+def test_no_crash_of_the_process(src):
+    """Inputs that crash the interpreter itself (not an exception): run in a child process so that a
+    crash fails this test instead of killing pytest."""
+    assert ast.parse(src)  # Python itself (and so flake8) accepts the file
+    proc = subprocess.run([sys.executable, "-c", IN_A_SUBPROCESS], input=src, text=True, capture_output=True,
+                          timeout=60)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
 
 
 def test_generated_sources_are_mostly_models():
