@@ -268,7 +268,7 @@ def _records(run: _Run) -> tuple[list[LayerRecord], list]:
         else:
             name = _function_name(ev.type, counters, used_names)
             params = 0
-        layers.append(LayerRecord(name, ev.type, ev.module is not None, ev.where[0], _first_shape(ev.output),
+        layers.append(LayerRecord(name, ev.type, ev.module is not None, ev.where[0], _first_shape_of(ev.output),
                                   params, allocated, saved))
         for code, message in ev.notes:
             notes.append((ev.where, f"{name} ({ev.type}) {message}"))
@@ -282,6 +282,11 @@ def _subtree_params(module: Module, counted: set) -> int:
     counted.add(id(module))
     return sum(math.prod(s) for s in module.params) + sum(
         _subtree_params(c, counted) for c in module.children.values())
+
+
+def _first_shape_of(value) -> tuple | None:
+    first = next(tensors_in(value), None)
+    return first.shape if first is not None else None
 
 
 OPERATOR_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "+=": "add_", "-=": "sub_",
@@ -300,17 +305,6 @@ def _function_name(type_name: str, counters: dict, used: set) -> str:
             return name
 
 
-def _first_shape(value) -> tuple:
-    if isinstance(value, Tensor):
-        return value.shape
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            shape = _first_shape(v)
-            if shape is not None:
-                return shape
-    return None
-
-
 def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> int:
     mem = _memory(_run(src, decl, settings, batch), settings)
     return mem.peak + mem.reserve
@@ -322,9 +316,10 @@ def _max_batch(src: SourceFile, decl: ModelDecl, settings: Settings) -> int:
     A linear fit from batches 1 and 2 gives the guess; a bracketed binary search
     on the simulated peak makes it exact."""
     budget = settings.budget
-    if peak_at(src, decl, settings, 1) > budget:
+    one = peak_at(src, decl, settings, 1)
+    if one > budget:
         return 0
-    one, two = peak_at(src, decl, settings, 1), peak_at(src, decl, settings, 2)
+    two = peak_at(src, decl, settings, 2)
     guess = max(1, (budget - one) // max(two - one, 1) + 1)
     low, high = 1, guess + 1
     while peak_at(src, decl, settings, high) <= budget:  # the fit can be low: widen

@@ -448,10 +448,6 @@ def _upsample_sizes(a: Args) -> tuple:
     return x.like(x.shape[:2] + tuple(int(math.floor(L * f)) for L, f in zip(x.shape[2:], scale)))
 
 
-def _upsample_saves(a: Args, out) -> list:
-    return []  # upsampling backward needs only the sizes
-
-
 def _pixel_shuffle_shape(a: Args):
     x, r = a.input, a.upscale_factor
     c, h, w = x.shape[-3:]
@@ -927,7 +923,7 @@ MODULES: dict[str, Op] = {
     "Flatten": Op("start_dim=1, end_dim=-1", _flatten_shape, grad="alias"),
     "Unflatten": Op("dim, unflattened_size", _unflatten_shape, grad="alias"),
     "Upsample": Op("size=None, scale_factor=None, mode='nearest', align_corners=None, recompute_scale_factor=None",
-                   _upsample_sizes, saves=_upsample_saves),
+                   _upsample_sizes, saves=_keeps_nothing),
     "UpsamplingNearest2d": Op("size=None, scale_factor=None", _upsample_sizes),
     "UpsamplingBilinear2d": Op("size=None, scale_factor=None", _upsample_sizes),
     "PixelShuffle": Op("upscale_factor", _pixel_shuffle_shape),
@@ -958,7 +954,7 @@ def binary(saves=_keeps_nothing, grad: str = "alloc") -> Op:
 
 
 INTERPOLATE = Op("input, size=None, scale_factor=None, mode='nearest', align_corners=None, "
-                 "recompute_scale_factor=None, antialias=False", _upsample_sizes, saves=_upsample_saves)
+                 "recompute_scale_factor=None, antialias=False", _upsample_sizes, saves=_keeps_nothing)
 SOFTMAX_FN = Op("input, dim=None, _stacklevel=3, dtype=None", lambda a: a.input.like(a.input.shape),
                 saves=_keeps_output)
 REDUCE = Op("input, dim=None, keepdim=False, dtype=None, out=None", _reduce_shape)

@@ -21,7 +21,7 @@ import libcst as cst
 from . import catalogue, composites
 from .catalogue import Args, Op
 from .signature import REQUIRED, Param, bind, parse
-from .values import FLOAT_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
+from .values import FLOAT_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
 
 MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
 MAX_LOOP = 10_000  # iterations of one loop
@@ -1292,7 +1292,7 @@ class Interpreter:
         # A slice of the outermost dimension of contiguous memory stays contiguous; others are strided.
         outer = next((i for i in (x.layout or range(x.ndim)) if x.shape[i] != 1), 0)
         keeps = x.contiguous and all(d == outer for d in narrowed) or not narrowed
-        out = x.view(shape, x.layout if not narrowed else (None if keeps else catalogue.STRIDED))
+        out = x.view(shape, x.layout if not narrowed else (None if keeps else STRIDED))
         # Backward of indexing scatters into a zero gradient the size of the whole input.
         self.events.append(Event(None, "[]", node, [x], out, [], [], []))
         return out
