@@ -1,21 +1,20 @@
 """The pipeline: source -> models -> shapes and layer records -> memory -> report data."""
 from __future__ import annotations
 
+import ast
 import math
 import re
 from dataclasses import dataclass, field, replace
-
-import libcst as cst
+from typing import TYPE_CHECKING
 
 from . import memory
 from .config import DEFAULTS, ConfigError, Settings, merge
 from .diagnostics import budget_check
-from .inference import Event, Interpreter, Module
-from .source import ModelDecl, SourceFile, find_class, read_source
+from .source import ModelDecl, SourceFile, read_source
 from .values import AnalysisError, Tensor, tensors_in
 
-
-MAX_BOOLEAN_OPERANDS = 4000
+if TYPE_CHECKING:
+    from .inference import Event, Interpreter, Module
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class LayerRecord:
     name: str
     type: str
     module: bool
-    line: int
+    line: int | None  # None where lines were not asked for (the flake8 plugin shows no table)
     output_shape: tuple
     params: int
     activation_bytes: int
@@ -78,31 +77,29 @@ class _Run:
 
 def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings = Settings(),
                    project: Settings = Settings(), per_model: dict | None = None,
-                   model: str | None = None) -> Analysis:
+                   model: str | None = None, tree: ast.Module | None = None, report_unshaped: bool = True,
+                   layers: bool = True) -> Analysis:
     """Analyse every model of a file (or just `model`). Never executes the file.
 
     Settings precedence, strongest first: overrides (command line), the inline
-    comment, per_model[name], project defaults, built-in defaults.
+    comment, per_model[name], project defaults, built-in defaults. `tree` is Python's
+    parse of `source` when the caller has it (flake8 does). Models without an input
+    shape are reported (GPM900) only with `report_unshaped`; `layers=False` leaves the
+    per-layer records out (the plugin shows none) and so never resolves their positions.
     """
     result = Analysis()
-    if source.count(" and ") + source.count(" or ") > MAX_BOOLEAN_OPERANDS:
-        # libcst's native parser overflows the C stack on chains of several thousand operands
-        result.error = f"more than {MAX_BOOLEAN_OPERANDS} and/or operators: not read"
-        result.diagnostics.append(Diagnostic("GPM900", 1, 0, f"{filename} has {result.error}"))
-        return result
     try:
-        src = read_source(source, filename)
-    except RecursionError:
-        result.diagnostics.append(Diagnostic("GPM900", 1, 0, f"{filename} nests too deeply for gpumem to read"))
-        result.error = "nests too deeply for gpumem to read"
+        src = read_source(source, filename, tree)
+    except SyntaxError as exc:
+        line, col = exc.lineno or 1, max((exc.offset or 1) - 1, 0)
+        result.diagnostics.append(Diagnostic("GPM900", line, col, f"cannot parse {filename}: {exc.msg}"))
+        result.error = f"line {line}:{col + 1}: syntax error, cannot parse: {exc.msg}"
         return result
-    except cst.ParserSyntaxError as exc:
-        line, col = _syntax_error_position(source, exc)
-        result.diagnostics.append(Diagnostic("GPM900", line, col, f"cannot parse {filename}: {exc.message}"))
-        result.error = f"line {line}:{col + 1}: syntax error, cannot parse: {exc.message}"
+    except (RecursionError, MemoryError, ValueError) as exc:  # Python's parser gives up on deep nesting
+        what = "nests too deeply" if not isinstance(exc, ValueError) else f"cannot be read ({exc})"
+        result.diagnostics.append(Diagnostic("GPM900", 1, 0, f"{filename} {what} for gpumem"))
+        result.error = f"{what} for gpumem"
         return result
-    for line, col, message in src.errors:  # an unreadable `# gpumem:` comment is bad configuration
-        result.diagnostics.append(Diagnostic("GPM001", line, col, message))
     decls = src.models
     if model is not None:
         decls = [d for d in decls if d.name == model]
@@ -114,32 +111,29 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
         stated_shape = replace(decl.stated, batch_size=None)
         settings = merge(overrides, decl.inline, (per_model or {}).get(decl.name, Settings()), stated_shape,
                          project, stated_batch, DEFAULTS)
+        unshaped_report = report_unshaped and (model is not None or decl.name not in src.components)
+        if settings.input_shape is None and decl.inline_error is None and not unshaped_report:
+            continue  # nothing to say about it: not even worth parsing
+        if not src.is_model(decl):
+            continue
+        if decl.inline_error is not None:  # an unreadable `# gpumem:` comment is bad configuration
+            result.diagnostics.append(Diagnostic("GPM001", decl.line, 0, decl.inline_error))
         if settings.input_shape is None:
-            if not decl.component or model is not None:
+            if unshaped_report:
                 reason = ("no input shape: add `# gpumem: input_shape=(C, H, W)` to the class line, "
                           "or set input_shape in [tool.gpumem] or --input-shape")
                 result.diagnostics.append(Diagnostic("GPM900", decl.line, decl.col, f"{decl.name}: {reason}"))
                 result.skipped.append((decl.name, reason))
             continue
-        report = _analyse_model(src, decl, settings, result)
+        report = _analyse_model(src, decl, settings, result, layers)
         if report is not None:
             result.models.append(report)
     result.diagnostics.sort(key=lambda d: (d.line, d.col, d.code))
     return result
 
 
-def _syntax_error_position(source: str, exc: cst.ParserSyntaxError) -> tuple[int, int]:
-    """Python's own position for a syntax error (libcst's can point past it); compiled, never run."""
-    try:
-        compile(source, "<gpumem>", "exec", dont_inherit=True)
-    except SyntaxError as err:
-        return err.lineno or 1, max((err.offset or 1) - 1, 0)
-    except (ValueError, RecursionError, MemoryError):
-        pass
-    return exc.raw_line, exc.raw_column
-
-
-def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis) -> ModelReport | None:
+def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis,
+                   layers: bool) -> ModelReport | None:
     try:
         run = _run(src, decl, settings, settings.batch_size)
     except RecursionError:
@@ -148,17 +142,19 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         result.skipped.append((decl.name, message))
         return None
     except AnalysisError as exc:
-        line, col = exc.where if hasattr(exc, "where") else (decl.line, decl.col)
+        line, col = src.position(getattr(exc, "where", None), decl.segment) or (decl.line, decl.col)
         result.diagnostics.append(Diagnostic(exc.code, line, col, f"{decl.name}: {exc.message}"))
         result.skipped.append((decl.name, f"line {line}: {exc.message}"))
         return None
-    layers, notes = _records(run)
-    for (line, col), message in notes:
+    records, notes = _records(run, (lambda site: (src.position(site, decl.segment) or (decl.line, 0))[0])
+                              if layers else None)
+    for site, message in notes:
+        line, col = src.position(site, decl.segment) or (decl.line, decl.col)
         result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
-    param_shapes, _ = _parameters(run)
-    mem = _memory(run, settings)
+    param_shapes, buffers = _parameters(run)
+    mem = _memory(run, settings, param_shapes, buffers)
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, run.input.shape,
-                         sum(math.prod(s) for s in param_shapes), layers, mem, settings)
+                         sum(math.prod(s) for s in param_shapes), records if layers else [], mem, settings)
     if settings.budget is not None:
         report.budget = settings.budget
         report.fits = mem.peak + mem.reserve <= settings.budget
@@ -170,25 +166,29 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
 
 
 def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
-    interp = Interpreter(src.scope, src.positions, memory.param_dtype(settings.dtype), settings.device,
+    from .inference import Interpreter, Module  # libcst and the interpreter, once a model is run
+
+    interp = Interpreter(src.scope, memory.param_dtype(settings.dtype), settings.device,
                          memory.AUTOCAST.get(settings.dtype))
+    interp.segment = decl.segment
+    node = decl.node
     try:
-        if decl.is_class:
-            root = interp.instantiate(find_class(src, decl.name), [], dict(settings.args), decl.node)
+        if not decl.constructor:
+            root = interp.instantiate(src.find_class(decl.name), [], dict(settings.args), node)
         else:
-            root = interp.lookup(decl.name, src.scope, decl.node)
+            root = interp.lookup(decl.name, src.scope, node)
             if not isinstance(root, Module):
-                raise AnalysisError(f"{decl.name} is not a module", decl.node)
+                raise AnalysisError(f"{decl.name} is not a module", node)
         input_dtype = settings.input_dtype or memory.param_dtype(settings.dtype)
         x = Tensor((batch,) + tuple(settings.input_shape), input_dtype)
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
-        out = interp.call_module(root, [x], {}, decl.node)
+        out = interp.call_module(root, [x], {}, node)
     except AnalysisError as exc:
-        exc.where = interp.where(exc.node) if exc.node is not None else (decl.line, decl.col)
+        exc.where = interp.where(exc.node) if exc.node is not None else None
         raise
     if next(tensors_in(out), None) is None:
-        raise AnalysisError(f"{decl.name}.forward returns no tensor", decl.node)
+        raise AnalysisError(f"{decl.name}.forward returns no tensor", node)
     return _Run(root, interp.events, x, out, names, interp)
 
 
@@ -222,8 +222,7 @@ def _parameters(run: _Run) -> tuple[list, list]:
     return shapes, buffers
 
 
-def _memory(run: _Run, settings: Settings) -> memory.Memory:
-    shapes, buffers = _parameters(run)
+def _memory(run: _Run, settings: Settings, shapes: list, buffers: list) -> memory.Memory:
 
     def label(ev: Event) -> str:
         if ev.module is not None:
@@ -234,8 +233,9 @@ def _memory(run: _Run, settings: Settings) -> memory.Memory:
                            settings.optimizer, settings.reserve, label, held=run.interp.held)
 
 
-def _records(run: _Run) -> tuple[list[LayerRecord], list]:
-    """Layer records in call order; bytes kept for backward, each tensor counted once.
+def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
+    """Layer records in call order; bytes kept for backward, each tensor counted once; and the
+    GPM200 notes as (node, message). `line_of(node)` gives a record its line (None: no lines).
 
     Calls made inside a leaf custom module (MultiheadAttention's projections and
     softmax, a user module's matmul) are added to that module's row."""
@@ -268,8 +268,8 @@ def _records(run: _Run) -> tuple[list[LayerRecord], list]:
         else:
             name = _function_name(ev.type, counters, used_names)
             params = 0
-        layers.append(LayerRecord(name, ev.type, ev.module is not None, ev.where[0], _first_shape_of(ev.output),
-                                  params, allocated, saved))
+        layers.append(LayerRecord(name, ev.type, ev.module is not None, line_of(ev.where) if line_of else None,
+                                  _first_shape_of(ev.output), params, allocated, saved))
         for code, message in ev.notes:
             notes.append((ev.where, f"{name} ({ev.type}) {message}"))
     return layers, notes
@@ -306,7 +306,8 @@ def _function_name(type_name: str, counters: dict, used: set) -> str:
 
 
 def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> int:
-    mem = _memory(_run(src, decl, settings, batch), settings)
+    run = _run(src, decl, settings, batch)
+    mem = _memory(run, settings, *_parameters(run))
     return mem.peak + mem.reserve
 
 

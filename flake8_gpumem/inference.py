@@ -21,6 +21,7 @@ import libcst as cst
 from . import catalogue, composites
 from .catalogue import Args, Op
 from .signature import REQUIRED, Param, bind, parse
+from .source import Segment
 from .values import FLOAT_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
 
 MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
@@ -42,7 +43,14 @@ class Q:
 class Scope:
     vars: dict
     parent: Scope | None = None
-    thunks: dict = field(default_factory=dict)  # module level: name -> node, evaluated on first use
+    thunks: dict = field(default_factory=dict)  # module level: name -> node or Segment, evaluated on first use
+    torch: bool = False  # composites.py's globals: PyTorch's code, not the user's
+
+    def in_torch(self) -> bool:
+        s = self
+        while s.parent is not None:
+            s = s.parent
+        return s.torch
 
 
 @dataclass(eq=False)
@@ -51,6 +59,7 @@ class Function:
     scope: Scope
     name: str
     owner: Class | None = None  # the class a method is defined in, for super()
+    segment: Segment | None = None  # the user-file statement it is part of (None: PyTorch's code)
 
 
 @dataclass(eq=False)
@@ -58,12 +67,13 @@ class Class:
     node: cst.ClassDef
     scope: Scope
     name: str
+    segment: Segment | None = None
 
     def method(self, interp: Interpreter, name: str):
         """Look a method up along the in-file base classes."""
         for stmt in self.node.body.body:
             if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name:
-                return Function(stmt, self.scope, f"{self.name}.{name}", self)
+                return Function(stmt, self.scope, f"{self.name}.{name}", self, self.segment)
         for base in interp.bases(self):
             if isinstance(base, Class):
                 found = base.method(interp, name)
@@ -106,6 +116,7 @@ class Module:
     params: list = field(default_factory=list)  # shapes of its own parameters
     buffers: list = field(default_factory=list)  # its own buffer tensors
     lazy: tuple | None = None  # (layer, argument, input dim) of a Lazy* layer: known at its first call
+    segment: Segment | None = None  # the statement whose code constructed it
 
 
 @dataclass
@@ -122,7 +133,7 @@ class Event:
     notes: list
     grad: str = "alloc"  # how backward makes the inputs' gradients (catalogue Op.grad)
     leaf: bool = True  # False for a custom module whose own ops are events already
-    where: tuple = (1, 0)  # (line, col) in the file: the call, or the user code that reached it
+    where: tuple | None = None  # (Segment, node) to report it at: the call, or the user code that reached it
     backward_temp: int = 0  # bytes its backward holds briefly beyond the gradients
     forward_temp: int = 0  # bytes it holds briefly while it runs
     own_param_grads: bool = True  # False under AMP: the gradients reach the weights through their casts
@@ -185,37 +196,83 @@ def code(node: cst.CSTNode) -> str:
 
 # ---------------------------------------------------------------- module scopes
 
-def module_scope(module: cst.Module) -> Scope:
+def module_scope(module: cst.Module, torch: bool = False) -> Scope:
     """Globals of a source file: imports, functions and classes now; assignments on first use."""
-    scope = Scope({})
+    scope = Scope({}, torch=torch)
     for stmt in module.body:
-        _declare(stmt, scope)
+        _declare(stmt, scope, scope)
     return scope
 
 
-def _declare(stmt, scope: Scope) -> None:
+def segment_scope(segments: list) -> Scope:
+    """Globals of a linted file: each name bound by the last statement that binds it, parsed on first use."""
+    scope = Scope({})
+    for segment in segments:
+        for name in segment.names:
+            scope.thunks[name] = segment
+            scope.vars.pop(name, None)
+    return scope
+
+
+def _parse_into(segment: Segment, scope: Scope) -> None:
+    """Declare the names `segment` still owns in `scope` (a later statement may rebind the others)."""
+    owned = [n for n in segment.names if scope.thunks.get(n) is segment]
+    declared = Scope({})
+    try:
+        for stmt in segment.module.body:
+            _declare(stmt, scope, declared, segment)
+    except AnalysisError as exc:
+        declared.vars = {name: Unresolved(f"'{name}' could not be read: {exc.message}") for name in owned}
+    for name in owned:
+        del scope.thunks[name]
+        if name in declared.vars:
+            scope.vars[name] = declared.vars[name]
+        elif name in declared.thunks:
+            scope.thunks[name] = declared.thunks[name]
+        else:  # e.g. a relative import, which gpumem does not follow
+            scope.vars[name] = Unresolved(f"'{name}' (line {segment.first_line}) is not something gpumem reads")
+
+
+def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None) -> None:
+    """Bind the names a top-level statement defines in `into`; functions and classes close over `scope`."""
     if isinstance(stmt, cst.SimpleStatementLine):
         for small in stmt.body:
             if isinstance(small, (cst.Import, cst.ImportFrom)):
-                scope.vars.update(imported_names(small))
+                into.vars.update(imported_names(small))
             elif isinstance(small, cst.Assign):
                 for target in small.targets:
                     for name in _target_names(target.target):
-                        scope.thunks[name] = small.value if isinstance(target.target, cst.Name) else small
-                        scope.vars.pop(name, None)
+                        into.thunks[name] = small.value if isinstance(target.target, cst.Name) else small
+                        into.vars.pop(name, None)
             elif isinstance(small, cst.AnnAssign) and small.value is not None and isinstance(small.target, cst.Name):
-                scope.thunks[small.target.value] = small.value
+                into.thunks[small.target.value] = small.value
     elif isinstance(stmt, cst.ClassDef):
-        scope.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value)
-        scope.thunks.pop(stmt.name.value, None)
+        into.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment)
+        into.thunks.pop(stmt.name.value, None)
     elif isinstance(stmt, cst.FunctionDef):
-        scope.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value)
-        scope.thunks.pop(stmt.name.value, None)
+        into.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value, segment=segment)
+        into.thunks.pop(stmt.name.value, None)
     elif isinstance(stmt, (cst.Try, cst.If)):  # `try: import x except ImportError: ...` and guarded imports
         for inner in stmt.body.body:
             if isinstance(inner, cst.SimpleStatementLine) and all(
                     isinstance(s, (cst.Import, cst.ImportFrom)) for s in inner.body):
-                _declare(inner, scope)
+                _declare(inner, scope, into, segment)
+
+
+def binds(stmt, name: str) -> bool:
+    """Whether a top-level statement defines `name` as a class or a plain assignment."""
+    if isinstance(stmt, cst.ClassDef):
+        return stmt.name.value == name
+    return isinstance(stmt, cst.SimpleStatementLine) and any(
+        isinstance(s, cst.Assign) and isinstance(s.targets[0].target, cst.Name) and s.targets[0].target.value == name
+        for s in stmt.body)
+
+
+def parse_expression(text: str) -> cst.BaseExpression:
+    try:
+        return cst.parse_expression(text)
+    except cst.ParserSyntaxError as exc:
+        raise Unresolved(f"libcst cannot parse {text[:40]!r}: {exc.message}") from None
 
 
 def _target_names(target) -> list:
@@ -255,7 +312,7 @@ def imported_names(stmt) -> dict:
 
 @lru_cache(maxsize=1)
 def _composite_scope() -> Scope:
-    return module_scope(cst.parse_module(composites.SOURCE))
+    return module_scope(cst.parse_module(composites.SOURCE), torch=True)
 
 
 def canonical(path: str) -> str:
@@ -271,10 +328,9 @@ def canonical(path: str) -> str:
 class Interpreter:
     """Evaluates one model: construction, then one forward pass."""
 
-    def __init__(self, scope: Scope, positions, model_dtype: str = "float32", device: str = "cuda",
+    def __init__(self, scope: Scope, model_dtype: str = "float32", device: str = "cuda",
                  autocast: str | None = None):
         self.scope = scope
-        self.positions = positions  # node -> (line, col), or None for nodes outside the file
         self.model_dtype = model_dtype
         self.device = device  # kernels differ: what they keep for backward and their temporaries
         self.autocast = autocast  # AMP: the half dtype autocast computes in, or None
@@ -285,7 +341,9 @@ class Interpreter:
         self.depth = 0
         self.events: list[Event] = []
         self.stack: list[list] = []  # module calls in flight: [Module, had_child_call]
-        self.anchor: cst.CSTNode | None = None  # the innermost user-file node, for positions
+        self.anchor: tuple | None = None  # (Segment, node) of the innermost user code, for positions
+        self.segment: Segment | None = None  # the statement whose code runs now
+        self.in_torch = False  # running composites.py's code, whose nodes have no place in the user's file
         self._function_names: dict[str, int] = {}
 
     @property
@@ -295,11 +353,12 @@ class Interpreter:
 
     # ------------------------------------------------------------ positions
 
-    def where(self, node) -> tuple[int, int]:
-        pos = self.positions(node) if node is not None else None
-        if pos is None and self.anchor is not None:
-            pos = self.positions(self.anchor)
-        return pos or (1, 0)
+    def where(self, node, module: Module | None = None) -> tuple | None:
+        """(Segment, node) to report at: `node` (where `module` was constructed), or, inside
+        PyTorch's code, the user code that reached it."""
+        if node is None or self.in_torch:
+            return self.anchor
+        return module.segment if module is not None else self.segment, node
 
     def _tick(self, node) -> None:
         self.steps += 1
@@ -317,6 +376,9 @@ class Interpreter:
                 if isinstance(value, Unresolved):
                     raise Unresolved(value.message, node)
                 return value
+            if isinstance(s.thunks.get(name), Segment):
+                _parse_into(s.thunks[name], s)
+                continue  # look again: the statement has declared its names
             if name in s.thunks:
                 thunk = s.thunks.pop(name)
                 s.vars[name] = Unresolved(f"'{name}' is defined in terms of itself", thunk)
@@ -369,9 +431,9 @@ class Interpreter:
             if stmt.finalbody is not None:
                 self.run_block(stmt.finalbody.body.body, scope)
         elif isinstance(stmt, cst.FunctionDef):
-            scope.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value)
+            scope.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value, segment=self.segment)
         elif isinstance(stmt, cst.ClassDef):
-            scope.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value)
+            scope.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, self.segment)
         elif isinstance(stmt, cst.While):
             raise Unresolved("a while loop cannot be unrolled statically", stmt)
         else:
@@ -550,7 +612,7 @@ class Interpreter:
             kind, op = lazy[0], catalogue.MODULES[lazy[0]]
             args = [LAZY_PENDING] + list(args)
         bound = Args(bind(_params(op.signature), args, kwargs, f"nn.{kind}", node))
-        module = Module(kind, node, op=op, args=bound, lazy=lazy)
+        module = Module(kind, node, op=op, args=bound, lazy=lazy, segment=self.segment)
         if lazy is None:
             self._materialize(module, node)
         return module
@@ -567,7 +629,7 @@ class Interpreter:
             raise Unresolved(f"nn.{module.kind} arguments cannot be used: {exc}", node) from None
 
     def _container(self, kind: str, args: list, kwargs: dict, node) -> Module:
-        module = Module(kind, node, container=kind)
+        module = Module(kind, node, container=kind, segment=self.segment)
         if kind == "Sequential":
             if len(args) == 1 and isinstance(args[0], dict):
                 for key, child in args[0].items():
@@ -596,7 +658,7 @@ class Interpreter:
     def instantiate(self, cls: Class, args: list, kwargs: dict, node) -> Module:
         if not self.is_module_class(cls):
             raise Unresolved(f"'{cls.name}' is not an nn.Module", node)
-        module = Module(cls.name, node, cls=cls)
+        module = Module(cls.name, node, cls=cls, segment=self.segment)
         init = cls.method(self, "__init__")
         if init is not None:
             self.call_function(init, [module] + list(args), kwargs, node)
@@ -655,7 +717,7 @@ class Interpreter:
                 for ev in self.events[first:]:
                     ev.folded = True
                 self.events.append(Event(module, module.kind, node, list(tensors_in(args)), out, [], [], [],
-                                         leaf=False, where=self.where(module.node)))
+                                         leaf=False, where=self.where(module.node, module)))
             return out
         finally:
             self.stack.pop()
@@ -702,7 +764,7 @@ class Interpreter:
         known = input_ids | {id(t) for t in outputs}
         new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
         self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
-                                 where=self.where(module.node if module is not None else node),
+                                 where=self.where(module.node, module) if module is not None else self.where(node),
                                  backward_temp=op.backward_temp(bound) if grad else 0,
                                  forward_temp=op.forward_temp(bound),
                                  owner=self.stack[-1][0] if self.stack else None,
@@ -764,6 +826,8 @@ class Interpreter:
         if self.depth > MAX_DEPTH:
             self.depth -= 1
             raise Unresolved(f"calls nest deeper than {MAX_DEPTH} (recursive model or helper?)", node)
+        caller_in_torch, self.in_torch = self.in_torch, func.scope.in_torch()
+        caller_segment, self.segment = self.segment, func.segment or self.segment
         try:
             local = Scope({"__class__": func.owner} if func.owner else {}, func.scope)
             params = self._function_params(func, local)
@@ -784,6 +848,7 @@ class Interpreter:
             return None
         finally:
             self.depth -= 1
+            self.in_torch, self.segment = caller_in_torch, caller_segment
 
     def _hold_locals(self, local: Scope) -> None:
         """Tensors still bound to a function's variables live until it returns (Python frees them then)."""
@@ -866,7 +931,7 @@ class Interpreter:
                 name in catalogue.MODULES or name in CONTAINERS or name in catalogue.LAZY):
             return self.construct(name, catalogue.MODULES.get(name), args, kwargs, node)
         if path.startswith("torch.nn.") and path.count(".") == 2 and name in composites.LAYERS:
-            self.anchor = node if self.positions(node) else self.anchor
+            self.anchor = self.where(node)
             return self.instantiate(self.torch_scope.vars[name], args, kwargs, node)
         if path in catalogue.FUNCTIONS:
             return self.call_function_op(path, catalogue.FUNCTIONS[path], args, kwargs, node)
@@ -1094,7 +1159,7 @@ class Interpreter:
         if isinstance(node, cst.Subscript):
             return self._subscript(node, scope)
         if isinstance(node, cst.Lambda):
-            return Function(node, scope, "lambda")
+            return Function(node, scope, "lambda", segment=self.segment)
         if isinstance(node, cst.Ellipsis):
             return Ellipsis
         raise Unresolved(f"unsupported expression {code(node)[:60]}", node)
@@ -1141,8 +1206,8 @@ class Interpreter:
                 kwargs[arg.keyword.value] = value
             else:
                 args.append(value)
-        if self.positions(node) is not None:
-            saved, self.anchor = self.anchor, node
+        if not self.in_torch:
+            saved, self.anchor = self.anchor, (self.segment, node)
             try:
                 return self.call(func, args, kwargs, node)
             finally:
@@ -1248,7 +1313,7 @@ class Interpreter:
             if value.container == "ModuleDict":
                 return value.children[key]
             if isinstance(key, slice):
-                sub = Module(value.kind, value.node, container=value.container)
+                sub = Module(value.kind, value.node, container=value.container, segment=value.segment)
                 sub.children = dict(list(value.children.items())[key])
                 return sub
             return items[key]
@@ -1305,7 +1370,7 @@ def _params(signature: str):
 def _short(node, path: str) -> str:
     """The op's type as written in the source, e.g. F.relu."""
     if isinstance(node, cst.Call):
-        return code(node.func)
+        return dotted(node.func) or code(node.func)
     return path
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from flake8.style_guide import Decision, DecisionEngine
+
 from . import __version__
 from .analysis import analyse_source
 from .config import ConfigError, Settings, per_model_for, project_for, settings_from
@@ -33,8 +35,10 @@ class Plugin:
     version = __version__
     overrides = Settings()
     option_error: str | None = None
+    report_unshaped = True  # GPM900 is selected: say which models lack an input shape
 
     def __init__(self, tree, lines, filename):
+        self.tree = tree
         self.lines = lines
         self.filename = filename
 
@@ -54,6 +58,10 @@ class Plugin:
             cls.option_error = None
         except ConfigError as exc:
             cls.overrides, cls.option_error = Settings(), str(exc)
+        try:  # off by default: then models without an input shape need not even be parsed
+            cls.report_unshaped = DecisionEngine(options).decision_for("GPM900") is Decision.Selected
+        except Exception:  # an options object without flake8's selection: report them
+            cls.report_unshaped = True
 
     def run(self):
         try:
@@ -80,7 +88,8 @@ class Plugin:
             yield 1, 0, f"GPM001 {exc}", type(self)
             return
         result = analyse_source(source, self.filename, self.overrides, project=project.settings,
-                                per_model=per_model)
+                                per_model=per_model, tree=self.tree, report_unshaped=self.report_unshaped,
+                                layers=False)
         for d in result.diagnostics:
             if d.message.startswith("cannot parse"):
                 continue  # flake8 reports syntax errors itself (E999)

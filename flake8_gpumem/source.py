@@ -1,271 +1,415 @@
-"""Reading model source: parse with libcst and find the models and what the file says about them."""
+"""Reading model source: which models a file defines and what it says about them.
+
+Python's own parser (flake8 hands its tree over, already built) finds the top-level
+statements, the model candidates, their inline settings, the example inputs and the
+optimizer the file builds. libcst parses a top-level statement only when the interpreter
+first needs a name it binds (inference.Segment), so a file pays for the code its models
+use, not for all of it, and files whose models cannot be analysed pay no libcst at all.
+"""
 from __future__ import annotations
 
 import ast
 import re
 from dataclasses import dataclass, field, replace
-
-import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from functools import cached_property
 
 from .config import ConfigError, Settings, settings_from
-from .inference import Class, Interpreter, Scope, dotted, module_scope
-from .values import AnalysisError
+from .values import AnalysisError, Unresolved
 
 INLINE = re.compile(r"#\s*gpumem:(.*)$")
 INLINE_PAIR = re.compile(r"(\w+)\s*=\s*(\([^)]*\)|\[[^\]]*\]|\"[^\"]*\"|'[^']*'|[^\s,]+)")
+LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")  # Python's line breaks, kept
 CONTAINER_CALLS = ("Sequential",)
+MAX_BOOLEAN_OPERANDS = 4000  # per statement: libcst's native parser overflows the C stack on longer chains
+EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
+OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
+# Cheap textual checks before walking the tree for what they look for.
+MAY_STATE_INPUTS = re.compile(r"\b(?:%s|summary)\s*\(|example_input_array" % "|".join(EXAMPLE_TENSORS))
+MAY_BUILD_OPTIMIZER = re.compile(r"\b(?:%s)\s*\(" % "|".join(OPTIMIZER_CLASSES))
+
+
+@dataclass(eq=False)
+class Segment:
+    """One top-level statement of a linted file (statements sharing a line together), parsed
+    with libcst the first time the interpreter needs a name it binds, so a file pays for
+    the code its models use, not for all of it."""
+
+    first_line: int  # 1-based line of its first character in the file
+    text: str
+    names: tuple  # the module-level names it binds
+    _module: object = None  # its libcst Module
+    _positions: object = None  # node -> libcst CodeRange, resolved when a position is asked for
+
+    @property
+    def module(self):
+        """Its libcst Module; raises Unresolved where libcst cannot read it."""
+        if self._module is None:
+            import libcst as cst  # imported on first use: files with nothing to analyse never pay for it
+
+            if self.text.count(" and ") + self.text.count(" or ") > MAX_BOOLEAN_OPERANDS:
+                raise Unresolved(f"line {self.first_line} has more than {MAX_BOOLEAN_OPERANDS} and/or operators")
+            try:
+                self._module = cst.parse_module(self.text)
+            except cst.ParserSyntaxError as exc:
+                raise Unresolved(f"libcst cannot parse line {self.first_line + exc.raw_line - 1}: "
+                                 f"{exc.message}") from None
+            except RecursionError:
+                raise Unresolved(f"line {self.first_line} nests too deeply for gpumem to read") from None
+        return self._module
+
+    @property
+    def parsed(self) -> bool:
+        return self._module is not None
+
+    def position(self, node) -> tuple[int, int] | None:
+        """(line, col) of a node of this statement in the file, or None if it is not one."""
+        if self._positions is None:
+            from libcst.metadata import MetadataWrapper, PositionProvider
+            try:
+                self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+            except (RecursionError, KeyError):  # libcst's code generation recurses once per nesting level
+                self._positions = {}
+        pos = self._positions.get(node)
+        return (pos.start.line + self.first_line - 1, pos.start.column) if pos is not None else None
 
 
 @dataclass
 class ModelDecl:
-    """A model the file defines: an nn.Module subclass or a module-level nn.Sequential."""
+    """A model candidate: a top-level class with bases, or a module-level `x = nn.Sequential(...)`.
+
+    Whether a class really is an nn.Module is decided by SourceFile.is_model, which parses it."""
 
     name: str
-    node: cst.CSTNode
     line: int
     col: int
+    segment: Segment
     inline: Settings = field(default_factory=Settings)
+    inline_error: str | None = None  # an unreadable `# gpumem:` comment on its line
     stated: Settings = field(default_factory=Settings)  # an example input the file itself builds
-    is_class: bool = True
-    component: bool = False  # instantiated by another model in the file
+    constructor: str = ""  # a module-level container's call as written, e.g. nn.Sequential
+
+    @property
+    def node(self):
+        """Its libcst statement (parsed on first use)."""
+        return next(s for s in self.segment.module.body if _inference().binds(s, self.name))
 
 
 @dataclass
 class SourceFile:
     filename: str
-    module: cst.Module
-    scope: Scope
+    tree: ast.Module
+    segments: list[Segment]
     models: list[ModelDecl]
-    positions: object  # node -> (line, col) or None
-    errors: list  # (line, col, message) for unreadable inline settings
 
+    @cached_property
+    def scope(self):
+        """The file's globals for the interpreter, each statement parsed when first needed."""
+        return _inference().segment_scope(self.segments)
 
-def read_source(source: str, filename: str) -> SourceFile:
-    """Parse `source` (raises libcst.ParserSyntaxError on invalid Python)."""
-    module = cst.parse_module(source)
-    try:
-        table = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    except (RecursionError, KeyError) as exc:  # libcst's code generation recurses once per nesting level
-        raise RecursionError("source nests too deeply") from exc
+    @cached_property
+    def probe(self):
+        """An interpreter for looking names up (no model is run on it)."""
+        return _inference().Interpreter(self.scope)
 
-    def positions(node):
+    def is_model(self, decl: ModelDecl) -> bool:
+        """An nn.Module (or LightningModule) subclass, or a container PyTorch builds."""
         try:
-            pos = table.get(node)
-        except (KeyError, RecursionError):
-            return None
-        return (pos.start.line, pos.start.column) if pos is not None else None
+            if decl.constructor:
+                return self.path_of(decl.constructor).startswith("torch")
+            value = self.probe.lookup(decl.name, self.scope, None)
+            return isinstance(value, _inference().Class) and self.probe.is_module_class(value)
+        except (AnalysisError, RecursionError):
+            return False
 
-    scope = module_scope(module)
-    lines = source.splitlines()
-    probe = Interpreter(scope, positions)
-    models, errors = [], []
-    for stmt in module.body:
-        decl = None
-        if isinstance(stmt, cst.ClassDef) and probe.is_module_class(scope.vars[stmt.name.value]):
-            decl = ModelDecl(stmt.name.value, stmt, *positions(stmt))
-        elif isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and _is_sequential(
-                stmt.body[0], scope):
-            target = stmt.body[0].targets[0].target
-            decl = ModelDecl(target.value, stmt, *positions(stmt), is_class=False)
-        if decl is not None:
+    @cached_property
+    def components(self) -> set:
+        """Classes another model class (or a top-level function) instantiates, e.g. Block(64) inside Net."""
+        classes = {m.name for m in self.models if not m.constructor}
+        used = set()
+        for stmt in self.tree.body:
+            owner = stmt.name if isinstance(stmt, ast.ClassDef) and stmt.name in classes else None
+            if owner is None and not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            used.update(n.func.id for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                        and n.func.id in classes and n.func.id != owner)
+        return used
+
+    def position(self, site: tuple | None, hint: Segment | None = None) -> tuple[int, int] | None:
+        """(line, col) of a (Segment, node) site. A statement's positions are resolved when first
+        asked for; a node whose statement is not known is looked for in `hint`, then everywhere."""
+        if site is None:
+            return None
+        segment, node = site
+        parsed = sorted((s for s in self.segments if s.parsed), key=lambda s: s._positions is None)
+        for seg in [s for s in (segment, hint) if s is not None] + parsed:
+            pos = seg.position(node)
+            if pos is not None:
+                return pos
+        return None
+
+    def path_of(self, name: str) -> str:
+        """The import path of a dotted name as the file spells it (`optim.Adam` -> torch.optim.Adam), or ""."""
+        head, _, rest = name.partition(".")
+        try:
+            value = self.probe.lookup(head, self.scope, None) if head else None
+        except AnalysisError:
+            return ""
+        return (f"{value.path}.{rest}" if rest else value.path) if isinstance(value, _inference().Q) else ""
+
+    def evaluate(self, node: ast.expr, defaults: dict):
+        """A small expression of the file (a size, a shape), evaluated statically, or None.
+
+        `defaults` are the enclosing function's parameter defaults (ast nodes), known values there."""
+        try:
+            return ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            pass
+        inference = _inference()
+        try:
+            thunks = {n.id: inference.parse_expression(ast.unparse(defaults[n.id]))
+                      for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defaults}
+            expr = inference.parse_expression(ast.unparse(node))
+            return inference.Interpreter(self.scope).eval(expr, inference.Scope({}, self.scope, thunks))
+        except (AnalysisError, RecursionError, ValueError):
+            return None
+
+    def find_class(self, name: str):
+        try:
+            value = self.probe.lookup(name, self.scope, None)
+        except AnalysisError:
+            return None
+        return value if isinstance(value, _inference().Class) else None
+
+
+def _inference():
+    """The interpreter's module, imported on first use: with libcst it costs a quarter of a
+    second, which files with nothing to analyse never pay."""
+    from . import inference
+    return inference
+
+
+def read_source(source: str, filename: str, tree: ast.Module | None = None) -> SourceFile:
+    """Find the models of `source`. `tree` is Python's parse of it (flake8's); without it, the
+    source is parsed here (raises SyntaxError, ValueError, RecursionError or MemoryError)."""
+    source = source.removeprefix("\ufeff")
+    if tree is None:
+        tree = ast.parse(source)
+    lines = LINES.findall(source)
+    segments, statements = [], []
+    for start, end, stmts in _statement_groups(tree.body):
+        names = tuple(n for stmt in stmts for n in _bound_names(stmt))
+        segments.append(Segment(start, "".join(lines[start - 1:end]), names))
+        statements.append(stmts)
+    models = []
+    for segment, stmts in zip(segments, statements):
+        for stmt in stmts:
+            decl = _candidate(stmt, segment)
+            if decl is None:
+                continue
             try:
                 decl.inline = inline_settings(lines[decl.line - 1], f"{filename}:{decl.line}")
             except ConfigError as exc:
-                errors.append((decl.line, 0, str(exc)))
+                decl.inline_error = str(exc)
             models.append(decl)
-    used = _instantiated_names(module, {m.name for m in models if m.is_class})
-    stated = stated_inputs(module, probe, {m.name for m in models})
-    optimizer = file_optimizer(module, probe)
-    for m in models:
-        m.component = m.name in used
-        m.stated = replace(stated.get(m.name, Settings()), optimizer=optimizer)
-    return SourceFile(filename, module, scope, models, positions, errors)
+    src = SourceFile(filename, tree, segments, models)
+    if models and MAY_STATE_INPUTS.search(source):
+        stated = _StatedInputs(src, {m.name for m in models})
+        stated.visit(tree)
+        for m in models:
+            m.stated = stated.found.get(m.name, Settings())
+    optimizer = file_optimizer(src) if models and MAY_BUILD_OPTIMIZER.search(source) else None
+    if optimizer is not None:
+        for m in models:
+            m.stated = replace(m.stated, optimizer=optimizer)
+    return src
 
 
-EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
-OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
+def _statement_groups(body: list):
+    """(first line, last line, statements) of each top-level statement; decorators included,
+    statements sharing a line (`import a; import b`) together."""
+    groups: list = []
+    for stmt in body:
+        start = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", ())])
+        if groups and start <= groups[-1][1]:
+            groups[-1][1] = max(groups[-1][1], stmt.end_lineno)
+            groups[-1][2].append(stmt)
+        else:
+            groups.append([start, stmt.end_lineno, [stmt]])
+    return groups
 
 
-def file_optimizer(module: cst.Module, interp: Interpreter) -> str | None:
+def _bound_names(stmt: ast.stmt) -> list:
+    """The module-level names a statement binds, as inference._declare will declare them."""
+    if isinstance(stmt, ast.Import):
+        return [a.asname or a.name.split(".")[0] for a in stmt.names]
+    if isinstance(stmt, ast.ImportFrom):
+        return [] if stmt.level else [a.asname or a.name for a in stmt.names if a.name != "*"]
+    if isinstance(stmt, ast.Assign):
+        return [n for t in stmt.targets for n in _target_names(t)]
+    if isinstance(stmt, ast.AnnAssign):
+        return [stmt.target.id] if stmt.value is not None and isinstance(stmt.target, ast.Name) else []
+    if isinstance(stmt, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        return [stmt.name]
+    if isinstance(stmt, (ast.Try, ast.If)):
+        return [n for inner in stmt.body if isinstance(inner, (ast.Import, ast.ImportFrom))
+                for n in _bound_names(inner)]
+    return []
+
+
+def _target_names(target: ast.expr) -> list:
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [n for e in target.elts for n in _target_names(e)]
+    if isinstance(target, ast.Starred):
+        return _target_names(target.value)
+    return []
+
+
+def _candidate(stmt: ast.stmt, segment: Segment) -> ModelDecl | None:
+    if isinstance(stmt, ast.ClassDef) and stmt.bases:
+        return ModelDecl(stmt.name, stmt.lineno, stmt.col_offset, segment)
+    if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+            and isinstance(stmt.value, ast.Call)
+            and _dotted(stmt.value.func).rpartition(".")[2] in CONTAINER_CALLS):
+        return ModelDecl(stmt.targets[0].id, stmt.lineno, stmt.col_offset, segment,
+                         constructor=_dotted(stmt.value.func))
+    return None
+
+
+def _dotted(node) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return f"{head}.{node.attr}" if head else ""
+    return ""
+
+
+def _keyword(call: ast.Call, name: str):
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def file_optimizer(src: SourceFile) -> str | None:
     """The optimizer a `torch.optim.X(...)` call in the file builds (Lightning's
     configure_optimizers included): the first one found; SGD with a momentum is sgd-momentum."""
-    found = []
-
-    class Calls(cst.CSTVisitor):
-        def visit_Call(self, node):
-            if found or not dotted(node.func).rsplit(".", 1)[-1] in OPTIMIZER_CLASSES:
-                return
-            try:
-                func = interp.eval(node.func, interp.scope)
-            except AnalysisError:
-                return
-            path = getattr(func, "path", "")
-            name = path.rsplit(".", 1)[-1]
-            if path.startswith("torch.optim") and name in OPTIMIZER_CLASSES:
-                momentum = next((a.value for a in node.args if a.keyword and a.keyword.value == "momentum"), None)
-                moving = momentum is not None and not (isinstance(momentum, (cst.Integer, cst.Float))
-                                                       and float(momentum.value) == 0)
-                found.append("sgd-momentum" if name == "SGD" and moving else OPTIMIZER_CLASSES[name])
-
-    module.visit(Calls())
-    return found[0] if found else None
+    for node in ast.walk(src.tree):
+        if not isinstance(node, ast.Call):
+            continue
+        path = src.path_of(_dotted(node.func))
+        name = path.rpartition(".")[2]
+        if path.startswith("torch.optim") and name in OPTIMIZER_CLASSES:
+            momentum = _keyword(node, "momentum")
+            still = momentum is None or (isinstance(momentum, ast.Constant) and momentum.value == 0)
+            return "sgd-momentum" if name == "SGD" and not still else OPTIMIZER_CLASSES[name]
+    return None
 
 
-def stated_inputs(module: cst.Module, interp: Interpreter, models: set) -> dict:
+class _StatedInputs(ast.NodeVisitor):
     """Input shapes the file states itself: a LightningModule's `self.example_input_array =
     torch.randn(...)`, `model(torch.randn(...))` where `model = Net()`, and torchinfo's
-    `summary(model, input_size=...)` (batch included) or torchsummary's (batch excluded)."""
-    found: dict = {}
-    instances: dict = {}  # variable -> model it holds
-    examples: dict = {}  # variable -> shape of the example tensor it holds
+    `summary(model, input_size=...)` (batch included) or torchsummary's (batch excluded).
 
-    scopes = [interp.scope]  # a method's parameter defaults (in_dim=64) are known values
+    Variables are per function: `model` in one test is not `model` in the next."""
 
-    def shape_of(node):
+    def __init__(self, src: SourceFile, models: set):
+        self.src = src
+        self.models = models
+        self.found: dict = {}
+        self.instances: dict = {}  # variable -> model it holds
+        self.examples: dict = {}  # variable -> the example tensor call it holds
+        self.defaults: dict = {}  # the innermost function's parameter defaults: known values there
+        self.owner: str | None = None  # the top-level class being read
+
+    def visit_ClassDef(self, node):
+        outer, self.owner = self.owner, self.owner or node.name
+        self.generic_visit(node)
+        self.owner = outer
+
+    def visit_FunctionDef(self, node):
+        saved = dict(self.instances), dict(self.examples), self.defaults
+        a = node.args
+        positional = a.posonlyargs + a.args
+        self.defaults = {p.arg: d for p, d in zip(positional[len(positional) - len(a.defaults):], a.defaults)}
+        self.defaults.update({p.arg: d for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None})
+        self.generic_visit(node)
+        self.instances, self.examples, self.defaults = saved
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Assign(self, node):
+        target = node.targets[0]
+        if isinstance(target, ast.Name):
+            if self.model_of(node.value):
+                self.instances[target.id] = self.model_of(node.value)
+            elif self.shape_of(node.value):
+                self.examples[target.id] = node.value
+        elif isinstance(target, ast.Attribute) and target.attr == "example_input_array" and self.owner in self.models:
+            self.record(self.owner, node.value)
+        self.generic_visit(node)
+
+    def visit_Call(self, node):
+        args = node.args
+        if _dotted(node.func).rpartition(".")[2] == "summary" and args:
+            self._summary(node)
+        elif len(args) + len(node.keywords) == 1 and args and self.model_of(node.func):
+            example = args[0]
+            if isinstance(example, ast.Name) and example.id in self.examples:
+                example = self.examples[example.id]
+            self.record(self.model_of(node.func), example)
+        self.generic_visit(node)
+
+    def _summary(self, node: ast.Call) -> None:
+        size = _keyword(node, "input_size") or (node.args[1] if len(node.args) > 1 else None)
+        value = self.src.evaluate(size, self.defaults) if size is not None else None
+        if not (isinstance(value, (tuple, list)) and value and all(isinstance(v, int) and v > 0 for v in value)):
+            return
+        torchinfo = "torchinfo" in self.src.path_of(_dotted(node.func))
+        dtypes = _keyword(node, "dtypes")
+        dtype = None
+        if isinstance(dtypes, (ast.List, ast.Tuple)) and dtypes.elts:
+            dtype = {"long": "int64", "int64": "int64"}.get(_dotted(dtypes.elts[0]).rpartition(".")[2])
+        self.store(self.model_of(node.args[0]), tuple(value), dtype, batch_included=torchinfo)
+
+    def model_of(self, node) -> str | None:
+        if isinstance(node, ast.Name):
+            return self.instances.get(node.id) or (node.id if node.id in self.models else None)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in self.models:
+            return node.func.id
+        return None
+
+    def shape_of(self, node) -> tuple | None:
         """The full shape of a `torch.randn(2, 3, 32, 32)`-style call, evaluated statically."""
-        if not isinstance(node, cst.Call) or dotted(node.func).rsplit(".", 1)[-1] not in EXAMPLE_TENSORS:
+        if not isinstance(node, ast.Call) or _dotted(node.func).rpartition(".")[2] not in EXAMPLE_TENSORS:
             return None
-        args = [a.value for a in node.args if a.keyword is None]
-        if dotted(node.func).endswith("randint"):
-            size = next((a.value for a in node.args if a.keyword and a.keyword.value == "size"),
-                        args[2] if len(args) > 2 else None)
+        args = list(node.args)
+        if _dotted(node.func).endswith("randint"):
+            size = _keyword(node, "size") or (args[2] if len(args) > 2 else None)
             args = [size] if size is not None else []
-        try:
-            values = [interp.eval(a, scopes[-1]) for a in args]
-        except AnalysisError:
-            return None
+        values = [self.src.evaluate(a, self.defaults) for a in args]
         if len(values) == 1 and isinstance(values[0], (tuple, list)):
             values = list(values[0])
         return tuple(values) if values and all(isinstance(v, int) and v > 0 for v in values) else None
 
-    def model_of(node):
-        if isinstance(node, cst.Name):
-            return instances.get(node.value) or (node.value if node.value in models else None)
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value in models:
-            return node.func.value
-        return None
+    def record(self, model: str | None, call) -> None:
+        if model and model not in self.found:
+            self.store(model, self.shape_of(call), _dtype_of(call))
 
-    def record(model, shape, dtype=None, batch_included=True):
-        if model and shape and model not in found:
+    def store(self, model: str | None, shape: tuple | None, dtype: str | None, batch_included: bool = True) -> None:
+        if model and shape and model not in self.found:
             body = shape[1:] if batch_included else shape
             batch = shape[0] if batch_included else None
-            found[model] = Settings(input_shape=body, batch_size=batch, input_dtype=dtype)
-
-    class Finder(cst.CSTVisitor):
-        """Variables are per function: `model` in one test is not `model` in the next."""
-
-        def __init__(self, owner=None):
-            self.owner = owner
-            self.saved = []
-
-        def visit_FunctionDef(self, node):
-            self.saved.append((dict(instances), dict(examples)))
-            defaults = {}
-            for p in node.params.params:
-                if p.default is not None:
-                    try:
-                        defaults[p.name.value] = interp.eval(p.default, interp.scope)
-                    except AnalysisError:
-                        pass
-            scopes.append(Scope(defaults, interp.scope))
-
-        def leave_FunctionDef(self, node):
-            scopes.pop()
-            old_instances, old_examples = self.saved.pop()
-            instances.clear()
-            instances.update(old_instances)
-            examples.clear()
-            examples.update(old_examples)
-
-        def visit_Assign(self, node):
-            target = node.targets[0].target
-            if isinstance(target, cst.Name):
-                if model_of(node.value):
-                    instances[target.value] = model_of(node.value)
-                elif shape_of(node.value):
-                    examples[target.value] = (shape_of(node.value), node.value)
-            elif (isinstance(target, cst.Attribute) and target.attr.value == "example_input_array"
-                  and self.owner in models):
-                record(self.owner, shape_of(node.value), _dtype_of(node.value))
-
-        def visit_Call(self, node):
-            args = [a.value for a in node.args]
-            if dotted(node.func).rsplit(".", 1)[-1] == "summary" and args:
-                size = next((a.value for a in node.args if a.keyword and a.keyword.value == "input_size"),
-                            args[1] if len(args) > 1 else None)
-                try:
-                    value = interp.eval(size, interp.scope) if size is not None else None
-                except AnalysisError:
-                    value = None
-                torchinfo = "torchinfo" in _imported_from(node.func, interp)
-                dtypes = next((a.value for a in node.args if a.keyword and a.keyword.value == "dtypes"), None)
-                dtype = None
-                if isinstance(dtypes, (cst.List, cst.Tuple)) and dtypes.elements:
-                    dtype = {"long": "int64", "int64": "int64"}.get(dotted(dtypes.elements[0].value).rsplit(".")[-1])
-                if isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
-                    record(model_of(args[0]), tuple(value), dtype, batch_included=torchinfo)
-            elif len(args) == 1 and model_of(node.func):
-                if isinstance(args[0], cst.Name) and args[0].value in examples:
-                    shape, call = examples[args[0].value]
-                    record(model_of(node.func), shape, _dtype_of(call))
-                else:
-                    record(model_of(node.func), shape_of(args[0]), _dtype_of(args[0]))
-
-    for stmt in module.body:
-        owner = stmt.name.value if isinstance(stmt, cst.ClassDef) else None
-        stmt.visit(Finder(owner))
-    return found
+            self.found[model] = Settings(input_shape=body, batch_size=batch, input_dtype=dtype)
 
 
 def _dtype_of(call) -> str | None:
     """int64 for torch.randint/`dtype=torch.long` examples (token ids), else the model's dtype."""
-    if not isinstance(call, cst.Call):
+    if not isinstance(call, ast.Call):
         return None
-    if dotted(call.func).endswith("randint"):
+    if _dotted(call.func).endswith("randint"):
         return "int64"
-    dtype = next((dotted(a.value) for a in call.args if a.keyword and a.keyword.value == "dtype"), "")
-    return {"long": "int64", "int64": "int64", "int": "int32", "int32": "int32"}.get(dtype.rsplit(".", 1)[-1])
-
-
-def _imported_from(func, interp: Interpreter) -> str:
-    try:
-        value = interp.eval(func, interp.scope)
-    except AnalysisError:
-        return ""
-    return getattr(value, "path", "")
-
-
-def _is_sequential(small, scope: Scope) -> bool:
-    if not (isinstance(small, cst.Assign) and len(small.targets) == 1
-            and isinstance(small.targets[0].target, cst.Name) and isinstance(small.value, cst.Call)):
-        return False
-    name = dotted(small.value.func)
-    head, _, last = name.rpartition(".")
-    if last not in CONTAINER_CALLS:
-        return False
-    root = scope.vars.get(head.split(".")[0] if head else last)
-    return getattr(root, "path", "").startswith("torch")
-
-
-def _instantiated_names(module: cst.Module, classes: set) -> set:
-    """Model classes another model class calls, e.g. Block(64) inside Net.__init__."""
-    used = set()
-
-    class Calls(cst.CSTVisitor):
-        def __init__(self, owner):
-            self.owner = owner
-
-        def visit_Call(self, node):
-            if isinstance(node.func, cst.Name) and node.func.value in classes and node.func.value != self.owner:
-                used.add(node.func.value)
-
-    for stmt in module.body:
-        if isinstance(stmt, cst.ClassDef) and stmt.name.value in classes:
-            stmt.visit(Calls(stmt.name.value))
-        elif isinstance(stmt, cst.FunctionDef):
-            stmt.visit(Calls(None))
-    return used
+    dtype = _dotted(_keyword(call, "dtype"))
+    return {"long": "int64", "int64": "int64", "int": "int32", "int32": "int32"}.get(dtype.rpartition(".")[2])
 
 
 def inline_settings(line: str, where: str) -> Settings:
@@ -280,8 +424,3 @@ def inline_settings(line: str, where: str) -> Settings:
         except (ValueError, SyntaxError):
             values[key] = raw
     return settings_from(values, where)
-
-
-def find_class(source: SourceFile, name: str) -> Class | None:
-    value = source.scope.vars.get(name)
-    return value if isinstance(value, Class) else None
