@@ -114,7 +114,12 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
         unshaped_report = report_unshaped and (model is not None or decl.name not in src.components)
         if settings.input_shape is None and decl.inline_error is None and not unshaped_report:
             continue  # nothing to say about it: not even worth parsing
-        if not src.is_model(decl):
+        try:
+            if not src.is_model(decl):
+                continue
+        except AnalysisError as exc:
+            result.diagnostics.append(Diagnostic("GPM900", decl.line, decl.col, f"{decl.name}: {exc.message}"))
+            result.skipped.append((decl.name, exc.message))
             continue
         if decl.inline_error is not None:  # an unreadable `# gpumem:` comment is bad configuration
             result.diagnostics.append(Diagnostic("GPM001", decl.line, 0, decl.inline_error))

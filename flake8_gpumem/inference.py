@@ -1102,67 +1102,51 @@ class Interpreter:
             raise Unresolved(f"cannot evaluate {code(node)[:80]}: {exc or type(exc).__name__}", node) from None
 
     def _eval(self, node, scope: Scope):
-        if isinstance(node, cst.Name):
-            return self.lookup(node.value, scope, node)
-        if isinstance(node, cst.Integer):
-            return int(node.value, 0)
-        if isinstance(node, cst.Float):
-            return float(node.value)
-        if isinstance(node, cst.SimpleString):
-            return ast.literal_eval(node.value)
-        if isinstance(node, cst.ConcatenatedString):
-            return self.eval(node.left, scope) + self.eval(node.right, scope)
-        if isinstance(node, cst.FormattedString):
-            return self._fstring(node, scope)
-        if isinstance(node, cst.Attribute):
-            return self.getattr(self.eval(node.value, scope), node.attr.value, node)
-        if isinstance(node, cst.Call):
-            return self._eval_call(node, scope)
-        if isinstance(node, cst.BinaryOperation):
-            return self.binop(type(node.operator), self.eval(node.left, scope), self.eval(node.right, scope), node)
-        if isinstance(node, cst.UnaryOperation):
-            return self._unary(node, scope)
-        if isinstance(node, cst.BooleanOperation):
-            left = self.eval(node.left, scope)
-            if isinstance(node.operator, cst.And):
-                return self.eval(node.right, scope) if self.truth(left, node) else left
-            return left if self.truth(left, node) else self.eval(node.right, scope)
-        if isinstance(node, cst.Comparison):
-            return self._compare(node, scope)
-        if isinstance(node, cst.IfExp):
-            test = self.truth(self.eval(node.test, scope), node.test)
-            return self.eval(node.body if test else node.orelse, scope)
-        if isinstance(node, (cst.Tuple, cst.List, cst.Set)):
-            items = []
-            for e in node.elements:
-                value = self.eval(e.value, scope)
-                items.extend(self.iterate(value, e) if isinstance(e, cst.StarredElement) else [value])
-            return tuple(items) if isinstance(node, cst.Tuple) else (list(items) if isinstance(node, cst.List)
-                                                                     else set(items))
-        if isinstance(node, cst.Dict):
-            out = {}
-            for e in node.elements:
-                if isinstance(e, cst.StarredDictElement):
-                    out.update(self.eval(e.value, scope))
-                else:
-                    out[self.eval(e.key, scope)] = self.eval(e.value, scope)
-            return out
-        if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp)):
-            items = []
-            self._comprehend(node.for_in, Scope({}, scope), lambda s: items.append(self.eval(node.elt, s)))
-            return set(items) if isinstance(node, cst.SetComp) else items
-        if isinstance(node, cst.DictComp):
-            out = {}
-            self._comprehend(node.for_in, Scope({}, scope),
-                             lambda s: out.__setitem__(self.eval(node.key, s), self.eval(node.value, s)))
-            return out
-        if isinstance(node, cst.Subscript):
-            return self._subscript(node, scope)
-        if isinstance(node, cst.Lambda):
-            return Function(node, scope, "lambda", segment=self.segment)
-        if isinstance(node, cst.Ellipsis):
-            return Ellipsis
-        raise Unresolved(f"unsupported expression {code(node)[:60]}", node)
+        handler = _EVAL.get(type(node))  # by exact type: isinstance on libcst's ABC-based nodes is slow
+        if handler is None:
+            raise Unresolved(f"unsupported expression {code(node)[:60]}", node)
+        return handler(self, node, scope)
+
+    def _name(self, node: cst.Name, scope: Scope):
+        return self.lookup(node.value, scope, node)
+
+    def _boolean(self, node: cst.BooleanOperation, scope: Scope):
+        left = self.eval(node.left, scope)
+        if isinstance(node.operator, cst.And):
+            return self.eval(node.right, scope) if self.truth(left, node) else left
+        return left if self.truth(left, node) else self.eval(node.right, scope)
+
+    def _ifexp(self, node: cst.IfExp, scope: Scope):
+        test = self.truth(self.eval(node.test, scope), node.test)
+        return self.eval(node.body if test else node.orelse, scope)
+
+    def _sequence(self, node, scope: Scope):
+        items = []
+        for e in node.elements:
+            value = self.eval(e.value, scope)
+            items.extend(self.iterate(value, e) if isinstance(e, cst.StarredElement) else [value])
+        return tuple(items) if isinstance(node, cst.Tuple) else (list(items) if isinstance(node, cst.List)
+                                                                 else set(items))
+
+    def _dict(self, node: cst.Dict, scope: Scope):
+        out = {}
+        for e in node.elements:
+            if isinstance(e, cst.StarredDictElement):
+                out.update(self.eval(e.value, scope))
+            else:
+                out[self.eval(e.key, scope)] = self.eval(e.value, scope)
+        return out
+
+    def _listcomp(self, node, scope: Scope):
+        items = []
+        self._comprehend(node.for_in, Scope({}, scope), lambda s: items.append(self.eval(node.elt, s)))
+        return set(items) if isinstance(node, cst.SetComp) else items
+
+    def _dictcomp(self, node: cst.DictComp, scope: Scope):
+        out = {}
+        self._comprehend(node.for_in, Scope({}, scope),
+                         lambda s: out.__setitem__(self.eval(node.key, s), self.eval(node.value, s)))
+        return out
 
     def _fstring(self, node: cst.FormattedString, scope: Scope) -> str:
         out = []
@@ -1361,6 +1345,35 @@ class Interpreter:
         # Backward of indexing scatters into a zero gradient the size of the whole input.
         self.events.append(Event(None, "[]", node, [x], out, [], [], []))
         return out
+
+
+_EVAL = {
+    cst.Name: Interpreter._name,
+    cst.Integer: lambda self, node, scope: int(node.value, 0),
+    cst.Float: lambda self, node, scope: float(node.value),
+    cst.SimpleString: lambda self, node, scope: ast.literal_eval(node.value),
+    cst.ConcatenatedString: lambda self, node, scope: self.eval(node.left, scope) + self.eval(node.right, scope),
+    cst.FormattedString: Interpreter._fstring,
+    cst.Attribute: lambda self, node, scope: self.getattr(self.eval(node.value, scope), node.attr.value, node),
+    cst.Call: Interpreter._eval_call,
+    cst.BinaryOperation: lambda self, node, scope: self.binop(
+        type(node.operator), self.eval(node.left, scope), self.eval(node.right, scope), node),
+    cst.UnaryOperation: Interpreter._unary,
+    cst.BooleanOperation: Interpreter._boolean,
+    cst.Comparison: Interpreter._compare,
+    cst.IfExp: Interpreter._ifexp,
+    cst.Tuple: Interpreter._sequence,
+    cst.List: Interpreter._sequence,
+    cst.Set: Interpreter._sequence,
+    cst.Dict: Interpreter._dict,
+    cst.ListComp: Interpreter._listcomp,
+    cst.GeneratorExp: Interpreter._listcomp,
+    cst.SetComp: Interpreter._listcomp,
+    cst.DictComp: Interpreter._dictcomp,
+    cst.Subscript: Interpreter._subscript,
+    cst.Lambda: lambda self, node, scope: Function(node, scope, "lambda", segment=self.segment),
+    cst.Ellipsis: lambda self, node, scope: Ellipsis,
+}
 
 
 def _params(signature: str):

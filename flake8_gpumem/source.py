@@ -112,7 +112,12 @@ class SourceFile:
         return _inference().Interpreter(self.scope)
 
     def is_model(self, decl: ModelDecl) -> bool:
-        """An nn.Module (or LightningModule) subclass, or a container PyTorch builds."""
+        """An nn.Module (or LightningModule) subclass, or a container PyTorch builds.
+
+        Raises Unresolved when libcst cannot read the candidate's own statement: a model
+        gpumem cannot read is reported, not dropped."""
+        if not decl.segment.module.body:  # parsed first, outside the try: its failure is not "not a model"
+            return False
         try:
             if decl.constructor:
                 return self.path_of(decl.constructor).startswith("torch")
@@ -203,7 +208,7 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
     models = []
     for segment, stmts in zip(segments, statements):
         for stmt in stmts:
-            decl = _candidate(stmt, segment)
+            decl = _candidate(stmt, segment, lines[stmt.lineno - 1])
             if decl is None:
                 continue
             try:
@@ -266,14 +271,14 @@ def _target_names(target: ast.expr) -> list:
     return []
 
 
-def _candidate(stmt: ast.stmt, segment: Segment) -> ModelDecl | None:
+def _candidate(stmt: ast.stmt, segment: Segment, line: str) -> ModelDecl | None:
+    col = len(line.encode("utf-8")[:stmt.col_offset].decode("utf-8", "replace"))  # ast counts bytes
     if isinstance(stmt, ast.ClassDef) and stmt.bases:
-        return ModelDecl(stmt.name, stmt.lineno, stmt.col_offset, segment)
+        return ModelDecl(stmt.name, stmt.lineno, col, segment)
     if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
             and isinstance(stmt.value, ast.Call)
             and _dotted(stmt.value.func).rpartition(".")[2] in CONTAINER_CALLS):
-        return ModelDecl(stmt.targets[0].id, stmt.lineno, stmt.col_offset, segment,
-                         constructor=_dotted(stmt.value.func))
+        return ModelDecl(stmt.targets[0].id, stmt.lineno, col, segment, constructor=_dotted(stmt.value.func))
     return None
 
 

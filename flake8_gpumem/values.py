@@ -146,9 +146,13 @@ def tensors_in(value):
     """The tensors in a value: itself, or inside tuples, lists and dicts, in order."""
     if isinstance(value, Tensor):
         yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from tensors_in(v)
-    elif isinstance(value, dict):
-        for v in value.values():
+        return
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return
+    for v in value:
+        if isinstance(v, Tensor):
+            yield v
+        elif isinstance(v, (list, tuple, dict)):
             yield from tensors_in(v)
