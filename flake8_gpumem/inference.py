@@ -21,7 +21,7 @@ import libcst as cst
 from . import catalogue, composites
 from .catalogue import Args, Op
 from .signature import REQUIRED, Param, bind, parse
-from .source import Segment
+from .source import LINES, Segment, split
 from .values import FLOAT_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
 
 MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
@@ -196,17 +196,9 @@ def code(node: cst.CSTNode) -> str:
 
 # ---------------------------------------------------------------- module scopes
 
-def module_scope(module: cst.Module, torch: bool = False) -> Scope:
-    """Globals of a source file: imports, functions and classes now; assignments on first use."""
+def segment_scope(segments: list, torch: bool = False) -> Scope:
+    """Globals of a source: each name bound by the last statement that binds it, parsed on first use."""
     scope = Scope({}, torch=torch)
-    for stmt in module.body:
-        _declare(stmt, scope, scope)
-    return scope
-
-
-def segment_scope(segments: list) -> Scope:
-    """Globals of a linted file: each name bound by the last statement that binds it, parsed on first use."""
-    scope = Scope({})
     for segment in segments:
         for name in segment.names:
             scope.thunks[name] = segment
@@ -219,8 +211,8 @@ def _parse_into(segment: Segment, scope: Scope) -> None:
     owned = [n for n in segment.names if scope.thunks.get(n) is segment]
     declared = Scope({})
     try:
-        for stmt in segment.module.body:
-            _declare(stmt, scope, declared, segment)
+        for stmt in segment.module.body:  # PyTorch's code has no place in the user's file
+            _declare(stmt, scope, declared, None if scope.torch else segment)
     except AnalysisError as exc:
         declared.vars = {name: Unresolved(f"'{name}' could not be read: {exc.message}") for name in owned}
     for name in owned:
@@ -312,7 +304,10 @@ def imported_names(stmt) -> dict:
 
 @lru_cache(maxsize=1)
 def _composite_scope() -> Scope:
-    return module_scope(cst.parse_module(composites.SOURCE), torch=True)
+    """composites.py's source, each layer parsed the first time a model uses it."""
+    source = composites.SOURCE
+    segments, _ = split(LINES.findall(source), ast.parse(source))
+    return segment_scope(segments, torch=True)
 
 
 def canonical(path: str) -> str:
@@ -932,7 +927,7 @@ class Interpreter:
             return self.construct(name, catalogue.MODULES.get(name), args, kwargs, node)
         if path.startswith("torch.nn.") and path.count(".") == 2 and name in composites.LAYERS:
             self.anchor = self.where(node)
-            return self.instantiate(self.torch_scope.vars[name], args, kwargs, node)
+            return self.instantiate(self.lookup(name, self.torch_scope, node), args, kwargs, node)
         if path in catalogue.FUNCTIONS:
             return self.call_function_op(path, catalogue.FUNCTIONS[path], args, kwargs, node)
         if path in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):

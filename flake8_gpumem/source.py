@@ -200,11 +200,7 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
     if tree is None:
         tree = ast.parse(source)
     lines = LINES.findall(source)
-    segments, statements = [], []
-    for start, end, stmts in _statement_groups(tree.body):
-        names = tuple(n for stmt in stmts for n in _bound_names(stmt))
-        segments.append(Segment(start, "".join(lines[start - 1:end]), names))
-        statements.append(stmts)
+    segments, statements = split(lines, tree)
     models = []
     for segment, stmts in zip(segments, statements):
         for stmt in stmts:
@@ -227,6 +223,16 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
         for m in models:
             m.stated = replace(m.stated, optimizer=optimizer)
     return src
+
+
+def split(lines: list, tree: ast.Module) -> tuple[list[Segment], list[list[ast.stmt]]]:
+    """The top-level statements of a source (its `lines`, ends kept) as Segments, with their ast."""
+    segments, statements = [], []
+    for start, end, stmts in _statement_groups(tree.body):
+        names = tuple(n for stmt in stmts for n in _bound_names(stmt))
+        segments.append(Segment(start, "".join(lines[start - 1:end]), names))
+        statements.append(stmts)
+    return segments, statements
 
 
 def _statement_groups(body: list):
