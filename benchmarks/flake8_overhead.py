@@ -27,6 +27,10 @@ interpreter, same flake8, same arguments (flake8's default selection), same laun
 overhead; the only difference is whether the plugin is loaded. The script checks this by
 asking each side for `flake8 --version`, which lists the loaded plugins.
 
+Subprocesses run with Python's bytecode cache on (PYTHONDONTWRITEBYTECODE removed from their
+environment): an installed package has its compiled .pyc files, while an editable checkout
+under that variable recompiles every module of the package on every run (about 60 ms here).
+
 Peak RSS of a subprocess comes from `os.wait4`, which returns the rusage of that one
 child (`resource.getrusage(RUSAGE_CHILDREN)` would give the largest of all children so far).
 """
@@ -45,6 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 LAUNCHER = """\
 import sys
@@ -63,7 +68,7 @@ def run(cmd: list, cwd=None) -> tuple[float, int, int]:
     """Wall seconds, exit status and peak RSS (KiB) of one subprocess; output discarded."""
     with tempfile.TemporaryFile() as sink:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=sink, cwd=cwd)
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=sink, cwd=cwd, env=ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -75,7 +80,7 @@ def flake8_cmd(side: str, *args) -> list:
 
 
 def flake8_version(side: str) -> str:
-    out = subprocess.run(flake8_cmd(side, "--version"), capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(flake8_cmd(side, "--version"), capture_output=True, text=True, check=True, env=ENV).stdout
     return " ".join(out.split())
 
 
@@ -339,7 +344,7 @@ def bench_large_file(repeats: int) -> None:
         without, with_, codes = alternate(flake8_cmd("without", *args), flake8_cmd("with", *args), repeats, tmp)
         report_pair(without, with_, 1.5, codes)
         out = subprocess.run(flake8_cmd("with", "--select", "GPM", "--extend-select", "GPM9", path),
-                             capture_output=True, text=True, cwd=tmp).stdout
+                             capture_output=True, text=True, cwd=tmp, env=ENV).stdout
         counts: dict = {}
         for line in out.splitlines():
             code = line.split(": ", 1)[1].split()[0] if ": " in line else "?"

@@ -6,7 +6,6 @@ reaches flake8: a failure becomes a GPM900 diagnostic (off by default).
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from flake8.style_guide import Decision, DecisionEngine
@@ -15,8 +14,9 @@ from . import __version__
 from .analysis import analyse_source
 from .config import ConfigError, Settings, per_model_for, project_for, settings_from
 
-# Files that define no model cost one regex search.
-LOOKS_LIKE_A_MODEL = re.compile(r"\b(nn\.Module|Module\)|LightningModule|Sequential)\b")
+# Files that define no model cost a few substring searches.
+# One of them is in every file gpumem can analyse: `(nn.Module)`, `(Module, Mixin)`, `nn.Sequential(`.
+MODEL_WORDS = ("Module)", "Module,", "Module\n", "LightningModule", "Sequential(")
 OPTIONS = {  # flake8 option -> settings key; the same keys as [tool.gpumem] and `gpumem report` flags
     "budget": 'GPU memory: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, ...)',
     "batch-size": "samples per training step",
@@ -78,7 +78,7 @@ class Plugin:
             yield 1, 0, f"GPM001 {self.option_error}", type(self)
             return
         source = "".join(self.lines)
-        if not LOOKS_LIKE_A_MODEL.search(source):
+        if not any(word in source for word in MODEL_WORDS):
             return
         stdin = self.filename in ("-", "stdin", "<stdin>") or not Path(self.filename).exists()
         try:

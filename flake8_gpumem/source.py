@@ -23,9 +23,6 @@ CONTAINER_CALLS = ("Sequential",)
 MAX_BOOLEAN_OPERANDS = 4000  # per statement: libcst's native parser overflows the C stack on longer chains
 EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
-# Cheap textual checks before walking the tree for what they look for.
-MAY_STATE_INPUTS = re.compile(r"\b(?:%s|summary)\s*\(|example_input_array" % "|".join(EXAMPLE_TENSORS))
-MAY_BUILD_OPTIMIZER = re.compile(r"\b(?:%s)\s*\(" % "|".join(OPTIMIZER_CLASSES))
 
 
 @dataclass(eq=False)
@@ -213,16 +210,38 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
                 decl.inline_error = str(exc)
             models.append(decl)
     src = SourceFile(filename, tree, segments, models)
-    if models and MAY_STATE_INPUTS.search(source):
+    if models and _may_state_inputs(source, {m.name for m in models}):
         stated = _StatedInputs(src, {m.name for m in models})
         stated.visit(tree)
         for m in models:
             m.stated = stated.found.get(m.name, Settings())
-    optimizer = file_optimizer(src) if models and MAY_BUILD_OPTIMIZER.search(source) else None
+    optimizer = file_optimizer(src) if models and any(f"{name}(" in source for name in OPTIMIZER_CLASSES) else None
     if optimizer is not None:
         for m in models:
             m.stated = replace(m.stated, optimizer=optimizer)
     return src
+
+
+def _may_state_inputs(source: str, names: set) -> bool:
+    """A cheap textual check before walking the tree for example inputs: torchinfo's summary, a
+    Lightning example_input_array, or a model called by its bare name beside an example tensor
+    (docstrings full of `nn.Conv2d(...)` and `torch.randn(...)` do not count)."""
+    if "summary" in source or "example_input_array" in source:
+        return True
+    if not any(f"{f}(" in source for f in EXAMPLE_TENSORS):
+        return False
+    return any(_called_bare(source, name) for name in names)
+
+
+def _called_bare(source: str, name: str) -> bool:
+    """`Net(` somewhere, not as `nn.Net(` nor `class Net(` (a plain find: a regex look-behind is slow)."""
+    i = source.find(f"{name}(")
+    while i != -1:
+        before = source[max(i - 6, 0):i]
+        if not (before[-1:].isalnum() or before[-1:] in "._" or before == "class "):
+            return True
+        i = source.find(f"{name}(", i + 1)
+    return False
 
 
 def split(lines: list, tree: ast.Module) -> tuple[list[Segment], list[list[ast.stmt]]]:
