@@ -61,13 +61,27 @@ class Segment:
     def position(self, node) -> tuple[int, int] | None:
         """(line, col) of a node of this statement in the file, or None if it is not one."""
         if self._positions is None:
-            from libcst.metadata import MetadataWrapper, PositionProvider
             try:
-                self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+                self._positions = _positions(self.module)
             except (RecursionError, KeyError):  # libcst's code generation recurses once per nesting level
                 self._positions = {}
         pos = self._positions.get(node)
         return (pos.start.line + self.first_line - 1, pos.start.column) if pos is not None else None
+
+
+def _positions(module) -> dict:
+    """libcst's PositionProvider table (node -> CodeRange) for `module`.
+
+    Run directly rather than through MetadataWrapper.resolve, which first walks the whole tree
+    for batchable providers even when there are none: that walk costs as much as the positions."""
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    provider = PositionProvider()
+    try:
+        provider._gen_impl(module)
+        return provider._computed
+    except AttributeError:  # a libcst without these internals: the public way
+        return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
 
 
 @dataclass
