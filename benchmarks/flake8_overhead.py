@@ -2,15 +2,18 @@
 
     python benchmarks/flake8_overhead.py [--quick]
 
-Prints four tables (figures only, no assertions; the targets are printed beside them):
+Prints four tables (figures only, no assertions; the targets are printed beside them).
+Each time is shown as the median and the best of its runs: the machine may be shared, and
+noise only ever adds time.
 
 1. flake8 over the installed `torch/nn` sources, `-j 1`, with and without the plugin,
-   runs alternated, median of 5 each; the ratio (target <= 1.15).
+   runs alternated, 5 each; the ratio (target <= 1.15).
 2. flake8 with and without the plugin on one large generated file (several hundred KB,
-   hundreds of model classes in the styles people write), median of 3; the ratio
-   (target <= 1.5).
-3. `gpumem report FILE` for every fixture (median of 5 subprocess runs) against the floor
-   `python -c "import libcst"` (median of 5); the difference (target within 60 ms).
+   hundreds of model classes in the styles people write, each with an inline input
+   shape, so every one is analysed), 3 each; the ratio (target <= 1.5).
+3. `gpumem report FILE` for every fixture (5 subprocess runs each) against the floor
+   `python -c "import libcst"` (runs spread over the table); the difference (target
+   within 60 ms).
 4. If torchinfo is importable: torchinfo's `summary` of the seed model
    (fixtures/seed_cnn.py::SeedCNN, input 64x3x50x50) in a subprocess, wall time and peak
    RSS, against `gpumem report fixtures/seed_cnn.py`. Otherwise it says it was skipped.
@@ -354,10 +357,11 @@ def bench_large_file(repeats: int) -> None:
 
 def report_pair(without: list, with_: list, target: float, codes: set) -> None:
     a, b = statistics.median(without), statistics.median(with_)
-    print(f"   {'':28s} {'median s':>9s} {'range s':>12s}")
-    print(f"   {'flake8 without the plugin':28s} {a:9.2f} {spread(without):>12s}")
-    print(f"   {'flake8 with the plugin':28s} {b:9.2f} {spread(with_):>12s}")
-    print(f"   ratio with/without: {b / a:.3f}   (target <= {target})   exit codes {sorted(codes)}")
+    print(f"   {'':28s} {'median s':>9s} {'best s':>7s} {'range s':>12s}")
+    print(f"   {'flake8 without the plugin':28s} {a:9.2f} {min(without):7.2f} {spread(without):>12s}")
+    print(f"   {'flake8 with the plugin':28s} {b:9.2f} {min(with_):7.2f} {spread(with_):>12s}")
+    print(f"   ratio with/without: median {b / a:.3f}, best {min(with_) / min(without):.3f}   "
+          f"(target <= {target})   exit codes {sorted(codes)}")
 
 
 def bench_report(repeats: int) -> None:
@@ -369,22 +373,28 @@ def bench_report(repeats: int) -> None:
     # The floor is sampled between the fixtures too, so that a change in machine load shows in both.
     floor_runs = [run(floor_cmd)[0] for _ in range(repeats)]
     rows = []
+    run(cmd + ["report", str(fixtures[0])], ROOT)  # warm: the package's .pyc files are written once
     for i, f in enumerate(fixtures):
         runs = [run(cmd + ["report", str(f)], ROOT) for _ in range(repeats)]
-        rows.append((f.name, statistics.median(r[0] for r in runs), runs[0][1]))
+        rows.append((f.name, statistics.median(r[0] for r in runs), min(r[0] for r in runs), runs[0][1]))
         if i % 4 == 3:
             floor_runs.append(run(floor_cmd)[0])
-    floor = statistics.median(floor_runs)
-    print(f"\n3. `gpumem report FILE` per fixture, median of {repeats} subprocess runs, against the floor "
-          f"`python -c \"import libcst\"` = {floor * 1000:.0f} ms (median of {len(floor_runs)} runs spread over the "
-          f"table, range {spread([t * 1000 for t in floor_runs])} ms); target: within 60 ms of the floor")
-    print(f"   {'fixture':24s} {'report ms':>10s} {'- floor ms':>11s} {'exit':>5s}  within 60 ms")
-    diffs = []
-    for name, t, rc in rows:
+    floor, floor_best = statistics.median(floor_runs), min(floor_runs)
+    print(f"\n3. `gpumem report FILE` per fixture, {repeats} subprocess runs each, against the floor "
+          f"`python -c \"import libcst\"`: median {floor * 1000:.0f} ms, best {floor_best * 1000:.0f} ms "
+          f"({len(floor_runs)} runs spread over the table, range {spread([t * 1000 for t in floor_runs])} ms); "
+          f"target: within 60 ms of the floor. Median against median and best against best: on a shared "
+          f"machine noise only ever adds time, so the best runs show the cost itself")
+    print(f"   {'fixture':24s} {'median ms':>10s} {'- floor':>8s} {'best ms':>8s} {'- floor':>8s} {'exit':>5s}")
+    diffs, best_diffs = [], []
+    for name, t, best, rc in rows:
         diffs.append(t - floor)
-        print(f"   {name:24s} {t * 1000:10.0f} {(t - floor) * 1000:+11.0f} {rc:5d}  "
-              f"{'yes' if t - floor <= 0.060 else 'NO'}")
-    print(f"   median difference {statistics.median(diffs) * 1000:+.0f} ms, worst {max(diffs) * 1000:+.0f} ms")
+        best_diffs.append(best - floor_best)
+        print(f"   {name:24s} {t * 1000:10.0f} {(t - floor) * 1000:+8.0f} {best * 1000:8.0f} "
+              f"{(best - floor_best) * 1000:+8.0f} {rc:5d}")
+    for label, ds in (("median", diffs), ("best", best_diffs)):
+        print(f"   {label}: difference median {statistics.median(ds) * 1000:+.0f} ms, worst {max(ds) * 1000:+.0f} ms, "
+              f"{sum(d <= 0.060 for d in ds)}/{len(ds)} fixtures within 60 ms")
 
 
 TORCHINFO = """\

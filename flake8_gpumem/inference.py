@@ -13,6 +13,7 @@ import builtins
 import copy
 import math
 import operator
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -28,6 +29,7 @@ MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
 MAX_LOOP = 10_000  # iterations of one loop
 MAX_DEPTH = 60  # nested calls of functions, methods and modules
 MAX_INT_BITS = 63  # sizes beyond int64 are not sizes
+WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
 
 
 # ---------------------------------------------------------------- values
@@ -622,6 +624,13 @@ class Interpreter:
             raise
         except (TypeError, ValueError, ZeroDivisionError) as exc:
             raise Unresolved(f"nn.{module.kind} arguments cannot be used: {exc}", node) from None
+        for shape in module.params + [t.shape for t in module.buffers]:
+            bad = _bad_sizes(shape)
+            if bad:  # PyTorch refuses to build such a layer
+                named = ", ".join(f"{k}={v!r}" for k, v in module.args.items() if any(v is b for b in bad))
+                what = f"nn.{module.kind}({named})" if named else (
+                    f"nn.{module.kind} would hold a parameter of shape {catalogue.fmt(shape)}")
+                raise ShapeError(f"{what}: a size must be a whole number, 0 or more", node)
 
     def _container(self, kind: str, args: list, kwargs: dict, node) -> Module:
         module = Module(kind, node, container=kind, segment=self.segment)
@@ -744,6 +753,10 @@ class Interpreter:
             out = inplace.view(out.shape)
         input_ids = {id(t) for t in inputs}
         outputs = list(tensors_in(out))
+        for t in outputs:
+            if _bad_sizes(t.shape):
+                raise ShapeError(f"{type_name} gives an output of shape {catalogue.fmt(t.shape)}: a size must be "
+                                 "a whole number, 0 or more", node)
         if inputs and all(t.is_param for t in inputs) and all(t.base is not None for t in outputs):
             for t in outputs:
                 t.is_param, t.requires_grad = True, True
@@ -1049,6 +1062,8 @@ class Interpreter:
         if isinstance(obj, (int, float, str, tuple)) and name in ("real", "upper", "lower", "format", "join",
                                                                    "startswith", "endswith", "split", "index",
                                                                    "count"):
+            if name == "format":
+                _check_format(obj, node)
             return Builtin(getattr(obj, name), name)
         raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
 
@@ -1270,6 +1285,8 @@ class Interpreter:
             if isinstance(times, int) and len(seq) * times > MAX_LOOP * 100:
                 raise Unresolved(f"{code(node)[:60]} builds {len(seq) * times} items, more than gpumem "
                                  "evaluates", node)
+        if op is cst.Modulo and isinstance(left, str):
+            _check_format(left, node)
         result = BINOPS[op](left, right)
         if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > MAX_INT_BITS:
             raise Unresolved(f"{code(node)[:60]} = {result} is too large to be a size", node)
@@ -1369,6 +1386,16 @@ _EVAL = {
     cst.Lambda: lambda self, node, scope: Function(node, scope, "lambda", segment=self.segment),
     cst.Ellipsis: lambda self, node, scope: Ellipsis,
 }
+
+
+def _bad_sizes(shape: tuple) -> list:
+    return [d for d in shape if isinstance(d, bool) or not isinstance(d, int) or d < 0]
+
+
+def _check_format(text: str, node) -> None:
+    """Refuse a format string that would build a string of 10,000+ characters ('%0999999999d' % 1)."""
+    if WIDE_FORMAT.search(text):
+        raise Unresolved(f"the format {text[:40]!r} asks for a width of 10,000 characters or more", node)
 
 
 def _params(signature: str):

@@ -604,6 +604,7 @@ FORWARD_LOOP_BUDGET = net("self.conv = nn.Conv2d(3, 3, 3, padding=1)",
                           "for i in range(5000):\n    x = self.conv(x)\nreturn x",
                           comment="  # gpumem: input_shape=(3, 32, 32) batch_size=8 budget=T4")
 STRING_FORMAT = net("self.fc = nn.Linear(len('%099999999d' % 1), 2)", "return self.fc(x)")
+FORMAT_METHOD = net("self.fc = nn.Linear(len('{:0999999999}'.format(1)), 2)", "return self.fc(x)")
 NOT_PYTHON = "class Net(nn.Module):\n    def __init__(self:\n        nn.Sequential(\n"
 NUL_BYTES = "import torch.nn as nn\nclass Net(nn.Module):\x00\n    pass\n"
 
@@ -645,11 +646,11 @@ def _options(**values) -> argparse.Namespace:
 NASTY_EXAMPLES = [HUGE_LINEAR, HUGE_RANGE, SELF_RECURSIVE, SELF_RECURSIVE_FORWARD, HUGE_LIST, NESTED_PARENS,
                   NESTED_PARENS_90, MUTUAL_RECURSION, KERNEL_ZERO, STRIDE_NEGATIVE, WHILE_TRUE, WHILE_TRUE_INIT,
                   HUGE_POWER, POWER_TOWER, HUGE_BATCH, HUGE_BUDGET, DEEP_SEQUENTIAL, LONG_SEQUENTIAL,
-                  DEEP_ARITHMETIC, FORWARD_LOOP_BUDGET, STRING_FORMAT, NOT_PYTHON, NUL_BYTES]
+                  DEEP_ARITHMETIC, FORWARD_LOOP_BUDGET, STRING_FORMAT, FORMAT_METHOD, NOT_PYTHON, NUL_BYTES]
 NASTY_IDS = ["huge_linear", "huge_range", "self_recursive", "self_recursive_forward", "huge_list", "nested_parens_200",
              "nested_parens_90", "mutual_recursion", "kernel_zero", "stride_negative", "while_true", "while_true_init",
              "huge_power", "power_tower", "huge_batch", "huge_budget", "deep_sequential", "long_sequential",
-             "deep_arithmetic", "forward_loop_budget", "string_format", "not_python", "nul_bytes"]
+             "deep_arithmetic", "forward_loop_budget", "string_format", "format_method", "not_python", "nul_bytes"]
 
 
 def _with_examples(test):
