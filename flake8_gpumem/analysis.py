@@ -48,7 +48,7 @@ class ModelReport:
     input_shape: tuple
     params: int
     layers: list[LayerRecord]
-    memory: memory.Memory
+    memory: memory.Memory | None  # None where not asked for: the plugin with no budget to check
     settings: Settings
     budget: int | None = None
     fits: bool | None = None
@@ -84,8 +84,9 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     Settings precedence, strongest first: overrides (command line), the inline
     comment, per_model[name], project defaults, built-in defaults. `tree` is Python's
     parse of `source` when the caller has it (flake8 does). Models without an input
-    shape are reported (GPM900) only with `report_unshaped`; `layers=False` leaves the
-    per-layer records out (the plugin shows none) and so never resolves their positions.
+    shape are reported (GPM900) only with `report_unshaped`. `layers=False` is the plugin's
+    mode: layer records without lines (their positions are never resolved), and memory
+    figures only where a budget needs them.
     """
     result = Analysis()
     try:
@@ -157,9 +158,10 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         line, col = src.position(site, decl.segment) or (decl.line, decl.col)
         result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
     param_shapes, buffers = _parameters(run)
-    mem = _memory(run, settings, param_shapes, buffers)
+    need_memory = layers or settings.budget is not None  # the plugin without a budget reports no figures
+    mem = _memory(run, settings, param_shapes, buffers) if need_memory else None
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, run.input.shape,
-                         sum(math.prod(s) for s in param_shapes), records if layers else [], mem, settings)
+                         sum(math.prod(s) for s in param_shapes), records, mem, settings)
     if settings.budget is not None:
         report.budget = settings.budget
         report.fits = mem.peak + mem.reserve <= settings.budget

@@ -445,6 +445,17 @@ def test_gpm100_biggest_contributor_is_adam_state_worked_by_hand(tmp_path):
     assert f"biggest: optimizer state {adam_state / MIB:.2f} MiB" in run.gpm()[0].text
 
 
+def test_gpm100_says_what_gpumem_report_says(tmp_path):
+    """The plugin reads no layer positions and skips what it does not show; its message must still be
+    the one the CLI gives for the same project, word for word (biggest part and the layer it peaks at)."""
+    make_project(tmp_path, {"cnn.py": CNN}, pyproject(input_shape=(3, 32, 32), batch_size=64))
+    budget = (need_at(tmp_path, "cnn.py", 1) + need_at(tmp_path, "cnn.py", 64)) // 2  # batch 64 does not fit
+    [hit] = flake8(tmp_path, "--gpumem-budget", str(budget), "cnn.py").gpm()
+    cli = gpumem_json(tmp_path, "cnn.py", "--budget", str(budget))["diagnostics"]
+    assert [hit.text] == [d["message"] for d in cli if d["code"] == "GPM100"]
+    assert "biggest: activations" in hit.text and "most at " in hit.text, hit.text
+
+
 def test_gpm100_when_even_batch_one_does_not_fit(tmp_path):
     make_project(tmp_path, {"cnn.py": CNN}, pyproject(input_shape=(3, 32, 32), batch_size=8, budget="4MiB"))
     # the weights alone are 4 bytes per parameter, more than 4 MiB
