@@ -145,6 +145,16 @@ def test_hook_passes_on_a_model_that_fits(tmp_path, pre_commit_home):
     assert "GPM" not in output.replace("gpumem", "")
 
 
+def test_hook_passes_on_a_model_it_cannot_size(tmp_path, pre_commit_home):
+    """No input shape anywhere: nothing can be estimated, and that is not a failure (GPM900 is off)."""
+    repo = git_repo(tmp_path, {"pyproject.toml": '[tool.gpumem]\nbudget = "10MiB"\n', "models/small.py": SMALL},
+                    ["pyproject.toml", "models/small.py"])
+    proc = try_repo(repo, pre_commit_home, "--files", "models/small.py")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "Passed" in output and "GPM900" not in output
+
+
 def test_commit_staging_no_python_file_passes(tmp_path, pre_commit_home):
     # the over-budget model is in the work tree but not staged: only README.md is committed
     repo = git_repo(tmp_path, {"pyproject.toml": PYPROJECT, "models/cnn.py": CNN, "README.md": "# notes\n"},
