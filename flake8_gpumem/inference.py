@@ -198,13 +198,22 @@ def code(node: cst.CSTNode) -> str:
 
 # ---------------------------------------------------------------- module scopes
 
+@dataclass(eq=False)
+class Rebinding:
+    """A module-level name bound again from its own earlier value (`W = W * 2`, `W += 8`)."""
+
+    node: cst.CSTNode  # the value, or the AugAssign
+    previous: Segment  # the statement that bound the name before
+
+
 def segment_scope(segments: list, torch: bool = False) -> Scope:
     """Globals of a source: each name bound by the last statement that binds it, parsed on first use."""
     scope = Scope({}, torch=torch)
     for segment in segments:
         for name in segment.names:
+            if name in scope.thunks:
+                segment.previous[name] = scope.thunks[name]
             scope.thunks[name] = segment
-            scope.vars.pop(name, None)
     return scope
 
 
@@ -222,7 +231,8 @@ def _parse_into(segment: Segment, scope: Scope) -> None:
         if name in declared.vars:
             scope.vars[name] = declared.vars[name]
         elif name in declared.thunks:
-            scope.thunks[name] = declared.thunks[name]
+            before = segment.previous.get(name)
+            scope.thunks[name] = Rebinding(declared.thunks[name], before) if before else declared.thunks[name]
         else:  # e.g. a relative import, which gpumem does not follow
             scope.vars[name] = Unresolved(f"'{name}' (line {segment.first_line}) is not something gpumem reads")
 
@@ -240,6 +250,8 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None) ->
                         into.vars.pop(name, None)
             elif isinstance(small, cst.AnnAssign) and small.value is not None and isinstance(small.target, cst.Name):
                 into.thunks[small.target.value] = small.value
+            elif isinstance(small, cst.AugAssign) and isinstance(small.target, cst.Name):
+                into.thunks[small.target.value] = small
     elif isinstance(stmt, cst.ClassDef):
         into.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment)
         into.thunks.pop(stmt.name.value, None)
@@ -396,6 +408,17 @@ class Interpreter:
                          node)
 
     def _global_value(self, name: str, node, scope: Scope):
+        if isinstance(node, Rebinding):  # evaluated where `name` still has its earlier binding
+            before = Scope({}, scope, {name: node.previous})
+            if isinstance(node.node, cst.AugAssign):
+                op = AUGOPS.get(type(node.node.operator))
+                if op is None:
+                    raise Unresolved(f"unsupported operator {code(node.node.operator)}", node.node)
+                return self.binop(op, self.lookup(name, before, node.node), self.eval(node.node.value, before),
+                                  node.node)
+            return self._global_value(name, node.node, before)
+        if isinstance(node, cst.AugAssign):
+            raise Unresolved(f"'{name}' is augmented before it is bound", node)
         if isinstance(node, cst.Assign):  # tuple unpacking at module level
             value = self.eval(node.value, scope)
             tmp = Scope({}, scope)

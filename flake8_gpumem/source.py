@@ -34,6 +34,7 @@ class Segment:
     first_line: int  # 1-based line of its first character in the file
     text: str
     names: tuple  # the module-level names it binds
+    previous: dict = field(default_factory=dict)  # name -> the Segment that bound it before this one
     _module: object = None  # its libcst Module
     _positions: object = None  # node -> libcst CodeRange, resolved when a position is asked for
 
@@ -292,6 +293,8 @@ def _bound_names(stmt: ast.stmt) -> list:
         return [n for t in stmt.targets for n in _target_names(t)]
     if isinstance(stmt, ast.AnnAssign):
         return [stmt.target.id] if stmt.value is not None and isinstance(stmt.target, ast.Name) else []
+    if isinstance(stmt, ast.AugAssign):  # WIDTH += 8 rebinds WIDTH from its value before
+        return [stmt.target.id] if isinstance(stmt.target, ast.Name) else []
     if isinstance(stmt, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
         return [stmt.name]
     if isinstance(stmt, (ast.Try, ast.If)):

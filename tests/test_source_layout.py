@@ -456,14 +456,19 @@ def test_redefined_helper_uses_the_last_definition():
     assert at(drops, "GPM200") == [(9, 11)]
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: module-level names are bound by their last statement, "
-                   "so a rebinding in terms of the name itself reads as a self-reference and an augmented "
-                   "assignment is not a binding")
-@pytest.mark.parametrize("bindings", ["WIDTH = 8\nWIDTH = WIDTH * 2", "WIDTH = 8\nWIDTH += 8"],
-                         ids=["self_referencing", "augmented"])
+@pytest.mark.parametrize("bindings", ["WIDTH = 8\nWIDTH = WIDTH * 2", "WIDTH = 8\nWIDTH += 8",
+                                      "WIDTH = 2 + 2\nWIDTH *= WIDTH"],
+                         ids=["self_referencing", "augmented", "squared"])
 def test_rebinding_from_the_previous_value(bindings):
-    result = analyse(width_net(bindings, 16))  # Python: WIDTH is 16 either way
+    result = analyse(width_net(bindings, 16))  # Python: WIDTH is 16 in each
     assert result.diagnostics == [], result.diagnostics
+    only_model(result)
+    assert [d.code for d in analyse(width_net(bindings, 8)).diagnostics] == ["GPM300"]
+
+
+def test_augmenting_an_unbound_name_is_not_guessed():
+    result = analyse(width_net("OTHER = 1\nWIDTH += 8", 16))  # Python: NameError
+    assert [d.code for d in result.diagnostics] == ["GPM900"] and "WIDTH" in result.diagnostics[0].message
 
 
 def test_container_column_after_non_ascii_is_in_characters():
