@@ -2,9 +2,9 @@
 
 Python's own parser (flake8 hands its tree over, already built) finds the top-level
 statements, the model candidates, their inline settings, the example inputs and the
-optimizer the file builds. libcst parses a top-level statement only when the interpreter
-first needs a name it binds (inference.Segment), so a file pays for the code its models
-use, not for all of it, and files whose models cannot be analysed pay no libcst at all.
+optimizer the file builds. libcst parses a top-level statement (a Segment) only when the
+interpreter first needs a name it binds, so a file pays for the code its models use, not
+for all of it, and files whose models cannot be analysed pay no libcst at all.
 """
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": 
 
 @dataclass(eq=False)
 class Segment:
-    """One top-level statement of a linted file (statements sharing a line together), parsed
-    with libcst the first time the interpreter needs a name it binds, so a file pays for
-    the code its models use, not for all of it."""
+    """One top-level statement of a source (statements sharing a line together), parsed with
+    libcst the first time the interpreter needs a name it binds."""
 
     first_line: int  # 1-based line of its first character in the file
     text: str
