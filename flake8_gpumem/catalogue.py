@@ -528,8 +528,11 @@ def _rnn_layer_shape(a: Args):
     h_out = a.w_hr.shape[0] if a.w_hr is not None else H
     out = x.like((T, N, h_out)) if a.kind != "gru" else Tensor((T, N, h_out), _gru_hidden_dtype(a))
     if not _onednn(a):
-        return (out, out.view((N, h_out))) + ((out.view((N, H)),) if a.kind == "lstm" else ())
-    return (out, x.like((N, h_out)), x.like((N, H)))
+        # the last state is its own tensor, not a slice of the stacked output
+        last = out.view((N, h_out)) if a.kind == "lstm" else Tensor((N, h_out), out.dtype)
+        states = (out, last) + ((out.view((N, H)),) if a.kind == "lstm" else ())
+        return states + ((x.like((T, N, GATES[a.kind] * H)),) if a.keeps_gates else ())
+    return (out, x.like((N, h_out)), x.like((N, H))) + ((None,) if a.keeps_gates else ())
 
 
 def _gru_hidden_dtype(a: Args) -> str:
@@ -542,18 +545,21 @@ def _rnn_layer_saves(a: Args, out) -> list:
     x = a.input
     T, N, I, H, s = _rnn_dims(a)
     if _onednn(a):
-        kept = [x, a.hx, a.cx, *out, Tensor((lstm_workspace(T, N, I, H, s),), "uint8")]
+        kept = [x, a.hx, a.cx, *out[:3], Tensor((lstm_workspace(T, N, I, H, s),), "uint8")]
         return kept + ([Tensor((4 * H * (I + H) * s,), "uint8")] if a.b_ih is None else [])
     # linear_ih keeps its input (a copy when it cannot be viewed as 2-d), each step its gates/states.
     # A GRU step holds seven N x H units: under AMP four in half precision and three in the state's
-    # float32 (measured with autocast on the CPU: exact for one layer at T 6-24 and N 8-16; a
-    # second stacked layer reads +4%, one bidirectional layer -6%); without AMP all seven alike.
-    steps = {"rnn_tanh": T, "rnn_relu": T, "gru": 4 * T - 1, "lstm": 7 * T - 2}[a.kind] * N * H * s
+    # float32 (measured with autocast on the CPU against 1-3 layers, one or two directions, T 6-24,
+    # N 8-32: float32 exact, AMP within +0.8%, three bidirectional layers +3%). An Elman layer's
+    # last state is kept by its activation, apart from the stacked output.
+    steps = {"rnn_tanh": T - 1, "rnn_relu": T - 1, "gru": 4 * T - 1, "lstm": 7 * T - 2}[a.kind] * N * H * s
     if a.kind == "gru":
         steps += 3 * T * N * H * DTYPE_BYTES[_gru_hidden_dtype(a)]
     if a.w_hr is not None:
         steps += N * H * s + (T - 1) * N * a.w_hr.shape[0] * s
     kept = [a.hx, Tensor((steps,), "uint8")]
+    if a.kind in ("rnn_tanh", "rnn_relu"):
+        kept.append(out[1])  # the last state, which its activation keeps
     if a.cx is not None:
         kept.append(a.cx)
     if view_layout(x, (T * N, I)) is False:
@@ -602,13 +608,18 @@ def _rnn_layer_backward(a: Args) -> int:
 
 
 def _rnn_layer_forward(a: Args) -> int:
-    """The input gates of all steps (native cells) or the summed bias (oneDNN), while the layer runs."""
+    """The input gates of all steps (native cells) or the summed bias (oneDNN), while the layer runs.
+
+    With `keeps_gates` the native gates are an output instead: ATen's bidirectional layer keeps
+    the reverse direction's until both directions are concatenated (torch._gpumem_release)."""
     T, N, _, H, s = _rnn_dims(a)
-    return 4 * H * s if _onednn(a) else T * N * GATES[a.kind] * H * s
+    if _onednn(a):
+        return 4 * H * s
+    return 0 if a.keeps_gates else T * N * GATES[a.kind] * H * s
 
 
 RNN_LAYER = Op("input, hx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, cx=None, kind='lstm', frees_grad=0, "
-               "frees_h0=0", _rnn_layer_shape,
+               "frees_h0=0, keeps_gates=0", _rnn_layer_shape,
                saves=_rnn_layer_saves, backward_temp=_rnn_layer_backward, forward_temp=_rnn_layer_forward)
 
 
@@ -1011,6 +1022,8 @@ FUNCTIONS: dict[str, Op] = {
         "query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False",
         _sdpa_shape, saves=_sdpa_saves, backward_temp=_sdpa_backward),
     "torch._gpumem_rnn_layer": RNN_LAYER,
+    # composites.py: the last use of a buffer PyTorch's C++ code keeps alive (nothing is computed)
+    "torch._gpumem_release": Op("*tensors", lambda a: None),
     "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape),
     "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_linear_saves),
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
