@@ -411,11 +411,8 @@ class Interpreter:
         if isinstance(node, Rebinding):  # evaluated where `name` still has its earlier binding
             before = Scope({}, scope, {name: node.previous})
             if isinstance(node.node, cst.AugAssign):
-                op = AUGOPS.get(type(node.node.operator))
-                if op is None:
-                    raise Unresolved(f"unsupported operator {code(node.node.operator)}", node.node)
-                return self.binop(op, self.lookup(name, before, node.node), self.eval(node.node.value, before),
-                                  node.node)
+                self._augassign(node.node, before)  # as in a function body: `+=` on a list extends it
+                return self.lookup(name, before, node.node)
             return self._global_value(name, node.node, before)
         if isinstance(node, cst.AugAssign):
             raise Unresolved(f"'{name}' is augmented before it is bound", node)

@@ -132,8 +132,8 @@ class SourceFile:
         try:
             if decl.constructor:
                 return self.path_of(decl.constructor).startswith("torch")
-            value = self.probe.lookup(decl.name, self.scope, None)
-            return isinstance(value, _inference().Class) and self.probe.is_module_class(value)
+            cls = self.find_class(decl.name)
+            return cls is not None and self.probe.is_module_class(cls)
         except (AnalysisError, RecursionError):
             return False
 
@@ -156,12 +156,13 @@ class SourceFile:
         if site is None:
             return None
         segment, node = site
-        parsed = sorted((s for s in self.segments if s.parsed), key=lambda s: s._positions is None)
-        for seg in [s for s in (segment, hint) if s is not None] + parsed:
-            pos = seg.position(node)
+        for seg in (segment, hint):
+            pos = seg.position(node) if seg is not None else None
             if pos is not None:
                 return pos
-        return None
+        # rarely reached: resolved statements first, then the other parsed ones
+        parsed = sorted((s for s in self.segments if s.parsed), key=lambda s: s._positions is None)
+        return next((pos for seg in parsed if (pos := seg.position(node)) is not None), None)
 
     def path_of(self, name: str) -> str:
         """The import path of a dotted name as the file spells it (`optim.Adam` -> torch.optim.Adam), or ""."""
@@ -224,8 +225,9 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
                 decl.inline_error = str(exc)
             models.append(decl)
     src = SourceFile(filename, tree, segments, models)
-    if models and _may_state_inputs(source, {m.name for m in models}):
-        stated = _StatedInputs(src, {m.name for m in models})
+    names = {m.name for m in models}
+    if models and _may_state_inputs(source, names):
+        stated = _StatedInputs(src, names)
         stated.visit(tree)
         for m in models:
             m.stated = stated.found.get(m.name, Settings())
