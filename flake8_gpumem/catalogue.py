@@ -60,7 +60,8 @@ class Op:
     buffers: Callable[[Args], list] = _none  # buffer Tensors (running statistics)
     saves: Callable[[Args, object], list] = _keeps_nothing
     forward: str = "input"
-    backward_temp: Callable[[Args], int] = lambda a: 0  # bytes its backward holds briefly
+    # bytes its backward holds briefly, or (before, after) it has consumed its output's gradient
+    backward_temp: Callable[[Args], int | tuple[int, int]] = lambda a: 0
     forward_temp: Callable[[Args], int] = lambda a: 0  # bytes it holds briefly while it runs
     autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32
     grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
@@ -527,12 +528,16 @@ def _rnn_layer_shape(a: Args):
     T, N, _, H, _ = _rnn_dims(a)
     h_out = a.w_hr.shape[0] if a.w_hr is not None else H
     out = x.like((T, N, h_out)) if a.kind != "gru" else Tensor((T, N, h_out), _gru_hidden_dtype(a))
-    if not _onednn(a):
+    if _onednn(a):
+        states, kept = (out, x.like((N, h_out)), x.like((N, H))), ()
+    else:
         # the last state is its own tensor, not a slice of the stacked output
         last = out.view((N, h_out)) if a.kind == "lstm" else Tensor((N, h_out), out.dtype)
         states = (out, last) + ((out.view((N, H)),) if a.kind == "lstm" else ())
-        return states + ((x.like((T, N, GATES[a.kind] * H)),) if a.keeps_gates else ())
-    return (out, x.like((N, h_out)), x.like((N, H))) + ((None,) if a.keeps_gates else ())
+        kept = (x.like((T, N, GATES[a.kind] * H)),) if a.joined == 2 else ()
+        if _gru_float_states(a):
+            kept += (Tensor((T - 1, N, H), out.dtype),)
+    return states + ((kept,) if a.joined else ())
 
 
 def _gru_hidden_dtype(a: Args) -> str:
@@ -548,16 +553,15 @@ def _rnn_layer_saves(a: Args, out) -> list:
         kept = [x, a.hx, a.cx, *out[:3], Tensor((lstm_workspace(T, N, I, H, s),), "uint8")]
         return kept + ([Tensor((4 * H * (I + H) * s,), "uint8")] if a.b_ih is None else [])
     # linear_ih keeps its input (a copy when it cannot be viewed as 2-d), each step its gates/states.
-    # A GRU step holds seven N x H units: under AMP four in half precision and three in the state's
-    # float32 (measured with autocast on the CPU against 1-3 layers, one or two directions, T 6-24,
-    # N 8-32: float32 exact, AMP within +0.8%, three bidirectional layers +3%). An Elman layer's
-    # last state is kept by its activation, apart from the stacked output.
-    steps = {"rnn_tanh": T - 1, "rnn_relu": T - 1, "gru": 4 * T - 1, "lstm": 7 * T - 2}[a.kind] * N * H * s
+    # A GRU step keeps seven N x H units: six in half precision under AMP (the hidden gates, a copy,
+    # a sum, the previous state's half-precision copy) and one in the state's float32. An Elman
+    # layer's last state is kept by its activation, apart from the stacked output.
+    steps = {"rnn_tanh": T - 1, "rnn_relu": T - 1, "gru": 6 * T - 1, "lstm": 7 * T - 2}[a.kind] * N * H * s
     if a.kind == "gru":
-        steps += 3 * T * N * H * DTYPE_BYTES[_gru_hidden_dtype(a)]
+        steps += T * N * H * DTYPE_BYTES[_gru_hidden_dtype(a)]
     if a.w_hr is not None:
         steps += N * H * s + (T - 1) * N * a.w_hr.shape[0] * s
-    kept = [a.hx, Tensor((steps,), "uint8")]
+    kept = [a.hx, Tensor((steps,), "uint8")] + [a.w_hh] * (T > 1) + [a.w_ih] * x.requires_grad
     if a.kind in ("rnn_tanh", "rnn_relu"):
         kept.append(out[1])  # the last state, which its activation keeps
     if a.cx is not None:
@@ -567,9 +571,27 @@ def _rnn_layer_saves(a: Args, out) -> list:
     return kept + [x]
 
 
-def _rnn_layer_backward(a: Args) -> int:
-    """The layer's backward peak beyond the input and weight gradients (may be negative:
-    the native cells free each step's states as they go)."""
+class _Ledger:
+    """A kernel's allocations (+) and frees (-) in the order it makes them, and their peak before
+    and after the point where it has consumed its output's gradient (the simulator frees that)."""
+
+    def __init__(self):
+        self.cur = self.peak = 0
+        self.before = None
+
+    def __call__(self, *deltas: int) -> None:
+        for d in deltas:
+            self.cur += d
+            self.peak = max(self.peak, self.cur)
+
+    def release(self) -> None:
+        self.before, self.peak = self.peak, self.cur
+
+
+def _rnn_layer_backward(a: Args):
+    """The layer's backward beyond the input and weight gradients the simulator has allocated
+    (negative where it frees what the forward kept): one number, or (before, after) the layer has
+    consumed its output's gradient."""
     T, N, I, H, s = _rnn_dims(a)
     G = GATES[a.kind]
     x_grad = T * N * I * s if a.input.requires_grad else 0
@@ -582,44 +604,105 @@ def _rnn_layer_backward(a: Args) -> int:
         return extra - x_grad - weights
     if a.kind == "lstm":
         return 0
-    h, W, b = N * H * s, G * H * H * s, (G * H * s if bias else 0)
-    X, Wi, bi, Y = x_grad, G * H * I * s, (G * H * s if bias else 0), T * N * G * H * s
-    # the output's gradient (last direction below another layer) and the zero h0 (first layer) die midway
-    g, h0 = a.frees_grad * s, a.frees_h0 * s
-    g1 = g if T == 3 else 0
-    if a.kind == "gru":
-        if T >= 3:
-            extra = max(4 * h, 2 * h + W + b, 2 * W + 2 * b - 2 * h - g1, 3 * W + b - 7 * h - g1,
-                        -(T - 1) * h + W + b - h0 - g, -(4 * T - 1) * h + W + b + X + Wi + bi - h0 - g)
-        elif T == 2:
-            extra = max(4 * h, 2 * h + W + b - g, -h + W + b - g, 2 * W + 2 * b - 4 * h - g,
-                        2 * W + 3 * b - 7 * h - g - h0, 3 * W + b - 7 * h - g - h0, -h + W + b - h0 - g,
-                        -7 * h + W + b + X + Wi + bi - h0 - g)
+    # Under AMP the layer gets half-precision copies of its weights: w_hh's is kept for the state
+    # gradients until step 1, and its gradient is converted to float32 right after the steps.
+    copies = not a.w_hh.is_param
+    p = DTYPE_BYTES[a.get("_float") or a.w_hh.dtype]
+    h0 = a.hx.nbytes if a.hx.base is None else a.frees_h0 * s  # the initial state: its copy, or the zeros
+    h, W, b = N * H * s, G * H * H * s, G * H * s * bias
+    ledger = _Ledger()
+    (_gru_steps if a.kind == "gru" else _elman_steps)(ledger, T, h, W, b, h0, a.w_hh.nbytes * copies)
+    if copies:
+        ledger(G * H * H * p, -W, G * H * p * bias, -b)
+    Y = T * N * G * H * s  # the input gates' gradients of all steps, stacked
+    ledger(Y, -Y, x_grad, G * H * I * s, b, -Y)  # then linear_ih's backward
+    return ledger.before - x_grad - weights, ledger.peak - x_grad - weights
+
+
+# The native cells' backward, step by step from the last, as ATen 2.13's autograd runs it on the CPU
+# (traced allocation by allocation). h: one state (N x H); W, b: the gradient of w_hh, b_hh; h0: the
+# initial states, freed with the last step; w: w_hh's half-precision copy under AMP. A step's input-gate gradient is kept
+# for the stack after the loop; the gradients of w_hh/b_hh are summed step by step into new buffers;
+# the output's gradient (unbound into one view per step) is consumed in step 1.
+
+def _elman_steps(ledger: _Ledger, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
+    for t in reversed(range(T)):
+        first, last = t == T - 1, t == 0
+        ledger(h)  # tanh_backward: the input gates' gradient of the step
+        if T == 1:
+            ledger.release()
+        if not first:
+            ledger(-h)  # the gradient of h_t, consumed
+        ledger(-h)  # h_t, kept by the activation
+        if not last:
+            ledger(h)  # mm: the gradient of h_t-1
+        ledger(W, b, -w if t == 1 else 0, -h0 if last else 0)
+        _accumulate(ledger, first, last, h, W, b, release=t == 1)
+
+
+def _gru_steps(ledger: _Ledger, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
+    for t in reversed(range(T)):
+        first, last = t == T - 1, t == 0
+        ledger(h, h, -h, h)  # h = (h_t-1 - n) * z + n: two muls, the kept copy freed, neg for n
+        if last:
+            ledger(-h)  # h0 takes no gradient
         else:
-            extra = max(2 * h, W + b - g, -3 * h + W + b + X + Wi + bi - h0 - g)
-    elif T >= 3:
-        extra = max(2 * h + 2 * W + 2 * b, h + 3 * W + b - g1, Y + W + b - g - h0, W + b - g - h0 + X + Wi + bi)
-    elif T == 2:
-        extra = max(2 * h + W + b, 2 * W + 3 * b - g - h0 if bias else 0, 3 * W + b - g - h0, Y + W + b - g - h0,
-                    X + Wi + bi + W + b - g - h0)
-    else:
-        extra = max(h, W + b - g, Y + W + b - g - h0, X + Wi + bi + W + b - g - h0)
-    return extra - x_grad - weights
+            ledger(h)  # add: the gradient of h_t-1, the output's view plus the mul
+            if t == 1 and not first:
+                ledger.release()
+        ledger(h)  # add: the gradient of n
+        if first and t <= 1:
+            ledger.release()
+        ledger(-h if not first else 0, -h if not last else 0, -h)  # the step's gradient, mul, neg
+        ledger(h, -h, -h)  # tanh_backward; n's gradient and n
+        ledger(h, h, -h, h, -h, h, -h)  # r * hn: two muls, a kept copy; sigmoid_backward of r and z
+        ledger(-3 * h, 3 * h, -h)  # the hidden gates freed, their gradient (cat), hn's mul freed
+        if not last:
+            ledger(h)  # mm: the gradient of h_t-1
+        ledger(W, b, -3 * h, -h if not last else -h0, -w if t == 1 else 0)  # h_t-1 and the gates consumed
+        _accumulate(ledger, first, last, h, W, b, earlier=h)
+        ledger(3 * h, -3 * h)  # the input gates' gradient (cat of the three), kept for the stack
+
+
+def _accumulate(ledger: _Ledger, first: bool, last: bool, h: int, W: int, b: int, earlier: int = 0,
+                release: bool = False) -> None:
+    """Sum the step's b_hh gradient, the gradient of h_t-1 (replacing an `earlier` partial sum) and
+    the w_hh gradient into new buffers."""
+    if not first:
+        ledger(b, -b)
+    if not last:
+        ledger(h, -earlier)
+        if release:
+            ledger.release()
+    ledger(-b if not first else 0, -h if not last else 0)  # the step's b_hh gradient and mm
+    if not first:
+        ledger(W, -W, -W)
 
 
 def _rnn_layer_forward(a: Args) -> int:
-    """The input gates of all steps (native cells) or the summed bias (oneDNN), while the layer runs.
+    """The input gates of all steps (native cells) or the summed bias (oneDNN), and a GRU's float32
+    states under AMP, while the layer runs.
 
-    With `keeps_gates` the native gates are an output instead: ATen's bidirectional layer keeps
-    the reverse direction's until both directions are concatenated (torch._gpumem_release)."""
+    One of two `joined` directions (1 forward, 2 reverse) returns instead, as its last output, what
+    ATen keeps until both are concatenated (torch._gpumem_release): the reverse direction's gates,
+    both directions' float32 states."""
     T, N, _, H, s = _rnn_dims(a)
     if _onednn(a):
         return 4 * H * s
-    return 0 if a.keeps_gates else T * N * GATES[a.kind] * H * s
+    gates = 0 if a.joined == 2 else T * N * GATES[a.kind] * H * s
+    return gates + (0 if a.joined else _gru_float_states(a))
 
 
-RNN_LAYER = Op("input, hx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, cx=None, kind='lstm', frees_grad=0, "
-               "frees_h0=0, keeps_gates=0", _rnn_layer_shape,
+def _gru_float_states(a: Args) -> int:
+    """Under AMP the steps keep half-precision copies of a GRU's float32 states; the states
+    themselves live only until the layer has stacked its output."""
+    T, N, _, H, s = _rnn_dims(a)
+    sh = DTYPE_BYTES[_gru_hidden_dtype(a)] if a.kind == "gru" else s
+    return (T - 1) * N * H * sh if sh != s else 0
+
+
+RNN_LAYER = Op("input, hx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, cx=None, kind='lstm', frees_h0=0, "
+               "joined=0", _rnn_layer_shape,
                saves=_rnn_layer_saves, backward_temp=_rnn_layer_backward, forward_temp=_rnn_layer_forward)
 
 

@@ -177,24 +177,26 @@ class _RNNBase(nn.Module):
         layer_input = x
         for layer in range(self.num_layers):
             outs = []
+            kept = []
             for d in range(directions):
                 sfx = f"_l{layer}_reverse" if d == 1 else f"_l{layer}"
                 k = layer * directions + d
-                frees_grad = steps * batch * directions * real_hidden if d == 0 and layer < self.num_layers - 1 else 0
                 frees_h0 = self.num_layers * directions * batch * real_hidden if d == 0 and layer == 0 else 0
-                keeps_gates = 1 if d == 1 else 0  # ATen keeps the reverse input gates until the cat
+                joined = d + 1 if directions == 2 else 0  # ATen keeps some of each direction until the cat
                 res = torch._gpumem_rnn_layer(
                     layer_input, h0[k], getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx),
                     getattr(self, "bias_ih" + sfx), getattr(self, "bias_hh" + sfx), getattr(self, "weight_hr" + sfx),
-                    None if c0 is None else c0[k], self.mode, frees_grad, frees_h0, keeps_gates)
+                    None if c0 is None else c0[k], self.mode, frees_h0, joined)
                 outs.append(res[0])
                 hs.append(res[1])
                 if self.mode == "lstm":
                     cs.append(res[2])
+                if joined:
+                    kept.append(res[-1])
             layer_input = torch.cat(outs, -1) if directions == 2 else outs[0]
             if directions == 2:
-                torch._gpumem_release(res[-1])
-                res = None
+                torch._gpumem_release(kept)
+                res = kept = None
             if self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout)
         out = layer_input.transpose(0, 1) if self.batch_first else layer_input

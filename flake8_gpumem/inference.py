@@ -137,6 +137,7 @@ class Event:
     leaf: bool = True  # False for a custom module whose own ops are events already
     where: tuple | None = None  # (Segment, node) to report it at: the call, or the user code that reached it
     backward_temp: int = 0  # bytes its backward holds briefly beyond the gradients
+    backward_late: int | None = None  # the same once it has consumed its output's gradient (freed then)
     forward_temp: int = 0  # bytes it holds briefly while it runs
     own_param_grads: bool = True  # False under AMP: the gradients reach the weights through their casts
     until_forward_end: bool = False  # its output lives until forward ends (autocast's weight cache)
@@ -565,6 +566,7 @@ class Interpreter:
 
     def assign(self, target, value, scope: Scope) -> None:
         if isinstance(target, cst.Name):
+            self._hold(scope.vars.get(target.value))  # the old value lives until the name is rebound
             scope.vars[target.value] = value
         elif isinstance(target, (cst.Tuple, cst.List)):
             items = self.iterate(value, target)
@@ -791,9 +793,11 @@ class Interpreter:
             saved.append(weights[0])  # the half-precision weight copy, for the input's gradient
         known = input_ids | {id(t) for t in outputs}
         new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
+        temp = op.backward_temp(bound) if grad else 0
+        early, late = temp if isinstance(temp, tuple) else (temp, None)
         self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
                                  where=self.where(module.node, module) if module is not None else self.where(node),
-                                 backward_temp=op.backward_temp(bound) if grad else 0,
+                                 backward_temp=early, backward_late=late,
                                  forward_temp=op.forward_temp(bound),
                                  owner=self.stack[-1][0] if self.stack else None,
                                  own_param_grads=not weights))
@@ -880,10 +884,12 @@ class Interpreter:
 
     def _hold_locals(self, local: Scope) -> None:
         """Tensors still bound to a function's variables live until it returns (Python frees them then)."""
-        if not self.events:
-            return
         for value in local.vars.values():
-            for t in tensors_in(value if isinstance(value, (list, tuple, dict, Tensor)) else ()):
+            self._hold(value)
+
+    def _hold(self, value) -> None:
+        if self.events and isinstance(value, (list, tuple, dict, Tensor)):
+            for t in tensors_in(value):
                 self.held[t.storage.id] = len(self.events) - 1
 
     def _function_params(self, func: Function, scope: Scope) -> list:

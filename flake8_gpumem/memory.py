@@ -169,6 +169,13 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
         transient += ev.backward_temp
         if cur + transient > peak:
             peak, phase = cur + transient, f"backward, {label(ev)}"
+        if ev.backward_late is not None:  # it frees its output's gradient midway
+            for buf in incoming:
+                release(buf)
+            incoming = []
+            transient += ev.backward_late - ev.backward_temp
+            if cur + transient > peak:
+                peak, phase = cur + transient, f"backward, {label(ev)}"
         if log is not None:
             log.append(("bwd", label(ev), cur + transient))
         # 2. it releases what it kept and the gradient it consumed

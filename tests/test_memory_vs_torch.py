@@ -28,8 +28,6 @@ def test_the_cases_cover_every_optimizer_and_a_half_precision():
 KNOWN_GAPS = {  # (model, dtype) -> why
     ("lstm_classifier.py::LSTMClassifier", "amp-bf16"):
         "oneDNN's bf16 LSTM (brgemm) keeps other temporaries than the f32 one; -5.6%",
-    ("rnn_models.py::SequenceTagger", "float32"):
-        "the native RNN backward frees its per-step states earlier than modelled; +4.2%",
 }
 
 

@@ -1,0 +1,77 @@
+"""Recurrent layers' training-step peak against PyTorch, beyond the fixtures.
+
+nn.RNN and nn.GRU run ATen's native per-step cells on the CPU; their backward is
+modelled step by step (catalogue._elman_steps / _gru_steps). These variants cross
+layers, directions, sequence lengths (1, 2, 3 and long), batch sizes and the
+weight-dominated shapes where the backward holds the peak, in float32 and under
+AMP. The head reads every step's output, so the layers' output gradient is a real
+buffer; the layout is time-major so that the head's input is contiguous (see the
+README on how MemTracker makes Linear add its bias out of place otherwise).
+"""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+import torch_oracle  # noqa: E402
+
+from flake8_gpumem.analysis import analyse_source  # noqa: E402
+from flake8_gpumem.config import Settings  # noqa: E402
+
+SOURCE = """\
+import torch.nn as nn
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.{kind}({inputs}, {hidden}, num_layers={layers}, bidirectional={bi})
+        self.head = nn.Linear({hidden} * {directions}, 5)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out)
+"""
+
+# (input size, hidden size, layers, bidirectional, steps, batch)
+ACTIVATION_BOUND = [(8, 32, 2, False, 30, 4), (8, 32, 2, False, 30, 32), (8, 32, 1, False, 30, 4),
+                    (16, 24, 2, True, 12, 8), (16, 24, 3, True, 6, 8), (16, 24, 3, False, 12, 8),
+                    (64, 16, 2, False, 20, 4), (8, 32, 2, False, 2, 4), (8, 32, 2, False, 3, 4),
+                    (8, 32, 1, False, 1, 4)]
+WEIGHT_BOUND = [(256, 512, 2, False, 4, 2), (256, 512, 2, True, 4, 2), (64, 256, 3, False, 10, 2),
+                (64, 256, 1, False, 5, 1), (128, 128, 2, True, 16, 4)]
+TOLERANCE = {"float32": 0.005, "amp-bf16": 0.03}
+# (kind, dims, dtype) -> why the estimate is outside the bound
+KNOWN_GAPS = {
+    ("GRU", (8, 32, 1, False, 1, 4), "amp-bf16"):
+        "w_hh's gradient is converted to float32 before linear_ih's backward; the simulator runs that cast "
+        "after the layer, with w_ih's half-precision gradient still alive; +3.4%",
+}
+
+
+def _cases():
+    for kind in ("RNN", "GRU"):
+        for dims in ACTIVATION_BOUND + WEIGHT_BOUND:
+            for dtype in ("float32", "amp-bf16"):
+                reason = KNOWN_GAPS.get((kind, dims, dtype))
+                marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                yield pytest.param(kind, dims, dtype, marks=marks,
+                                   id=f"{kind}-I{dims[0]}-H{dims[1]}-L{dims[2]}-{'bi' if dims[3] else 'uni'}"
+                                      f"-T{dims[4]}-N{dims[5]}-{dtype}")
+
+
+@pytest.mark.parametrize("kind, dims, dtype", list(_cases()))
+def test_recurrent_peak(kind, dims, dtype):
+    inputs, hidden, layers, bi, steps, batch = dims
+    src = SOURCE.format(kind=kind, inputs=inputs, hidden=hidden, layers=layers, bi=bi, directions=2 if bi else 1)
+    # time-major: the analyser's leading (batch) dimension is the sequence
+    settings = Settings(optimizer="sgd", dtype=dtype, device="cpu", batch_size=steps, input_shape=(batch, inputs))
+    result = analyse_source(src, "tagger.py", settings, model="Tagger")
+    estimate = result.models[0].memory
+    torch_oracle.torch.manual_seed(0)
+    model = torch_oracle.instantiate(torch_oracle.load(src), "Tagger")
+    measured = torch_oracle.measure_step(model, (steps, batch, inputs), "float32", "sgd", dtype)
+    error = (estimate.peak - measured.peak) / measured.peak
+    assert abs(error) <= TOLERANCE[dtype], (
+        f"peak estimate {estimate.peak:,} B vs measured {measured.peak:,} B: {error:+.2%} "
+        f"(estimated peak at {estimate.peak_phase})")
