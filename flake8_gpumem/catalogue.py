@@ -326,6 +326,16 @@ def _linear_saves(a: Args, out) -> list:
     return [x]
 
 
+def _linear_bias_copy(a: Args, out_features: int) -> int:
+    """Beyond 2-d, a non-contiguous input runs matmul, then adds the bias out of place while the
+    matmul's result is alive: so under MemTracker's dispatch mode, which the estimate follows
+    (a plain run adds it in place; see the README)."""
+    x = a.input
+    if a.bias is None or a.bias is False or x.ndim <= 2 or x.contiguous:
+        return 0
+    return math.prod(x.shape[:-1]) * out_features * DTYPE_BYTES[x.dtype]
+
+
 def _linear_shape(a: Args):
     x = a.input
     if x.ndim == 0:
@@ -550,7 +560,9 @@ def _rnn_layer_saves(a: Args, out) -> list:
     x = a.input
     T, N, I, H, s = _rnn_dims(a)
     if _onednn(a):
-        kept = [x, a.hx, a.cx, *out[:3], Tensor((lstm_workspace(T, N, I, H, s),), "uint8")]
+        # its input, states, outputs and weights (under AMP their half-precision copies) and workspace
+        kept = [x, a.hx, a.cx, a.w_ih, a.w_hh, *([a.b_ih, a.b_hh] if a.b_ih is not None else []), *out[:3],
+                Tensor((lstm_workspace(T, N, I, H, s),), "uint8")]
         return kept + ([Tensor((4 * H * (I + H) * s,), "uint8")] if a.b_ih is None else [])
     # linear_ih keeps its input (a copy when it cannot be viewed as 2-d), each step its gates/states.
     # A GRU step keeps seven N x H units: six in half precision under AMP (the hidden gates, a copy,
@@ -597,20 +609,26 @@ def _rnn_layer_backward(a: Args):
     x_grad = T * N * I * s if a.input.requires_grad else 0
     bias = a.b_ih is not None
     weights = (G * H * I + G * H * H + (2 * G * H if bias else 0)) * DTYPE_BYTES[a.w_ih.dtype]
-    if _onednn(a):
-        # the summed bias, then the input, state and weight gradients (the gradient copies and
-        # oneDNN's scratch buffers are made inside the kernel, not as tensors torch counts)
-        extra = 4 * H * s + T * N * I * 4 + 2 * N * H * 4 + (4 * H * I + 4 * H * H + 4 * H) * 4
-        return extra - x_grad - weights
-    if a.kind == "lstm":
+    if a.kind == "lstm" and not _onednn(a):
         return 0
+    ledger = _Ledger()
+    if _onednn(a):
+        # oneDNN writes every gradient in float32 (input, weights, both biases, both initial states);
+        # the unused ones are freed, the rest converted to the layer's precision one by one
+        grads = [T * N * I, 4 * H * I, 4 * H * H, 4 * H, 4 * H]
+        ledger(*(4 * g for g in grads), 2 * N * H * 4, -2 * N * H * 4)
+        kept = [a.input.requires_grad, True, True, bias, bias]
+        ledger(*(-4 * g for g, k in zip(grads, kept) if not k))
+        if s != 4:
+            for g, k in zip(grads, kept):
+                ledger(g * s if k else 0, -4 * g if k else 0)
+        return ledger.peak - x_grad - weights
     # Under AMP the layer gets half-precision copies of its weights: w_hh's is kept for the state
     # gradients until step 1, and its gradient is converted to float32 right after the steps.
     copies = not a.w_hh.is_param
     p = DTYPE_BYTES[a.get("_float") or a.w_hh.dtype]
     h0 = a.hx.nbytes if a.hx.base is None else a.frees_h0 * s  # the initial state: its copy, or the zeros
     h, W, b = N * H * s, G * H * H * s, G * H * s * bias
-    ledger = _Ledger()
     (_gru_steps if a.kind == "gru" else _elman_steps)(ledger, T, h, W, b, h0, a.w_hh.nbytes * copies)
     if copies:
         ledger(G * H * H * p, -W, G * H * p * bias, -b)
@@ -990,7 +1008,7 @@ MODULES: dict[str, Op] = {
                     lambda a: affine(a.num_channels, a.affine), saves=_group_norm_saves),
     "Linear": Op("in_features, out_features, bias=True, device=None, dtype=None", _linear_shape,
                  lambda a: [(a.out_features, a.in_features)] + ([(a.out_features,)] if a.bias else []),
-                 saves=_linear_saves),
+                 saves=_linear_saves, forward_temp=lambda a: _linear_bias_copy(a, a.out_features)),
     "Bilinear": Op("in1_features, in2_features, out_features, bias=True, device=None, dtype=None", _bilinear_shape,
                    lambda a: [(a.out_features, a.in1_features, a.in2_features)] + ([(a.out_features,)] if a.bias else []),
                    saves=lambda a, out: [a.input1, a.input2], forward="input1, input2"),
@@ -1108,7 +1126,8 @@ FUNCTIONS: dict[str, Op] = {
     # composites.py: the last use of a buffer PyTorch's C++ code keeps alive (nothing is computed)
     "torch._gpumem_release": Op("*tensors", lambda a: None),
     "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape),
-    "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_linear_saves),
+    "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_linear_saves,
+                                     forward_temp=lambda a: _linear_bias_copy(a, a.weight.shape[0])),
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
     "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", _pixel_unshuffle_shape),
     "torch.flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape, grad="alias"),

@@ -4,9 +4,8 @@ nn.RNN and nn.GRU run ATen's native per-step cells on the CPU; their backward is
 modelled step by step (catalogue._elman_steps / _gru_steps). These variants cross
 layers, directions, sequence lengths (1, 2, 3 and long), batch sizes and the
 weight-dominated shapes where the backward holds the peak, in float32 and under
-AMP. The head reads every step's output, so the layers' output gradient is a real
-buffer; the layout is time-major so that the head's input is contiguous (see the
-README on how MemTracker makes Linear add its bias out of place otherwise).
+AMP, time-major and batch-first. The head reads every step's output, so the
+layers' output gradient is a real buffer.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import torch.nn as nn
 class Tagger(nn.Module):
     def __init__(self):
         super().__init__()
-        self.rnn = nn.{kind}({inputs}, {hidden}, num_layers={layers}, bidirectional={bi})
+        self.rnn = nn.{kind}({inputs}, {hidden}, num_layers={layers}, bidirectional={bi}, batch_first={bf})
         self.head = nn.Linear({hidden} * {directions}, 5)
 
     def forward(self, x):
@@ -50,27 +49,30 @@ KNOWN_GAPS = {
 
 
 def _cases():
-    for kind in ("RNN", "GRU"):
+    for kind in ("RNN", "GRU", "LSTM"):
         for dims in ACTIVATION_BOUND + WEIGHT_BOUND:
             for dtype in ("float32", "amp-bf16"):
-                reason = KNOWN_GAPS.get((kind, dims, dtype))
-                marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-                yield pytest.param(kind, dims, dtype, marks=marks,
-                                   id=f"{kind}-I{dims[0]}-H{dims[1]}-L{dims[2]}-{'bi' if dims[3] else 'uni'}"
-                                      f"-T{dims[4]}-N{dims[5]}-{dtype}")
+                for batch_first in (False, True):
+                    reason = KNOWN_GAPS.get((kind, dims, dtype))
+                    marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                    yield pytest.param(kind, dims, dtype, batch_first, marks=marks,
+                                       id=f"{kind}-I{dims[0]}-H{dims[1]}-L{dims[2]}-{'bi' if dims[3] else 'uni'}"
+                                          f"-T{dims[4]}-N{dims[5]}-{dtype}{'-batch-first' if batch_first else ''}")
 
 
-@pytest.mark.parametrize("kind, dims, dtype", list(_cases()))
-def test_recurrent_peak(kind, dims, dtype):
+@pytest.mark.parametrize("kind, dims, dtype, batch_first", list(_cases()))
+def test_recurrent_peak(kind, dims, dtype, batch_first):
     inputs, hidden, layers, bi, steps, batch = dims
-    src = SOURCE.format(kind=kind, inputs=inputs, hidden=hidden, layers=layers, bi=bi, directions=2 if bi else 1)
+    src = SOURCE.format(kind=kind, inputs=inputs, hidden=hidden, layers=layers, bi=bi, bf=batch_first,
+                        directions=2 if bi else 1)
     # time-major: the analyser's leading (batch) dimension is the sequence
-    settings = Settings(optimizer="sgd", dtype=dtype, device="cpu", batch_size=steps, input_shape=(batch, inputs))
+    lead, shape = (batch, (steps, inputs)) if batch_first else (steps, (batch, inputs))
+    settings = Settings(optimizer="sgd", dtype=dtype, device="cpu", batch_size=lead, input_shape=shape)
     result = analyse_source(src, "tagger.py", settings, model="Tagger")
     estimate = result.models[0].memory
     torch_oracle.torch.manual_seed(0)
     model = torch_oracle.instantiate(torch_oracle.load(src), "Tagger")
-    measured = torch_oracle.measure_step(model, (steps, batch, inputs), "float32", "sgd", dtype)
+    measured = torch_oracle.measure_step(model, (lead,) + shape, "float32", "sgd", dtype)
     error = (estimate.peak - measured.peak) / measured.peak
     assert abs(error) <= TOLERANCE[dtype], (
         f"peak estimate {estimate.peak:,} B vs measured {measured.peak:,} B: {error:+.2%} "
