@@ -537,22 +537,22 @@ def _rnn_layer_shape(a: Args):
     need_channels(x, a.w_ih.shape[1], -1, "input_size")
     T, N, _, H, _ = _rnn_dims(a)
     h_out = a.w_hr.shape[0] if a.w_hr is not None else H
-    out = x.like((T, N, h_out)) if a.kind != "gru" else Tensor((T, N, h_out), _gru_hidden_dtype(a))
+    out = x.like((T, N, h_out)) if a.kind != "gru" else Tensor((T, N, h_out), _state_dtype(a))
     if _onednn(a):
         states, kept = (out, x.like((N, h_out)), x.like((N, H))), ()
     else:
-        # the last state is its own tensor, not a slice of the stacked output
-        last = out.view((N, h_out)) if a.kind == "lstm" else Tensor((N, h_out), out.dtype)
-        states = (out, last) + ((out.view((N, H)),) if a.kind == "lstm" else ())
+        # the last states are their own tensors, not slices of the stacked output
+        states = (out, Tensor((N, h_out), out.dtype)) + ((Tensor((N, H), _state_dtype(a)),) if a.kind == "lstm" else ())
         kept = (x.like((T, N, GATES[a.kind] * H)),) if a.joined == 2 else ()
         if _gru_float_states(a):
             kept += (Tensor((T - 1, N, H), out.dtype),)
     return states + ((kept,) if a.joined else ())
 
 
-def _gru_hidden_dtype(a: Args) -> str:
-    """A GRU's state mixes its gates with the previous state ((1 - z) * n + z * h): under AMP the
-    gates are half precision but the zero initial state is float32, so every state is float32."""
+def _state_dtype(a: Args) -> str:
+    """A GRU's states and an LSTM's cell states mix the gates with the previous state ((1 - z) * n
+    + z * h, f * c + i * g): under AMP the gates are half precision but the zero initial state is
+    float32, so every state is float32 (an Elman state is the activation of half-precision gates)."""
     return a.get("_float") or a.input.dtype
 
 
@@ -566,13 +566,20 @@ def _rnn_layer_saves(a: Args, out) -> list:
         return kept + ([Tensor((4 * H * (I + H) * s,), "uint8")] if a.b_ih is None else [])
     # linear_ih keeps its input (a copy when it cannot be viewed as 2-d), each step its gates/states.
     # A GRU step keeps seven N x H units: six in half precision under AMP (the hidden gates, a copy,
-    # a sum, the previous state's half-precision copy) and one in the state's float32. An Elman
-    # layer's last state is kept by its activation, apart from the stacked output.
-    steps = {"rnn_tanh": T - 1, "rnn_relu": T - 1, "gru": 6 * T - 1, "lstm": 7 * T - 2}[a.kind] * N * H * s
-    if a.kind == "gru":
-        steps += T * N * H * DTYPE_BYTES[_gru_hidden_dtype(a)]
-    if a.w_hr is not None:
-        steps += N * H * s + (T - 1) * N * a.w_hr.shape[0] * s
+    # a sum, the previous state's half-precision copy) and one in the state's float32. An LSTM step
+    # (projected, or float16) keeps its gates, c and tanh(c) (float32 under AMP), the cell output
+    # (under AMP its half-precision copy) and the projected state (under AMP with w_hr's copy, cast
+    # again each step). An Elman layer's last state is kept by its activation, apart from the output.
+    sc = DTYPE_BYTES[_state_dtype(a)]
+    if a.kind == "lstm":
+        steps = (4 * T * s + (2 * T - 1) * sc) * N * H
+        if a.w_hr is not None:
+            steps += T * N * H * s + (T - 1) * N * a.w_hr.shape[0] * s + T * a.w_hr.numel * s * (sc != s)
+        else:
+            steps += (T - 1) * N * H * s
+    else:
+        steps = {"rnn_tanh": T - 1, "rnn_relu": T - 1, "gru": 6 * T - 1}[a.kind] * N * H * s
+        steps += T * N * H * sc if a.kind == "gru" else 0
     kept = [a.hx, Tensor((steps,), "uint8")] + [a.w_hh] * (T > 1) + [a.w_ih] * x.requires_grad
     if a.kind in ("rnn_tanh", "rnn_relu"):
         kept.append(out[1])  # the last state, which its activation keeps
@@ -608,9 +615,7 @@ def _rnn_layer_backward(a: Args):
     G = GATES[a.kind]
     x_grad = T * N * I * s if a.input.requires_grad else 0
     bias = a.b_ih is not None
-    weights = (G * H * I + G * H * H + (2 * G * H if bias else 0)) * DTYPE_BYTES[a.w_ih.dtype]
-    if a.kind == "lstm" and not _onednn(a):
-        return 0
+    weights = sum(w.nbytes for w in (a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.w_hr) if w is not None)
     ledger = _Ledger()
     if _onednn(a):
         # oneDNN writes every gradient in float32 (input, weights, both biases, both initial states);
@@ -628,10 +633,17 @@ def _rnn_layer_backward(a: Args):
     copies = not a.w_hh.is_param
     p = DTYPE_BYTES[a.get("_float") or a.w_hh.dtype]
     h0 = a.hx.nbytes if a.hx.base is None else a.frees_h0 * s  # the initial state: its copy, or the zeros
-    h, W, b = N * H * s, G * H * H * s, G * H * s * bias
-    (_gru_steps if a.kind == "gru" else _elman_steps)(ledger, T, h, W, b, h0, a.w_hh.nbytes * copies)
+    h, W, b = N * H * s, a.w_hh.numel * s, G * H * s * bias
+    w = a.w_hh.nbytes * copies
+    if a.kind == "lstm":  # with a projection (oneDNN has none)
+        c0 = a.cx.nbytes if a.cx.base is None else a.frees_h0 // a.w_hr.shape[0] * H * s
+        _lstm_steps(ledger, T, h, N * a.w_hr.shape[0] * s, W, a.w_hr.numel * s, b, h0, c0, w)
+    else:
+        (_gru_steps if a.kind == "gru" else _elman_steps)(ledger, T, h, W, b, h0, w)
     if copies:
-        ledger(G * H * H * p, -W, G * H * p * bias, -b)
+        ledger(a.w_hh.numel * p, -W, G * H * p * bias, -b)
+        if a.w_hr is not None:
+            ledger(a.w_hr.numel * p, -a.w_hr.numel * s)
     Y = T * N * G * H * s  # the input gates' gradients of all steps, stacked
     ledger(Y, -Y, x_grad, G * H * I * s, b, -Y)  # then linear_ih's backward
     return ledger.before - x_grad - weights, ledger.peak - x_grad - weights
@@ -682,6 +694,30 @@ def _gru_steps(ledger: _Ledger, T: int, h: int, W: int, b: int, h0: int, w: int)
         ledger(3 * h, -3 * h)  # the input gates' gradient (cat of the three), kept for the stack
 
 
+def _lstm_steps(ledger: _Ledger, T: int, h: int, p: int, W: int, Wr: int, b: int, h0: int, c0: int,
+                w: int) -> None:
+    """p: one projected state (N x proj_size); Wr: the gradient of w_hr; c0: the initial cell state."""
+    for t in reversed(range(T)):
+        first, last = t == T - 1, t == 0
+        ledger(Wr, h)  # the projection's backward: w_hr's gradient, the cell output's
+        if T == 1:
+            ledger.release()
+        ledger(-p if not first else 0, -h)  # the projected state's gradient; the cell output, kept by it
+        if not first:
+            ledger(Wr, -Wr, -Wr)
+        ledger(h, h, -h)  # output = o * tanh(c): two muls; the output's gradient consumed
+        ledger(h, -h, -h)  # tanh_backward; its mul and tanh(c) freed
+        if not first:
+            ledger(h, -h, -h)  # add: c's gradient plus the later step's
+        ledger(h, h, h, h if not last else 0, -h, -h if not last else -c0)  # c = f * c_prev + i * g
+        ledger(h, -h, h, -h, h, -h, h, -h)  # the four gates' sigmoid/tanh backward, each freeing its mul
+        ledger(-4 * h, 4 * h, -4 * h)  # the gates freed, their gradient (cat, kept for the stack)
+        if not last:
+            ledger(p)  # mm: the gradient of the previous projected state
+        ledger(W, b, -p if not last else -h0, -w if t == 1 else 0)
+        _accumulate(ledger, first, last, p, W, b, release=t == 1)
+
+
 def _accumulate(ledger: _Ledger, first: bool, last: bool, h: int, W: int, b: int, earlier: int = 0,
                 release: bool = False) -> None:
     """Sum the step's b_hh gradient, the gradient of h_t-1 (replacing an `earlier` partial sum) and
@@ -715,7 +751,7 @@ def _gru_float_states(a: Args) -> int:
     """Under AMP the steps keep half-precision copies of a GRU's float32 states; the states
     themselves live only until the layer has stacked its output."""
     T, N, _, H, s = _rnn_dims(a)
-    sh = DTYPE_BYTES[_gru_hidden_dtype(a)] if a.kind == "gru" else s
+    sh = DTYPE_BYTES[_state_dtype(a)] if a.kind == "gru" else s
     return (T - 1) * N * H * sh if sh != s else 0
 
 
