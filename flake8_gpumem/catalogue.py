@@ -637,9 +637,11 @@ def _rnn_layer_backward(a: Args):
     w = a.w_hh.nbytes * copies
     if a.kind == "lstm":  # with a projection (oneDNN has none)
         c0 = a.cx.nbytes if a.cx.base is None else a.frees_h0 // a.w_hr.shape[0] * H * s
-        _lstm_steps(ledger, T, h, N * a.w_hr.shape[0] * s, W, a.w_hr.numel * s, b, h0, c0, w)
+        p_state, Wr = N * a.w_hr.shape[0] * s, a.w_hr.numel * s
+        _replay(ledger, T, lambda led, t: _lstm_step(led, t, T, h, p_state, W, Wr, b, h0, c0, w))
     else:
-        (_gru_steps if a.kind == "gru" else _elman_steps)(ledger, T, h, W, b, h0, w)
+        step = _gru_step if a.kind == "gru" else _elman_step
+        _replay(ledger, T, lambda led, t: step(led, t, T, h, W, b, h0, w))
     if copies:
         ledger(a.w_hh.numel * p, -W, G * H * p * bias, -b)
         if a.w_hr is not None:
@@ -651,71 +653,82 @@ def _rnn_layer_backward(a: Args):
 
 # The native cells' backward, step by step from the last, as ATen 2.13's autograd runs it on the CPU
 # (traced allocation by allocation). h: one state (N x H); W, b: the gradient of w_hh, b_hh; h0: the
-# initial states, freed with the last step; w: w_hh's half-precision copy under AMP. A step's input-gate gradient is kept
-# for the stack after the loop; the gradients of w_hh/b_hh are summed step by step into new buffers;
-# the output's gradient (unbound into one view per step) is consumed in step 1.
+# initial states, freed with the last step; w: w_hh's half-precision copy under AMP. A step's
+# input-gate gradient is kept for the stack after the loop; the gradients of w_hh/b_hh are summed
+# step by step into new buffers; the output's gradient (one view per step) is consumed in step 1.
 
-def _elman_steps(ledger: _Ledger, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
-    for t in reversed(range(T)):
-        first, last = t == T - 1, t == 0
-        ledger(h)  # tanh_backward: the input gates' gradient of the step
-        if T == 1:
+def _replay(ledger: _Ledger, T: int, step) -> None:
+    """Run step(ledger, t) from the last step to the first. Steps T-2 .. 2 are alike (the same
+    bytes in the same order), so one is run and the rest extrapolated: a long sequence costs O(1)."""
+    step(ledger, T - 1)
+    alike = T - 3
+    if alike > 0:
+        probe = _Ledger()
+        step(probe, 2)
+        ledger.peak = max(ledger.peak, ledger.cur + probe.peak + (alike - 1) * max(probe.cur, 0))
+        ledger.cur += alike * probe.cur
+    for t in range(min(T - 2, 1), -1, -1):
+        step(ledger, t)
+
+
+def _elman_step(ledger: _Ledger, t: int, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
+    first, last = t == T - 1, t == 0
+    ledger(h)  # tanh_backward: the input gates' gradient of the step
+    if T == 1:
+        ledger.release()
+    if not first:
+        ledger(-h)  # the gradient of h_t, consumed
+    ledger(-h)  # h_t, kept by the activation
+    if not last:
+        ledger(h)  # mm: the gradient of h_t-1
+    ledger(W, b, -w if t == 1 else 0, -h0 if last else 0)
+    _accumulate(ledger, first, last, h, W, b, release=t == 1)
+
+
+def _gru_step(ledger: _Ledger, t: int, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
+    first, last = t == T - 1, t == 0
+    ledger(h, h, -h, h)  # h = (h_t-1 - n) * z + n: two muls, the kept copy freed, neg for n
+    if last:
+        ledger(-h)  # h0 takes no gradient
+    else:
+        ledger(h)  # add: the gradient of h_t-1, the output's view plus the mul
+        if t == 1 and not first:
             ledger.release()
-        if not first:
-            ledger(-h)  # the gradient of h_t, consumed
-        ledger(-h)  # h_t, kept by the activation
-        if not last:
-            ledger(h)  # mm: the gradient of h_t-1
-        ledger(W, b, -w if t == 1 else 0, -h0 if last else 0)
-        _accumulate(ledger, first, last, h, W, b, release=t == 1)
+    ledger(h)  # add: the gradient of n
+    if first and t <= 1:
+        ledger.release()
+    ledger(-h if not first else 0, -h if not last else 0, -h)  # the step's gradient, mul, neg
+    ledger(h, -h, -h)  # tanh_backward; n's gradient and n
+    ledger(h, h, -h, h, -h, h, -h)  # r * hn: two muls, a kept copy; sigmoid_backward of r and z
+    ledger(-3 * h, 3 * h, -h)  # the hidden gates freed, their gradient (cat), hn's mul freed
+    if not last:
+        ledger(h)  # mm: the gradient of h_t-1
+    ledger(W, b, -3 * h, -h if not last else -h0, -w if t == 1 else 0)  # h_t-1 and the gates consumed
+    _accumulate(ledger, first, last, h, W, b, earlier=h)
+    ledger(3 * h, -3 * h)  # the input gates' gradient (cat of the three), kept for the stack
 
 
-def _gru_steps(ledger: _Ledger, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
-    for t in reversed(range(T)):
-        first, last = t == T - 1, t == 0
-        ledger(h, h, -h, h)  # h = (h_t-1 - n) * z + n: two muls, the kept copy freed, neg for n
-        if last:
-            ledger(-h)  # h0 takes no gradient
-        else:
-            ledger(h)  # add: the gradient of h_t-1, the output's view plus the mul
-            if t == 1 and not first:
-                ledger.release()
-        ledger(h)  # add: the gradient of n
-        if first and t <= 1:
-            ledger.release()
-        ledger(-h if not first else 0, -h if not last else 0, -h)  # the step's gradient, mul, neg
-        ledger(h, -h, -h)  # tanh_backward; n's gradient and n
-        ledger(h, h, -h, h, -h, h, -h)  # r * hn: two muls, a kept copy; sigmoid_backward of r and z
-        ledger(-3 * h, 3 * h, -h)  # the hidden gates freed, their gradient (cat), hn's mul freed
-        if not last:
-            ledger(h)  # mm: the gradient of h_t-1
-        ledger(W, b, -3 * h, -h if not last else -h0, -w if t == 1 else 0)  # h_t-1 and the gates consumed
-        _accumulate(ledger, first, last, h, W, b, earlier=h)
-        ledger(3 * h, -3 * h)  # the input gates' gradient (cat of the three), kept for the stack
-
-
-def _lstm_steps(ledger: _Ledger, T: int, h: int, p: int, W: int, Wr: int, b: int, h0: int, c0: int,
-                w: int) -> None:
+def _lstm_step(ledger: _Ledger, t: int, T: int, h: int, p: int, W: int, Wr: int, b: int, h0: int, c0: int,
+               w: int) -> None:
     """p: one projected state (N x proj_size); Wr: the gradient of w_hr; c0: the initial cell state."""
-    for t in reversed(range(T)):
-        first, last = t == T - 1, t == 0
-        ledger(Wr, h)  # the projection's backward: w_hr's gradient, the cell output's
-        if T == 1:
-            ledger.release()
-        ledger(-p if not first else 0, -h)  # the projected state's gradient; the cell output, kept by it
-        if not first:
-            ledger(Wr, -Wr, -Wr)
-        ledger(h, h, -h)  # output = o * tanh(c): two muls; the output's gradient consumed
-        ledger(h, -h, -h)  # tanh_backward; its mul and tanh(c) freed
-        if not first:
-            ledger(h, -h, -h)  # add: c's gradient plus the later step's
-        ledger(h, h, h, h if not last else 0, -h, -h if not last else -c0)  # c = f * c_prev + i * g
-        ledger(h, -h, h, -h, h, -h, h, -h)  # the four gates' sigmoid/tanh backward, each freeing its mul
-        ledger(-4 * h, 4 * h, -4 * h)  # the gates freed, their gradient (cat, kept for the stack)
-        if not last:
-            ledger(p)  # mm: the gradient of the previous projected state
-        ledger(W, b, -p if not last else -h0, -w if t == 1 else 0)
-        _accumulate(ledger, first, last, p, W, b, release=t == 1)
+    first, last = t == T - 1, t == 0
+    ledger(Wr, h)  # the projection's backward: w_hr's gradient, the cell output's
+    if T == 1:
+        ledger.release()
+    ledger(-p if not first else 0, -h)  # the projected state's gradient; the cell output, kept by it
+    if not first:
+        ledger(Wr, -Wr, -Wr)
+    ledger(h, h, -h)  # output = o * tanh(c): two muls; the output's gradient consumed
+    ledger(h, -h, -h)  # tanh_backward; its mul and tanh(c) freed
+    if not first:
+        ledger(h, -h, -h)  # add: c's gradient plus the later step's
+    ledger(h, h, h, h if not last else 0, -h, -h if not last else -c0)  # c = f * c_prev + i * g
+    ledger(h, -h, h, -h, h, -h, h, -h)  # the four gates' sigmoid/tanh backward, each freeing its mul
+    ledger(-4 * h, 4 * h, -4 * h)  # the gates freed, their gradient (cat, kept for the stack)
+    if not last:
+        ledger(p)  # mm: the gradient of the previous projected state
+    ledger(W, b, -p if not last else -h0, -w if t == 1 else 0)
+    _accumulate(ledger, first, last, p, W, b, release=t == 1)
 
 
 def _accumulate(ledger: _Ledger, first: bool, last: bool, h: int, W: int, b: int, earlier: int = 0,

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("torch")
 import torch_oracle  # noqa: E402
 
+from flake8_gpumem import catalogue  # noqa: E402
 from flake8_gpumem.analysis import analyse_source  # noqa: E402
 from flake8_gpumem.config import Settings  # noqa: E402
 
@@ -78,3 +79,21 @@ def test_recurrent_peak(kind, dims, dtype, batch_first):
     assert abs(error) <= TOLERANCE[dtype], (
         f"peak estimate {estimate.peak:,} B vs measured {measured.peak:,} B: {error:+.2%} "
         f"(estimated peak at {estimate.peak_phase})")
+
+
+@pytest.mark.parametrize("step, sizes", [
+    ("_elman_step", dict(h=40, W=360, b=48, h0=36, w=0)),
+    ("_gru_step", dict(h=40, W=1080, b=144, h0=36, w=540)),
+    ("_lstm_step", dict(h=40, p=24, W=240, Wr=60, b=80, h0=48, c0=40, w=120)),
+])
+@pytest.mark.parametrize("scale", ["h", "W"])  # activation-bound or weight-bound: peaks in other steps
+def test_replay_extrapolates_the_alike_steps_exactly(step, sizes, scale):
+    """_replay runs one of the steps T-2 .. 2 and extrapolates the rest: the same peaks as running all."""
+    fn = getattr(catalogue, step)
+    args = tuple(v * 50 if k == scale else v for k, v in sizes.items())
+    for T in range(1, 12):
+        fast, slow = catalogue._Ledger(), catalogue._Ledger()
+        catalogue._replay(fast, T, lambda led, t: fn(led, t, T, *args))
+        for t in reversed(range(T)):
+            fn(slow, t, T, *args)
+        assert (fast.before, fast.peak, fast.cur) == (slow.before, slow.peak, slow.cur), T
