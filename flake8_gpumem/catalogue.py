@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .values import DTYPE_BYTES, FLOAT_DTYPES, STRIDED, ShapeError, Tensor, Unresolved, view_layout
+from .values import DTYPE_BYTES, FLOAT_DTYPES, STRIDED, ShapeError, Tensor, Unresolved, dtype_arg, view_layout
 
 
 class Args(dict):
@@ -554,9 +554,11 @@ def _rnn_layer_shape(a: Args):
 
 def _state_dtype(a: Args) -> str:
     """A GRU's states and an LSTM's cell states mix the gates with the previous state ((1 - z) * n
-    + z * h, f * c + i * g): under AMP the gates are half precision but the zero initial state is
-    float32, so every state is float32 (an Elman state is the activation of half-precision gates)."""
-    return a.get("_float") or a.input.dtype
+    + z * h, f * c + i * g), starting from zeros in the dtype of the layers' input (`state`): under
+    AMP, half-precision gates on a float32 input give float32 states (an Elman state is the
+    activation of the gates alone)."""
+    gates = a.input.dtype
+    return a.state if a.state and DTYPE_BYTES[a.state] > DTYPE_BYTES[gates] else gates
 
 
 def _rnn_layer_saves(a: Args, out) -> list:
@@ -772,7 +774,7 @@ def _gru_float_states(a: Args) -> int:
 
 
 RNN_LAYER = Op("input, hx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, cx=None, kind='lstm', frees_h0=0, "
-               "joined=0", _rnn_layer_shape,
+               "joined=0, state=None", _rnn_layer_shape,
                saves=_rnn_layer_saves, backward_temp=_rnn_layer_backward, forward_temp=_rnn_layer_forward)
 
 
@@ -807,11 +809,19 @@ def _sdpa_saves(a: Args, out) -> list:
 
 
 def _sdpa_backward(a: Args) -> int:
-    """The fused backward works in blocks; the math one holds the scores' gradient twice."""
+    """The fused backward works in blocks. The math one (traced on the CPU) goes back through
+    attn @ v, dropout and softmax, each freeing what it kept as it makes the next scores-sized
+    gradient, and ends with q @ k^T's."""
     if _sdpa_fused(a):
         return 0
-    q, k = a.query, a.key
-    return 2 * math.prod(q.shape[:-1] + k.shape[-2:-1]) * DTYPE_BYTES["float32"]
+    q, k, v = a.query, a.key, a.value
+    S = math.prod(q.shape[:-1] + k.shape[-2:-1]) * DTYPE_BYTES["float32" if q.dtype in ("float16", "bfloat16") else q.dtype]
+    ledger = _Ledger()
+    ledger(v.nbytes, S, -S)  # attn @ v: the gradients of v and of the attention; the dropped-out attention
+    ledger(S, -S, -S)  # dropout: its gradient; the attention's and the noise
+    ledger(S, -S, -S)  # softmax: its gradient; dropout's and the softmax
+    ledger(q.nbytes, k.nbytes)  # q @ k^T
+    return ledger.peak - q.nbytes - k.nbytes - v.nbytes
 
 
 # ---------------------------------------------------------------- functional-only rules
@@ -1006,7 +1016,10 @@ def _size(a: Args):
 
 
 def _cast_shape(a: Args):
-    return a.input
+    """x.to(dtype), x.to(other), x.to(device, dtype), x.to(dtype=...): a copy only if the dtype changes."""
+    targets = [v.dtype if isinstance(v, Tensor) else v for v in (*a.args, *a.kwargs.values())]
+    dtype = next((d for d in targets if isinstance(d, str) and d in DTYPE_BYTES), a.input.dtype)
+    return a.input if dtype == a.input.dtype else a.input.like(a.input.shape, dtype)
 
 
 def _to_dtype(dtype: str):
@@ -1029,17 +1042,24 @@ def _creation(dtype_default: str = "float32") -> Op:
     def shape(a: Args):
         size = a.size[0] if len(a.size) == 1 and isinstance(a.size[0], (tuple, list)) else a.size
         ints(tuple(size), "size")
-        return Tensor(tuple(size), a.dtype or dtype_default)
+        return Tensor(tuple(size), dtype_arg(a.dtype, dtype_default))
     return Op("*size, dtype=None, device=None, requires_grad=False, generator=None, out=None, layout=None, "
               "pin_memory=False, memory_format=None", shape)
 
 
+def _full_shape(a: Args):
+    """torch.full: the dtype of its fill value unless given (a bool, an int64, else float32)."""
+    ints(tuple(a.size), "size")
+    fill = "bool" if isinstance(a.fill_value, bool) else "int64" if isinstance(a.fill_value, int) else "float32"
+    return Tensor(tuple(a.size), dtype_arg(a.dtype, fill))
+
+
 def _randint_shape(a: Args):
-    return Tensor(tuple(a.size), a.dtype or "int64")
+    return Tensor(tuple(a.size), dtype_arg(a.dtype, "int64"))
 
 
 def _like_shape(a: Args):
-    return a.input.like(a.input.shape, a.dtype)
+    return a.input.like(a.input.shape, dtype_arg(a.dtype, None))
 
 
 # ---------------------------------------------------------------- the tables
@@ -1205,6 +1225,10 @@ FUNCTIONS: dict[str, Op] = {
        for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
     "torch.randint": Op("low, high, size, dtype=None, device=None, generator=None, requires_grad=False",
                         _randint_shape),
+    "torch.full": Op("size, fill_value, out=None, dtype=None, layout=None, device=None, pin_memory=False, "
+                     "requires_grad=False", _full_shape),
+    "torch.full_like": Op("input, fill_value, dtype=None, layout=None, device=None, requires_grad=False, "
+                          "memory_format=None", _like_shape),
 }
 
 # Tensor methods, by method name; the tensor is bound as `input`.

@@ -23,7 +23,7 @@ from . import catalogue, composites
 from .catalogue import Args, Op
 from .signature import REQUIRED, Param, bind, parse
 from .source import LINES, Segment, split
-from .values import FLOAT_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
+from .values import FLOAT_DTYPES, STRIDED, TORCH_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
 
 MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
 MAX_LOOP = 10_000  # iterations of one loop
@@ -1056,6 +1056,8 @@ class Interpreter:
 
     def getattr(self, obj, name: str, node):
         if isinstance(obj, Q):
+            if obj.path == "torch" and name in TORCH_DTYPES:
+                return TORCH_DTYPES[name]  # torch.float16, torch.half: the dtype "float16"
             return Q(f"{obj.path}.{name}")
         if isinstance(obj, Module):
             return self._module_attr(obj, name, node)
@@ -1065,7 +1067,7 @@ class Interpreter:
             if name == "ndim":
                 return obj.ndim
             if name == "dtype":
-                return Q(f"torch.{obj.dtype}")
+                return obj.dtype
             if name == "device":
                 return Q("torch.device")
             if name == "T":

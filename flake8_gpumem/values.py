@@ -10,6 +10,18 @@ DTYPE_BYTES = {
     "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
 }
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+# torch.<name> -> the dtype it is (a dtype is its name, e.g. "float16", everywhere in gpumem)
+TORCH_DTYPES = {**{d: d for d in DTYPE_BYTES}, "float": "float32", "half": "float16", "double": "float64",
+                "long": "int64", "int": "int32", "short": "int16"}
+
+
+def dtype_arg(value, default: str | None) -> str | None:
+    """A `dtype=` argument: None keeps the default; anything gpumem does not size is Unresolved."""
+    if value is None:
+        return default
+    if value not in DTYPE_BYTES:
+        raise Unresolved(f"dtype {value} is not one gpumem sizes")
+    return value
 
 _tensor_ids = itertools.count()
 
