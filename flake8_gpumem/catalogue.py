@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .values import DTYPE_BYTES, FLOAT_DTYPES, STRIDED, ShapeError, Tensor, Unresolved, dtype_arg, view_layout
+from .values import (DTYPE_BYTES, FLOAT_DTYPES, STRIDED, ShapeError, Tensor, Unresolved, dtype_arg, tensors_in,
+                     view_layout)
 
 
 class Args(dict):
@@ -62,7 +63,7 @@ class Op:
     forward: str = "input"
     # bytes its backward holds briefly, or (before, after) it has consumed its output's gradient
     backward_temp: Callable[[Args], int | tuple[int, int]] = lambda a: 0
-    forward_temp: Callable[[Args], int] = lambda a: 0  # bytes it holds briefly while it runs
+    forward_temp: Callable[[Args, object], int] = lambda a, out: 0  # bytes it holds briefly while it runs
     autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32
     grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
 
@@ -178,6 +179,17 @@ def conv(n: int, transposed: bool = False) -> Op:
     return Op(sig, shape, params, saves=_keeps_input)
 
 
+def _made_anyway(saves):
+    """A forward_temp: what the kernel makes for backward even when nothing needs a gradient
+    (max pooling's int64 indices, dropout's noise), freed at once then."""
+    def temp(a: Args, out) -> int:
+        if a.input.requires_grad:
+            return 0
+        outputs = {id(t) for t in tensors_in(out)} | {id(a.input)}
+        return sum(t.nbytes for t in saves(a, out) if id(t) not in outputs)
+    return temp
+
+
 # ---------------------------------------------------------------- pooling
 
 def pool(n: int, kind: str) -> Op:
@@ -201,9 +213,9 @@ def pool(n: int, kind: str) -> Op:
 
     if kind == "Max":
         sig = "kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False"
-    else:
-        sig = "kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True" + (
-            ", divisor_override=None" if n > 1 else "")
+        return Op(sig, shape, saves=saves, forward_temp=_made_anyway(saves))
+    sig = "kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True" + (
+        ", divisor_override=None" if n > 1 else "")
     return Op(sig, shape, saves=saves)
 
 
@@ -214,7 +226,7 @@ def functional_pool(n: int, kind: str) -> Op:
         sig = "input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False"
     else:
         sig = "input, " + module.signature
-    return Op(sig, module.shape, saves=module.saves)
+    return replace(module, signature=sig)
 
 
 def adaptive(n: int, kind: str) -> Op:
@@ -235,8 +247,9 @@ def adaptive(n: int, kind: str) -> Op:
         # an all-ones output is a mean, whose backward needs only the input's shape
         return [] if all(d == 1 for d in out.shape[-n:]) else [a.input]
 
-    sig = "output_size, return_indices=False" if kind == "Max" else "output_size"
-    return Op(sig, shape, saves=saves)
+    if kind == "Max":
+        return Op("output_size, return_indices=False", shape, saves=saves, forward_temp=_made_anyway(saves))
+    return Op("output_size", shape, saves=saves)
 
 
 # ---------------------------------------------------------------- normalisation
@@ -406,7 +419,7 @@ def dropout(kind: str, functional: bool = False) -> Op:
         return kept + [x.like(noise)] if kind == "alpha" else kept  # alpha also keeps its shift b
 
     sig = "input, p=0.5, training=True, inplace=False" if functional else "p=0.5, inplace=False"
-    return Op(sig, _dropout_shape, saves=saves)
+    return Op(sig, _dropout_shape, saves=saves, forward_temp=_made_anyway(saves))
 
 
 # ---------------------------------------------------------------- reshaping
@@ -751,7 +764,7 @@ def _accumulate(ledger: _Ledger, first: bool, last: bool, h: int, W: int, b: int
         ledger(W, -W, -W)
 
 
-def _rnn_layer_forward(a: Args) -> int:
+def _rnn_layer_forward(a: Args, out) -> int:
     """The input gates of all steps (native cells) or the summed bias (oneDNN), and a GRU's float32
     states under AMP, while the layer runs.
 
@@ -1080,7 +1093,7 @@ MODULES: dict[str, Op] = {
                     lambda a: affine(a.num_channels, a.affine), saves=_group_norm_saves),
     "Linear": Op("in_features, out_features, bias=True, device=None, dtype=None", _linear_shape,
                  lambda a: [(a.out_features, a.in_features)] + ([(a.out_features,)] if a.bias else []),
-                 saves=_linear_saves, forward_temp=lambda a: _linear_bias_copy(a, a.out_features)),
+                 saves=_linear_saves, forward_temp=lambda a, out: _linear_bias_copy(a, a.out_features)),
     "Bilinear": Op("in1_features, in2_features, out_features, bias=True, device=None, dtype=None", _bilinear_shape,
                    lambda a: [(a.out_features, a.in1_features, a.in2_features)] + ([(a.out_features,)] if a.bias else []),
                    saves=lambda a, out: [a.input1, a.input2], forward="input1, input2"),
@@ -1187,7 +1200,7 @@ FUNCTIONS: dict[str, Op] = {
     **{f"torch.nn.functional.{k.lower()}_pool{n}d": functional_pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
     **{f"torch.{k.lower()}_pool{n}d": functional_pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
     **{f"torch.nn.functional.adaptive_{k.lower()}_pool{n}d":
-       Op("input, " + adaptive(n, k).signature, adaptive(n, k).shape, saves=adaptive(n, k).saves)
+       replace(adaptive(n, k), signature="input, " + adaptive(n, k).signature)
        for n in (1, 2, 3) for k in ("Max", "Avg")},
     "torch.nn.functional.interpolate": INTERPOLATE,
     "torch.nn.functional.upsample": INTERPOLATE,
@@ -1199,7 +1212,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch._gpumem_release": Op("*tensors", lambda a: None),
     "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape),
     "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_linear_saves,
-                                     forward_temp=lambda a: _linear_bias_copy(a, a.weight.shape[0])),
+                                     forward_temp=lambda a, out: _linear_bias_copy(a, a.weight.shape[0])),
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
     "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", _pixel_unshuffle_shape),
     "torch.flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape, grad="alias"),

@@ -798,7 +798,7 @@ class Interpreter:
         self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
                                  where=self.where(module.node, module) if module is not None else self.where(node),
                                  backward_temp=early, backward_late=late,
-                                 forward_temp=op.forward_temp(bound),
+                                 forward_temp=op.forward_temp(bound, out),
                                  owner=self.stack[-1][0] if self.stack else None,
                                  own_param_grads=not weights))
         return out
