@@ -770,12 +770,14 @@ def _rnn_layer_forward(a: Args, out) -> int:
 
     One of two `joined` directions (1 forward, 2 reverse) returns instead, as its last output, what
     ATen keeps until both are concatenated (torch._gpumem_release): the reverse direction's gates,
-    both directions' float32 states."""
-    T, N, _, H, s = _rnn_dims(a)
+    both directions' float32 states. Under AMP an input that linear_ih has to copy (batch-first)
+    is autocast's copy for this layer alone, freed once the copy is made."""
+    T, N, I, H, s = _rnn_dims(a)
     if _onednn(a):
         return 4 * H * s
     gates = 0 if a.joined == 2 else T * N * GATES[a.kind] * H * s
-    return gates + (0 if a.joined else _gru_float_states(a))
+    cast = a.state not in (None, a.input.dtype) and view_layout(a.input, (T * N, I)) is False
+    return gates + (0 if a.joined else _gru_float_states(a)) - a.input.nbytes * cast
 
 
 def _gru_float_states(a: Args) -> int:
@@ -1211,7 +1213,9 @@ FUNCTIONS: dict[str, Op] = {
     # composites.py: the last use of a buffer PyTorch's C++ code keeps alive (nothing is computed)
     "torch._gpumem_release": Op("*tensors", lambda a: None),
     "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape),
-    "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape, saves=_linear_saves,
+    # the weight too, for the input's gradient: under AMP a half-precision copy, not the parameter
+    "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape,
+                                     saves=lambda a, out: _linear_saves(a, out) + [a.weight] * a.input.requires_grad,
                                      forward_temp=lambda a, out: _linear_bias_copy(a, a.weight.shape[0])),
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
     "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", _pixel_unshuffle_shape),
@@ -1316,4 +1320,4 @@ for _mode, _names in AUTOCAST.items():
         for _table in (MODULES, FUNCTIONS, METHODS):
             if _name in _table:
                 _table[_name] = replace(_table[_name], autocast=_mode)
-CAST = Op("input, dtype", lambda a: Tensor(a.input.shape, a.dtype, a.input.requires_grad))
+CAST = Op("input, dtype", lambda a: a.input.like(a.input.shape, a.dtype))  # _to_copy keeps a dense layout
