@@ -23,6 +23,7 @@ class Generated:
     input_shape: tuple  # without the batch
     input_dtype: str
     batch: int
+    family: str
 
 
 def generate(seed: int) -> Generated:
@@ -70,7 +71,7 @@ def _cnn(rng: random.Random, name: str) -> Generated:
     init.append(f"self.head = nn.Linear({c}, {rng.choice([2, 10])})")
     body += ["x = F.adaptive_avg_pool2d(x, 1).flatten(1)" if rng.random() < 0.5
              else "x = torch.flatten(F.adaptive_max_pool2d(x, 1), 1)", "return self.head(x)"]
-    return Generated(name, _module(name, init, body), shape, "float32", rng.choice([2, 4, 8]))
+    return Generated(name, _module(name, init, body), shape, "float32", rng.choice([2, 4, 8]), "cnn")
 
 
 def _mlp(rng: random.Random, name: str) -> Generated:
@@ -97,7 +98,7 @@ def _mlp(rng: random.Random, name: str) -> Generated:
         width = out
     init.append(f"self.head = nn.Linear({width}, {rng.choice([1, 10])})")
     body.append("return self.head(x)")
-    return Generated(name, _module(name, init, body), shape, "float32", rng.choice([4, 16, 64]))
+    return Generated(name, _module(name, init, body), shape, "float32", rng.choice([4, 16, 64]), "mlp")
 
 
 def _sequence(rng: random.Random, name: str) -> Generated:
@@ -122,7 +123,7 @@ def _sequence(rng: random.Random, name: str) -> Generated:
             body.append(f"x, _ = self.rnn{i}(x)")
     init.append(f"self.head = nn.Linear({dim}, {rng.choice([2, 5])})")
     body.append("return self.head(x.mean(dim=1))" if rng.random() < 0.5 else "return self.head(x[:, -1])")
-    return Generated(name, _module(name, init, body), (steps,), "int64", rng.choice([2, 4, 8]))
+    return Generated(name, _module(name, init, body), (steps,), "int64", rng.choice([2, 4, 8]), "sequence")
 
 
 def _module(name: str, init: list, body: list) -> str:
@@ -131,3 +132,38 @@ def _module(name: str, init: list, body: list) -> str:
     lines += [f"        {line}" for line in init]
     lines += ["", "    def forward(self, x):"] + [f"        {line}" for line in body]
     return "\n".join(lines) + "\n"
+
+
+OPTIMIZERS = ("adam", "sgd", "sgd-momentum", "adamw", "rmsprop", "adagrad")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    model: Generated
+    dtype: str
+    optimizer: str
+    estimate: int
+    measured: int
+    phase: str
+
+    @property
+    def error(self) -> float:
+        return (self.estimate - self.measured) / self.measured
+
+
+def run(seed: int, dtype: str) -> Outcome:
+    """The generated model's training-step peak, estimated and measured (an optimizer per seed)."""
+    import torch_oracle
+
+    from flake8_gpumem.analysis import analyse_source
+    from flake8_gpumem.config import Settings
+
+    g = generate(seed)
+    optimizer = OPTIMIZERS[seed % len(OPTIMIZERS)]
+    settings = Settings(optimizer=optimizer, dtype=dtype, device="cpu", batch_size=g.batch, input_shape=g.input_shape,
+                        input_dtype=g.input_dtype)
+    memory = analyse_source(g.source, "generated.py", settings, model=g.name).models[0].memory
+    torch_oracle.torch.manual_seed(0)
+    model = torch_oracle.instantiate(torch_oracle.load(g.source), g.name)
+    measured = torch_oracle.measure_step(model, (g.batch,) + g.input_shape, g.input_dtype, optimizer, dtype)
+    return Outcome(g, dtype, optimizer, memory.peak, measured.peak, memory.peak_phase)
