@@ -122,13 +122,13 @@ def windows(a: Args, sizes, k, s, p, d, ceil: bool, what: str) -> tuple:
     out, dropped = [], []
     for L, ki, si, pi, di in zip(sizes, k, s, p, d):
         span = L + 2 * pi - di * (ki - 1) - 1
-        if span < 0:
+        o = (span + (si - 1 if ceil else 0)) // si + 1  # with ceil_mode a window may overhang the input
+        if ceil and (o - 1) * si >= L + pi:
+            o -= 1
+        if o <= 0:
             raise ShapeError(
                 f"{what} window {di * (ki - 1) + 1} is larger than its padded input "
                 f"{L + 2 * pi} (input {fmt(sizes)}): the output collapses to nothing", code="GPM201")
-        o = (span + (si - 1 if ceil else 0)) // si + 1
-        if ceil and (o - 1) * si >= L + pi:
-            o -= 1
         out.append(o)
         # Real rows after the last window's end are never read; a window narrower
         # than its stride skips rows by design (a 1x1 stride-2 shortcut).

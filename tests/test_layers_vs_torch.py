@@ -219,6 +219,8 @@ LAYER_CASES = [
     layer("nn.MaxPool1d(2)", (4, 11)),
     layer("nn.MaxPool1d(3, stride=2, padding=1)", (4, 11)),
     layer("nn.MaxPool1d(3, 2, ceil_mode=True)", (4, 10)),
+    layer("nn.AvgPool1d(3, stride=2, ceil_mode=True)", (4, 2)),  # the window overhangs: one output, no error
+    layer("nn.MaxPool2d(3, stride=2, ceil_mode=True)", (4, 2, 2)),
     layer("nn.MaxPool1d(2, dilation=2)", (4, 11)),
     layer("nn.MaxPool1d(2, stride=2, padding=1, ceil_mode=True)", (4, 5)),  # last window dropped
     layer("nn.MaxPool1d(kernel_size=1, stride=3, ceil_mode=True)", (4, 5)),  # last window dropped
