@@ -1,6 +1,6 @@
 """Accuracy of the training-step estimate on seeded generated models (tests/generated_models.py).
 
-For each seed, a CNN, MLP or sequence model drawn at random is estimated and measured
+For each seed, a model of one of five families (tests/generated_models.py) drawn at random is estimated and measured
 (PyTorch's MemTracker, one steady-state CPU step) in float32 and under AMP bf16.
 Prints the distribution of the signed error, overall and per family, and every case
 off by more than 1%.
@@ -46,7 +46,7 @@ def main() -> None:
             print(f"... {seed + 1} seeds, {time.perf_counter() - start:.0f} s", file=sys.stderr)
     print()
     print(summary("all", [o.error for o in outcomes]))
-    for family in ("cnn", "mlp", "sequence"):
+    for family in ("cnn", "mlp", "sequence", "decoder", "conv1d"):
         print(summary(family, [o.error for o in outcomes if o.model.family == family]))
     for dtype in ("float32", "amp-bf16"):
         print(summary(dtype, [o.error for o in outcomes if o.dtype == dtype]))

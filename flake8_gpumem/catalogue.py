@@ -65,6 +65,7 @@ class Op:
     backward_temp: Callable[[Args], int | tuple[int, int]] = lambda a: 0
     forward_temp: Callable[[Args, object], int] = lambda a, out: 0  # bytes it holds briefly while it runs
     autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32
+    keeps_weight: bool = False  # keeps its (half-precision) weight even when its input needs no gradient
     grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
 
 
@@ -176,7 +177,7 @@ def conv(n: int, transposed: bool = False) -> Op:
 
     extra = "output_padding=0, groups=1, bias=True, dilation=1" if transposed else "dilation=1, groups=1, bias=True"
     sig = f"in_channels, out_channels, kernel_size, stride=1, padding=0, {extra}, padding_mode='zeros', device=None, dtype=None"
-    return Op(sig, shape, params, saves=_keeps_input)
+    return Op(sig, shape, params, saves=_keeps_input, keeps_weight=True)  # convolution saves both, always
 
 
 def _made_anyway(saves):
@@ -288,7 +289,9 @@ def instance_norm(n: int) -> Op:
         need_rank(a.input, (n + 1, n + 2), name)
         if a.affine:
             need_channels(a.input, a.num_features, -n - 1, f"{name} num_features")
-        return a.input.like(a.input.shape)
+        # batch norm over the input seen as (1, N*C, ...): the result is a view of that
+        x = a.input
+        return x.like((1, math.prod(x.shape[:-n])) + x.shape[-n:]).view(x.shape)
 
     def saves(a: Args, out) -> list:
         rows = math.prod(a.input.shape[:-n])
@@ -375,7 +378,7 @@ def _embedding_shape(a: Args):
 
 def _same(a: Args):
     """Element-wise: a new tensor, or with inplace=True the input's memory, written over."""
-    return a.input.view(a.input.shape) if a.get("inplace") else a.input.like(a.input.shape)
+    return a.input.rewritten() if a.get("inplace") else a.input.like(a.input.shape)
 
 
 def activation(signature: str = "inplace=False", saves=_keeps_input, params=_none) -> Op:
@@ -1168,8 +1171,16 @@ INTERPOLATE = Op("input, size=None, scale_factor=None, mode='nearest', align_cor
 SOFTMAX_FN = Op("input, dim=None, _stacklevel=3, dtype=None", lambda a: a.input.like(a.input.shape),
                 saves=_keeps_output)
 REDUCE = Op("input, dim=None, keepdim=False, dtype=None, out=None", _reduce_shape)
-REDUCE_KEEPS = Op("input, dim=(), keepdim=False, out=None", lambda a: _reduce_shape(
-    Args(a, dim=a.dim if a.dim != () else None)), saves=lambda a, out: [a.input, out])  # amax/amin: both
+
+
+def _amax_shape(a: Args):
+    return _reduce_shape(Args(a, dim=a.dim if a.dim != () else None))  # dim=() reduces everything
+
+
+# amax/amin keep input and result; the backward splits the gradient among ties: a bool mask of the
+# input, an int64 count and a quotient per result element
+REDUCE_KEEPS = Op("input, dim=(), keepdim=False, out=None", _amax_shape, saves=lambda a, out: [a.input, out],
+                  backward_temp=lambda a: a.input.numel + _amax_shape(a).numel * (8 + DTYPE_BYTES[a.input.dtype]))
 MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=_keeps_input)
 CAT = Op("tensors, dim=0, out=None", _cat_shape, grad="alias")
 CREATE = _creation()
@@ -1279,7 +1290,7 @@ METHODS: dict[str, Op] = {
     "int": _to_dtype("int32"),
     "bool": _to_dtype("bool"),
     "relu": FUNCTIONS["torch.relu"],
-    "relu_": Op("input", lambda a: a.input.view(a.input.shape), saves=_keeps_output),
+    "relu_": Op("input", lambda a: a.input.rewritten(), saves=_keeps_output),
     "sigmoid": FUNCTIONS["torch.sigmoid"],
     "tanh": FUNCTIONS["torch.tanh"],
     "exp": FUNCTIONS["torch.exp"],

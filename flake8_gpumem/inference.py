@@ -759,7 +759,10 @@ class Interpreter:
         bound.update(bind(_params(signature), args, kwargs, type_name, node))
         bound["_float"] = self.model_dtype
         bound["_device"] = self.device
-        weights = self._autocast(op, bound, module, node) if self.autocast and op.autocast else []
+        # the caller's arguments live until the call returns, also when autocast hands the op copies
+        amp = self.autocast and op.autocast
+        originals = list(tensors_in(list(bound.values()))) if amp else []
+        weights = self._autocast(op, bound, module, node) if amp else []
         inputs = [t for t in tensors_in(list(bound.values()))] + weights
         try:
             out = op.shape(bound)
@@ -772,7 +775,7 @@ class Interpreter:
             if out.shape != inplace.shape:
                 raise ShapeError(f"an in-place result of shape {catalogue.fmt(out.shape)} cannot be written "
                                  f"into {catalogue.fmt(inplace.shape)}", node)
-            out = inplace.view(out.shape)
+            out = inplace.rewritten()
         input_ids = {id(t) for t in inputs}
         outputs = list(tensors_in(out))
         for t in outputs:
@@ -783,24 +786,34 @@ class Interpreter:
             for t in outputs:
                 t.is_param, t.requires_grad = True, True
             return out  # w.split(...), w.chunk(3): slices of a weight
-        new = [t for t in outputs if id(t) not in input_ids and t.base is None]
+        in_memory = {t.storage.id for t in inputs}
+        new = list({t.storage.id: t.storage for t in outputs if id(t) not in input_ids  # a view of a new tensor
+                    and t.storage.id not in in_memory}.values())
         grad = any(t.requires_grad for t in inputs) or bool(module and module.params)
         for t in outputs:
             if id(t) not in input_ids:
                 t.requires_grad = grad and t.dtype in FLOAT_DTYPES
         saved = list(op.saves(bound, out)) if grad else []
-        if weights and any(t.requires_grad and not t.is_param for t in inputs if t not in weights):
+        if weights and (op.keeps_weight or any(t.requires_grad and not t.is_param for t in inputs
+                                               if t not in weights)):
             saved.append(weights[0])  # the half-precision weight copy, for the input's gradient
         known = input_ids | {id(t) for t in outputs}
         new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
         temp = op.backward_temp(bound) if grad else 0
         early, late = temp if isinstance(temp, tuple) else (temp, None)
+        written = next((t.base for t in outputs if t.rewrite), None)  # what an in-place op wrote
+        if grad and written is not None and written.is_view:
+            # in place on a view: autograd's CopySlices makes the base's gradient and clones the view's
+            early += written.storage.nbytes + written.nbytes
+            late = None if late is None else late + written.storage.nbytes + written.nbytes
         self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
                                  where=self.where(module.node, module) if module is not None else self.where(node),
                                  backward_temp=early, backward_late=late,
                                  forward_temp=op.forward_temp(bound, out),
                                  owner=self.stack[-1][0] if self.stack else None,
                                  own_param_grads=not weights))
+        for t in originals:
+            self.held[t.storage.id] = max(self.held.get(t.storage.id, -1), len(self.events) - 1)
         return out
 
     def _autocast(self, op: Op, bound: Args, module: Module | None, node) -> list:

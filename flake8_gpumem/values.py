@@ -23,6 +23,7 @@ def dtype_arg(value, default: str | None) -> str | None:
         raise Unresolved(f"dtype {value} is not one gpumem sizes")
     return value
 
+
 _tensor_ids = itertools.count()
 
 
@@ -37,6 +38,7 @@ class Tensor:
     base: Tensor | None = None  # set for views: they share the base's memory
     is_param: bool = False  # parameters are weights, never activations
     layout: tuple | None = None  # memory order of the dimensions, outermost first; None: contiguous
+    rewrite: bool = False  # an in-place op's result: the tensor it wrote, not a view of it
     id: int = field(default_factory=lambda: next(_tensor_ids))
 
     @property
@@ -64,6 +66,20 @@ class Tensor:
 
     def view(self, shape, layout=None) -> Tensor:
         return Tensor(tuple(shape), self.dtype, self.requires_grad, base=self, layout=layout)
+
+    def rewritten(self) -> Tensor:
+        """The result of an in-place op on this tensor: its memory, written over."""
+        out = self.view(self.shape, self.layout)
+        out.rewrite = True
+        return out
+
+    @property
+    def is_view(self) -> bool:
+        """An autograd view of another tensor (an in-place op on one rewrites its base's history)."""
+        t = self
+        while t.base is not None and t.rewrite:
+            t = t.base
+        return t.base is not None
 
     @property
     def contiguous(self) -> bool:

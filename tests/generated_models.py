@@ -1,10 +1,11 @@
 """Seeded random models that PyTorch runs, for the memory model beyond the fixtures.
 
-Each model is a `forward` over layers drawn from three families, as people write
+Each model is a `forward` over layers drawn from five families, as people write
 them: CNNs (conv, batch norm, activations in and out of place, pooling, dropout,
 residual blocks, a concatenated branch), MLPs (Linear, LayerNorm, residual
-blocks) and sequence models (Embedding, LSTM/GRU, TransformerEncoderLayer,
-MultiheadAttention). Sizes are drawn so that every model runs; the same seed
+blocks), sequence models (Embedding, LSTM/GRU, TransformerEncoderLayer,
+MultiheadAttention), decoders (transposed convolutions, interpolation, group and
+instance norm, depthwise convolutions) and 1-d signal models (Conv1d, pooling). Sizes are drawn so that every model runs; the same seed
 gives the same models.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Generated:
 
 def generate(seed: int) -> Generated:
     rng = random.Random(seed)
-    family = rng.choice([_cnn, _cnn, _mlp, _sequence])
+    family = rng.choice([_cnn, _cnn, _mlp, _sequence, _decoder, _conv1d])
     return family(rng, f"Gen{seed}")
 
 
@@ -124,6 +125,66 @@ def _sequence(rng: random.Random, name: str) -> Generated:
     init.append(f"self.head = nn.Linear({dim}, {rng.choice([2, 5])})")
     body.append("return self.head(x.mean(dim=1))" if rng.random() < 0.5 else "return self.head(x[:, -1])")
     return Generated(name, _module(name, init, body), (steps,), "int64", rng.choice([2, 4, 8]), "sequence")
+
+
+def _decoder(rng: random.Random, name: str) -> Generated:
+    """Upsampling: transposed convolutions, interpolation, group/instance norm, depthwise convolutions."""
+    c, size = rng.choice([8, 16]), rng.choice([4, 6, 8])
+    shape = (c, size, size)
+    init, body = [], []
+    for i in range(rng.randint(2, 4)):
+        out = rng.choice([4, 8, 16])
+        kind = rng.choice(["transposed", "interpolate", "depthwise", "plain"])
+        if kind == "transposed":
+            init.append(f"self.up{i} = nn.ConvTranspose2d({c}, {out}, 4, stride=2, padding=1, bias={rng.random() < 0.5})")
+            body.append(f"x = self.up{i}(x)")
+        elif kind == "interpolate":
+            mode = rng.choice(["'nearest'", "'bilinear', align_corners=False"])
+            init.append(f"self.conv{i} = nn.Conv2d({c}, {out}, 3, padding=1)")
+            body.append(f"x = self.conv{i}(F.interpolate(x, scale_factor=2, mode={mode}))")
+        elif kind == "depthwise":
+            init.append(f"self.dw{i} = nn.Conv2d({c}, {c}, 3, padding={rng.choice([1, 2])}, "
+                        f"dilation={rng.choice([1, 2])}, groups={c})")
+            init.append(f"self.pw{i} = nn.Conv2d({c}, {out}, 1)")
+            body.append(f"x = self.pw{i}(self.dw{i}(x))")
+        else:
+            init.append(f"self.conv{i} = nn.Conv2d({c}, {out}, 3, padding=1)")
+            body.append(f"x = self.conv{i}(x)")
+        c = out
+        norm = rng.choice(["", f"nn.GroupNorm({rng.choice([1, 2, 4])}, {c})", f"nn.InstanceNorm2d({c})",
+                           f"nn.InstanceNorm2d({c}, affine=True)", f"nn.BatchNorm2d({c})"])
+        if norm:
+            init.append(f"self.norm{i} = {norm}")
+            body.append(f"x = self.norm{i}(x)")
+        init.append(f"self.act{i} = {rng.choice(ACTIVATIONS + ['nn.PReLU()', 'nn.Softplus()', 'nn.Mish()'])}")
+        body.append(f"x = self.act{i}(x)")
+    init.append(f"self.out = nn.Conv2d({c}, {rng.choice([1, 3])}, 1)")
+    body.append("return torch.sigmoid(self.out(x))" if rng.random() < 0.5 else "return self.out(x)")
+    return Generated(name, _module(name, init, body), shape, "float32", rng.choice([2, 4]), "decoder")
+
+
+def _conv1d(rng: random.Random, name: str) -> Generated:
+    """Signals: Conv1d, BatchNorm1d, pooling with ceil_mode, a mean over time."""
+    c, length = rng.choice([1, 2, 8]), rng.choice([64, 100, 128])
+    shape = (c, length)
+    init, body = [], []
+    for i in range(rng.randint(2, 4)):
+        out, k = rng.choice([8, 16, 32]), rng.choice([3, 5, 7])
+        init.append(f"self.conv{i} = nn.Conv1d({c}, {out}, {k}, stride={rng.choice([1, 2])}, padding={k // 2})")
+        body.append(f"x = self.conv{i}(x)")
+        if rng.random() < 0.5:
+            init.append(f"self.bn{i} = nn.BatchNorm1d({out})")
+            body.append(f"x = self.bn{i}(x)")
+        init.append(f"self.act{i} = {rng.choice(ACTIVATIONS)}")
+        body.append(f"x = self.act{i}(x)")
+        if rng.random() < 0.4:
+            pool = rng.choice(["nn.MaxPool1d(2)", "nn.AvgPool1d(3, stride=2, ceil_mode=True)", "nn.MaxPool1d(3, 2, 1)"])
+            init.append(f"self.pool{i} = {pool}")
+            body.append(f"x = self.pool{i}(x)")
+        c = out
+    init.append(f"self.head = nn.Linear({c}, {rng.choice([2, 5])})")
+    body.append("return self.head(x.mean(dim=-1))" if rng.random() < 0.5 else "return self.head(x.amax(dim=2))")
+    return Generated(name, _module(name, init, body), shape, "float32", rng.choice([4, 8, 16]), "conv1d")
 
 
 def _module(name: str, init: list, body: list) -> str:

@@ -25,4 +25,5 @@ def test_generated_model_peak(seed, dtype):
 
 
 def test_the_generator_covers_every_family():
-    assert {generated_models.generate(seed).family for seed in SEEDS} == {"cnn", "mlp", "sequence"}
+    assert {generated_models.generate(seed).family for seed in SEEDS} == {"cnn", "mlp", "sequence", "decoder",
+                                                                         "conv1d"}
