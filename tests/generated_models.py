@@ -47,10 +47,8 @@ def _cnn(rng: random.Random, name: str) -> Generated:
                         f"bias={rng.random() < 0.5})")
             body.append(f"x = self.conv{i}(x)")
             if rng.random() < 0.6:
-                init.append(f"self.bn{i} = nn.BatchNorm2d({out})")
-                body.append(f"x = self.bn{i}(x)")
-            init.append(f"self.act{i} = {rng.choice(ACTIVATIONS)}")
-            body.append(f"x = self.act{i}(x)")
+                _add(init, body, f"bn{i}", f"nn.BatchNorm2d({out})")
+            _add(init, body, f"act{i}", f"{rng.choice(ACTIVATIONS)}")
             c, size = out, (size + 2 * (k // 2) - k) // stride + 1
         elif kind == "residual":
             init.append(f"self.res{i} = nn.Sequential(nn.Conv2d({c}, {c}, 3, padding=1, bias=False), "
@@ -63,12 +61,10 @@ def _cnn(rng: random.Random, name: str) -> Generated:
             c = 2 * out
         else:
             pool = rng.choice(["nn.MaxPool2d(2)", "nn.AvgPool2d(2)", "nn.MaxPool2d(3, stride=2, padding=1)"])
-            init.append(f"self.pool{i} = {pool}")
-            body.append(f"x = self.pool{i}(x)")
+            _add(init, body, f"pool{i}", f"{pool}")
             size = (size - 1) // 2 + 1 if "3" in pool else size // 2
         if rng.random() < 0.2:
-            init.append(f"self.drop{i} = nn.Dropout{rng.choice(['', '2d'])}({rng.choice([0.1, 0.5])})")
-            body.append(f"x = self.drop{i}(x)")
+            _add(init, body, f"drop{i}", f"nn.Dropout{rng.choice(['', '2d'])}({rng.choice([0.1, 0.5])})")
     init.append(f"self.head = nn.Linear({c}, {rng.choice([2, 10])})")
     body += ["x = F.adaptive_avg_pool2d(x, 1).flatten(1)" if rng.random() < 0.5
              else "x = torch.flatten(F.adaptive_max_pool2d(x, 1), 1)", "return self.head(x)"]
@@ -86,16 +82,12 @@ def _mlp(rng: random.Random, name: str) -> Generated:
                         f"nn.Linear({out}, {width}))")
             body.append(f"x = x + self.block{i}(x)")
             continue
-        init.append(f"self.fc{i} = nn.Linear({width}, {out}, bias={rng.random() < 0.8})")
-        body.append(f"x = self.fc{i}(x)")
+        _add(init, body, f"fc{i}", f"nn.Linear({width}, {out}, bias={rng.random() < 0.8})")
         if rng.random() < 0.4:
-            init.append(f"self.norm{i} = nn.{rng.choice(['LayerNorm', 'BatchNorm1d'])}({out})")
-            body.append(f"x = self.norm{i}(x)")
-        init.append(f"self.act{i} = {rng.choice(ACTIVATIONS)}")
-        body.append(f"x = self.act{i}(x)")
+            _add(init, body, f"norm{i}", f"nn.{rng.choice(['LayerNorm', 'BatchNorm1d'])}({out})")
+        _add(init, body, f"act{i}", f"{rng.choice(ACTIVATIONS)}")
         if rng.random() < 0.3:
-            init.append(f"self.drop{i} = nn.Dropout({rng.choice([0.1, 0.5])})")
-            body.append(f"x = self.drop{i}(x)")
+            _add(init, body, f"drop{i}", f"nn.Dropout({rng.choice([0.1, 0.5])})")
         width = out
     init.append(f"self.head = nn.Linear({width}, {rng.choice([1, 10])})")
     body.append("return self.head(x)")
@@ -136,8 +128,7 @@ def _decoder(rng: random.Random, name: str) -> Generated:
         out = rng.choice([4, 8, 16])
         kind = rng.choice(["transposed", "interpolate", "depthwise", "plain"])
         if kind == "transposed":
-            init.append(f"self.up{i} = nn.ConvTranspose2d({c}, {out}, 4, stride=2, padding=1, bias={rng.random() < 0.5})")
-            body.append(f"x = self.up{i}(x)")
+            _add(init, body, f"up{i}", f"nn.ConvTranspose2d({c}, {out}, 4, stride=2, padding=1, bias={rng.random() < 0.5})")
         elif kind == "interpolate":
             mode = rng.choice(["'nearest'", "'bilinear', align_corners=False"])
             init.append(f"self.conv{i} = nn.Conv2d({c}, {out}, 3, padding=1)")
@@ -148,16 +139,13 @@ def _decoder(rng: random.Random, name: str) -> Generated:
             init.append(f"self.pw{i} = nn.Conv2d({c}, {out}, 1)")
             body.append(f"x = self.pw{i}(self.dw{i}(x))")
         else:
-            init.append(f"self.conv{i} = nn.Conv2d({c}, {out}, 3, padding=1)")
-            body.append(f"x = self.conv{i}(x)")
+            _add(init, body, f"conv{i}", f"nn.Conv2d({c}, {out}, 3, padding=1)")
         c = out
         norm = rng.choice(["", f"nn.GroupNorm({rng.choice([1, 2, 4])}, {c})", f"nn.InstanceNorm2d({c})",
                            f"nn.InstanceNorm2d({c}, affine=True)", f"nn.BatchNorm2d({c})"])
         if norm:
-            init.append(f"self.norm{i} = {norm}")
-            body.append(f"x = self.norm{i}(x)")
-        init.append(f"self.act{i} = {rng.choice(ACTIVATIONS + ['nn.PReLU()', 'nn.Softplus()', 'nn.Mish()'])}")
-        body.append(f"x = self.act{i}(x)")
+            _add(init, body, f"norm{i}", f"{norm}")
+        _add(init, body, f"act{i}", f"{rng.choice(ACTIVATIONS + ['nn.PReLU()', 'nn.Softplus()', 'nn.Mish()'])}")
     init.append(f"self.out = nn.Conv2d({c}, {rng.choice([1, 3])}, 1)")
     body.append("return torch.sigmoid(self.out(x))" if rng.random() < 0.5 else "return self.out(x)")
     return Generated(name, _module(name, init, body), shape, "float32", rng.choice([2, 4]), "decoder")
@@ -170,21 +158,23 @@ def _conv1d(rng: random.Random, name: str) -> Generated:
     init, body = [], []
     for i in range(rng.randint(2, 4)):
         out, k = rng.choice([8, 16, 32]), rng.choice([3, 5, 7])
-        init.append(f"self.conv{i} = nn.Conv1d({c}, {out}, {k}, stride={rng.choice([1, 2])}, padding={k // 2})")
-        body.append(f"x = self.conv{i}(x)")
+        _add(init, body, f"conv{i}", f"nn.Conv1d({c}, {out}, {k}, stride={rng.choice([1, 2])}, padding={k // 2})")
         if rng.random() < 0.5:
-            init.append(f"self.bn{i} = nn.BatchNorm1d({out})")
-            body.append(f"x = self.bn{i}(x)")
-        init.append(f"self.act{i} = {rng.choice(ACTIVATIONS)}")
-        body.append(f"x = self.act{i}(x)")
+            _add(init, body, f"bn{i}", f"nn.BatchNorm1d({out})")
+        _add(init, body, f"act{i}", f"{rng.choice(ACTIVATIONS)}")
         if rng.random() < 0.4:
             pool = rng.choice(["nn.MaxPool1d(2)", "nn.AvgPool1d(3, stride=2, ceil_mode=True)", "nn.MaxPool1d(3, 2, 1)"])
-            init.append(f"self.pool{i} = {pool}")
-            body.append(f"x = self.pool{i}(x)")
+            _add(init, body, f"pool{i}", f"{pool}")
         c = out
     init.append(f"self.head = nn.Linear({c}, {rng.choice([2, 5])})")
     body.append("return self.head(x.mean(dim=-1))" if rng.random() < 0.5 else "return self.head(x.amax(dim=2))")
     return Generated(name, _module(name, init, body), shape, "float32", rng.choice([4, 8, 16]), "conv1d")
+
+
+def _add(init: list, body: list, attr: str, layer: str) -> None:
+    """self.<attr> = <layer> in __init__, x = self.<attr>(x) in forward."""
+    init.append(f"self.{attr} = {layer}")
+    body.append(f"x = self.{attr}(x)")
 
 
 def _module(name: str, init: list, body: list) -> str:
