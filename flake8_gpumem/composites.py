@@ -184,9 +184,9 @@ class _RNNBase(nn.Module):
                 frees_h0 = self.num_layers * directions * batch * real_hidden if d == 0 and layer == 0 else 0
                 joined = d + 1 if directions == 2 else 0  # ATen keeps some of each direction until the cat
                 res = torch._gpumem_rnn_layer(
-                    layer_input, h0[k], getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx),
-                    getattr(self, "bias_ih" + sfx), getattr(self, "bias_hh" + sfx), getattr(self, "weight_hr" + sfx),
-                    None if c0 is None else c0[k], self.mode, frees_h0, joined, x.dtype)
+                    None if c0 is None else c0[k], getattr(self, "weight_hr" + sfx), h0[k],
+                    getattr(self, "weight_hh" + sfx), getattr(self, "bias_hh" + sfx), layer_input,
+                    getattr(self, "weight_ih" + sfx), getattr(self, "bias_ih" + sfx), self.mode, frees_h0, joined, x.dtype)
                 outs.append(res[0])
                 hs.append(res[1])
                 if self.mode == "lstm":

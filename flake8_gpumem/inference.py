@@ -823,18 +823,21 @@ class Interpreter:
             "float32" if op.autocast == "fp32" or self.device == "cuda" else None)
         if target is None:
             return []
-        for key, value in list(bound.items()):
+        # autocast casts the arguments last to first (the module's bias, its weight, then the input),
+        # so in backward the input's cast runs first
+        weights = []
+        if module is not None and target != "float32" and module.params:
+            if id(module) not in self.param_tensors:
+                self.param_tensors[id(module)] = [Tensor(tuple(s), self.model_dtype, True, is_param=True)
+                                                  for s in module.params]
+            weights = [self._cast(p, target, node) for p in reversed(self.param_tensors[id(module)])][::-1]
+        for key, value in reversed(list(bound.items())):
             if isinstance(value, Tensor) and value.dtype in FLOAT_DTYPES and value.dtype != target:
                 bound[key] = self._cast(value, target, node)
             elif isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) for v in value):
                 bound[key] = type(value)(self._cast(v, target, node) if isinstance(v, Tensor) and
                                          v.dtype in FLOAT_DTYPES and v.dtype != target else v for v in value)
-        if module is None or target == "float32" or not module.params:
-            return []
-        if id(module) not in self.param_tensors:
-            self.param_tensors[id(module)] = [Tensor(tuple(s), self.model_dtype, True, is_param=True)
-                                              for s in module.params]
-        return [self._cast(p, target, node) for p in self.param_tensors[id(module)]]
+        return weights
 
     def _cast(self, t: Tensor, dtype: str, node) -> Tensor:
         cached = self.casts.get((id(t), dtype))

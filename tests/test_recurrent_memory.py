@@ -42,11 +42,7 @@ WEIGHT_BOUND = [(256, 512, 2, False, 4, 2), (256, 512, 2, True, 4, 2), (64, 256,
                 (64, 256, 1, False, 5, 1), (128, 128, 2, True, 16, 4)]
 TOLERANCE = {"float32": 0.005, "amp-bf16": 0.03}
 # (kind, dims, dtype) -> why the estimate is outside the bound
-KNOWN_GAPS = {
-    ("GRU", (8, 32, 1, False, 1, 4), "amp-bf16"):
-        "w_hh's gradient is converted to float32 before linear_ih's backward; the simulator runs that cast "
-        "after the layer, with w_ih's half-precision gradient still alive; +3.4%",
-}
+KNOWN_GAPS: dict = {}
 
 
 def _cases():
