@@ -656,10 +656,11 @@ def _rnn_layer_backward(a: Args):
     h0 = a.hx.nbytes if a.hx.base is None else a.frees_h0 * s  # the initial state: its copy, or the zeros
     h, W, b = N * H * s, a.w_hh.numel * s, G * H * s * bias
     w = a.w_hh.nbytes * copies
-    if a.kind == "lstm":  # with a projection (oneDNN has none)
-        c0 = a.cx.nbytes if a.cx.base is None else a.frees_h0 // a.w_hr.shape[0] * H * s
-        p_state, Wr = N * a.w_hr.shape[0] * s, a.w_hr.numel * s
-        _replay(ledger, T, lambda led, t: _lstm_step(led, t, T, h, p_state, W, Wr, b, h0, c0, w))
+    if a.kind == "lstm":  # with a projection, or in float16 (oneDNN runs the others)
+        h_out = a.w_hr.shape[0] if a.w_hr is not None else H
+        c0 = a.cx.nbytes if a.cx.base is None else a.frees_h0 // h_out * H * s
+        Wr = a.w_hr.numel * s if a.w_hr is not None else None
+        _replay(ledger, T, lambda led, t: _lstm_step(led, t, T, h, N * h_out * s, W, Wr, b, h0, c0, w))
     else:
         step = _gru_step if a.kind == "gru" else _elman_step
         _replay(ledger, T, lambda led, t: step(led, t, T, h, W, b, h0, w))
@@ -729,17 +730,23 @@ def _gru_step(ledger: _Ledger, t: int, T: int, h: int, W: int, b: int, h0: int, 
     ledger(3 * h, -3 * h)  # the input gates' gradient (cat of the three), kept for the stack
 
 
-def _lstm_step(ledger: _Ledger, t: int, T: int, h: int, p: int, W: int, Wr: int, b: int, h0: int, c0: int,
-               w: int) -> None:
-    """p: one projected state (N x proj_size); Wr: the gradient of w_hr; c0: the initial cell state."""
+def _lstm_step(ledger: _Ledger, t: int, T: int, h: int, p: int, W: int, Wr: int | None, b: int, h0: int,
+               c0: int, w: int) -> None:
+    """p: one state (N x proj_size with a projection); Wr: the gradient of w_hr (None: no projection);
+    c0: the initial cell state."""
     first, last = t == T - 1, t == 0
-    ledger(Wr, h)  # the projection's backward: w_hr's gradient, the cell output's
-    if T == 1:
-        ledger.release()
-    ledger(-p if not first else 0, -h)  # the projected state's gradient; the cell output, kept by it
-    if not first:
-        ledger(Wr, -Wr, -Wr)
-    ledger(h, h, -h)  # output = o * tanh(c): two muls; the output's gradient consumed
+    if Wr is not None:
+        ledger(Wr, h)  # the projection's backward: w_hr's gradient, the cell output's
+        if T == 1:
+            ledger.release()
+        ledger(-p if not first else 0, -h)  # the projected state's gradient; the cell output, kept by it
+        if not first:
+            ledger(Wr, -Wr, -Wr)
+        ledger(h, h, -h)  # output = o * tanh(c): two muls; the output's gradient consumed
+    else:
+        ledger(h, h, -h if not first else 0)  # output = o * tanh(c): two muls; the state's gradient consumed
+        if T == 1:
+            ledger.release()
     ledger(h, -h, -h)  # tanh_backward; its mul and tanh(c) freed
     if not first:
         ledger(h, -h, -h)  # add: c's gradient plus the later step's

@@ -165,7 +165,7 @@ class _RNNBase(nn.Module):
 
     def forward(self, input, hx=None):
         x = input.transpose(0, 1) if self.batch_first else input
-        if self.batch_first and self.mode == "lstm" and self.proj_size == 0:
+        if self.batch_first and self.mode == "lstm" and self.proj_size == 0 and x.dtype in ("float32", "bfloat16"):
             x = x.contiguous()  # the oneDNN path copies a batch-first input once
         steps, batch = x.shape[0], x.shape[1]
         directions = 2 if self.bidirectional else 1
