@@ -20,7 +20,7 @@ def dtype_arg(value, default: str | None) -> str | None:
     if value is None:
         return default
     if value not in DTYPE_BYTES:
-        raise Unresolved(f"dtype {value} is not one gpumem sizes")
+        raise Unresolved(f"dtype {getattr(value, 'path', value)} is not one gpumem sizes")  # torch.complex64
     return value
 
 

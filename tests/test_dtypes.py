@@ -66,3 +66,10 @@ def test_dtype_form(expr, dtype):
     assert held == (0 if shared else extra.numel() * extra.element_size())
     measured = torch_oracle.measure_step(model, (8, 64), "float32", "sgd", "float32")
     assert abs(report.memory.peak - measured.peak) / measured.peak <= 0.03, (report.memory.peak, measured.peak)
+
+
+def test_a_dtype_gpumem_does_not_size_is_gpm900_naming_it():
+    result = analyse_source(SOURCE.format(expr="torch.zeros(8, 64, dtype=torch.complex64)"), "model.py",
+                            Settings(batch_size=8, input_shape=(64,)))
+    assert [(d.code, d.message) for d in result.diagnostics] == [
+        ("GPM900", "Model: dtype torch.complex64 is not one gpumem sizes")]
