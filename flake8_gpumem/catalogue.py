@@ -1044,12 +1044,11 @@ def _size(a: Args):
 def _cast_shape(a: Args):
     """x.to(dtype), x.to(other), x.to(device, dtype), x.to(dtype=...): a copy only if the dtype changes."""
     targets = [v.dtype if isinstance(v, Tensor) else v for v in (*a.args, *a.kwargs.values())]
-    dtype = next((d for d in targets if isinstance(d, str) and d in DTYPE_BYTES), a.input.dtype)
-    return a.input if dtype == a.input.dtype else a.input.like(a.input.shape, dtype)
+    return a.input.astype(next((d for d in targets if isinstance(d, str) and d in DTYPE_BYTES), a.input.dtype))
 
 
 def _to_dtype(dtype: str):
-    return Op("input", lambda a: a.input if a.input.dtype == dtype else a.input.like(a.input.shape, dtype))
+    return Op("input", lambda a: a.input.astype(dtype))
 
 
 def _fpad_shape(a: Args):
@@ -1288,8 +1287,7 @@ METHODS: dict[str, Op] = {
     "to": Op("input, *args, **kwargs", _cast_shape),
     "cuda": Op("input, *args, **kwargs", _cast_shape),
     "cpu": Op("input, *args, **kwargs", _cast_shape),
-    "type_as": Op("input, other", lambda a: a.input if a.input.dtype == a.other.dtype else
-                  a.input.like(a.input.shape, a.other.dtype)),
+    "type_as": Op("input, other", lambda a: a.input.astype(a.other.dtype)),
     "float": _to_dtype("float32"),
     "half": _to_dtype("float16"),
     "bfloat16": _to_dtype("bfloat16"),

@@ -67,6 +67,10 @@ class Tensor:
     def view(self, shape, layout=None) -> Tensor:
         return Tensor(tuple(shape), self.dtype, self.requires_grad, base=self, layout=layout)
 
+    def astype(self, dtype: str) -> Tensor:
+        """x.to(dtype): the tensor itself if it is one already, else a copy."""
+        return self if dtype == self.dtype else self.like(self.shape, dtype)
+
     def rewritten(self) -> Tensor:
         """The result of an in-place op on this tensor: its memory, written over."""
         out = self.view(self.shape, self.layout)
