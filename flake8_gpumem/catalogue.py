@@ -343,14 +343,14 @@ def _linear_saves(a: Args, out) -> list:
     return [x]
 
 
-def _linear_bias_copy(a: Args, out_features: int) -> int:
+def _linear_bias_copy(a: Args, out) -> int:
     """Beyond 2-d, a non-contiguous input runs matmul, then adds the bias out of place while the
     matmul's result is alive: so under MemTracker's dispatch mode, which the estimate follows
     (a plain run adds it in place; see the README)."""
     x = a.input
     if a.bias is None or a.bias is False or x.ndim <= 2 or x.contiguous:
         return 0
-    return math.prod(x.shape[:-1]) * out_features * DTYPE_BYTES[x.dtype]
+    return out.nbytes
 
 
 def _linear_shape(a: Args):
@@ -828,10 +828,15 @@ def _sdpa_saves(a: Args, out) -> list:
         return kept + [Tensor((2,), "int64")] if a.dropout_p else kept  # the dropout RNG seed/offset
     # The math path keeps the scaled q and k, the softmax, the dropout noise and its product;
     # on the CPU it computes half precision in float32 (copies of q, k and v).
-    ct = "float32" if q.dtype in ("float16", "bfloat16") else q.dtype
-    scores = Tensor(q.shape[:-1] + k.shape[-2:-1], ct)
+    scores = _sdpa_scores(q, k)
+    ct = scores.dtype
     kept = [Tensor(q.shape, ct), Tensor(k.shape, ct), scores, scores.like(scores.shape), scores.like(scores.shape)]
     return kept + [v if ct == v.dtype else Tensor(v.shape, ct)]
+
+
+def _sdpa_scores(q: Tensor, k: Tensor) -> Tensor:
+    """The math path's attention scores, in float32 for half-precision inputs."""
+    return Tensor(q.shape[:-1] + k.shape[-2:-1], "float32" if q.dtype in ("float16", "bfloat16") else q.dtype)
 
 
 def _sdpa_backward(a: Args) -> int:
@@ -841,7 +846,7 @@ def _sdpa_backward(a: Args) -> int:
     if _sdpa_fused(a):
         return 0
     q, k, v = a.query, a.key, a.value
-    S = math.prod(q.shape[:-1] + k.shape[-2:-1]) * DTYPE_BYTES["float32" if q.dtype in ("float16", "bfloat16") else q.dtype]
+    S = _sdpa_scores(q, k).nbytes
     ledger = _Ledger()
     ledger(v.nbytes, S, -S)  # attn @ v: the gradients of v and of the attention; the dropped-out attention
     ledger(S, -S, -S)  # dropout: its gradient; the attention's and the noise
@@ -1105,7 +1110,7 @@ MODULES: dict[str, Op] = {
                     lambda a: affine(a.num_channels, a.affine), saves=_group_norm_saves),
     "Linear": Op("in_features, out_features, bias=True, device=None, dtype=None", _linear_shape,
                  lambda a: [(a.out_features, a.in_features)] + ([(a.out_features,)] if a.bias else []),
-                 saves=_linear_saves, forward_temp=lambda a, out: _linear_bias_copy(a, a.out_features)),
+                 saves=_linear_saves, forward_temp=_linear_bias_copy),
     "Bilinear": Op("in1_features, in2_features, out_features, bias=True, device=None, dtype=None", _bilinear_shape,
                    lambda a: [(a.out_features, a.in1_features, a.in2_features)] + ([(a.out_features,)] if a.bias else []),
                    saves=lambda a, out: [a.input1, a.input2], forward="input1, input2"),
@@ -1234,7 +1239,7 @@ FUNCTIONS: dict[str, Op] = {
     # the weight too, for the input's gradient: under AMP a half-precision copy, not the parameter
     "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape,
                                      saves=lambda a, out: _linear_saves(a, out) + [a.weight] * a.input.requires_grad,
-                                     forward_temp=lambda a, out: _linear_bias_copy(a, a.weight.shape[0])),
+                                     forward_temp=_linear_bias_copy),
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
     "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", _pixel_unshuffle_shape),
     "torch.flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape, grad="alias"),

@@ -804,8 +804,8 @@ class Interpreter:
         written = next((t.base for t in outputs if t.rewrite), None)  # what an in-place op wrote
         if grad and written is not None and written.is_view:
             # in place on a view: autograd's CopySlices makes the base's gradient and clones the view's
-            early += written.storage.nbytes + written.nbytes
-            late = None if late is None else late + written.storage.nbytes + written.nbytes
+            copy_slices = written.storage.nbytes + written.nbytes
+            early, late = early + copy_slices, None if late is None else late + copy_slices
         self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
                                  where=self.where(module.node, module) if module is not None else self.where(node),
                                  backward_temp=early, backward_late=late,
