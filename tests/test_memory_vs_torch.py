@@ -23,21 +23,7 @@ def test_the_cases_cover_every_optimizer_and_a_half_precision():
     assert {"float32", "amp-bf16", "bfloat16"} <= {c.dtype for c in CASES}
 
 
-# Known gaps, each still measured: strict, so a case that comes within tolerance fails here
-# until it is taken off the list.
-KNOWN_GAPS: dict = {}  # (model, dtype) -> why its estimate is outside the bound
-
-
-def _gap(case):
-    return KNOWN_GAPS.get((case.model.id, case.dtype)) if case.batch_scale == 1 else None
-
-
-def _marks(case):
-    reason = _gap(case)
-    return [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_marks(c)) for c in CASES], ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_peak_within_tolerance(case):
     outcome = run(case)
     est, truth = outcome.estimate, outcome.measured
@@ -59,13 +45,3 @@ def test_weights_gradients_and_optimizer_state(case):
 def test_median_error_is_well_under_tolerance():
     errors = [abs(run(c).error) for c in CASES]
     assert memory_cases.median(errors) <= TOLERANCE / 3
-
-
-def test_known_gaps_name_real_models():
-    assert {model for model, _ in KNOWN_GAPS} <= {c.model.id for c in CASES}
-
-
-def test_every_known_gap_is_a_case():
-    """A gap whose case no longer exists would hide nothing and say something false."""
-    cases = {(c.model.id, c.dtype) for c in CASES if c.batch_scale == 1}
-    assert set(KNOWN_GAPS) <= cases, set(KNOWN_GAPS) - cases

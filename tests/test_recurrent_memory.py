@@ -41,8 +41,6 @@ ACTIVATION_BOUND = [(8, 32, 2, False, 30, 4), (8, 32, 2, False, 30, 32), (8, 32,
 WEIGHT_BOUND = [(256, 512, 2, False, 4, 2), (256, 512, 2, True, 4, 2), (64, 256, 3, False, 10, 2),
                 (64, 256, 1, False, 5, 1), (128, 128, 2, True, 16, 4)]
 TOLERANCE = {"float32": 0.005, "float16": 0.005, "amp-bf16": 0.03}
-# (kind, dims, dtype) -> why the estimate is outside the bound
-KNOWN_GAPS: dict = {}
 
 
 def _cases():
@@ -50,9 +48,7 @@ def _cases():
         for dims in ACTIVATION_BOUND + WEIGHT_BOUND:
             for dtype in ("float32", "amp-bf16", "float16"):  # float16: the native LSTM cell too
                 for batch_first in (False, True):
-                    reason = KNOWN_GAPS.get((kind, dims, dtype))
-                    marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-                    yield pytest.param(kind, dims, dtype, batch_first, marks=marks,
+                    yield pytest.param(kind, dims, dtype, batch_first,
                                        id=f"{kind}-I{dims[0]}-H{dims[1]}-L{dims[2]}-{'bi' if dims[3] else 'uni'}"
                                           f"-T{dims[4]}-N{dims[5]}-{dtype}{'-batch-first' if batch_first else ''}")
 
