@@ -73,8 +73,13 @@ def main() -> int:
         print("|---|---:|---:|---:|---|")
     else:
         print(f"{'model [optimizer, dtype]':58} {'estimate':>12} {'measured':>12} {'error':>8}  peak at")
+    refused = []
     for case in cases:
-        outcome = memory_cases.run(case)
+        try:
+            outcome = memory_cases.run(case)
+        except torch_oracle.OracleRefused as exc:
+            refused.append(f"{case.id}: {exc}")
+            continue
         errors.append(abs(outcome.error))
         est, truth = outcome.estimate, outcome.measured
         if args.markdown:
@@ -84,6 +89,8 @@ def main() -> int:
     print()
     print(f"cases: {len(errors)}   median |error|: {memory_cases.median(errors):.2%}   "
           f"worst |error|: {max(errors):.2%}   within 3%: {sum(e <= 0.03 for e in errors)}/{len(errors)}")
+    print(f"CPU {torch_oracle.cpu_capability()}: {len(refused)} case(s) PyTorch cannot run here")
+    print("\n".join(refused))
     try:
         import torch
         if torch.cuda.is_available():

@@ -74,6 +74,17 @@ def run(case: Case) -> Outcome:
     return Outcome(report.memory, measured, params)
 
 
+def outcomes(cases) -> tuple[list[Outcome], int]:
+    """The outcomes of the cases PyTorch could run on this CPU, and how many it refused."""
+    ran, refused = [], 0
+    for case in cases:
+        try:
+            ran.append(run(case))
+        except torch_oracle.OracleRefused:
+            refused += 1
+    return ran, refused
+
+
 def median(values) -> float:
     values = sorted(values)
     mid = len(values) // 2

@@ -43,5 +43,10 @@ def test_weights_gradients_and_optimizer_state(case):
 
 
 def test_median_error_is_well_under_tolerance():
-    errors = [abs(run(c).error) for c in CASES]
-    assert memory_cases.median(errors) <= TOLERANCE / 3
+    """Over the cases PyTorch can run on this CPU (the others are skipped above, with the reason)."""
+    ran, refused = memory_cases.outcomes(CASES)
+    assert len(ran) > len(CASES) // 2, f"only {len(ran)} of {len(CASES)} cases ran on this CPU"
+    errors = [abs(o.error) for o in ran]
+    assert memory_cases.median(errors) <= TOLERANCE / 3, (
+        f"median |error| {memory_cases.median(errors):.2%} over the {len(ran)} of {len(CASES)} cases that ran "
+        f"({refused} refused by PyTorch on this CPU)")

@@ -4,6 +4,7 @@ Only the tests execute model sources; the tool itself never does.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import types
 from dataclasses import dataclass
@@ -12,6 +13,31 @@ import torch
 from torch import nn
 
 _counter = itertools.count()
+# oneDNN's words when this CPU has no kernel for a primitive: a bf16 LSTM under autocast needs
+# AVX-512 BF16, and on an AVX2 CPU PyTorch stops with this instead of running the step.
+NO_KERNEL = "could not create a primitive descriptor"
+REFUSED = "PyTorch cannot run this on this CPU"
+
+
+class OracleRefused(Exception):
+    """PyTorch itself cannot run this case on this CPU: a test skips it (tests/conftest.py),
+    a benchmark counts it; it is never a pass."""
+
+
+def cpu_capability() -> str:
+    return torch.backends.cpu.get_cpu_capability()
+
+
+@contextlib.contextmanager
+def refusals():
+    """Turn PyTorch's refusal to run a kernel on this CPU into OracleRefused; any other error stays."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if NO_KERNEL not in str(exc):
+            raise
+        first = str(exc).split(". ")[0]
+        raise OracleRefused(f"{REFUSED} ({cpu_capability()}): {first}") from exc
 
 
 @dataclass(frozen=True)
@@ -80,7 +106,8 @@ def profile(model: nn.Module, x: torch.Tensor) -> TorchProfile:
         handles.append(m.register_forward_hook(post))
     model.train()
     try:
-        model(x)
+        with refusals():
+            model(x)
     finally:
         for h in handles:
             h.remove()
@@ -142,7 +169,8 @@ def measure_step(model: nn.Module, shape: tuple, input_dtype: str = "float32", o
         loss.backward()
         opt.step()
 
-    step()
+    with refusals():
+        step()
     tracker = MemTracker()
     tracker.track_external(model, opt)
     with tracker:
