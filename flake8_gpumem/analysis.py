@@ -14,7 +14,7 @@ from .source import ModelDecl, SourceFile, read_source
 from .values import AnalysisError, Tensor, tensors_in
 
 if TYPE_CHECKING:
-    from .inference import Event, Interpreter, Module
+    from .interpreter import Event, Interpreter, Module
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
 
 
 def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
-    from .inference import Interpreter, Module  # libcst and the interpreter, once a model is run
+    from .interpreter import Interpreter, Module  # libcst and the interpreter, once a model is run
 
     interp = Interpreter(src.scope, memory.param_dtype(settings.dtype), settings.device,
                          memory.AUTOCAST.get(settings.dtype))

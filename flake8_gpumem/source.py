@@ -14,74 +14,18 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from .config import ConfigError, Settings, settings_from
-from .values import AnalysisError, Unresolved
+from .segments import LINES, Segment, split
+from .values import AnalysisError
 
 INLINE = re.compile(r"#\s*gpumem:(.*)$")
 INLINE_PAIR = re.compile(r"(\w+)\s*=\s*(\([^)]*\)|\[[^\]]*\]|\"[^\"]*\"|'[^']*'|[^\s,]+)")
-LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")  # Python's line breaks, kept
 CONTAINER_CALLS = ("Sequential",)
-MAX_BOOLEAN_OPERANDS = 4000  # per statement: libcst's native parser overflows the C stack on longer chains
 EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 
 
-@dataclass(eq=False)
-class Segment:
-    """One top-level statement of a source (statements sharing a line together), parsed with
-    libcst the first time the interpreter needs a name it binds."""
-
-    first_line: int  # 1-based line of its first character in the file
-    text: str
-    names: tuple  # the module-level names it binds
-    previous: dict = field(default_factory=dict)  # name -> the Segment that bound it before this one
-    _module: object = None  # its libcst Module
-    _positions: object = None  # node -> libcst CodeRange, resolved when a position is asked for
-
-    @property
-    def module(self):
-        """Its libcst Module; raises Unresolved where libcst cannot read it."""
-        if self._module is None:
-            import libcst as cst  # imported on first use: files with nothing to analyse never pay for it
-
-            if self.text.count(" and ") + self.text.count(" or ") > MAX_BOOLEAN_OPERANDS:
-                raise Unresolved(f"line {self.first_line} has more than {MAX_BOOLEAN_OPERANDS} and/or operators")
-            try:
-                self._module = cst.parse_module(self.text)
-            except cst.ParserSyntaxError as exc:
-                raise Unresolved(f"libcst cannot parse line {self.first_line + exc.raw_line - 1}: "
-                                 f"{exc.message}") from None
-            except RecursionError:
-                raise Unresolved(f"line {self.first_line} nests too deeply for gpumem to read") from None
-        return self._module
-
-    @property
-    def parsed(self) -> bool:
-        return self._module is not None
-
-    def position(self, node) -> tuple[int, int] | None:
-        """(line, col) of a node of this statement in the file, or None if it is not one."""
-        if self._positions is None:
-            try:
-                self._positions = _positions(self.module)
-            except (RecursionError, KeyError):  # libcst's code generation recurses once per nesting level
-                self._positions = {}
-        pos = self._positions.get(node)
-        return (pos.start.line + self.first_line - 1, pos.start.column) if pos is not None else None
 
 
-def _positions(module) -> dict:
-    """libcst's PositionProvider table (node -> CodeRange) for `module`.
-
-    Run directly rather than through MetadataWrapper.resolve, which first walks the whole tree
-    for batchable providers even when there are none: that walk costs as much as the positions."""
-    from libcst.metadata import MetadataWrapper, PositionProvider
-
-    provider = PositionProvider()
-    try:
-        provider._gen_impl(module)
-        return provider._computed
-    except AttributeError:  # a libcst without these internals: the public way
-        return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
 
 
 @dataclass
@@ -102,7 +46,7 @@ class ModelDecl:
     @property
     def node(self):
         """Its libcst statement (parsed on first use)."""
-        return next(s for s in self.segment.module.body if _inference().binds(s, self.name))
+        return next(s for s in self.segment.module.body if _interpreter().binds(s, self.name))
 
 
 @dataclass
@@ -115,12 +59,12 @@ class SourceFile:
     @cached_property
     def scope(self):
         """The file's globals for the interpreter, each statement parsed when first needed."""
-        return _inference().segment_scope(self.segments)
+        return _interpreter().segment_scope(self.segments)
 
     @cached_property
     def probe(self):
         """An interpreter for looking names up (no model is run on it)."""
-        return _inference().Interpreter(self.scope)
+        return _interpreter().Interpreter(self.scope)
 
     def is_model(self, decl: ModelDecl) -> bool:
         """An nn.Module (or LightningModule) subclass, or a container PyTorch builds.
@@ -171,7 +115,7 @@ class SourceFile:
             value = self.probe.lookup(head, self.scope, None) if head else None
         except AnalysisError:
             return ""
-        return (f"{value.path}.{rest}" if rest else value.path) if isinstance(value, _inference().Q) else ""
+        return (f"{value.path}.{rest}" if rest else value.path) if isinstance(value, _interpreter().Q) else ""
 
     def evaluate(self, node: ast.expr, defaults: dict):
         """A small expression of the file (a size, a shape), evaluated statically, or None.
@@ -181,12 +125,12 @@ class SourceFile:
             return ast.literal_eval(node)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             pass
-        inference = _inference()
+        interpreter = _interpreter()
         try:
-            thunks = {n.id: inference.parse_expression(ast.unparse(defaults[n.id]))
+            thunks = {n.id: interpreter.parse_expression(ast.unparse(defaults[n.id]))
                       for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defaults}
-            expr = inference.parse_expression(ast.unparse(node))
-            return inference.Interpreter(self.scope).eval(expr, inference.Scope({}, self.scope, thunks))
+            expr = interpreter.parse_expression(ast.unparse(node))
+            return interpreter.Interpreter(self.scope).eval(expr, interpreter.Scope({}, self.scope, thunks))
         except (AnalysisError, RecursionError, ValueError):
             return None
 
@@ -195,14 +139,14 @@ class SourceFile:
             value = self.probe.lookup(name, self.scope, None)
         except AnalysisError:
             return None
-        return value if isinstance(value, _inference().Class) else None
+        return value if isinstance(value, _interpreter().Class) else None
 
 
-def _inference():
+def _interpreter():
     """The interpreter's module, imported on first use: with libcst it costs a quarter of a
     second, which files with nothing to analyse never pay."""
-    from . import inference
-    return inference
+    from . import interpreter
+    return interpreter
 
 
 def read_source(source: str, filename: str, tree: ast.Module | None = None) -> SourceFile:
@@ -260,58 +204,12 @@ def _called_bare(source: str, name: str) -> bool:
     return False
 
 
-def split(lines: list, tree: ast.Module) -> tuple[list[Segment], list[list[ast.stmt]]]:
-    """The top-level statements of a source (its `lines`, ends kept) as Segments, with their ast."""
-    segments, statements = [], []
-    for start, end, stmts in _statement_groups(tree.body):
-        names = tuple(n for stmt in stmts for n in _bound_names(stmt))
-        segments.append(Segment(start, "".join(lines[start - 1:end]), names))
-        statements.append(stmts)
-    return segments, statements
 
 
-def _statement_groups(body: list):
-    """(first line, last line, statements) of each top-level statement; decorators included,
-    statements sharing a line (`import a; import b`) together."""
-    groups: list = []
-    for stmt in body:
-        start = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", ())])
-        if groups and start <= groups[-1][1]:
-            groups[-1][1] = max(groups[-1][1], stmt.end_lineno)
-            groups[-1][2].append(stmt)
-        else:
-            groups.append([start, stmt.end_lineno, [stmt]])
-    return groups
 
 
-def _bound_names(stmt: ast.stmt) -> list:
-    """The module-level names a statement binds, as inference._declare will declare them."""
-    if isinstance(stmt, ast.Import):
-        return [a.asname or a.name.split(".")[0] for a in stmt.names]
-    if isinstance(stmt, ast.ImportFrom):
-        return [] if stmt.level else [a.asname or a.name for a in stmt.names if a.name != "*"]
-    if isinstance(stmt, ast.Assign):
-        return [n for t in stmt.targets for n in _target_names(t)]
-    if isinstance(stmt, ast.AnnAssign):
-        return [stmt.target.id] if stmt.value is not None and isinstance(stmt.target, ast.Name) else []
-    if isinstance(stmt, ast.AugAssign):  # WIDTH += 8 rebinds WIDTH from its value before
-        return [stmt.target.id] if isinstance(stmt.target, ast.Name) else []
-    if isinstance(stmt, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-        return [stmt.name]
-    if isinstance(stmt, (ast.Try, ast.If)):
-        return [n for inner in stmt.body if isinstance(inner, (ast.Import, ast.ImportFrom))
-                for n in _bound_names(inner)]
-    return []
 
 
-def _target_names(target: ast.expr) -> list:
-    if isinstance(target, ast.Name):
-        return [target.id]
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return [n for e in target.elts for n in _target_names(e)]
-    if isinstance(target, ast.Starred):
-        return _target_names(target.value)
-    return []
 
 
 def _candidate(stmt: ast.stmt, segment: Segment, line: str) -> ModelDecl | None:

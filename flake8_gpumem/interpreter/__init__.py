@@ -1,0 +1,19 @@
+"""Shape inference: a small abstract interpreter over model source.
+
+It evaluates `__init__` to build the module tree (with constants, defaults,
+arithmetic, loops and helper calls resolved) and `forward` on tensors known by
+shape only, recording one Event per layer call. Nothing is imported or run:
+every name resolves to source (the file's, or a file it imports), to the
+catalogue, or to a short list of safe builtins. Whatever cannot be known raises
+Unresolved.
+
+One file per concern: objects (what it computes with), scopes (names),
+statements, expressions, calls, construction (nn.Module), tensors (catalogue ops);
+core puts them together.
+"""
+from .core import Interpreter
+from .objects import Class, Event, Function, Module, Q, Scope
+from .scopes import binds, parse_expression, segment_scope
+
+__all__ = ["Class", "Event", "Function", "Interpreter", "Module", "Q", "Scope", "binds", "parse_expression",
+           "segment_scope"]

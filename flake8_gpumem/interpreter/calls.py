@@ -1,0 +1,258 @@
+"""Calls: user functions and methods, bound methods of tensors and containers, names reached
+through imports, and the builtins gpumem evaluates."""
+from __future__ import annotations
+
+import math
+
+import libcst as cst
+
+from .. import catalogue, composites
+from ..signature import REQUIRED, Param, bind
+from ..values import AnalysisError, Tensor, Unresolved, tensors_in
+from .construction import _clone
+from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Function, Module, Parameter, Q, Scope,
+                      _Return, canonical, code, dotted)
+
+SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
+                 "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
+                 "isinstance", "divmod", "pow", "map", "filter")
+
+
+SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "exp", "pi", "e", "inf", "gcd", "isqrt")
+
+
+class Calls:
+    """Dispatches a call on what the callee is."""
+
+    def call(self, func, args: list, kwargs: dict, node):
+        self._tick(node)
+        if isinstance(func, Module):
+            return self.call_module(func, args, kwargs, node)
+        if isinstance(func, Function):
+            return self.call_function(func, args, kwargs, node)
+        if isinstance(func, Bound):
+            return self.call_bound(func, args, kwargs, node)
+        if isinstance(func, Class):
+            return self.instantiate(func, args, kwargs, node)
+        if isinstance(func, Q):
+            return self.call_q(func.path, args, kwargs, node)
+        if isinstance(func, Builtin):
+            return self.call_builtin(func, args, kwargs, node)
+        raise Unresolved(f"{code(node.func) if isinstance(node, cst.Call) else func!r} is not callable here", node)
+
+    def call_function(self, func: Function, args: list, kwargs: dict, node):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.depth -= 1
+            raise Unresolved(f"calls nest deeper than {MAX_DEPTH} (recursive model or helper?)", node)
+        caller_in_torch, self.in_torch = self.in_torch, func.scope.in_torch()
+        caller_segment, self.segment = self.segment, func.segment or self.segment
+        try:
+            local = Scope({"__class__": func.owner} if func.owner else {}, func.scope)
+            params = self._function_params(func, local)
+            local.vars.update(bind(params, args, kwargs, func.name, node))
+            if isinstance(func.node, cst.Lambda):
+                return self.eval(func.node.body, local)
+            try:
+                body = func.node.body
+                if isinstance(body, cst.IndentedBlock):
+                    self.run_block(body.body, local)
+                else:  # def f(): return x  on one line
+                    for small in body.body:
+                        self.run_small(small, local)
+            except _Return as ret:
+                return ret.value
+            finally:
+                self._hold_locals(local)
+            return None
+        finally:
+            self.depth -= 1
+            self.in_torch, self.segment = caller_in_torch, caller_segment
+
+    def _hold_locals(self, local: Scope) -> None:
+        """Tensors still bound to a function's variables live until it returns (Python frees them then)."""
+        for value in local.vars.values():
+            self._hold(value)
+
+    def _hold(self, value) -> None:
+        if self.events and isinstance(value, (list, tuple, dict, Tensor)):
+            for t in tensors_in(value):
+                self.held[t.storage.id] = len(self.events) - 1
+
+    def _function_params(self, func: Function, scope: Scope) -> list:
+        ps = func.node.params
+
+        def default(p):
+            return REQUIRED if p.default is None else self.eval(p.default, scope.parent)
+
+        params = [Param(p.name.value, default(p)) for p in list(ps.posonly_params) + list(ps.params)]
+        if isinstance(ps.star_arg, cst.Param):
+            params.append(Param(ps.star_arg.name.value, kind="varargs"))
+        params += [Param(p.name.value, default(p), "kwonly") for p in ps.kwonly_params]
+        if ps.star_kwarg is not None:
+            params.append(Param(ps.star_kwarg.name.value, kind="kwargs"))
+        return params
+
+    def call_bound(self, bound: Bound, args: list, kwargs: dict, node):
+        obj, func = bound.obj, bound.func
+        if isinstance(func, Function):
+            return self.call_function(func, [obj] + list(args), kwargs, node)
+        if isinstance(obj, Tensor):
+            op = catalogue.METHODS.get(func)
+            if op is None:
+                raise Unresolved(f"tensor method .{func}() is not in the catalogue", node)
+            return self.apply(op, {}, op.signature, [obj] + list(args), kwargs, node, None, f"Tensor.{func}")
+        if isinstance(obj, Module):
+            return self._module_method(obj, func, args, kwargs, node)
+        if isinstance(obj, (list, dict)):
+            try:
+                return getattr(obj, func)(*args, **kwargs)
+            except (TypeError, ValueError, IndexError, KeyError) as exc:
+                raise Unresolved(f".{func}() failed: {exc}", node) from None
+        raise Unresolved(f"cannot call .{func}() on {type(obj).__name__}", node)
+
+    def call_q(self, path: str, args: list, kwargs: dict, node):
+        path = canonical(path)
+        name = path.rsplit(".", 1)[-1]
+        if path.startswith("torch.nn.") and path.count(".") == 2 and (
+                name in catalogue.MODULES or name in CONTAINERS or name in catalogue.LAZY):
+            return self.construct(name, catalogue.MODULES.get(name), args, kwargs, node)
+        if path.startswith("torch.nn.") and path.count(".") == 2 and name in composites.LAYERS:
+            self.anchor = self.where(node)
+            return self.instantiate(self.lookup(name, self.torch_scope, node), args, kwargs, node)
+        if path in catalogue.FUNCTIONS:
+            return self.call_function_op(path, catalogue.FUNCTIONS[path], args, kwargs, node)
+        if path in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
+            data = args[0] if args else kwargs.get("data")
+            if not isinstance(data, Tensor):
+                raise Unresolved("nn.Parameter of something that is not a tensor", node)
+            return Parameter(Tensor(data.shape, self.model_dtype, True, is_param=True))
+        if path.startswith("torch.nn.init.") or path in ("torch.manual_seed", "warnings.warn"):
+            return None
+        if path in ("collections.OrderedDict", "typing.OrderedDict"):
+            return dict(*args, **kwargs)
+        if path == "copy.deepcopy":
+            return _clone(args[0])
+        if path.startswith("math.") and name in SAFE_MATH:
+            value = getattr(math, name)
+            return value(*args, **kwargs) if callable(value) else value
+        if path == "torch.Size":
+            return tuple(args[0]) if args else ()
+        raise Unresolved(f"{path}() is not known to gpumem", node)
+
+    def call_builtin(self, func: Builtin, args: list, kwargs: dict, node):
+        name = func.name
+        if name == "super":
+            raise Unresolved("super() is understood only as super().method(...)", node)
+        if name == "print":
+            return None
+        if name == "setattr":
+            self.setattr(args[0], args[1], args[2], node)
+            return None
+        if name in ("getattr", "hasattr"):
+            try:
+                value = self.getattr(args[0], args[1], node)
+            except AnalysisError:
+                if name == "hasattr":
+                    return False
+                if len(args) > 2:
+                    return args[2]
+                raise
+            return True if name == "hasattr" else value
+        if name == "type":
+            raise Unresolved("type() of a value is not known statically", node)
+        if name == "isinstance":
+            return self._isinstance(args[0], args[1], node)
+        if name == "len" and args and isinstance(args[0], Module):
+            return len(args[0].children)
+        if name == "len" and args and isinstance(args[0], Tensor):
+            return args[0].shape[0]
+        if name in ("list", "tuple", "enumerate", "zip", "reversed", "sorted", "sum", "min", "max", "map",
+                    "filter", "any", "all", "dict", "set") and args and isinstance(args[0], Module):
+            args = [self.iterate(args[0], node)] + list(args[1:])
+        if name in ("map", "filter"):
+            fn = args[0]
+            items = [self.iterate(a, node) for a in args[1:]]
+            if name == "map":
+                return [self.call(fn, list(vals), {}, node) for vals in zip(*items)]
+            return [v for v in items[0] if (self.truth(self.call(fn, [v], {}, node), node) if fn else v)]
+        if name == "range":
+            r = range(*args)
+            if len(r) > MAX_LOOP:
+                raise Unresolved(f"range of {len(r)} is more than the {MAX_LOOP} unrolled", node)
+            return r
+        if name == "pow":
+            return self.binop(cst.Power, args[0], args[1], node)
+        try:
+            result = func.fn(*args, **kwargs)
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+            raise Unresolved(f"{name}() failed: {exc}", node) from None
+        return list(result) if name in ("enumerate", "zip", "reversed") else result
+
+    def _isinstance(self, obj, kinds, node) -> bool:
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        for k in kinds:
+            if isinstance(k, Q) and isinstance(obj, Module):
+                name = canonical(k.path).rsplit(".", 1)[-1]
+                if name == obj.kind or name == "Module":
+                    return True
+            elif isinstance(k, Class) and isinstance(obj, Module) and obj.cls is k:
+                return True
+            elif isinstance(k, Builtin) and isinstance(k.fn, type) and not isinstance(obj, (Module, Tensor)):
+                if isinstance(obj, k.fn):
+                    return True
+            elif isinstance(k, Q) and isinstance(obj, Tensor) and k.path == "torch.Tensor":
+                return True
+        return False
+
+    def _eval_call(self, node: cst.Call, scope: Scope):
+        func_node = node.func
+        # super().__init__(...) and Base.__init__(self, ...): run the base class constructor.
+        if isinstance(func_node, cst.Attribute) and isinstance(func_node.value, cst.Call) and dotted(
+                func_node.value.func) == "super":
+            return self._super_call(func_node.attr.value, node, scope)
+        func = self.eval(func_node, scope)
+        args, kwargs = [], {}
+        for arg in node.args:
+            value = self.eval(arg.value, scope)
+            if arg.star == "*":
+                args.extend(self.iterate(value, arg.value))
+            elif arg.star == "**":
+                if not isinstance(value, dict):
+                    raise Unresolved("** of something that is not a dict", arg)
+                kwargs.update(value)
+            elif arg.keyword is not None:
+                kwargs[arg.keyword.value] = value
+            else:
+                args.append(value)
+        if not self.in_torch:
+            saved, self.anchor = self.anchor, (self.segment, node)
+            try:
+                return self.call(func, args, kwargs, node)
+            finally:
+                self.anchor = saved
+        return self.call(func, args, kwargs, node)
+
+    def _super_call(self, method: str, node: cst.Call, scope: Scope):
+        self_obj = self.lookup("self", scope, node)
+        if not isinstance(self_obj, Module) or self_obj.cls is None:
+            return None
+        args = [self.eval(a.value, scope) for a in node.args if not a.keyword and not a.star]
+        kwargs = {a.keyword.value: self.eval(a.value, scope) for a in node.args if a.keyword}
+        owner = self._owner_class(scope)
+        for base in self.bases(owner or self_obj.cls):
+            if isinstance(base, Class):
+                found = base.method(self, method)
+                if found is not None:
+                    return self.call_function(found, [self_obj] + args, kwargs, node)
+        return None  # nn.Module.__init__ and friends
+
+    def _owner_class(self, scope: Scope) -> Class | None:
+        """The class whose method is running: the innermost function scope's defining class."""
+        s = scope
+        while s is not None:
+            owner = s.vars.get("__class__")
+            if owner is not None:
+                return owner
+            s = s.parent
+        return None

@@ -1,0 +1,51 @@
+"""The interpreter: one model's construction, then one forward pass, from the parts in this package."""
+from __future__ import annotations
+
+from ..segments import Segment
+from ..values import Unresolved
+from .calls import Calls
+from .construction import Construction
+from .expressions import Expressions
+from .objects import MAX_STEPS, Event, Module, Scope
+from .scopes import Names, _composite_scope
+from .statements import Statements
+from .tensors import TensorOps
+
+
+class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps):
+    """Evaluates one model: construction, then one forward pass."""
+
+    def __init__(self, scope: Scope, model_dtype: str = "float32", device: str = "cuda",
+                 autocast: str | None = None):
+        self.scope = scope
+        self.model_dtype = model_dtype
+        self.device = device  # kernels differ: what they keep for backward and their temporaries
+        self.autocast = autocast  # AMP: the half dtype autocast computes in, or None
+        self.casts: dict = {}  # (id(tensor), dtype) -> its autocast copy, for weights
+        self.held: dict = {}  # storage id -> index of the last event while a variable still held it
+        self.param_tensors: dict = {}  # id(module) -> its weights as tensors, made when AMP casts them
+        self.steps = 0
+        self.depth = 0
+        self.events: list[Event] = []
+        self.stack: list[list] = []  # module calls in flight: [Module, had_child_call]
+        self.anchor: tuple | None = None  # (Segment, node) of the innermost user code, for positions
+        self.segment: Segment | None = None  # the statement whose code runs now
+        self.in_torch = False  # running composites.py's code, whose nodes have no place in the user's file
+
+    @property
+    def torch_scope(self) -> Scope:
+        """The layers PyTorch builds from others (composites.py), parsed the first time one is used."""
+        return _composite_scope()
+
+    def where(self, node, module: Module | None = None) -> tuple | None:
+        """(Segment, node) to report at: `node` (where `module` was constructed), or, inside
+        PyTorch's code, the user code that reached it."""
+        if node is None or self.in_torch:
+            return self.anchor
+        return module.segment if module is not None else self.segment, node
+
+    def _tick(self, node) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise Unresolved(f"analysis stopped after {MAX_STEPS} evaluation steps (model too large or a loop "
+                             "too long to unroll)", node)

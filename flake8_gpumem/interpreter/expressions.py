@@ -1,0 +1,289 @@
+"""Expressions: literals, operators, attributes, subscripts, comprehensions, f-strings."""
+from __future__ import annotations
+
+import ast
+import operator
+import re
+
+import libcst as cst
+
+from .. import catalogue
+from ..values import TORCH_DTYPES, AnalysisError, Tensor, Unresolved
+from .objects import (MAX_INT_BITS, MAX_LOOP, Bound, Builtin, Class, Function, Module, Q, Scope, _Break, _Continue,
+                      _Return, code)
+
+WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
+LIST_METHODS = ("append", "extend", "insert", "pop", "index", "count", "copy", "reverse",
+                "items", "keys", "values", "get", "update", "setdefault")
+
+
+BINOPS = {
+    cst.Add: operator.add, cst.Subtract: operator.sub, cst.Multiply: operator.mul, cst.Divide: operator.truediv,
+    cst.FloorDivide: operator.floordiv, cst.Modulo: operator.mod, cst.Power: operator.pow,
+    cst.MatrixMultiply: operator.matmul, cst.BitOr: operator.or_, cst.BitAnd: operator.and_,
+    cst.BitXor: operator.xor, cst.LeftShift: operator.lshift, cst.RightShift: operator.rshift,
+}
+
+
+AUGOPS = {
+    cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
+    cst.DivideAssign: cst.Divide, cst.FloorDivideAssign: cst.FloorDivide, cst.ModuloAssign: cst.Modulo,
+    cst.PowerAssign: cst.Power, cst.MatrixMultiplyAssign: cst.MatrixMultiply, cst.BitOrAssign: cst.BitOr,
+}
+
+
+TENSOR_BINOPS = {cst.Add: ("add", "+", "torch.add"), cst.Subtract: ("sub", "-", "torch.sub"),
+                 cst.Multiply: ("mul", "*", "torch.mul"), cst.Divide: ("div", "/", "torch.div"),
+                 cst.MatrixMultiply: ("matmul", "@", "torch.matmul")}
+
+
+COMPARE = {
+    cst.Equal: operator.eq, cst.NotEqual: operator.ne, cst.LessThan: operator.lt, cst.LessThanEqual: operator.le,
+    cst.GreaterThan: operator.gt, cst.GreaterThanEqual: operator.ge, cst.Is: operator.is_,
+    cst.IsNot: operator.is_not, cst.In: lambda a, b: a in b, cst.NotIn: lambda a, b: a not in b,
+}
+
+
+class Expressions:
+    """Evaluates an expression node in a scope, dispatched on the node's exact type."""
+
+    def eval(self, node, scope: Scope):
+        self._tick(node)
+        try:
+            return self._eval(node, scope)
+        except (AnalysisError, _Return, _Break, _Continue):
+            raise
+        except RecursionError:
+            raise Unresolved("an expression nests too deeply for gpumem", None) from None
+        except Exception as exc:  # any Python-level failure of an evaluated value
+            raise Unresolved(f"cannot evaluate {code(node)[:80]}: {exc or type(exc).__name__}", node) from None
+
+    def _eval(self, node, scope: Scope):
+        handler = _EVAL.get(type(node))  # by exact type: isinstance on libcst's ABC-based nodes is slow
+        if handler is None:
+            raise Unresolved(f"unsupported expression {code(node)[:60]}", node)
+        return handler(self, node, scope)
+
+    def _name(self, node: cst.Name, scope: Scope):
+        return self.lookup(node.value, scope, node)
+
+    def _boolean(self, node: cst.BooleanOperation, scope: Scope):
+        left = self.eval(node.left, scope)
+        if isinstance(node.operator, cst.And):
+            return self.eval(node.right, scope) if self.truth(left, node) else left
+        return left if self.truth(left, node) else self.eval(node.right, scope)
+
+    def _ifexp(self, node: cst.IfExp, scope: Scope):
+        test = self.truth(self.eval(node.test, scope), node.test)
+        return self.eval(node.body if test else node.orelse, scope)
+
+    def _sequence(self, node, scope: Scope):
+        items = []
+        for e in node.elements:
+            value = self.eval(e.value, scope)
+            items.extend(self.iterate(value, e) if isinstance(e, cst.StarredElement) else [value])
+        return tuple(items) if isinstance(node, cst.Tuple) else (list(items) if isinstance(node, cst.List)
+                                                                 else set(items))
+
+    def _dict(self, node: cst.Dict, scope: Scope):
+        out = {}
+        for e in node.elements:
+            if isinstance(e, cst.StarredDictElement):
+                out.update(self.eval(e.value, scope))
+            else:
+                out[self.eval(e.key, scope)] = self.eval(e.value, scope)
+        return out
+
+    def _listcomp(self, node, scope: Scope):
+        items = []
+        self._comprehend(node.for_in, Scope({}, scope), lambda s: items.append(self.eval(node.elt, s)))
+        return set(items) if isinstance(node, cst.SetComp) else items
+
+    def _dictcomp(self, node: cst.DictComp, scope: Scope):
+        out = {}
+        self._comprehend(node.for_in, Scope({}, scope),
+                         lambda s: out.__setitem__(self.eval(node.key, s), self.eval(node.value, s)))
+        return out
+
+    def _fstring(self, node: cst.FormattedString, scope: Scope) -> str:
+        out = []
+        for part in node.parts:
+            if isinstance(part, cst.FormattedStringText):
+                out.append(part.value)
+            else:
+                value = self.eval(part.expression, scope)
+                if not isinstance(value, (int, float, str, bool)):
+                    raise Unresolved("an f-string of a non-constant value", node)
+                out.append(str(value))
+        return "".join(out)
+
+    def _comprehend(self, comp: cst.CompFor, scope: Scope, emit) -> None:
+        for item in self.iterate(self.eval(comp.iter, scope), comp.iter):
+            self._tick(comp)
+            self.assign(comp.target, item, scope)
+            if all(self.truth(self.eval(c.test, scope), c.test) for c in comp.ifs):
+                if comp.inner_for_in is not None:
+                    self._comprehend(comp.inner_for_in, scope, emit)
+                else:
+                    emit(scope)
+
+    def _unary(self, node: cst.UnaryOperation, scope: Scope):
+        value = self.eval(node.expression, scope)
+        if isinstance(node.operator, cst.Not):
+            return not self.truth(value, node)
+        if isinstance(value, Tensor):
+            if isinstance(node.operator, cst.Minus):
+                return self.apply(catalogue.unary(), {}, "input", [value], {}, node, None, "neg")
+            raise Unresolved(f"unsupported operator on a tensor: {code(node)}", node)
+        if isinstance(node.operator, cst.Minus):
+            return -value
+        if isinstance(node.operator, cst.Plus):
+            return +value
+        return ~value
+
+    def _compare(self, node: cst.Comparison, scope: Scope):
+        left = self.eval(node.left, scope)
+        for target in node.comparisons:
+            right = self.eval(target.comparator, scope)
+            if isinstance(left, Tensor) or isinstance(right, Tensor):
+                if not isinstance(target.operator, (cst.Is, cst.IsNot, cst.In, cst.NotIn)):
+                    if len(node.comparisons) > 1:
+                        raise Unresolved("chained comparisons of tensors are not supported", node)
+                    return catalogue.broadcast(left, right).like(catalogue.broadcast(left, right).shape, "bool")
+                result = COMPARE[type(target.operator)](left, right)
+            else:
+                result = COMPARE[type(target.operator)](left, right)
+            if not result:
+                return False
+            left = right
+        return True
+
+    def binop(self, op, left, right, node, inplace: bool = False):
+        if isinstance(left, Tensor) or isinstance(right, Tensor):
+            if op not in TENSOR_BINOPS:
+                raise Unresolved(f"unsupported tensor operator in {code(node)[:60]}", node)
+            name, symbol, path = TENSOR_BINOPS[op]
+            spec = catalogue.FUNCTIONS[path]
+            if isinstance(left, (int, float)) and op in (cst.Add, cst.Multiply):
+                left, right = right, left
+            elif not isinstance(left, Tensor):
+                left = Tensor((), "float32")  # 1 - x, 2 / x: a scalar on the left
+            return self.apply(spec, {}, spec.signature, [left, right], {}, node, None,
+                              symbol + "=" if inplace else symbol, inplace=left if inplace else None)
+        if op is cst.Power and isinstance(left, int) and isinstance(right, int) and (
+                right > MAX_INT_BITS or abs(left) > 2 ** MAX_INT_BITS):
+            raise Unresolved(f"{code(node)[:60]} is too large to be a size", node)
+        if op is cst.LeftShift and isinstance(right, int) and right > MAX_INT_BITS:
+            raise Unresolved(f"{code(node)[:60]} is too large to be a size", node)
+        if op is cst.Multiply and any(isinstance(v, (list, tuple, str)) for v in (left, right)):
+            seq, times = (left, right) if isinstance(left, (list, tuple, str)) else (right, left)
+            if isinstance(times, int) and len(seq) * times > MAX_LOOP * 100:
+                raise Unresolved(f"{code(node)[:60]} builds {len(seq) * times} items, more than gpumem "
+                                 "evaluates", node)
+        if op is cst.Modulo and isinstance(left, str):
+            _check_format(left, node)
+        result = BINOPS[op](left, right)
+        if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > MAX_INT_BITS:
+            raise Unresolved(f"{code(node)[:60]} = {result} is too large to be a size", node)
+        return result
+
+    def _subscript(self, node: cst.Subscript, scope: Scope):
+        value = self.eval(node.value, scope)
+        if isinstance(value, Tensor):
+            return self._index_tensor(value, node, scope)
+        if len(node.slice) != 1:
+            raise Unresolved(f"unsupported subscript {code(node)}", node)
+        element = node.slice[0].slice
+        if isinstance(element, cst.Slice):
+            key = slice(*(None if p is None else self.eval(p, scope)
+                          for p in (element.lower, element.upper, element.step)))
+        else:
+            key = self.eval(element.value, scope)
+        if isinstance(value, Module):
+            items = list(value.children.values())
+            if value.container == "ModuleDict":
+                return value.children[key]
+            if isinstance(key, slice):
+                sub = Module(value.kind, value.node, container=value.container, segment=value.segment)
+                sub.children = dict(list(value.children.items())[key])
+                return sub
+            return items[key]
+        if isinstance(value, Q):
+            return value  # type annotations like Optional[nn.Module]
+        return value[key]
+
+    def getattr(self, obj, name: str, node):
+        if isinstance(obj, Q):
+            if obj.path == "torch" and name in TORCH_DTYPES:
+                return TORCH_DTYPES[name]  # torch.float16, torch.half: the dtype "float16"
+            return Q(f"{obj.path}.{name}")
+        if isinstance(obj, Module):
+            return self._module_attr(obj, name, node)
+        if isinstance(obj, Tensor):
+            if name == "shape":
+                return obj.shape
+            if name == "ndim":
+                return obj.ndim
+            if name == "dtype":
+                return obj.dtype
+            if name == "device":
+                return Q("torch.device")
+            if name == "T":
+                return obj.view(obj.shape[::-1])
+            if name == "requires_grad":
+                return obj.requires_grad
+            return Bound(obj, name)
+        if isinstance(obj, (list, dict)) and name in LIST_METHODS:
+            return Bound(obj, name)
+        if isinstance(obj, Class):
+            method = obj.method(self, name)
+            if method is not None:
+                return method
+            for stmt in obj.node.body.body:
+                if isinstance(stmt, cst.SimpleStatementLine):
+                    for small in stmt.body:
+                        if isinstance(small, cst.Assign) and any(
+                                isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
+                            return self.eval(small.value, obj.scope)
+        if isinstance(obj, (int, float, str, tuple)) and name in ("real", "upper", "lower", "format", "join",
+                                                                   "startswith", "endswith", "split", "index",
+                                                                   "count"):
+            if name == "format":
+                _check_format(obj, node)
+            return Builtin(getattr(obj, name), name)
+        raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
+
+
+_EVAL = {
+    cst.Name: Expressions._name,
+    cst.Integer: lambda self, node, scope: int(node.value, 0),
+    cst.Float: lambda self, node, scope: float(node.value),
+    cst.SimpleString: lambda self, node, scope: ast.literal_eval(node.value),
+    cst.ConcatenatedString: lambda self, node, scope: self.eval(node.left, scope) + self.eval(node.right, scope),
+    cst.FormattedString: Expressions._fstring,
+    cst.Attribute: lambda self, node, scope: self.getattr(self.eval(node.value, scope), node.attr.value, node),
+    cst.Call: lambda self, node, scope: self._eval_call(node, scope),
+    cst.BinaryOperation: lambda self, node, scope: self.binop(
+        type(node.operator), self.eval(node.left, scope), self.eval(node.right, scope), node),
+    cst.UnaryOperation: Expressions._unary,
+    cst.BooleanOperation: Expressions._boolean,
+    cst.Comparison: Expressions._compare,
+    cst.IfExp: Expressions._ifexp,
+    cst.Tuple: Expressions._sequence,
+    cst.List: Expressions._sequence,
+    cst.Set: Expressions._sequence,
+    cst.Dict: Expressions._dict,
+    cst.ListComp: Expressions._listcomp,
+    cst.GeneratorExp: Expressions._listcomp,
+    cst.SetComp: Expressions._listcomp,
+    cst.DictComp: Expressions._dictcomp,
+    cst.Subscript: Expressions._subscript,
+    cst.Lambda: lambda self, node, scope: Function(node, scope, "lambda", segment=self.segment),
+    cst.Ellipsis: lambda self, node, scope: Ellipsis,
+}
+
+
+def _check_format(text: str, node) -> None:
+    """Refuse a format string that would build a string of 10,000+ characters ('%0999999999d' % 1)."""
+    if WIDE_FORMAT.search(text):
+        raise Unresolved(f"the format {text[:40]!r} asks for a width of 10,000 characters or more", node)

@@ -1,0 +1,177 @@
+"""What the interpreter computes with besides numbers and tensors: names reached through
+imports, scopes, user functions and classes, module instances, and one Event per call."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from ..catalogue import Args, Op
+from ..segments import Segment
+from ..values import Tensor
+
+if TYPE_CHECKING:
+    from .core import Interpreter
+
+MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
+MAX_LOOP = 10_000  # iterations of one loop
+MAX_DEPTH = 60  # nested calls of functions, methods and modules
+MAX_INT_BITS = 63  # sizes beyond int64 are not sizes
+
+
+@dataclass(frozen=True)
+class Q:
+    """A name reached through an import, e.g. torch.nn.Conv2d."""
+
+    path: str
+
+
+@dataclass(eq=False)
+class Scope:
+    vars: dict
+    parent: Scope | None = None
+    thunks: dict = field(default_factory=dict)  # module level: name -> node or Segment, evaluated on first use
+    torch: bool = False  # composites.py's globals: PyTorch's code, not the user's
+
+    def in_torch(self) -> bool:
+        s = self
+        while s.parent is not None:
+            s = s.parent
+        return s.torch
+
+
+@dataclass(eq=False)
+class Function:
+    node: cst.FunctionDef | cst.Lambda
+    scope: Scope
+    name: str
+    owner: Class | None = None  # the class a method is defined in, for super()
+    segment: Segment | None = None  # the user-file statement it is part of (None: PyTorch's code)
+
+
+@dataclass(eq=False)
+class Class:
+    node: cst.ClassDef
+    scope: Scope
+    name: str
+    segment: Segment | None = None
+
+    def method(self, interp: Interpreter, name: str):
+        """Look a method up along the in-file base classes."""
+        for stmt in self.node.body.body:
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name:
+                return Function(stmt, self.scope, f"{self.name}.{name}", self, self.segment)
+        for base in interp.bases(self):
+            if isinstance(base, Class):
+                found = base.method(interp, name)
+                if found is not None:
+                    return found
+        return None
+
+
+@dataclass(eq=False)
+class Bound:
+    """A method bound to its object: a user method, or a catalogue method of a tensor/list."""
+
+    obj: object
+    func: object  # Function, or the method name for tensors and containers
+
+
+@dataclass(eq=False)
+class Builtin:
+    fn: object
+    name: str
+
+
+@dataclass(eq=False)
+class Parameter:
+    tensor: Tensor
+
+
+@dataclass(eq=False)
+class Module:
+    """An nn.Module instance as the interpreter builds it."""
+
+    kind: str  # torch class name, or the user class name
+    node: cst.CSTNode | None  # where it was constructed
+    op: Op | None = None  # catalogue entry, for leaf layers
+    args: Args | None = None
+    cls: Class | None = None
+    container: str | None = None  # Sequential | ModuleList | ModuleDict
+    children: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+    params: list = field(default_factory=list)  # shapes of its own parameters
+    buffers: list = field(default_factory=list)  # its own buffer tensors
+    lazy: tuple | None = None  # (layer, argument, input dim) of a Lazy* layer: known at its first call
+    segment: Segment | None = None  # the statement whose code constructed it
+
+
+@dataclass
+class Event:
+    """One call in forward: a leaf module, a functional op, a tensor method or an operator."""
+
+    module: Module | None
+    type: str
+    node: cst.CSTNode
+    inputs: list  # the tensors it reads
+    output: object
+    allocated: list  # tensors this call created (its activation memory)
+    saved: list  # tensors autograd keeps for backward
+    notes: list
+    grad: str = "alloc"  # how backward makes the inputs' gradients (catalogue Op.grad)
+    leaf: bool = True  # False for a custom module whose own ops are events already
+    where: tuple | None = None  # (Segment, node) to report it at: the call, or the user code that reached it
+    backward_temp: int = 0  # bytes its backward holds briefly beyond the gradients
+    backward_late: int | None = None  # the same once it has consumed its output's gradient (freed then)
+    forward_temp: int = 0  # bytes it holds briefly while it runs
+    own_param_grads: bool = True  # False under AMP: the gradients reach the weights through their casts
+    until_forward_end: bool = False  # its output lives until forward ends (autocast's weight cache)
+    owner: Module | None = None  # the module whose forward made this call
+    folded: bool = False  # made inside a leaf custom module: reported as part of that module's row
+
+
+LAZY_PENDING = object()  # a lazy layer's size until its first input arrives
+
+
+class _Return(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
+class _Break(Exception):
+    pass
+
+
+class _Continue(Exception):
+    pass
+
+
+CONTAINERS = ("Sequential", "ModuleList", "ModuleDict")
+
+
+MODULE_BASES = {"torch.nn.Module", "torch.nn.modules.module.Module", "pytorch_lightning.LightningModule",
+                "lightning.LightningModule", "lightning.pytorch.LightningModule",
+                "pytorch_lightning.core.LightningModule", "lightning.pytorch.core.LightningModule"}
+
+_code = cst.Module([])
+
+
+def code(node: cst.CSTNode) -> str:
+    return _code.code_for_node(node)
+
+
+def dotted(node) -> str:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        return f"{dotted(node.value)}.{node.attr.value}"
+    return ""
+
+
+def canonical(path: str) -> str:
+    """torch.nn.modules.conv.Conv2d -> torch.nn.Conv2d; F aliases kept as written."""
+    parts = path.split(".")
+    if parts[:3] == ["torch", "nn", "modules"] and len(parts) > 3:
+        return "torch.nn." + parts[-1]
+    return path

@@ -1,0 +1,184 @@
+"""Names: a source's globals bound lazily statement by statement, imports as qualified names,
+and the lookup of a name through nested scopes."""
+from __future__ import annotations
+
+import ast
+import builtins
+from dataclasses import dataclass
+from functools import lru_cache
+
+import libcst as cst
+
+from .. import composites
+from ..segments import LINES, Segment, split
+from ..values import AnalysisError, Unresolved
+from .calls import SAFE_BUILTINS
+from .objects import Builtin, Class, Function, Q, Scope, dotted
+
+@dataclass(eq=False)
+class Rebinding:
+    """A module-level name bound again from its own earlier value (`W = W * 2`, `W += 8`)."""
+
+    node: cst.CSTNode  # the value, or the AugAssign
+    previous: Segment  # the statement that bound the name before
+
+
+def segment_scope(segments: list, torch: bool = False) -> Scope:
+    """Globals of a source: each name bound by the last statement that binds it, parsed on first use."""
+    scope = Scope({}, torch=torch)
+    for segment in segments:
+        for name in segment.names:
+            if name in scope.thunks:
+                segment.previous[name] = scope.thunks[name]
+            scope.thunks[name] = segment
+    return scope
+
+
+def _parse_into(segment: Segment, scope: Scope) -> None:
+    """Declare the names `segment` still owns in `scope` (a later statement may rebind the others)."""
+    owned = [n for n in segment.names if scope.thunks.get(n) is segment]
+    declared = Scope({})
+    try:
+        for stmt in segment.module.body:  # PyTorch's code has no place in the user's file
+            _declare(stmt, scope, declared, None if scope.torch else segment)
+    except AnalysisError as exc:
+        declared.vars = {name: Unresolved(f"'{name}' could not be read: {exc.message}") for name in owned}
+    for name in owned:
+        del scope.thunks[name]
+        if name in declared.vars:
+            scope.vars[name] = declared.vars[name]
+        elif name in declared.thunks:
+            before = segment.previous.get(name)
+            scope.thunks[name] = Rebinding(declared.thunks[name], before) if before else declared.thunks[name]
+        else:  # e.g. a relative import, which gpumem does not follow
+            scope.vars[name] = Unresolved(f"'{name}' (line {segment.first_line}) is not something gpumem reads")
+
+
+def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None) -> None:
+    """Bind the names a top-level statement defines in `into`; functions and classes close over `scope`."""
+    if isinstance(stmt, cst.SimpleStatementLine):
+        for small in stmt.body:
+            if isinstance(small, (cst.Import, cst.ImportFrom)):
+                into.vars.update(imported_names(small))
+            elif isinstance(small, cst.Assign):
+                for target in small.targets:
+                    for name in _target_names(target.target):
+                        into.thunks[name] = small.value if isinstance(target.target, cst.Name) else small
+                        into.vars.pop(name, None)
+            elif isinstance(small, cst.AnnAssign) and small.value is not None and isinstance(small.target, cst.Name):
+                into.thunks[small.target.value] = small.value
+            elif isinstance(small, cst.AugAssign) and isinstance(small.target, cst.Name):
+                into.thunks[small.target.value] = small
+    elif isinstance(stmt, cst.ClassDef):
+        into.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment)
+        into.thunks.pop(stmt.name.value, None)
+    elif isinstance(stmt, cst.FunctionDef):
+        into.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value, segment=segment)
+        into.thunks.pop(stmt.name.value, None)
+    elif isinstance(stmt, (cst.Try, cst.If)):  # `try: import x except ImportError: ...` and guarded imports
+        for inner in stmt.body.body:
+            if isinstance(inner, cst.SimpleStatementLine) and all(
+                    isinstance(s, (cst.Import, cst.ImportFrom)) for s in inner.body):
+                _declare(inner, scope, into, segment)
+
+
+def binds(stmt, name: str) -> bool:
+    """Whether a top-level statement defines `name` as a class or a plain assignment."""
+    if isinstance(stmt, cst.ClassDef):
+        return stmt.name.value == name
+    return isinstance(stmt, cst.SimpleStatementLine) and any(
+        isinstance(s, cst.Assign) and isinstance(s.targets[0].target, cst.Name) and s.targets[0].target.value == name
+        for s in stmt.body)
+
+
+def parse_expression(text: str) -> cst.BaseExpression:
+    try:
+        return cst.parse_expression(text)
+    except cst.ParserSyntaxError as exc:
+        raise Unresolved(f"libcst cannot parse {text[:40]!r}: {exc.message}") from None
+
+
+def _target_names(target) -> list:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for e in target.elements for n in _target_names(e.value)]
+    return []
+
+
+def imported_names(stmt) -> dict:
+    names = {}
+    if isinstance(stmt, cst.Import):
+        for alias in stmt.names:
+            path = dotted(alias.name)
+            if alias.asname is not None:
+                names[alias.asname.name.value] = Q(path)
+            else:
+                names[path.split(".")[0]] = Q(path.split(".")[0])
+    elif isinstance(stmt.names, cst.ImportStar) or stmt.relative:
+        pass
+    else:
+        base = dotted(stmt.module)
+        for alias in stmt.names:
+            local = alias.asname.name.value if alias.asname else alias.name.value
+            names[local] = Q(f"{base}.{alias.name.value}")
+    return names
+
+
+@lru_cache(maxsize=1)
+def _composite_scope() -> Scope:
+    """composites.py's source, each layer parsed the first time a model uses it."""
+    source = composites.SOURCE
+    segments, _ = split(LINES.findall(source), ast.parse(source))
+    return segment_scope(segments, torch=True)
+
+
+class Names:
+    """Name lookup through scopes, module-level names evaluated on first use."""
+
+    def lookup(self, name: str, scope: Scope, node):
+        s = scope
+        while s is not None:
+            if name in s.vars:
+                value = s.vars[name]
+                if isinstance(value, Unresolved):
+                    raise Unresolved(value.message, node)
+                return value
+            if isinstance(s.thunks.get(name), Segment):
+                _parse_into(s.thunks[name], s)
+                continue  # look again: the statement has declared its names
+            if name in s.thunks:
+                thunk = s.thunks.pop(name)
+                s.vars[name] = Unresolved(f"'{name}' is defined in terms of itself", thunk)
+                try:
+                    s.vars[name] = self._global_value(name, thunk, s)
+                except AnalysisError as exc:
+                    s.vars[name] = Unresolved(f"'{name}' could not be resolved: {exc.message}", thunk)
+                    raise Unresolved(s.vars[name].message, node) from None
+                return s.vars[name]
+            s = s.parent
+        if name in ("True", "False", "None"):
+            return {"True": True, "False": False, "None": None}[name]
+        if name in SAFE_BUILTINS:
+            return Builtin(getattr(builtins, name), name)
+        if name in ("super", "print", "setattr", "getattr", "hasattr", "type"):
+            return Builtin(None, name)
+        raise Unresolved(f"'{name}' is not known to gpumem: not defined in this file, nor a builtin it evaluates",
+                         node)
+
+    def _global_value(self, name: str, node, scope: Scope):
+        if isinstance(node, Rebinding):  # evaluated where `name` still has its earlier binding
+            before = Scope({}, scope, {name: node.previous})
+            if isinstance(node.node, cst.AugAssign):
+                self._augassign(node.node, before)  # as in a function body: `+=` on a list extends it
+                return self.lookup(name, before, node.node)
+            return self._global_value(name, node.node, before)
+        if isinstance(node, cst.AugAssign):
+            raise Unresolved(f"'{name}' is augmented before it is bound", node)
+        if isinstance(node, cst.Assign):  # tuple unpacking at module level
+            value = self.eval(node.value, scope)
+            tmp = Scope({}, scope)
+            for target in node.targets:
+                self.assign(target.target, value, tmp)
+            return tmp.vars[name]
+        return self.eval(node, scope)

@@ -1,0 +1,172 @@
+"""Tensor operations: a catalogue entry applied to known shapes, recorded as an Event, with
+autocast's casts under AMP; indexing."""
+from __future__ import annotations
+
+import libcst as cst
+
+from .. import catalogue
+from ..catalogue import Args, Op
+from ..signature import bind, parse
+from ..values import FLOAT_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
+from .objects import Event, Module, Scope, code, dotted
+
+
+class TensorOps:
+    """Applies catalogue ops to tensors known by shape."""
+
+    def apply(self, op: Op, fixed: dict, signature: str, args: list, kwargs: dict, node, module: Module | None,
+              type_name: str, inplace: Tensor | None = None):
+        """Run a catalogue entry on known shapes and record the call.
+
+        With `inplace`, the result is written into that tensor's memory (`x += y`)."""
+        bound = Args(fixed)
+        bound.update(bind(_params(signature), args, kwargs, type_name, node))
+        bound["_float"] = self.model_dtype
+        bound["_device"] = self.device
+        # the caller's arguments live until the call returns, also when autocast hands the op copies
+        amp = self.autocast and op.autocast
+        originals = list(tensors_in(list(bound.values()))) if amp else []
+        weights = self._autocast(op, bound, module, node) if amp else []
+        inputs = [t for t in tensors_in(list(bound.values()))] + weights
+        try:
+            out = op.shape(bound)
+        except AnalysisError as exc:
+            exc.node = exc.node or (module.node if module is not None else node)
+            raise
+        except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError) as exc:
+            raise Unresolved(f"{type_name} arguments cannot be used: {exc}", node) from None
+        if inplace is not None:
+            if out.shape != inplace.shape:
+                raise ShapeError(f"an in-place result of shape {catalogue.fmt(out.shape)} cannot be written "
+                                 f"into {catalogue.fmt(inplace.shape)}", node)
+            out = inplace.rewritten()
+        input_ids = {id(t) for t in inputs}
+        outputs = list(tensors_in(out))
+        for t in outputs:
+            if _bad_sizes(t.shape):
+                raise ShapeError(f"{type_name} gives an output of shape {catalogue.fmt(t.shape)}: a size must be "
+                                 "a whole number, 0 or more", node)
+        if inputs and all(t.is_param for t in inputs) and all(t.base is not None for t in outputs):
+            for t in outputs:
+                t.is_param, t.requires_grad = True, True
+            return out  # w.split(...), w.chunk(3): slices of a weight
+        in_memory = {t.storage.id for t in inputs}
+        new = list({t.storage.id: t.storage for t in outputs if id(t) not in input_ids  # a view of a new tensor
+                    and t.storage.id not in in_memory}.values())
+        grad = any(t.requires_grad for t in inputs) or bool(module and module.params)
+        for t in outputs:
+            if id(t) not in input_ids:
+                t.requires_grad = grad and t.dtype in FLOAT_DTYPES
+        saved = list(op.saves(bound, out)) if grad else []
+        if weights and (op.keeps_weight or any(t.requires_grad and not t.is_param for t in inputs
+                                               if t not in weights)):
+            saved.append(weights[0])  # the half-precision weight copy, for the input's gradient
+        known = input_ids | {id(t) for t in outputs}
+        new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
+        temp = op.backward_temp(bound) if grad else 0
+        early, late = temp if isinstance(temp, tuple) else (temp, None)
+        written = next((t.base for t in outputs if t.rewrite), None)  # what an in-place op wrote
+        if grad and written is not None and written.is_view:
+            # in place on a view: autograd's CopySlices makes the base's gradient and clones the view's
+            copy_slices = written.storage.nbytes + written.nbytes
+            early, late = early + copy_slices, None if late is None else late + copy_slices
+        self.events.append(Event(module, type_name, node, inputs, out, new, saved, bound.notes, op.grad,
+                                 where=self.where(module.node, module) if module is not None else self.where(node),
+                                 backward_temp=early, backward_late=late,
+                                 forward_temp=op.forward_temp(bound, out),
+                                 owner=self.stack[-1][0] if self.stack else None,
+                                 own_param_grads=not weights))
+        for t in originals:
+            self.held[t.storage.id] = max(self.held.get(t.storage.id, -1), len(self.events) - 1)
+        return out
+
+    def _autocast(self, op: Op, bound: Args, module: Module | None, node) -> list:
+        """Under AMP, cast the call's float inputs to the op's precision; return the module's
+        half-precision weight copies (autocast caches one per weight per forward)."""
+        target = self.autocast if op.autocast == "low" else (
+            "float32" if op.autocast == "fp32" or self.device == "cuda" else None)
+        if target is None:
+            return []
+        # autocast casts the arguments last to first (the module's bias, its weight, then the input),
+        # so in backward the input's cast runs first
+        weights = []
+        if module is not None and target != "float32" and module.params:
+            if id(module) not in self.param_tensors:
+                self.param_tensors[id(module)] = [Tensor(tuple(s), self.model_dtype, True, is_param=True)
+                                                  for s in module.params]
+            weights = [self._cast(p, target, node) for p in reversed(self.param_tensors[id(module)])][::-1]
+        for key, value in reversed(list(bound.items())):
+            if isinstance(value, Tensor) and value.dtype in FLOAT_DTYPES and value.dtype != target:
+                bound[key] = self._cast(value, target, node)
+            elif isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) for v in value):
+                bound[key] = type(value)(self._cast(v, target, node) if isinstance(v, Tensor) and
+                                         v.dtype in FLOAT_DTYPES and v.dtype != target else v for v in value)
+        return weights
+
+    def _cast(self, t: Tensor, dtype: str, node) -> Tensor:
+        cached = self.casts.get((id(t), dtype))
+        if cached is None:
+            cached = self.apply(catalogue.CAST, {}, "input, dtype", [t, dtype], {}, node, None, "autocast")
+            if t.is_param:  # autocast's weight cache holds it until the forward pass ends
+                self.casts[(id(t), dtype)] = cached
+                self.events[-1].until_forward_end = True
+        return cached
+
+    def call_function_op(self, path: str, op: Op, args: list, kwargs: dict, node):
+        return self.apply(op, {}, op.signature, args, kwargs, node, None, _short(node, path))
+
+    def _index_tensor(self, x: Tensor, node: cst.Subscript, scope: Scope):
+        keys = []
+        for element in node.slice:
+            s = element.slice
+            if isinstance(s, cst.Slice):
+                keys.append(slice(*(None if p is None else self.eval(p, scope) for p in (s.lower, s.upper, s.step))))
+            else:
+                keys.append(self.eval(s.value, scope))
+        if len(keys) == 1 and isinstance(keys[0], tuple):
+            keys = list(keys[0])
+        consumed = sum(1 for k in keys if k is not None and k is not Ellipsis)
+        if Ellipsis in keys:
+            i = keys.index(Ellipsis)
+            keys[i:i + 1] = [slice(None)] * (x.ndim - consumed)
+        shape, dim, narrowed = [], 0, []
+        for k in keys:
+            if k is None:
+                shape.append(1)
+                continue
+            if dim >= x.ndim:
+                raise ShapeError(f"too many indices for a tensor of shape {catalogue.fmt(x.shape)}", node)
+            if isinstance(k, slice):
+                shape.append(len(range(*k.indices(x.shape[dim]))))
+                if shape[-1] != x.shape[dim]:
+                    narrowed.append(dim)
+            elif isinstance(k, int) and not isinstance(k, bool):
+                if not -x.shape[dim] <= k < x.shape[dim]:
+                    raise ShapeError(f"index {k} is out of range for dimension {dim} of size {x.shape[dim]}", node)
+                narrowed.append(dim)
+            else:
+                raise Unresolved(f"indexing a tensor with {type(k).__name__} depends on the data", node)
+            dim += 1
+        shape = tuple(shape) + x.shape[dim:]
+        # A slice of the outermost dimension of contiguous memory stays contiguous; others are strided.
+        outer = next((i for i in (x.layout or range(x.ndim)) if x.shape[i] != 1), 0)
+        keeps = x.contiguous and all(d == outer for d in narrowed) or not narrowed
+        out = x.view(shape, x.layout if not narrowed else (None if keeps else STRIDED))
+        # Backward of indexing scatters into a zero gradient the size of the whole input.
+        self.events.append(Event(None, "[]", node, [x], out, [], [], []))
+        return out
+
+
+def _bad_sizes(shape: tuple) -> list:
+    return [d for d in shape if isinstance(d, bool) or not isinstance(d, int) or d < 0]
+
+
+def _params(signature: str):
+    return parse(signature)
+
+
+def _short(node, path: str) -> str:
+    """The op's type as written in the source, e.g. F.relu."""
+    if isinstance(node, cst.Call):
+        return dotted(node.func) or code(node.func)
+    return path
