@@ -103,7 +103,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
         return result
     decls = src.models
     if model is not None:
-        decls = [d for d in decls if d.name == model]
+        decls = [d for d in decls if d.name == model] or [src.expression_model(model)]
     for decl in decls:
         # An example input the file builds gives the sample shape; its batch (often a smoke test's 1)
         # yields to a configured batch_size.
@@ -112,7 +112,10 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
         stated_shape = replace(decl.stated, batch_size=None)
         settings = merge(overrides, decl.inline, (per_model or {}).get(decl.name, Settings()), stated_shape,
                          project, stated_batch, DEFAULTS)
-        unshaped_report = report_unshaped and (model is not None or decl.name not in src.components)
+        block = model is None and decl.name in src.components
+        if block and merge(decl.inline, (per_model or {}).get(decl.name, Settings()), stated_shape).input_shape is None:
+            continue  # a block another model builds: only analysed with an input shape of its own
+        unshaped_report = report_unshaped and not block
         if settings.input_shape is None and decl.inline_error is None and not unshaped_report:
             continue  # nothing to say about it: not even worth parsing
         try:
@@ -173,14 +176,16 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
 
 
 def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
-    from .interpreter import Interpreter, Module  # libcst and the interpreter, once a model is run
+    from .interpreter import Module  # libcst and the interpreter, once a model is run
 
-    interp = Interpreter(src.scope, memory.param_dtype(settings.dtype), settings.device,
-                         memory.AUTOCAST.get(settings.dtype))
+    interp = src.interpreter(model_dtype=memory.param_dtype(settings.dtype), device=settings.device,
+                             autocast=memory.AUTOCAST.get(settings.dtype))
     interp.segment = decl.segment
     node = decl.node
     try:
-        if not decl.constructor:
+        if decl.expression:
+            root = _evaluate_model(interp, src, decl, settings, node)
+        elif not decl.constructor:
             root = interp.instantiate(src.find_class(decl.name), [], dict(settings.args), node)
         else:
             root = interp.lookup(decl.name, src.scope, node)
@@ -199,34 +204,30 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
     return _Run(root, interp.events, x, out, names, interp)
 
 
+def _evaluate_model(interp: Interpreter, src: SourceFile, decl: ModelDecl, settings: Settings, node) -> Module:
+    """The module an expression stands for: a class or factory is called with the configured args."""
+    from .interpreter import Class, Function, Module, Scope
+
+    value = interp.eval(node, Scope({}, src.scope))
+    if isinstance(value, (Class, Function)):
+        value = interp.call(value, [], dict(settings.args), node)
+    if not isinstance(value, Module):
+        raise AnalysisError(f"{decl.expression} is not an nn.Module (it gives {type(value).__name__})", node)
+    return value
+
+
 def named_modules(root: Module) -> dict:
     """id(module) -> qualified name, as torch's named_modules() (first name wins)."""
-    names: dict = {}
+    from .interpreter import walk_modules
 
-    def walk(m: Module, prefix: str) -> None:
-        if id(m) in names:
-            return
-        names[id(m)] = prefix
-        for key, child in m.children.items():
-            walk(child, f"{prefix}.{key}" if prefix else key)
-
-    walk(root, "")
-    return names
+    return {id(m): name for name, m in walk_modules(root)}
 
 
 def _parameters(run: _Run) -> tuple[list, list]:
-    modules = {}
+    from .interpreter import walk_modules
 
-    def walk(m: Module) -> None:
-        if id(m) not in modules:
-            modules[id(m)] = m
-            for child in m.children.values():
-                walk(child)
-
-    walk(run.root)
-    shapes = [s for m in modules.values() for s in m.params]
-    buffers = [t for m in modules.values() for t in m.buffers]
-    return shapes, buffers
+    modules = [m for _, m in walk_modules(run.root)]
+    return [s for m in modules for s in m.params], [t for m in modules for t in m.buffers]
 
 
 def _memory(run: _Run, settings: Settings, shapes: list, buffers: list) -> memory.Memory:

@@ -911,11 +911,11 @@ def broadcast(x, y):
 
 
 def promote(*values) -> str:
-    """The result dtype of mixing tensors: the widest float among them."""
+    """The result dtype of mixing tensors (and Python numbers): the widest float among them."""
     dtypes = [v.dtype for v in values if isinstance(v, Tensor)]
     floats = [d for d in dtypes if d in FLOAT_DTYPES]
-    if not floats:
-        return dtypes[0]
+    if not floats:  # an integer or bool tensor with a Python float is float32, as in torch
+        return "float32" if any(isinstance(v, float) for v in values) else dtypes[0]
     order = ("float64", "float32", "bfloat16", "float16")
     return next(d for d in order if d in floats) if len(set(floats)) > 1 else floats[0]
 
@@ -940,6 +940,23 @@ def _matmul_shape(a: Args):
 
 def _keeps_both(a: Args, out) -> list:
     return [t for t in (a.input, a.other) if isinstance(t, Tensor)]
+
+
+def _needs(t) -> bool:
+    return isinstance(t, Tensor) and t.requires_grad
+
+
+def _keeps_other_factor(a: Args, out) -> list:
+    """x * y: each operand's gradient needs the other, so an operand is kept only where the other
+    needs a gradient (StochasticDepth's `x * noise` keeps the noise, not x)."""
+    x, y = a.input, a.other
+    return [t for t, other in ((x, y), (y, x)) if isinstance(t, Tensor) and _needs(other)]
+
+
+def _keeps_for_quotient(a: Args, out) -> list:
+    """x / y: x's gradient needs y; y's needs x and y."""
+    x, y = a.input, a.other
+    return [t for t, kept in ((x, _needs(y)), (y, _needs(x) or _needs(y))) if isinstance(t, Tensor) and kept]
 
 
 def _binary_shape(a: Args):
@@ -1077,6 +1094,66 @@ def _creation(dtype_default: str = "float32") -> Op:
               "pin_memory=False, memory_format=None", shape)
 
 
+MAX_VALUES = 4096  # elements of a tensor whose values gpumem keeps (RegNet's per-block widths)
+
+
+def valued(values: list, dtype: str | None = None, shape: tuple | None = None) -> Tensor:
+    """A tensor of known values (row-major); its values are dropped past MAX_VALUES elements."""
+    dtype = dtype or ("float32" if any(isinstance(v, float) for v in values) else
+                      "bool" if values and all(isinstance(v, bool) for v in values) else "int64")
+    shape = (len(values),) if shape is None else shape
+    return Tensor(shape, dtype, values=tuple(values) if len(values) <= MAX_VALUES else None)
+
+
+def _arange_shape(a: Args):
+    start, end, step = (0, a.start, 1) if a.end is None else (a.start, a.end, a.step)
+    n = max(math.ceil((end - start) / step), 0)
+    ints((n,), "arange size")
+    dtype = dtype_arg(a.dtype, "float32" if any(isinstance(v, float) for v in (start, end, step)) else "int64")
+    if n > MAX_VALUES:
+        return Tensor((n,), dtype)
+    return valued([start + i * step for i in range(n)], dtype)
+
+
+def _linspace_shape(a: Args):
+    ints((a.steps,), "linspace steps")
+    if a.steps > MAX_VALUES:
+        return Tensor((a.steps,), dtype_arg(a.dtype, "float32"))
+    step = (a.end - a.start) / max(a.steps - 1, 1)
+    return valued([float(a.start + i * step) for i in range(a.steps)], dtype_arg(a.dtype, "float32"))
+
+
+def _tensor_shape(a: Args):
+    """torch.tensor(data): the shape of nested lists of numbers, their values kept."""
+    shape, level = [], [a.data]
+    while isinstance(level[0], (list, tuple)):
+        if len({len(x) for x in level}) != 1:
+            raise ShapeError("torch.tensor of ragged nested lists")
+        shape.append(len(level[0]))
+        level = [y for x in level for y in x]
+        if not level:
+            break
+    flat = [v.values[0] if isinstance(v, Tensor) and v.values and len(v.values) == 1 else v for v in level]
+    if not all(isinstance(v, (int, float, bool)) for v in flat):
+        raise Unresolved("torch.tensor of values gpumem does not know")
+    return valued(flat, dtype_arg(a.dtype, None), tuple(shape))
+
+
+def _meshgrid_shape(a: Args):
+    tensors = a.tensors[0] if len(a.tensors) == 1 and isinstance(a.tensors[0], (list, tuple)) else a.tensors
+    sizes = tuple(t.numel for t in tensors)
+    if a.indexing == "xy" and len(sizes) > 1:
+        sizes = (sizes[1], sizes[0]) + sizes[2:]
+    return tuple(t.like(sizes) for t in tensors)
+
+
+def _new_shape(a: Args):
+    """x.new_zeros(size): a new tensor in x's dtype."""
+    size = a.size[0] if len(a.size) == 1 and isinstance(a.size[0], (tuple, list)) else a.size
+    ints(tuple(size), "size")
+    return Tensor(tuple(size), dtype_arg(a.dtype, a.input.dtype))
+
+
 def _full_shape(a: Args):
     """torch.full: the dtype of its fill value unless given (a bool, an int64, else float32)."""
     ints(tuple(a.size), "size")
@@ -1197,6 +1274,35 @@ MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=_keeps_in
 CAT = Op("tensors, dim=0, out=None", _cat_shape, grad="alias")
 CREATE = _creation()
 
+def _einsum_shape(a: Args):
+    """torch.einsum("bij,bjk->bik", x, y): each letter one size (spaces ignored, no ellipsis)."""
+    operands = a.operands[0] if len(a.operands) == 1 and isinstance(a.operands[0], (list, tuple)) else a.operands
+    spec = a.equation.replace(" ", "")
+    if "..." in spec or "->" not in spec:
+        raise Unresolved(f"einsum {a.equation!r}: only explicit '->' equations without '...' are read")
+    inputs, output = spec.split("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise ShapeError(f"einsum {a.equation!r} names {len(terms)} operands, {len(operands)} given")
+    sizes: dict = {}
+    for term, t in zip(terms, operands):
+        if len(term) != t.ndim:
+            raise ShapeError(f"einsum {a.equation!r}: {term!r} for a tensor of shape {fmt(t.shape)}")
+        for letter, n in zip(term, t.shape):
+            if sizes.setdefault(letter, n) != n and 1 not in (n, sizes[letter]):
+                raise ShapeError(f"einsum {a.equation!r}: {letter} is {sizes[letter]} and {n}")
+            sizes[letter] = max(sizes[letter], n)
+    return operands[0].like(tuple(sizes[c] for c in output), promote(*operands))
+
+
+def _take_shape(a: Args):
+    """x[index] along `dim`: the index's shape stands in for that dimension."""
+    x, d = a.input, dim_index(a.dim, a.input.ndim)
+    return x.like(x.shape[:d] + a.index.shape + x.shape[d + 1:])
+
+
+TAKE = Op("input, dim, index", _take_shape, saves=lambda a, out: [a.index])  # table[index]; backward scatters
+
 # Functions by the qualified name they are imported under.
 FUNCTIONS: dict[str, Op] = {
     **{f"torch.nn.functional.{f}": functional(MODULES[m]) for f, m in (
@@ -1211,6 +1317,11 @@ FUNCTIONS: dict[str, Op] = {
     "torch.nn.functional.sigmoid": unary(_keeps_output),
     "torch.sigmoid": unary(_keeps_output),
     "torch.exp": unary(_keeps_output),
+    "torch.round": unary(_keeps_nothing), "torch.sign": unary(_keeps_nothing), "torch.log2": unary(),
+    "torch.roll": unary(_keeps_nothing, ", shifts, dims=None"), "torch.floor": unary(_keeps_nothing), "torch.ceil": unary(_keeps_nothing),
+    "torch.diff": Op("input, n=1, dim=-1", lambda a: a.input.like(a.input.shape[:-1] + (a.input.shape[-1] - 1,))),
+    "torch.pow": Op("input, exponent", lambda a: broadcast(a.input, a.exponent), saves=lambda a, out: [
+        t for t in (a.input, a.exponent) if isinstance(t, Tensor)]),
     "torch.log": unary(),
     "torch.sqrt": unary(_keeps_output),
     "torch.abs": unary(),
@@ -1237,6 +1348,8 @@ FUNCTIONS: dict[str, Op] = {
     "torch._gpumem_release": Op("*tensors", lambda a: None),
     "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape),
     # the weight too, for the input's gradient: under AMP a half-precision copy, not the parameter
+    "torch.nn.functional.layer_norm": Op("input, normalized_shape, weight=None, bias=None, eps=1e-05",
+                                         _layer_norm_shape, saves=_layer_norm_saves),
     "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape,
                                      saves=lambda a, out: _linear_saves(a, out) + [a.weight] * a.input.requires_grad,
                                      forward_temp=_linear_bias_copy),
@@ -1246,13 +1359,18 @@ FUNCTIONS: dict[str, Op] = {
     "torch.cat": CAT, "torch.concat": CAT, "torch.concatenate": CAT,
     "torch.stack": Op("tensors, dim=0, out=None", _stack_shape, grad="alias"),
     "torch.add": binary(grad="alias"), "torch.sub": binary(),
-    "torch.mul": binary(_keeps_both), "torch.div": binary(_keeps_both),
+    "torch.mul": binary(_keeps_other_factor), "torch.div": binary(_keeps_for_quotient),
+    "torch.divide": binary(_keeps_for_quotient),
     "torch.matmul": Op("input, other, out=None", _matmul_shape, saves=_keeps_both),
+    "torch.einsum": Op("equation, *operands", _einsum_shape,  # as matmul: it keeps its operands
+                       saves=lambda a, out: [t for t in tensors_in(list(a.operands)) if isinstance(t, Tensor)]),
     "torch.bmm": Op("input, mat2, out=None", lambda a: _matmul_shape(Args(input=a.input, other=a.mat2)),
                     saves=lambda a, out: [a.input, a.mat2]),
     "torch.mean": REDUCE, "torch.sum": REDUCE, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
     "torch.max": MAX, "torch.min": MAX,
     "torch.transpose": Op("input, dim0, dim1", _transpose_shape, grad="alias"),
+    "torch.swapaxes": Op("input, axis0, axis1", lambda a: _transpose_shape(Args(input=a.input, dim0=a.axis0,
+                                                                               dim1=a.axis1)), grad="alias"),
     "torch.permute": Op("input, *dims", _permute_shape, grad="alias"),
     "torch.reshape": Op("input, *shape", _reshape_shape, grad="alias"),
     "torch.squeeze": Op("input, dim=None", _squeeze_shape, grad="alias"),
@@ -1265,6 +1383,12 @@ FUNCTIONS: dict[str, Op] = {
        for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
     "torch.randint": Op("low, high, size, dtype=None, device=None, generator=None, requires_grad=False",
                         _randint_shape),
+    "torch.arange": Op("start, end=None, step=1, out=None, dtype=None, layout=None, device=None, "
+                       "pin_memory=False, requires_grad=False", _arange_shape),
+    "torch.linspace": Op("start, end, steps, out=None, dtype=None, layout=None, device=None, requires_grad=False",
+                         _linspace_shape),
+    "torch.tensor": Op("data, dtype=None, device=None, requires_grad=False, pin_memory=False", _tensor_shape),
+    "torch.meshgrid": Op("*tensors, indexing='ij'", _meshgrid_shape),
     "torch.full": Op("size, fill_value, out=None, dtype=None, layout=None, device=None, pin_memory=False, "
                      "requires_grad=False", _full_shape),
     "torch.full_like": Op("input, fill_value, dtype=None, layout=None, device=None, requires_grad=False, "
@@ -1300,6 +1424,10 @@ METHODS: dict[str, Op] = {
     "long": _to_dtype("int64"),
     "int": _to_dtype("int32"),
     "bool": _to_dtype("bool"),
+    "zero_": Op("input", lambda a: a.input.rewritten()),  # in place: the input's memory, written over
+    "fill_": Op("input, value", lambda a: a.input.rewritten()),
+    **{f"new_{f}": Op("input, *size, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False",
+                      _new_shape) for f in ("zeros", "ones", "empty")},
     "relu": FUNCTIONS["torch.relu"],
     "relu_": Op("input", lambda a: a.input.rewritten(), saves=_keeps_output),
     "sigmoid": FUNCTIONS["torch.sigmoid"],
@@ -1316,7 +1444,7 @@ METHODS: dict[str, Op] = {
     "max": MAX, "min": MAX,
     "argmax": Op("input, dim=None, keepdim=False",
                  lambda a: Tensor(_reduce_shape(a).shape, "int64")),
-    "add": binary(grad="alias"), "sub": binary(), "mul": binary(_keeps_both), "div": binary(_keeps_both),
+    "add": binary(grad="alias"), "sub": binary(), "mul": FUNCTIONS["torch.mul"], "div": FUNCTIONS["torch.div"],
     "matmul": FUNCTIONS["torch.matmul"],
     "bmm": FUNCTIONS["torch.bmm"],
     "unflatten": Op("input, dim, sizes", lambda a: _unflatten_shape(Args(a, unflattened_size=a.sizes))),
@@ -1330,8 +1458,9 @@ AUTOCAST = {
     "low": (
         [f"Conv{n}d" for n in (1, 2, 3)] + [f"ConvTranspose{n}d" for n in (1, 2, 3)]
         + ["Linear", "PReLU", "torch._gpumem_rnn_layer", "torch.nn.functional.linear", "torch.matmul", "torch.bmm",
+           "torch.einsum",
            "torch.nn.functional.scaled_dot_product_attention", "matmul", "bmm"]),
-    "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "GroupNorm", "Softplus", "torch.nn.functional.softmax",
+    "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "torch.nn.functional.layer_norm", "GroupNorm", "Softplus", "torch.nn.functional.softmax",
                   "torch.softmax", "torch.nn.functional.log_softmax", "torch.log_softmax", "torch.exp",
                   "torch.log", "torch.sum", "softmax", "log_softmax", "exp", "log", "pow", "sum"],
     "fp32": ["MaxPool3d", "AdaptiveAvgPool3d", "AvgPool3d", "ReflectionPad1d", "ReflectionPad2d",

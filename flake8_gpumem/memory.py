@@ -75,11 +75,17 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
     numel = sum(math.prod(s) for s in param_shapes)
     weights = numel * pbytes + sum(t.numel * (DTYPE_BYTES[t.dtype] if t.dtype == "int64" else pbytes)
                                    for t in buffers)
+    out_tensors = list(tensors_in(output))
+    # The loss is taken of the first output; the step drops the others (GoogLeNet's auxiliary logits),
+    # and with them what only their graphs keep. Parameters only they use get no gradient, so the
+    # optimizer never makes state for them nor updates them.
+    dead = _dead_calls(events, out_tensors)
+    unused = _unused_params(events, dead)
+    trained = numel - sum(math.prod(s) for s in unused)
     states, step, temps = OPTIMIZER_STATE[optimizer]
-    opt = states * numel * pbytes + (STEP_BYTES * len(param_shapes) if step else 0)
+    opt = states * trained * pbytes + (STEP_BYTES * (len(param_shapes) - len(unused)) if step else 0)
     label = names or (lambda ev: ev.type)
 
-    out_tensors = list(tensors_in(output))
     kept_to_end = {x.storage.id} | {t.storage.id for t in out_tensors}
     cached = {t.id for ev in events if ev.until_forward_end for t in ev.allocated}
     last_use: dict[int, int] = {}
@@ -120,16 +126,23 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
     for sid in [s for s in live if s in cached and s not in first_saver]:  # autocast's cache is cleared
         live.discard(sid)
         cur -= size[sid]
+    savers_left: dict[int, int] = {}
+    for i, ev in enumerate(events):
+        for sid in {t.storage.id for t in ev.saved if not t.storage.is_param}:
+            savers_left[sid] = savers_left.get(sid, 0) + 1
+    if dead:
+        first = out_tensors[0].storage.id
+        for sid in {t.storage.id for ev in dead for t in ev.saved if not t.storage.is_param}:
+            savers_left[sid] -= sum(1 for ev in dead if sid in {t.storage.id for t in ev.saved})
+        for sid in [s for s in live if s != first and s != x.storage.id and not savers_left.get(s)]:
+            live.discard(sid)
+            cur -= size[sid]
     activations = sum(size[s] for s in live)
 
     # Backward: gradients flow from the loss (a broadcast scalar) through the calls in reverse.
     grads: dict[int, _Grad] = {t.id: _Grad(0) for t in out_tensors[:1]}
     param_grads: set = set()
     gradients = 0
-    savers_left: dict[int, int] = {}
-    for i, ev in enumerate(events):
-        for sid in {t.storage.id for t in ev.saved if not t.storage.is_param}:
-            savers_left[sid] = savers_left.get(sid, 0) + 1
 
     def release(buf: _Grad) -> None:
         nonlocal cur
@@ -202,12 +215,47 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
         release(buf)
 
     # Optimizer step: gradients exist; foreach updates allocate temporaries for all parameters at once.
-    step_peak = cur + temps * numel * pbytes
+    step_peak = cur + temps * trained * pbytes
     if step_peak > peak:
         peak, phase = step_peak, f"optimizer step ({optimizer})"
     rounding = sum(_round_up(math.prod(s) * pbytes) - math.prod(s) * pbytes for s in param_shapes) * (
         2 + states)
     return Memory(weights, gradients, opt, activations, peak, reserve, phase, rounding)
+
+
+def _dead_calls(events: list, out_tensors: list) -> list:
+    """The calls the loss (of the first output) does not depend on, when forward returns more."""
+    if len(out_tensors) < 2:
+        return []
+    reached = _reaching(events, out_tensors[0])
+    return [ev for i, ev in enumerate(events) if i not in reached]
+
+
+def _unused_params(events: list, dead: list) -> list:
+    """Shapes of the parameters of modules called only where the loss does not reach."""
+    gone = {id(ev) for ev in dead}
+    live = {id(ev.module) for ev in events if ev.module is not None and id(ev) not in gone}
+    modules = {id(ev.module): ev.module for ev in dead if ev.module is not None and id(ev.module) not in live}
+    return [shape for m in modules.values() for shape in m.params]
+
+
+def _reaching(events: list, loss: Tensor) -> set:
+    """Indices of the calls the loss depends on: autograd's graph behind it."""
+    producer = {t.id: i for i, ev in enumerate(events) for t in tensors_in(ev.output)}
+
+    def made_by(t: Tensor):
+        while t is not None and t.id not in producer:
+            t = t.base  # a view made outside any call (iterating a tensor) leads to its base's maker
+        return None if t is None else producer[t.id]
+
+    seen, todo = set(), [made_by(loss)]
+    while todo:
+        i = todo.pop()
+        if i is None or i in seen:
+            continue
+        seen.add(i)
+        todo += [made_by(t) for t in events[i].inputs]
+    return seen
 
 
 def _param_grad(key, nbytes: int, seen: set, gradients: int, transient: int, cur: int):

@@ -15,8 +15,10 @@ from .analysis import analyse_source
 from .config import ConfigError, Settings, per_model_for, project_for, settings_from
 
 # Files that define no model cost a few substring searches.
-# One of them is in every file gpumem can analyse: `(nn.Module)`, `(Module, Mixin)`, `nn.Sequential(`.
-MODEL_WORDS = ("Module)", "Module,", "Module\n", "LightningModule", "Sequential(")
+# One of them is in every file that defines a model: `(nn.Module)`, `(Module, Mixin)`, `nn.Sequential(`;
+# a script that builds one from a models package (`from torchvision.models import resnet18`) says
+# "models import"; any other file is read when its model table in pyproject.toml names a model of it.
+MODEL_WORDS = ("Module)", "Module,", "Module\n", "LightningModule", "Sequential(", "models import")
 OPTIONS = {  # flake8 option -> settings key; the same keys as [tool.gpumem] and `gpumem report` flags
     "budget": 'GPU memory: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, ...)',
     "batch-size": "samples per training step",
@@ -78,14 +80,14 @@ class Plugin:
             yield 1, 0, f"GPM001 {self.option_error}", type(self)
             return
         source = "".join(self.lines)
-        if not any(word in source for word in MODEL_WORDS):
-            return
         stdin = self.filename in ("-", "stdin", "<stdin>") or not Path(self.filename).exists()
         try:
             project = project_for(Path.cwd() if stdin else Path(self.filename))
             per_model = per_model_for(project, self.filename)
         except ConfigError as exc:
             yield 1, 0, f"GPM001 {exc}", type(self)
+            return
+        if not per_model and not any(word in source for word in MODEL_WORDS):
             return
         result = analyse_source(source, self.filename, self.overrides, project=project.settings,
                                 per_model=per_model, tree=self.tree, report_unshaped=self.report_unshaped,

@@ -23,6 +23,7 @@ class Segment:
     first_line: int  # 1-based line of its first character in the file
     text: str
     names: tuple  # the module-level names it binds
+    stars: tuple = ()  # (level, module) of a `from module import *` it holds
     previous: dict = field(default_factory=dict)  # name -> the Segment that bound it before this one
     _module: object = None  # its libcst Module
     _positions: object = None  # node -> libcst CodeRange, resolved when a position is asked for
@@ -79,7 +80,9 @@ def split(lines: list, tree: ast.Module) -> tuple[list[Segment], list[list[ast.s
     segments, statements = [], []
     for start, end, stmts in _statement_groups(tree.body):
         names = tuple(n for stmt in stmts for n in _bound_names(stmt))
-        segments.append(Segment(start, "".join(lines[start - 1:end]), names))
+        stars = tuple((s.level, s.module or "") for s in stmts
+                      if isinstance(s, ast.ImportFrom) and any(a.name == "*" for a in s.names))
+        segments.append(Segment(start, "".join(lines[start - 1:end]), names, stars))
         statements.append(stmts)
     return segments, statements
 
@@ -99,11 +102,11 @@ def _statement_groups(body: list):
 
 
 def _bound_names(stmt: ast.stmt) -> list:
-    """The module-level names a statement binds, as inference._declare will declare them."""
+    """The module-level names a statement binds, as the interpreter will declare them."""
     if isinstance(stmt, ast.Import):
         return [a.asname or a.name.split(".")[0] for a in stmt.names]
     if isinstance(stmt, ast.ImportFrom):
-        return [] if stmt.level else [a.asname or a.name for a in stmt.names if a.name != "*"]
+        return [a.asname or a.name for a in stmt.names if a.name != "*"]
     if isinstance(stmt, ast.Assign):
         return [n for t in stmt.targets for n in _target_names(t)]
     if isinstance(stmt, ast.AnnAssign):

@@ -41,11 +41,14 @@ class ModelDecl:
     inline: Settings = field(default_factory=Settings)
     inline_error: str | None = None  # an unreadable `# gpumem:` comment on its line
     stated: Settings = field(default_factory=Settings)  # an example input the file itself builds
-    constructor: str = ""  # a module-level container's call as written, e.g. nn.Sequential
+    constructor: str = ""  # a module-level call's callee as written, e.g. nn.Sequential or resnet18
+    expression: str = ""  # a model named by an expression (--model 'resnet50(num_classes=10)')
 
     @property
     def node(self):
-        """Its libcst statement (parsed on first use)."""
+        """Its libcst statement (parsed on first use); for an expression, the expression."""
+        if self.expression:
+            return _interpreter().parse_expression(self.expression)
         return next(s for s in self.segment.module.body if _interpreter().binds(s, self.name))
 
 
@@ -59,39 +62,89 @@ class SourceFile:
     @cached_property
     def scope(self):
         """The file's globals for the interpreter, each statement parsed when first needed."""
-        return _interpreter().segment_scope(self.segments)
+        interpreter = _interpreter()
+        package, _ = interpreter.imports.package_of(self.filename)
+        file = interpreter.File(interpreter.imports.module_name(self.filename), package)
+        return interpreter.segment_scope(self.segments, file)
+
+    @cached_property
+    def resolver(self):
+        """Where the modules this file imports are found: its project, then the installed libraries."""
+        imports = _interpreter().imports
+        return imports.resolver(imports.roots_for(self.filename))
+
+    def interpreter(self, **settings):
+        """An interpreter over this file's globals (settings: model_dtype, device, autocast)."""
+        return _interpreter().Interpreter(self.scope, resolver=self.resolver, **settings)
 
     @cached_property
     def probe(self):
         """An interpreter for looking names up (no model is run on it)."""
-        return _interpreter().Interpreter(self.scope)
+        return self.interpreter()
+
+    def expression_model(self, expression: str) -> ModelDecl:
+        """A model named by an expression evaluated in the file's scope: a factory function's name,
+        `resnet50(num_classes=10)`, `GPT(GPTConfig(n_layer=6))`. It is reported at the statement
+        that binds its first name (line 1 if the file binds none)."""
+        head = re.match(r"\s*([A-Za-z_]\w*)", expression)
+        segment = next((s for s in reversed(self.segments) if head and head.group(1) in s.names), None)
+        if segment is None:
+            return ModelDecl(expression, 1, 0, Segment(1, "", ()), expression=expression)
+        return ModelDecl(expression, segment.first_line, 0, segment, expression=expression)
 
     def is_model(self, decl: ModelDecl) -> bool:
-        """An nn.Module (or LightningModule) subclass, or a container PyTorch builds.
+        """An nn.Module (or LightningModule) subclass, a container PyTorch builds, or a module-level
+        call that builds a module; a model named by expression is one when evaluated.
 
         Raises Unresolved when libcst cannot read the candidate's own statement: a model
         gpumem cannot read is reported, not dropped."""
+        if decl.expression:
+            return True
         if not decl.segment.module.body:  # parsed first, outside the try: its failure is not "not a model"
             return False
         try:
-            if decl.constructor:
-                return self.path_of(decl.constructor).startswith("torch")
-            cls = self.find_class(decl.name)
-            return cls is not None and self.probe.is_module_class(cls)
+            path = self.path_of(decl.constructor) if decl.constructor else ""
+            if path.startswith("torch"):
+                return path.rpartition(".")[2] in CONTAINER_CALLS  # nn.Sequential(...), not torch.randn(...)
+            if not decl.constructor:
+                cls = self.find_class(decl.name)
+                return cls is not None and self.probe.is_module_class(cls)
         except (AnalysisError, RecursionError):
+            return False
+        return self._builds_module(decl)
+
+    def _builds_module(self, decl: ModelDecl) -> bool:
+        """`model = resnet18(num_classes=10)`: a model when the call builds an nn.Module. A call of
+        code gpumem reads (a factory, a class, a library it looks for) that it cannot follow raises;
+        any other call (the standard library's, torch's) is not one."""
+        interpreter = _interpreter()
+        try:
+            return isinstance(self.probe.lookup(decl.name, self.scope, None), interpreter.Module)
+        except RecursionError:
+            return False
+        except AnalysisError:
+            try:
+                callee = self.probe.eval(interpreter.parse_expression(decl.constructor),
+                                         interpreter.Scope({}, self.scope))
+            except (AnalysisError, RecursionError):
+                return False
+            if isinstance(callee, interpreter.Function) or (
+                    isinstance(callee, interpreter.Q) and interpreter.imports.followed(callee.path)) or (
+                    isinstance(callee, interpreter.Class) and self.probe.is_module_class(callee)):
+                raise
             return False
 
     @cached_property
     def components(self) -> set:
-        """Classes another model class (or a top-level function) instantiates, e.g. Block(64) inside Net."""
+        """Classes another model class (or a top-level function) names: `Block(64)` inside Net,
+        `_resnet(BasicBlock, ...)` in a factory, `partial(Bottleneck, ...)`, `block=Block`."""
         classes = {m.name for m in self.models if not m.constructor}
         used = set()
         for stmt in self.tree.body:
             owner = stmt.name if isinstance(stmt, ast.ClassDef) and stmt.name in classes else None
             if owner is None and not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            used.update(n.func.id for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                        and n.func.id in classes and n.func.id != owner)
+            used.update(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and n.id in classes and n.id != owner)
         return used
 
     def position(self, site: tuple | None, hint: Segment | None = None) -> tuple[int, int] | None:
@@ -130,7 +183,7 @@ class SourceFile:
             thunks = {n.id: interpreter.parse_expression(ast.unparse(defaults[n.id]))
                       for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defaults}
             expr = interpreter.parse_expression(ast.unparse(node))
-            return interpreter.Interpreter(self.scope).eval(expr, interpreter.Scope({}, self.scope, thunks))
+            return self.interpreter().eval(expr, interpreter.Scope({}, self.scope, thunks))
         except (AnalysisError, RecursionError, ValueError):
             return None
 
@@ -168,6 +221,8 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
             except ConfigError as exc:
                 decl.inline_error = str(exc)
             models.append(decl)
+    classes = {m.name for m in models if not m.constructor}
+    models = [m for m in models if m.constructor not in classes]  # `model = Net()` is Net, reported once
     src = SourceFile(filename, tree, segments, models)
     names = {m.name for m in models}
     if models and _may_state_inputs(source, names):
@@ -217,8 +272,7 @@ def _candidate(stmt: ast.stmt, segment: Segment, line: str) -> ModelDecl | None:
     if isinstance(stmt, ast.ClassDef) and stmt.bases:
         return ModelDecl(stmt.name, stmt.lineno, col, segment)
     if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
-            and isinstance(stmt.value, ast.Call)
-            and _dotted(stmt.value.func).rpartition(".")[2] in CONTAINER_CALLS):
+            and isinstance(stmt.value, ast.Call) and _dotted(stmt.value.func)):
         return ModelDecl(stmt.targets[0].id, stmt.lineno, col, segment, constructor=_dotted(stmt.value.func))
     return None
 

@@ -39,6 +39,7 @@ class Tensor:
     is_param: bool = False  # parameters are weights, never activations
     layout: tuple | None = None  # memory order of the dimensions, outermost first; None: contiguous
     rewrite: bool = False  # an in-place op's result: the tensor it wrote, not a view of it
+    values: tuple | None = None  # its elements, row-major, for a small tensor computed from known numbers
     id: int = field(default_factory=lambda: next(_tensor_ids))
 
     @property

@@ -11,9 +11,10 @@ One file per concern: objects (what it computes with), scopes (names),
 statements, expressions, calls, construction (nn.Module), tensors (catalogue ops);
 core puts them together.
 """
+from . import imports
 from .core import Interpreter
-from .objects import Class, Event, Function, Module, Q, Scope
+from .objects import Class, Event, File, Function, Module, Q, Scope, walk_modules
 from .scopes import binds, parse_expression, segment_scope
 
-__all__ = ["Class", "Event", "Function", "Interpreter", "Module", "Q", "Scope", "binds", "parse_expression",
-           "segment_scope"]
+__all__ = ["Class", "Event", "File", "Function", "Interpreter", "Module", "Q", "Scope", "binds", "imports",
+           "parse_expression", "segment_scope", "walk_modules"]

@@ -2,6 +2,8 @@
 through imports, and the builtins gpumem evaluates."""
 from __future__ import annotations
 
+import collections
+import copy
 import math
 
 import libcst as cst
@@ -9,9 +11,11 @@ import libcst as cst
 from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
+from . import numbers
 from .construction import _clone
-from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Function, Module, Parameter, Q, Scope,
-                      _Return, canonical, code, dotted)
+from .imports import followed
+from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Field, Function, Instance, Module,
+                      Parameter, Partial, Q, Scope, _Return, canonical, code, dotted)
 
 SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
                  "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
@@ -19,6 +23,45 @@ SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple",
 
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "exp", "pi", "e", "inf", "gcd", "isqrt")
+
+
+# Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
+NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
+          "torch._C._log_api_usage_once", "torch._assert", "torch.jit.annotate", "torch.fx.wrap")
+# Guards that are False in an eager training step.
+GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
+          "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
+# numpy's scalar functions, as model code uses them on sizes (make_divisible's np.ceil)
+NUMPY = {"ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log": math.log, "log2": math.log2,
+         "exp": math.exp, "prod": math.prod, "round": round, "abs": abs, "maximum": max, "minimum": min,
+         "pi": math.pi, "int64": int, "float32": float, "int32": int}
+
+
+# collections.abc / typing names model code checks its arguments against
+ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "List": list, "Tuple": tuple,
+            "Mapping": dict, "MutableMapping": dict, "Dict": dict, "Iterable": (list, tuple, dict, set, range, str),
+            "Callable": (Function, Class, Builtin, Partial, Bound), "FunctionType": Function, "MethodType": Bound}
+
+
+# a weight's values written in place (by init code): its memory is unchanged
+INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_", "bernoulli_",
+                "random_", "clamp_", "mul_", "add_", "div_", "requires_grad_")
+# x.add_(y) is x += y
+INPLACE_BINOPS = {"add_": cst.Add, "sub_": cst.Subtract, "mul_": cst.Multiply, "div_": cst.Divide}
+
+
+class _Array(list):
+    """A small numpy array of known values, as model code builds per-block rates with np.linspace."""
+
+    def tolist(self) -> list:
+        return list(self)
+
+
+def _linspace(start, stop, num=50, endpoint=True) -> list:
+    if not 0 <= num <= MAX_LOOP:
+        raise Unresolved(f"np.linspace of {num} values is more than gpumem evaluates")
+    step = (stop - start) / max(num - 1 if endpoint else num, 1)
+    return [start + i * step for i in range(num)]
 
 
 class Calls:
@@ -38,6 +81,8 @@ class Calls:
             return self.call_q(func.path, args, kwargs, node)
         if isinstance(func, Builtin):
             return self.call_builtin(func, args, kwargs, node)
+        if isinstance(func, Partial):
+            return self.call(func.func, func.args + list(args), {**func.kwargs, **kwargs}, node)
         raise Unresolved(f"{code(node.func) if isinstance(node, cst.Call) else func!r} is not callable here", node)
 
     def call_function(self, func: Function, args: list, kwargs: dict, node):
@@ -45,7 +90,7 @@ class Calls:
         if self.depth > MAX_DEPTH:
             self.depth -= 1
             raise Unresolved(f"calls nest deeper than {MAX_DEPTH} (recursive model or helper?)", node)
-        caller_in_torch, self.in_torch = self.in_torch, func.scope.in_torch()
+        caller_in_foreign, self.in_foreign = self.in_foreign, func.scope.foreign()
         caller_segment, self.segment = self.segment, func.segment or self.segment
         try:
             local = Scope({"__class__": func.owner} if func.owner else {}, func.scope)
@@ -67,7 +112,7 @@ class Calls:
             return None
         finally:
             self.depth -= 1
-            self.in_torch, self.segment = caller_in_torch, caller_segment
+            self.in_foreign, self.segment = caller_in_foreign, caller_segment
 
     def _hold_locals(self, local: Scope) -> None:
         """Tensors still bound to a function's variables live until it returns (Python frees them then)."""
@@ -98,6 +143,12 @@ class Calls:
         if isinstance(func, Function):
             return self.call_function(func, [obj] + list(args), kwargs, node)
         if isinstance(obj, Tensor):
+            if func in ("tolist", "item") and obj.values is not None:
+                return numbers.tolist(obj)
+            if func in INPLACE_BINOPS and obj.requires_grad and not obj.is_param and len(args) == 1 and not kwargs:
+                return self.binop(INPLACE_BINOPS[func], obj, args[0], node, inplace=True)
+            if func in INIT_METHODS and (obj.storage.is_param or not obj.requires_grad):
+                return obj  # initialisation writes a weight's values, not its size
             op = catalogue.METHODS.get(func)
             if op is None:
                 raise Unresolved(f"tensor method .{func}() is not in the catalogue", node)
@@ -127,17 +178,36 @@ class Calls:
             if not isinstance(data, Tensor):
                 raise Unresolved("nn.Parameter of something that is not a tensor", node)
             return Parameter(Tensor(data.shape, self.model_dtype, True, is_param=True))
-        if path.startswith("torch.nn.init.") or path in ("torch.manual_seed", "warnings.warn"):
+        if path.startswith(NO_OPS) or path in NO_OPS:
             return None
+        if path in GUARDS:
+            return False
+        if path == "typing.cast":
+            return args[1]
+        if path == "functools.partial":
+            return Partial(args[0], list(args[1:]), dict(kwargs))
+        if path == "dataclasses.field":
+            return Field(kwargs.get("default"), kwargs.get("default_factory"))
+        if path.startswith("numpy.") and name in NUMPY:
+            return NUMPY[name](*args, **kwargs)
+        if path == "numpy.linspace":
+            return _Array(_linspace(*args, **kwargs))
         if path in ("collections.OrderedDict", "typing.OrderedDict"):
             return dict(*args, **kwargs)
         if path == "copy.deepcopy":
             return _clone(args[0])
+        if path == "copy.copy":
+            return Instance(args[0].cls, dict(args[0].attrs)) if isinstance(args[0], Instance) else copy.copy(args[0])
+        if path == "collections.namedtuple":  # a tuple type with named fields: no user code runs
+            return Builtin(collections.namedtuple(*args, **kwargs), "namedtuple")
         if path.startswith("math.") and name in SAFE_MATH:
             value = getattr(math, name)
             return value(*args, **kwargs) if callable(value) else value
         if path == "torch.Size":
             return tuple(args[0]) if args else ()
+        if followed(path):
+            raise Unresolved(f"{path}() is not known to gpumem: no source for module {path.partition('.')[0]} "
+                             "on the search path", node)
         raise Unresolved(f"{path}() is not known to gpumem", node)
 
     def call_builtin(self, func: Builtin, args: list, kwargs: dict, node):
@@ -163,6 +233,8 @@ class Calls:
             raise Unresolved("type() of a value is not known statically", node)
         if name == "isinstance":
             return self._isinstance(args[0], args[1], node)
+        if name == "callable":
+            return isinstance(args[0], ABSTRACT["Callable"] + (Q, Module))
         if name == "len" and args and isinstance(args[0], Module):
             return len(args[0].children)
         if name == "len" and args and isinstance(args[0], Tensor):
@@ -196,8 +268,12 @@ class Calls:
                 name = canonical(k.path).rsplit(".", 1)[-1]
                 if name == obj.kind or name == "Module":
                     return True
-            elif isinstance(k, Class) and isinstance(obj, Module) and obj.cls is k:
+            elif isinstance(k, Class) and isinstance(obj, (Module, Instance)) and obj.cls is not None and (
+                    k in self.mro(obj.cls)):
                 return True
+            elif isinstance(k, Q) and k.path.rpartition(".")[2] in ABSTRACT and not isinstance(obj, (Module, Tensor)):
+                if isinstance(obj, ABSTRACT[k.path.rpartition(".")[2]]):
+                    return True
             elif isinstance(k, Builtin) and isinstance(k.fn, type) and not isinstance(obj, (Module, Tensor)):
                 if isinstance(obj, k.fn):
                     return True
@@ -212,6 +288,17 @@ class Calls:
                 func_node.value.func) == "super":
             return self._super_call(func_node.attr.value, node, scope)
         func = self.eval(func_node, scope)
+        args, kwargs = self._arguments(node, scope)
+        if not self.in_foreign:
+            saved, self.anchor = self.anchor, (self.segment, node)
+            try:
+                return self.call(func, args, kwargs, node)
+            finally:
+                self.anchor = saved
+        return self.call(func, args, kwargs, node)
+
+    def _arguments(self, node: cst.Call, scope: Scope) -> tuple[list, dict]:
+        """A call's positional and keyword arguments, `*` and `**` unpacked."""
         args, kwargs = [], {}
         for arg in node.args:
             value = self.eval(arg.value, scope)
@@ -225,27 +312,24 @@ class Calls:
                 kwargs[arg.keyword.value] = value
             else:
                 args.append(value)
-        if not self.in_torch:
-            saved, self.anchor = self.anchor, (self.segment, node)
-            try:
-                return self.call(func, args, kwargs, node)
-            finally:
-                self.anchor = saved
-        return self.call(func, args, kwargs, node)
+        return args, kwargs
 
     def _super_call(self, method: str, node: cst.Call, scope: Scope):
         self_obj = self.lookup("self", scope, node)
-        if not isinstance(self_obj, Module) or self_obj.cls is None:
+        if not isinstance(self_obj, (Module, Instance)) or self_obj.cls is None:
             return None
-        args = [self.eval(a.value, scope) for a in node.args if not a.keyword and not a.star]
-        kwargs = {a.keyword.value: self.eval(a.value, scope) for a in node.args if a.keyword}
+        args, kwargs = self._arguments(node, scope)
         owner = self._owner_class(scope)
         for base in self.bases(owner or self_obj.cls):
             if isinstance(base, Class):
+                if method == "__init__" and self.dataclass_like(base) and base.method(self, "__init__") is None:
+                    return self.init_fields(self_obj, base, args, kwargs, node)
                 found = base.method(self, method)
                 if found is not None:
                     return self.call_function(found, [self_obj] + args, kwargs, node)
-        return None  # nn.Module.__init__ and friends
+        if method == "__init__" and isinstance(self_obj, Module):
+            return self.init_torch_base(self_obj, args, kwargs, node)  # nn.Module.__init__, nn.Sequential's ...
+        return None
 
     def _owner_class(self, scope: Scope) -> Class | None:
         """The class whose method is running: the innermost function scope's defining class."""

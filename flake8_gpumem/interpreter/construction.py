@@ -3,19 +3,41 @@ children and parameters, and calling a module."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 from .. import catalogue
-from ..signature import bind
+from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
-from .objects import CONTAINERS, LAZY_PENDING, MODULE_BASES, Bound, Class, Event, Module, Parameter, Q, canonical
+from .objects import (CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
+                      Module, Parameter, Q, canonical, walk_modules)
 from .tensors import _bad_sizes, _params
 from ..catalogue import Args, Op
+
+
+@dataclass(frozen=True)
+class _Default:
+    """A field's default, evaluated only when the caller does not give it."""
+
+    node: object
+    scope: object
+
+
+# nn.Module's own methods that _module_method evaluates
+MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert", "register_buffer",
+                  "register_parameter", "update", "items", "keys", "values", "modules", "named_modules", "children",
+                  "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
+                  "float", "half", "double", "requires_grad_", "zero_grad", "reset_parameters", "_reset_parameters",
+                  "init_weights")
+PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
 
 
 class Construction:
     """Builds the module tree in __init__ and dispatches module calls in forward."""
 
     def setattr(self, obj, name: str, value, node) -> None:
+        if isinstance(obj, Instance):
+            obj.attrs[name] = value
+            return
         if not isinstance(obj, Module):
             raise Unresolved(f"cannot set attribute '{name}' on {type(obj).__name__}", node)
         self.register(obj, name, value, node)
@@ -65,7 +87,11 @@ class Construction:
                 raise ShapeError(f"{what}: a size must be a whole number, 0 or more", node)
 
     def _container(self, kind: str, args: list, kwargs: dict, node) -> Module:
-        module = Module(kind, node, container=kind, segment=self.segment)
+        return self.fill_container(Module(kind, node, container=kind, segment=self.segment), args, kwargs, node)
+
+    def fill_container(self, module: Module, args: list, kwargs: dict, node) -> Module:
+        """nn.Sequential / ModuleList / ModuleDict's __init__: its children from the arguments."""
+        kind = module.container
         if kind == "Sequential":
             if len(args) == 1 and isinstance(args[0], dict):
                 for key, child in args[0].items():
@@ -91,14 +117,60 @@ class Construction:
             raise Unresolved(f"nn.{module.kind} holds {type(child).__name__}, not a module", node)
         module.children[name] = child
 
-    def instantiate(self, cls: Class, args: list, kwargs: dict, node) -> Module:
+    def instantiate(self, cls: Class, args: list, kwargs: dict, node) -> Module | Instance:
         if not self.is_module_class(cls):
-            raise Unresolved(f"'{cls.name}' is not an nn.Module", node)
-        module = Module(cls.name, node, cls=cls, segment=self.segment)
+            return self._plain_instance(cls, args, kwargs, node)
+        base = self.torch_base(cls)
+        module = Module(cls.name, node, cls=cls, segment=self.segment, container=base if base in CONTAINERS else None)
         init = cls.method(self, "__init__")
         if init is not None:
             self.call_function(init, [module] + list(args), kwargs, node)
+        elif base is not None:
+            self.init_torch_base(module, args, kwargs, node)
         return module
+
+    def _plain_instance(self, cls: Class, args: list, kwargs: dict, node) -> Instance:
+        """A config object: a dataclass or NamedTuple gets its fields (defaults and default factories
+        evaluated in the class body's scope), then __post_init__; any other class runs __init__."""
+        obj = Instance(cls)
+        init = cls.method(self, "__init__")
+        if init is None and self.dataclass_like(cls):
+            self.init_fields(obj, cls, args, kwargs, node)
+        elif init is not None:
+            self.call_function(init, [obj] + list(args), kwargs, node)
+        return obj
+
+    def dataclass_like(self, cls: Class) -> bool:
+        return cls.decorated("dataclass") or any(
+            isinstance(b, Q) and b.path.rpartition(".")[2] == "NamedTuple" for b in self.bases(cls))
+
+    def init_fields(self, obj: Instance, cls: Class, args: list, kwargs: dict, node) -> None:
+        """The __init__ a dataclass or NamedTuple is given: its fields (and its bases'), then __post_init__."""
+        params = [Param(name, REQUIRED if default is None else _Default(default, c.scope))
+                  for c in reversed(self.mro(cls)) for name, default in c.fields()]
+        for name, value in bind(params, args, kwargs, cls.name, node).items():
+            obj.attrs[name] = self._field_value(value)
+        post = cls.method(self, "__post_init__")
+        if post is not None:
+            self.call_function(post, [obj], {}, node)
+
+    def _field_value(self, value):
+        """A dataclass default as the class would give it: `field(default_factory=f)` calls f."""
+        if isinstance(value, _Default):
+            value = self.eval(value.node, value.scope)
+        if isinstance(value, Field):
+            return self.call(value.factory, [], {}, None) if value.factory is not None else value.default
+        return value
+
+    def mro(self, cls: Class) -> list:
+        """The class and its base classes gpumem reads, nearest first (single inheritance order)."""
+        out, todo = [], [cls]
+        while todo:
+            c = todo.pop(0)
+            if c not in out:
+                out.append(c)
+                todo += [b for b in self.bases(c) if isinstance(b, Class)]
+        return out
 
     def bases(self, cls: Class) -> list:
         out = []
@@ -115,27 +187,46 @@ class Construction:
             return False
         seen.add(id(cls))
         for base in self.bases(cls):
-            if isinstance(base, Q) and canonical(base.path) in MODULE_BASES:
+            if isinstance(base, Q) and (canonical(base.path) in MODULE_BASES or _torch_base(base)):
                 return True
             if isinstance(base, Class) and self.is_module_class(base, seen):
                 return True
         return False
+
+    def torch_base(self, cls: Class) -> str | None:
+        """The container or catalogue layer a class derives from: `class MLP(nn.Sequential)`,
+        `class LayerNorm2d(nn.LayerNorm)`; None for a plain nn.Module."""
+        for c in self.mro(cls):
+            for base in self.bases(c):
+                if isinstance(base, Q) and _torch_base(base):
+                    return _torch_base(base)
+        return None
+
+    def init_torch_base(self, module: Module, args: list, kwargs: dict, node) -> None:
+        """`super().__init__(...)` reaching the torch class a user class derives from."""
+        kind = self.torch_base(module.cls)
+        if kind in CONTAINERS:
+            self.fill_container(module, args, kwargs, node)
+        elif kind is not None:  # the layer's parameters, arguments and shape rule, under the user's class
+            layer = self.construct(kind, catalogue.MODULES[kind], args, kwargs, node)
+            module.op, module.args, module.params, module.buffers = layer.op, layer.args, layer.params, layer.buffers
 
     def call_module(self, module: Module, args: list, kwargs: dict, node):
         if self.stack:
             self.stack[-1][1] = True
         self.stack.append([module, False])
         try:
-            if module.container == "Sequential":
+            own_forward = module.cls is not None and module.cls.method(self, "forward") is not None
+            if module.container == "Sequential" and not own_forward:
                 if len(args) != 1 or kwargs:
                     raise Unresolved("nn.Sequential takes exactly one input", node)
                 x = args[0]
                 for child in module.children.values():
                     x = self.call(child, [x], {}, node)
                 return x
-            if module.container:
+            if module.container and not own_forward:
                 raise Unresolved(f"nn.{module.container} is not callable", node)
-            if module.op is not None:
+            if module.op is not None and not own_forward:
                 if module.lazy is not None and module.args[module.lazy[1]] is LAZY_PENDING:
                     x = next(tensors_in(args), None)
                     if x is None or x.ndim <= abs(module.lazy[2]) - (module.lazy[2] < 0):
@@ -186,11 +277,28 @@ class Construction:
             return None
         if name in ("items", "keys", "values") and obj.container == "ModuleDict":
             return list(getattr(obj.children, name)())
-        if name in ("modules", "children", "named_modules", "parameters", "named_parameters", "apply",
-                    "to", "cuda", "cpu", "train", "eval", "float", "half", "double", "requires_grad_",
-                    "zero_grad", "reset_parameters", "_reset_parameters", "init_weights"):
-            return None if name not in ("to", "cuda", "cpu", "train", "eval", "float", "half", "double") else obj
+        if name in ("modules", "named_modules", "children", "named_children"):
+            named = walk_modules(obj) if "modules" in name else list(obj.children.items())
+            return named if name.startswith("named") else [m for _, m in named]
+        if name in ("parameters", "named_parameters"):
+            named = [(f"{prefix}.{key}" if prefix else key, value) for prefix, m in walk_modules(obj)
+                     for key, value in self._parameters_of(m, node)]
+            return named if name == "named_parameters" else [t for _, t in named]
+        if name == "apply":
+            for _, m in reversed(walk_modules(obj)):  # children first, as nn.Module.apply
+                self.call(args[0], [m], {}, node)
+            return obj
+        if name in ("to", "cuda", "cpu", "train", "eval", "float", "half", "double", "requires_grad_"):
+            return obj
+        if name in ("zero_grad", "reset_parameters", "_reset_parameters", "init_weights"):
+            return None
         raise Unresolved(f"cannot call {obj.kind}.{name}() statically", node)
+
+    def _parameters_of(self, m: Module, node) -> list:
+        """(name, tensor) of a module's own parameters: a layer's weight and bias, a class's nn.Parameters."""
+        if m.op is not None:
+            return [(key, self._module_attr(m, key, node)) for key in ("weight", "bias")[:len(m.params)]]
+        return [(key, value) for key, value in m.attrs.items() if isinstance(value, Tensor) and value.is_param]
 
     def _module_attr(self, obj: Module, name: str, node):
         if name in obj.children:
@@ -203,14 +311,14 @@ class Construction:
         if name == "training":
             return True
         if obj.cls is not None:
-            method = obj.cls.method(self, name)
-            if method is not None:
-                return Bound(obj, method)
-            for cls in [obj.cls] + [b for b in self.bases(obj.cls) if isinstance(b, Class)]:
-                try:
-                    return self.getattr(cls, name, node)
-                except AnalysisError:
-                    continue
+            found = self.class_attr(obj.cls, name, obj, node)
+            if found is not MISSING:
+                return found
+        if name == "__class__":
+            return obj.cls if obj.cls is not None else Q(f"torch.nn.{obj.kind}")
+        if name == "__module__":
+            file = obj.cls.scope.root().file if obj.cls is not None else None
+            return (file.module if file is not None else None) or "__main__"
         if obj.op is not None and name in ("weight", "bias"):
             idx = 0 if name == "weight" else 1
             if idx >= len(obj.params):
@@ -220,8 +328,20 @@ class Construction:
                 self.param_tensors[key] = Tensor(obj.params[idx], self.model_dtype, True, is_param=True)
             return self.param_tensors[key]
         if obj.args is not None and name in obj.args:  # e.g. conv.out_channels
-            return obj.args[name]
-        return Bound(obj, name)
+            value = obj.args[name]
+            if name in PER_DIMENSION and isinstance(value, int) and obj.kind[-2:] in ("1d", "2d", "3d"):
+                return (value,) * int(obj.kind[-2])  # nn.Conv2d(3, 8, 3).kernel_size is (3, 3)
+            return value
+        if name in MODULE_METHODS:
+            return Bound(obj, name)
+        raise Unresolved(f"{obj.kind} has no attribute '{name}' that gpumem knows", node)
+
+
+def _torch_base(q: Q) -> str | None:
+    """The torch.nn container or catalogue layer a base class names, or None."""
+    path = canonical(q.path)
+    name = path.rpartition(".")[2]
+    return name if path == f"torch.nn.{name}" and (name in CONTAINERS or name in catalogue.MODULES) else None
 
 
 def _clone(module):

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from ..segments import Segment
 from ..values import Unresolved
+from . import imports
 from .calls import Calls
 from .construction import Construction
 from .expressions import Expressions
+from .imports import Resolver
 from .objects import MAX_STEPS, Event, Module, Scope
 from .scopes import Names, _composite_scope
 from .statements import Statements
@@ -16,8 +18,9 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
     """Evaluates one model: construction, then one forward pass."""
 
     def __init__(self, scope: Scope, model_dtype: str = "float32", device: str = "cuda",
-                 autocast: str | None = None):
+                 autocast: str | None = None, resolver: Resolver | None = None):
         self.scope = scope
+        self.resolver = resolver or imports.resolver(imports.roots_for(""))  # where imported source is found
         self.model_dtype = model_dtype
         self.device = device  # kernels differ: what they keep for backward and their temporaries
         self.autocast = autocast  # AMP: the half dtype autocast computes in, or None
@@ -30,7 +33,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
         self.stack: list[list] = []  # module calls in flight: [Module, had_child_call]
         self.anchor: tuple | None = None  # (Segment, node) of the innermost user code, for positions
         self.segment: Segment | None = None  # the statement whose code runs now
-        self.in_torch = False  # running composites.py's code, whose nodes have no place in the user's file
+        self.in_foreign = False  # running another file's code, whose nodes have no place in the linted file
 
     @property
     def torch_scope(self) -> Scope:
@@ -40,7 +43,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
     def where(self, node, module: Module | None = None) -> tuple | None:
         """(Segment, node) to report at: `node` (where `module` was constructed), or, inside
         PyTorch's code, the user code that reached it."""
-        if node is None or self.in_torch:
+        if node is None or self.in_foreign:
             return self.anchor
         return module.segment if module is not None else self.segment, node
 

@@ -9,11 +9,12 @@ import libcst as cst
 
 from .. import catalogue
 from ..values import TORCH_DTYPES, AnalysisError, Tensor, Unresolved
-from .objects import (MAX_INT_BITS, MAX_LOOP, Bound, Builtin, Class, Function, Module, Q, Scope, _Break, _Continue,
-                      _Return, code)
+from .imports import Namespace
+from .objects import (MAX_INT_BITS, MAX_LOOP, MISSING, Bound, Builtin, Class, Function, Instance, Module, Q,
+                      Scope, _Break, _Continue, _Return, code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
-LIST_METHODS = ("append", "extend", "insert", "pop", "index", "count", "copy", "reverse",
+LIST_METHODS = ("tolist", "append", "extend", "insert", "pop", "index", "count", "copy", "reverse",
                 "items", "keys", "values", "get", "update", "setdefault")
 
 
@@ -112,7 +113,7 @@ class Expressions:
                 out.append(part.value)
             else:
                 value = self.eval(part.expression, scope)
-                if not isinstance(value, (int, float, str, bool)):
+                if not _constant(value):
                     raise Unresolved("an f-string of a non-constant value", node)
                 out.append(str(value))
         return "".join(out)
@@ -212,7 +213,32 @@ class Expressions:
             return value  # type annotations like Optional[nn.Module]
         return value[key]
 
+    def class_attr(self, cls: Class, name: str, obj, node):
+        """A name looked up on a class or its instance `obj`, along the bases gpumem reads: methods
+        bound as Python binds them (classmethod to the class, staticmethod to nothing, a property
+        called), class-level values evaluated in the class body's scope; MISSING if none."""
+        if name == "__name__":
+            return cls.name
+        method = cls.method(self, name)
+        if method is not None:
+            if method.decorated("staticmethod"):
+                return method
+            if method.decorated("classmethod"):
+                return Bound(cls, method)
+            if obj is cls:
+                return method
+            if method.decorated("property"):
+                return self.call_function(method, [obj], {}, node)
+            return Bound(obj, method)
+        for c in self.mro(cls):
+            value = c.body_value(name)
+            if value is not None:
+                return self.eval(value, c.scope)
+        return MISSING
+
     def getattr(self, obj, name: str, node):
+        if isinstance(obj, Namespace):
+            return self.member(obj, name, node)
         if isinstance(obj, Q):
             if obj.path == "torch" and name in TORCH_DTYPES:
                 return TORCH_DTYPES[name]  # torch.float16, torch.half: the dtype "float16"
@@ -232,19 +258,24 @@ class Expressions:
                 return obj.view(obj.shape[::-1])
             if name == "requires_grad":
                 return obj.requires_grad
+            if name == "data":
+                return obj
             return Bound(obj, name)
         if isinstance(obj, (list, dict)) and name in LIST_METHODS:
             return Bound(obj, name)
-        if isinstance(obj, Class):
-            method = obj.method(self, name)
-            if method is not None:
-                return method
-            for stmt in obj.node.body.body:
-                if isinstance(stmt, cst.SimpleStatementLine):
-                    for small in stmt.body:
-                        if isinstance(small, cst.Assign) and any(
-                                isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
-                            return self.eval(small.value, obj.scope)
+        if isinstance(obj, Q) and name == "__name__":
+            return obj.path.rpartition(".")[2]
+        if isinstance(obj, Function) and name == "__class__":
+            return Q("types.FunctionType")
+        if isinstance(obj, Function) and name in ("__name__", "__qualname__", "__module__"):
+            file = obj.scope.root().file
+            return obj.name if name != "__module__" else (file.module if file is not None else None) or "__main__"
+        if isinstance(obj, Instance) and name in obj.attrs:
+            return obj.attrs[name]
+        if isinstance(obj, (Class, Instance)):
+            found = self.class_attr(obj.cls if isinstance(obj, Instance) else obj, name, obj, node)
+            if found is not MISSING:
+                return found
         if isinstance(obj, (int, float, str, tuple)) and name in ("real", "upper", "lower", "format", "join",
                                                                    "startswith", "endswith", "split", "index",
                                                                    "count"):
@@ -281,6 +312,13 @@ _EVAL = {
     cst.Lambda: lambda self, node, scope: Function(node, scope, "lambda", segment=self.segment),
     cst.Ellipsis: lambda self, node, scope: Ellipsis,
 }
+
+
+def _constant(value) -> bool:
+    """A value whose text is known: numbers, strings, None, and tuples or lists of them (a shape)."""
+    if isinstance(value, (tuple, list)):
+        return all(_constant(v) for v in value)
+    return value is None or isinstance(value, (int, float, str, bool))
 
 
 def _check_format(text: str, node) -> None:

@@ -18,6 +18,7 @@ MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
 MAX_LOOP = 10_000  # iterations of one loop
 MAX_DEPTH = 60  # nested calls of functions, methods and modules
 MAX_INT_BITS = 63  # sizes beyond int64 are not sizes
+MISSING = object()  # a name bound nowhere in a scope chain, an attribute a class does not have
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,32 @@ class Q:
 
 
 @dataclass(eq=False)
+class File:
+    """What a module-level scope knows of its file, for imports and for positions."""
+
+    module: str | None  # its dotted name (None: stdin, or a file outside any package)
+    package: str | None  # where its relative imports start
+    foreign: bool = False  # another file's code (composites.py, an imported module): its nodes have
+    # no place in the linted file, so diagnostics point at the linted code that reached them
+    stars: tuple = ()  # (level, module) of its `from x import *` statements, in order
+
+
+@dataclass(eq=False)
 class Scope:
     vars: dict
     parent: Scope | None = None
     thunks: dict = field(default_factory=dict)  # module level: name -> node or Segment, evaluated on first use
-    torch: bool = False  # composites.py's globals: PyTorch's code, not the user's
+    file: File | None = None  # module level only
 
-    def in_torch(self) -> bool:
+    def root(self) -> Scope:
         s = self
         while s.parent is not None:
             s = s.parent
-        return s.torch
+        return s
+
+    def foreign(self) -> bool:
+        file = self.root().file
+        return file is not None and file.foreign
 
 
 @dataclass(eq=False)
@@ -49,6 +65,10 @@ class Function:
     owner: Class | None = None  # the class a method is defined in, for super()
     segment: Segment | None = None  # the user-file statement it is part of (None: PyTorch's code)
 
+    def decorated(self, name: str) -> bool:
+        """Whether a decorator named `name` (as its last dotted part: classmethod, dataclass) is on it."""
+        return any(_decorator_name(d) == name for d in getattr(self.node, "decorators", ()))
+
 
 @dataclass(eq=False)
 class Class:
@@ -57,9 +77,36 @@ class Class:
     name: str
     segment: Segment | None = None
 
+    def decorated(self, name: str) -> bool:
+        return any(_decorator_name(d) == name for d in self.node.decorators)
+
+    def body_value(self, name: str):
+        """The expression a class-level `name = ...` or `name: T = ...` assigns, or None."""
+        for stmt in self.node.body.body:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign) and any(
+                            isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
+                        return small.value
+                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name) and (
+                            small.target.value == name and small.value is not None):
+                        return small.value
+        return None
+
+    def fields(self) -> list:
+        """A dataclass's or NamedTuple's fields in order: (name, default expression or None)."""
+        out = []
+        for stmt in self.node.body.body:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name) and not (
+                            "ClassVar" in code(small.annotation.annotation)):
+                        out.append((small.target.value, small.value))
+        return out
+
     def method(self, interp: Interpreter, name: str):
         """Look a method up along the in-file base classes."""
-        for stmt in self.node.body.body:
+        for stmt in reversed(self.node.body.body):  # the last definition wins (@overload stubs come first)
             if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name:
                 return Function(stmt, self.scope, f"{self.name}.{name}", self, self.segment)
         for base in interp.bases(self):
@@ -68,6 +115,37 @@ class Class:
                 if found is not None:
                     return found
         return None
+
+
+@dataclass(eq=False)
+class Instance:
+    """An object of a plain class (a config dataclass, a NamedTuple, a helper object)."""
+
+    cls: Class
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Partial:
+    """functools.partial(func, *args, **kwargs)."""
+
+    func: object
+    args: list
+    kwargs: dict
+
+
+@dataclass(frozen=True)
+class Field:
+    """dataclasses.field(default=..., default_factory=...)."""
+
+    default: object = None
+    factory: object = None
+
+
+def _decorator_name(decorator) -> str:
+    node = decorator.decorator
+    node = node.func if isinstance(node, cst.Call) else node
+    return dotted(node).rpartition(".")[2]
 
 
 @dataclass(eq=False)
@@ -105,6 +183,23 @@ class Module:
     buffers: list = field(default_factory=list)  # its own buffer tensors
     lazy: tuple | None = None  # (layer, argument, input dim) of a Lazy* layer: known at its first call
     segment: Segment | None = None  # the statement whose code constructed it
+
+
+def walk_modules(root: Module) -> list:
+    """(qualified name, module) of `root` and everything under it, as nn.Module.named_modules()
+    gives them (a module reached twice is listed once, under its first name)."""
+    out, seen = [], set()
+
+    def visit(m: Module, prefix: str) -> None:
+        if id(m) not in seen:
+            seen.add(id(m))
+            out.append((prefix, m))
+            for key, child in m.children.items():
+                visit(child, f"{prefix}.{key}" if prefix else key)
+
+    visit(root, "")
+    return out
+
 
 
 @dataclass

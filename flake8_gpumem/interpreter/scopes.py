@@ -13,7 +13,8 @@ from .. import composites
 from ..segments import LINES, Segment, split
 from ..values import AnalysisError, Unresolved
 from .calls import SAFE_BUILTINS
-from .objects import Builtin, Class, Function, Q, Scope, dotted
+from .imports import Namespace, absolute, followed
+from .objects import MISSING, Builtin, Class, File, Function, Q, Scope, dotted
 
 @dataclass(eq=False)
 class Rebinding:
@@ -23,9 +24,10 @@ class Rebinding:
     previous: Segment  # the statement that bound the name before
 
 
-def segment_scope(segments: list, torch: bool = False) -> Scope:
+def segment_scope(segments: list, file: File) -> Scope:
     """Globals of a source: each name bound by the last statement that binds it, parsed on first use."""
-    scope = Scope({}, torch=torch)
+    file.stars = tuple(star for segment in segments for star in segment.stars)
+    scope = Scope({}, file=file)
     for segment in segments:
         for name in segment.names:
             if name in scope.thunks:
@@ -40,7 +42,7 @@ def _parse_into(segment: Segment, scope: Scope) -> None:
     declared = Scope({})
     try:
         for stmt in segment.module.body:  # PyTorch's code has no place in the user's file
-            _declare(stmt, scope, declared, None if scope.torch else segment)
+            _declare(stmt, scope, declared, None if scope.foreign() else segment)
     except AnalysisError as exc:
         declared.vars = {name: Unresolved(f"'{name}' could not be read: {exc.message}") for name in owned}
     for name in owned:
@@ -59,7 +61,7 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None) ->
     if isinstance(stmt, cst.SimpleStatementLine):
         for small in stmt.body:
             if isinstance(small, (cst.Import, cst.ImportFrom)):
-                into.vars.update(imported_names(small))
+                into.vars.update(imported_names(small, scope.file.package))
             elif isinstance(small, cst.Assign):
                 for target in small.targets:
                     for name in _target_names(target.target):
@@ -106,7 +108,8 @@ def _target_names(target) -> list:
     return []
 
 
-def imported_names(stmt) -> dict:
+def imported_names(stmt, package: str | None) -> dict:
+    """The names an import binds, as qualified names (relative ones made absolute from `package`)."""
     names = {}
     if isinstance(stmt, cst.Import):
         for alias in stmt.names:
@@ -115,10 +118,8 @@ def imported_names(stmt) -> dict:
                 names[alias.asname.name.value] = Q(path)
             else:
                 names[path.split(".")[0]] = Q(path.split(".")[0])
-    elif isinstance(stmt.names, cst.ImportStar) or stmt.relative:
-        pass
-    else:
-        base = dotted(stmt.module)
+    elif not isinstance(stmt.names, cst.ImportStar):  # star imports are looked through by Names.lookup
+        base = absolute(dotted(stmt.module) if stmt.module else "", len(stmt.relative), package)
         for alias in stmt.names:
             local = alias.asname.name.value if alias.asname else alias.name.value
             names[local] = Q(f"{base}.{alias.name.value}")
@@ -130,19 +131,37 @@ def _composite_scope() -> Scope:
     """composites.py's source, each layer parsed the first time a model uses it."""
     source = composites.SOURCE
     segments, _ = split(LINES.findall(source), ast.parse(source))
-    return segment_scope(segments, torch=True)
+    return segment_scope(segments, File("torch.nn", None, foreign=True))
 
 
 class Names:
     """Name lookup through scopes, module-level names evaluated on first use."""
 
     def lookup(self, name: str, scope: Scope, node):
+        value = self._find(name, scope, node)
+        if value is not MISSING:
+            return value
+        if name in ("True", "False", "None"):
+            return {"True": True, "False": False, "None": None}[name]
+        if name in SAFE_BUILTINS:
+            return Builtin(getattr(builtins, name), name)
+        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable"):
+            return Builtin(None, name)
+        if name.endswith(("Error", "Warning", "Exception")) and isinstance(getattr(builtins, name, None), type):
+            return Builtin(getattr(builtins, name), name)  # raise ValueError(...), warnings.warn(..., FutureWarning)
+        raise Unresolved(f"'{name}' is not known to gpumem: not defined in this file, nor a builtin it evaluates",
+                         node)
+
+    def _find(self, name: str, scope: Scope, node):
+        """`name` as bound in `scope` or around it (a module's star imports included), or MISSING."""
         s = scope
         while s is not None:
             if name in s.vars:
                 value = s.vars[name]
                 if isinstance(value, Unresolved):
                     raise Unresolved(value.message, node)
+                if isinstance(value, Q) and followed(value.path):
+                    value = s.vars[name] = self.follow(value, node)
                 return value
             if isinstance(s.thunks.get(name), Segment):
                 _parse_into(s.thunks[name], s)
@@ -156,15 +175,38 @@ class Names:
                     s.vars[name] = Unresolved(f"'{name}' could not be resolved: {exc.message}", thunk)
                     raise Unresolved(s.vars[name].message, node) from None
                 return s.vars[name]
+            if s.file is not None and s.file.stars and not name.startswith("_"):
+                for level, module in s.file.stars:
+                    found = self.resolver.module(absolute(module, level, s.file.package))
+                    value = self._find(name, found.scope, node) if found and found.scope else MISSING
+                    if value is not MISSING:
+                        return value
             s = s.parent
-        if name in ("True", "False", "None"):
-            return {"True": True, "False": False, "None": None}[name]
-        if name in SAFE_BUILTINS:
-            return Builtin(getattr(builtins, name), name)
-        if name in ("super", "print", "setattr", "getattr", "hasattr", "type"):
-            return Builtin(None, name)
-        raise Unresolved(f"'{name}' is not known to gpumem: not defined in this file, nor a builtin it evaluates",
-                         node)
+        return MISSING
+
+    def follow(self, q: Q, node):
+        """What a qualified name of followed code stands for, read from its source; the name itself
+        where the search path holds no source for its top module."""
+        head, *rest = q.path.split(".")
+        value = self.resolver.module(head)
+        if value is None:
+            return q
+        try:
+            for part in rest:
+                value = self.getattr(value, part, node)
+        except Unresolved as exc:
+            raise Unresolved(f"cannot follow the import of {q.path}: {exc.message}", node) from None
+        return value
+
+    def member(self, ns: Namespace, name: str, node):
+        """`ns.name`: a submodule, or a name its source binds."""
+        sub = self.resolver.module(f"{ns.name}.{name}")
+        if sub is not None:
+            return sub
+        value = self._find(name, ns.scope, node) if ns.scope is not None else MISSING
+        if value is MISSING:
+            raise Unresolved(f"module {ns.name} has no name '{name}' that gpumem can find", node)
+        return value
 
     def _global_value(self, name: str, node, scope: Scope):
         if isinstance(node, Rebinding):  # evaluated where `name` still has its earlier binding

@@ -108,7 +108,7 @@ class Statements:
         elif isinstance(small, cst.Return):
             raise _Return(None if small.value is None else self.eval(small.value, scope))
         elif isinstance(small, (cst.Import, cst.ImportFrom)):
-            scope.vars.update(imported_names(small))
+            scope.vars.update(imported_names(small, scope.root().file.package))
         elif isinstance(small, cst.Break):
             raise _Break()
         elif isinstance(small, cst.Continue):
@@ -142,6 +142,9 @@ class Statements:
         if isinstance(current, list) and op is cst.Add:
             current.extend(self.iterate(value, small.value))  # `layers += [...]` mutates the list
             return
+        if isinstance(current, Module) and current.container == "ModuleList" and op is cst.Add:
+            self._module_method(current, "extend", [value], {}, small)  # `self.layers += [...]`
+            return
         if isinstance(current, Tensor):
             # In place: no new memory, the result keeps the target's storage.
             result = self.binop(op, current, value, small, inplace=True)
@@ -173,6 +176,8 @@ class Statements:
             self.setattr(self.eval(target.value, scope), target.attr.value, value, target)
         elif isinstance(target, cst.Subscript):
             container = self.eval(target.value, scope)
+            if isinstance(container, Tensor):
+                return  # x[i] = v, x[:, 0] += v: written in place, into memory x already holds
             key = self._index_value(target, scope)
             if isinstance(container, Module):
                 self.register(container, str(key), value, target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from .. import catalogue
+from . import numbers
 from ..catalogue import Args, Op
 from ..signature import bind, parse
 from ..values import FLOAT_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
@@ -40,6 +41,8 @@ class TensorOps:
                 raise ShapeError(f"an in-place result of shape {catalogue.fmt(out.shape)} cannot be written "
                                  f"into {catalogue.fmt(inplace.shape)}", node)
             out = inplace.rewritten()
+        if isinstance(out, Tensor) and out.values is None and any(t.values is not None for t in inputs):
+            out.values = numbers.evaluate(op, bound, out)
         input_ids = {id(t) for t in inputs}
         outputs = list(tensors_in(out))
         for t in outputs:
@@ -129,6 +132,21 @@ class TensorOps:
         if Ellipsis in keys:
             i = keys.index(Ellipsis)
             keys[i:i + 1] = [slice(None)] * (x.ndim - consumed)
+        picks = [i for i, k in enumerate(keys) if isinstance(k, Tensor)]
+        if picks:  # table[index]: a gather, its shape known from the index's
+            dim = picks[0]
+            if len(picks) > 1 or keys[picks[0]].dtype not in ("int64", "int32") or any(
+                    k != slice(None) for k in keys[:dim]):
+                raise Unresolved("indexing a tensor with a mask or several index tensors depends on the data", node)
+            taken = self.apply(catalogue.TAKE, {}, catalogue.TAKE.signature, [x, dim, keys[dim]], {}, node, None,
+                               "[]")
+            rest = keys[dim + 1:]
+            return taken if all(k == slice(None) for k in rest) else self._index_keys(taken, keys[:dim] + [
+                slice(None)] * keys[dim].ndim + rest, node)
+        return self._index_keys(x, keys, node)
+
+    def _index_keys(self, x: Tensor, keys: list, node):
+        """x[keys] for ints, slices, None: a view."""
         shape, dim, narrowed = [], 0, []
         for k in keys:
             if k is None:

@@ -1,0 +1,63 @@
+"""Values of small tensors computed from known numbers.
+
+Model code sometimes computes sizes with tensors: RegNet's stage widths are
+`torch.round(torch.log(torch.arange(depth) * w_a + w_0) ...).int().tolist()`. A tensor made from
+known numbers (torch.arange, torch.tensor, torch.linspace) carries its values (catalogue.valued);
+the element-wise ops below compute them on, and `.tolist()` / `.item()` hand them back to Python.
+An op without a rule here yields a tensor known by shape only, as any other.
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+from .. import catalogue
+from ..values import Tensor
+
+F = catalogue.FUNCTIONS
+M = catalogue.METHODS
+
+
+def _operands(*names):
+    return lambda bound: [bound.get(n) for n in names]
+
+
+# by the op's identity: ops are dataclasses, and torch.mul and torch.div compare equal
+UNARY = {id(F["torch.log"]): math.log, id(F["torch.exp"]): math.exp, id(F["torch.sqrt"]): math.sqrt,
+         id(F["torch.abs"]): abs, id(F["torch.round"]): round, id(F["torch.floor"]): math.floor,
+         id(F["torch.ceil"]): math.ceil, id(M["int"]): int, id(M["long"]): int, id(M["float"]): float}
+BINARY = {id(F["torch.add"]): operator.add, id(F["torch.sub"]): operator.sub, id(F["torch.mul"]): operator.mul,
+          id(F["torch.div"]): operator.truediv, id(F["torch.divide"]): operator.truediv,
+          id(F["torch.pow"]): operator.pow}
+
+
+def evaluate(op, bound, out: Tensor) -> tuple | None:
+    """The values of `out`, when the op has a rule and every operand's values are known."""
+    if id(op) in UNARY:
+        x = bound.input
+        return tuple(UNARY[id(op)](v) for v in x.values) if x.values is not None else None
+    if id(op) in BINARY:
+        a = _flat(bound.input, out.numel)
+        b = _flat(bound.other if "other" in bound else bound.exponent, out.numel)
+        return None if a is None or b is None else tuple(BINARY[id(op)](x, y) for x, y in zip(a, b))
+    if op is F["torch.diff"] and bound.input.ndim == 1 and bound.input.values is not None:
+        v = bound.input.values
+        return tuple(v[i + 1] - v[i] for i in range(len(v) - 1))
+    return None
+
+
+def _flat(x, n: int):
+    """`x`'s values repeated to `n` elements (a scalar, a 0-d or 1-element tensor, or a same-sized one)."""
+    if isinstance(x, (int, float)):
+        return [x] * n
+    if isinstance(x, Tensor) and x.values is not None and len(x.values) in (1, n):
+        return list(x.values) * (n // len(x.values))
+    return None
+
+
+def tolist(t: Tensor):
+    """t.tolist(): nested lists of its values, as its shape nests them."""
+    values = list(t.values)
+    for size in reversed(t.shape[1:]):
+        values = [values[i:i + size] for i in range(0, len(values), size)]
+    return values if t.shape else values[0]

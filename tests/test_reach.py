@@ -1,0 +1,123 @@
+"""Models built the way projects build them: factories, configs, partial, imports across files.
+
+The oracle imports fixtures/reach_pkg for real (only the tests do); gpumem reads the same
+files through their imports and must agree on parameters and every leaf call.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+import torch  # noqa: E402
+import torch_oracle  # noqa: E402
+
+from flake8_gpumem.analysis import analyse_source  # noqa: E402
+from flake8_gpumem.config import Settings  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+PKG = FIXTURES / "reach_pkg"
+SHAPE = (3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def reach_pkg():
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        import reach_pkg.models.net as net
+        yield net
+    finally:
+        sys.path.remove(str(FIXTURES))
+
+
+def analyse(path: Path, model=None, **settings):
+    settings = Settings(input_shape=SHAPE, batch_size=4, device="cpu", **settings)
+    result = analyse_source(path.read_text(), str(path), settings, model=model)
+    assert len(result.models) == 1, (result.error, result.skipped)
+    return result.models[0]
+
+
+def assert_matches(report, model: torch.nn.Module):
+    truth = torch_oracle.profile(model, torch.randn(4, *SHAPE))
+    assert report.params == truth.params
+    assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+
+
+def test_a_script_whose_model_comes_from_a_factory_in_its_package(reach_pkg):
+    """train.py: `from reach_pkg.models.net import build; model = build(width=8, depth=3)`."""
+    report = analyse(PKG / "train.py")
+    assert report.name == "model"
+    assert_matches(report, reach_pkg.build(width=8, depth=3))
+
+
+@pytest.mark.parametrize("expression, build", [
+    ("build", lambda net: net.build()),
+    ("build(width=24)", lambda net: net.build(width=24)),
+    ("Net(NetConfig(depth=3, widths=[2, 1, 3]))", lambda net: net.Net(net.NetConfig(depth=3, widths=[2, 1, 3]))),
+])
+def test_a_model_named_by_an_expression(reach_pkg, expression, build):
+    """Relative (`..blocks`) and absolute (`reach_pkg.config`) imports, a dataclass config with a
+    default_factory, functools.partial norm layers, **kwargs forwarding, a classmethod, an
+    nn.Sequential subclass, a staticmethod passed to self.apply, init loops over self.modules()."""
+    report = analyse(PKG / "models" / "net.py", model=expression)
+    assert report.name == expression
+    assert_matches(report, build(reach_pkg))
+
+
+def test_an_import_gpumem_cannot_follow_is_named(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    script = tmp_path / "pkg" / "net.py"
+    script.write_text("import torch.nn as nn\nfrom .missing import Block\n\n\n"
+                      "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                      "        self.block = Block(3)\n\n    def forward(self, x):\n        return self.block(x)\n")
+    result = analyse_source(script.read_text(), str(script), Settings(input_shape=SHAPE))
+    assert not result.models
+    assert result.skipped == [("Net", "line 8: cannot follow the import of pkg.missing.Block: module pkg has no "
+                                      "name 'missing' that gpumem can find")]
+
+
+def test_a_library_that_is_not_installed_is_named(tmp_path):
+    script = tmp_path / "net.py"
+    script.write_text("from notinstalled.models import resnet\n\nmodel = resnet(3)\n")
+    result = analyse_source(script.read_text(), str(script), Settings(input_shape=SHAPE), model="model")
+    assert result.skipped == [("model", "'model' could not be resolved: notinstalled.models.resnet() is not known "
+                                        "to gpumem: no source for module notinstalled on the search path")]
+
+
+def test_relative_import_outside_a_package_is_named(tmp_path):
+    script = tmp_path / "net.py"
+    script.write_text("import torch.nn as nn\nfrom .blocks import Block\n\nmodel = nn.Sequential(Block(3))\n")
+    result = analyse_source(script.read_text(), str(script), Settings(input_shape=SHAPE), model="model")
+    assert "relative import .blocks outside a package" in result.skipped[0][1]
+
+
+TRAIN = """\
+from torchvision.models import resnet18
+
+model = resnet18(num_classes=10)
+"""
+
+
+def test_a_training_script_that_imports_its_model_from_torchvision(tmp_path):
+    """The most common way a model enters a script: gpumem reads torchvision's installed source."""
+    import torchvision_oracle
+
+    (tmp_path / "train.py").write_text(TRAIN)
+    (tmp_path / "pyproject.toml").write_text('[tool.gpumem]\nbudget = "200MiB"\n\n'
+                                             '[tool.gpumem.models."train.py::model"]\n'
+                                             'input_shape = [3, 224, 224]\nbatch_size = 8\n')
+    truth = sum(p.numel() for p in torchvision_oracle.torchvision.models.resnet18(num_classes=10).parameters())
+    assert truth == 11_181_642
+    report = subprocess.run([sys.executable, "-m", "flake8_gpumem.cli", "report", "train.py", "--format", "json"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    [model] = json.loads(report.stdout)["models"]
+    assert (model["name"], model["params"], model["input_shape"]) == ("model", truth, [8, 3, 224, 224])
+    lint = subprocess.run([sys.executable, "-m", "flake8", "--select", "GPM0,GPM1,GPM2,GPM3", "train.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 1, lint.stdout + lint.stderr
+    assert lint.stdout.startswith("train.py:3:1: GPM100 model needs "), lint.stdout
+    assert "over the 200.0 MiB budget" in lint.stdout
