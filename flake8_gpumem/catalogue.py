@@ -121,7 +121,9 @@ def windows(a: Args, sizes, k, s, p, d, ceil: bool, what: str) -> tuple:
         if any(x <= 0 for x in v) if name != "padding" else any(x < 0 for x in v):
             raise ShapeError(f"{what} has {name}={v[0] if len(set(v)) == 1 else v}, which PyTorch rejects", code="GPM201")
     out, dropped = [], []
-    for L, ki, si, pi, di in zip(sizes, k, s, p, d):
+    # rows a padding layer appended hold no data: a window that leaves them out drops nothing
+    margins = a.input.margins[-n:] if getattr(a.get("input"), "margins", None) else (0,) * n
+    for L, ki, si, pi, di, mi in zip(sizes, k, s, p, d, margins):
         span = L + 2 * pi - di * (ki - 1) - 1
         o = (span + (si - 1 if ceil else 0)) // si + 1  # with ceil_mode a window may overhang the input
         if ceil and (o - 1) * si >= L + pi:
@@ -134,7 +136,7 @@ def windows(a: Args, sizes, k, s, p, d, ceil: bool, what: str) -> tuple:
         # Real rows after the last window's end are never read; a window narrower
         # than its stride skips rows by design (a 1x1 stride-2 shortcut).
         last = (o - 1) * si - pi + di * (ki - 1)
-        dropped.append(0 if ceil or di * (ki - 1) + 1 < si else max(0, L - 1 - last))
+        dropped.append(0 if ceil or di * (ki - 1) + 1 < si else max(0, L - 1 - mi - last))
     if any(dropped):
         words = SPATIAL_WORDS.get(n, ("elements",) * n)
         lost = " and ".join(f"{r} {w[:-1] if r == 1 else w}" for r, w in zip(dropped, words) if r)
@@ -264,13 +266,15 @@ def batch_norm(n: int) -> Op:
         need_channels(a.input, a.num_features, 1, f"{name} num_features")
         return a.input.like(a.input.shape)
 
-    def saves(a: Args, out) -> list:  # input, plus per-channel mean and inverse std
-        c = a.input.shape[1]
-        return [a.input, Tensor((c,), "float32"), Tensor((c,), "float32")]
-
     return Op("num_features, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None",
               shape, params=lambda a: affine(a.num_features, a.affine),
-              buffers=lambda a: running_stats(a.num_features, a.track_running_stats), saves=saves)
+              buffers=lambda a: running_stats(a.num_features, a.track_running_stats), saves=_batch_norm_saves)
+
+
+def _batch_norm_saves(a: Args, out) -> list:
+    """The input, plus a per-channel mean and inverse standard deviation."""
+    c = a.input.shape[1]
+    return [a.input, Tensor((c,), "float32"), Tensor((c,), "float32")]
 
 
 def affine(channels: int, on: bool) -> list:
@@ -293,9 +297,10 @@ def instance_norm(n: int) -> Op:
         x = a.input
         return x.like((1, math.prod(x.shape[:-n])) + x.shape[-n:]).view(x.shape)
 
-    def saves(a: Args, out) -> list:
+    def saves(a: Args, out) -> list:  # the input, the per-row statistics, the weight repeated per sample
         rows = math.prod(a.input.shape[:-n])
-        return [a.input, Tensor((rows,), "float32"), Tensor((rows,), "float32")]
+        return [a.input, Tensor((rows,), "float32"), Tensor((rows,), "float32")] + (
+            [Tensor((rows,), a._float)] if a.affine else [])
 
     return Op("num_features, eps=1e-05, momentum=0.1, affine=False, track_running_stats=False, device=None, dtype=None",
               shape, params=lambda a: affine(a.num_features, a.affine),
@@ -494,21 +499,27 @@ def _pixel_unshuffle_shape(a: Args):
     return x.like(x.shape[:-3] + (c * r * r, h // r, w // r))
 
 
-def pad(n: int, constant: bool = False) -> Op:
+def pad(n: int, constant: bool = False, keeps_input: bool = False) -> Op:
+    """Zero/constant/circular padding keeps nothing for backward; reflection and replication padding
+    keep their input (their backward reads it)."""
     def shape(a: Args):
         return pad_to(a.input, tup(a.padding, 2 * n, "padding"))
 
-    return Op("padding, value=0.0" if constant else "padding", shape)
+    return Op("padding, value=0.0" if constant else "padding", shape,
+              saves=_keeps_input if keeps_input else _keeps_nothing)
 
 
 def pad_to(x: Tensor, p) -> Tensor:
     """Pad the last len(p)//2 dimensions, (left, right) pairs from the last dimension backwards."""
-    dims = list(x.shape)
+    dims, margins = list(x.shape), [0] * x.ndim
     for i in range(len(p) // 2):
         dims[-1 - i] += p[2 * i] + p[2 * i + 1]
+        margins[-1 - i] = max(p[2 * i + 1], 0)
     if any(d <= 0 for d in dims):
         raise ShapeError(f"padding {tuple(p)} shrinks {fmt(x.shape)} to nothing", code="GPM201")
-    return x.like(dims)
+    out = x.like(dims)
+    out.margins = tuple(margins)
+    return out
 
 
 # ---------------------------------------------------------------- recurrent
@@ -1231,7 +1242,8 @@ MODULES: dict[str, Op] = {
     "PixelShuffle": Op("upscale_factor", _pixel_shuffle_shape),
     "PixelUnshuffle": Op("downscale_factor", _pixel_unshuffle_shape),
     **{f"ConstantPad{n}d": pad(n, constant=True) for n in (1, 2, 3)},
-    **{f"{k}Pad{n}d": pad(n) for n in (1, 2, 3) for k in ("Zero", "Reflection", "Replication", "Circular")},
+    **{f"{k}Pad{n}d": pad(n) for n in (1, 2, 3) for k in ("Zero", "Circular")},
+    **{f"{k}Pad{n}d": pad(n, keeps_input=True) for n in (1, 2, 3) for k in ("Reflection", "Replication")},
 }
 
 
@@ -1346,8 +1358,12 @@ FUNCTIONS: dict[str, Op] = {
     "torch._gpumem_rnn_layer": RNN_LAYER,
     # composites.py: the last use of a buffer PyTorch's C++ code keeps alive (nothing is computed)
     "torch._gpumem_release": Op("*tensors", lambda a: None),
-    "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape),
+    "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape,
+                                  saves=lambda a, out: [a.input] if a.mode in ("reflect", "replicate") else []),
     # the weight too, for the input's gradient: under AMP a half-precision copy, not the parameter
+    "torch.nn.functional.batch_norm": Op("input, running_mean, running_var, weight=None, bias=None, training=False, "
+                                         "momentum=0.1, eps=1e-05", lambda a: a.input.like(a.input.shape),
+                                         saves=_batch_norm_saves),
     "torch.nn.functional.layer_norm": Op("input, normalized_shape, weight=None, bias=None, eps=1e-05",
                                          _layer_norm_shape, saves=_layer_norm_saves),
     "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape,

@@ -115,7 +115,9 @@ def _bound_names(stmt: ast.stmt) -> list:
         return [stmt.target.id] if isinstance(stmt.target, ast.Name) else []
     if isinstance(stmt, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
         return [stmt.name]
-    if isinstance(stmt, (ast.Try, ast.If)):
+    if isinstance(stmt, ast.If):  # `if "X" in os.environ: A = ... else: A = 1`: either branch
+        return [n for inner in stmt.body + stmt.orelse for n in _bound_names(inner)]
+    if isinstance(stmt, ast.Try):
         return [n for inner in stmt.body if isinstance(inner, (ast.Import, ast.ImportFrom))
                 for n in _bound_names(inner)]
     return []

@@ -40,6 +40,7 @@ class Tensor:
     layout: tuple | None = None  # memory order of the dimensions, outermost first; None: contiguous
     rewrite: bool = False  # an in-place op's result: the tensor it wrote, not a view of it
     values: tuple | None = None  # its elements, row-major, for a small tensor computed from known numbers
+    margins: tuple | None = None  # per dimension, the trailing rows a padding op added (no data in them)
     id: int = field(default_factory=lambda: next(_tensor_ids))
 
     @property

@@ -1083,6 +1083,12 @@ BAD_CASES = [
         forward=("y = F.max_pool2d(x, 2)", "return self.out(y)"),
         numbers=(25, 12), culprit="F.max_pool2d(x, 2)", torch_raises=False,
     ),
+    Bad(  # padded 64 -> 66: the stride-4 windows end at padded row 63, so data row 63 (padded 64) is never read
+        "reflection-pad-then-stride-4-conv-drops-data", "GPM200", (4, 64, 64),
+        init=("self.pad = nn.ReflectionPad2d(1)", "self.conv = nn.Conv2d(4, 4, 4, stride=4)"),
+        forward=("return self.conv(self.pad(x))",),
+        numbers=(66, 16), culprit="nn.Conv2d(4, 4, 4, stride=4)", torch_raises=False,
+    ),
 ]
 
 
@@ -1125,6 +1131,9 @@ def test_diagnostic(bad):
         ("nn.AvgPool2d(3, stride=3)", (4, 9, 9)),
         ("nn.Conv2d(4, 4, 3, padding=1)", (4, 25, 25)),  # stride 1 drops nothing
         ("nn.AdaptiveAvgPool2d(7)", (4, 25, 25)),
+        # padded 64 -> 66, stride 2: the last window ends one row short, on the appended padding row
+        ("nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(4, 4, 3, stride=2))", (4, 64, 64)),
+        ("nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.MaxPool2d(2))", (4, 63, 63)),
     ],
     ids=lambda v: _compact(v) if isinstance(v, str) else _shape_id(v),
 )

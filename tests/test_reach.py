@@ -67,6 +67,18 @@ def test_a_model_named_by_an_expression(reach_pkg, expression, build):
     assert_matches(report, build(reach_pkg))
 
 
+@pytest.mark.parametrize("expression", ["Net()", "Net(blocks=3, spec='id_1')"])
+def test_a_model_that_computes_its_structure(reach_pkg, expression):
+    """A module-level `if` on os.environ (the code's default, not this machine's), a builder object
+    called like a function, a generator, dataclasses.replace/asdict/fields, re and itertools on config
+    strings, math.erf, issubclass, dir(), a function a package re-exports over its own submodule,
+    a BatchNorm2d subclass reading its buffers and calling F.batch_norm."""
+    import reach_pkg.builder as builder
+
+    report = analyse(PKG / "builder.py", model=expression)
+    assert_matches(report, eval(expression, vars(builder)))
+
+
 def test_an_import_gpumem_cannot_follow_is_named(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "__init__.py").write_text("")
@@ -80,19 +92,19 @@ def test_an_import_gpumem_cannot_follow_is_named(tmp_path):
                                       "name 'missing' that gpumem can find")]
 
 
-def test_a_library_that_is_not_installed_is_named(tmp_path):
+@pytest.mark.parametrize("source, reason", [
+    ("from notinstalled.models import resnet\n\nmodel = resnet(3)\n",
+     "'model' could not be resolved: notinstalled.models.resnet() is not known to gpumem: no source for module "
+     "notinstalled on the search path"),
+    ("import torch.nn as nn\nfrom .blocks import Block\n\nmodel = nn.Sequential(Block(3))\n",
+     "line 4: 'model' could not be resolved: 'Block' could not be read: relative import .blocks outside a "
+     "package (or above its top)"),
+])
+def test_a_script_whose_import_cannot_be_followed(tmp_path, source, reason):
     script = tmp_path / "net.py"
-    script.write_text("from notinstalled.models import resnet\n\nmodel = resnet(3)\n")
-    result = analyse_source(script.read_text(), str(script), Settings(input_shape=SHAPE), model="model")
-    assert result.skipped == [("model", "'model' could not be resolved: notinstalled.models.resnet() is not known "
-                                        "to gpumem: no source for module notinstalled on the search path")]
-
-
-def test_relative_import_outside_a_package_is_named(tmp_path):
-    script = tmp_path / "net.py"
-    script.write_text("import torch.nn as nn\nfrom .blocks import Block\n\nmodel = nn.Sequential(Block(3))\n")
-    result = analyse_source(script.read_text(), str(script), Settings(input_shape=SHAPE), model="model")
-    assert "relative import .blocks outside a package" in result.skipped[0][1]
+    script.write_text(source)
+    result = analyse_source(source, str(script), Settings(input_shape=SHAPE), model="model")
+    assert result.skipped == [("model", reason)]
 
 
 TRAIN = """\
@@ -121,3 +133,46 @@ def test_a_training_script_that_imports_its_model_from_torchvision(tmp_path):
     assert lint.returncode == 1, lint.stdout + lint.stderr
     assert lint.stdout.startswith("train.py:3:1: GPM100 model needs "), lint.stdout
     assert "over the 200.0 MiB budget" in lint.stdout
+
+
+BLOCKS = """\
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, channels=64):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Stage(nn.Module):  # gpumem: input_shape=(64, 8, 8)
+    def __init__(self, block=Block):
+        super().__init__()
+        self.blocks = nn.Sequential(block(), block())
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 3, padding=1)
+        self.stage = Stage()
+
+    def forward(self, x):
+        return self.stage(self.stem(x))
+"""
+
+
+def test_blocks_are_not_models_under_the_project_wide_input_shape():
+    """Block (built by Stage) and Stage (built by Net) would meet a 3-channel input they were never meant
+    for (a false GPM300); Stage has an input shape of its own, so it is analysed at that shape."""
+    result = analyse_source(BLOCKS, "net.py", project=Settings(input_shape=SHAPE, batch_size=4))
+    assert [(m.name, m.input_shape) for m in result.models] == [("Stage", (4, 64, 8, 8)), ("Net", (4, 3, 32, 32))]
+    assert [d.code for d in result.diagnostics] == []
+    named = analyse_source(BLOCKS, "net.py", project=Settings(input_shape=(64, 8, 8), batch_size=4), model="Block")
+    assert [m.name for m in named.models] == ["Block"]  # named, it is reported

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import copy
+import itertools
 import math
+import re
 
 import libcst as cst
 
@@ -22,46 +24,39 @@ SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple",
                  "isinstance", "divmod", "pow", "map", "filter")
 
 
-SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "exp", "pi", "e", "inf", "gcd", "isqrt")
-
-
+SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
+             "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
+             "isclose", "isfinite", "pow", "hypot")
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
           "torch._C._log_api_usage_once", "torch._assert", "torch.jit.annotate", "torch.fx.wrap")
 # Guards that are False in an eager training step.
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
           "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
-# numpy's scalar functions, as model code uses them on sizes (make_divisible's np.ceil)
-NUMPY = {"ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log": math.log, "log2": math.log2,
-         "exp": math.exp, "prod": math.prod, "round": round, "abs": abs, "maximum": max, "minimum": min,
-         "pi": math.pi, "int64": int, "float32": float, "int32": int}
-
-
+# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16")
+PURE_RE = ("split", "match", "fullmatch", "search", "sub", "findall")
 # collections.abc / typing names model code checks its arguments against
 ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "List": list, "Tuple": tuple,
             "Mapping": dict, "MutableMapping": dict, "Dict": dict, "Iterable": (list, tuple, dict, set, range, str),
-            "Callable": (Function, Class, Builtin, Partial, Bound), "FunctionType": Function, "MethodType": Bound}
-
-
+            "Callable": (Function, Class, Builtin, Partial, Bound), "FunctionType": Function, "MethodType": Bound,
+            "partial": Partial}
 # a weight's values written in place (by init code): its memory is unchanged
 INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_", "bernoulli_",
-                "random_", "clamp_", "mul_", "add_", "div_", "requires_grad_")
+                "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_",
+                "requires_grad_")
 # x.add_(y) is x += y
 INPLACE_BINOPS = {"add_": cst.Add, "sub_": cst.Subtract, "mul_": cst.Multiply, "div_": cst.Divide}
 
 
-class _Array(list):
-    """A small numpy array of known values, as model code builds per-block rates with np.linspace."""
-
-    def tolist(self) -> list:
-        return list(self)
-
-
-def _linspace(start, stop, num=50, endpoint=True) -> list:
-    if not 0 <= num <= MAX_LOOP:
-        raise Unresolved(f"np.linspace of {num} values is more than gpumem evaluates")
-    step = (stop - start) / max(num - 1 if endpoint else num, 1)
-    return [start + i * step for i in range(num)]
+def _asdict(obj):
+    """dataclasses.asdict: fields as a dict, nested dataclasses and containers of them too."""
+    if isinstance(obj, Instance):
+        return {k: _asdict(v) for k, v in obj.attrs.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_asdict(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _asdict(v) for k, v in obj.items()}
+    return obj
 
 
 class Calls:
@@ -83,6 +78,8 @@ class Calls:
             return self.call_builtin(func, args, kwargs, node)
         if isinstance(func, Partial):
             return self.call(func.func, func.args + list(args), {**func.kwargs, **kwargs}, node)
+        if isinstance(func, Instance) and func.cls.method(self, "__call__") is not None:  # a builder object
+            return self.call_function(func.cls.method(self, "__call__"), [func] + list(args), kwargs, node)
         raise Unresolved(f"{code(node.func) if isinstance(node, cst.Call) else func!r} is not callable here", node)
 
     def call_function(self, func: Function, args: list, kwargs: dict, node):
@@ -98,6 +95,9 @@ class Calls:
             local.vars.update(bind(params, args, kwargs, func.name, node))
             if isinstance(func.node, cst.Lambda):
                 return self.eval(func.node.body, local)
+            generator = func.is_generator
+            if generator:
+                self.yielded.append([])  # a generator runs to its end: its items, as a list
             try:
                 body = func.node.body
                 if isinstance(body, cst.IndentedBlock):
@@ -106,10 +106,12 @@ class Calls:
                     for small in body.body:
                         self.run_small(small, local)
             except _Return as ret:
-                return ret.value
+                if not generator:
+                    return ret.value
             finally:
                 self._hold_locals(local)
-            return None
+                items = self.yielded.pop() if generator else None
+            return items
         finally:
             self.depth -= 1
             self.in_foreign, self.segment = caller_in_foreign, caller_segment
@@ -143,8 +145,10 @@ class Calls:
         if isinstance(func, Function):
             return self.call_function(func, [obj] + list(args), kwargs, node)
         if isinstance(obj, Tensor):
-            if func in ("tolist", "item") and obj.values is not None:
+            if func == "tolist" and obj.values is not None:
                 return numbers.tolist(obj)
+            if func == "item" and obj.values is not None and obj.numel == 1:
+                return obj.values[0]
             if func in INPLACE_BINOPS and obj.requires_grad and not obj.is_param and len(args) == 1 and not kwargs:
                 return self.binop(INPLACE_BINOPS[func], obj, args[0], node, inplace=True)
             if func in INIT_METHODS and (obj.storage.is_param or not obj.requires_grad):
@@ -188,14 +192,33 @@ class Calls:
             return Partial(args[0], list(args[1:]), dict(kwargs))
         if path == "dataclasses.field":
             return Field(kwargs.get("default"), kwargs.get("default_factory"))
-        if path.startswith("numpy.") and name in NUMPY:
-            return NUMPY[name](*args, **kwargs)
-        if path == "numpy.linspace":
-            return _Array(_linspace(*args, **kwargs))
+        if path.startswith("numpy.") and name in numbers.NUMPY:
+            return numbers.NUMPY[name](*args, **kwargs)
         if path in ("collections.OrderedDict", "typing.OrderedDict"):
             return dict(*args, **kwargs)
         if path == "copy.deepcopy":
             return _clone(args[0])
+        if path == "dataclasses.asdict" and isinstance(args[0], Instance):
+            return _asdict(args[0])
+        if path == "dataclasses.fields" and isinstance(args[0], (Instance, Class)):
+            cls = args[0].cls if isinstance(args[0], Instance) else args[0]
+            return [Instance(cls, {"name": name}) for c in reversed(self.mro(cls)) for name, _ in c.fields()]
+        if path == "dataclasses.is_dataclass":
+            return isinstance(args[0], (Instance, Class)) and self.dataclass_like(
+                args[0].cls if isinstance(args[0], Instance) else args[0])
+        if path == "dataclasses.replace" and isinstance(args[0], Instance):
+            return Instance(args[0].cls, {**args[0].attrs, **kwargs})
+        if path == "os.getenv":
+            return args[1] if len(args) > 1 else kwargs.get("default")  # the code's default, not this machine's
+        if path.startswith("re.") and name in PURE_RE and all(isinstance(a, (str, int)) for a in args):
+            return getattr(re, name)(*args, **kwargs)
+        if path.startswith("itertools.") and name in ("repeat", "chain", "product", "accumulate", "islice"):
+            return self.iterate(getattr(itertools, name)(*args, **kwargs), node)  # bounded like any loop
+        if path in ("collections.defaultdict",) and args and isinstance(args[0], Builtin) and isinstance(
+                args[0].fn, type):
+            return collections.defaultdict(args[0].fn, *args[1:])
+        if path == "contextlib.nullcontext":
+            return None
         if path == "copy.copy":
             return Instance(args[0].cls, dict(args[0].attrs)) if isinstance(args[0], Instance) else copy.copy(args[0])
         if path == "collections.namedtuple":  # a tuple type with named fields: no user code runs
@@ -233,6 +256,13 @@ class Calls:
             raise Unresolved("type() of a value is not known statically", node)
         if name == "isinstance":
             return self._isinstance(args[0], args[1], node)
+        if name == "dir" and args and isinstance(args[0], Q):  # 'silu' in dir(torch.nn.functional)
+            prefix = canonical(args[0].path) + "."
+            return sorted({p[len(prefix):] for p in catalogue.FUNCTIONS if p.startswith(prefix)} | (
+                set(catalogue.MODULES) | set(CONTAINERS) if prefix == "torch.nn." else set()))
+        if name == "issubclass":
+            kinds = args[1] if isinstance(args[1], tuple) else (args[1],)
+            return any(self._subclass(args[0], k) for k in kinds)
         if name == "callable":
             return isinstance(args[0], ABSTRACT["Callable"] + (Q, Module))
         if name == "len" and args and isinstance(args[0], Module):
@@ -274,12 +304,26 @@ class Calls:
             elif isinstance(k, Q) and k.path.rpartition(".")[2] in ABSTRACT and not isinstance(obj, (Module, Tensor)):
                 if isinstance(obj, ABSTRACT[k.path.rpartition(".")[2]]):
                     return True
+            elif isinstance(k, Builtin) and k.name == "type" and isinstance(obj, (Class, Q)):
+                return True  # a class, ours or torch's
             elif isinstance(k, Builtin) and isinstance(k.fn, type) and not isinstance(obj, (Module, Tensor)):
                 if isinstance(obj, k.fn):
                     return True
             elif isinstance(k, Q) and isinstance(obj, Tensor) and k.path == "torch.Tensor":
                 return True
         return False
+
+    def _subclass(self, cls, kind) -> bool:
+        """issubclass for classes gpumem reads and torch's classes (named)."""
+        if isinstance(cls, Q):
+            return isinstance(kind, Q) and canonical(kind.path) == canonical(cls.path)
+        if not isinstance(cls, Class):
+            return False
+        if isinstance(kind, Class):
+            return kind in self.mro(cls)
+        if isinstance(kind, Q) and canonical(kind.path) == "torch.nn.Module":
+            return self.is_module_class(cls)
+        return any(self._subclass(b, kind) for c in self.mro(cls) for b in self.bases(c) if isinstance(b, Q))
 
     def _eval_call(self, node: cst.Call, scope: Scope):
         func_node = node.func

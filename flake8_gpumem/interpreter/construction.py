@@ -28,6 +28,7 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
                   "float", "half", "double", "requires_grad_", "zero_grad", "reset_parameters", "_reset_parameters",
                   "init_weights")
+RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
 
 
@@ -327,6 +328,9 @@ class Construction:
             if key not in self.param_tensors:  # one tensor per weight, so its gradient is counted once
                 self.param_tensors[key] = Tensor(obj.params[idx], self.model_dtype, True, is_param=True)
             return self.param_tensors[key]
+        if obj.op is not None and name in RUNNING_STATS:  # a norm layer's buffers, in running_stats' order
+            i = RUNNING_STATS.index(name)
+            return obj.buffers[i] if i < len(obj.buffers) else None  # track_running_stats=False: None
         if obj.args is not None and name in obj.args:  # e.g. conv.out_channels
             value = obj.args[name]
             if name in PER_DIMENSION and isinstance(value, int) and obj.kind[-2:] in ("1d", "2d", "3d"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 
@@ -10,10 +11,14 @@ import libcst as cst
 from .. import catalogue
 from ..values import TORCH_DTYPES, AnalysisError, Tensor, Unresolved
 from .imports import Namespace
-from .objects import (MAX_INT_BITS, MAX_LOOP, MISSING, Bound, Builtin, Class, Function, Instance, Module, Q,
-                      Scope, _Break, _Continue, _Return, code)
+from .objects import (MAX_INT_BITS, MAX_LOOP, MISSING, Bound, Builtin, Class, Function, Instance, Module, Partial,
+                      Q, Scope, _Break, _Continue, _Return, code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
+# methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
+VALUE_METHODS = ("real", "upper", "lower", "format", "join", "startswith", "endswith", "split", "rsplit", "index",
+                 "count", "replace", "strip", "lstrip", "rstrip", "partition", "rpartition", "isdigit", "is_integer",
+                 "removeprefix", "removesuffix", "title", "capitalize", "find")
 LIST_METHODS = ("tolist", "append", "extend", "insert", "pop", "index", "count", "copy", "reverse",
                 "items", "keys", "values", "get", "update", "setdefault")
 
@@ -127,6 +132,14 @@ class Expressions:
                     self._comprehend(comp.inner_for_in, scope, emit)
                 else:
                     emit(scope)
+
+    def _yield(self, node: cst.Yield, scope: Scope):
+        if not self.yielded:
+            raise Unresolved("yield outside a generator gpumem runs", node)
+        if isinstance(node.value, cst.From):
+            self.yielded[-1].extend(self.iterate(self.eval(node.value.item, scope), node))
+        else:
+            self.yielded[-1].append(None if node.value is None else self.eval(node.value, scope))
 
     def _unary(self, node: cst.UnaryOperation, scope: Scope):
         value = self.eval(node.expression, scope)
@@ -242,6 +255,12 @@ class Expressions:
         if isinstance(obj, Q):
             if obj.path == "torch" and name in TORCH_DTYPES:
                 return TORCH_DTYPES[name]  # torch.float16, torch.half: the dtype "float16"
+            if obj.path in ("math", "numpy", "torch") and name in ("pi", "e", "inf", "nan", "tau"):
+                return getattr(math, name)  # math.pi, np.pi, torch.inf: numbers
+            if name == "__name__":
+                return obj.path.rpartition(".")[2]  # nn.BatchNorm2d.__name__
+            if obj.path == "os" and name == "environ":
+                return {}  # the code's defaults, not this machine's environment
             return Q(f"{obj.path}.{name}")
         if isinstance(obj, Module):
             return self._module_attr(obj, name, node)
@@ -263,22 +282,20 @@ class Expressions:
             return Bound(obj, name)
         if isinstance(obj, (list, dict)) and name in LIST_METHODS:
             return Bound(obj, name)
-        if isinstance(obj, Q) and name == "__name__":
-            return obj.path.rpartition(".")[2]
         if isinstance(obj, Function) and name == "__class__":
             return Q("types.FunctionType")
         if isinstance(obj, Function) and name in ("__name__", "__qualname__", "__module__"):
             file = obj.scope.root().file
             return obj.name if name != "__module__" else (file.module if file is not None else None) or "__main__"
+        if isinstance(obj, Partial) and name in ("func", "args", "keywords"):
+            return {"func": obj.func, "args": tuple(obj.args), "keywords": obj.kwargs}[name]
         if isinstance(obj, Instance) and name in obj.attrs:
             return obj.attrs[name]
         if isinstance(obj, (Class, Instance)):
             found = self.class_attr(obj.cls if isinstance(obj, Instance) else obj, name, obj, node)
             if found is not MISSING:
                 return found
-        if isinstance(obj, (int, float, str, tuple)) and name in ("real", "upper", "lower", "format", "join",
-                                                                   "startswith", "endswith", "split", "index",
-                                                                   "count"):
+        if isinstance(obj, (int, float, str, tuple)) and name in VALUE_METHODS:
             if name == "format":
                 _check_format(obj, node)
             return Builtin(getattr(obj, name), name)
@@ -311,6 +328,7 @@ _EVAL = {
     cst.Subscript: Expressions._subscript,
     cst.Lambda: lambda self, node, scope: Function(node, scope, "lambda", segment=self.segment),
     cst.Ellipsis: lambda self, node, scope: Ellipsis,
+    cst.Yield: Expressions._yield,
 }
 
 

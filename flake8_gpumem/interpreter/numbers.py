@@ -4,7 +4,8 @@ Model code sometimes computes sizes with tensors: RegNet's stage widths are
 `torch.round(torch.log(torch.arange(depth) * w_a + w_0) ...).int().tolist()`. A tensor made from
 known numbers (torch.arange, torch.tensor, torch.linspace) carries its values (catalogue.valued);
 the element-wise ops below compute them on, and `.tolist()` / `.item()` hand them back to Python.
-An op without a rule here yields a tensor known by shape only, as any other.
+An op without a rule here yields a tensor known by shape only, as any other. numpy's scalar
+functions and np.linspace (per-block drop rates) are evaluated here too.
 """
 from __future__ import annotations
 
@@ -12,14 +13,11 @@ import math
 import operator
 
 from .. import catalogue
-from ..values import Tensor
+from ..values import Tensor, Unresolved
+from .objects import MAX_LOOP
 
 F = catalogue.FUNCTIONS
 M = catalogue.METHODS
-
-
-def _operands(*names):
-    return lambda bound: [bound.get(n) for n in names]
 
 
 # by the op's identity: ops are dataclasses, and torch.mul and torch.div compare equal
@@ -61,3 +59,23 @@ def tolist(t: Tensor):
     for size in reversed(t.shape[1:]):
         values = [values[i:i + size] for i in range(0, len(values), size)]
     return values if t.shape else values[0]
+
+
+class _Array(list):
+    """A small numpy array of known values (np.linspace's), with its `.tolist()`."""
+
+    def tolist(self) -> list:
+        return list(self)
+
+
+def _linspace(start, stop, num=50, endpoint=True, **_) -> _Array:
+    if not 0 <= num <= MAX_LOOP:
+        raise Unresolved(f"np.linspace of {num} values is more than gpumem evaluates")
+    step = (stop - start) / max(num - 1 if endpoint else num, 1)
+    return _Array(start + i * step for i in range(num))
+
+
+# numpy's scalar functions, as model code uses them on sizes (make_divisible's np.ceil)
+NUMPY = {"ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log": math.log, "log2": math.log2,
+         "exp": math.exp, "prod": math.prod, "round": round, "abs": abs, "maximum": max, "minimum": min,
+         "int64": int, "float32": float, "int32": int, "linspace": _linspace}

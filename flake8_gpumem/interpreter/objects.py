@@ -26,6 +26,7 @@ class Q:
     """A name reached through an import, e.g. torch.nn.Conv2d."""
 
     path: str
+    module: str = field(default="", compare=False)  # `from <module> import ...`: where the names start
 
 
 @dataclass(eq=False)
@@ -37,6 +38,7 @@ class File:
     foreign: bool = False  # another file's code (composites.py, an imported module): its nodes have
     # no place in the linted file, so diagnostics point at the linted code that reached them
     stars: tuple = ()  # (level, module) of its `from x import *` statements, in order
+    generators: dict = field(default_factory=dict)  # id(def node) -> whether that function yields
 
 
 @dataclass(eq=False)
@@ -64,6 +66,14 @@ class Function:
     name: str
     owner: Class | None = None  # the class a method is defined in, for super()
     segment: Segment | None = None  # the user-file statement it is part of (None: PyTorch's code)
+
+    @property
+    def is_generator(self) -> bool:
+        """A `def` whose own body (not a nested def) yields."""
+        known = self.scope.root().file.generators  # the file's nodes live as long as it: ids stay theirs
+        if id(self.node) not in known:
+            known[id(self.node)] = isinstance(self.node, cst.FunctionDef) and _yields(self.node.body)
+        return known[id(self.node)]
 
     def decorated(self, name: str) -> bool:
         """Whether a decorator named `name` (as its last dotted part: classmethod, dataclass) is on it."""
@@ -140,6 +150,14 @@ class Field:
 
     default: object = None
     factory: object = None
+
+
+def _yields(node) -> bool:
+    if isinstance(node, cst.Yield):
+        return True
+    if isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+        return False
+    return any(_yields(child) for child in node.children)
 
 
 def _decorator_name(decorator) -> str:

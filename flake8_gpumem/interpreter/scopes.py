@@ -38,7 +38,7 @@ def segment_scope(segments: list, file: File) -> Scope:
 
 def _parse_into(segment: Segment, scope: Scope) -> None:
     """Declare the names `segment` still owns in `scope` (a later statement may rebind the others)."""
-    owned = [n for n in segment.names if scope.thunks.get(n) is segment]
+    owned = [n for n in dict.fromkeys(segment.names) if scope.thunks.get(n) is segment]  # a name may repeat
     declared = Scope({})
     try:
         for stmt in segment.module.body:  # PyTorch's code has no place in the user's file
@@ -82,6 +82,23 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None) ->
             if isinstance(inner, cst.SimpleStatementLine) and all(
                     isinstance(s, (cst.Import, cst.ImportFrom)) for s in inner.body):
                 _declare(inner, scope, into, segment)
+        if isinstance(stmt, cst.If):  # a name a branch assigns: the branch the condition takes, when looked up
+            branch = Scope({})
+            for inner in _branches(stmt):
+                _declare(inner, scope, branch, segment)
+            for name in branch.thunks:
+                into.thunks[name] = stmt
+                into.vars.pop(name, None)
+
+
+def _branches(stmt: cst.If) -> list:
+    """The statements of every branch of an if/elif/else."""
+    out = list(stmt.body.body)
+    if isinstance(stmt.orelse, cst.If):
+        out += _branches(stmt.orelse)
+    elif stmt.orelse is not None:
+        out += list(stmt.orelse.body.body)
+    return out
 
 
 def binds(stmt, name: str) -> bool:
@@ -122,7 +139,7 @@ def imported_names(stmt, package: str | None) -> dict:
         base = absolute(dotted(stmt.module) if stmt.module else "", len(stmt.relative), package)
         for alias in stmt.names:
             local = alias.asname.name.value if alias.asname else alias.name.value
-            names[local] = Q(f"{base}.{alias.name.value}")
+            names[local] = Q(f"{base}.{alias.name.value}", base)
     return names
 
 
@@ -145,7 +162,7 @@ class Names:
             return {"True": True, "False": False, "None": None}[name]
         if name in SAFE_BUILTINS:
             return Builtin(getattr(builtins, name), name)
-        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable"):
+        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass"):
             return Builtin(None, name)
         if name.endswith(("Error", "Warning", "Exception")) and isinstance(getattr(builtins, name, None), type):
             return Builtin(getattr(builtins, name), name)  # raise ValueError(...), warnings.warn(..., FutureWarning)
@@ -186,24 +203,31 @@ class Names:
 
     def follow(self, q: Q, node):
         """What a qualified name of followed code stands for, read from its source; the name itself
-        where the search path holds no source for its top module."""
-        head, *rest = q.path.split(".")
-        value = self.resolver.module(head)
-        if value is None:
+        where the search path holds no source for its top module. As an import does it: the longest
+        leading part that is a module (`import timm.layers.create_attn`), then names in it; after
+        `from timm.layers import create_attn`, the name the package binds (a function) before its submodule."""
+        parts = q.path.split(".")
+        for i in range(len(parts), 0, -1):
+            if q.module and i > q.module.count(".") + 1:
+                continue  # `from M import n`: M is the module, n a name in it
+            value = self.resolver.module(".".join(parts[:i]))
+            if value is not None:
+                break
+        else:
             return q
         try:
-            for part in rest:
+            for part in parts[i:]:
                 value = self.getattr(value, part, node)
         except Unresolved as exc:
             raise Unresolved(f"cannot follow the import of {q.path}: {exc.message}", node) from None
         return value
 
     def member(self, ns: Namespace, name: str, node):
-        """`ns.name`: a submodule, or a name its source binds."""
-        sub = self.resolver.module(f"{ns.name}.{name}")
-        if sub is not None:
-            return sub
+        """`ns.name`: a name its source binds (`from .create_attn import create_attn` in a package's
+        __init__ is the function, not the submodule), else a submodule."""
         value = self._find(name, ns.scope, node) if ns.scope is not None else MISSING
+        if value is MISSING:
+            value = self.resolver.module(f"{ns.name}.{name}") or MISSING
         if value is MISSING:
             raise Unresolved(f"module {ns.name} has no name '{name}' that gpumem can find", node)
         return value
@@ -217,6 +241,12 @@ class Names:
             return self._global_value(name, node.node, before)
         if isinstance(node, cst.AugAssign):
             raise Unresolved(f"'{name}' is augmented before it is bound", node)
+        if isinstance(node, cst.If):  # the branch the condition takes, run where the name is bound
+            branch = Scope({}, scope)
+            self.run_stmt(node, branch)
+            if name not in branch.vars:
+                raise Unresolved(f"'{name}' is not bound by the branch its module-level `if` takes", node)
+            return branch.vars[name]
         if isinstance(node, cst.Assign):  # tuple unpacking at module level
             value = self.eval(node.value, scope)
             tmp = Scope({}, scope)

@@ -77,6 +77,8 @@ class Statements:
             if value.container == "ModuleDict":
                 return list(value.children)
             raise Unresolved(f"cannot iterate over a {value.kind}", node)
+        if isinstance(value, Tensor) and value.values is not None and value.ndim == 1:
+            return [Tensor((), value.dtype, values=(v,)) for v in value.values]  # [x.item() for x in dpr]
         if isinstance(value, Tensor):
             return [value.view(value.shape[1:]) for _ in range(value.shape[0])] if value.ndim else []
         if isinstance(value, range) and len(value) > MAX_LOOP:
