@@ -1,0 +1,23 @@
+"""The layer catalogue: one entry per layer type, functional op or tensor method.
+
+An entry holds the call signature, the shape rule, the parameter and buffer
+counts and what autograd keeps for backward. Adding a layer type means adding
+one entry to a table in tables.py (composite layers built from others live in
+composites.py).
+
+One file per op family: conv, pooling, normalisation, linear (and matrix
+products), elementwise (activations, dropout, unary/binary ops, reductions,
+casts), shape (views, reshaping, cat/stack, padding, upsampling), creation,
+recurrent and attention; core holds what they share (Op, Args, the save rules,
+the shape helpers) and tables puts their entries under the names code calls.
+"""
+from .core import Args, Op, _Ledger, broadcast, fmt, promote
+from .creation import MAX_VALUES, valued
+from .elementwise import CAST, binary, unary
+from .recurrent import RNN_LAYER, _elman_step, _gru_step, _lstm_step, _replay
+from .shape import TAKE
+from .tables import AUTOCAST, FUNCTIONS, LAZY, METHODS, MODULES
+
+__all__ = ["AUTOCAST", "Args", "CAST", "FUNCTIONS", "LAZY", "MAX_VALUES", "METHODS", "MODULES", "Op", "RNN_LAYER",
+           "TAKE", "_Ledger", "_elman_step", "_gru_step", "_lstm_step", "_replay", "binary", "broadcast", "fmt",
+           "promote", "unary", "valued"]

@@ -1,0 +1,44 @@
+"""Convolutions: nn.ConvNd and nn.ConvTransposeNd.
+
+One rule makes all six from the dimension count: the shape (sliding windows, or the
+transposed arithmetic), the weight and bias shapes, and what autograd keeps (the input and
+the weight, always). The tables register them by class name.
+"""
+from __future__ import annotations
+
+from ..values import ShapeError
+from .core import Args, Op, _keeps_input, fmt, need_channels, need_rank, tup, windows
+
+
+def conv(n: int, transposed: bool = False) -> Op:
+    name = f"Conv{'Transpose' if transposed else ''}{n}d"
+
+    def shape(a: Args):
+        x = a.input
+        need_rank(x, (n + 2,), name)
+        need_channels(x, a.in_channels, 1, f"{name} in_channels")
+        if a.in_channels % a.groups or a.out_channels % a.groups:
+            raise ShapeError(f"{name} channels {a.in_channels}/{a.out_channels} are not divisible by groups={a.groups}")
+        sizes = x.shape[2:]
+        k, s, d = tup(a.kernel_size, n), tup(a.stride, n), tup(a.dilation, n)
+        if transposed:
+            p, op = tup(a.padding, n), tup(a.output_padding, n)
+            out = tuple((L - 1) * si - 2 * pi + di * (ki - 1) + oi + 1
+                        for L, ki, si, pi, di, oi in zip(sizes, k, s, p, d, op))
+            if any(o <= 0 for o in out):
+                raise ShapeError(f"{name} output {fmt(out)} collapses to nothing", code="GPM201")
+        elif a.padding == "same":
+            out = sizes
+        else:
+            out = windows(a, sizes, k, s, 0 if a.padding == "valid" else a.padding, d, False, name)
+        return x.like((x.shape[0], a.out_channels) + tuple(out))
+
+    def params(a: Args) -> list:
+        k = tup(a.kernel_size, n)
+        w = (a.in_channels, a.out_channels // a.groups) if transposed else (a.out_channels, a.in_channels // a.groups)
+        return [w + k] + ([(a.out_channels,)] if a.bias else [])
+
+    extra = "output_padding=0, groups=1, bias=True, dilation=1" if transposed else "dilation=1, groups=1, bias=True"
+    sig = (f"in_channels, out_channels, kernel_size, stride=1, padding=0, {extra}, padding_mode='zeros', "
+           "device=None, dtype=None")
+    return Op(sig, shape, params, saves=_keeps_input, keeps_weight=True)  # convolution saves both, always

@@ -1,0 +1,199 @@
+"""What every catalogue entry is made of, and the helpers the op families share.
+
+`Op` is one entry (a signature, a shape rule, parameters, buffers, what autograd keeps) and
+`Args` its bound call arguments; the `_keeps_*` functions are the common save rules. The
+helpers check ranks and channels, format shapes, compute sliding windows (conv and pooling),
+broadcast and promote dtypes, and count a kernel's allocations (`_Ledger`, for the recurrent
+and attention backward). Everything else in the package builds on this file, which imports
+none of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..values import FLOAT_DTYPES, ShapeError, Tensor, Unresolved, tensors_in
+
+
+class Args(dict):
+    """Bound call arguments, readable as attributes; rules add notes (GPM200) here."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def notes(self) -> list:
+        return self.setdefault("_notes", [])
+
+
+def _none(a: Args) -> list:
+    return []
+
+
+def _keeps_nothing(a: Args, out) -> list:
+    return []
+
+
+def _keeps_input(a: Args, out) -> list:
+    """The input; an in-place op first saves a copy of it, since it overwrites it."""
+    return [a.input.like(a.input.shape)] if a.get("inplace") else [a.input]
+
+
+def _keeps_output(a: Args, out) -> list:
+    return [out]
+
+
+def _keeps_input_or_result(a: Args, out) -> list:
+    """Out of place it keeps its input; in place, its result (no copy needed)."""
+    return [out] if a.get("inplace") else [a.input]
+
+
+@dataclass(frozen=True)
+class Op:
+    """A layer constructor (signature = constructor, forward = its forward's
+    signature) or a function/method (signature = the call)."""
+
+    signature: str
+    shape: Callable[[Args], object]
+    params: Callable[[Args], list] = _none  # shapes of the parameter tensors
+    buffers: Callable[[Args], list] = _none  # buffer Tensors (running statistics)
+    saves: Callable[[Args, object], list] = _keeps_nothing
+    forward: str = "input"
+    # bytes its backward holds briefly, or (before, after) it has consumed its output's gradient
+    backward_temp: Callable[[Args], int | tuple[int, int]] = lambda a: 0
+    forward_temp: Callable[[Args, object], int] = lambda a, out: 0  # bytes it holds briefly while it runs
+    autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32
+    keeps_weight: bool = False  # keeps its (half-precision) weight even when its input needs no gradient
+    grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
+
+
+def tup(value, n: int, what: str = "size") -> tuple:
+    """An int or an n-sequence as an n-tuple (PyTorch's _ntuple)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            raise Unresolved(f"{what} {tuple(value)} needs {n} values")
+        return tuple(value)
+    return (value,) * n
+
+
+def ints(value, what: str) -> None:
+    for v in value if isinstance(value, tuple) else (value,):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise Unresolved(f"{what} must be an integer, got {v!r}")
+
+
+def dim_index(d: int, ndim: int) -> int:
+    if not -ndim <= d < max(ndim, 1):
+        raise ShapeError(f"dimension {d} is out of range for a {ndim}-d tensor")
+    return d % ndim if ndim else 0
+
+
+def need_rank(x: Tensor, ranks, layer: str) -> None:
+    if x.ndim not in ranks:
+        want = " or ".join(f"{r}-d" for r in ranks)
+        raise ShapeError(f"{layer} expects a {want} input, got shape {fmt(x.shape)}")
+
+
+def need_channels(x: Tensor, expected: int, dim: int, what: str) -> None:
+    got = x.shape[dim]
+    if got != expected:
+        raise ShapeError(f"{what}={expected} but {got} arrive (input {fmt(x.shape)}); set it to {got} "
+                         "or change the layer before")
+
+
+def fmt(shape) -> str:
+    return "x".join(str(s) for s in shape) if shape else "scalar"
+
+
+SPATIAL_WORDS = {1: ("positions",), 2: ("rows", "columns"), 3: ("planes", "rows", "columns")}
+
+
+def windows(a: Args, sizes, k, s, p, d, ceil: bool, what: str) -> tuple:
+    """Output sizes of a sliding window (conv or pool); notes dropped rows (GPM200)."""
+    n = len(sizes)
+    k, s, p, d = (tup(v, n, name) for v, name in ((k, "kernel_size"), (s, "stride"), (p, "padding"), (d, "dilation")))
+    for v, name in ((k, "kernel_size"), (s, "stride"), (p, "padding"), (d, "dilation")):
+        ints(v, name)
+        if any(x <= 0 for x in v) if name != "padding" else any(x < 0 for x in v):
+            raise ShapeError(f"{what} has {name}={v[0] if len(set(v)) == 1 else v}, which PyTorch rejects",
+                             code="GPM201")
+    out, dropped = [], []
+    # rows a padding layer appended hold no data: a window that leaves them out drops nothing
+    margins = a.input.margins[-n:] if getattr(a.get("input"), "margins", None) else (0,) * n
+    for L, ki, si, pi, di, mi in zip(sizes, k, s, p, d, margins):
+        span = L + 2 * pi - di * (ki - 1) - 1
+        o = (span + (si - 1 if ceil else 0)) // si + 1  # with ceil_mode a window may overhang the input
+        if ceil and (o - 1) * si >= L + pi:
+            o -= 1
+        if o <= 0:
+            raise ShapeError(
+                f"{what} window {di * (ki - 1) + 1} is larger than its padded input "
+                f"{L + 2 * pi} (input {fmt(sizes)}): the output collapses to nothing", code="GPM201")
+        out.append(o)
+        # Real rows after the last window's end are never read; a window narrower
+        # than its stride skips rows by design (a 1x1 stride-2 shortcut).
+        last = (o - 1) * si - pi + di * (ki - 1)
+        dropped.append(0 if ceil or di * (ki - 1) + 1 < si else max(0, L - 1 - mi - last))
+    if any(dropped):
+        words = SPATIAL_WORDS.get(n, ("elements",) * n)
+        lost = " and ".join(f"{r} {w[:-1] if r == 1 else w}" for r, w in zip(dropped, words) if r)
+        fixed = "x".join(str(L + (si - (L + 2 * pi - di * (ki - 1) - 1) % si) % si if r else L)
+                         for L, r, si, pi, di, ki in zip(sizes, dropped, s, p, d, k))
+        a.notes.append(("GPM200", f"drops {lost} of its {fmt(sizes)} input ({fmt(sizes)} -> {fmt(out)}); "
+                                  f"use a {fixed} input or ceil_mode/padding so the windows tile it"))
+    return tuple(out)
+
+
+def broadcast(x, y):
+    xs = x.shape if isinstance(x, Tensor) else ()
+    ys = y.shape if isinstance(y, Tensor) else ()
+    n = max(len(xs), len(ys))
+    xs, ys = (1,) * (n - len(xs)) + tuple(xs), (1,) * (n - len(ys)) + tuple(ys)
+    out = []
+    for p, q in zip(xs, ys):
+        if p != q and 1 not in (p, q):
+            raise ShapeError(f"shapes {fmt(x.shape)} and {fmt(y.shape)} cannot be broadcast together")
+        out.append(max(p, q) if 0 not in (p, q) else 0)
+    t = x if isinstance(x, Tensor) else y
+    return t.like(out, promote(x, y))
+
+
+def promote(*values) -> str:
+    """The result dtype of mixing tensors (and Python numbers): the widest float among them."""
+    dtypes = [v.dtype for v in values if isinstance(v, Tensor)]
+    floats = [d for d in dtypes if d in FLOAT_DTYPES]
+    if not floats:  # an integer or bool tensor with a Python float is float32, as in torch
+        return "float32" if any(isinstance(v, float) for v in values) else dtypes[0]
+    order = ("float64", "float32", "bfloat16", "float16")
+    return next(d for d in order if d in floats) if len(set(floats)) > 1 else floats[0]
+
+
+def _made_anyway(saves):
+    """A forward_temp: what the kernel makes for backward even when nothing needs a gradient
+    (max pooling's int64 indices, dropout's noise), freed at once then."""
+    def temp(a: Args, out) -> int:
+        if a.input.requires_grad:
+            return 0
+        outputs = {id(t) for t in tensors_in(out)} | {id(a.input)}
+        return sum(t.nbytes for t in saves(a, out) if id(t) not in outputs)
+    return temp
+
+
+class _Ledger:
+    """A kernel's allocations (+) and frees (-) in the order it makes them, and their peak before
+    and after the point where it has consumed its output's gradient (the simulator frees that)."""
+
+    def __init__(self):
+        self.cur = self.peak = 0
+        self.before = None
+
+    def __call__(self, *deltas: int) -> None:
+        for d in deltas:
+            self.cur += d
+            self.peak = max(self.peak, self.cur)
+
+    def release(self) -> None:
+        self.before, self.peak = self.peak, self.cur

@@ -1,0 +1,100 @@
+"""Creation ops: tensors made from sizes or values (zeros, randn, arange, linspace, tensor,
+full, meshgrid, the *_like and new_* forms).
+
+They need no gradient and keep nothing. A small tensor of known numbers carries its values
+(`valued`, up to MAX_VALUES elements), so code that computes sizes from it (RegNet's block
+widths) can be followed.
+"""
+from __future__ import annotations
+
+import math
+
+from ..values import ShapeError, Tensor, Unresolved, dtype_arg
+from .core import Args, Op, ints
+
+
+def _creation(dtype_default: str = "float32") -> Op:
+    def shape(a: Args):
+        size = a.size[0] if len(a.size) == 1 and isinstance(a.size[0], (tuple, list)) else a.size
+        ints(tuple(size), "size")
+        return Tensor(tuple(size), dtype_arg(a.dtype, dtype_default))
+    return Op("*size, dtype=None, device=None, requires_grad=False, generator=None, out=None, layout=None, "
+              "pin_memory=False, memory_format=None", shape)
+
+
+MAX_VALUES = 4096  # elements of a tensor whose values gpumem keeps (RegNet's per-block widths)
+
+
+def valued(values: list, dtype: str | None = None, shape: tuple | None = None) -> Tensor:
+    """A tensor of known values (row-major); its values are dropped past MAX_VALUES elements."""
+    dtype = dtype or ("float32" if any(isinstance(v, float) for v in values) else
+                      "bool" if values and all(isinstance(v, bool) for v in values) else "int64")
+    shape = (len(values),) if shape is None else shape
+    return Tensor(shape, dtype, values=tuple(values) if len(values) <= MAX_VALUES else None)
+
+
+def _arange_shape(a: Args):
+    start, end, step = (0, a.start, 1) if a.end is None else (a.start, a.end, a.step)
+    n = max(math.ceil((end - start) / step), 0)
+    ints((n,), "arange size")
+    dtype = dtype_arg(a.dtype, "float32" if any(isinstance(v, float) for v in (start, end, step)) else "int64")
+    if n > MAX_VALUES:
+        return Tensor((n,), dtype)
+    return valued([start + i * step for i in range(n)], dtype)
+
+
+def _linspace_shape(a: Args):
+    ints((a.steps,), "linspace steps")
+    if a.steps > MAX_VALUES:
+        return Tensor((a.steps,), dtype_arg(a.dtype, "float32"))
+    step = (a.end - a.start) / max(a.steps - 1, 1)
+    return valued([float(a.start + i * step) for i in range(a.steps)], dtype_arg(a.dtype, "float32"))
+
+
+def _tensor_shape(a: Args):
+    """torch.tensor(data): the shape of nested lists of numbers, their values kept."""
+    shape, level = [], [a.data]
+    while isinstance(level[0], (list, tuple)):
+        if len({len(x) for x in level}) != 1:
+            raise ShapeError("torch.tensor of ragged nested lists")
+        shape.append(len(level[0]))
+        level = [y for x in level for y in x]
+        if not level:
+            break
+    flat = [v.values[0] if isinstance(v, Tensor) and v.values and len(v.values) == 1 else v for v in level]
+    if not all(isinstance(v, (int, float, bool)) for v in flat):
+        raise Unresolved("torch.tensor of values gpumem does not know")
+    return valued(flat, dtype_arg(a.dtype, None), tuple(shape))
+
+
+def _meshgrid_shape(a: Args):
+    tensors = a.tensors[0] if len(a.tensors) == 1 and isinstance(a.tensors[0], (list, tuple)) else a.tensors
+    sizes = tuple(t.numel for t in tensors)
+    if a.indexing == "xy" and len(sizes) > 1:
+        sizes = (sizes[1], sizes[0]) + sizes[2:]
+    return tuple(t.like(sizes) for t in tensors)
+
+
+def _new_shape(a: Args):
+    """x.new_zeros(size): a new tensor in x's dtype."""
+    size = a.size[0] if len(a.size) == 1 and isinstance(a.size[0], (tuple, list)) else a.size
+    ints(tuple(size), "size")
+    return Tensor(tuple(size), dtype_arg(a.dtype, a.input.dtype))
+
+
+def _full_shape(a: Args):
+    """torch.full: the dtype of its fill value unless given (a bool, an int64, else float32)."""
+    ints(tuple(a.size), "size")
+    fill = "bool" if isinstance(a.fill_value, bool) else "int64" if isinstance(a.fill_value, int) else "float32"
+    return Tensor(tuple(a.size), dtype_arg(a.dtype, fill))
+
+
+def _randint_shape(a: Args):
+    return Tensor(tuple(a.size), dtype_arg(a.dtype, "int64"))
+
+
+def _like_shape(a: Args):
+    return a.input.like(a.input.shape, dtype_arg(a.dtype, None))
+
+
+CREATE = _creation()

@@ -1,0 +1,145 @@
+"""Element-wise ops: activations, dropout, unary and binary functions, reductions and
+dtype casts.
+
+Most keep their input or their result for backward (the `_keeps_*` rules of core.py);
+binary ops keep an operand only where the other needs its gradient, dropout its noise or
+mask. The shared entries (RELU, SOFTMAX, REDUCE, MAX, CAST ...) are defined here and
+registered by name in tables.py.
+"""
+from __future__ import annotations
+
+from ..values import DTYPE_BYTES, ShapeError, Tensor
+from .core import (Args, Op, _keeps_input, _keeps_nothing, _keeps_output, _made_anyway, _none, broadcast,
+                   dim_index)
+
+
+def _same(a: Args):
+    """Element-wise: a new tensor, or with inplace=True the input's memory, written over."""
+    return a.input.rewritten() if a.get("inplace") else a.input.like(a.input.shape)
+
+
+def activation(signature: str = "inplace=False", saves=_keeps_input, params=_none) -> Op:
+    return Op(signature, _same, params=params, saves=saves)
+
+
+def functional(module: Op, extra: str = "") -> Op:
+    """The functional twin of an element-wise module: same rule, input first."""
+    sig = "input" + (", " + module.signature if module.signature else "") + extra
+    return Op(sig, module.shape, saves=module.saves)
+
+
+RELU = activation(saves=_keeps_output)
+SOFTMAX = activation("dim=None", saves=_keeps_output)
+
+
+def _prelu_shape(a: Args):
+    if a.num_parameters != 1 and (a.input.ndim < 2 or a.input.shape[1] != a.num_parameters):
+        raise ShapeError(f"PReLU num_parameters={a.num_parameters} but the input has "
+                         f"{a.input.shape[1] if a.input.ndim > 1 else 1} channels")
+    return a.input.like(a.input.shape)
+
+
+def _dropout_shape(a: Args):
+    if not 0 <= a.p <= 1:
+        raise ShapeError(f"dropout probability has to be between 0 and 1, got {a.p}")
+    if a.p == 0 or not a.get("training", True):
+        return a.input  # PyTorch returns its input: nothing allocated, nothing kept
+    return _same(a)
+
+
+def dropout(kind: str, functional: bool = False) -> Op:
+    """What dropout keeps: on CUDA plain dropout is one fused kernel keeping a bool
+    mask; otherwise (CPU, feature and alpha dropout) the input is multiplied by a
+    float noise tensor, kept for backward (per channel for feature dropout)."""
+
+    def saves(a: Args, out) -> list:
+        x = a.input
+        if not a.get("training", True) or a.p == 0:
+            return []
+        if kind == "plain" and a.get("_device") == "cuda":
+            return [Tensor(x.shape, "bool")]
+        noise = x.shape[:2] + (1,) * (x.ndim - 2) if kind == "feature" else x.shape
+        kept = [x.like(noise)]
+        return kept + [x.like(noise)] if kind == "alpha" else kept  # alpha also keeps its shift b
+
+    sig = "input, p=0.5, training=True, inplace=False" if functional else "p=0.5, inplace=False"
+    return Op(sig, _dropout_shape, saves=saves, forward_temp=_made_anyway(saves))
+
+
+def unary(saves=_keeps_input, extra: str = "") -> Op:
+    """An element-wise function of one tensor (input first)."""
+    return Op("input" + extra, lambda a: a.input.like(a.input.shape), saves=saves)
+
+
+def binary(saves=_keeps_nothing, grad: str = "alloc") -> Op:
+    return Op("input, other, alpha=1, out=None", _binary_shape, saves=saves, grad=grad)
+
+
+SOFTMAX_FN = Op("input, dim=None, _stacklevel=3, dtype=None", lambda a: a.input.like(a.input.shape),
+                saves=_keeps_output)
+
+
+def _needs(t) -> bool:
+    return isinstance(t, Tensor) and t.requires_grad
+
+
+def _keeps_other_factor(a: Args, out) -> list:
+    """x * y: each operand's gradient needs the other, so an operand is kept only where the other
+    needs a gradient (StochasticDepth's `x * noise` keeps the noise, not x)."""
+    x, y = a.input, a.other
+    return [t for t, other in ((x, y), (y, x)) if isinstance(t, Tensor) and _needs(other)]
+
+
+def _keeps_for_quotient(a: Args, out) -> list:
+    """x / y: x's gradient needs y; y's needs x and y."""
+    x, y = a.input, a.other
+    return [t for t, kept in ((x, _needs(y)), (y, _needs(x) or _needs(y))) if isinstance(t, Tensor) and kept]
+
+
+def _binary_shape(a: Args):
+    return broadcast(a.input, a.other)
+
+
+def _reduce_shape(a: Args):
+    x = a.input
+    if a.dim is None:
+        return x.like(() if not a.keepdim else (1,) * x.ndim)
+    dims = {dim_index(d, x.ndim) for d in (a.dim if isinstance(a.dim, (tuple, list)) else (a.dim,))}
+    if a.keepdim:
+        return x.like(tuple(1 if i in dims else s for i, s in enumerate(x.shape)))
+    return x.like(tuple(s for i, s in enumerate(x.shape) if i not in dims))
+
+
+def _max_shape(a: Args):
+    """max/min: a full reduction, the values and indices along a dim, or an elementwise max."""
+    if isinstance(a.dim, Tensor):
+        return broadcast(a.input, a.dim)
+    values = _reduce_shape(a)
+    return values if a.dim is None else (values, values.like(values.shape, "int64"))
+
+
+REDUCE = Op("input, dim=None, keepdim=False, dtype=None, out=None", _reduce_shape)
+
+
+def _amax_shape(a: Args):
+    return _reduce_shape(Args(a, dim=a.dim if a.dim != () else None))  # dim=() reduces everything
+
+
+# amax/amin keep input and result; the backward splits the gradient among ties: a bool mask of the
+# input, an int64 count and a quotient per result element
+REDUCE_KEEPS = Op("input, dim=(), keepdim=False, out=None", _amax_shape, saves=lambda a, out: [a.input, out],
+                  backward_temp=lambda a: a.input.numel + _amax_shape(a).numel * (8 + DTYPE_BYTES[a.input.dtype]))
+MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=_keeps_input)
+
+
+def _cast_shape(a: Args):
+    """x.to(dtype), x.to(other), x.to(device, dtype), x.to(dtype=...): a copy only if the dtype changes."""
+    targets = [v.dtype if isinstance(v, Tensor) else v for v in (*a.args, *a.kwargs.values())]
+    return a.input.astype(next((d for d in targets if isinstance(d, str) and d in DTYPE_BYTES), a.input.dtype))
+
+
+def _to_dtype(dtype: str):
+    return Op("input", lambda a: a.input.astype(dtype))
+
+
+CAST = Op("input, dtype", lambda a: a.input.like(a.input.shape, a.dtype))  # _to_copy keeps a dense layout

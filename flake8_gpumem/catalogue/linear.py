@@ -1,0 +1,100 @@
+"""Linear layers and matrix products: nn.Linear, nn.Bilinear, nn.Embedding, F.linear,
+matmul/bmm and einsum.
+
+The shape rules check the inner sizes; what they keep is their inputs (Linear copies an
+input it cannot view as 2-d first). The entries themselves are in tables.py.
+"""
+from __future__ import annotations
+
+import math
+
+from ..values import FLOAT_DTYPES, ShapeError, Tensor, Unresolved, view_layout
+from .core import Args, broadcast, fmt, need_channels, promote
+
+
+def _linear_saves(a: Args, out) -> list:
+    """Linear keeps its input; an input that cannot be viewed as 2-d is copied first."""
+    x = a.input
+    if x.ndim > 2 and view_layout(x, (math.prod(x.shape[:-1]), x.shape[-1])) is False:
+        return [Tensor(x.shape, x.dtype)]
+    return [x]
+
+
+def _linear_bias_copy(a: Args, out) -> int:
+    """Beyond 2-d, a non-contiguous input runs matmul, then adds the bias out of place while the
+    matmul's result is alive: so under MemTracker's dispatch mode, which the estimate follows
+    (a plain run adds it in place; see the README)."""
+    x = a.input
+    if a.bias is None or a.bias is False or x.ndim <= 2 or x.contiguous:
+        return 0
+    return out.nbytes
+
+
+def _linear_shape(a: Args):
+    x = a.input
+    if x.ndim == 0:
+        raise ShapeError("Linear expects at least a 1-d input")
+    need_channels(x, a.in_features, -1, "Linear in_features")
+    return x.like(x.shape[:-1] + (a.out_features,))
+
+
+def _bilinear_shape(a: Args):
+    need_channels(a.input1, a.in1_features, -1, "Bilinear in1_features")
+    need_channels(a.input2, a.in2_features, -1, "Bilinear in2_features")
+    return a.input1.like(a.input1.shape[:-1] + (a.out_features,))
+
+
+def _embedding_shape(a: Args):
+    if a.input.dtype in FLOAT_DTYPES:
+        raise ShapeError(f"Embedding expects integer token ids, got {a.input.dtype} "
+                         "(set input_dtype = \"int64\" for this model)")
+    return Tensor(a.input.shape + (a.embedding_dim,), a.get("_float", "float32"))
+
+
+def _linear_fn_shape(a: Args):
+    w = a.weight
+    need_channels(a.input, w.shape[-1], -1, "F.linear weight in_features")
+    return a.input.like(a.input.shape[:-1] + w.shape[:1])
+
+
+def _matmul_shape(a: Args):
+    x, y = a.input, a.other
+    if x.ndim == 0 or y.ndim == 0:
+        raise ShapeError("matmul needs tensors of at least 1 dimension")
+    xk = x.shape[-1]
+    yk = y.shape[-2] if y.ndim > 1 else y.shape[0]
+    if xk != yk:
+        raise ShapeError(f"matmul of {fmt(x.shape)} and {fmt(y.shape)}: inner sizes {xk} and {yk} differ")
+    if x.ndim == 1 and y.ndim == 1:
+        return x.like(())
+    if y.ndim == 1:
+        return x.like(x.shape[:-1])
+    if x.ndim == 1:
+        return y.like(y.shape[:-2] + y.shape[-1:])
+    batch = broadcast(x.like(x.shape[:-2]), y.like(y.shape[:-2])).shape
+    return x.like(tuple(batch) + (x.shape[-2], y.shape[-1]))
+
+
+def _keeps_both(a: Args, out) -> list:
+    return [t for t in (a.input, a.other) if isinstance(t, Tensor)]
+
+
+def _einsum_shape(a: Args):
+    """torch.einsum("bij,bjk->bik", x, y): each letter one size (spaces ignored, no ellipsis)."""
+    operands = a.operands[0] if len(a.operands) == 1 and isinstance(a.operands[0], (list, tuple)) else a.operands
+    spec = a.equation.replace(" ", "")
+    if "..." in spec or "->" not in spec:
+        raise Unresolved(f"einsum {a.equation!r}: only explicit '->' equations without '...' are read")
+    inputs, output = spec.split("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise ShapeError(f"einsum {a.equation!r} names {len(terms)} operands, {len(operands)} given")
+    sizes: dict = {}
+    for term, t in zip(terms, operands):
+        if len(term) != t.ndim:
+            raise ShapeError(f"einsum {a.equation!r}: {term!r} for a tensor of shape {fmt(t.shape)}")
+        for letter, n in zip(term, t.shape):
+            if sizes.setdefault(letter, n) != n and 1 not in (n, sizes[letter]):
+                raise ShapeError(f"einsum {a.equation!r}: {letter} is {sizes[letter]} and {n}")
+            sizes[letter] = max(sizes[letter], n)
+    return operands[0].like(tuple(sizes[c] for c in output), promote(*operands))

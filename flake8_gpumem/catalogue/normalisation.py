@@ -1,0 +1,94 @@
+"""Normalisation layers: batch, instance, layer and group norm.
+
+Each keeps its input and float32 per-row statistics (the mean and the inverse standard
+deviation) for backward; the affine weight and bias are parameters, the running statistics
+buffers. The LayerNorm and GroupNorm entries and the functional batch_norm/layer_norm are in
+tables.py, built from the rules here.
+"""
+from __future__ import annotations
+
+import math
+
+from ..values import ShapeError, Tensor
+from .core import Args, Op, fmt, need_channels, need_rank, tup
+
+
+def batch_norm(n: int) -> Op:
+    name = f"BatchNorm{n}d"
+    ranks = {1: (2, 3), 2: (4,), 3: (5,)}[n]
+
+    def shape(a: Args):
+        need_rank(a.input, ranks, name)
+        need_channels(a.input, a.num_features, 1, f"{name} num_features")
+        return a.input.like(a.input.shape)
+
+    return Op("num_features, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None",
+              shape, params=lambda a: affine(a.num_features, a.affine),
+              buffers=lambda a: running_stats(a.num_features, a.track_running_stats), saves=_batch_norm_saves)
+
+
+def _batch_norm_saves(a: Args, out) -> list:
+    """The input, plus a per-channel mean and inverse standard deviation."""
+    c = a.input.shape[1]
+    return [a.input, Tensor((c,), "float32"), Tensor((c,), "float32")]
+
+
+def affine(channels: int, on: bool) -> list:
+    return [(channels,), (channels,)] if on else []
+
+
+def running_stats(channels: int, on: bool) -> list:
+    """running_mean, running_var and the int64 num_batches_tracked."""
+    return [Tensor((channels,)), Tensor((channels,)), Tensor((), "int64")] if on else []
+
+
+def instance_norm(n: int) -> Op:
+    name = f"InstanceNorm{n}d"
+
+    def shape(a: Args):
+        need_rank(a.input, (n + 1, n + 2), name)
+        if a.affine:
+            need_channels(a.input, a.num_features, -n - 1, f"{name} num_features")
+        # batch norm over the input seen as (1, N*C, ...): the result is a view of that
+        x = a.input
+        return x.like((1, math.prod(x.shape[:-n])) + x.shape[-n:]).view(x.shape)
+
+    def saves(a: Args, out) -> list:  # the input, the per-row statistics, the weight repeated per sample
+        rows = math.prod(a.input.shape[:-n])
+        return [a.input, Tensor((rows,), "float32"), Tensor((rows,), "float32")] + (
+            [Tensor((rows,), a._float)] if a.affine else [])
+
+    return Op("num_features, eps=1e-05, momentum=0.1, affine=False, track_running_stats=False, device=None, dtype=None",
+              shape, params=lambda a: affine(a.num_features, a.affine),
+              buffers=lambda a: running_stats(a.num_features, a.track_running_stats), saves=saves)
+
+
+def _layer_norm_shape(a: Args):
+    norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
+    if tuple(a.input.shape[-len(norm):]) != norm:
+        raise ShapeError(f"LayerNorm normalized_shape={fmt(norm)} does not match the last dimensions "
+                         f"of the input {fmt(a.input.shape)}")
+    return a.input.like(a.input.shape)
+
+
+def _layer_norm_params(a: Args) -> list:
+    norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
+    return [norm] * ((a.elementwise_affine) + (a.elementwise_affine and a.bias))
+
+
+def _layer_norm_saves(a: Args, out) -> list:
+    norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
+    rows = a.input.shape[:a.input.ndim - len(norm)] + (1,) * len(norm)
+    return [a.input, Tensor(rows, "float32"), Tensor(rows, "float32")]
+
+
+def _group_norm_shape(a: Args):
+    need_channels(a.input, a.num_channels, 1, "GroupNorm num_channels")
+    if a.num_channels % a.num_groups:
+        raise ShapeError(f"GroupNorm num_channels={a.num_channels} is not divisible by num_groups={a.num_groups}")
+    return a.input.like(a.input.shape)
+
+
+def _group_norm_saves(a: Args, out) -> list:
+    stats = (a.input.shape[0], a.num_groups)
+    return [a.input, Tensor(stats, "float32"), Tensor(stats, "float32")]

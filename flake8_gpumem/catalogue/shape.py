@@ -1,0 +1,247 @@
+"""Shape ops: views and copies that rearrange a tensor without computing on its values.
+
+flatten/unflatten, view/reshape, squeeze/unsqueeze, permute/transpose, expand/repeat,
+chunk/split/unbind, cat/stack, indexing with a tensor (TAKE), upsampling, pixel shuffle and
+padding. Views alias their input (`grad="alias"` where backward makes no new gradient);
+a padding layer marks the rows it appended, so a window that leaves out only those drops
+nothing.
+"""
+from __future__ import annotations
+
+import math
+
+from ..values import STRIDED, ShapeError, Tensor, Unresolved
+from .core import Args, Op, _keeps_input, _keeps_nothing, dim_index, fmt, ints, tup
+
+
+def _flatten_shape(a: Args):
+    x = a.input
+    if x.ndim == 0:
+        return x.view((1,))
+    s, e = dim_index(a.start_dim, x.ndim), dim_index(a.end_dim, x.ndim)
+    if s > e:
+        raise ShapeError(f"flatten start_dim {a.start_dim} comes after end_dim {a.end_dim}")
+    return x.reshaped(x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
+
+
+def _unflatten_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    sizes = list(a.unflattened_size)
+    if -1 in sizes:
+        known = math.prod(s for s in sizes if s != -1)
+        sizes[sizes.index(-1)] = x.shape[d] // known
+    if math.prod(sizes) != x.shape[d]:
+        raise ShapeError(f"Unflatten sizes {fmt(sizes)} do not multiply to dimension {d} of size {x.shape[d]}")
+    return x.reshaped(x.shape[:d] + tuple(sizes) + x.shape[d + 1:])
+
+
+def resolve_view(x: Tensor, shape, what: str) -> tuple:
+    """A view/reshape target with -1 filled in, checked against the element count."""
+    shape = list(shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+    ints(tuple(shape), what)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"{what} can infer only one dimension, got {fmt(shape)}")
+    if -1 in shape:
+        known = math.prod(s for s in shape if s != -1)
+        if known == 0 or x.numel % known:
+            raise ShapeError(f"{what}({', '.join(map(str, shape))}) cannot reshape {fmt(x.shape)} "
+                             f"({x.numel} elements)")
+        shape[shape.index(-1)] = x.numel // known
+    if math.prod(shape) != x.numel:
+        raise ShapeError(f"{what}({', '.join(map(str, shape))}) needs {math.prod(shape)} elements but the input "
+                         f"{fmt(x.shape)} has {x.numel}")
+    return tuple(shape)
+
+
+def _squeeze_shape(a: Args):
+    x = a.input
+    if a.dim is None:
+        return x.reshaped(tuple(s for s in x.shape if s != 1))
+    dims = {dim_index(d, x.ndim) for d in (a.dim if isinstance(a.dim, (tuple, list)) else (a.dim,))}
+    return x.reshaped(tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1)))
+
+
+def _unsqueeze_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim + 1)
+    return x.reshaped(x.shape[:d] + (1,) + x.shape[d:])
+
+
+def _permute_shape(a: Args):
+    x = a.input
+    dims = a.dims[0] if len(a.dims) == 1 and isinstance(a.dims[0], (tuple, list)) else a.dims
+    order = [dim_index(d, x.ndim) for d in dims]
+    if sorted(order) != list(range(x.ndim)):
+        raise ShapeError(f"permute{tuple(dims)} is not a permutation of the {x.ndim} dimensions of {fmt(x.shape)}")
+    return x.permuted(order)
+
+
+def _transpose_shape(a: Args):
+    x = a.input
+    order = list(range(x.ndim))
+    i, j = dim_index(a.dim0, x.ndim), dim_index(a.dim1, x.ndim)
+    order[i], order[j] = order[j], order[i]
+    return x.permuted(order)
+
+
+def _t_shape(a: Args):
+    return a.input.permuted(range(a.input.ndim - 1, -1, -1))
+
+
+def _view_shape(a: Args):
+    return a.input.reshaped(resolve_view(a.input, a.shape, "view"))
+
+
+def _reshape_shape(a: Args):
+    return a.input.reshaped(resolve_view(a.input, a.shape, "reshape"))
+
+
+def _view_as_shape(a: Args):
+    return a.input.reshaped(a.other.shape)
+
+
+def _expand_shape(a: Args):
+    x = a.input
+    sizes = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes
+    lead = len(sizes) - x.ndim
+    return x.view(tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)), STRIDED)
+
+
+def _repeat_shape(a: Args):
+    x = a.input
+    reps = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes
+    dims = (1,) * (len(reps) - x.ndim) + x.shape
+    return x.like(tuple(d * r for d, r in zip(dims, reps)))
+
+
+def _chunk_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    size = -(-x.shape[d] // a.chunks)
+    return tuple(narrowed(x, d, min(size, x.shape[d] - i)) for i in range(0, x.shape[d], size))
+
+
+def _split_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    if isinstance(a.split_size_or_sections, int):
+        s = a.split_size_or_sections
+        sizes = [min(s, x.shape[d] - i) for i in range(0, x.shape[d], s)]
+    else:
+        sizes = list(a.split_size_or_sections)
+    return tuple(narrowed(x, d, s) for s in sizes)
+
+
+def _unbind_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    return tuple(narrowed(x, d, None) for _ in range(x.shape[d]))
+
+
+def narrowed(x: Tensor, d: int, size: int | None) -> Tensor:
+    """A slice of `size` along dim d (None: a select, the dim removed). Only a slice
+    of the outermost non-trivial dimension of contiguous memory stays contiguous."""
+    shape = x.shape[:d] + ((size,) if size is not None else ()) + x.shape[d + 1:]
+    outer = next((i for i in (x.layout or range(x.ndim)) if x.shape[i] != 1), d)
+    if x.contiguous and (outer == d or size == x.shape[d]):
+        return x.view(shape)
+    return x.view(shape, STRIDED)
+
+
+def _size(a: Args):
+    x = a.input
+    return x.shape if a.dim is None else x.shape[dim_index(a.dim, x.ndim)]
+
+
+def _cat_shape(a: Args):
+    xs = list(a.tensors)
+    if not xs:
+        raise ShapeError("torch.cat needs at least one tensor")
+    first = xs[0]
+    d = dim_index(a.dim, first.ndim)
+    for t in xs[1:]:
+        if t.ndim != first.ndim or any(i != d and x != y for i, (x, y) in enumerate(zip(first.shape, t.shape))):
+            raise ShapeError(f"torch.cat along dim {a.dim}: shapes {fmt(first.shape)} and {fmt(t.shape)} "
+                             "differ outside that dimension")
+    return first.like(first.shape[:d] + (sum(t.shape[d] for t in xs),) + first.shape[d + 1:])
+
+
+def _stack_shape(a: Args):
+    xs = list(a.tensors)
+    if any(t.shape != xs[0].shape for t in xs):
+        raise ShapeError(f"torch.stack needs equal shapes, got {', '.join(fmt(t.shape) for t in xs)}")
+    d = dim_index(a.dim, xs[0].ndim + 1)
+    return xs[0].like(xs[0].shape[:d] + (len(xs),) + xs[0].shape[d:])
+
+
+CAT = Op("tensors, dim=0, out=None", _cat_shape, grad="alias")
+
+
+def _take_shape(a: Args):
+    """x[index] along `dim`: the index's shape stands in for that dimension."""
+    x, d = a.input, dim_index(a.dim, a.input.ndim)
+    return x.like(x.shape[:d] + a.index.shape + x.shape[d + 1:])
+
+
+TAKE = Op("input, dim, index", _take_shape, saves=lambda a, out: [a.index])  # table[index]; backward scatters
+
+
+def _upsample_sizes(a: Args) -> tuple:
+    x = a.input
+    n = x.ndim - 2
+    if a.size is not None:
+        return x.like(x.shape[:2] + tup(a.size, n, "size"))
+    if a.scale_factor is None:
+        raise Unresolved("interpolation needs either size or scale_factor")
+    scale = tup(a.scale_factor, n, "scale_factor")
+    return x.like(x.shape[:2] + tuple(int(math.floor(L * f)) for L, f in zip(x.shape[2:], scale)))
+
+
+def _pixel_shuffle_shape(a: Args):
+    x, r = a.input, a.upscale_factor
+    c, h, w = x.shape[-3:]
+    if c % (r * r):
+        raise ShapeError(f"PixelShuffle needs channels divisible by {r * r}, got {c}")
+    return x.like(x.shape[:-3] + (c // (r * r), h * r, w * r))
+
+
+def _pixel_unshuffle_shape(a: Args):
+    x, r = a.input, a.downscale_factor
+    c, h, w = x.shape[-3:]
+    if h % r or w % r:
+        raise ShapeError(f"PixelUnshuffle needs height and width divisible by {r}, got {h}x{w}")
+    return x.like(x.shape[:-3] + (c * r * r, h // r, w // r))
+
+
+INTERPOLATE = Op("input, size=None, scale_factor=None, mode='nearest', align_corners=None, "
+                 "recompute_scale_factor=None, antialias=False", _upsample_sizes, saves=_keeps_nothing)
+
+
+def pad(n: int, constant: bool = False, keeps_input: bool = False) -> Op:
+    """Zero/constant/circular padding keeps nothing for backward; reflection and replication padding
+    keep their input (their backward reads it)."""
+    def shape(a: Args):
+        return pad_to(a.input, tup(a.padding, 2 * n, "padding"))
+
+    return Op("padding, value=0.0" if constant else "padding", shape,
+              saves=_keeps_input if keeps_input else _keeps_nothing)
+
+
+def pad_to(x: Tensor, p) -> Tensor:
+    """Pad the last len(p)//2 dimensions, (left, right) pairs from the last dimension backwards."""
+    dims, margins = list(x.shape), [0] * x.ndim
+    for i in range(len(p) // 2):
+        dims[-1 - i] += p[2 * i] + p[2 * i + 1]
+        margins[-1 - i] = max(p[2 * i + 1], 0)
+    if any(d <= 0 for d in dims):
+        raise ShapeError(f"padding {tuple(p)} shrinks {fmt(x.shape)} to nothing", code="GPM201")
+    out = x.like(dims)
+    out.margins = tuple(margins)
+    return out
+
+
+def _fpad_shape(a: Args):
+    if len(a.pad) % 2 or len(a.pad) // 2 > a.input.ndim:
+        raise ShapeError(f"F.pad needs (left, right) pairs for at most {a.input.ndim} dimensions, got {tuple(a.pad)}")
+    return pad_to(a.input, a.pad)

@@ -1,0 +1,280 @@
+"""The tables: every layer type, function and tensor method gpumem knows, by name.
+
+MODULES (nn layers by class name), LAZY (the lazy layers and what they become), FUNCTIONS
+(by the qualified name they are imported under) and METHODS (tensor methods), each entry one
+`Op` built from the rules of the family modules; then AUTOCAST marks which entries AMP runs
+in half precision or float32. Adding a layer type means adding one entry here.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..values import Tensor, tensors_in
+from .attention import _sdpa_backward, _sdpa_saves, _sdpa_shape
+from .conv import conv
+from .core import Args, Op, _keeps_input, _keeps_input_or_result, _keeps_nothing, _keeps_output, broadcast
+from .creation import (CREATE, _arange_shape, _full_shape, _like_shape, _linspace_shape, _meshgrid_shape,
+                       _new_shape, _randint_shape, _tensor_shape)
+from .elementwise import (MAX, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, _cast_shape, _keeps_for_quotient,
+                          _keeps_other_factor, _prelu_shape, _reduce_shape, _to_dtype, activation, binary, dropout,
+                          functional, unary)
+from .linear import (_bilinear_shape, _einsum_shape, _embedding_shape, _keeps_both, _linear_bias_copy,
+                     _linear_fn_shape, _linear_saves, _linear_shape, _matmul_shape)
+from .normalisation import (_batch_norm_saves, _group_norm_saves, _group_norm_shape, _layer_norm_params,
+                            _layer_norm_saves, _layer_norm_shape, affine, batch_norm, instance_norm)
+from .pooling import adaptive, functional_pool, pool
+from .recurrent import RNN_LAYER
+from .shape import (CAT, INTERPOLATE, _chunk_shape, _expand_shape, _flatten_shape, _fpad_shape,
+                    _permute_shape, _pixel_shuffle_shape, _pixel_unshuffle_shape, _repeat_shape, _reshape_shape,
+                    _size, _split_shape, _squeeze_shape, _stack_shape, _t_shape, _transpose_shape, _unbind_shape,
+                    _unflatten_shape, _unsqueeze_shape, _upsample_sizes, _view_as_shape, _view_shape, pad)
+
+
+MODULES: dict[str, Op] = {
+    **{f"Conv{n}d": conv(n) for n in (1, 2, 3)},
+    **{f"ConvTranspose{n}d": conv(n, transposed=True) for n in (1, 2, 3)},
+    **{f"{k}Pool{n}d": pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
+    **{f"Adaptive{k}Pool{n}d": adaptive(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
+    **{f"BatchNorm{n}d": batch_norm(n) for n in (1, 2, 3)},
+    **{f"InstanceNorm{n}d": instance_norm(n) for n in (1, 2, 3)},
+    "LayerNorm": Op("normalized_shape, eps=1e-05, elementwise_affine=True, bias=True, device=None, dtype=None",
+                    _layer_norm_shape, _layer_norm_params, saves=_layer_norm_saves),
+    "GroupNorm": Op("num_groups, num_channels, eps=1e-05, affine=True, device=None, dtype=None", _group_norm_shape,
+                    lambda a: affine(a.num_channels, a.affine), saves=_group_norm_saves),
+    "Linear": Op("in_features, out_features, bias=True, device=None, dtype=None", _linear_shape,
+                 lambda a: [(a.out_features, a.in_features)] + ([(a.out_features,)] if a.bias else []),
+                 saves=_linear_saves, forward_temp=_linear_bias_copy),
+    "Bilinear": Op("in1_features, in2_features, out_features, bias=True, device=None, dtype=None", _bilinear_shape,
+                   lambda a: [(a.out_features, a.in1_features, a.in2_features)]
+                   + ([(a.out_features,)] if a.bias else []),
+                   saves=lambda a, out: [a.input1, a.input2], forward="input1, input2"),
+    "Embedding": Op("num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0, "
+                    "scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None",
+                    _embedding_shape, lambda a: [(a.num_embeddings, a.embedding_dim)], saves=_keeps_input),
+    "Dropout": dropout("plain"), "Dropout1d": dropout("feature"), "Dropout2d": dropout("feature"),
+    "Dropout3d": dropout("feature"), "AlphaDropout": dropout("alpha"), "FeatureAlphaDropout": dropout("alpha"),
+    "ReLU": RELU,
+    "ReLU6": activation(),
+    "LeakyReLU": activation("negative_slope=0.01, inplace=False", saves=_keeps_input_or_result),
+    "PReLU": Op("num_parameters=1, init=0.25, device=None, dtype=None", _prelu_shape,
+                lambda a: [(a.num_parameters,)], saves=_keeps_input,
+                backward_temp=lambda a: a.input.nbytes),  # the weight's gradient before its reduction
+    "ELU": activation("alpha=1.0, inplace=False", saves=_keeps_input_or_result),
+    "CELU": activation("alpha=1.0, inplace=False", saves=_keeps_input_or_result),
+    "SELU": activation(saves=_keeps_input_or_result),
+    "GELU": activation("approximate='none'"),
+    "SiLU": activation(),
+    "Mish": activation(),
+    "Hardswish": activation(),
+    "Hardsigmoid": activation(),
+    "Hardtanh": activation("min_val=-1.0, max_val=1.0, inplace=False, min_value=None, max_value=None"),
+    "Softplus": activation("beta=1.0, threshold=20.0"),
+    "Softsign": activation(""),
+    "LogSigmoid": activation(""),
+    "Tanhshrink": activation(""),
+    "Threshold": activation("threshold, value, inplace=False", saves=_keeps_input_or_result),
+    "Tanh": activation("", saves=_keeps_output),
+    "Sigmoid": activation("", saves=_keeps_output),
+    "Softmax": SOFTMAX,
+    "LogSoftmax": SOFTMAX,
+    "Softmax2d": activation("", saves=_keeps_output),
+    "Identity": Op("*args, **kwargs", lambda a: a.input),
+    "Flatten": Op("start_dim=1, end_dim=-1", _flatten_shape, grad="alias"),
+    "Unflatten": Op("dim, unflattened_size", _unflatten_shape, grad="alias"),
+    "Upsample": Op("size=None, scale_factor=None, mode='nearest', align_corners=None, recompute_scale_factor=None",
+                   _upsample_sizes, saves=_keeps_nothing),
+    "UpsamplingNearest2d": Op("size=None, scale_factor=None", _upsample_sizes),
+    "UpsamplingBilinear2d": Op("size=None, scale_factor=None", _upsample_sizes),
+    "PixelShuffle": Op("upscale_factor", _pixel_shuffle_shape),
+    "PixelUnshuffle": Op("downscale_factor", _pixel_unshuffle_shape),
+    **{f"ConstantPad{n}d": pad(n, constant=True) for n in (1, 2, 3)},
+    **{f"{k}Pad{n}d": pad(n) for n in (1, 2, 3) for k in ("Zero", "Circular")},
+    **{f"{k}Pad{n}d": pad(n, keeps_input=True) for n in (1, 2, 3) for k in ("Reflection", "Replication")},
+}
+
+
+# Lazy layers: the layer they become (torch swaps the class at the first call), the argument
+# inferred from that first input, and the input dimension it is read from.
+LAZY = {
+    "LazyLinear": ("Linear", "in_features", -1),
+    **{f"LazyConv{n}d": (f"Conv{n}d", "in_channels", 1) for n in (1, 2, 3)},
+    **{f"LazyConvTranspose{n}d": (f"ConvTranspose{n}d", "in_channels", 1) for n in (1, 2, 3)},
+    **{f"LazyBatchNorm{n}d": (f"BatchNorm{n}d", "num_features", 1) for n in (1, 2, 3)},
+    **{f"LazyInstanceNorm{n}d": (f"InstanceNorm{n}d", "num_features", 1) for n in (1, 2, 3)},
+}
+
+
+# Functions by the qualified name they are imported under.
+FUNCTIONS: dict[str, Op] = {
+    **{f"torch.nn.functional.{f}": functional(MODULES[m]) for f, m in (
+        ("relu6", "ReLU6"), ("leaky_relu", "LeakyReLU"), ("elu", "ELU"), ("selu", "SELU"),
+        ("celu", "CELU"), ("gelu", "GELU"), ("silu", "SiLU"), ("mish", "Mish"), ("hardswish", "Hardswish"),
+        ("hardsigmoid", "Hardsigmoid"), ("hardtanh", "Hardtanh"), ("softplus", "Softplus"),
+        ("logsigmoid", "LogSigmoid"), ("softsign", "Softsign"))},
+    "torch.nn.functional.relu": functional(RELU),
+    "torch.relu": functional(RELU),
+    "torch.nn.functional.tanh": unary(_keeps_output),
+    "torch.tanh": unary(_keeps_output),
+    "torch.nn.functional.sigmoid": unary(_keeps_output),
+    "torch.sigmoid": unary(_keeps_output),
+    "torch.exp": unary(_keeps_output),
+    "torch.round": unary(_keeps_nothing), "torch.sign": unary(_keeps_nothing), "torch.log2": unary(),
+    "torch.roll": unary(_keeps_nothing, ", shifts, dims=None"), "torch.floor": unary(_keeps_nothing),
+    "torch.ceil": unary(_keeps_nothing),
+    "torch.diff": Op("input, n=1, dim=-1", lambda a: a.input.like(a.input.shape[:-1] + (a.input.shape[-1] - 1,))),
+    "torch.pow": Op("input, exponent", lambda a: broadcast(a.input, a.exponent), saves=lambda a, out: [
+        t for t in (a.input, a.exponent) if isinstance(t, Tensor)]),
+    "torch.log": unary(),
+    "torch.sqrt": unary(_keeps_output),
+    "torch.abs": unary(),
+    "torch.clamp": unary(extra=", min=None, max=None"),
+    "torch.nn.functional.normalize": unary(extra=", p=2.0, dim=1, eps=1e-12, out=None"),
+    "torch.nn.functional.softmax": SOFTMAX_FN, "torch.softmax": SOFTMAX_FN,
+    "torch.nn.functional.log_softmax": SOFTMAX_FN, "torch.log_softmax": SOFTMAX_FN,
+    "torch.nn.functional.dropout": dropout("plain", functional=True),
+    **{f"torch.nn.functional.dropout{n}d": dropout("feature", functional=True) for n in (1, 2, 3)},
+    "torch.nn.functional.alpha_dropout": dropout("alpha", functional=True),
+    "torch.nn.functional.feature_alpha_dropout": dropout("alpha", functional=True),
+    **{f"torch.nn.functional.{k.lower()}_pool{n}d": functional_pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
+    **{f"torch.{k.lower()}_pool{n}d": functional_pool(n, k) for n in (1, 2, 3) for k in ("Max", "Avg")},
+    **{f"torch.nn.functional.adaptive_{k.lower()}_pool{n}d":
+       replace(adaptive(n, k), signature="input, " + adaptive(n, k).signature)
+       for n in (1, 2, 3) for k in ("Max", "Avg")},
+    "torch.nn.functional.interpolate": INTERPOLATE,
+    "torch.nn.functional.upsample": INTERPOLATE,
+    "torch.nn.functional.scaled_dot_product_attention": Op(
+        "query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False",
+        _sdpa_shape, saves=_sdpa_saves, backward_temp=_sdpa_backward),
+    "torch._gpumem_rnn_layer": RNN_LAYER,
+    # composites.py: the last use of a buffer PyTorch's C++ code keeps alive (nothing is computed)
+    "torch._gpumem_release": Op("*tensors", lambda a: None),
+    "torch.nn.functional.pad": Op("input, pad, mode='constant', value=None", _fpad_shape,
+                                  saves=lambda a, out: [a.input] if a.mode in ("reflect", "replicate") else []),
+    # the weight too, for the input's gradient: under AMP a half-precision copy, not the parameter
+    "torch.nn.functional.batch_norm": Op("input, running_mean, running_var, weight=None, bias=None, training=False, "
+                                         "momentum=0.1, eps=1e-05", lambda a: a.input.like(a.input.shape),
+                                         saves=_batch_norm_saves),
+    "torch.nn.functional.layer_norm": Op("input, normalized_shape, weight=None, bias=None, eps=1e-05",
+                                         _layer_norm_shape, saves=_layer_norm_saves),
+    "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape,
+                                     saves=lambda a, out: _linear_saves(a, out) + [a.weight] * a.input.requires_grad,
+                                     forward_temp=_linear_bias_copy),
+    "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", _pixel_shuffle_shape),
+    "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", _pixel_unshuffle_shape),
+    "torch.flatten": Op("input, start_dim=0, end_dim=-1", _flatten_shape, grad="alias"),
+    "torch.cat": CAT, "torch.concat": CAT, "torch.concatenate": CAT,
+    "torch.stack": Op("tensors, dim=0, out=None", _stack_shape, grad="alias"),
+    "torch.add": binary(grad="alias"), "torch.sub": binary(),
+    "torch.mul": binary(_keeps_other_factor), "torch.div": binary(_keeps_for_quotient),
+    "torch.divide": binary(_keeps_for_quotient),
+    "torch.matmul": Op("input, other, out=None", _matmul_shape, saves=_keeps_both),
+    "torch.einsum": Op("equation, *operands", _einsum_shape,  # as matmul: it keeps its operands
+                       saves=lambda a, out: [t for t in tensors_in(list(a.operands)) if isinstance(t, Tensor)]),
+    "torch.bmm": Op("input, mat2, out=None", lambda a: _matmul_shape(Args(input=a.input, other=a.mat2)),
+                    saves=lambda a, out: [a.input, a.mat2]),
+    "torch.mean": REDUCE, "torch.sum": REDUCE, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
+    "torch.max": MAX, "torch.min": MAX,
+    "torch.transpose": Op("input, dim0, dim1", _transpose_shape, grad="alias"),
+    "torch.swapaxes": Op("input, axis0, axis1", lambda a: _transpose_shape(Args(input=a.input, dim0=a.axis0,
+                                                                               dim1=a.axis1)), grad="alias"),
+    "torch.permute": Op("input, *dims", _permute_shape, grad="alias"),
+    "torch.reshape": Op("input, *shape", _reshape_shape, grad="alias"),
+    "torch.squeeze": Op("input, dim=None", _squeeze_shape, grad="alias"),
+    "torch.unsqueeze": Op("input, dim", _unsqueeze_shape, grad="alias"),
+    "torch.chunk": Op("input, chunks, dim=0", _chunk_shape),
+    "torch.split": Op("input, split_size_or_sections, dim=0", _split_shape),
+    "torch.unbind": Op("input, dim=0", _unbind_shape),
+    **{f"torch.{f}": CREATE for f in ("randn", "rand", "zeros", "ones", "empty")},
+    **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", _like_shape)
+       for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
+    "torch.randint": Op("low, high, size, dtype=None, device=None, generator=None, requires_grad=False",
+                        _randint_shape),
+    "torch.arange": Op("start, end=None, step=1, out=None, dtype=None, layout=None, device=None, "
+                       "pin_memory=False, requires_grad=False", _arange_shape),
+    "torch.linspace": Op("start, end, steps, out=None, dtype=None, layout=None, device=None, requires_grad=False",
+                         _linspace_shape),
+    "torch.tensor": Op("data, dtype=None, device=None, requires_grad=False, pin_memory=False", _tensor_shape),
+    "torch.meshgrid": Op("*tensors, indexing='ij'", _meshgrid_shape),
+    "torch.full": Op("size, fill_value, out=None, dtype=None, layout=None, device=None, pin_memory=False, "
+                     "requires_grad=False", _full_shape),
+    "torch.full_like": Op("input, fill_value, dtype=None, layout=None, device=None, requires_grad=False, "
+                          "memory_format=None", _like_shape),
+}
+
+# Tensor methods, by method name; the tensor is bound as `input`.
+METHODS: dict[str, Op] = {
+    **{name: FUNCTIONS[f"torch.{name}"] for name in ("reshape", "flatten", "squeeze", "unsqueeze", "permute",
+                                                       "transpose", "chunk", "split", "unbind")},
+    "view": Op("input, *shape", _view_shape, grad="alias"),
+    "view_as": Op("input, other", _view_as_shape, grad="alias"),
+    "reshape_as": Op("input, other", _view_as_shape, grad="alias"),
+    "t": Op("input", _t_shape, grad="alias"),
+    "expand": Op("input, *sizes", _expand_shape),
+    "expand_as": Op("input, other", _view_as_shape),
+    "repeat": Op("input, *sizes", _repeat_shape),
+    "size": Op("input, dim=None", _size),
+    "dim": Op("input", lambda a: a.input.ndim),
+    "numel": Op("input", lambda a: a.input.numel),
+    "contiguous": Op("input, memory_format=None",
+                     lambda a: a.input if a.input.contiguous else Tensor(a.input.shape, a.input.dtype)),
+    "detach": Op("input", lambda a: Tensor(a.input.shape, a.input.dtype, False, base=a.input)),
+    "clone": Op("input, memory_format=None", lambda a: a.input.like(a.input.shape)),
+    "to": Op("input, *args, **kwargs", _cast_shape),
+    "cuda": Op("input, *args, **kwargs", _cast_shape),
+    "cpu": Op("input, *args, **kwargs", _cast_shape),
+    "type_as": Op("input, other", lambda a: a.input.astype(a.other.dtype)),
+    "float": _to_dtype("float32"),
+    "half": _to_dtype("float16"),
+    "bfloat16": _to_dtype("bfloat16"),
+    "double": _to_dtype("float64"),
+    "long": _to_dtype("int64"),
+    "int": _to_dtype("int32"),
+    "bool": _to_dtype("bool"),
+    "zero_": Op("input", lambda a: a.input.rewritten()),  # in place: the input's memory, written over
+    "fill_": Op("input, value", lambda a: a.input.rewritten()),
+    **{f"new_{f}": Op("input, *size, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False",
+                      _new_shape) for f in ("zeros", "ones", "empty")},
+    "relu": FUNCTIONS["torch.relu"],
+    "relu_": Op("input", lambda a: a.input.rewritten(), saves=_keeps_output),
+    "sigmoid": FUNCTIONS["torch.sigmoid"],
+    "tanh": FUNCTIONS["torch.tanh"],
+    "exp": FUNCTIONS["torch.exp"],
+    "log": FUNCTIONS["torch.log"],
+    "sqrt": FUNCTIONS["torch.sqrt"],
+    "abs": FUNCTIONS["torch.abs"],
+    "clamp": FUNCTIONS["torch.clamp"],
+    "pow": unary(extra=", exponent"),
+    "softmax": Op("input, dim, dtype=None", SOFTMAX_FN.shape, saves=_keeps_output),
+    "log_softmax": Op("input, dim, dtype=None", SOFTMAX_FN.shape, saves=_keeps_output),
+    "mean": REDUCE, "sum": REDUCE, "amax": REDUCE_KEEPS, "amin": REDUCE_KEEPS,
+    "max": MAX, "min": MAX,
+    "argmax": Op("input, dim=None, keepdim=False",
+                 lambda a: Tensor(_reduce_shape(a).shape, "int64")),
+    "add": binary(grad="alias"), "sub": binary(), "mul": FUNCTIONS["torch.mul"], "div": FUNCTIONS["torch.div"],
+    "matmul": FUNCTIONS["torch.matmul"],
+    "bmm": FUNCTIONS["torch.bmm"],
+    "unflatten": Op("input, dim, sizes", lambda a: _unflatten_shape(Args(a, unflattened_size=a.sizes))),
+    "masked_fill": Op("input, mask, value", lambda a: a.input.like(a.input.shape)),
+}
+
+
+# Autocast (AMP): which ops compute in half precision, which are forced to float32
+# (torch's autocast op lists; the CUDA float32 list is longer than the CPU one).
+AUTOCAST = {
+    "low": (
+        [f"Conv{n}d" for n in (1, 2, 3)] + [f"ConvTranspose{n}d" for n in (1, 2, 3)]
+        + ["Linear", "PReLU", "torch._gpumem_rnn_layer", "torch.nn.functional.linear", "torch.matmul", "torch.bmm",
+           "torch.einsum",
+           "torch.nn.functional.scaled_dot_product_attention", "matmul", "bmm"]),
+    "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "torch.nn.functional.layer_norm", "GroupNorm", "Softplus",
+                  "torch.nn.functional.softmax", "torch.softmax", "torch.nn.functional.log_softmax",
+                  "torch.log_softmax", "torch.exp", "torch.log", "torch.sum", "softmax", "log_softmax", "exp", "log",
+                  "pow", "sum"],
+    "fp32": ["MaxPool3d", "AdaptiveAvgPool3d", "AvgPool3d", "ReflectionPad1d", "ReflectionPad2d",
+             "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d"],
+}
+for _mode, _names in AUTOCAST.items():
+    for _name in _names:
+        for _table in (MODULES, FUNCTIONS, METHODS):
+            if _name in _table:
+                _table[_name] = replace(_table[_name], autocast=_mode)
