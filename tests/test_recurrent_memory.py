@@ -1,7 +1,7 @@
 """Recurrent layers' training-step peak against PyTorch, beyond the fixtures.
 
 nn.RNN and nn.GRU run ATen's native per-step cells on the CPU; their backward is
-modelled step by step (catalogue._elman_steps / _gru_steps). These variants cross
+modelled step by step (catalogue._elman_step / _gru_step / _lstm_step). These variants cross
 layers, directions, sequence lengths (1, 2, 3 and long), batch sizes and the
 weight-dominated shapes where the backward holds the peak, in float32, float16 and
 under AMP, time-major and batch-first. The head reads every step's output, so the
