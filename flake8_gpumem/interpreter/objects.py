@@ -38,6 +38,7 @@ class File:
     foreign: bool = False  # another file's code (composites.py, an imported module): its nodes have
     # no place in the linted file, so diagnostics point at the linted code that reached them
     stars: tuple = ()  # (level, module) of its `from x import *` statements, in order
+    yields: bool = False  # whether its text says `yield` anywhere (walking a body for one is slow)
     generators: dict = field(default_factory=dict)  # id(def node) -> whether that function yields
 
 
@@ -70,7 +71,10 @@ class Function:
     @property
     def is_generator(self) -> bool:
         """A `def` whose own body (not a nested def) yields."""
-        known = self.scope.root().file.generators  # the file's nodes live as long as it: ids stay theirs
+        file = self.scope.root().file
+        if not file.yields:
+            return False
+        known = file.generators  # the file's nodes live as long as it: ids stay theirs
         if id(self.node) not in known:
             known[id(self.node)] = isinstance(self.node, cst.FunctionDef) and _yields(self.node.body)
         return known[id(self.node)]

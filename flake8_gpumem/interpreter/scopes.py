@@ -27,6 +27,7 @@ class Rebinding:
 def segment_scope(segments: list, file: File) -> Scope:
     """Globals of a source: each name bound by the last statement that binds it, parsed on first use."""
     file.stars = tuple(star for segment in segments for star in segment.stars)
+    file.yields = any("yield" in segment.text for segment in segments)
     scope = Scope({}, file=file)
     for segment in segments:
         for name in segment.names:
