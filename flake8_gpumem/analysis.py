@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from . import memory
-from .config import DEFAULTS, ConfigError, Settings, merge
+from .config import DEFAULTS, ConfigError, Settings, input_dtypes, input_shapes, merge
 from .diagnostics import budget_check
 from .source import ModelDecl, SourceFile, read_source
 from .values import AnalysisError, Tensor, tensors_in
@@ -45,7 +45,7 @@ class ModelReport:
     file: str
     line: int
     col: int
-    input_shape: tuple
+    input_shape: tuple  # batch included; with several forward inputs, a tuple of their shapes
     params: int
     layers: list[LayerRecord]
     memory: memory.Memory | None  # None where not asked for: the plugin with no budget to check
@@ -53,6 +53,11 @@ class ModelReport:
     budget: int | None = None
     fits: bool | None = None
     max_batch_size: int | None = None
+    loss: str = ""  # what backward starts from: "forward" (the model's own loss) or the loss the step applied
+
+    @property
+    def batch(self) -> int:
+        return self.settings.batch_size
 
 
 @dataclass
@@ -69,8 +74,12 @@ class _Run:
 
     root: Module
     events: list[Event]
-    input: Tensor
+    inputs: list[Tensor]  # the batch's tensors, then the targets the step's loss compares with
     output: object
+    kept: list[Tensor]  # what the training loop holds until the step ends
+    loss: Tensor  # where backward starts
+    loss_name: str  # "forward" when forward returned it, else the loss the step applied
+    forward_events: int  # events[forward_events:] are the step's loss
     names: dict  # id(module) -> qualified name
     interp: Interpreter
 
@@ -163,8 +172,9 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
     param_shapes, buffers = _parameters(run)
     need_memory = layers or settings.budget is not None  # the plugin without a budget reports no figures
     mem = _memory(run, settings, param_shapes, buffers) if need_memory else None
-    report = ModelReport(decl.name, src.filename, decl.line, decl.col, run.input.shape,
-                         sum(math.prod(s) for s in param_shapes), records, mem, settings)
+    shapes = [t.shape for t in run.inputs[:len(input_shapes(settings))]]
+    report = ModelReport(decl.name, src.filename, decl.line, decl.col, shapes[0] if len(shapes) == 1 else tuple(shapes),
+                         sum(math.prod(s) for s in param_shapes), records, mem, settings, loss=run.loss_name)
     if settings.budget is not None:
         report.budget = settings.budget
         report.fits = mem.peak + mem.reserve <= settings.budget
@@ -191,17 +201,53 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
             root = interp.lookup(decl.name, src.scope, node)
             if not isinstance(root, Module):
                 raise AnalysisError(f"{decl.name} is not a module", node)
-        input_dtype = settings.input_dtype or memory.param_dtype(settings.dtype)
-        x = Tensor((batch,) + tuple(settings.input_shape), input_dtype)
+        try:
+            dtypes = input_dtypes(settings, memory.param_dtype(settings.dtype))
+        except ConfigError as exc:
+            raise AnalysisError(str(exc), node) from None
+        xs = [Tensor((batch,) + tuple(shape), dtype) for shape, dtype in zip(input_shapes(settings), dtypes)]
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
-        out = interp.call_module(root, [x], {}, node)
+        out = interp.call_module(root, xs, {}, node)
+        if next(tensors_in(out), None) is None:
+            raise AnalysisError(f"{decl.name}.forward returns no tensor", node)
+        forward_events = len(interp.events)
+        loss, name, targets, kept = _step_loss(interp, out, settings, node)
     except AnalysisError as exc:
         exc.where = interp.where(exc.node) if exc.node is not None else None
         raise
-    if next(tensors_in(out), None) is None:
-        raise AnalysisError(f"{decl.name}.forward returns no tensor", node)
-    return _Run(root, interp.events, x, out, names, interp)
+    return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp)
+
+
+def _step_loss(interp: Interpreter, out, settings: Settings, node) -> tuple:
+    """Where backward starts, as the training step computes it: (loss, its name, targets, kept).
+
+    A 0-d tensor forward returns is the loss (one with a gradient first), and the loop holds all forward returned
+    (`logits, loss = model(x, y)`). Otherwise the step applies the configured loss to the first
+    output, against targets allocated with the batch, and holds that output; cross entropy takes
+    classes on the last dimension, as `F.cross_entropy(out.reshape(-1, C), targets.reshape(-1))`."""
+    from . import catalogue
+    from .interpreter import Bound
+
+    tensors = list(tensors_in(out))
+    numbers = [t for t in tensors if t.ndim == 0]
+    own = next((t for t in numbers if t.requires_grad), numbers[0] if numbers else None)
+    if own is not None:
+        return own, "forward", [], tensors
+    first, how = tensors[0], settings.loss
+    if how == "sum" or first.numel == 0:  # an empty output has nothing to compare
+        return first, "sum", [], [first]
+    if how == "cross_entropy":
+        target = Tensor((math.prod(first.shape[:-1]),), "int64")
+        scores = interp.call_bound(Bound(first, "reshape"), [-1, first.shape[-1]], {}, node)
+        args = [scores, target]
+    else:
+        target = Tensor(first.shape, memory.param_dtype(settings.dtype))
+        args = [first, target]
+    path = f"torch.nn.functional.{how}_loss" if how == "mse" else f"torch.nn.functional.{how}"
+    op = catalogue.FUNCTIONS[path]
+    loss = interp.apply(op, {}, op.signature, args, {}, node, None, f"F.{path.rsplit('.', 1)[1]}")
+    return loss, how, [target], [first, loss]
 
 
 def _evaluate_model(interp: Interpreter, src: SourceFile, decl: ModelDecl, settings: Settings, node) -> Module:
@@ -224,10 +270,11 @@ def named_modules(root: Module) -> dict:
 
 
 def _parameters(run: _Run) -> tuple[list, list]:
-    from .interpreter import walk_modules
+    from .interpreter import param_keys, walk_modules
 
     modules = [m for _, m in walk_modules(run.root)]
-    return [s for m in modules for s in m.params], [t for m in modules for t in m.buffers]
+    shapes = dict(kv for m in modules for kv in param_keys(m))  # a tied weight once
+    return list(shapes.values()), [t for m in modules for t in m.buffers]
 
 
 def _memory(run: _Run, settings: Settings, shapes: list, buffers: list) -> memory.Memory:
@@ -237,7 +284,7 @@ def _memory(run: _Run, settings: Settings, shapes: list, buffers: list) -> memor
             return run.names.get(id(ev.module), ev.type)
         return f"{run.names[id(ev.owner)] or ev.owner.kind} ({ev.type})" if ev.owner is not None else ev.type
 
-    return memory.simulate(run.events, run.input, run.output, shapes, buffers, settings.dtype,
+    return memory.simulate(run.events, run.inputs, run.output, run.kept, run.loss, shapes, buffers, settings.dtype,
                            settings.optimizer, settings.reserve, label, held=run.interp.held)
 
 
@@ -247,13 +294,13 @@ def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
 
     Calls made inside a leaf custom module (MultiheadAttention's projections and
     softmax, a user module's matmul) are added to that module's row."""
-    kept: set = {run.input.storage.id}
+    kept: set = {t.storage.id for t in run.inputs}
     seen_modules: set = set()
     used_names = set(run.names.values())
     counters: dict = {}
     pending: dict = {}  # id(owner) -> [activation bytes, saved bytes] of folded calls
     layers, notes = [], []
-    for ev in run.events:
+    for i, ev in enumerate(run.events):
         saved = 0
         for t in ev.saved:
             s = t.storage
@@ -275,6 +322,8 @@ def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
             allocated, saved = allocated + inner[0], saved + inner[1]
         else:
             name = _function_name(ev.type, counters, used_names)
+            if i >= run.forward_events:  # the loss the step applies: "loss", and what it needed first
+                name = "loss" if i == len(run.events) - 1 else f"loss.{name}"
             params = 0
         layers.append(LayerRecord(name, ev.type, ev.module is not None, line_of(ev.where) if line_of else None,
                                   _first_shape_of(ev.output), params, allocated, saved))
@@ -285,11 +334,14 @@ def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
 
 def _subtree_params(module: Module, counted: set) -> int:
     """Parameters of a leaf call's module and everything under it not counted before."""
+    from .interpreter import param_keys
+
     if id(module) in counted:
         return 0
     counted.add(id(module))
-    return sum(math.prod(s) for s in module.params) + sum(
-        _subtree_params(c, counted) for c in module.children.values())
+    own = [(key, s) for key, s in param_keys(module) if key not in counted]
+    counted.update(key for key, _ in own)
+    return sum(math.prod(s) for _, s in own) + sum(_subtree_params(c, counted) for c in module.children.values())
 
 
 def _first_shape_of(value) -> tuple | None:
@@ -298,7 +350,8 @@ def _first_shape_of(value) -> tuple | None:
 
 
 OPERATOR_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "+=": "add_", "-=": "sub_",
-                  "*=": "mul_", "/=": "div_", "@=": "matmul_"}
+                  "*=": "mul_", "/=": "div_", "@=": "matmul_", "**": "pow", "**=": "pow_", "==": "eq", "!=": "ne",
+                  "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "[]": "getitem"}
 
 
 def _function_name(type_name: str, counters: dict, used: set) -> str:

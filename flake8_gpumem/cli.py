@@ -8,7 +8,7 @@ import sys
 import tokenize
 
 from .analysis import Analysis, analyse_source
-from .config import DTYPES, INPUT_DTYPES, OPTIMIZERS, ConfigError, per_model_for, project_for, settings_from
+from .config import DTYPES, INPUT_DTYPES, LOSSES, OPTIMIZERS, ConfigError, per_model_for, project_for, settings_from
 from .report import RENDERERS
 
 
@@ -18,11 +18,15 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="per-layer shapes and training memory of the models in FILE")
     r.add_argument("files", nargs="+", metavar="FILE")
     r.add_argument("--model", help="only this model (class or variable name)")
-    r.add_argument("--input-shape", help="per-sample input shape, e.g. 3,50,50")
+    r.add_argument("--input-shape", action="append",
+                   help="per-sample input shape, e.g. 3,50,50; repeat it for each tensor argument of forward")
     r.add_argument("--batch-size", help="samples per step (default 1)")
     r.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default adam)")
     r.add_argument("--dtype", help=f"one of {', '.join(DTYPES)} (default float32)")
-    r.add_argument("--input-dtype", help=f"one of {', '.join(INPUT_DTYPES)}; int64 for token ids")
+    r.add_argument("--input-dtype", action="append",
+                   help=f"one of {', '.join(INPUT_DTYPES)}; int64 for token ids; once for all inputs or once per input")
+    r.add_argument("--loss", help=f"one of {', '.join(LOSSES)} (default cross_entropy): applied to the first output "
+                                  "unless forward returns the loss itself")
     r.add_argument("--budget", help='GPU memory: bytes, "12GiB", "16GB" or a GPU name like T4, A100-40GB')
     r.add_argument("--reserve", help="memory set aside for the CUDA context etc. (default 0)")
     r.add_argument("--device", help="whose kernels to model: cuda (default) or cpu")
@@ -34,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
 
 def overrides_from(ns: argparse.Namespace):
     values = {k: getattr(ns, k) for k in ("input_shape", "batch_size", "optimizer", "dtype", "input_dtype",
-                                          "budget", "reserve", "device") if getattr(ns, k) is not None}
+                                          "budget", "reserve", "device", "loss") if getattr(ns, k) is not None}
     args = {}
     for item in ns.arg:
         name, eq, raw = item.partition("=")

@@ -171,7 +171,8 @@ class _RNNBase(nn.Module):
         directions = 2 if self.bidirectional else 1
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
         h0 = torch.zeros((self.num_layers * directions, batch, real_hidden), dtype=x.dtype)
-        c0 = torch.zeros((self.num_layers * directions, batch, self.hidden_size), dtype=x.dtype) if self.mode == "lstm" else None
+        c0 = (torch.zeros((self.num_layers * directions, batch, self.hidden_size), dtype=x.dtype)
+              if self.mode == "lstm" else None)
         hs = []
         cs = []
         layer_input = x
@@ -186,7 +187,8 @@ class _RNNBase(nn.Module):
                 res = torch._gpumem_rnn_layer(
                     None if c0 is None else c0[k], getattr(self, "weight_hr" + sfx), h0[k],
                     getattr(self, "weight_hh" + sfx), getattr(self, "bias_hh" + sfx), layer_input,
-                    getattr(self, "weight_ih" + sfx), getattr(self, "bias_ih" + sfx), self.mode, frees_h0, joined, x.dtype)
+                    getattr(self, "weight_ih" + sfx), getattr(self, "bias_ih" + sfx), self.mode, frees_h0, joined,
+                    x.dtype)
                 outs.append(res[0])
                 hs.append(res[1])
                 if self.mode == "lstm":

@@ -23,6 +23,7 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 DTYPES = ("float32", "float16", "bfloat16", "amp-fp16", "amp-bf16")
 INPUT_DTYPES = ("float32", "float16", "bfloat16", "int64", "int32")
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "rmsprop", "adagrad")
+LOSSES = ("cross_entropy", "mse", "sum")
 DEVICES = ("cuda", "cpu")
 
 # Memory each card makes available, in bytes, as its vendor states it.
@@ -47,17 +48,37 @@ class ConfigError(ValueError):
 class Settings:
     budget: int | None = None
     batch_size: int | None = None
-    input_shape: tuple | None = None
+    input_shape: tuple | None = None  # one shape, or a tuple of shapes: one per tensor argument of forward
     dtype: str | None = None
-    input_dtype: str | None = None
+    input_dtype: str | tuple | None = None  # one for all inputs, or a tuple: one per input
     optimizer: str | None = None
+    loss: str | None = None  # applied to the first output when forward returns no 0-d tensor
     warn_fraction: float | None = None
     reserve: int | None = None
     device: str | None = None  # whose kernels: cuda (default) or cpu
     args: dict = field(default_factory=dict)
 
 
-DEFAULTS = Settings(batch_size=1, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0, device="cuda")
+DEFAULTS = Settings(batch_size=1, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0, device="cuda",
+                    loss="cross_entropy")
+
+
+def input_shapes(s: Settings) -> list[tuple]:
+    """The per-sample shape of each forward input."""
+    shape = s.input_shape
+    return [shape] if not shape or not isinstance(shape[0], tuple) else list(shape)
+
+
+def input_dtypes(s: Settings, model_dtype: str) -> list[str]:
+    """The dtype of each forward input: one given once applies to all; floats default to the model's."""
+    n = len(input_shapes(s))
+    given = s.input_dtype
+    if given is None or isinstance(given, str):
+        return [given or model_dtype] * n
+    if len(given) != n:
+        raise ConfigError(f"input_dtype = {list(given)!r}: {len(given)} dtypes for {n} inputs; give one for all "
+                          "or one per input")
+    return list(given)
 
 
 def merge(*layers: Settings) -> Settings:
@@ -97,7 +118,18 @@ def parse_size(value, key: str = "budget") -> int:
 
 
 def parse_shape(value, key: str = "input_shape") -> tuple:
-    """(3, 50, 50), [3, 50, 50] or "3,50,50"."""
+    """(3, 50, 50), [3, 50, 50] or "3,50,50"; several inputs as a list of those, [[256], [256]],
+    or one string with `;` between them, "256;256"."""
+    given = value
+    if isinstance(value, str) and ";" in value:
+        value = [v for v in value.split(";") if v.strip()]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple, str)) for v in value):
+        try:
+            shapes = tuple(parse_shape(v, key) for v in value)
+        except ConfigError:
+            raise ConfigError(f"{key} = {given!r}: expected sizes like [3, 50, 50], or one list per forward "
+                              "input like [[256], [256]]") from None
+        return shapes[0] if len(shapes) == 1 else shapes
     if isinstance(value, str):
         parts = [p for p in re.split(r"[\s,x()\[\]]+", value.strip()) if p]
         try:
@@ -142,13 +174,27 @@ def _args(value, key: str) -> dict:
     return dict(value)
 
 
+def _dtypes(value, key: str):
+    """One input dtype, or a list of them: one per input."""
+    one = _choice(INPUT_DTYPES)
+    if isinstance(value, str) and ";" in value:
+        value = [v.strip() for v in value.split(";") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(f"{key} = []: expected a dtype or a list of them")
+        dtypes = tuple(one(v, key) for v in value)
+        return dtypes[0] if len(set(dtypes)) == 1 else dtypes
+    return one(value, key)
+
+
 PARSERS = {
     "budget": parse_size,
     "batch_size": _positive_int,
     "input_shape": parse_shape,
     "dtype": _choice(DTYPES),
-    "input_dtype": _choice(INPUT_DTYPES),
+    "input_dtype": _dtypes,
     "optimizer": _choice(OPTIMIZERS),
+    "loss": _choice(LOSSES),
     "warn_fraction": _fraction,
     "reserve": lambda v, k: parse_size(v, k),
     "device": _choice(DEVICES),

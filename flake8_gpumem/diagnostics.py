@@ -43,7 +43,7 @@ def budget_check(report, peak_with) -> tuple[str, str] | None:
     kept = max(report.layers, key=lambda l: l.saved_bytes + l.activation_bytes, default=None)
     where = f", most at {kept.name} ({kept.type})" if biggest == "activations" and kept is not None else ""
     reserve = f" + {human(mem.reserve)} reserve" if mem.reserve else ""
-    what = (f"{report.name} needs {human(mem.peak)}{reserve} to train (batch {report.input_shape[0]}, "
+    what = (f"{report.name} needs {human(mem.peak)}{reserve} to train (batch {report.batch}, "
             f"{s.dtype}, {s.optimizer}; peak in {mem.peak_phase})")
     if need > s.budget:
         hints = [f"largest batch that fits: {report.max_batch_size}" if report.max_batch_size

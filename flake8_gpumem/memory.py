@@ -7,7 +7,8 @@ is allocated, then
 - forward: each call allocates its outputs (and the indices, masks and
   statistics autograd keeps); an intermediate nobody keeps is freed after its
   last use;
-- loss: the sum of the output (its gradient is a broadcast scalar, free);
+- loss: a 0-d tensor forward returns, or the configured loss of the first output
+  (cross entropy, mse: events like forward's), or its sum (a broadcast scalar gradient, free);
 - backward, calls in reverse: each allocates its inputs' gradients (a view or
   a residual `+` passes the gradient through instead) and its parameters'
   gradients, then frees its output's gradient and the tensors it kept;
@@ -22,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .values import DTYPE_BYTES, Tensor, tensors_in
+from .values import DTYPE_BYTES, FLOAT_DTYPES, Tensor, tensors_in
 
 # Optimizer state: (tensors the size of each parameter, keeps a per-parameter step tensor,
 # parameter-sized temporaries of its foreach update)
@@ -67,30 +68,37 @@ class _Grad:
         self.nbytes, self.refs = nbytes, 1
 
 
-def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list, dtype: str, optimizer: str,
-             reserve: int = 0, names=None, log: list | None = None, held: dict | None = None) -> Memory:
-    """`held`: storage id -> the last event during which a Python variable still referenced it."""
-    """Walk the step's timeline; `names(event)` labels where the peak happens."""
+def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, param_shapes: list, buffers: list,
+             dtype: str, optimizer: str, reserve: int = 0, names=None, log: list | None = None,
+             held: dict | None = None) -> Memory:
+    """Walk the step's timeline; `names(event)` labels where the peak happens.
+
+    `inputs` (the batch and the targets) exist before forward; forward's events return `returned`,
+    all alive until forward ends; `kept` stays alive to the step's end (what the training loop holds);
+    backward starts from `loss`. `held`: storage id -> the last event during which a Python
+    variable still referenced it."""
     pbytes = DTYPE_BYTES[param_dtype(dtype)]
     numel = sum(math.prod(s) for s in param_shapes)
-    weights = numel * pbytes + sum(t.numel * (DTYPE_BYTES[t.dtype] if t.dtype == "int64" else pbytes)
+    weights = numel * pbytes + sum(t.numel * (pbytes if t.dtype in FLOAT_DTYPES else DTYPE_BYTES[t.dtype])
                                    for t in buffers)
-    out_tensors = list(tensors_in(output))
-    # The loss is taken of the first output; the step drops the others (GoogLeNet's auxiliary logits),
-    # and with them what only their graphs keep. Parameters only they use get no gradient, so the
+    out_tensors = list(tensors_in(returned))
+    # What forward returned beside what the loss needs is dropped by the step (GoogLeNet's auxiliary
+    # logits), and with it what only its graph keeps. Parameters only it uses get no gradient, so the
     # optimizer never makes state for them nor updates them.
-    dead = _dead_calls(events, out_tensors)
+    dead = _dead_calls(events, out_tensors, loss)
     unused = _unused_params(events, dead)
     trained = numel - sum(math.prod(s) for s in unused)
     states, step, temps = OPTIMIZER_STATE[optimizer]
     opt = states * trained * pbytes + (STEP_BYTES * (len(param_shapes) - len(unused)) if step else 0)
     label = names or (lambda ev: ev.type)
 
-    kept_to_end = {x.storage.id} | {t.storage.id for t in out_tensors}
+    starting = {t.storage.id: t.nbytes for t in inputs}
+    kept_to_end = set(starting) | {t.storage.id for t in kept} | {loss.storage.id}
+    returned_ids = {t.storage.id for t in out_tensors}
     cached = {t.id for ev in events if ev.until_forward_end for t in ev.allocated}
     last_use: dict[int, int] = {}
     first_saver: dict[int, int] = {}
-    size: dict[int, int] = {x.storage.id: x.nbytes}
+    size: dict[int, int] = dict(starting)
     for i, ev in enumerate(events):
         for t in ev.allocated:
             size[t.id] = t.nbytes
@@ -104,12 +112,12 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
         if sid in last_use:
             last_use[sid] = max(last_use[sid], i)
 
-    cur = weights + opt + x.nbytes
+    cur = weights + opt + sum(starting.values())
     peak, phase = cur, "start of forward"
-    live: set = {x.storage.id}
+    live: set = set(starting)
     frees_after: dict[int, list] = {}  # event index -> storages nobody needs after it
     for sid, i in last_use.items():
-        if sid not in first_saver and sid not in kept_to_end and sid not in cached:
+        if sid not in first_saver and sid not in kept_to_end and sid not in returned_ids and sid not in cached:
             frees_after.setdefault(i, []).append(sid)
     for i, ev in enumerate(events):
         for t in ev.allocated:
@@ -130,17 +138,15 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
     for i, ev in enumerate(events):
         for sid in {t.storage.id for t in ev.saved if not t.storage.is_param}:
             savers_left[sid] = savers_left.get(sid, 0) + 1
-    if dead:
-        first = out_tensors[0].storage.id
-        for sid in {t.storage.id for ev in dead for t in ev.saved if not t.storage.is_param}:
-            savers_left[sid] -= sum(1 for ev in dead if sid in {t.storage.id for t in ev.saved})
-        for sid in [s for s in live if s != first and s != x.storage.id and not savers_left.get(s)]:
-            live.discard(sid)
-            cur -= size[sid]
+    for sid in {t.storage.id for ev in dead for t in ev.saved if not t.storage.is_param}:
+        savers_left[sid] -= sum(1 for ev in dead if sid in {t.storage.id for t in ev.saved})
+    for sid in [s for s in live if s not in kept_to_end and not savers_left.get(s)]:
+        live.discard(sid)
+        cur -= size[sid]
     activations = sum(size[s] for s in live)
 
-    # Backward: gradients flow from the loss (a broadcast scalar) through the calls in reverse.
-    grads: dict[int, _Grad] = {t.id: _Grad(0) for t in out_tensors[:1]}
+    # Backward: gradients flow from the loss (a scalar) through the calls in reverse.
+    grads: dict[int, _Grad] = {loss.id: _Grad(0)}
     param_grads: set = set()
     gradients = 0
 
@@ -166,7 +172,11 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
             if not t.requires_grad:
                 continue
             if t.is_param:
-                gradients, transient, cur = _param_grad(("t", t.id), t.nbytes, param_grads, gradients,
+                # a view of a parameter (`start.expand(b, -1)`, `pos[:, :n]`) gets a gradient of its own
+                # size, summed or copied into the parameter's
+                w = t.storage
+                transient += t.nbytes if t is not w else 0
+                gradients, transient, cur = _param_grad(("t", w.id), w.nbytes, param_grads, gradients,
                                                         transient, cur)
             elif ev.grad == "alias":
                 incoming[0].refs += 1
@@ -177,8 +187,8 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
         if ev.module is not None and ev.module.op is not None and ev.own_param_grads:
             for k, shape in enumerate(ev.module.params):
                 nbytes = math.prod(shape) * pbytes
-                gradients, transient, cur = _param_grad((id(ev.module), k), nbytes, param_grads, gradients,
-                                                        transient, cur)
+                gradients, transient, cur = _param_grad(ev.module.param_key(k), nbytes, param_grads, gradients,
+                                                        transient, cur)  # a tied weight: one gradient
         transient += ev.backward_temp
         if cur + transient > peak:
             peak, phase = cur + transient, f"backward, {label(ev)}"
@@ -223,11 +233,11 @@ def simulate(events: list, x: Tensor, output, param_shapes: list, buffers: list,
     return Memory(weights, gradients, opt, activations, peak, reserve, phase, rounding)
 
 
-def _dead_calls(events: list, out_tensors: list) -> list:
-    """The calls the loss (of the first output) does not depend on, when forward returns more."""
+def _dead_calls(events: list, out_tensors: list, loss: Tensor) -> list:
+    """The calls the loss does not depend on, when forward returns more than it needs."""
     if len(out_tensors) < 2:
         return []
-    reached = _reaching(events, out_tensors[0])
+    reached = _reaching(events, loss)
     return [ev for i, ev in enumerate(events) if i not in reached]
 
 
@@ -236,25 +246,36 @@ def _unused_params(events: list, dead: list) -> list:
     gone = {id(ev) for ev in dead}
     live = {id(ev.module) for ev in events if ev.module is not None and id(ev) not in gone}
     modules = {id(ev.module): ev.module for ev in dead if ev.module is not None and id(ev.module) not in live}
-    return [shape for m in modules.values() for shape in m.params]
+    used = {ev.module.param_key(k) for ev in events if ev.module is not None and id(ev) not in gone
+            for k in range(len(ev.module.params))}
+    return [shape for m in modules.values() for k, shape in enumerate(m.params) if m.param_key(k) not in used]
 
 
 def _reaching(events: list, loss: Tensor) -> set:
-    """Indices of the calls the loss depends on: autograd's graph behind it."""
-    producer = {t.id: i for i, ev in enumerate(events) for t in tensors_in(ev.output)}
+    """Indices of the calls the loss depends on: autograd's graph behind it. A tensor can have
+    several makers (F.layer_norm, then the user's LayerNorm module that returns its result);
+    an identity (dropout with p=0) makes nothing and is never dead."""
+    producers: dict[int, list] = {}
+    for i, ev in enumerate(events):
+        outputs = [t for t in tensors_in(ev.output) if not any(t is x for x in ev.inputs)]
+        for t in outputs:
+            producers.setdefault(t.id, []).append(i)
 
-    def made_by(t: Tensor):
-        while t is not None and t.id not in producer:
+    def made_by(t: Tensor) -> list:
+        while t is not None and t.id not in producers:
             t = t.base  # a view made outside any call (iterating a tensor) leads to its base's maker
-        return None if t is None else producer[t.id]
+        return [] if t is None else producers[t.id]
 
-    seen, todo = set(), [made_by(loss)]
+    seen = {i for i, ev in enumerate(events) if all(any(t is x for x in ev.inputs) for t in tensors_in(ev.output))
+            and next(tensors_in(ev.output), None) is not None}
+    todo = list(made_by(loss))
     while todo:
         i = todo.pop()
-        if i is None or i in seen:
+        if i in seen:
             continue
         seen.add(i)
-        todo += [made_by(t) for t in events[i].inputs]
+        for t in events[i].inputs:
+            todo += made_by(t)
     return seen
 
 

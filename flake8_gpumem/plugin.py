@@ -22,9 +22,10 @@ MODEL_WORDS = ("Module)", "Module,", "Module\n", "LightningModule", "Sequential(
 OPTIONS = {  # flake8 option -> settings key; the same keys as [tool.gpumem] and `gpumem report` flags
     "budget": 'GPU memory: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, ...)',
     "batch-size": "samples per training step",
-    "input-shape": "per-sample input shape, e.g. 3,50,50",
+    "input-shape": "per-sample input shape, e.g. 3,50,50; several forward inputs separated by ';'",
     "dtype": "float32 | float16 | bfloat16 | amp-fp16 | amp-bf16",
-    "input-dtype": "dtype of the input batch (int64 for token ids)",
+    "input-dtype": "dtype of the input batch (int64 for token ids); one per input separated by ';'",
+    "loss": "cross_entropy | mse | sum: applied to the first output unless forward returns the loss",
     "optimizer": "sgd | sgd-momentum | adam | adamw | rmsprop | adagrad",
     "warn-fraction": "GPM101 above this fraction of the budget (default 0.9)",
     "reserve": "memory set aside for the CUDA context etc.",

@@ -15,7 +15,10 @@ OPTIMIZER_WORDS = {
 
 
 def shape(s) -> str:
-    return "x".join(map(str, s)) if s is not None else "-"
+    """4x3x32x32; several inputs: 4x64, 4x64."""
+    if s and isinstance(s[0], tuple):
+        return ", ".join(map(shape, s))
+    return "-" if s is None else "x".join(map(str, s)) or "scalar"
 
 
 def to_json(analysis: Analysis) -> str:
@@ -28,7 +31,7 @@ def to_json(analysis: Analysis) -> str:
 
 def _model_json(m: ModelReport) -> dict:
     return {
-        "name": m.name, "file": m.file, "line": m.line, "input_shape": list(m.input_shape), "params": m.params,
+        "name": m.name, "file": m.file, "line": m.line, "input_shape": _listed(m.input_shape), "params": m.params,
         "layers": [{"name": l.name, "type": l.type, "module": l.module, "line": l.line,
                     "output_shape": list(l.output_shape) if l.output_shape is not None else None,
                     "params": l.params, "activation_bytes": l.activation_bytes, "saved_bytes": l.saved_bytes}
@@ -39,12 +42,18 @@ def _model_json(m: ModelReport) -> dict:
     }
 
 
+def _listed(value):
+    """A shape, or a tuple of shapes, as JSON lists."""
+    return [_listed(v) for v in value] if isinstance(value, tuple) else value
+
+
 def _rows(m: ModelReport) -> list[tuple]:
-    batch = m.input_shape[0]
+    batch = m.batch
     rows = [("Layer", "Type", "Output shape", "Per sample", "Params", "Activation", "Kept for backward")]
     for l in m.layers:
-        per_sample = math.prod(l.output_shape[1:]) if l.output_shape else 0
-        rows.append((l.name, l.type, shape(l.output_shape), f"{per_sample:,}" if batch else "-",
+        per_sample = math.prod(l.output_shape[1:]) if l.output_shape else None  # a loss is one number
+        rows.append((l.name, l.type, shape(l.output_shape), f"{per_sample:,}" if batch and per_sample is not None
+                     else "-",
                      f"{l.params:,}", human(l.activation_bytes), human(l.saved_bytes)))
     return rows
 
@@ -73,10 +82,15 @@ def _totals(m: ModelReport) -> list[tuple[str, str]]:
     return out
 
 
+LOSS_WORDS = {"forward": "the loss forward returns", "cross_entropy": "cross entropy of the first output",
+              "mse": "mse of the first output", "sum": "sum of the first output"}
+
+
 def _heading(m: ModelReport) -> str:
     s = m.settings
-    return (f"{m.name}  ({m.file}:{m.line})  input {shape(m.input_shape)} "
-            f"{s.input_dtype or s.dtype}, batch {m.input_shape[0]}, {s.dtype}, {s.optimizer}")
+    dtypes = s.input_dtype if isinstance(s.input_dtype, str) else ", ".join(s.input_dtype or (s.dtype,))
+    return (f"{m.name}  ({m.file}:{m.line})  input {shape(m.input_shape)} {dtypes}, batch {m.batch}, "
+            f"{s.dtype}, {s.optimizer}, loss: {LOSS_WORDS.get(m.loss, m.loss)}")
 
 
 def to_table(analysis: Analysis) -> str:

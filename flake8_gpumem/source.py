@@ -18,14 +18,12 @@ from .segments import LINES, Segment, split
 from .values import AnalysisError
 
 INLINE = re.compile(r"#\s*gpumem:(.*)$")
-INLINE_PAIR = re.compile(r"(\w+)\s*=\s*(\([^)]*\)|\[[^\]]*\]|\"[^\"]*\"|'[^']*'|[^\s,]+)")
+# key=value; a value is a word, a string, or brackets nested once: (3, 50, 50), ((64,), (64,)), [[64], [64]]
+INLINE_PAIR = re.compile(r"(\w+)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|\[(?:[^\[\]]|\[[^\[\]]*\])*\]|\"[^\"]*\"|'[^']*'"
+                         r"|[^\s,]+)")
 CONTAINER_CALLS = ("Sequential",)
 EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
-
-
-
-
 
 
 @dataclass
@@ -42,7 +40,12 @@ class ModelDecl:
     inline_error: str | None = None  # an unreadable `# gpumem:` comment on its line
     stated: Settings = field(default_factory=Settings)  # an example input the file itself builds
     constructor: str = ""  # a module-level call's callee as written, e.g. nn.Sequential or resnet18
+    has_args: bool = False  # that call passes arguments
     expression: str = ""  # a model named by an expression (--model 'resnet50(num_classes=10)')
+
+    @property
+    def commented(self) -> bool:
+        return self.inline != Settings() or self.inline_error is not None
 
     @property
     def node(self):
@@ -58,6 +61,7 @@ class SourceFile:
     tree: ast.Module
     segments: list[Segment]
     models: list[ModelDecl]
+    optimizer: str | None = None  # what a torch.optim call in the file builds
 
     @cached_property
     def scope(self):
@@ -88,9 +92,10 @@ class SourceFile:
         that binds its first name (line 1 if the file binds none)."""
         head = re.match(r"\s*([A-Za-z_]\w*)", expression)
         segment = next((s for s in reversed(self.segments) if head and head.group(1) in s.names), None)
+        stated = Settings(optimizer=self.optimizer)
         if segment is None:
-            return ModelDecl(expression, 1, 0, Segment(1, "", ()), expression=expression)
-        return ModelDecl(expression, segment.first_line, 0, segment, expression=expression)
+            return ModelDecl(expression, 1, 0, Segment(1, "", ()), stated=stated, expression=expression)
+        return ModelDecl(expression, segment.first_line, 0, segment, stated=stated, expression=expression)
 
     def is_model(self, decl: ModelDecl) -> bool:
         """An nn.Module (or LightningModule) subclass, a container PyTorch builds, or a module-level
@@ -141,7 +146,8 @@ class SourceFile:
         classes = {m.name for m in self.models if not m.constructor}
         used = set()
         for stmt in self.tree.body:
-            owner = stmt.name if isinstance(stmt, ast.ClassDef) and stmt.name in classes else None
+            # any class: GPT too, when `model = GPT(cfg)` stands for it
+            owner = stmt.name if isinstance(stmt, ast.ClassDef) else None
             if owner is None and not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             used.update(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and n.id in classes and n.id != owner)
@@ -221,8 +227,7 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
             except ConfigError as exc:
                 decl.inline_error = str(exc)
             models.append(decl)
-    classes = {m.name for m in models if not m.constructor}
-    models = [m for m in models if m.constructor not in classes]  # `model = Net()` is Net, reported once
+    models = _once(models)
     src = SourceFile(filename, tree, segments, models)
     names = {m.name for m in models}
     if models and _may_state_inputs(source, names):
@@ -230,11 +235,20 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
         stated.visit(tree)
         for m in models:
             m.stated = stated.found.get(m.name, Settings())
-    optimizer = file_optimizer(src) if models and any(f"{name}(" in source for name in OPTIMIZER_CLASSES) else None
-    if optimizer is not None:
+    src.optimizer = file_optimizer(src) if any(f"{name}(" in source for name in OPTIMIZER_CLASSES) else None
+    if src.optimizer is not None:
         for m in models:
-            m.stated = replace(m.stated, optimizer=optimizer)
+            m.stated = replace(m.stated, optimizer=src.optimizer)
     return src
+
+
+def _once(models: list) -> list:
+    """Each model once: `model = Net()` is the class Net; `model = GPT(config)` with arguments, or
+    with a `# gpumem:` comment of its own, is the model the file means, and the class is left out."""
+    classes = {m.name for m in models if not m.constructor}
+    instances = [m for m in models if m.constructor in classes and (m.has_args or m.commented)]
+    shown = {m.constructor for m in instances}
+    return [m for m in models if m in instances or (m.constructor not in classes and m.name not in shown)]
 
 
 def _may_state_inputs(source: str, names: set) -> bool:
@@ -259,21 +273,14 @@ def _called_bare(source: str, name: str) -> bool:
     return False
 
 
-
-
-
-
-
-
-
-
 def _candidate(stmt: ast.stmt, segment: Segment, line: str) -> ModelDecl | None:
     col = len(line.encode("utf-8")[:stmt.col_offset].decode("utf-8", "replace"))  # ast counts bytes
     if isinstance(stmt, ast.ClassDef) and stmt.bases:
         return ModelDecl(stmt.name, stmt.lineno, col, segment)
     if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
             and isinstance(stmt.value, ast.Call) and _dotted(stmt.value.func)):
-        return ModelDecl(stmt.targets[0].id, stmt.lineno, col, segment, constructor=_dotted(stmt.value.func))
+        return ModelDecl(stmt.targets[0].id, stmt.lineno, col, segment, constructor=_dotted(stmt.value.func),
+                         has_args=bool(stmt.value.args or stmt.value.keywords))
     return None
 
 

@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 DTYPE_BYTES = {
     "float32": 4, "float16": 2, "bfloat16": 2, "float64": 8,
     "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
+    "complex64": 8, "complex128": 16,  # rotary embeddings (torch.polar, view_as_complex)
 }
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+COMPLEX_DTYPES = {"float32": "complex64", "float64": "complex128"}  # float dtype -> the complex dtype of its pairs
+GRAD_DTYPES = FLOAT_DTYPES + tuple(COMPLEX_DTYPES.values())  # what autograd differentiates
 # torch.<name> -> the dtype it is (a dtype is its name, e.g. "float16", everywhere in gpumem)
 TORCH_DTYPES = {**{d: d for d in DTYPE_BYTES}, "float": "float32", "half": "float16", "double": "float64",
-                "long": "int64", "int": "int32", "short": "int16"}
+                "long": "int64", "int": "int32", "short": "int16", "cfloat": "complex64",
+                "cdouble": "complex128"}
 
 
 def dtype_arg(value, default: str | None) -> str | None:
@@ -20,7 +24,7 @@ def dtype_arg(value, default: str | None) -> str | None:
     if value is None:
         return default
     if value not in DTYPE_BYTES:
-        raise Unresolved(f"dtype {getattr(value, 'path', value)} is not one gpumem sizes")  # torch.complex64
+        raise Unresolved(f"dtype {getattr(value, 'path', value)} is not one gpumem sizes")  # torch.complex32
     return value
 
 
@@ -88,6 +92,11 @@ class Tensor:
         return t.base is not None
 
     @property
+    def order(self) -> tuple:
+        """Its dimensions, outermost in memory first (a strided view's: as its shape)."""
+        return tuple(range(self.ndim)) if self.layout in (None, STRIDED) else self.layout
+
+    @property
     def contiguous(self) -> bool:
         if self.layout is None:
             return True
@@ -126,8 +135,8 @@ def view_layout(t: Tensor, shape: tuple):
     """
     if t.contiguous:
         return None
-    if t.layout == STRIDED:
-        return False
+    if t.layout == STRIDED:  # splitting a dimension keeps any strides (einops' unpack of a slice)
+        return STRIDED if _splits_only(t.shape, shape) else False
     old = [d for d in range(t.ndim) if t.shape[d] != 1]
     new = [j for j in range(len(shape)) if shape[j] != 1]
     position = {d: i for i, d in enumerate(x for x in t.layout if t.shape[x] != 1)}
@@ -151,6 +160,18 @@ def view_layout(t: Tensor, shape: tuple):
     layout = tuple(d for _, bn in sorted(blocks) for d in bn) + tuple(
         j for j in range(len(shape)) if shape[j] == 1)
     return None if list(layout[:len(new)]) == sorted(layout[:len(new)]) else layout
+
+
+def _splits_only(old: tuple, new: tuple) -> bool:
+    """Whether `new` only splits dimensions of `old` and adds or drops ones of size 1."""
+    sizes = [s for s in new if s != 1]
+    for n in (s for s in old if s != 1):
+        product = 1
+        while product < n and sizes:
+            product *= sizes.pop(0)
+        if product != n:
+            return False
+    return not sizes
 
 
 class AnalysisError(Exception):

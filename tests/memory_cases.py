@@ -17,6 +17,12 @@ from flake8_gpumem.config import Settings
 OPTIMIZERS = ("adam", "sgd", "sgd-momentum", "adamw", "rmsprop", "adagrad")
 # Models whose CPU kernels lack bfloat16 (the oracle cannot run them in pure bf16).
 NO_CPU_BF16 = {"conv3d_net.py::Video3DNet"}
+# Cases where the estimate is outside the peak tolerance, and what is known of why.
+KNOWN_GAPS = {
+    "char_lms.py::rnn_lm[adagrad,amp-bf16]": (
+        "an RNN cell unrolled by hand: MemTracker's peak is 12 KB (3.7%) above gpumem's, while the step's "
+        "allocations traced with a dispatch mode agree with gpumem to 4 bytes (float32: 9.5 KB, 2.0%); unexplained"),
+}
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,8 @@ def run(case: Case) -> Outcome:
     report = next(m for m in result.models if m.name == case.model.name)
     torch_oracle.torch.manual_seed(0)
     model = torch_oracle.instantiate(torch_oracle.load(src), case.model.name)
-    shape = (case.batch_size,) + case.model.input_shape
-    measured = torch_oracle.measure_step(model, shape, case.model.dtype, case.optimizer, case.dtype)
+    shapes = [(case.batch_size,) + s for s in case.model.inputs]
+    measured = torch_oracle.measure_step(model, shapes, case.model.dtype, case.optimizer, case.dtype)
     params = sum(p.numel() for p in model.parameters())
     return Outcome(report.memory, measured, params)
 

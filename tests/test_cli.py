@@ -229,8 +229,6 @@ def test_amp_keeps_float32_weights():
 # ---------------------------------------------------------------- flags
 
 
-
-
 def test_input_shape_and_batch_size_flags(tmp_path):
     path = write(tmp_path, "adaptive.py", ADAPTIVE)
     m = only_model(report_json(path, "--input-shape", "3,32,32", "--batch-size", "8"))
@@ -314,7 +312,8 @@ def test_arg_flag_supplies_constructor_argument(tmp_path):
 def test_arg_flag_overrides_a_default():
     m = only_model(report_json(SEED, "--arg", "num_classes=100"))
     assert m["params"] == SEED_PARAMS - 5_010 + (500 * 100 + 100)
-    assert m["layers"][-1]["output_shape"] == [64, 100]
+    head = [layer for layer in m["layers"] if layer["name"] != "loss"][-1]  # before the step's loss row
+    assert head["output_shape"] == [64, 100]
 
 
 def test_budget_in_gib_fits(seed_json):
@@ -657,3 +656,54 @@ def test_bad_pyproject_setting_is_one_line_naming_file_key_value(tmp_path):
     proc = run_gpumem(path, cwd=tmp_path)
     line = assert_clean_error(proc, tmp=tmp_path)
     assert "pyproject.toml" in line and "batch_size" in line and "-4" in line, line
+
+
+# A GPT-2 style model as language models are published (fixtures/gpt.py): config dataclass,
+# tied embedding and head, forward(idx, targets) returning (logits, loss). Its parameters by hand:
+GPT_EXPR = "GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=64, vocab_size=65))"
+_C, _V, _T = 128, 65, 64
+_BLOCK = 2 * _C + (_C * 3 * _C + 3 * _C) + (_C * _C + _C) + 2 * _C + (_C * 4 * _C + 4 * _C) + (4 * _C * _C + _C)
+GPT_PARAMS = _V * _C + _T * _C + 2 * _BLOCK + 2 * _C  # wte (= lm_head, counted once), wpe, blocks, ln_f
+GPT = REPO / "fixtures" / "gpt.py"
+
+
+def test_several_inputs_and_the_models_own_loss():
+    m = only_model(report_json(GPT, "--model", GPT_EXPR, "--input-shape", "64", "--input-shape", "64",
+                               "--input-dtype", "int64", "--batch-size", "4"))
+    assert m["input_shape"] == [[4, 64], [4, 64]]
+    assert m["params"] == GPT_PARAMS
+    assert m["layers"][-1]["type"] == "F.cross_entropy"  # the model's own loss, inside forward
+    assert m["layers"][-1]["name"] != "loss"  # not one the step applies
+    # one string with ';' is the same as repeating the flag
+    again = only_model(report_json(GPT, "--model", GPT_EXPR, "--input-shape", "64;64", "--input-dtype", "int64",
+                                   "--batch-size", "4"))
+    assert again["memory"] == m["memory"]
+
+
+def test_without_targets_the_step_applies_the_loss_and_says_so():
+    args = (GPT, "--model", GPT_EXPR, "--input-shape", "64", "--input-dtype", "int64", "--batch-size", "4")
+    m = only_model(report_json(*args))
+    loss = m["layers"][-1]
+    assert (loss["name"], loss["type"]) == ("loss", "F.cross_entropy")
+    # nanoGPT without targets returns the last position's logits: 4 x 1 x 65, log-softmaxed and kept
+    assert loss["saved_bytes"] == 4 * 1 * _V * 4
+    table = run_gpumem(*args).stdout
+    assert "loss: cross entropy of the first output" in table.splitlines()[0]
+    assert "loss" not in [layer["name"] for layer in only_model(report_json(*args, "--loss", "sum"))["layers"]]
+    assert "loss: sum of the first output" in run_gpumem(*args, "--loss", "sum").stdout
+
+
+def test_a_bad_loss_is_one_line_naming_it():
+    line = assert_clean_error(run_gpumem(GPT, "--model", GPT_EXPR, "--input-shape", "64", "--loss", "hinge"))
+    assert "loss" in line and "hinge" in line and "cross_entropy" in line, line
+
+
+def test_a_language_model_configured_in_pyproject(tmp_path):
+    """Two inputs and their dtype from the model's table; the model is the module-level call."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.gpumem]\nbatch_size = 4\n\n[tool.gpumem.models."train.py::model"]\n'
+        'input_shape = [[64], [64]]\ninput_dtype = "int64"\n')
+    source = GPT.read_text() + f"\n\nmodel = {GPT_EXPR}\n"
+    path = write(tmp_path, "train.py", source)
+    m = only_model(report_json(path, "--model", "model", cwd=tmp_path))
+    assert (m["name"], m["input_shape"], m["params"]) == ("model", [[4, 64], [4, 64]], GPT_PARAMS)

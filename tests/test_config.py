@@ -5,6 +5,7 @@ Expected values are worked by hand here (powers of two and ten), never read back
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 import textwrap
 
 import pytest
@@ -109,6 +110,12 @@ def test_parse_size_error_is_one_line():
     ([3, 50, 50], (3, 50, 50)),
     ((3, 50, 50), (3, 50, 50)),
     ([20], (20,)),
+    # several forward inputs: one shape each (forward(self, idx, targets))
+    ([[1024], [1024]], ((1024,), (1024,))),
+    (((64,), (3, 32, 32)), ((64,), (3, 32, 32))),
+    ("1024;1024", ((1024,), (1024,))),
+    (["64", "3,32,32"], ((64,), (3, 32, 32))),  # --input-shape given twice
+    (["3,50,50"], (3, 50, 50)),  # --input-shape given once
 ])
 def test_parse_shape(value, expected):
     assert parse_shape(value) == expected
@@ -125,6 +132,8 @@ def test_parse_shape(value, expected):
     ([3.0, 4], "3.0"),
     (3, "3"),
     (None, "None"),
+    ([[64], [0]], "[[64], [0]]"),
+    ("64;a", "64;a"),
 ])
 def test_parse_shape_rejects_with_key_and_value(value, shown):
     with pytest.raises(ConfigError) as info:
@@ -340,9 +349,6 @@ def test_bad_inline_comment_is_a_diagnostic_not_an_exception():
                for code, line, msg in messages), messages
 
 
-
-
-
 def test_precedence_through_analyse_source():
     """command line > inline comment > per-model table > project defaults > built-in defaults."""
     from flake8_gpumem.analysis import analyse_source
@@ -361,3 +367,35 @@ def test_precedence_through_analyse_source():
     assert m.settings.dtype == "float32"  # built-in default
     params = (16 * 3 * 9 + 16) + (16 * 10 + 10)
     assert m.params == params and m.memory.weights == params * 4
+
+
+# ---------------------------------------------------------------- several inputs, the loss
+
+def test_input_dtypes_one_for_all_or_one_per_input():
+    from flake8_gpumem.config import input_dtypes
+
+    two = Settings(input_shape=((64,), (64,)))
+    assert input_dtypes(two, "float32") == ["float32", "float32"]
+    assert input_dtypes(replace(two, input_dtype="int64"), "float32") == ["int64", "int64"]
+    mixed = settings_from({"input_dtype": ["int64", "float32"], "input_shape": [[64], [3, 8, 8]]}, "here")
+    assert input_dtypes(mixed, "bfloat16") == ["int64", "float32"]
+    assert settings_from({"input_dtype": "int64;int64"}, "here").input_dtype == "int64"  # the same for all
+    with pytest.raises(ConfigError, match="3 dtypes for 2 inputs"):
+        input_dtypes(replace(two, input_dtype=("int64",) * 3), "float32")
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("loss", "hinge", "'hinge'"),
+    ("input_dtype", ["int64", "complex64"], "'complex64'"),
+    ("input_dtype", [], "[]"),
+])
+def test_bad_loss_or_dtypes_name_key_and_value(key, value, shown):
+    with pytest.raises(ConfigError) as info:
+        settings_from({key: value}, "pyproject.toml [tool.gpumem]")
+    message = str(info.value)
+    assert "pyproject.toml" in message and key in message and shown in message, message
+
+
+def test_loss_defaults_to_cross_entropy():
+    assert DEFAULTS.loss == "cross_entropy"
+    assert settings_from({"loss": "MSE"}, "here").loss == "mse"

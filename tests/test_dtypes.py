@@ -69,7 +69,7 @@ def test_dtype_form(expr, dtype):
 
 
 def test_a_dtype_gpumem_does_not_size_is_gpm900_naming_it():
-    result = analyse_source(SOURCE.format(expr="torch.zeros(8, 64, dtype=torch.complex64)"), "model.py",
+    result = analyse_source(SOURCE.format(expr="torch.zeros(8, 64, dtype=torch.complex32)"), "model.py",
                             Settings(batch_size=8, input_shape=(64,)))
     assert [(d.code, d.message) for d in result.diagnostics] == [
-        ("GPM900", "Model: dtype torch.complex64 is not one gpumem sizes")]
+        ("GPM900", "Model: dtype torch.complex32 is not one gpumem sizes")]

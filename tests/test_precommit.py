@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 INSTALL_TIMEOUT = 300  # the first run builds the hook's environment with pip
 
 
-
 # The fc1 weights alone are 64*8*8*256*4 bytes = 4 MiB; Adam training needs about 20 MiB.
 SMALL = """\
 import torch.nn as nn

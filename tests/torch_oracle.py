@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 import types
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ class TorchProfile:
 def load(source: str) -> dict:
     """Execute a model source in a fresh module namespace and return it."""
     module = types.ModuleType(f"_oracle_{next(_counter)}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
     exec(compile(source, module.__name__, "exec"), module.__dict__)
     return module.__dict__
 
@@ -74,13 +76,16 @@ def first_shape(value) -> tuple[int, ...]:
     raise TypeError(f"no tensor in {type(value).__name__}")
 
 
-def make_input(shape: tuple[int, ...], dtype: str = "float32") -> torch.Tensor:
+def make_input(shape, dtype: str = "float32"):
+    """A batch of one shape, or a list of batches for a list of shapes (int64 token ids are zeros)."""
+    if shape and isinstance(shape[0], (tuple, list)):
+        return [make_input(tuple(s), dtype) for s in shape]
     if dtype in ("int64", "long"):
         return torch.zeros(shape, dtype=torch.int64)
     return torch.randn(shape, dtype=getattr(torch, dtype))
 
 
-def profile(model: nn.Module, x: torch.Tensor) -> TorchProfile:
+def profile(model: nn.Module, x) -> TorchProfile:
     """Parameters and leaf calls of one training-mode forward pass.
 
     A leaf call is a module call during which no other module was called
@@ -107,7 +112,7 @@ def profile(model: nn.Module, x: torch.Tensor) -> TorchProfile:
     model.train()
     try:
         with refusals():
-            model(x)
+            model(*x) if isinstance(x, list) else model(x)
     finally:
         for h in handles:
             h.remove()
@@ -135,38 +140,84 @@ class StepMemory:
     optimizer_state: int  # every tensor in the optimizer's state after the step, bytes
 
 
-def measure_step(model: nn.Module, shape: tuple, input_dtype: str = "float32", optimizer: str = "adam",
-                 dtype: str = "float32") -> StepMemory:
+def _own_loss(out):
+    """A 0-d tensor forward returned (alone, in a tuple/list or a dict): the model's own loss."""
+    values = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
+    numbers = [v for v in values if isinstance(v, torch.Tensor) and v.ndim == 0]
+    return next((v for v in numbers if v.requires_grad), numbers[0] if numbers else None)
+
+
+def _first(out) -> torch.Tensor:
+    while isinstance(out, (tuple, list, dict)):
+        out = next(iter(out.values())) if isinstance(out, dict) else out[0]
+    return out
+
+
+def make_target(first: torch.Tensor, loss: str, dtype: str) -> torch.Tensor | None:
+    """The targets a step's loss compares the first output with: class indices, or values like it."""
+    if loss == "cross_entropy":
+        return torch.zeros(first.shape[:-1].numel(), dtype=torch.int64)
+    if loss == "mse":
+        return torch.randn(first.shape, dtype=HALF.get(dtype, torch.float32) if dtype in ("float16", "bfloat16")
+                           else torch.float32)
+    return None
+
+
+def step_loss(out, target: torch.Tensor | None, loss: str):
+    """(loss, what the loop keeps): the model's own 0-d loss (`logits, loss = model(x, y)` keeps all
+    forward returned), else `loss` of the first output (only that output is kept)."""
+    import torch.nn.functional as F
+
+    own = _own_loss(out)
+    if own is not None:
+        return own, out
+    first = _first(out)
+    if loss == "sum":
+        return first.sum(), first
+    if loss == "cross_entropy":
+        return F.cross_entropy(first.reshape(-1, first.shape[-1]), target.reshape(-1)), first
+    return F.mse_loss(first, target), first
+
+
+def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimizer: str = "adam",
+                 dtype: str = "float32", loss: str = "cross_entropy") -> StepMemory:
     """Peak memory of one steady-state training step, measured by PyTorch's MemTracker.
 
-    Forward, loss (the sum of the first output), backward, optimizer step with
-    foreach=True (CUDA's default). The second step is measured, so optimizer
-    state exists and gradients start freed (zero_grad(set_to_none=True)). The
-    input batch is created inside the step, as a batch copied to the GPU is.
+    Forward, loss, backward, optimizer step with foreach=True (CUDA's default). `shape` is one
+    input's shape or a list of them (one per tensor argument of forward), `input_dtype` one for
+    all or a list. The loss is a 0-d tensor forward returns, else `loss` of the first output
+    (cross_entropy against int64 class indices on the last dimension, mse, or sum). The second
+    step is measured, so optimizer state exists and gradients start freed
+    (zero_grad(set_to_none=True)). The input batch and the targets are created inside the step,
+    as a batch copied to the GPU is.
     """
     from torch.distributed._tools.mem_tracker import MemTracker
 
+    shapes = list(shape) if shape and isinstance(shape[0], (tuple, list)) else [shape]
+    dtypes = list(input_dtype) if isinstance(input_dtype, (tuple, list)) else [input_dtype] * len(shapes)
     if dtype in ("float16", "bfloat16"):
         model = model.to(HALF[dtype])
-        if input_dtype == "float32":
-            input_dtype = dtype
+        dtypes = [dtype if d == "float32" else d for d in dtypes]
     model.train()
-    host = make_input(shape, input_dtype)
+    hosts = [make_input(tuple(s), d) for s, d in zip(shapes, dtypes)]
     if any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in model.modules()):
         with torch.no_grad():  # materialize lazy layers before the optimizer sees their parameters
-            model(host.clone())
+            model(*(h.clone() for h in hosts))
     opt = OPTIMIZERS[optimizer](model.parameters())
     amp = dtype.startswith("amp")
+    host_target = []
 
     def step():
         opt.zero_grad(set_to_none=True)
-        x = host.clone()
+        xs = [h.clone() for h in hosts]
+        target = host_target[0].clone() if host_target and host_target[0] is not None else None
         with torch.autocast("cpu", dtype=HALF.get(dtype, torch.bfloat16), enabled=amp):
-            out = model(x)
-            while isinstance(out, (tuple, list)):
-                out = out[0]
-            loss = out.sum()
-        loss.backward()
+            out = model(*xs)
+            if not host_target:  # the first step finds the output's shape
+                host_target.append(None if _own_loss(out) is not None else make_target(_first(out), loss, dtype))
+                target = None if host_target[0] is None else host_target[0].clone()
+            value, out = step_loss(out, target, loss)
+        value.backward()
         opt.step()
 
     with refusals():

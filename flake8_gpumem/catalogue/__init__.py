@@ -8,7 +8,7 @@ composites.py).
 One file per op family: conv, pooling, normalisation, linear (and matrix
 products), elementwise (activations, dropout, unary/binary ops, reductions,
 casts), shape (views, reshaping, cat/stack, padding, upsampling), creation,
-recurrent and attention; core holds what they share (Op, Args, the save rules,
+recurrent, attention and einops (composites of the others); core holds what they share (Op, Args, the save rules,
 the shape helpers) and tables puts their entries under the names code calls.
 """
 from .core import Args, Op, _Ledger, broadcast, fmt, promote
@@ -16,8 +16,8 @@ from .creation import MAX_VALUES, valued
 from .elementwise import CAST, binary, unary
 from .recurrent import RNN_LAYER, _elman_step, _gru_step, _lstm_step, _replay
 from .shape import TAKE
-from .tables import AUTOCAST, FUNCTIONS, LAZY, METHODS, MODULES
+from .tables import AUTOCAST, FUNCTIONS, LAZY, LIBRARY_MODULES, METHODS, MODULES
 
-__all__ = ["AUTOCAST", "Args", "CAST", "FUNCTIONS", "LAZY", "MAX_VALUES", "METHODS", "MODULES", "Op", "RNN_LAYER",
-           "TAKE", "_Ledger", "_elman_step", "_gru_step", "_lstm_step", "_replay", "binary", "broadcast", "fmt",
-           "promote", "unary", "valued"]
+__all__ = ["AUTOCAST", "Args", "CAST", "FUNCTIONS", "LAZY", "LIBRARY_MODULES", "MAX_VALUES", "METHODS", "MODULES",
+           "Op", "RNN_LAYER", "TAKE", "_Ledger", "_elman_step", "_gru_step", "_lstm_step", "_replay", "binary",
+           "broadcast", "fmt", "promote", "unary", "valued"]

@@ -16,8 +16,9 @@ def _sdpa_shape(a: Args):
         raise ShapeError(f"scaled_dot_product_attention of query {fmt(q.shape)}, key {fmt(k.shape)} and "
                          f"value {fmt(v.shape)}: the sizes do not fit")
     out = Tensor(q.shape[:-1] + v.shape[-1:], q.dtype)
-    if _sdpa_fused(a):
-        out.layout = q.layout if q.layout != STRIDED else None  # written in the query's memory order
+    if _sdpa_fused(a):  # written in the query's memory order; a query sliced from a fused projection
+        # (`c_attn(x).split(...)`, viewed to heads, transposed) is (batch, tokens, heads, dim) in memory
+        out.layout = q.layout if q.layout != STRIDED else (0, 2, 1, 3) if q.ndim == 4 else None
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..values import FLOAT_DTYPES, ShapeError, Tensor, Unresolved, tensors_in
+from ..values import COMPLEX_DTYPES, FLOAT_DTYPES, ShapeError, Tensor, Unresolved, tensors_in
 
 
 class Args(dict):
@@ -57,7 +57,7 @@ class Op:
     signature) or a function/method (signature = the call)."""
 
     signature: str
-    shape: Callable[[Args], object]
+    shape: Callable[[Args], object] | None = None  # None for a composite: its steps give the result
     params: Callable[[Args], list] = _none  # shapes of the parameter tensors
     buffers: Callable[[Args], list] = _none  # buffer Tensors (running statistics)
     saves: Callable[[Args, object], list] = _keeps_nothing
@@ -65,9 +65,13 @@ class Op:
     # bytes its backward holds briefly, or (before, after) it has consumed its output's gradient
     backward_temp: Callable[[Args], int | tuple[int, int]] = lambda a: 0
     forward_temp: Callable[[Args, object], int] = lambda a, out: 0  # bytes it holds briefly while it runs
-    autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32
+    autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32, "promote" in
+    # the widest of its inputs' precisions
     keeps_weight: bool = False  # keeps its (half-precision) weight even when its input needs no gradient
     grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
+    # a composite: steps(args, run) makes its result with other entries, run(name, *args, **kwargs)
+    # applying the METHODS or FUNCTIONS entry of that name with its own rules (einops.py)
+    steps: Callable[[Args, Callable], object] | None = None
 
 
 def tup(value, n: int, what: str = "size") -> tuple:
@@ -162,13 +166,20 @@ def broadcast(x, y):
 
 
 def promote(*values) -> str:
-    """The result dtype of mixing tensors (and Python numbers): the widest float among them."""
-    dtypes = [v.dtype for v in values if isinstance(v, Tensor)]
-    floats = [d for d in dtypes if d in FLOAT_DTYPES]
-    if not floats:  # an integer or bool tensor with a Python float is float32, as in torch
-        return "float32" if any(isinstance(v, float) for v in values) else dtypes[0]
-    order = ("float64", "float32", "bfloat16", "float16")
-    return next(d for d in order if d in floats) if len(set(floats)) > 1 else floats[0]
+    """The result dtype of mixing tensors (and Python numbers), as torch's type promotion: the widest
+    complex, else float, among the tensors with dimensions; a 0-d tensor only decides when they hold
+    no float (`1 - z` with z in bfloat16 stays bfloat16)."""
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    dtypes = [t.dtype for t in tensors]
+    if any(d in COMPLEX_DTYPES.values() for d in dtypes):  # rotary embeddings: complex64 x float32 is complex64
+        return "complex128" if "complex128" in dtypes or "float64" in dtypes else "complex64"
+    for group in ([t for t in tensors if t.ndim], [t for t in tensors if not t.ndim]):
+        floats = [t.dtype for t in group if t.dtype in FLOAT_DTYPES]
+        if floats:
+            order = ("float64", "float32", "bfloat16", "float16")
+            return next(d for d in order if d in floats) if len(set(floats)) > 1 else floats[0]
+    # an integer or bool tensor with a Python float is float32, as in torch
+    return "float32" if any(isinstance(v, float) for v in values) else dtypes[0]
 
 
 def _made_anyway(saves):

@@ -8,9 +8,9 @@ registered by name in tables.py.
 """
 from __future__ import annotations
 
-from ..values import DTYPE_BYTES, ShapeError, Tensor
+from ..values import COMPLEX_DTYPES, DTYPE_BYTES, ShapeError, Tensor, Unresolved
 from .core import (Args, Op, _keeps_input, _keeps_nothing, _keeps_output, _made_anyway, _none, broadcast,
-                   dim_index)
+                   dim_index, promote)
 
 
 def _same(a: Args):
@@ -100,6 +100,39 @@ def _binary_shape(a: Args):
     return broadcast(a.input, a.other)
 
 
+def _pow_saves(a: Args, out) -> list:
+    """x ** y keeps its tensor operands; a tensor exponent's gradient needs the result too."""
+    return [t for t in (a.input, a.exponent) if isinstance(t, Tensor)] + [out] * isinstance(a.exponent, Tensor)
+
+
+def _polar_shape(a: Args):
+    """torch.polar(abs, angle): the complex tensor of their pairs (LLaMA's rotary freqs_cis)."""
+    dtype = COMPLEX_DTYPES.get(promote(a.abs, a.angle))
+    if dtype is None:
+        raise Unresolved(f"torch.polar of {a.abs.dtype} tensors, which PyTorch does not support")
+    return broadcast(a.abs, a.angle).like(broadcast(a.abs, a.angle).shape, dtype)
+
+
+def _compare_shape(a: Args):
+    out = broadcast(a.input, a.other)
+    return out.like(out.shape, "bool")
+
+
+COMPARE = Op("input, other, out=None", _compare_shape)  # x == 0: a bool tensor, no gradient
+TRIANGLE = Op("input, diagonal=0, out=None", lambda a: a.input.like(a.input.shape))  # tril/triu: backward masks
+
+
+def _topk_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    values = x.like(x.shape[:d] + (a.k,) + x.shape[d + 1:])
+    return values, values.like(values.shape, "int64")
+
+
+# topk's backward scatters the gradient through its indices
+TOPK = Op("input, k, dim=-1, largest=True, sorted=True, out=None", _topk_shape, saves=lambda a, out: [out[1]])
+
+
 def _reduce_shape(a: Args):
     x = a.input
     if a.dim is None:
@@ -130,6 +163,22 @@ def _amax_shape(a: Args):
 REDUCE_KEEPS = Op("input, dim=(), keepdim=False, out=None", _amax_shape, saves=lambda a, out: [a.input, out],
                   backward_temp=lambda a: a.input.numel + _amax_shape(a).numel * (8 + DTYPE_BYTES[a.input.dtype]))
 MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=_keeps_input)
+
+
+def _prod_backward(a: Args) -> int:
+    """prod's backward, for an input without zeros: grad * (result / input). It first looks for zeros:
+    a bool mask of the input; along a dim it counts them per slice, summing an int64 copy of the mask.
+    (Under a TorchDispatchMode, MemTracker's included, PyTorch takes its zero-safe cumprod path.)"""
+    n, quotient = a.input.numel, a.input.nbytes
+    if a.dim is None:
+        return quotient  # the mask is gone before the quotient and the gradient are made
+    counts = 8 * _reduce_shape(a).numel
+    return max(n + 8 * n + counts - quotient, n + counts + quotient)  # the int64 copy; then beside the gradient
+
+
+# prod keeps its input and result
+PROD = Op("input, dim=None, keepdim=False, dtype=None", _reduce_shape, saves=lambda a, out: [a.input, out],
+          backward_temp=_prod_backward)
 
 
 def _cast_shape(a: Args):

@@ -51,6 +51,18 @@ def _embedding_shape(a: Args):
     return Tensor(a.input.shape + (a.embedding_dim,), a.get("_float", "float32"))
 
 
+def _embedding_fn_shape(a: Args):
+    """F.embedding(ids, weight): a row of the weight per id, in the weight's dtype."""
+    return _embedding_shape(Args(a, embedding_dim=a.weight.shape[-1], _float=a.weight.dtype))
+
+
+def _outer_shape(a: Args):
+    x, y = a.input, a.vec2
+    if x.ndim != 1 or y.ndim != 1:
+        raise ShapeError(f"torch.outer needs two 1-d tensors, got {fmt(x.shape)} and {fmt(y.shape)}")
+    return x.like((x.numel, y.numel), promote(x, y))
+
+
 def _linear_fn_shape(a: Args):
     w = a.weight
     need_channels(a.input, w.shape[-1], -1, "F.linear weight in_features")
@@ -72,11 +84,31 @@ def _matmul_shape(a: Args):
     if x.ndim == 1:
         return y.like(y.shape[:-2] + y.shape[-1:])
     batch = broadcast(x.like(x.shape[:-2]), y.like(y.shape[:-2])).shape
-    return x.like(tuple(batch) + (x.shape[-2], y.shape[-1]))
+    return Tensor(tuple(batch) + (x.shape[-2], y.shape[-1]), x.dtype)  # bmm's result, viewed: contiguous
 
 
 def _keeps_both(a: Args, out) -> list:
-    return [t for t in (a.input, a.other) if isinstance(t, Tensor)]
+    """Each operand, where the other needs a gradient (`att @ x` with a constant att keeps only att)."""
+    x, y = a.input, a.other
+    return [t for t, other in ((x, y), (y, x)) if isinstance(t, Tensor) and getattr(other, "requires_grad", False)]
+
+
+def _matmul_saves(a: Args, out) -> list:
+    """Batched matmul (both operands 3-d or more) runs bmm on each operand reshaped to (batch, n, m),
+    broadcast batch included; an operand that cannot be viewed so (heads transposed out of a
+    projection's memory, a broadcast batch) is copied, and bmm keeps the copy."""
+    x, y = a.input, a.other
+    if x.ndim < 3 or y.ndim < 3:
+        return _keeps_both(a, out)
+    batch = out.shape[:-2]
+    kept = []
+    for t, other in ((x, y), (y, x)):
+        if not other.requires_grad:
+            continue
+        folded = (math.prod(batch),) + t.shape[-2:]
+        same = math.prod(t.shape[:-2]) == folded[0]
+        kept.append(t if same and view_layout(t, folded) is not False else Tensor(folded, t.dtype))
+    return kept
 
 
 def _einsum_shape(a: Args):

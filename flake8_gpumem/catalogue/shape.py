@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ..values import STRIDED, ShapeError, Tensor, Unresolved
+from ..values import COMPLEX_DTYPES, STRIDED, ShapeError, Tensor, Unresolved
 from .core import Args, Op, _keeps_input, _keeps_nothing, dim_index, fmt, ints, tup
 
 
@@ -90,7 +90,11 @@ def _t_shape(a: Args):
 
 
 def _view_shape(a: Args):
-    return a.input.reshaped(resolve_view(a.input, a.shape, "view"))
+    """view never copies: of a slice, whose memory order gpumem does not track, torch's view either
+    succeeds or raises, and code that runs got a view."""
+    x = a.input
+    shape = resolve_view(x, a.shape, "view")
+    return x.view(shape, STRIDED) if x.layout == STRIDED else x.reshaped(shape)
 
 
 def _reshape_shape(a: Args):
@@ -139,14 +143,55 @@ def _unbind_shape(a: Args):
     return tuple(narrowed(x, d, None) for _ in range(x.shape[d]))
 
 
+def _narrow_shape(a: Args):
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    start = a.start + x.shape[d] if a.start < 0 else a.start
+    if a.length < 0 or not 0 <= start <= x.shape[d] - a.length:
+        raise ShapeError(f"narrow({a.dim}, {a.start}, {a.length}) runs past dimension {d} of size {x.shape[d]}")
+    return narrowed(x, d, a.length)
+
+
 def narrowed(x: Tensor, d: int, size: int | None) -> Tensor:
     """A slice of `size` along dim d (None: a select, the dim removed). Only a slice
     of the outermost non-trivial dimension of contiguous memory stays contiguous."""
     shape = x.shape[:d] + ((size,) if size is not None else ()) + x.shape[d + 1:]
-    outer = next((i for i in (x.layout or range(x.ndim)) if x.shape[i] != 1), d)
+    outer = next((i for i in x.order if x.shape[i] != 1), d)
     if x.contiguous and (outer == d or size == x.shape[d]):
         return x.view(shape)
     return x.view(shape, STRIDED)
+
+
+def _view_as_complex_shape(a: Args):
+    """A complex view of (..., 2) pairs of floats: the same memory, one dimension fewer."""
+    x = a.input
+    dtype = COMPLEX_DTYPES.get(x.dtype)
+    if dtype is None or not x.shape or x.shape[-1] != 2:
+        raise ShapeError(f"view_as_complex needs a float32 or float64 tensor whose last dimension is 2, "
+                         f"got {x.dtype} {fmt(x.shape)}")
+    inner = x.contiguous or x.layout != STRIDED and x.layout[-1] == x.ndim - 1
+    layout = None if x.contiguous else x.layout[:-1] if inner else STRIDED
+    return Tensor(x.shape[:-1], dtype, x.requires_grad, base=x, layout=layout)
+
+
+def _view_as_real_shape(a: Args):
+    """A float view of a complex tensor: each element as a (real, imaginary) pair."""
+    x = a.input
+    dtype = next((f for f, c in COMPLEX_DTYPES.items() if c == x.dtype), None)
+    if dtype is None:
+        raise ShapeError(f"view_as_real needs a complex tensor, got {x.dtype}")
+    layout = None if x.contiguous else STRIDED if x.layout == STRIDED else x.layout + (x.ndim,)
+    return Tensor(x.shape + (2,), dtype, x.requires_grad, base=x, layout=layout)
+
+
+def _repeat_interleave_shape(a: Args):
+    """Each element `repeats` times along `dim` (GQA's kv heads), or of the flattened input; a copy."""
+    x = a.input
+    ints(a.repeats, "repeats")
+    if a.dim is None:
+        return x.like((x.numel * a.repeats,))
+    d = dim_index(a.dim, x.ndim)
+    return x.like(x.shape[:d] + (x.shape[d] * a.repeats,) + x.shape[d + 1:])
 
 
 def _size(a: Args):

@@ -15,19 +15,23 @@ from .conv import conv
 from .core import Args, Op, _keeps_input, _keeps_input_or_result, _keeps_nothing, _keeps_output, broadcast
 from .creation import (CREATE, _arange_shape, _full_shape, _like_shape, _linspace_shape, _meshgrid_shape,
                        _new_shape, _randint_shape, _tensor_shape)
-from .elementwise import (MAX, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, _cast_shape, _keeps_for_quotient,
-                          _keeps_other_factor, _prelu_shape, _reduce_shape, _to_dtype, activation, binary, dropout,
-                          functional, unary)
-from .linear import (_bilinear_shape, _einsum_shape, _embedding_shape, _keeps_both, _linear_bias_copy,
-                     _linear_fn_shape, _linear_saves, _linear_shape, _matmul_shape)
+from .einops import einsum, pack, transform, unpack
+from .elementwise import (COMPARE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, TOPK, TRIANGLE,
+                          _cast_shape, _keeps_for_quotient, _keeps_other_factor, _polar_shape, _pow_saves, _prelu_shape,
+                          _reduce_shape, _to_dtype, activation, binary, dropout, functional, unary)
+from .linear import (_bilinear_shape, _einsum_shape, _embedding_fn_shape, _embedding_shape,
+                     _linear_bias_copy, _linear_fn_shape, _linear_saves, _linear_shape, _matmul_saves, _matmul_shape,
+                     _outer_shape)
+from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
 from .normalisation import (_batch_norm_saves, _group_norm_saves, _group_norm_shape, _layer_norm_params,
                             _layer_norm_saves, _layer_norm_shape, affine, batch_norm, instance_norm)
 from .pooling import adaptive, functional_pool, pool
 from .recurrent import RNN_LAYER
-from .shape import (CAT, INTERPOLATE, _chunk_shape, _expand_shape, _flatten_shape, _fpad_shape,
-                    _permute_shape, _pixel_shuffle_shape, _pixel_unshuffle_shape, _repeat_shape, _reshape_shape,
-                    _size, _split_shape, _squeeze_shape, _stack_shape, _t_shape, _transpose_shape, _unbind_shape,
-                    _unflatten_shape, _unsqueeze_shape, _upsample_sizes, _view_as_shape, _view_shape, pad)
+from .shape import (CAT, INTERPOLATE, _chunk_shape, _expand_shape, _flatten_shape, _fpad_shape, _narrow_shape,
+                    _permute_shape, _pixel_shuffle_shape, _pixel_unshuffle_shape, _repeat_interleave_shape,
+                    _repeat_shape, _reshape_shape, _size, _split_shape, _squeeze_shape, _stack_shape, _t_shape,
+                    _transpose_shape, _unbind_shape, _unflatten_shape, _unsqueeze_shape, _upsample_sizes,
+                    _view_as_complex_shape, _view_as_real_shape, _view_as_shape, _view_shape, pad)
 
 
 MODULES: dict[str, Op] = {
@@ -90,6 +94,9 @@ MODULES: dict[str, Op] = {
     **{f"ConstantPad{n}d": pad(n, constant=True) for n in (1, 2, 3)},
     **{f"{k}Pad{n}d": pad(n) for n in (1, 2, 3) for k in ("Zero", "Circular")},
     **{f"{k}Pad{n}d": pad(n, keeps_input=True) for n in (1, 2, 3) for k in ("Reflection", "Replication")},
+    "CrossEntropyLoss": CROSS_ENTROPY,
+    "NLLLoss": NLL_LOSS,
+    "MSELoss": MSE_LOSS,
 }
 
 
@@ -122,8 +129,17 @@ FUNCTIONS: dict[str, Op] = {
     "torch.roll": unary(_keeps_nothing, ", shifts, dims=None"), "torch.floor": unary(_keeps_nothing),
     "torch.ceil": unary(_keeps_nothing),
     "torch.diff": Op("input, n=1, dim=-1", lambda a: a.input.like(a.input.shape[:-1] + (a.input.shape[-1] - 1,))),
-    "torch.pow": Op("input, exponent", lambda a: broadcast(a.input, a.exponent), saves=lambda a, out: [
-        t for t in (a.input, a.exponent) if isinstance(t, Tensor)]),
+    "torch.pow": Op("input, exponent", lambda a: broadcast(a.input, a.exponent), saves=_pow_saves),
+    "torch.neg": unary(_keeps_nothing), "torch.negative": unary(_keeps_nothing),
+    "torch.cos": unary(), "torch.sin": unary(), "torch.rsqrt": unary(_keeps_output),
+    "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK,
+    **{f"torch.{f}": COMPARE for f in ("eq", "ne", "lt", "le", "gt", "ge")},
+    "torch.polar": Op("abs, angle, out=None", _polar_shape, saves=_keeps_output),
+    "torch.view_as_complex": Op("input", _view_as_complex_shape, grad="alias"),
+    "torch.view_as_real": Op("input", _view_as_real_shape, grad="alias"),
+    "torch.outer": Op("input, vec2, out=None", _outer_shape,  # x.reshape(-1, 1) * vec2: each keeps the other
+                      saves=lambda a, out: _keeps_other_factor(Args(input=a.input, other=a.vec2), out)),
+    "torch.repeat_interleave": Op("input, repeats, dim=None, output_size=None", _repeat_interleave_shape),
     "torch.log": unary(),
     "torch.sqrt": unary(_keeps_output),
     "torch.abs": unary(),
@@ -145,6 +161,9 @@ FUNCTIONS: dict[str, Op] = {
     "torch.nn.functional.scaled_dot_product_attention": Op(
         "query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False",
         _sdpa_shape, saves=_sdpa_saves, backward_temp=_sdpa_backward),
+    "torch.nn.functional.cross_entropy": functional_loss(CROSS_ENTROPY),
+    "torch.nn.functional.nll_loss": functional_loss(NLL_LOSS),
+    "torch.nn.functional.mse_loss": functional_loss(MSE_LOSS, ", weight=None"),
     "torch._gpumem_rnn_layer": RNN_LAYER,
     # composites.py: the last use of a buffer PyTorch's C++ code keeps alive (nothing is computed)
     "torch._gpumem_release": Op("*tensors", lambda a: None),
@@ -156,6 +175,9 @@ FUNCTIONS: dict[str, Op] = {
                                          saves=_batch_norm_saves),
     "torch.nn.functional.layer_norm": Op("input, normalized_shape, weight=None, bias=None, eps=1e-05",
                                          _layer_norm_shape, saves=_layer_norm_saves),
+    "torch.nn.functional.embedding": Op("input, weight, padding_idx=None, max_norm=None, norm_type=2.0, "
+                                        "scale_grad_by_freq=False, sparse=False", _embedding_fn_shape,
+                                        saves=_keeps_input),
     "torch.nn.functional.linear": Op("input, weight, bias=None", _linear_fn_shape,
                                      saves=lambda a, out: _linear_saves(a, out) + [a.weight] * a.input.requires_grad,
                                      forward_temp=_linear_bias_copy),
@@ -167,7 +189,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.add": binary(grad="alias"), "torch.sub": binary(),
     "torch.mul": binary(_keeps_other_factor), "torch.div": binary(_keeps_for_quotient),
     "torch.divide": binary(_keeps_for_quotient),
-    "torch.matmul": Op("input, other, out=None", _matmul_shape, saves=_keeps_both),
+    "torch.matmul": Op("input, other, out=None", _matmul_shape, saves=_matmul_saves),
     "torch.einsum": Op("equation, *operands", _einsum_shape,  # as matmul: it keeps its operands
                        saves=lambda a, out: [t for t in tensors_in(list(a.operands)) if isinstance(t, Tensor)]),
     "torch.bmm": Op("input, mat2, out=None", lambda a: _matmul_shape(Args(input=a.input, other=a.mat2)),
@@ -184,6 +206,15 @@ FUNCTIONS: dict[str, Op] = {
     "torch.chunk": Op("input, chunks, dim=0", _chunk_shape),
     "torch.split": Op("input, split_size_or_sections, dim=0", _split_shape),
     "torch.unbind": Op("input, dim=0", _unbind_shape),
+    "torch.narrow": Op("input, dim, start, length", _narrow_shape),  # a slice: backward as indexing's
+    "torch.prod": PROD,
+    # einops: each a composite of the reshapes, permutes, reductions and cats einops runs (einops.py)
+    "einops.rearrange": Op("tensor, pattern, **axes_lengths", steps=transform("rearrange")),
+    "einops.repeat": Op("tensor, pattern, **axes_lengths", steps=transform("repeat")),
+    "einops.reduce": Op("tensor, pattern, reduction, **axes_lengths", steps=transform()),
+    "einops.pack": Op("tensors, pattern", steps=pack),
+    "einops.unpack": Op("tensor, packed_shapes, pattern", steps=unpack),
+    "einops.einsum": Op("*tensors_and_pattern", steps=einsum),
     **{f"torch.{f}": CREATE for f in ("randn", "rand", "zeros", "ones", "empty")},
     **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", _like_shape)
        for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
@@ -201,10 +232,19 @@ FUNCTIONS: dict[str, Op] = {
                           "memory_format=None", _like_shape),
 }
 
+# Layers of other libraries, by the qualified name they are imported under.
+LIBRARY_MODULES: dict[str, Op] = {
+    "einops.layers.torch.Rearrange": Op("pattern, **axes_lengths", steps=transform("rearrange")),
+    "einops.layers.torch.Reduce": Op("pattern, reduction, **axes_lengths", steps=transform()),
+}
+
 # Tensor methods, by method name; the tensor is bound as `input`.
 METHODS: dict[str, Op] = {
     **{name: FUNCTIONS[f"torch.{name}"] for name in ("reshape", "flatten", "squeeze", "unsqueeze", "permute",
-                                                       "transpose", "chunk", "split", "unbind")},
+                                                       "transpose", "chunk", "split", "unbind", "neg", "negative",
+                                                       "cos", "sin", "rsqrt", "tril", "triu", "topk", "eq", "ne",
+                                                       "lt", "le", "gt", "ge", "outer", "repeat_interleave", "narrow",
+                                                       "prod")},
     "view": Op("input, *shape", _view_shape, grad="alias"),
     "view_as": Op("input, other", _view_as_shape, grad="alias"),
     "reshape_as": Op("input, other", _view_as_shape, grad="alias"),
@@ -223,6 +263,7 @@ METHODS: dict[str, Op] = {
     "cuda": Op("input, *args, **kwargs", _cast_shape),
     "cpu": Op("input, *args, **kwargs", _cast_shape),
     "type_as": Op("input, other", lambda a: a.input.astype(a.other.dtype)),
+    "type": Op("input, dtype, non_blocking=False", lambda a: a.input.astype(a.dtype)),
     "float": _to_dtype("float32"),
     "half": _to_dtype("float16"),
     "bfloat16": _to_dtype("bfloat16"),
@@ -254,7 +295,9 @@ METHODS: dict[str, Op] = {
     "matmul": FUNCTIONS["torch.matmul"],
     "bmm": FUNCTIONS["torch.bmm"],
     "unflatten": Op("input, dim, sizes", lambda a: _unflatten_shape(Args(a, unflattened_size=a.sizes))),
-    "masked_fill": Op("input, mask, value", lambda a: a.input.like(a.input.shape)),
+    # backward masks the gradient: it keeps the mask
+    "masked_fill": Op("input, mask, value", lambda a: broadcast(a.input, a.mask), saves=lambda a, out: [a.mask]),
+    "masked_fill_": Op("input, mask, value", lambda a: a.input.rewritten(), saves=lambda a, out: [a.mask]),
 }
 
 
@@ -269,9 +312,13 @@ AUTOCAST = {
     "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "torch.nn.functional.layer_norm", "GroupNorm", "Softplus",
                   "torch.nn.functional.softmax", "torch.softmax", "torch.nn.functional.log_softmax",
                   "torch.log_softmax", "torch.exp", "torch.log", "torch.sum", "softmax", "log_softmax", "exp", "log",
-                  "pow", "sum"],
-    "fp32": ["MaxPool3d", "AdaptiveAvgPool3d", "AvgPool3d", "ReflectionPad1d", "ReflectionPad2d",
-             "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d"],
+                  "pow", "sum", "torch.pow", "torch.rsqrt", "rsqrt"],
+    "fp32": ["torch.polar", "torch.view_as_complex",  # as CPU autocast; modelled so on CUDA too
+             "CrossEntropyLoss", "NLLLoss", "MSELoss", "torch.nn.functional.cross_entropy",
+             "torch.nn.functional.nll_loss", "torch.nn.functional.mse_loss", "MaxPool3d", "AdaptiveAvgPool3d",
+             "AvgPool3d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d",
+             "ReplicationPad3d"],
+    "promote": ["torch.cat", "torch.concat", "torch.concatenate", "torch.stack"],  # to the widest input's dtype
 }
 for _mode, _names in AUTOCAST.items():
     for _name in _names:

@@ -175,6 +175,8 @@ class Calls:
         if path.startswith("torch.nn.") and path.count(".") == 2 and name in composites.LAYERS:
             self.anchor = self.where(node)
             return self.instantiate(self.lookup(name, self.torch_scope, node), args, kwargs, node)
+        if path in catalogue.LIBRARY_MODULES:  # einops' Rearrange
+            return self.construct(name, catalogue.LIBRARY_MODULES[path], args, kwargs, node)
         if path in catalogue.FUNCTIONS:
             return self.call_function_op(path, catalogue.FUNCTIONS[path], args, kwargs, node)
         if path in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
@@ -186,6 +188,8 @@ class Calls:
             return None
         if path in GUARDS:
             return False
+        if path == "torch.Generator" or path.startswith("torch.Generator."):
+            return Q("torch.Generator")  # a random generator, seeded or not: it sizes nothing
         if path == "typing.cast":
             return args[1]
         if path == "functools.partial":

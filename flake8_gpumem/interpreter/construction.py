@@ -50,10 +50,28 @@ class Construction:
             obj.attrs.pop(name, None)
             obj.children[name] = value
         elif isinstance(value, Parameter):
+            obj.weights[len(obj.params)] = value.tensor
             obj.params.append(value.tensor.shape)
             obj.attrs[name] = value.tensor
+        elif obj.op is not None and name in ("weight", "bias") and isinstance(value, Tensor) and value.is_param:
+            self._tie(obj, name, value, node)
         else:
             obj.attrs[name] = value
+
+    def _tie(self, obj: Module, name: str, value: Tensor, node) -> None:
+        """`wte.weight = lm_head.weight`: the layer's parameter becomes another's (one tensor, one gradient)."""
+        idx = 0 if name == "weight" else 1
+        if idx >= len(obj.params) or tuple(obj.params[idx]) != tuple(value.shape):
+            have = catalogue.fmt(obj.params[idx]) if idx < len(obj.params) else "no such parameter"
+            raise ShapeError(f"{obj.kind}.{name} ({have}) is set to a parameter of shape {catalogue.fmt(value.shape)}",
+                             node)
+        obj.weights[idx] = value
+
+    def weight_tensor(self, module: Module, k: int) -> Tensor:
+        """Parameter k of a layer as a tensor: one per parameter, so its gradient is counted once."""
+        if k not in module.weights:
+            module.weights[k] = Tensor(tuple(module.params[k]), self.model_dtype, True, is_param=True)
+        return module.weights[k]
 
     def construct(self, kind: str, op: Op | None, args: list, kwargs: dict, node) -> Module:
         """A catalogue layer or container from its constructor call."""
@@ -242,13 +260,17 @@ class Construction:
             first = len(self.events)
             out = self.call_function(forward, [module] + list(args), kwargs, node)
             if not self.stack[-1][1]:  # a custom module that calls no other module is a leaf too
-                for ev in self.events[first:]:
-                    ev.folded = True
-                self.events.append(Event(module, module.kind, node, list(tensors_in(args)), out, [], [], [],
-                                         leaf=False, where=self.where(module.node, module)))
+                self.fold(module, first, args, out, node)
             return out
         finally:
             self.stack.pop()
+
+    def fold(self, module: Module, first: int, args: list, out, node) -> None:
+        """A leaf module that ran other ops (events from `first` on): they are reported as its row."""
+        for ev in self.events[first:]:
+            ev.folded = True
+        self.events.append(Event(module, module.kind, node, list(tensors_in(args)), out, [], [], [], leaf=False,
+                                 where=self.where(module.node, module)))
 
     def _module_method(self, obj: Module, name: str, args: list, kwargs: dict, node):
         if name in ("append", "add_module", "register_module", "extend", "insert", "register_buffer",
@@ -322,12 +344,7 @@ class Construction:
             return (file.module if file is not None else None) or "__main__"
         if obj.op is not None and name in ("weight", "bias"):
             idx = 0 if name == "weight" else 1
-            if idx >= len(obj.params):
-                return None  # bias=False
-            key = (id(obj), name)
-            if key not in self.param_tensors:  # one tensor per weight, so its gradient is counted once
-                self.param_tensors[key] = Tensor(obj.params[idx], self.model_dtype, True, is_param=True)
-            return self.param_tensors[key]
+            return self.weight_tensor(obj, idx) if idx < len(obj.params) else None  # bias=False: None
         if obj.op is not None and name in RUNNING_STATS:  # a norm layer's buffers, in running_stats' order
             i = RUNNING_STATS.index(name)
             return obj.buffers[i] if i < len(obj.buffers) else None  # track_running_stats=False: None
@@ -352,7 +369,12 @@ def _clone(module):
     """copy.deepcopy of a module: fresh Module objects, shared structure copied."""
     if not isinstance(module, Module):
         return copy.copy(module)
-    memo = {}
+    memo, tensors = {}, {}
+
+    def fresh(t: Tensor) -> Tensor:  # a parameter copied once, so weights tied inside stay tied
+        if id(t) not in tensors:
+            tensors[id(t)] = Tensor(t.shape, t.dtype, True, is_param=True)
+        return tensors[id(t)]
 
     def clone(m: Module) -> Module:
         if id(m) in memo:
@@ -361,8 +383,8 @@ def _clone(module):
         memo[id(m)] = new
         new.children = {k: clone(c) for k, c in m.children.items()}
         new.attrs = {k: (clone(v) if isinstance(v, Module) else
-                         Tensor(v.shape, v.dtype, True, is_param=True) if isinstance(v, Tensor) and v.is_param
-                         else v) for k, v in m.attrs.items()}
+                         fresh(v) if isinstance(v, Tensor) and v.is_param else v) for k, v in m.attrs.items()}
+        new.weights = {k: fresh(t) for k, t in m.weights.items()}
         new.params, new.buffers = list(m.params), list(m.buffers)
         return new
 

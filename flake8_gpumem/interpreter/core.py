@@ -26,7 +26,6 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
         self.autocast = autocast  # AMP: the half dtype autocast computes in, or None
         self.casts: dict = {}  # (id(tensor), dtype) -> its autocast copy, for weights
         self.held: dict = {}  # storage id -> index of the last event while a variable still held it
-        self.param_tensors: dict = {}  # id(module) -> its weights as tensors, made when AMP casts them
         self.yielded: list[list] = []  # the items of the generators running now, innermost last
         self.steps = 0
         self.depth = 0

@@ -40,7 +40,10 @@ AUGOPS = {
 
 TENSOR_BINOPS = {cst.Add: ("add", "+", "torch.add"), cst.Subtract: ("sub", "-", "torch.sub"),
                  cst.Multiply: ("mul", "*", "torch.mul"), cst.Divide: ("div", "/", "torch.div"),
-                 cst.MatrixMultiply: ("matmul", "@", "torch.matmul")}
+                 cst.MatrixMultiply: ("matmul", "@", "torch.matmul"), cst.Power: ("pow", "**", "torch.pow")}
+# x > 0: the catalogue entry of a tensor comparison
+TENSOR_COMPARE = {cst.Equal: "torch.eq", cst.NotEqual: "torch.ne", cst.LessThan: "torch.lt",
+                  cst.LessThanEqual: "torch.le", cst.GreaterThan: "torch.gt", cst.GreaterThanEqual: "torch.ge"}
 
 
 COMPARE = {
@@ -147,7 +150,7 @@ class Expressions:
             return not self.truth(value, node)
         if isinstance(value, Tensor):
             if isinstance(node.operator, cst.Minus):
-                return self.apply(catalogue.unary(), {}, "input", [value], {}, node, None, "neg")
+                return self.apply(catalogue.FUNCTIONS["torch.neg"], {}, "input", [value], {}, node, None, "neg")
             raise Unresolved(f"unsupported operator on a tensor: {code(node)}", node)
         if isinstance(node.operator, cst.Minus):
             return -value
@@ -163,7 +166,9 @@ class Expressions:
                 if not isinstance(target.operator, (cst.Is, cst.IsNot, cst.In, cst.NotIn)):
                     if len(node.comparisons) > 1:
                         raise Unresolved("chained comparisons of tensors are not supported", node)
-                    return catalogue.broadcast(left, right).like(catalogue.broadcast(left, right).shape, "bool")
+                    op = catalogue.FUNCTIONS[TENSOR_COMPARE[type(target.operator)]]
+                    symbol = code(target.operator).strip()
+                    return self.apply(op, {}, op.signature, [left, right], {}, node, None, symbol)
                 result = COMPARE[type(target.operator)](left, right)
             else:
                 result = COMPARE[type(target.operator)](left, right)
@@ -180,7 +185,7 @@ class Expressions:
             spec = catalogue.FUNCTIONS[path]
             if isinstance(left, (int, float)) and op in (cst.Add, cst.Multiply):
                 left, right = right, left
-            elif not isinstance(left, Tensor):
+            elif not isinstance(left, Tensor) and op is not cst.Power:  # torch.pow takes a number first
                 left = Tensor((), "float32")  # 1 - x, 2 / x: a scalar on the left
             return self.apply(spec, {}, spec.signature, [left, right], {}, node, None,
                               symbol + "=" if inplace else symbol, inplace=left if inplace else None)

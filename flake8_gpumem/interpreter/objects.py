@@ -202,9 +202,21 @@ class Module:
     children: dict = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
     params: list = field(default_factory=list)  # shapes of its own parameters
+    weights: dict = field(default_factory=dict)  # index in params -> its tensor, once code touched it
     buffers: list = field(default_factory=list)  # its own buffer tensors
     lazy: tuple | None = None  # (layer, argument, input dim) of a Lazy* layer: known at its first call
     segment: Segment | None = None  # the statement whose code constructed it
+
+    def param_key(self, k: int):
+        """The identity of parameter k: its tensor's, where code has touched it, else its place."""
+        t = self.weights.get(k)
+        return ("t", t.id) if t is not None else (id(self), k)
+
+
+def param_keys(m: Module) -> list:
+    """(identity, shape) of a module's parameters: a tied weight (`wte.weight = lm_head.weight`)
+    is the other layer's tensor, so it is counted once, as model.parameters() yields it once."""
+    return [(m.param_key(k), shape) for k, shape in enumerate(m.params)]
 
 
 def walk_modules(root: Module) -> list:
@@ -221,7 +233,6 @@ def walk_modules(root: Module) -> list:
 
     visit(root, "")
     return out
-
 
 
 @dataclass

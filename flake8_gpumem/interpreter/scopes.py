@@ -16,6 +16,7 @@ from .calls import SAFE_BUILTINS
 from .imports import Namespace, absolute, followed
 from .objects import MISSING, Builtin, Class, File, Function, Q, Scope, dotted
 
+
 @dataclass(eq=False)
 class Rebinding:
     """A module-level name bound again from its own earlier value (`W = W * 2`, `W += 8`)."""

@@ -2,13 +2,15 @@
 autocast's casts under AMP; indexing."""
 from __future__ import annotations
 
+import contextlib
+
 import libcst as cst
 
 from .. import catalogue
 from . import numbers
 from ..catalogue import Args, Op
 from ..signature import bind, parse
-from ..values import FLOAT_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
+from ..values import FLOAT_DTYPES, GRAD_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
 from .objects import Event, Module, Scope, code, dotted
 
 
@@ -22,6 +24,8 @@ class TensorOps:
         With `inplace`, the result is written into that tensor's memory (`x += y`)."""
         bound = Args(fixed)
         bound.update(bind(_params(signature), args, kwargs, type_name, node))
+        if op.steps is not None:
+            return self._compose(op, bound, args, node, module, type_name)
         bound["_float"] = self.model_dtype
         bound["_device"] = self.device
         # the caller's arguments live until the call returns, also when autocast hands the op copies
@@ -29,13 +33,8 @@ class TensorOps:
         originals = list(tensors_in(list(bound.values()))) if amp else []
         weights = self._autocast(op, bound, module, node) if amp else []
         inputs = [t for t in tensors_in(list(bound.values()))] + weights
-        try:
+        with _rule_errors(type_name, node, module):
             out = op.shape(bound)
-        except AnalysisError as exc:
-            exc.node = exc.node or (module.node if module is not None else node)
-            raise
-        except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError) as exc:
-            raise Unresolved(f"{type_name} arguments cannot be used: {exc}", node) from None
         if inplace is not None:
             if out.shape != inplace.shape:
                 raise ShapeError(f"an in-place result of shape {catalogue.fmt(out.shape)} cannot be written "
@@ -49,17 +48,20 @@ class TensorOps:
             if _bad_sizes(t.shape):
                 raise ShapeError(f"{type_name} gives an output of shape {catalogue.fmt(t.shape)}: a size must be "
                                  "a whole number, 0 or more", node)
-        if inputs and all(t.is_param for t in inputs) and all(t.base is not None for t in outputs):
+        # w.split(...), w.chunk(3), w.reshape(...): views of a weight, no bigger than it (an expanded
+        # class token is an activation: its gradient is summed into the weight's)
+        if inputs and all(t.is_param for t in inputs) and all(
+                t.base is not None and t.numel <= t.storage.numel for t in outputs):
             for t in outputs:
                 t.is_param, t.requires_grad = True, True
-            return out  # w.split(...), w.chunk(3): slices of a weight
+            return out
         in_memory = {t.storage.id for t in inputs}
         new = list({t.storage.id: t.storage for t in outputs if id(t) not in input_ids  # a view of a new tensor
                     and t.storage.id not in in_memory}.values())
         grad = any(t.requires_grad for t in inputs) or bool(module and module.params)
         for t in outputs:
             if id(t) not in input_ids:
-                t.requires_grad = grad and t.dtype in FLOAT_DTYPES
+                t.requires_grad = grad and t.dtype in GRAD_DTYPES
         saved = list(op.saves(bound, out)) if grad else []
         if weights and (op.keeps_weight or any(t.requires_grad and not t.is_param for t in inputs
                                                if t not in weights)):
@@ -83,10 +85,27 @@ class TensorOps:
             self.held[t.storage.id] = max(self.held.get(t.storage.id, -1), len(self.events) - 1)
         return out
 
+    def _compose(self, op: Op, bound: Args, args: list, node, module: Module | None, type_name: str):
+        """A composite entry: each op it runs applied with its own rules, recorded under the
+        composite's type; in a layer (einops' Rearrange) they make up the layer's row."""
+        first = len(self.events)
+
+        def run(name: str, *step_args, **step_kwargs):
+            step = catalogue.METHODS.get(name) or catalogue.FUNCTIONS[name]
+            return self.apply(step, {}, step.signature, list(step_args), step_kwargs, node, None, type_name)
+
+        with _rule_errors(type_name, node, module):
+            out = op.steps(bound, run)
+        if module is not None:
+            self.fold(module, first, args, out, node)
+        return out
+
     def _autocast(self, op: Op, bound: Args, module: Module | None, node) -> list:
         """Under AMP, cast the call's float inputs to the op's precision; return the module's
         half-precision weight copies (autocast caches one per weight per forward)."""
+        floats = [t for t in tensors_in(list(bound.values())) if t.dtype in FLOAT_DTYPES]
         target = self.autocast if op.autocast == "low" else (
+            (catalogue.promote(*floats) if floats else None) if op.autocast == "promote" else
             "float32" if op.autocast == "fp32" or self.device == "cuda" else None)
         if target is None:
             return []
@@ -94,10 +113,8 @@ class TensorOps:
         # so in backward the input's cast runs first
         weights = []
         if module is not None and target != "float32" and module.params:
-            if id(module) not in self.param_tensors:
-                self.param_tensors[id(module)] = [Tensor(tuple(s), self.model_dtype, True, is_param=True)
-                                                  for s in module.params]
-            weights = [self._cast(p, target, node) for p in reversed(self.param_tensors[id(module)])][::-1]
+            params = [self.weight_tensor(module, k) for k in range(len(module.params))]
+            weights = [self._cast(p, target, node) for p in reversed(params)][::-1]
         for key, value in reversed(list(bound.items())):
             if isinstance(value, Tensor) and value.dtype in FLOAT_DTYPES and value.dtype != target:
                 bound[key] = self._cast(value, target, node)
@@ -132,6 +149,8 @@ class TensorOps:
         if Ellipsis in keys:
             i = keys.index(Ellipsis)
             keys[i:i + 1] = [slice(None)] * (x.ndim - consumed)
+        keys = [self._list_index(x, i - keys[:i].count(None), k, node) if isinstance(k, list) else k
+                for i, k in enumerate(keys)]
         picks = [i for i, k in enumerate(keys) if isinstance(k, Tensor)]
         if picks:  # table[index]: a gather, its shape known from the index's
             dim = picks[0]
@@ -144,6 +163,16 @@ class TensorOps:
             return taken if all(k == slice(None) for k in rest) else self._index_keys(taken, keys[:dim] + [
                 slice(None)] * keys[dim].ndim + rest, node)
         return self._index_keys(x, keys, node)
+
+    def _list_index(self, x: Tensor, dim: int, key: list, node) -> Tensor | list:
+        """x[:, [-1]]: a list of ints is an index tensor PyTorch makes from it (its length known)."""
+        if not key or not all(isinstance(k, int) and not isinstance(k, bool) for k in key) or dim >= x.ndim:
+            return key
+        bad = next((k for k in key if not -x.shape[dim] <= k < x.shape[dim]), None)
+        if bad is not None:
+            raise ShapeError(f"index {bad} is out of range for dimension {dim} of size {x.shape[dim]}", node)
+        op = catalogue.FUNCTIONS["torch.tensor"]
+        return self.apply(op, {}, op.signature, [key], {}, node, None, "[]")
 
     def _index_keys(self, x: Tensor, keys: list, node):
         """x[keys] for ints, slices, None: a view."""
@@ -167,12 +196,24 @@ class TensorOps:
             dim += 1
         shape = tuple(shape) + x.shape[dim:]
         # A slice of the outermost dimension of contiguous memory stays contiguous; others are strided.
-        outer = next((i for i in (x.layout or range(x.ndim)) if x.shape[i] != 1), 0)
+        outer = next((i for i in x.order if x.shape[i] != 1), 0)
         keeps = x.contiguous and all(d == outer for d in narrowed) or not narrowed
         out = x.view(shape, x.layout if not narrowed else (None if keeps else STRIDED))
         # Backward of indexing scatters into a zero gradient the size of the whole input.
         self.events.append(Event(None, "[]", node, [x], out, [], [], []))
         return out
+
+
+@contextlib.contextmanager
+def _rule_errors(type_name: str, node, module: Module | None):
+    """A catalogue rule's failure as the user's: at the call (or the layer), naming the op."""
+    try:
+        yield
+    except AnalysisError as exc:
+        exc.node = exc.node or (module.node if module is not None else node)
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError) as exc:
+        raise Unresolved(f"{type_name} arguments cannot be used: {exc}", node) from None
 
 
 def _bad_sizes(shape: tuple) -> list:
