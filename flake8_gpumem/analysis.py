@@ -8,8 +8,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from . import memory
+from .batch import affine_at, largest_batch
 from .config import DEFAULTS, ConfigError, Settings, input_dtypes, input_shapes, merge
 from .diagnostics import budget_check
+from .parallel import Parallel
 from .source import ModelDecl, SourceFile, read_source
 from .values import AnalysisError, Tensor, tensors_in
 
@@ -54,6 +56,7 @@ class ModelReport:
     fits: bool | None = None
     max_batch_size: int | None = None
     loss: str = ""  # what backward starts from: "forward" (the model's own loss) or the loss the step applied
+    blocks: tuple = ()  # classes of its repeated blocks, most instances first: what to checkpoint or shard
 
     @property
     def batch(self) -> int:
@@ -175,10 +178,12 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
     shapes = [t.shape for t in run.inputs[:len(input_shapes(settings))]]
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, shapes[0] if len(shapes) == 1 else tuple(shapes),
                          sum(math.prod(s) for s in param_shapes), records, mem, settings, loss=run.loss_name)
+    report.blocks = _blocks(run.root)
     if settings.budget is not None:
         report.budget = settings.budget
         report.fits = mem.peak + mem.reserve <= settings.budget
-        report.max_batch_size = _max_batch(src, decl, settings)
+        if layers or not report.fits:  # the plugin shows it only in a GPM100 message
+            report.max_batch_size = _max_batch(src, decl, settings)
         found = budget_check(report, lambda s: peak_at(src, decl, s, s.batch_size))
         if found is not None:
             result.diagnostics.append(Diagnostic(found[0], decl.line, decl.col, found[1]))
@@ -189,7 +194,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
     from .interpreter import Module  # libcst and the interpreter, once a model is run
 
     interp = src.interpreter(model_dtype=memory.param_dtype(settings.dtype), device=settings.device,
-                             autocast=memory.AUTOCAST.get(settings.dtype))
+                             autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint)
     interp.segment = decl.segment
     node = decl.node
     try:
@@ -277,7 +282,44 @@ def _parameters(run: _Run) -> tuple[list, list]:
     return list(shapes.values()), [t for m in modules for t in m.buffers]
 
 
-def _memory(run: _Run, settings: Settings, shapes: list, buffers: list) -> memory.Memory:
+def _blocks(root: Module) -> tuple:
+    """Classes of the model's own modules that appear more than once and hold layers (Block,
+    Bottleneck): what checkpointing or FSDP would wrap, most instances first."""
+    from collections import Counter
+
+    from .interpreter import walk_modules
+
+    counts = Counter(m.cls.name for _, m in walk_modules(root)
+                     if m.cls is not None and m.children and m is not root)
+    return tuple(name for name, n in counts.most_common() if n > 1)
+
+
+def _parallel(run: _Run, settings: Settings) -> Parallel | None:
+    """DDP, or FSDP2 with a unit per module of a `shard_unit` class (the root is one too)."""
+    from .interpreter import param_keys, walk_modules
+
+    if settings.strategy == "single":
+        return None
+    if settings.strategy == "ddp":
+        return Parallel("ddp", settings.world_size)
+    unit_of, units, named = {}, [{}], {}
+    for name, m in walk_modules(run.root):  # parents before children
+        named[name] = m
+        parent = unit_of[id(named[name.rpartition(".")[0]])] if name else 0
+        if name and (m.kind in settings.shard_unit or (m.cls is not None and m.cls.name in settings.shard_unit)):
+            units.append({})
+            parent = len(units) - 1
+        unit_of[id(m)] = parent
+        units[parent].update(param_keys(m))
+    seen: set = set()
+    owned = []
+    for unit in units:  # a tied weight belongs to the first unit that has it
+        owned.append(tuple((k, s) for k, s in unit.items() if k not in seen))
+        seen.update(unit)
+    return Parallel("fsdp", settings.world_size, tuple(owned), unit_of)
+
+
+def _memory(run: _Run, settings: Settings, shapes: list, buffers: list, points: list | None = None) -> memory.Memory:
 
     def label(ev: Event) -> str:
         if ev.module is not None:
@@ -285,7 +327,9 @@ def _memory(run: _Run, settings: Settings, shapes: list, buffers: list) -> memor
         return f"{run.names[id(ev.owner)] or ev.owner.kind} ({ev.type})" if ev.owner is not None else ev.type
 
     return memory.simulate(run.events, run.inputs, run.output, run.kept, run.loss, shapes, buffers, settings.dtype,
-                           settings.optimizer, settings.reserve, label, held=run.interp.held)
+                           settings.optimizer, settings.reserve, label, held=run.interp.held, points=points,
+                           accumulate=settings.accumulate, parallel=_parallel(run, settings),
+                           cpu=settings.device == "cpu")
 
 
 def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
@@ -372,11 +416,34 @@ def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) ->
     return mem.peak + mem.reserve
 
 
+def _points(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> list | None:
+    """The step's places where the peak can occur, (phase, total) each, at one batch size; None
+    where the simulated peak is not among them."""
+    run = _run(src, decl, settings, batch)
+    points: list = []
+    mem = _memory(run, settings, *_parameters(run), points=points)
+    return points if points and max(total for _, total in points) == mem.peak else None
+
+
 def _max_batch(src: SourceFile, decl: ModelDecl, settings: Settings) -> int:
     """The largest batch whose simulated peak fits the budget (0 if none does).
 
-    A linear fit from batches 1 and 2 gives the guess; a bracketed binary search
-    on the simulated peak makes it exact."""
+    In closed form (batch.py) from the steps at batches 2 and 3, checked at the first batch it
+    says does not fit: three interpretations. A search where the step is not affine in the batch."""
+    two, three = _points(src, decl, settings, 2), _points(src, decl, settings, 3)
+    best = largest_batch(two, three, settings.budget - settings.reserve) if two and three else None
+    if best == 1:  # batch 2 does not fit
+        return 1 if peak_at(src, decl, settings, 1) <= settings.budget else 0
+    if best == 2:  # batch 3 does not fit: seen, not solved for
+        return 2
+    if best is not None and affine_at(two, three, _points(src, decl, settings, best + 1) or [], best + 1):
+        return best
+    return _search(src, decl, settings)
+
+
+def _search(src: SourceFile, decl: ModelDecl, settings: Settings) -> int:
+    """The largest batch whose simulated peak fits, found by running the step: a linear fit from
+    batches 1 and 2 gives the guess; a bracketed binary search makes it exact."""
     budget = settings.budget
     one = peak_at(src, decl, settings, 1)
     if one > budget:

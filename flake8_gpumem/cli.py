@@ -30,15 +30,25 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--budget", help='GPU memory: bytes, "12GiB", "16GB" or a GPU name like T4, A100-40GB')
     r.add_argument("--reserve", help="memory set aside for the CUDA context etc. (default 0)")
     r.add_argument("--device", help="whose kernels to model: cuda (default) or cpu")
+    r.add_argument("--checkpoint", action="append", metavar="CLASS",
+                   help="what if every call of this module class ran under torch.utils.checkpoint (repeatable)")
+    r.add_argument("--accumulate", metavar="K", help="K micro-batches of --batch-size per optimizer step")
+    r.add_argument("--strategy", help="single (default), ddp or fsdp (FSDP2 fully_shard): figures per GPU")
+    r.add_argument("--world-size", metavar="N", help="GPUs under --strategy ddp/fsdp")
+    r.add_argument("--shard-unit", action="append", metavar="CLASS",
+                   help="fsdp: a module class wrapped with fully_shard (repeatable; the root always is)")
     r.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
                    help="a constructor argument of the model, e.g. --arg num_classes=10 (repeatable)")
     r.add_argument("--format", choices=sorted(RENDERERS), default="table")
     return p
 
 
+SETTING_FLAGS = ("input_shape", "batch_size", "optimizer", "dtype", "input_dtype", "budget", "reserve", "device",
+                 "loss", "checkpoint", "accumulate", "strategy", "world_size", "shard_unit")
+
+
 def overrides_from(ns: argparse.Namespace):
-    values = {k: getattr(ns, k) for k in ("input_shape", "batch_size", "optimizer", "dtype", "input_dtype",
-                                          "budget", "reserve", "device", "loss") if getattr(ns, k) is not None}
+    values = {k: getattr(ns, k) for k in SETTING_FLAGS if getattr(ns, k) is not None}
     args = {}
     for item in ns.arg:
         name, eq, raw = item.partition("=")

@@ -25,6 +25,7 @@ INPUT_DTYPES = ("float32", "float16", "bfloat16", "int64", "int32")
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "rmsprop", "adagrad")
 LOSSES = ("cross_entropy", "mse", "sum")
 DEVICES = ("cuda", "cpu")
+STRATEGIES = ("single", "ddp", "fsdp")
 
 # Memory each card makes available, in bytes, as its vendor states it.
 GIB = 1024 ** 3
@@ -53,6 +54,11 @@ class Settings:
     input_dtype: str | tuple | None = None  # one for all inputs, or a tuple: one per input
     optimizer: str | None = None
     loss: str | None = None  # applied to the first output when forward returns no 0-d tensor
+    checkpoint: tuple | None = None  # what-if: class names whose every call runs checkpointed
+    accumulate: int | None = None  # micro-batches of batch_size per optimizer step
+    strategy: str | None = None  # single | ddp | fsdp: the figures are per GPU (the largest rank)
+    world_size: int | None = None  # GPUs under ddp/fsdp
+    shard_unit: tuple | None = None  # fsdp: class names wrapped with fully_shard (the root always is)
     warn_fraction: float | None = None
     reserve: int | None = None
     device: str | None = None  # whose kernels: cuda (default) or cpu
@@ -60,7 +66,8 @@ class Settings:
 
 
 DEFAULTS = Settings(batch_size=1, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0, device="cuda",
-                    loss="cross_entropy")
+                    loss="cross_entropy", checkpoint=(), accumulate=1, strategy="single", world_size=1,
+                    shard_unit=())
 
 
 def input_shapes(s: Settings) -> list[tuple]:
@@ -168,6 +175,14 @@ def _fraction(value, key: str) -> float:
     return f
 
 
+def _class_names(value, key: str) -> tuple:
+    """A class name, several separated by commas, or a list of them."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n.strip().isidentifier() for n in names):
+        raise ConfigError(f"{key} = {value!r}: expected a class name or a list of them, like [\"Block\"]")
+    return tuple(n.strip() for n in names)
+
+
 def _args(value, key: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{key} = {value!r}: expected a table of constructor arguments")
@@ -195,6 +210,11 @@ PARSERS = {
     "input_dtype": _dtypes,
     "optimizer": _choice(OPTIMIZERS),
     "loss": _choice(LOSSES),
+    "checkpoint": _class_names,
+    "accumulate": _positive_int,
+    "strategy": _choice(STRATEGIES),
+    "world_size": _positive_int,
+    "shard_unit": _class_names,
     "warn_fraction": _fraction,
     "reserve": lambda v, k: parse_size(v, k),
     "device": _choice(DEVICES),

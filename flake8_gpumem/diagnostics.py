@@ -48,10 +48,40 @@ def budget_check(report, peak_with) -> tuple[str, str] | None:
     if need > s.budget:
         hints = [f"largest batch that fits: {report.max_batch_size}" if report.max_batch_size
                  else "even batch 1 does not fit"]
-        if not s.dtype.startswith("amp") and s.dtype == "float32":
-            amp = peak_with(replace(s, dtype="amp-bf16")) + mem.reserve
-            hints.append(f"amp-bf16 would need {human(amp)}" + (" (fits)" if amp <= s.budget else ""))
+        fixes = _fixes(report, peak_with)
+        if fixes:
+            hints.append("fits " + ", or ".join(f"{how} ({human(peak)})" for how, peak in fixes))
+        elif s.dtype == "float32":
+            hints.append(f"amp-bf16 would need {human(peak_with(replace(s, dtype='amp-bf16')))}")
         return ("GPM100", f"{what}, over the {human(s.budget)} budget; biggest: {biggest} "
                           f"{human(parts[biggest])}{where}; {'; '.join(hints)}")
     return ("GPM101", f"{what}, {need / s.budget:.0%} of the {human(s.budget)} budget (warn above "
                       f"{s.warn_fraction:.0%}); biggest: {biggest} {human(parts[biggest])}{where}")
+
+
+def _fixes(report, peak_with) -> list[tuple[str, int]]:
+    """What would make the step fit, each simulated: AMP, checkpointing the model's block, the same
+    samples in micro-batches, FSDP over the fewest GPUs; (how, footprint) for those that fit."""
+    s = report.settings
+    block = next(iter(report.blocks), None)
+    tries = []
+    if s.dtype == "float32":
+        tries.append(("with --dtype amp-bf16", replace(s, dtype="amp-bf16")))
+    if block and block not in s.checkpoint:
+        tries.append((f"with activation checkpointing on {block}", replace(s, checkpoint=s.checkpoint + (block,))))
+    k = next((k for k in (2, 4, 8, 16) if s.batch_size % k == 0 and s.batch_size > k), None)
+    if k:
+        tries.append((f"with --accumulate {k * s.accumulate} at batch {s.batch_size // k}",
+                      replace(s, batch_size=s.batch_size // k, accumulate=k * s.accumulate)))
+    fits = []
+    for how, settings in tries:
+        peak = peak_with(settings)
+        if peak <= s.budget:
+            fits.append((how, peak))
+    if block and s.strategy == "single":
+        for world in (2, 4, 8):
+            peak = peak_with(replace(s, strategy="fsdp", world_size=world, shard_unit=(block,)))
+            if peak <= s.budget:
+                fits.append((f"on {world} GPUs with FSDP sharding {block}", peak))
+                break
+    return fits

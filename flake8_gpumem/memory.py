@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .parallel import Parallel, Sharded
 from .values import DTYPE_BYTES, FLOAT_DTYPES, Tensor, tensors_in
 
 # Optimizer state: (tensors the size of each parameter, keeps a per-parameter step tensor,
@@ -70,101 +71,215 @@ class _Grad:
 
 def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, param_shapes: list, buffers: list,
              dtype: str, optimizer: str, reserve: int = 0, names=None, log: list | None = None,
-             held: dict | None = None) -> Memory:
+             held: dict | None = None, accumulate: int = 1, points: list | None = None,
+             parallel: Parallel | None = None, cpu: bool = False) -> Memory:
     """Walk the step's timeline; `names(event)` labels where the peak happens.
 
     `inputs` (the batch and the targets) exist before forward; forward's events return `returned`,
     all alive until forward ends; `kept` stays alive to the step's end (what the training loop holds);
     backward starts from `loss`. `held`: storage id -> the last event during which a Python
-    variable still referenced it."""
-    pbytes = DTYPE_BYTES[param_dtype(dtype)]
-    numel = sum(math.prod(s) for s in param_shapes)
-    weights = numel * pbytes + sum(t.numel * (pbytes if t.dtype in FLOAT_DTYPES else DTYPE_BYTES[t.dtype])
-                                   for t in buffers)
-    out_tensors = list(tensors_in(returned))
-    # What forward returned beside what the loss needs is dropped by the step (GoogLeNet's auxiliary
-    # logits), and with it what only its graph keeps. Parameters only it uses get no gradient, so the
-    # optimizer never makes state for them nor updates them.
-    dead = _dead_calls(events, out_tensors, loss)
-    unused = _unused_params(events, dead)
-    trained = numel - sum(math.prod(s) for s in unused)
-    states, step, temps = OPTIMIZER_STATE[optimizer]
-    opt = states * trained * pbytes + (STEP_BYTES * (len(param_shapes) - len(unused)) if step else 0)
+    variable still referenced it. With `accumulate` K > 1 the optimizer steps after K micro-batches:
+    from the second on, the gradients exist and each backward adds into them, and the previous
+    micro-batch's outputs live until its forward returns (`logits, loss = model(x, y)` rebinds them).
+    `points` collects (phase, total) at every place the peak can occur (batch.py solves them for the
+    largest batch that fits). Under `parallel` (DDP, FSDP) the figures are one GPU's, the largest;
+    `cpu`: the collectives are gloo's."""
     label = names or (lambda ev: ev.type)
+    setup = dict(points=points, parallel=parallel, cpu=cpu)
+    step = _Step(events, inputs, returned, kept, loss, param_shapes, buffers, dtype, optimizer, label, log, held,
+                 **setup)
+    step.forward()
+    step.backward()
+    activations = step.activations
+    gradients = step.sharded.weights if step.sharded is not None else step.gradients
+    if accumulate > 1:
+        carried = sum(step.size[s] for s in step.kept_to_end if s not in step.starting)
+        later = _Step(events, inputs, returned, kept, loss, param_shapes, buffers, dtype, optimizer, label, log,
+                      held, grads_exist=step.param_grads, carried=carried, **setup)
+        later.forward()
+        later.backward()
+        if later.peak > step.peak:
+            step.peak, step.phase = later.peak, f"{later.phase} (micro-batch 2 of {accumulate})"
+        step.cur = max(step.cur, later.cur)
+    step.optimizer_step(optimizer)
+    rounding = sum(_round_up(math.prod(s) * step.pbytes) - math.prod(s) * step.pbytes for s in param_shapes) * (
+        2 + OPTIMIZER_STATE[optimizer][0])
+    return Memory(step.weights, gradients, step.opt, activations, step.peak, reserve, step.phase, rounding)
 
-    starting = {t.storage.id: t.nbytes for t in inputs}
-    kept_to_end = set(starting) | {t.storage.id for t in kept} | {loss.storage.id}
-    returned_ids = {t.storage.id for t in out_tensors}
-    cached = {t.id for ev in events if ev.until_forward_end for t in ev.allocated}
-    last_use: dict[int, int] = {}
-    first_saver: dict[int, int] = {}
-    size: dict[int, int] = dict(starting)
-    for i, ev in enumerate(events):
-        for t in ev.allocated:
-            size[t.id] = t.nbytes
-            last_use.setdefault(t.id, i)
-        for t in ev.inputs:
-            last_use[t.storage.id] = i
-        for t in ev.saved:
-            if not t.storage.is_param:
-                first_saver.setdefault(t.storage.id, i)
-    for sid, i in (held or {}).items():
-        if sid in last_use:
-            last_use[sid] = max(last_use[sid], i)
 
-    cur = weights + opt + sum(starting.values())
-    peak, phase = cur, "start of forward"
-    live: set = set(starting)
-    frees_after: dict[int, list] = {}  # event index -> storages nobody needs after it
-    for sid, i in last_use.items():
-        if sid not in first_saver and sid not in kept_to_end and sid not in returned_ids and sid not in cached:
-            frees_after.setdefault(i, []).append(sid)
-    for i, ev in enumerate(events):
-        for t in ev.allocated:
-            live.add(t.id)
-            cur += t.nbytes
-        if cur + ev.forward_temp > peak:
-            peak, phase = cur + ev.forward_temp, f"forward, {label(ev)}"
-        if log is not None:
-            log.append(("fwd", label(ev), cur))
-        for sid in frees_after.get(i, ()):
-            if sid in live:
-                live.discard(sid)
-                cur -= size[sid]
-    for sid in [s for s in live if s in cached and s not in first_saver]:  # autocast's cache is cleared
-        live.discard(sid)
-        cur -= size[sid]
-    savers_left: dict[int, int] = {}
-    for i, ev in enumerate(events):
-        for sid in {t.storage.id for t in ev.saved if not t.storage.is_param}:
-            savers_left[sid] = savers_left.get(sid, 0) + 1
-    for sid in {t.storage.id for ev in dead for t in ev.saved if not t.storage.is_param}:
-        savers_left[sid] -= sum(1 for ev in dead if sid in {t.storage.id for t in ev.saved})
-    for sid in [s for s in live if s not in kept_to_end and not savers_left.get(s)]:
-        live.discard(sid)
-        cur -= size[sid]
-    activations = sum(size[s] for s in live)
+class _Step:
+    """One forward and backward walked allocation by allocation: the running total and its peak.
 
-    # Backward: gradients flow from the loss (a scalar) through the calls in reverse.
-    grads: dict[int, _Grad] = {loss.id: _Grad(0)}
-    param_grads: set = set()
-    gradients = 0
+    A checkpointed call (`ev.checkpoint`, torch.utils.checkpoint) keeps nothing in forward but its
+    inputs; when backward reaches it, its forward runs again and keeps what its ops save."""
 
-    def release(buf: _Grad) -> None:
-        nonlocal cur
+    def __init__(self, events, inputs, returned, kept, loss, param_shapes, buffers, dtype, optimizer, label, log,
+                 held, grads_exist: set | None = None, carried: int = 0, points: list | None = None,
+                 parallel: Parallel | None = None, cpu: bool = False):
+        self.events, self.loss, self.label, self.log = events, loss, label, log
+        self.pbytes = DTYPE_BYTES[param_dtype(dtype)]
+        numel = sum(math.prod(s) for s in param_shapes)
+        self.weights = numel * self.pbytes + sum(
+            t.numel * (self.pbytes if t.dtype in FLOAT_DTYPES else DTYPE_BYTES[t.dtype]) for t in buffers)
+        out_tensors = list(tensors_in(returned))
+        # What forward returned beside what the loss needs is dropped by the step (GoogLeNet's auxiliary
+        # logits), and with it what only its graph keeps. Parameters only it uses get no gradient, so the
+        # optimizer never makes state for them nor updates them.
+        self.dead = _dead_calls(events, out_tensors, loss)
+        unused = _unused_params(events, self.dead)
+        self.trained = numel - sum(math.prod(s) for s in unused)
+        states, has_step, _ = OPTIMIZER_STATE[optimizer]
+        self.opt = states * self.trained * self.pbytes + (
+            STEP_BYTES * (len(param_shapes) - len(unused)) if has_step else 0)
+        buffer_bytes = self.weights - numel * self.pbytes
+        self.sharded = Sharded(parallel, events, self.pbytes, cpu) if parallel and parallel.strategy == "fsdp" else None
+        # DDP's reducer keeps a flat copy of the gradients in its buckets, across steps
+        self.buckets = self.trained * self.pbytes if parallel and parallel.strategy == "ddp" else 0
+        if self.sharded is not None:  # one rank's shards; the optimizer's state is made from them
+            self.trained = self.sharded.weights // self.pbytes
+            self.weights = self.sharded.weights + buffer_bytes
+            self.opt = states * self.sharded.weights + (STEP_BYTES * len(param_shapes) if has_step else 0)
+
+        self.starting = {t.storage.id: t.nbytes for t in inputs}
+        self.kept_to_end = set(self.starting) | {t.storage.id for t in kept} | {loss.storage.id}
+        self.returned = {t.storage.id for t in out_tensors}
+        self.cached = {t.id for ev in events if ev.until_forward_end for t in ev.allocated}
+        self.size: dict[int, int] = dict(self.starting)
+        self.regions: dict[int, list] = {}  # checkpointed call -> its events' indices
+        for i, ev in enumerate(events):
+            for t in ev.allocated:
+                self.size[t.id] = t.nbytes
+            if ev.checkpoint is not None:
+                self.regions.setdefault(ev.checkpoint, []).append(i)
+        # forward keeps a checkpointed call's inputs (until its first op's backward), not what its ops save
+        self.kept_in_forward = {i: self._saved(ev) for i, ev in enumerate(events) if ev.checkpoint is None}
+        dead = {id(ev) for ev in self.dead}
+        for idx in self.regions.values():
+            if all(id(events[i]) in dead for i in idx):
+                continue  # no gradient reaches it: nothing kept for a backward that never comes
+            made = {t.id for i in idx for t in events[i].allocated}
+            self.kept_in_forward[idx[0]] = {t.storage.id for i in idx for t in events[i].inputs
+                                            if not t.storage.is_param and t.storage.id not in made}
+        self.held = held or {}
+        self.cur = self.weights + self.opt + sum(self.starting.values()) + carried + self.buckets
+        self.carried = carried
+        self.points, self.peak = points, -1  # below any total: the start is the first place the peak can occur
+        self.reach(self.cur, "start of forward")
+        self.live: set = set(self.starting)
+        self.param_grads: set = set(grads_exist or ())
+        if grads_exist:  # a later micro-batch: the gradients the first one made are there from the start
+            self.cur += self.sharded.weights if self.sharded is not None else self.trained * self.pbytes
+            self.reach(self.cur, "start of forward")
+        self.gradients = 0
+        self.again: dict[int, int] = {}  # a reentrant region's first op -> its recomputed outputs' bytes
+
+    @staticmethod
+    def _saved(ev) -> set:
+        return {t.storage.id for t in ev.saved if not t.storage.is_param}
+
+    def reach(self, total: int, phase: str) -> None:
+        """A place the peak can occur."""
+        if self.points is not None:
+            self.points.append((phase, total))
+        if total > self.peak:
+            self.peak, self.phase = total, phase
+
+    def alloc(self, sid: int) -> None:
+        if sid not in self.live:
+            self.live.add(sid)
+            self.cur += self.size[sid]
+
+    def free(self, sid: int) -> None:
+        if sid in self.live:
+            self.live.discard(sid)
+            self.cur -= self.size[sid]
+
+    def forward(self) -> None:
+        events, label = self.events, self.label
+        last_use: dict[int, int] = {}
+        first_saver: dict[int, int] = {}
+        for i, ev in enumerate(events):
+            for t in ev.allocated:
+                last_use.setdefault(t.id, i)
+            for t in ev.inputs:
+                last_use[t.storage.id] = i
+            for sid in self.kept_in_forward.get(i, ()):
+                first_saver.setdefault(sid, i)
+        for sid, i in self.held.items():
+            if sid in last_use:
+                last_use[sid] = max(last_use[sid], i)
+        frees_after: dict[int, list] = {}  # event index -> storages nobody needs after it
+        for sid, i in last_use.items():
+            if sid not in first_saver and sid not in self.kept_to_end and sid not in self.returned \
+                    and sid not in self.cached:
+                frees_after.setdefault(i, []).append(sid)
+        if self.sharded is not None:
+            self.sharded.start(self)
+        for i, ev in enumerate(events):
+            if self.sharded is not None:
+                self.sharded.before_forward(self, i)
+            for t in ev.allocated:
+                self.alloc(t.id)
+            self.reach(self.cur + ev.forward_temp, f"forward, {label(ev)}")
+            if self.log is not None:
+                self.log.append(("fwd", label(ev), self.cur))
+            for sid in frees_after.get(i, ()):
+                self.free(sid)
+            if self.sharded is not None:
+                self.sharded.after_forward(self, i)
+        if self.sharded is not None:
+            self.sharded.end_forward(self)
+        for sid in [s for s in self.live if s in self.cached and s not in first_saver]:  # autocast's cache
+            self.free(sid)
+        self.cur -= self.carried  # the previous micro-batch's outputs, rebound now
+        self.savers_left: dict[int, int] = {}
+        for i in self.kept_in_forward:
+            for sid in self.kept_in_forward[i]:
+                self.savers_left[sid] = self.savers_left.get(sid, 0) + 1
+        dead = {id(ev) for ev in self.dead}
+        for i, ev in enumerate(events):
+            if id(ev) in dead:
+                for sid in self.kept_in_forward.get(i, ()):
+                    self.savers_left[sid] -= 1
+        for sid in [s for s in self.live if s not in self.kept_to_end and not self.savers_left.get(s)]:
+            self.free(sid)
+        self.activations = sum(self.size[s] for s in self.live)
+
+    def backward(self) -> None:
+        """Gradients flow from the loss (a scalar) through the calls in reverse."""
+        events = self.events
+        self.grads: dict[int, _Grad] = {self.loss.id: _Grad(0)}
+        dead = {id(ev) for ev in self.dead}  # a region no gradient reaches is not run again
+        first_of = {idx[-1]: r for r, idx in self.regions.items()  # backward meets a region at its last op
+                    if not all(id(events[i]) in dead for i in idx)}
+        for i in range(len(events) - 1, -1, -1):
+            if i in first_of:
+                self._recompute(self.regions[first_of[i]])
+            if self.sharded is not None:
+                self.sharded.before_backward(self, i)
+            self._backward_of(i)
+            if self.sharded is not None:
+                self.sharded.after_backward(self, i)
+        for buf in list(self.grads.values()):
+            self._release(buf)
+        if self.sharded is not None:
+            self.sharded.end_backward(self)
+
+    def _release(self, buf: _Grad) -> None:
         buf.refs -= 1
         if buf.refs == 0:
-            cur -= buf.nbytes
+            self.cur -= buf.nbytes
 
-    for i in range(len(events) - 1, -1, -1):
-        ev = events[i]
+    def _backward_of(self, i: int) -> None:
+        """One call's backward: its inputs' and parameters' gradients, then what it kept is freed."""
+        ev, label, grads, release = self.events[i], self.label, self.grads, self._release
         if not ev.leaf:
-            continue
+            return
         ins = {id(t) for t in ev.inputs}
         outs = [t for t in tensors_in(ev.output) if id(t) not in ins]
         incoming = [grads.pop(t.id) for t in outs if t.id in grads]
         if not incoming:
-            continue
+            return
         # 1. the node runs: its inputs' and parameters' gradients are allocated
         transient = 0
         produced = []
@@ -176,37 +291,33 @@ def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, par
                 # size, summed or copied into the parameter's
                 w = t.storage
                 transient += t.nbytes if t is not w else 0
-                gradients, transient, cur = _param_grad(("t", w.id), w.nbytes, param_grads, gradients,
-                                                        transient, cur)
+                transient += self._param_grad(("t", w.id), w.nbytes)
             elif ev.grad == "alias":
                 incoming[0].refs += 1
                 produced.append((t, incoming[0]))
             else:
-                cur += t.nbytes
+                self.cur += t.nbytes
                 produced.append((t, _Grad(t.nbytes)))
         if ev.module is not None and ev.module.op is not None and ev.own_param_grads:
-            for k, shape in enumerate(ev.module.params):
-                nbytes = math.prod(shape) * pbytes
-                gradients, transient, cur = _param_grad(ev.module.param_key(k), nbytes, param_grads, gradients,
-                                                        transient, cur)  # a tied weight: one gradient
+            for k, shape in enumerate(ev.module.params):  # a tied weight: one gradient
+                transient += self._param_grad(ev.module.param_key(k), math.prod(shape) * self.pbytes)
         transient += ev.backward_temp
-        if cur + transient > peak:
-            peak, phase = cur + transient, f"backward, {label(ev)}"
+        self.reach(self.cur + transient, f"backward, {label(ev)}")
         if ev.backward_late is not None:  # it frees its output's gradient midway
             for buf in incoming:
                 release(buf)
             incoming = []
             transient += ev.backward_late - ev.backward_temp
-            if cur + transient > peak:
-                peak, phase = cur + transient, f"backward, {label(ev)}"
-        if log is not None:
-            log.append(("bwd", label(ev), cur + transient))
+            self.reach(self.cur + transient, f"backward, {label(ev)}")
+        if self.log is not None:
+            self.log.append(("bwd", label(ev), self.cur + transient))
         # 2. it releases what it kept and the gradient it consumed
-        for sid in {t.storage.id for t in ev.saved if not t.storage.is_param}:
-            savers_left[sid] -= 1
-            if savers_left[sid] == 0 and sid not in kept_to_end and sid in live:
-                live.discard(sid)
-                cur -= size[sid]
+        region_inputs = self.kept_in_forward.get(i, set()) if ev.checkpoint is not None else set()
+        self.cur -= self.again.pop(i, 0)
+        for sid in [*self._saved(ev), *region_inputs]:
+            self.savers_left[sid] -= 1
+            if self.savers_left[sid] == 0 and sid not in self.kept_to_end:
+                self.free(sid)
         for buf in incoming:
             release(buf)
         # 3. a gradient arriving where one is waiting is summed into a new buffer
@@ -216,26 +327,57 @@ def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, par
                 grads[t.id] = new
                 continue
             grads[t.id] = _Grad(t.nbytes)
-            cur += t.nbytes
-            if cur > peak:
-                peak, phase = cur, f"backward, {label(ev)} (gradient accumulation)"
+            self.cur += t.nbytes
+            self.reach(self.cur, f"backward, {label(ev)} (gradient accumulation)")
             release(old)
             release(new)
-    for buf in list(grads.values()):
-        release(buf)
 
-    # Optimizer step: gradients exist; foreach updates allocate temporaries for all parameters at once.
-    step_peak = cur + temps * trained * pbytes
-    if step_peak > peak:
-        peak, phase = step_peak, f"optimizer step ({optimizer})"
-    rounding = sum(_round_up(math.prod(s) * pbytes) - math.prod(s) * pbytes for s in param_shapes) * (
-        2 + states)
-    return Memory(weights, gradients, opt, activations, peak, reserve, phase, rounding)
+    def _recompute(self, idx: list) -> None:
+        """Backward reaches a checkpointed call: its forward runs again; what its ops save stays
+        (until their backward), the rest is freed after its last use there. Its outputs exist."""
+        events = self.events
+        kept = set().union(*(self._saved(events[i]) for i in idx))
+        last_use = {t.id: i for i in idx for t in events[i].allocated}
+        for i in idx:
+            for t in events[i].inputs:
+                last_use[t.storage.id] = i
+        fresh: set = set()
+        if events[idx[0]].checkpoint.reentrant:  # its outputs again, until its backward returns
+            again = sum(self.size[t.id] for i in idx for t in events[i].allocated if t.id in self.live)
+            self.cur += again
+            self.again[idx[0]] = again
+        for i in idx:
+            ev = events[i]
+            fresh.update(t.id for t in ev.allocated if t.id not in self.live)
+            for t in ev.allocated:
+                self.alloc(t.id)
+            self.reach(self.cur + ev.forward_temp, f"backward, {self.label(ev)} (recomputed)")
+            for sid in [s for s in fresh if last_use[s] <= i and s not in kept]:
+                fresh.discard(sid)
+                self.free(sid)
+            for sid in self._saved(ev):
+                self.savers_left[sid] = self.savers_left.get(sid, 0) + 1
+
+    def _param_grad(self, key, nbytes: int) -> int:
+        """A parameter's gradient: allocated at its first use in backward, accumulated after (the
+        transient it returns)."""
+        if key in self.param_grads:
+            return nbytes
+        self.param_grads.add(key)
+        self.gradients += nbytes
+        self.cur += nbytes
+        return 0
+
+    def optimizer_step(self, optimizer: str) -> None:
+        """Gradients exist; foreach updates allocate temporaries for all parameters at once."""
+        self.reach(self.cur + OPTIMIZER_STATE[optimizer][2] * self.trained * self.pbytes,
+                   f"optimizer step ({optimizer})")
 
 
 def _dead_calls(events: list, out_tensors: list, loss: Tensor) -> list:
-    """The calls the loss does not depend on, when forward returns more than it needs."""
-    if len(out_tensors) < 2:
+    """The calls the loss does not depend on: what forward returns beyond what the loss needs, and
+    what runs where no gradient flows (a reentrant checkpoint whose inputs need none)."""
+    if len(out_tensors) < 2 and not any(ev.checkpoint is not None for ev in events):
         return []
     reached = _reaching(events, loss)
     return [ev for i, ev in enumerate(events) if i not in reached]
@@ -262,6 +404,8 @@ def _reaching(events: list, loss: Tensor) -> set:
             producers.setdefault(t.id, []).append(i)
 
     def made_by(t: Tensor) -> list:
+        if not t.requires_grad:
+            return []  # no graph behind it
         while t is not None and t.id not in producers:
             t = t.base  # a view made outside any call (iterating a tensor) leads to its base's maker
         return [] if t is None else producers[t.id]
@@ -277,14 +421,6 @@ def _reaching(events: list, loss: Tensor) -> set:
         for t in events[i].inputs:
             todo += made_by(t)
     return seen
-
-
-def _param_grad(key, nbytes: int, seen: set, gradients: int, transient: int, cur: int):
-    """A parameter's gradient: allocated at its first use in backward, accumulated (a transient) after."""
-    if key in seen:
-        return gradients, transient + nbytes, cur
-    seen.add(key)
-    return gradients + nbytes, transient, cur + nbytes
 
 
 def _round_up(n: int) -> int:

@@ -90,7 +90,20 @@ def _heading(m: ModelReport) -> str:
     s = m.settings
     dtypes = s.input_dtype if isinstance(s.input_dtype, str) else ", ".join(s.input_dtype or (s.dtype,))
     return (f"{m.name}  ({m.file}:{m.line})  input {shape(m.input_shape)} {dtypes}, batch {m.batch}, "
-            f"{s.dtype}, {s.optimizer}, loss: {LOSS_WORDS.get(m.loss, m.loss)}")
+            f"{s.dtype}, {s.optimizer}, loss: {LOSS_WORDS.get(m.loss, m.loss)}{setup_words(s)}")
+
+
+def setup_words(s) -> str:
+    """The training set-up, as the heading and GPM100 name it: ', checkpointing Block, 4 micro-batches'."""
+    words = [f"checkpointing {' and '.join(s.checkpoint)}"] if s.checkpoint else []
+    if s.accumulate and s.accumulate > 1:
+        words.append(f"accumulating {s.accumulate} micro-batches per optimizer step")
+    if s.strategy == "ddp":
+        words.append(f"DDP on {s.world_size} GPUs (per GPU)")
+    elif s.strategy == "fsdp":
+        units = f" sharding {' and '.join(s.shard_unit)}" if s.shard_unit else ""
+        words.append(f"FSDP on {s.world_size} GPUs{units} (per GPU)")
+    return "".join(f", {w}" for w in words)
 
 
 def to_table(analysis: Analysis) -> str:

@@ -47,9 +47,10 @@ class ModelDecl:
     def commented(self) -> bool:
         return self.inline != Settings() or self.inline_error is not None
 
-    @property
+    @cached_property
     def node(self):
-        """Its libcst statement (parsed on first use); for an expression, the expression."""
+        """Its libcst statement (parsed on first use); for an expression, the expression, parsed once
+        for every run of the model."""
         if self.expression:
             return _interpreter().parse_expression(self.expression)
         return next(s for s in self.segment.module.body if _interpreter().binds(s, self.name))

@@ -707,3 +707,15 @@ def test_a_language_model_configured_in_pyproject(tmp_path):
     path = write(tmp_path, "train.py", source)
     m = only_model(report_json(path, "--model", "model", cwd=tmp_path))
     assert (m["name"], m["input_shape"], m["params"]) == ("model", [[4, 64], [4, 64]], GPT_PARAMS)
+
+
+def test_the_heading_names_the_training_set_up():
+    args = (GPT, "--model", GPT_EXPR, "--input-shape", "64", "--input-dtype", "int64", "--batch-size", "4")
+    plain = only_model(report_json(*args))
+    heading = run_gpumem(*args, "--checkpoint", "Block", "--accumulate", "2", "--strategy", "fsdp",
+                         "--world-size", "4", "--shard-unit", "Block").stdout.splitlines()[0]
+    assert ("checkpointing Block" in heading and "accumulating 2 micro-batches" in heading
+            and "FSDP on 4 GPUs sharding Block (per GPU)" in heading), heading
+    sharded = only_model(report_json(*args, "--strategy", "fsdp", "--world-size", "4", "--shard-unit", "Block"))
+    assert sharded["params"] == plain["params"] == GPT_PARAMS  # the model's, not a rank's
+    assert sharded["memory"]["weights"] < plain["memory"]["weights"] / 3

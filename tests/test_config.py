@@ -399,3 +399,28 @@ def test_bad_loss_or_dtypes_name_key_and_value(key, value, shown):
 def test_loss_defaults_to_cross_entropy():
     assert DEFAULTS.loss == "cross_entropy"
     assert settings_from({"loss": "MSE"}, "here").loss == "mse"
+
+
+# ---------------------------------------------------------------- training set-ups
+
+def test_set_up_keys():
+    s = settings_from({"checkpoint": "Block, Stage", "accumulate": "4", "strategy": "FSDP", "world_size": 8,
+                       "shard_unit": ["Block"]}, "here")
+    assert (s.checkpoint, s.accumulate, s.strategy, s.world_size, s.shard_unit) == (
+        ("Block", "Stage"), 4, "fsdp", 8, ("Block",))
+    assert (DEFAULTS.checkpoint, DEFAULTS.accumulate, DEFAULTS.strategy, DEFAULTS.world_size) == ((), 1, "single", 1)
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("checkpoint", "not a class!", "'not a class!'"),
+    ("checkpoint", [3], "[3]"),
+    ("accumulate", 0, "0"),
+    ("strategy", "zero3", "'zero3'"),
+    ("world_size", -2, "-2"),
+    ("shard_unit", {"Block": 1}, "{'Block': 1}"),
+])
+def test_bad_set_up_names_key_and_value(key, value, shown):
+    with pytest.raises(ConfigError) as info:
+        settings_from({key: value}, "pyproject.toml [tool.gpumem]")
+    message = str(info.value)
+    assert "pyproject.toml" in message and key in message and shown in message, message

@@ -34,6 +34,8 @@ NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "wa
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
           "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
 # re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16")
+# torch.utils.checkpoint's own keywords; the rest go to the function it runs
+CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug")
 PURE_RE = ("split", "match", "fullmatch", "search", "sub", "findall")
 # collections.abc / typing names model code checks its arguments against
 ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "List": list, "Tuple": tuple,
@@ -192,6 +194,12 @@ class Calls:
             return Q("torch.Generator")  # a random generator, seeded or not: it sizes nothing
         if path == "typing.cast":
             return args[1]
+        if path == "torch.utils.checkpoint.checkpoint":
+            rest = {k: v for k, v in kwargs.items() if k not in CHECKPOINT_OPTIONS}
+            return self.checkpointed(lambda: self.call(args[0], list(args[1:]), rest, node), list(args[1:]),
+                                     kwargs.get("use_reentrant") is True)
+        if path == "torch.utils.checkpoint.checkpoint_sequential":
+            return self._checkpoint_sequential(*args, node=node, **kwargs)
         if path == "functools.partial":
             return Partial(args[0], list(args[1:]), dict(kwargs))
         if path == "dataclasses.field":
@@ -236,6 +244,23 @@ class Calls:
             raise Unresolved(f"{path}() is not known to gpumem: no source for module {path.partition('.')[0]} "
                              "on the search path", node)
         raise Unresolved(f"{path}() is not known to gpumem", node)
+
+    def _checkpoint_sequential(self, functions, segments, input, node, use_reentrant=None, **options):
+        """checkpoint_sequential: every segment but the last checkpointed, as torch splits them."""
+        if isinstance(functions, Module):
+            functions = list(functions.children.values())
+        size = len(functions) // segments
+        end = -1
+
+        def run(start: int, stop: int, x):
+            for f in functions[start:stop + 1]:
+                x = self.call(f, [x], {}, node)
+            return x
+
+        for start in range(0, size * (segments - 1), size):
+            end = start + size - 1
+            input = self.checkpointed(lambda: run(start, end, input), [input], use_reentrant is True)
+        return run(end + 1, len(functions) - 1, input)
 
     def call_builtin(self, func: Builtin, args: list, kwargs: dict, node):
         name = func.name

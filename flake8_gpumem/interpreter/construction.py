@@ -9,7 +9,7 @@ from .. import catalogue
 from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
 from .objects import (CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
-                      Module, Parameter, Q, canonical, walk_modules)
+                      Module, Parameter, Q, Region, canonical, walk_modules)
 from .tensors import _bad_sizes, _params
 from ..catalogue import Args, Op
 
@@ -231,6 +231,32 @@ class Construction:
             module.op, module.args, module.params, module.buffers = layer.op, layer.args, layer.params, layer.buffers
 
     def call_module(self, module: Module, args: list, kwargs: dict, node):
+        if self.region is None and (module.kind in self.checkpoint_classes or (
+                module.cls is not None and module.cls.name in self.checkpoint_classes)):
+            return self.checkpointed(lambda: self._run_module(module, args, kwargs, node))
+        return self._run_module(module, args, kwargs, node)
+
+    def checkpointed(self, run, inputs: list = (), reentrant: bool = False):
+        """torch.utils.checkpoint around `run()`: its events are one region, which forward keeps
+        nothing of but its inputs and backward runs again (a region inside one is part of it).
+        The reentrant variant gives no gradient at all when none of its inputs needs one."""
+        if self.region is not None:
+            return run()
+        self.regions += 1
+        self.region, first = self.regions, len(self.events)
+        try:
+            out = run()
+        finally:
+            self.region = None
+        region = Region(self.regions, reentrant)
+        for ev in self.events[first:]:
+            ev.checkpoint = region
+        if reentrant and not any(t.requires_grad for t in tensors_in(list(inputs))):
+            for t in tensors_in(out):
+                t.requires_grad = False
+        return out
+
+    def _run_module(self, module: Module, args: list, kwargs: dict, node):
         if self.stack:
             self.stack[-1][1] = True
         self.stack.append([module, False])

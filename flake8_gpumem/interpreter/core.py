@@ -18,7 +18,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
     """Evaluates one model: construction, then one forward pass."""
 
     def __init__(self, scope: Scope, model_dtype: str = "float32", device: str = "cuda",
-                 autocast: str | None = None, resolver: Resolver | None = None):
+                 autocast: str | None = None, resolver: Resolver | None = None, checkpoint: tuple = ()):
         self.scope = scope
         self.resolver = resolver or imports.resolver(imports.roots_for(""))  # where imported source is found
         self.model_dtype = model_dtype
@@ -34,6 +34,9 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
         self.anchor: tuple | None = None  # (Segment, node) of the innermost user code, for positions
         self.segment: Segment | None = None  # the statement whose code runs now
         self.in_foreign = False  # running another file's code, whose nodes have no place in the linted file
+        self.checkpoint_classes = frozenset(checkpoint)  # what-if: every call of these runs checkpointed
+        self.region: int | None = None  # the checkpointed call running now
+        self.regions = 0
 
     @property
     def torch_scope(self) -> Scope:

@@ -235,6 +235,15 @@ def walk_modules(root: Module) -> list:
     return out
 
 
+@dataclass(frozen=True)
+class Region:
+    """A call torch.utils.checkpoint runs: backward runs its forward again. The reentrant variant
+    recomputes its outputs too (the non-reentrant one stops once what backward needs exists)."""
+
+    id: int
+    reentrant: bool = False
+
+
 @dataclass
 class Event:
     """One call in forward: a leaf module, a functional op, a tensor method or an operator."""
@@ -257,6 +266,7 @@ class Event:
     until_forward_end: bool = False  # its output lives until forward ends (autocast's weight cache)
     owner: Module | None = None  # the module whose forward made this call
     folded: bool = False  # made inside a leaf custom module: reported as part of that module's row
+    checkpoint: Region | None = None  # the checkpointed call (torch.utils.checkpoint) it runs in
 
 
 LAZY_PENDING = object()  # a lazy layer's size until its first input arrives

@@ -1,0 +1,119 @@
+"""Data and model parallelism: what one GPU holds under DDP and under FSDP2's fully_shard.
+
+The figures are the largest rank's (rank 0), as PyTorch builds each strategy:
+
+- DDP keeps a flat copy of every gradient in its reducer's buckets, across steps, on top of a
+  single GPU's step; nothing else grows with the world size.
+- FSDP2 shards every parameter on its first dimension (padded to a multiple of the world size);
+  weights, gradients and optimizer state are those shards. A unit (a module wrapped with
+  fully_shard; the root always is) is all-gathered before its forward (the gathered buffer lives
+  until the next unit's is copied out), freed after it, gathered again for its backward (the next
+  unit's gather prefetched meanwhile), and its gradients are reduce-scattered when its backward
+  ends (the scatter's input lives until the next unit's starts). The root stays gathered from
+  its forward to the end of backward.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Parallel:
+    strategy: str  # "ddp" | "fsdp"
+    world: int
+    units: tuple = ()  # fsdp: per unit, the root first, its parameters as ((key, shape), ...)
+    unit_of: dict = field(default_factory=dict)  # fsdp: id(module) -> its unit
+
+    def shard(self, shape: tuple, itemsize: int) -> int:
+        """Bytes of one rank's shard of a parameter: ceil(rows / world) rows."""
+        rows = shape[0] if shape else 1
+        return -(-rows // self.world) * math.prod(shape[1:]) * itemsize
+
+
+class Sharded:
+    """FSDP2's gathers and scatters along one step's events, as hooks the simulator calls."""
+
+    def __init__(self, parallel: Parallel, events: list, itemsize: int, cpu: bool):
+        self.p, self.itemsize = parallel, itemsize
+        self.shards = [sum(parallel.shard(s, itemsize) for _, s in unit) for unit in parallel.units]
+        self.gathered = [n * parallel.world for n in self.shards]  # padded to whole shards
+        self.real = {key: math.prod(s) * itemsize for unit in parallel.units for key, s in unit}
+        first, last = {}, {}
+        for i, ev in enumerate(events):
+            module = ev.module if ev.module is not None else ev.owner
+            u = parallel.unit_of.get(id(module)) if module is not None else None
+            if u:  # the root (0) is gathered for the whole step
+                first.setdefault(u, i)
+                last[u] = i
+        self.order = sorted(first, key=first.get)  # units in the order forward runs them
+        self.starts = {first[u]: u for u in self.order}
+        self.ends = {last[u]: u for u in self.order}
+        self.gather_out = 0  # the last all-gather's buffer, freed once the next one is copied out
+        self.scatter_in = 0  # the last reduce-scatter's input, freed when the next one starts
+        self.prefetched: set = set()
+        self.scatter_transient = cpu  # gloo's reduce-scatter allocates the input's size once more
+
+    @property
+    def weights(self) -> int:
+        return sum(self.shards)
+
+    def start(self, step) -> None:
+        """The root's parameters are gathered as forward starts."""
+        self._gather(step, 0, "forward, all-gather of the root")
+
+    def _gather(self, step, u: int, phase: str) -> None:
+        step.cur += self.gathered[u]  # the all-gather's output
+        step.reach(step.cur, phase)
+        step.cur += self.gathered[u]  # copied out into the unsharded parameters
+        step.reach(step.cur, phase)
+        step.cur -= self.gather_out
+        self.gather_out = self.gathered[u]
+
+    def before_forward(self, step, i: int) -> None:
+        if i in self.starts:
+            self._gather(step, self.starts[i], f"forward, all-gather before {step.label(step.events[i])}")
+
+    def after_forward(self, step, i: int) -> None:
+        if i in self.ends:
+            step.cur -= self.gathered[self.ends[i]]  # resharded
+
+    def end_forward(self, step) -> None:
+        step.cur -= self.gather_out
+        self.gather_out = 0
+
+    def before_backward(self, step, i: int) -> None:
+        u = self.ends.get(i)
+        if u is None:
+            return
+        if u not in self.prefetched:
+            step.cur += self.gathered[u]
+        step.cur += self.gathered[u]  # unsharded again
+        step.reach(step.cur, f"backward, all-gather before {step.label(step.events[i])}")
+        step.cur -= self.gathered[u]
+        later = self.order[:self.order.index(u)]
+        if later:  # the next unit backward reaches is gathered while this one runs
+            step.cur += self.gathered[later[-1]]
+            self.prefetched.add(later[-1])
+
+    def after_backward(self, step, i: int) -> None:
+        u = self.starts.get(i)
+        if u is not None:
+            step.cur -= self.gathered[u]  # resharded
+            self._scatter(step, u, f"backward, reduce-scatter after {step.label(step.events[i])}")
+
+    def end_backward(self, step) -> None:
+        self._scatter(step, 0, "backward, reduce-scatter of the root")
+        step.cur -= self.scatter_in + self.gathered[0]
+        self.scatter_in = 0
+
+    def _scatter(self, step, u: int, phase: str) -> None:
+        """The unit's gradients, copied into the scatter's input and freed; its shard of them stays."""
+        step.cur += self.gathered[u] - self.scatter_in
+        self.scatter_in = self.gathered[u]
+        step.reach(step.cur + (self.gathered[u] if self.scatter_transient else 0), phase)
+        for key, _ in self.p.units[u]:
+            if key in step.param_grads:
+                step.cur -= self.real[key]
+        step.cur += self.shards[u]
+        step.reach(step.cur, phase)

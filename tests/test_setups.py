@@ -1,0 +1,241 @@
+"""Training set-ups against PyTorch: activation checkpointing and gradient accumulation.
+
+Each model is a small source the analyser reads; PyTorch runs the same step
+(tests/torch_oracle.py, tests/setup_oracle.py: MemTracker, second step, CPU) and the
+peaks must agree within 1%: checkpoint calls written in the source (non-reentrant,
+reentrant, checkpoint_sequential), the what-if `checkpoint` setting against the same
+model with its blocks wrapped in torch.utils.checkpoint, and K micro-batches per
+optimizer step.
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import setup_oracle  # noqa: E402
+import torch_oracle  # noqa: E402
+
+from flake8_gpumem.analysis import analyse_source  # noqa: E402
+from flake8_gpumem.config import Settings  # noqa: E402
+
+SOURCE = """\
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint, checkpoint_sequential
+
+
+class Block(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, 4 * d)
+        self.fc2 = nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        return x + self.fc2(F.gelu(self.fc1(self.ln(x))))
+
+
+class Net(nn.Module):
+    def __init__(self, n=3, mode="none", reentrant=False, stem=False):
+        super().__init__()
+        self.stem = nn.Linear(64, 64) if stem else nn.Identity()
+        self.blocks = nn.ModuleList([Block() for _ in range(n)])
+        self.head = nn.Linear(64, 10)
+        self.mode = mode
+        self.reentrant = reentrant
+
+    def forward(self, x):
+        x = self.stem(x)
+        for b in self.blocks:
+            x = checkpoint(b, x, use_reentrant=self.reentrant) if self.mode == "ckpt" else b(x)
+        return self.head(x)
+
+
+class ConvSeq(nn.Module):
+    def __init__(self, segments=2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.body = nn.Sequential(*[nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+                                    for _ in range(6)])
+        self.head = nn.Linear(16, 10)
+        self.segments = segments
+
+    def forward(self, x):
+        x = checkpoint_sequential(self.body, self.segments, self.stem(x), use_reentrant=False)
+        return self.head(x.mean((2, 3)))
+"""
+TOKENS = (24, 64)
+IMAGE = (3, 16, 16)
+
+
+def _estimate(expr: str, shape, dtype: str, **setup):
+    settings = Settings(input_shape=shape, batch_size=4, dtype=dtype, device="cpu", **setup)
+    result = analyse_source(SOURCE, "model.py", settings, model=expr)
+    assert result.models, result.skipped
+    return result.models[0]
+
+
+def _model(expr: str):
+    torch.manual_seed(0)
+    return eval(expr, torch_oracle.load(SOURCE))
+
+
+def _close(estimate: int, measured: int, what: str):
+    error = (estimate - measured) / measured
+    assert abs(error) <= 0.01, f"{what}: estimate {estimate:,} vs measured {measured:,} ({error:+.2%})"
+
+
+@pytest.mark.parametrize("expr, shape", [
+    ("Net(mode='ckpt')", TOKENS),
+    ("Net(mode='ckpt', reentrant=True, stem=True)", TOKENS),
+    ("ConvSeq(2)", IMAGE),
+    ("ConvSeq(3)", IMAGE),
+])
+@pytest.mark.parametrize("dtype", ["float32", "amp-bf16"])
+def test_checkpoint_calls_in_the_source(expr, shape, dtype):
+    report = _estimate(expr, shape, dtype)
+    measured = setup_oracle.measure_checkpointed(_model(expr), (4,) + shape, dtype=dtype)
+    _close(report.memory.peak, measured.peak, expr)
+
+
+def test_checkpointing_lowers_the_peak_by_what_the_blocks_keep():
+    plain = _estimate("Net()", TOKENS, "float32").memory
+    checkpointed = _estimate("Net(mode='ckpt')", TOKENS, "float32").memory
+    assert checkpointed.peak < plain.peak
+    assert checkpointed.activations < plain.activations
+
+
+def test_a_reentrant_checkpoint_of_inputs_without_gradient_trains_nothing_inside():
+    """PyTorch's pitfall: use_reentrant=True around a call whose inputs need no gradient gives its
+    parameters no gradient, so the optimizer keeps no state for them either."""
+    report = _estimate("Net(mode='ckpt', reentrant=True)", TOKENS, "float32")
+    model = _model("Net(mode='ckpt', reentrant=True)")
+    measured = setup_oracle.measure_checkpointed(model, (4,) + TOKENS)
+    head = 64 * 10 + 10
+    assert report.memory.gradients == head * 4
+    assert measured.optimizer_state == report.memory.optimizer == 2 * head * 4 + 2 * 4
+    _close(report.memory.peak, measured.peak, "reentrant without gradients")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "amp-bf16"])
+def test_what_if_every_block_were_checkpointed(dtype):
+    report = _estimate("Net()", TOKENS, dtype, checkpoint=("Block",))
+    model = _model("Net()")
+    assert setup_oracle.wrap_checkpoint(model, "Block") == 3
+    measured = setup_oracle.measure_checkpointed(model, (4,) + TOKENS, dtype=dtype)
+    _close(report.memory.peak, measured.peak, "--checkpoint Block")
+    assert report.memory.peak == _estimate("Net(mode='ckpt')", TOKENS, dtype).memory.peak
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("dtype", ["float32", "amp-bf16"])
+def test_gradient_accumulation(k, dtype):
+    report = _estimate("Net()", TOKENS, dtype, accumulate=k)
+    measured = setup_oracle.measure_accumulated(_model("Net()"), (4,) + TOKENS, dtype=dtype, k=k)
+    _close(report.memory.peak, measured.peak, f"accumulate {k}")
+    single = _estimate("Net()", TOKENS, dtype).memory
+    assert report.memory.peak > single.peak  # the gradients exist while the next micro-batch runs
+    assert (report.memory.weights, report.memory.gradients) == (single.weights, single.gradients)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "amp-bf16"])
+def test_accumulating_a_language_model_keeps_the_last_logits_through_the_next_forward(dtype):
+    """`logits, loss = model(x, y)` in a loop: the previous micro-batch's logits live until the next
+    forward returns, so the second micro-batch peaks above the first by more than the gradients."""
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    expr = "GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=64, vocab_size=65))"
+    settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", batch_size=4, dtype=dtype, device="cpu",
+                        accumulate=2)
+    report = analyse_source(source, "gpt.py", settings, model=expr).models[0]
+    torch.manual_seed(0)
+    model = eval(expr, torch_oracle.load(source))
+    measured = setup_oracle.measure_accumulated(model, [(4, 64), (4, 64)], "int64", "adamw", dtype, k=2)
+    _close(report.memory.peak, measured.peak, "GPT, 2 micro-batches")
+
+
+# ------------------------------------------------------------------ DDP and FSDP2, per rank, over gloo
+
+GPT_EXPR = "GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=64, vocab_size=65))"
+
+
+@pytest.mark.parametrize("strategy, world, dtype", [
+    ("ddp", 2, "float32"),
+    ("fsdp", 2, "float32"),
+    ("fsdp", 2, "amp-bf16"),
+    ("fsdp", 4, "float32"),
+])
+def test_the_largest_rank_of_a_language_model(strategy, world, dtype):
+    if not setup_oracle.gloo_available():
+        pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", batch_size=8, dtype=dtype, device="cpu",
+                        strategy=strategy, world_size=world, shard_unit=("Block",))
+    report = analyse_source(source, "gpt.py", settings, model=GPT_EXPR).models[0]
+    ranks = setup_oracle.measure_distributed(source, GPT_EXPR, [(8, 64), (8, 64)], "int64", "adamw", dtype,
+                                             "cross_entropy", strategy, world, ("Block",))
+    rank0 = ranks[0]
+    assert (report.memory.weights, report.memory.optimizer) == (rank0.weights, rank0.optimizer_state)
+    tolerance = 0.01 if dtype == "float32" else 0.03  # FSDP under autocast: within 1.4% (see the README)
+    error = (report.memory.peak - max(r.peak for r in ranks)) / max(r.peak for r in ranks)
+    assert abs(error) <= tolerance, f"{strategy} x{world} {dtype}: {error:+.2%} ({report.memory.peak_phase})"
+
+
+def test_sharding_divides_what_each_gpu_holds():
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+
+    def memory(**setup):
+        settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", batch_size=8, device="cpu", **setup)
+        return analyse_source(source, "gpt.py", settings, model=GPT_EXPR).models[0].memory
+
+    single, ddp = memory(), memory(strategy="ddp", world_size=4)
+    two, four = (memory(strategy="fsdp", world_size=w, shard_unit=("Block",)) for w in (2, 4))
+    assert ddp.weights == single.weights and ddp.peak == single.peak + single.weights  # the reducer's buckets
+    # by hand: 413,312 parameters; the 65-row tied embedding is padded to 66 rows at 2 ranks and 68 at 4
+    assert single.weights == 413_312 * 4
+    assert two.weights < single.weights / 2 + 4 * 128 * 4 and four.weights < single.weights / 4 + 4 * 128 * 4
+    assert four.peak < two.peak < single.peak
+
+
+# ------------------------------------------------------------------ GPM100's advice, checked
+
+ADVICE = {  # how GPM100 words a set-up -> the settings it stands for
+    r"with --dtype amp-bf16": lambda m: {"dtype": "amp-bf16"},
+    r"with activation checkpointing on (\w+)": lambda m: {"checkpoint": (m[1],)},
+    r"with --accumulate (\d+) at batch (\d+)": lambda m: {"accumulate": int(m[1]), "batch_size": int(m[2])},
+    r"on (\d+) GPUs with FSDP sharding (\w+)": lambda m: {"strategy": "fsdp", "world_size": int(m[1]),
+                                                         "shard_unit": (m[2],)},
+}
+
+
+@pytest.mark.parametrize("model", ["model_sdpa", "model_manual"])
+def test_every_set_up_gpm100_suggests_fits_when_simulated(model):
+    import re
+    from dataclasses import replace
+    from pathlib import Path
+
+    from flake8_gpumem.diagnostics import human
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    budget = 13 * 2 ** 20
+    base = Settings(budget=budget, batch_size=8)
+    result = analyse_source(source, "fixtures/gpt.py", base, model=model)
+    message = next(d.message for d in result.diagnostics if d.code == "GPM100")
+    suggested = re.search(r"; fits (.*)$", message)
+    assert suggested, message
+    checked = 0
+    for part in suggested[1].split(", or "):
+        how, shown = re.fullmatch(r"(.*) \((.*)\)", part).groups()
+        pattern = next(p for p in ADVICE if re.fullmatch(p, how))
+        settings = replace(base, **ADVICE[pattern](re.fullmatch(pattern, how)))
+        again = analyse_source(source, "fixtures/gpt.py", settings, model=model).models[0]
+        assert again.fits, f"{how}: {again.memory.peak:,} B over {budget:,}"
+        assert human(again.memory.peak) == shown, (how, shown)
+        checked += 1
+    assert checked >= 2, message
