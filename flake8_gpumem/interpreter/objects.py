@@ -59,6 +59,9 @@ class Scope:
         file = self.root().file
         return file is not None and file.foreign
 
+    def __repr__(self) -> str:  # the dataclass one would print every value and syntax tree in it
+        return "<scope>"
+
 
 @dataclass(eq=False)
 class Function:
@@ -67,6 +70,9 @@ class Function:
     name: str
     owner: Class | None = None  # the class a method is defined in, for super()
     segment: Segment | None = None  # the user-file statement it is part of (None: PyTorch's code)
+
+    def __repr__(self) -> str:  # as Python's, and cheap: str() of it runs inside loops of model code
+        return f"<function {self.name}>"
 
     @property
     def is_generator(self) -> bool:
@@ -90,6 +96,9 @@ class Class:
     scope: Scope
     name: str
     segment: Segment | None = None
+
+    def __repr__(self) -> str:
+        return f"<class '{self.name}'>"
 
     def decorated(self, name: str) -> bool:
         return any(_decorator_name(d) == name for d in self.node.decorators)
@@ -138,6 +147,9 @@ class Instance:
     cls: Class
     attrs: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return f"<{self.cls.name} object>"
+
 
 @dataclass(eq=False)
 class Partial:
@@ -146,6 +158,9 @@ class Partial:
     func: object
     args: list
     kwargs: dict
+
+    def __repr__(self) -> str:
+        return f"functools.partial({self.func!r}, ...)"
 
 
 @dataclass(frozen=True)
@@ -177,6 +192,9 @@ class Bound:
     obj: object
     func: object  # Function, or the method name for tensors and containers
 
+    def __repr__(self) -> str:
+        return f"<bound method {getattr(self.func, 'name', self.func)}>"
+
 
 @dataclass(eq=False)
 class Builtin:
@@ -206,6 +224,9 @@ class Module:
     buffers: list = field(default_factory=list)  # its own buffer tensors
     lazy: tuple | None = None  # (layer, argument, input dim) of a Lazy* layer: known at its first call
     segment: Segment | None = None  # the statement whose code constructed it
+
+    def __repr__(self) -> str:
+        return f"{self.kind}()"
 
     def param_key(self, k: int):
         """The identity of parameter k: its tensor's, where code has touched it, else its place."""
