@@ -42,6 +42,16 @@ class LayerRecord:
 
 
 @dataclass
+class Timeline:
+    """The simulated step as memory.simulate recorded it (trace.py), and what names each of its
+    events: what the pictures draw."""
+
+    records: list
+    labels: list[str]  # per event: the layer or op it runs, e.g. "features.0"
+    lines: list[int | None]  # per event: its line in the model's file
+
+
+@dataclass
 class ModelReport:
     name: str
     file: str
@@ -57,6 +67,8 @@ class ModelReport:
     max_batch_size: int | None = None
     loss: str = ""  # what backward starts from: "forward" (the model's own loss) or the loss the step applied
     blocks: tuple = ()  # classes of its repeated blocks, most instances first: what to checkpoint or shard
+    timeline: Timeline | None = None  # recorded only where a picture is asked for
+    pictures: dict = field(default_factory=dict)  # what the CLI wrote for it: "timeline"/"snapshot" -> path
 
     @property
     def batch(self) -> int:
@@ -90,7 +102,7 @@ class _Run:
 def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings = Settings(),
                    project: Settings = Settings(), per_model: dict | None = None,
                    model: str | None = None, tree: ast.Module | None = None, report_unshaped: bool = True,
-                   layers: bool = True) -> Analysis:
+                   layers: bool = True, timeline: bool = False) -> Analysis:
     """Analyse every model of a file (or just `model`). Never executes the file.
 
     Settings precedence, strongest first: overrides (command line), the inline
@@ -98,7 +110,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     parse of `source` when the caller has it (flake8 does). Models without an input
     shape are reported (GPM900) only with `report_unshaped`. `layers=False` is the plugin's
     mode: layer records without lines (their positions are never resolved), and memory
-    figures only where a budget needs them.
+    figures only where a budget needs them. `timeline`: record the step for pictures.
     """
     result = Analysis()
     try:
@@ -146,7 +158,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
                 result.diagnostics.append(Diagnostic("GPM900", decl.line, decl.col, f"{decl.name}: {reason}"))
                 result.skipped.append((decl.name, reason))
             continue
-        report = _analyse_model(src, decl, settings, result, layers)
+        report = _analyse_model(src, decl, settings, result, layers, timeline)
         if report is not None:
             result.models.append(report)
     result.diagnostics.sort(key=lambda d: (d.line, d.col, d.code))
@@ -154,7 +166,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
 
 
 def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis,
-                   layers: bool) -> ModelReport | None:
+                   layers: bool, timeline: bool = False) -> ModelReport | None:
     try:
         run = _run(src, decl, settings, settings.batch_size)
     except RecursionError:
@@ -174,10 +186,15 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
     param_shapes, buffers = _parameters(run)
     need_memory = layers or settings.budget is not None  # the plugin without a budget reports no figures
-    mem = _memory(run, settings, param_shapes, buffers) if need_memory else None
+    trace = [] if timeline else None
+    mem = _memory(run, settings, param_shapes, buffers, trace=trace) if need_memory else None
     shapes = [t.shape for t in run.inputs[:len(input_shapes(settings))]]
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, shapes[0] if len(shapes) == 1 else tuple(shapes),
                          sum(math.prod(s) for s in param_shapes), records, mem, settings, loss=run.loss_name)
+    if trace is not None:
+        label = _labeller(run)
+        report.timeline = Timeline(trace, [label(ev) for ev in run.events],
+                                   [(src.position(ev.where, decl.segment) or (None,))[0] for ev in run.events])
     report.blocks = _blocks(run.root)
     if settings.budget is not None:
         report.budget = settings.budget
@@ -319,17 +336,23 @@ def _parallel(run: _Run, settings: Settings) -> Parallel | None:
     return Parallel("fsdp", settings.world_size, tuple(owned), unit_of)
 
 
-def _memory(run: _Run, settings: Settings, shapes: list, buffers: list, points: list | None = None) -> memory.Memory:
+def _labeller(run: _Run):
+    """What names an event where the peak or a picture points at it: its module's qualified name."""
 
     def label(ev: Event) -> str:
         if ev.module is not None:
             return run.names.get(id(ev.module), ev.type)
         return f"{run.names[id(ev.owner)] or ev.owner.kind} ({ev.type})" if ev.owner is not None else ev.type
 
+    return label
+
+
+def _memory(run: _Run, settings: Settings, shapes: list, buffers: list, points: list | None = None,
+            trace: list | None = None) -> memory.Memory:
     return memory.simulate(run.events, run.inputs, run.output, run.kept, run.loss, shapes, buffers, settings.dtype,
-                           settings.optimizer, settings.reserve, label, held=run.interp.held, points=points,
+                           settings.optimizer, settings.reserve, _labeller(run), held=run.interp.held, points=points,
                            accumulate=settings.accumulate, parallel=_parallel(run, settings),
-                           cpu=settings.device == "cpu")
+                           cpu=settings.device == "cpu", trace=trace)
 
 
 def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
@@ -464,4 +487,4 @@ def _search(src: SourceFile, decl: ModelDecl, settings: Settings) -> int:
     return low
 
 
-__all__ = ["Analysis", "Diagnostic", "LayerRecord", "ModelReport", "analyse_source", "ConfigError"]
+__all__ = ["Analysis", "Diagnostic", "LayerRecord", "ModelReport", "Timeline", "analyse_source", "ConfigError"]

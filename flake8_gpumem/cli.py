@@ -4,8 +4,11 @@ from __future__ import annotations
 import argparse
 import ast
 import io
+import pickle
+import re
 import sys
 import tokenize
+from pathlib import Path
 
 from .analysis import Analysis, analyse_source
 from .config import DTYPES, INPUT_DTYPES, LOSSES, OPTIMIZERS, ConfigError, per_model_for, project_for, settings_from
@@ -39,7 +42,12 @@ def parser() -> argparse.ArgumentParser:
                    help="fsdp: a module class wrapped with fully_shard (repeatable; the root always is)")
     r.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
                    help="a constructor argument of the model, e.g. --arg num_classes=10 (repeatable)")
-    r.add_argument("--format", choices=sorted(RENDERERS), default="table")
+    r.add_argument("--format", choices=sorted(RENDERERS), default="table",
+                   help="table (default), json, markdown (CI step summaries) or html (one self-contained page)")
+    r.add_argument("--timeline", metavar="PATH.svg",
+                   help="draw each model's memory during the step as an SVG (several models: one file each)")
+    r.add_argument("--snapshot", metavar="PATH.pickle",
+                   help="write the simulated step as a PyTorch memory snapshot, for pytorch.org/memory_viz")
     return p
 
 
@@ -99,7 +107,8 @@ def main(argv=None) -> int:
             status = 2
             continue
         result = analyse_source(source, path, overrides, project=project.settings,
-                                per_model=per_model_for(project, path), model=ns.model)
+                                per_model=per_model_for(project, path), model=ns.model,
+                                timeline=bool(ns.timeline or ns.snapshot or ns.format == "html"))
         combined.models += result.models
         combined.diagnostics += result.diagnostics
         for name, why in result.skipped:
@@ -111,11 +120,42 @@ def main(argv=None) -> int:
             if not result.skipped and not result.error:
                 what = f"no model named {ns.model!r}" if ns.model else "no nn.Module model"
                 print(f"gpumem: {path}: {what} found", file=sys.stderr)
+    if not write_pictures(ns, combined.models):
+        status = 2
     if combined.models or ns.format == "json":
         sys.stdout.write(RENDERERS[ns.format](combined))
     if status == 0 and any(m.fits is False for m in combined.models):
         status = 1  # a CI step fails when a model does not fit its budget
     return status
+
+
+def write_pictures(ns: argparse.Namespace, models: list) -> bool:
+    """The --timeline and --snapshot files, one per model (named after it when there are several),
+    each said on stderr; False when one cannot be written."""
+    ok = True
+    for kind, base in (("timeline", ns.timeline), ("snapshot", ns.snapshot)):
+        if base is None:
+            continue
+        for m in models:
+            path = Path(base)
+            if len(models) > 1:
+                path = path.with_name(f"{path.stem}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', m.name).strip('_')}{path.suffix}")
+            try:
+                if kind == "timeline":
+                    from .pictures.timeline import svg
+
+                    path.write_text(svg(m), encoding="utf-8")
+                else:
+                    from .pictures.snapshot import snapshot
+
+                    path.write_bytes(pickle.dumps(snapshot(m)))
+            except OSError as exc:
+                print(f"gpumem: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+                ok = False
+                continue
+            m.pictures[kind] = str(path)
+            print(f"gpumem: {m.name}: {kind} written to {path}", file=sys.stderr)
+    return ok
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ is allocated, then
 
 The peak is the largest sum along that timeline, as torch's allocator counts
 it (no CUDA block rounding, no CUDA context: reported separately).
+
+Given a `trace` list, the walk also records itself there (trace.py), for the pictures.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from .parallel import Parallel, Sharded
+from .trace import ACTIVATIONS, GRADIENTS, OPTIMIZER, TEMPORARIES, WEIGHTS, Block, Reach, Restart
 from .values import DTYPE_BYTES, FLOAT_DTYPES, Tensor, tensors_in
 
 # Optimizer state: (tensors the size of each parameter, keeps a per-parameter step tensor,
@@ -72,7 +75,7 @@ class _Grad:
 def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, param_shapes: list, buffers: list,
              dtype: str, optimizer: str, reserve: int = 0, names=None, log: list | None = None,
              held: dict | None = None, accumulate: int = 1, points: list | None = None,
-             parallel: Parallel | None = None, cpu: bool = False) -> Memory:
+             parallel: Parallel | None = None, cpu: bool = False, trace: list | None = None) -> Memory:
     """Walk the step's timeline; `names(event)` labels where the peak happens.
 
     `inputs` (the batch and the targets) exist before forward; forward's events return `returned`,
@@ -83,9 +86,9 @@ def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, par
     micro-batch's outputs live until its forward returns (`logits, loss = model(x, y)` rebinds them).
     `points` collects (phase, total) at every place the peak can occur (batch.py solves them for the
     largest batch that fits). Under `parallel` (DDP, FSDP) the figures are one GPU's, the largest;
-    `cpu`: the collectives are gloo's."""
+    `cpu`: the collectives are gloo's. `trace` receives the walk (see the module's docstring)."""
     label = names or (lambda ev: ev.type)
-    setup = dict(points=points, parallel=parallel, cpu=cpu)
+    setup = dict(points=points, parallel=parallel, cpu=cpu, trace=trace)
     step = _Step(events, inputs, returned, kept, loss, param_shapes, buffers, dtype, optimizer, label, log, held,
                  **setup)
     step.forward()
@@ -94,6 +97,8 @@ def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, par
     gradients = step.sharded.weights if step.sharded is not None else step.gradients
     if accumulate > 1:
         carried = sum(step.size[s] for s in step.kept_to_end if s not in step.starting)
+        if trace is not None:
+            trace.append(Restart(2))
         later = _Step(events, inputs, returned, kept, loss, param_shapes, buffers, dtype, optimizer, label, log,
                       held, grads_exist=step.param_grads, carried=carried, **setup)
         later.forward()
@@ -115,8 +120,9 @@ class _Step:
 
     def __init__(self, events, inputs, returned, kept, loss, param_shapes, buffers, dtype, optimizer, label, log,
                  held, grads_exist: set | None = None, carried: int = 0, points: list | None = None,
-                 parallel: Parallel | None = None, cpu: bool = False):
+                 parallel: Parallel | None = None, cpu: bool = False, trace: list | None = None):
         self.events, self.loss, self.label, self.log = events, loss, label, log
+        self.trace, self.at = trace, None
         self.pbytes = DTYPE_BYTES[param_dtype(dtype)]
         numel = sum(math.prod(s) for s in param_shapes)
         self.weights = numel * self.pbytes + sum(
@@ -161,14 +167,21 @@ class _Step:
             self.kept_in_forward[idx[0]] = {t.storage.id for i in idx for t in events[i].inputs
                                             if not t.storage.is_param and t.storage.id not in made}
         self.held = held or {}
-        self.cur = self.weights + self.opt + sum(self.starting.values()) + carried + self.buckets
+        self.cur = 0
+        self.change(self.weights, WEIGHTS, WEIGHTS)
+        self.change(self.opt, OPTIMIZER, OPTIMIZER)
+        for sid, nbytes in self.starting.items():
+            self.change(nbytes, ACTIVATIONS, sid)
+        self.change(carried, ACTIVATIONS, "the previous micro-batch's outputs")
+        self.change(self.buckets, GRADIENTS, "DDP's gradient buckets")
         self.carried = carried
         self.points, self.peak = points, -1  # below any total: the start is the first place the peak can occur
         self.reach(self.cur, "start of forward")
         self.live: set = set(self.starting)
         self.param_grads: set = set(grads_exist or ())
         if grads_exist:  # a later micro-batch: the gradients the first one made are there from the start
-            self.cur += self.sharded.weights if self.sharded is not None else self.trained * self.pbytes
+            self.change(self.sharded.weights if self.sharded is not None else self.trained * self.pbytes, GRADIENTS,
+                        "the gradients of micro-batch 1")
             self.reach(self.cur, "start of forward")
         self.gradients = 0
         self.again: dict[int, int] = {}  # a reentrant region's first op -> its recomputed outputs' bytes
@@ -181,18 +194,27 @@ class _Step:
         """A place the peak can occur."""
         if self.points is not None:
             self.points.append((phase, total))
+        if self.trace is not None:
+            self.trace.append(Reach(total, phase, self.at))
         if total > self.peak:
             self.peak, self.phase = total, phase
+
+    def change(self, nbytes: int, category: str, key) -> None:
+        """Allocate a block (free it: negative `nbytes`, the same `key`): every change of the running
+        total goes through here, so that a trace sees them all."""
+        self.cur += nbytes
+        if self.trace is not None and nbytes:
+            self.trace.append(Block(nbytes, category, key, self.at))
 
     def alloc(self, sid: int) -> None:
         if sid not in self.live:
             self.live.add(sid)
-            self.cur += self.size[sid]
+            self.change(self.size[sid], ACTIVATIONS, sid)
 
     def free(self, sid: int) -> None:
         if sid in self.live:
             self.live.discard(sid)
-            self.cur -= self.size[sid]
+            self.change(-self.size[sid], ACTIVATIONS, sid)
 
     def forward(self) -> None:
         events, label = self.events, self.label
@@ -216,6 +238,7 @@ class _Step:
         if self.sharded is not None:
             self.sharded.start(self)
         for i, ev in enumerate(events):
+            self.at = i
             if self.sharded is not None:
                 self.sharded.before_forward(self, i)
             for t in ev.allocated:
@@ -231,7 +254,7 @@ class _Step:
             self.sharded.end_forward(self)
         for sid in [s for s in self.live if s in self.cached and s not in first_saver]:  # autocast's cache
             self.free(sid)
-        self.cur -= self.carried  # the previous micro-batch's outputs, rebound now
+        self.change(-self.carried, ACTIVATIONS, "the previous micro-batch's outputs")  # rebound now
         self.savers_left: dict[int, int] = {}
         for i in self.kept_in_forward:
             for sid in self.kept_in_forward[i]:
@@ -253,6 +276,7 @@ class _Step:
         first_of = {idx[-1]: r for r, idx in self.regions.items()  # backward meets a region at its last op
                     if not all(id(events[i]) in dead for i in idx)}
         for i in range(len(events) - 1, -1, -1):
+            self.at = i
             if i in first_of:
                 self._recompute(self.regions[first_of[i]])
             if self.sharded is not None:
@@ -268,7 +292,13 @@ class _Step:
     def _release(self, buf: _Grad) -> None:
         buf.refs -= 1
         if buf.refs == 0:
-            self.cur -= buf.nbytes
+            self.change(-buf.nbytes, TEMPORARIES, buf)
+
+    def _new_grad(self, nbytes: int) -> _Grad:
+        """An activation's gradient, allocated."""
+        buf = _Grad(nbytes)
+        self.change(nbytes, TEMPORARIES, buf)
+        return buf
 
     def _backward_of(self, i: int) -> None:
         """One call's backward: its inputs' and parameters' gradients, then what it kept is freed."""
@@ -296,8 +326,7 @@ class _Step:
                 incoming[0].refs += 1
                 produced.append((t, incoming[0]))
             else:
-                self.cur += t.nbytes
-                produced.append((t, _Grad(t.nbytes)))
+                produced.append((t, self._new_grad(t.nbytes)))
         if ev.module is not None and ev.module.op is not None and ev.own_param_grads:
             for k, shape in enumerate(ev.module.params):  # a tied weight: one gradient
                 transient += self._param_grad(ev.module.param_key(k), math.prod(shape) * self.pbytes)
@@ -313,7 +342,7 @@ class _Step:
             self.log.append(("bwd", label(ev), self.cur + transient))
         # 2. it releases what it kept and the gradient it consumed
         region_inputs = self.kept_in_forward.get(i, set()) if ev.checkpoint is not None else set()
-        self.cur -= self.again.pop(i, 0)
+        self.change(-self.again.pop(i, 0), ACTIVATIONS, ("recomputed", i))
         for sid in [*self._saved(ev), *region_inputs]:
             self.savers_left[sid] -= 1
             if self.savers_left[sid] == 0 and sid not in self.kept_to_end:
@@ -326,8 +355,7 @@ class _Step:
             if old is None:
                 grads[t.id] = new
                 continue
-            grads[t.id] = _Grad(t.nbytes)
-            self.cur += t.nbytes
+            grads[t.id] = self._new_grad(t.nbytes)
             self.reach(self.cur, f"backward, {label(ev)} (gradient accumulation)")
             release(old)
             release(new)
@@ -344,9 +372,10 @@ class _Step:
         fresh: set = set()
         if events[idx[0]].checkpoint.reentrant:  # its outputs again, until its backward returns
             again = sum(self.size[t.id] for i in idx for t in events[i].allocated if t.id in self.live)
-            self.cur += again
+            self.change(again, ACTIVATIONS, ("recomputed", idx[0]))
             self.again[idx[0]] = again
         for i in idx:
+            self.at = i
             ev = events[i]
             fresh.update(t.id for t in ev.allocated if t.id not in self.live)
             for t in ev.allocated:
@@ -365,11 +394,12 @@ class _Step:
             return nbytes
         self.param_grads.add(key)
         self.gradients += nbytes
-        self.cur += nbytes
+        self.change(nbytes, GRADIENTS, ("gradient", key))
         return 0
 
     def optimizer_step(self, optimizer: str) -> None:
         """Gradients exist; foreach updates allocate temporaries for all parameters at once."""
+        self.at = None
         self.reach(self.cur + OPTIMIZER_STATE[optimizer][2] * self.trained * self.pbytes,
                    f"optimizer step ({optimizer})")
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .trace import GRADIENTS, TEMPORARIES
+
 
 @dataclass(frozen=True)
 class Parallel:
@@ -49,8 +51,8 @@ class Sharded:
         self.order = sorted(first, key=first.get)  # units in the order forward runs them
         self.starts = {first[u]: u for u in self.order}
         self.ends = {last[u]: u for u in self.order}
-        self.gather_out = 0  # the last all-gather's buffer, freed once the next one is copied out
-        self.scatter_in = 0  # the last reduce-scatter's input, freed when the next one starts
+        self.gather_out = None  # the unit of the last all-gather's buffer, freed once the next one is copied out
+        self.scatter_in = None  # the unit of the last reduce-scatter's input, freed when the next one starts
         self.prefetched: set = set()
         self.scatter_transient = cpu  # gloo's reduce-scatter allocates the input's size once more
 
@@ -62,13 +64,18 @@ class Sharded:
         """The root's parameters are gathered as forward starts."""
         self._gather(step, 0, "forward, all-gather of the root")
 
+    def _block(self, step, u: int, what: str, sign: int = 1) -> None:
+        """Allocate (`sign` -1: free) unit `u`'s gathered-size buffer `what`."""
+        step.change(sign * self.gathered[u], TEMPORARIES, (what, u))
+
     def _gather(self, step, u: int, phase: str) -> None:
-        step.cur += self.gathered[u]  # the all-gather's output
+        self._block(step, u, "all-gather output")
         step.reach(step.cur, phase)
-        step.cur += self.gathered[u]  # copied out into the unsharded parameters
+        self._block(step, u, "unsharded parameters")
         step.reach(step.cur, phase)
-        step.cur -= self.gather_out
-        self.gather_out = self.gathered[u]
+        if self.gather_out is not None:
+            self._block(step, self.gather_out, "all-gather output", -1)
+        self.gather_out = u
 
     def before_forward(self, step, i: int) -> None:
         if i in self.starts:
@@ -76,44 +83,47 @@ class Sharded:
 
     def after_forward(self, step, i: int) -> None:
         if i in self.ends:
-            step.cur -= self.gathered[self.ends[i]]  # resharded
+            self._block(step, self.ends[i], "unsharded parameters", -1)  # resharded
 
     def end_forward(self, step) -> None:
-        step.cur -= self.gather_out
-        self.gather_out = 0
+        self._block(step, self.gather_out, "all-gather output", -1)
+        self.gather_out = None
 
     def before_backward(self, step, i: int) -> None:
         u = self.ends.get(i)
         if u is None:
             return
         if u not in self.prefetched:
-            step.cur += self.gathered[u]
-        step.cur += self.gathered[u]  # unsharded again
+            self._block(step, u, "all-gather output")
+        self._block(step, u, "unsharded parameters")  # unsharded again
         step.reach(step.cur, f"backward, all-gather before {step.label(step.events[i])}")
-        step.cur -= self.gathered[u]
+        self._block(step, u, "all-gather output", -1)
         later = self.order[:self.order.index(u)]
         if later:  # the next unit backward reaches is gathered while this one runs
-            step.cur += self.gathered[later[-1]]
+            self._block(step, later[-1], "all-gather output")
             self.prefetched.add(later[-1])
 
     def after_backward(self, step, i: int) -> None:
         u = self.starts.get(i)
         if u is not None:
-            step.cur -= self.gathered[u]  # resharded
+            self._block(step, u, "unsharded parameters", -1)  # resharded
             self._scatter(step, u, f"backward, reduce-scatter after {step.label(step.events[i])}")
 
     def end_backward(self, step) -> None:
         self._scatter(step, 0, "backward, reduce-scatter of the root")
-        step.cur -= self.scatter_in + self.gathered[0]
-        self.scatter_in = 0
+        self._block(step, self.scatter_in, "reduce-scatter input", -1)
+        self._block(step, 0, "unsharded parameters", -1)
+        self.scatter_in = None
 
     def _scatter(self, step, u: int, phase: str) -> None:
         """The unit's gradients, copied into the scatter's input and freed; its shard of them stays."""
-        step.cur += self.gathered[u] - self.scatter_in
-        self.scatter_in = self.gathered[u]
+        if self.scatter_in is not None:
+            self._block(step, self.scatter_in, "reduce-scatter input", -1)
+        self._block(step, u, "reduce-scatter input")
+        self.scatter_in = u
         step.reach(step.cur + (self.gathered[u] if self.scatter_transient else 0), phase)
         for key, _ in self.p.units[u]:
             if key in step.param_grads:
-                step.cur -= self.real[key]
-        step.cur += self.shards[u]
+                step.change(-self.real[key], GRADIENTS, ("gradient", key))
+        step.change(self.shards[u], GRADIENTS, ("gradient shard", u))
         step.reach(step.cur, phase)

@@ -1,4 +1,5 @@
-"""Rendering analysis results: a table for people, JSON for tools, Markdown for CI summaries."""
+"""Rendering analysis results: a table for people, JSON for tools, Markdown for CI summaries, HTML
+(pictures/html.py) for CI artifacts."""
 from __future__ import annotations
 
 import json
@@ -125,13 +126,22 @@ def to_table(analysis: Analysis) -> str:
 
 
 def to_markdown(analysis: Analysis) -> str:
+    """Totals first, the pictures the CLI wrote, then the per-layer table folded (GitHub renders
+    Markdown inside <details> when blank lines surround it)."""
     parts = []
     for m in analysis.models:
         rows = _rows(m)
-        lines = [f"### {_heading(m)}", "", "| " + " | ".join(rows[0]) + " |",
-                 "|" + "|".join(["---", "---"] + ["---:"] * (len(rows[0]) - 2)) + "|"]
+        lines = [f"### {_heading(m)}", ""]
+        if "timeline" in m.pictures:
+            lines += [f"![Memory during one training step of {m.name}]({m.pictures['timeline']})", ""]
+        if "snapshot" in m.pictures:
+            lines += [f"Memory snapshot: `{m.pictures['snapshot']}` (drop it on https://pytorch.org/memory_viz)", ""]
+        lines += ["| total | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in _totals(m)]
+        lines += ["", f"<details><summary>Per-layer table ({len(rows) - 1} rows)</summary>", "",
+                  "| " + " | ".join(rows[0]) + " |",
+                  "|" + "|".join(["---", "---"] + ["---:"] * (len(rows[0]) - 2)) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-        lines += ["", "| total | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in _totals(m)]
+        lines += ["", "</details>"]
         parts.append("\n".join(lines))
     diags = _diagnostic_lines(analysis)
     if diags:
@@ -145,4 +155,10 @@ def _diagnostic_lines(analysis: Analysis) -> list[str]:
     return ["\n".join(f"line {d.line}:{d.col + 1} {d.code} {d.message}" for d in analysis.diagnostics)]
 
 
-RENDERERS = {"table": to_table, "json": to_json, "markdown": to_markdown}
+def to_html(analysis: Analysis) -> str:
+    from .pictures.html import page  # the pictures only when asked for
+
+    return page(analysis)
+
+
+RENDERERS = {"table": to_table, "json": to_json, "markdown": to_markdown, "html": to_html}
