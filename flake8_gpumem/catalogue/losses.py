@@ -13,10 +13,10 @@ from .core import Args, Op, broadcast, fmt
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _reduced(a: Args, x: Tensor, unreduced: tuple) -> Tensor:
+def _reduction(a: Args) -> str:
     if a.reduction not in REDUCTIONS:
         raise Unresolved(f"reduction={a.reduction!r}: expected one of {', '.join(REDUCTIONS)}")
-    return x.like(unreduced if a.reduction == "none" else ())
+    return a.reduction
 
 
 def _class_targets(a: Args) -> tuple:
@@ -32,8 +32,10 @@ def _class_targets(a: Args) -> tuple:
     return want
 
 
-def _cross_entropy_shape(a: Args) -> Tensor:
-    return _reduced(a, a.input, _class_targets(a))
+def _class_loss_shape(a: Args) -> Tensor:
+    """Cross entropy and nll: one number, or one per target with reduction='none'."""
+    targets = _class_targets(a)
+    return a.input.like(targets if _reduction(a) == "none" else ())
 
 
 def _cross_entropy_saves(a: Args, out) -> list:
@@ -41,17 +43,12 @@ def _cross_entropy_saves(a: Args, out) -> list:
     return [a.input.like(a.input.shape), a.target]
 
 
-def _nll_shape(a: Args) -> Tensor:
-    return _reduced(a, a.input, _class_targets(a))
-
-
 def _mse_shape(a: Args) -> Tensor:
     """The reduced loss is a view into the element-wise squared errors: they live as long as it does."""
     if a.get("weight") is not None:
         raise Unresolved("a weighted mse_loss is not modelled")
     errors = broadcast(a.input, a.target)
-    _reduced(a, errors, errors.shape)  # a reduction torch knows
-    return errors if a.reduction == "none" else errors.view(())
+    return errors if _reduction(a) == "none" else errors.view(())
 
 
 _CE = "weight=None, size_average=None, ignore_index=-100, reduce=None, reduction='mean', label_smoothing=0.0"
@@ -59,9 +56,9 @@ _NLL = "weight=None, size_average=None, ignore_index=-100, reduce=None, reductio
 _MSE = "size_average=None, reduce=None, reduction='mean'"
 
 # backward: nll's gradient (the log-softmax's size) lives while the log-softmax's backward makes the input's
-CROSS_ENTROPY = Op(_CE, _cross_entropy_shape, saves=_cross_entropy_saves, forward="input, target",
+CROSS_ENTROPY = Op(_CE, _class_loss_shape, saves=_cross_entropy_saves, forward="input, target",
                    backward_temp=lambda a: a.input.nbytes)
-NLL_LOSS = Op(_NLL, _nll_shape, saves=lambda a, out: [a.input, a.target], forward="input, target")
+NLL_LOSS = Op(_NLL, _class_loss_shape, saves=lambda a, out: [a.input, a.target], forward="input, target")
 MSE_LOSS = Op(_MSE, _mse_shape, saves=lambda a, out: [a.input, a.target], forward="input, target")
 
 
