@@ -159,10 +159,11 @@ class _Step:
                 self.regions.setdefault(ev.checkpoint, []).append(i)
         # forward keeps a checkpointed call's inputs (until its first op's backward), not what its ops save
         self.kept_in_forward = {i: self._saved(ev) for i, ev in enumerate(events) if ev.checkpoint is None}
-        dead = {id(ev) for ev in self.dead}
-        for idx in self.regions.values():
-            if all(id(events[i]) in dead for i in idx):
-                continue  # no gradient reaches it: nothing kept for a backward that never comes
+        self.dead_ids = {id(ev) for ev in self.dead}
+        # a region no gradient reaches keeps nothing for a backward that never comes, nor runs again
+        self.reached_regions = {r: idx for r, idx in self.regions.items()
+                                if not all(id(events[i]) in self.dead_ids for i in idx)}
+        for idx in self.reached_regions.values():
             made = {t.id for i in idx for t in events[i].allocated}
             self.kept_in_forward[idx[0]] = {t.storage.id for i in idx for t in events[i].inputs
                                             if not t.storage.is_param and t.storage.id not in made}
@@ -259,9 +260,8 @@ class _Step:
         for i in self.kept_in_forward:
             for sid in self.kept_in_forward[i]:
                 self.savers_left[sid] = self.savers_left.get(sid, 0) + 1
-        dead = {id(ev) for ev in self.dead}
         for i, ev in enumerate(events):
-            if id(ev) in dead:
+            if id(ev) in self.dead_ids:
                 for sid in self.kept_in_forward.get(i, ()):
                     self.savers_left[sid] -= 1
         for sid in [s for s in self.live if s not in self.kept_to_end and not self.savers_left.get(s)]:
@@ -272,9 +272,7 @@ class _Step:
         """Gradients flow from the loss (a scalar) through the calls in reverse."""
         events = self.events
         self.grads: dict[int, _Grad] = {self.loss.id: _Grad(0)}
-        dead = {id(ev) for ev in self.dead}  # a region no gradient reaches is not run again
-        first_of = {idx[-1]: r for r, idx in self.regions.items()  # backward meets a region at its last op
-                    if not all(id(events[i]) in dead for i in idx)}
+        first_of = {idx[-1]: r for r, idx in self.reached_regions.items()}  # backward meets one at its last op
         for i in range(len(events) - 1, -1, -1):
             self.at = i
             if i in first_of:
