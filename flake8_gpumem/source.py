@@ -62,7 +62,13 @@ class SourceFile:
     tree: ast.Module
     segments: list[Segment]
     models: list[ModelDecl]
-    optimizer: str | None = None  # what a torch.optim call in the file builds
+
+    @cached_property
+    def optimizer(self) -> str | None:
+        """What a torch.optim call in the file builds: looked up only for a model that is analysed,
+        since naming it may take the interpreter (a quarter of a second to import)."""
+        named = any(f"{name}(" in segment.text for segment in self.segments for name in OPTIMIZER_CLASSES)
+        return file_optimizer(self) if named else None
 
     @cached_property
     def scope(self):
@@ -93,10 +99,9 @@ class SourceFile:
         that binds its first name (line 1 if the file binds none)."""
         head = re.match(r"\s*([A-Za-z_]\w*)", expression)
         segment = next((s for s in reversed(self.segments) if head and head.group(1) in s.names), None)
-        stated = Settings(optimizer=self.optimizer)
         if segment is None:
-            return ModelDecl(expression, 1, 0, Segment(1, "", ()), stated=stated, expression=expression)
-        return ModelDecl(expression, segment.first_line, 0, segment, stated=stated, expression=expression)
+            return ModelDecl(expression, 1, 0, Segment(1, "", ()), expression=expression)
+        return ModelDecl(expression, segment.first_line, 0, segment, expression=expression)
 
     def is_model(self, decl: ModelDecl) -> bool:
         """An nn.Module (or LightningModule) subclass, a container PyTorch builds, or a module-level
@@ -236,10 +241,6 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
         stated.visit(tree)
         for m in models:
             m.stated = stated.found.get(m.name, Settings())
-    src.optimizer = file_optimizer(src) if any(f"{name}(" in source for name in OPTIMIZER_CLASSES) else None
-    if src.optimizer is not None:
-        for m in models:
-            m.stated = replace(m.stated, optimizer=src.optimizer)
     return src
 
 
@@ -302,7 +303,7 @@ def file_optimizer(src: SourceFile) -> str | None:
     """The optimizer a `torch.optim.X(...)` call in the file builds (Lightning's
     configure_optimizers included): the first one found; SGD with a momentum is sgd-momentum."""
     for node in ast.walk(src.tree):
-        if not isinstance(node, ast.Call):
+        if not (isinstance(node, ast.Call) and _dotted(node.func).rpartition(".")[2] in OPTIMIZER_CLASSES):
             continue
         path = src.path_of(_dotted(node.func))
         name = path.rpartition(".")[2]
@@ -350,7 +351,7 @@ class _StatedInputs(ast.NodeVisitor):
         if isinstance(target, ast.Name):
             if self.model_of(node.value):
                 self.instances[target.id] = self.model_of(node.value)
-            elif self.shape_of(node.value):
+            elif _example_call(node.value):  # its shape is worked out only if a model is called on it
                 self.examples[target.id] = node.value
         elif isinstance(target, ast.Attribute) and target.attr == "example_input_array" and self.owner in self.models:
             self.record(self.owner, node.value)
@@ -388,7 +389,7 @@ class _StatedInputs(ast.NodeVisitor):
 
     def shape_of(self, node) -> tuple | None:
         """The full shape of a `torch.randn(2, 3, 32, 32)`-style call, evaluated statically."""
-        if not isinstance(node, ast.Call) or _dotted(node.func).rpartition(".")[2] not in EXAMPLE_TENSORS:
+        if not _example_call(node):
             return None
         args = list(node.args)
         if _dotted(node.func).endswith("randint"):
@@ -408,6 +409,10 @@ class _StatedInputs(ast.NodeVisitor):
             body = shape[1:] if batch_included else shape
             batch = shape[0] if batch_included else None
             self.found[model] = Settings(input_shape=body, batch_size=batch, input_dtype=dtype)
+
+
+def _example_call(node) -> bool:
+    return isinstance(node, ast.Call) and _dotted(node.func).rpartition(".")[2] in EXAMPLE_TENSORS
 
 
 def _dtype_of(call) -> str | None:
