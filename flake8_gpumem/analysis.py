@@ -109,8 +109,9 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
 
     Settings precedence, strongest first: overrides (command line), the inline
     comment, per_model[name], project defaults, built-in defaults. `tree` is Python's
-    parse of `source` when the caller has it (flake8 does). Models without an input
-    shape are reported (GPM900) only with `report_unshaped`. `layers=False` is the plugin's
+    parse of `source` when the caller has it (flake8 does). `report_unshaped`: GPM900 is shown;
+    models without an input shape are reported, and a model gpumem cannot read is placed at
+    the statement that stops it, not at the model. `layers=False` is the plugin's
     mode: layer records without lines (their positions are never resolved), and memory
     figures only where a budget needs them. `timeline`: record the step for pictures.
     """
@@ -130,7 +131,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     decls = src.models
     if model is not None:
         decls = [d for d in decls if d.name == model] or [src.expression_model(model)]
-    with _few_collections():
+    with _analysing(src):
         for decl in decls:
             chosen = (per_model or {}).get(decl.name, Settings())
             stated_shape = replace(decl.stated, batch_size=None)
@@ -160,7 +161,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             # yields to a configured batch_size. A torch.optim call in the file beats the configured optimizer.
             settings = merge(overrides, decl.inline, chosen, replace(stated_shape, optimizer=src.optimizer), project,
                              Settings(batch_size=decl.stated.batch_size), DEFAULTS)
-            report = _analyse_model(src, decl, settings, result, layers, timeline)
+            report = _analyse_model(src, decl, settings, result, layers, timeline, show_failures=report_unshaped)
             if report is not None:
                 result.models.append(report)
     result.diagnostics.sort(key=lambda d: (d.line, d.col, d.code))
@@ -168,23 +169,25 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
 
 
 @contextmanager
-def _few_collections():
-    """Python's cyclic collector at a tenth of its usual pace while models are analysed.
+def _analysing(src: SourceFile):
+    """Python's cyclic collector at a tenth of its usual pace while a file's models are analysed,
+    and the file let go of after.
 
     The analysis keeps large trees alive (libcst's nodes of every statement it parsed, the
     interpreter's modules): at the default pace the collector walks them all again every few
     thousand allocations, a third of the time on a file of 300 models. Young garbage is still
-    collected, and flake8's own pace comes back afterwards."""
+    collected, and the caller's own pace comes back afterwards."""
     pace = gc.get_threshold()
     gc.set_threshold(max(pace[0], 10 * 700), *pace[1:])
     try:
         yield
     finally:
+        src.close()
         gc.set_threshold(*pace)
 
 
 def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis,
-                   layers: bool, timeline: bool = False) -> ModelReport | None:
+                   layers: bool, timeline: bool = False, show_failures: bool = True) -> ModelReport | None:
     try:
         run = _run(src, decl, settings, settings.batch_size)
     except RecursionError:
@@ -193,7 +196,9 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         result.skipped.append((decl.name, message))
         return None
     except AnalysisError as exc:
-        line, col = src.position(getattr(exc, "where", None), decl.segment) or (decl.line, decl.col)
+        # finding the statement that stopped it generates that statement's code: not for a GPM900 nobody sees
+        where = getattr(exc, "where", None) if exc.code != "GPM900" or show_failures else None
+        line, col = src.position(where, decl.segment) or (decl.line, decl.col)
         result.diagnostics.append(Diagnostic(exc.code, line, col, f"{decl.name}: {exc.message}"))
         result.skipped.append((decl.name, f"line {line}: {exc.message}"))
         return None

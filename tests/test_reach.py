@@ -176,3 +176,60 @@ def test_blocks_are_not_models_under_the_project_wide_input_shape():
     assert [d.code for d in result.diagnostics] == []
     named = analyse_source(BLOCKS, "net.py", project=Settings(input_shape=(64, 8, 8), batch_size=4), model="Block")
     assert [m.name for m in named.models] == ["Block"]  # named, it is reported
+
+
+FACTORIES = """\
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch.nn as nn
+
+
+@dataclass
+class NetConfig:
+    registry: ClassVar[dict] = {}
+    width: int = 8
+    depth: int = 2
+
+
+class Block(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).relu()
+
+
+class Net(nn.Module):
+    def __init__(self, cfg: NetConfig = NetConfig(16, 3), block=Block):
+        super().__init__()
+        self.stem = nn.Conv2d(3, cfg.width, 3, padding=1)
+        self.blocks = nn.Sequential(*[block(cfg.width) for _ in range(cfg.depth)])
+
+    def forward(self, x):
+        return self.blocks(self.stem(x))
+
+
+def _create(cfg, **kwargs):
+    return Net(cfg, **kwargs)
+
+
+def net_small(**kwargs) -> Net:
+    return _create(NetConfig(4, 1), block=Block, **kwargs)
+
+
+model_cfgs = dict(small=NetConfig(4, 1), large=NetConfig(32, 4))
+"""
+
+
+def test_a_class_a_factory_returns_is_a_model_and_its_blocks_are_not():
+    """timm's and torchvision's files: factories name every class, the model they return (`-> Net`) and
+    the blocks they pass. Under a project-wide shape Net is analysed with its defaults (NetConfig(16, 3):
+    ClassVar is not a field), Block is not, and `model_cfgs = dict(...)` is no model."""
+    result = analyse_source(FACTORIES, "nets.py", project=Settings(input_shape=SHAPE, batch_size=4, device="cpu"))
+    assert [m.name for m in result.models] == ["Net"] and result.diagnostics == []
+    namespace = {}
+    exec(compile(FACTORIES, "nets.py", "exec"), namespace)
+    assert namespace["Net"]().blocks[2].conv.in_channels == 16  # the defaults the analysis must take
+    assert_matches(result.models[0], namespace["Net"]())

@@ -13,8 +13,8 @@ core puts them together.
 """
 from . import imports
 from .core import Interpreter
-from .objects import Bound, Class, Event, File, Function, Module, Q, Scope, param_keys, walk_modules
+from .objects import Bound, Builtin, Class, Event, File, Function, Module, Q, Scope, param_keys, walk_modules
 from .scopes import binds, parse_expression, segment_scope
 
-__all__ = ["Bound", "Class", "Event", "File", "Function", "Interpreter", "Module", "Q", "Scope", "binds", "imports",
+__all__ = ["Bound", "Builtin", "Class", "Event", "File", "Function", "Interpreter", "Module", "Q", "Scope", "binds", "imports",
            "param_keys", "parse_expression", "segment_scope", "walk_modules"]

@@ -307,11 +307,20 @@ class Expressions:
         raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
 
 
+def _string(literal: str) -> str:
+    """A string literal's value; Python's compiler (ast.literal_eval) only where a prefix or an
+    escape needs it: docstrings and dict keys are evaluated on every call."""
+    quote = literal[:3] if literal[:3] in ('"""', "'''") else literal[:1]
+    if quote in ('"', "'", '"""', "'''") and "\\" not in literal:
+        return literal[len(quote):-len(quote)]
+    return ast.literal_eval(literal)
+
+
 _EVAL = {
     cst.Name: Expressions._name,
     cst.Integer: lambda self, node, scope: int(node.value, 0),
     cst.Float: lambda self, node, scope: float(node.value),
-    cst.SimpleString: lambda self, node, scope: ast.literal_eval(node.value),
+    cst.SimpleString: lambda self, node, scope: _string(node.value),
     cst.ConcatenatedString: lambda self, node, scope: self.eval(node.left, scope) + self.eval(node.right, scope),
     cst.FormattedString: Expressions._fstring,
     cst.Attribute: lambda self, node, scope: self.getattr(self.eval(node.value, scope), node.attr.value, node),

@@ -123,7 +123,7 @@ class Class:
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
                     if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name) and not (
-                            "ClassVar" in code(small.annotation.annotation)):
+                            _class_var(small.annotation.annotation)):
                         out.append((small.target.value, small.value))
         return out
 
@@ -314,6 +314,15 @@ MODULE_BASES = {"torch.nn.Module", "torch.nn.modules.module.Module", "pytorch_li
                 "pytorch_lightning.core.LightningModule", "lightning.pytorch.core.LightningModule"}
 
 _code = cst.Module([])
+
+
+def _class_var(annotation: cst.BaseExpression) -> bool:
+    """`ClassVar[int]`, `typing.ClassVar`, `"ClassVar[int]"`: read from the nodes, since generating
+    the annotation's code for every field of every dataclass built costs more than building it."""
+    if isinstance(annotation, cst.SimpleString):
+        return "ClassVar" in annotation.value
+    head = annotation.value if isinstance(annotation, cst.Subscript) else annotation
+    return dotted(head).rpartition(".")[2] == "ClassVar"
 
 
 def code(node: cst.CSTNode) -> str:
