@@ -14,7 +14,7 @@ sys.path; neither library is imported) as a project with `[tool.gpumem] input_sh
   quoted names and numbers replaced), with one example each;
 - the time, in all and per library, and the 5 slowest files.
 
-    python benchmarks/reach.py [--library torchvision|timm|all] [--limit N]
+    python benchmarks/reach.py [--library torchvision|timm|all] [--limit N] [--classes]
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--library", choices=(*LIBRARIES, "all"), default="all")
     p.add_argument("--limit", type=int, help="only the first N files of each library")
+    p.add_argument("--classes", action="store_true", help="the classes pass only (a minute; factories take many)")
     args = p.parse_args()
     reasons: Counter = Counter()
     examples: dict[str, str] = {}
@@ -105,7 +106,7 @@ def main() -> int:
                 not_analysed(f"{rel} {name}", why)
             if result.error:
                 not_analysed(rel, result.error)
-            for name in factories(ast.parse(text)):
+            for name in factories(ast.parse(text)) if not args.classes else ():
                 facts += 1
                 size = factory_size(name)
                 one = analyse_source(text, str(path), Settings(input_shape=(3, size, size), batch_size=2), model=name)

@@ -134,6 +134,8 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     with _analysing(src):
         for decl in decls:
             chosen = (per_model or {}).get(decl.name, Settings())
+            if decl.table and decl.name not in (per_model or {}) and model is None:
+                continue  # a table of configurations, analysed only when named
             stated_shape = replace(decl.stated, batch_size=None)
             shaped = merge(overrides, decl.inline, chosen, stated_shape, project).input_shape is not None
             if not (shaped or report_unshaped or decl.inline_error is not None):

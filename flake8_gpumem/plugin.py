@@ -6,7 +6,6 @@ reaches flake8: a failure becomes a GPM900 diagnostic (off by default).
 """
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 from flake8.style_guide import Decision, DecisionEngine
@@ -37,36 +36,6 @@ OPTIONS = {  # flake8 option -> settings key; the same keys as [tool.gpumem] and
     "reserve": "memory set aside for the CUDA context etc.",
     "device": "whose kernels to model: cuda (default) or cpu",
 }
-
-
-class LongLived:
-    """Sets aside from flake8's cyclic collections what outlives each linted file.
-
-    The modules a model imports are read once per process, and their parsed statements stay:
-    every full collection flake8 makes between files walked them again (a quarter of the plugin's
-    cost on timm's and torchvision's model files). So after each file all that exists is frozen
-    (gc.freeze): skipped by the collector, still freed when no longer referenced. Cycles among it
-    (the interpreter's, flake8's) wait until the frozen set has doubled since the last reckoning;
-    then it is all given back and collected once: the collector's work stays in proportion to
-    what is allocated, and the memory held by such garbage to what is alive.
-    A host that freezes objects itself (the count is not zero at the first file) is left alone."""
-
-    settled: int | None = None  # objects frozen at the last reckoning; None before the first file
-
-    @classmethod
-    def set_aside(cls) -> None:
-        if cls.settled is None and gc.get_freeze_count():
-            cls.settled = -1  # the host's: not ours to manage
-        if cls.settled == -1 or not gc.isenabled():
-            return
-        gc.freeze()
-        if cls.settled is None:
-            cls.settled = gc.get_freeze_count()
-        elif gc.get_freeze_count() > 2 * cls.settled:
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
-            cls.settled = gc.get_freeze_count()
 
 
 class Plugin:
@@ -129,7 +98,6 @@ class Plugin:
         result = analyse_source(source, self.filename, self.overrides, project=project.settings,
                                 per_model=per_model, tree=self.tree, report_unshaped=self.report_unshaped,
                                 layers=False)
-        LongLived.set_aside()
         for d in result.diagnostics:
             if d.message.startswith("cannot parse"):
                 continue  # flake8 reports syntax errors itself (E999)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from .config import ConfigError, Settings, settings_from
@@ -23,6 +23,7 @@ INLINE_PAIR = re.compile(r"(\w+)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|\[(?:[^\[\]]|\
                          r"|[^\s,]+)")
 CONTAINER_CALLS = ("Sequential",)
 EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
+TABLE = 64  # items in a display a module-level call passes, above which it builds a table, not a model
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 
 
@@ -41,6 +42,7 @@ class ModelDecl:
     stated: Settings = field(default_factory=Settings)  # an example input the file itself builds
     constructor: str = ""  # a module-level call's callee as written, e.g. nn.Sequential or resnet18
     has_args: bool = False  # that call passes arguments
+    table: bool = False  # one of them is a display of more than TABLE items: timm's default_cfgs, not a model
     expression: str = ""  # a model named by an expression (--model 'resnet50(num_classes=10)')
 
     @property
@@ -307,8 +309,18 @@ def _candidate(stmt: ast.stmt, segment: Segment, line: str) -> ModelDecl | None:
     if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
             and isinstance(stmt.value, ast.Call) and _dotted(stmt.value.func)):
         return ModelDecl(stmt.targets[0].id, stmt.lineno, col, segment, constructor=_dotted(stmt.value.func),
-                         has_args=bool(stmt.value.args or stmt.value.keywords))
+                         has_args=bool(stmt.value.args or stmt.value.keywords), table=_table(stmt.value))
     return None
+
+
+def _table(call: ast.Call) -> bool:
+    """A call given a dict, list, tuple or set display of more than TABLE items: a table of
+    configurations (`default_cfgs = generate_default_cfgs({...})`), a statement of thousands of
+    lines whose evaluation would cost more than all the models of its file."""
+    displays = (len(v.keys) if isinstance(v, ast.Dict) else len(v.elts)
+                for v in [*call.args, *(k.value for k in call.keywords)]
+                if isinstance(v, (ast.Dict, ast.List, ast.Tuple, ast.Set)))
+    return any(items > TABLE for items in displays)
 
 
 def _names(node: ast.AST, among: set) -> set:

@@ -30,15 +30,3 @@ def pytest_terminal_summary(terminalreporter):
         refused = sum(1 for r in terminalreporter.stats.get("skipped", []) if oracle.REFUSED in str(r.longrepr))
         terminalreporter.write_line(f"oracle: PyTorch {oracle.torch.__version__}, CPU capability "
                                     f"{oracle.cpu_capability()}; {refused} case(s) it cannot run on this CPU skipped")
-
-
-@pytest.fixture(autouse=True)
-def _collector_given_back():
-    """The plugin freezes what outlives a linted file (flake8's processes gain from it); a test
-    process gives it back after each test, so one test's frozen cycles never reach the next."""
-    yield
-    plugin = sys.modules.get("flake8_gpumem.plugin")
-    if plugin is not None and plugin.LongLived.settled not in (None, -1):
-        import gc
-        gc.unfreeze()
-        plugin.LongLived.settled = None

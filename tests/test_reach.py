@@ -233,3 +233,19 @@ def test_a_class_a_factory_returns_is_a_model_and_its_blocks_are_not():
     exec(compile(FACTORIES, "nets.py", "exec"), namespace)
     assert namespace["Net"]().blocks[2].conv.in_channels == 16  # the defaults the analysis must take
     assert_matches(result.models[0], namespace["Net"]())
+
+
+def test_a_call_given_a_table_is_a_model_only_when_named():
+    """`default_cfgs = generate_default_cfgs({...})`, thousands of lines in timm: a call given a display
+    of more than 64 items is a table, not evaluated as a candidate (it cost a fifth of the plugin's time
+    on timm's model files); named in the model table, it is analysed like any other."""
+    entries = ", ".join(f'"net_{i}": {i}' for i in range(65))
+    source = FACTORIES + f"\n\ndef from_table(table) -> Net:\n    return Net(NetConfig(len(table) % 7, 1))\n\n\n" \
+                         f"tabled = from_table({{{entries}}})\n"
+    project = Settings(input_shape=SHAPE, batch_size=4, device="cpu")
+    assert [m.name for m in analyse_source(source, "nets.py", project=project).models] == ["Net"]
+    named = analyse_source(source, "nets.py", project=project, per_model={"tabled": Settings()})
+    assert [m.name for m in named.models] == ["Net", "tabled"]
+    namespace = {}
+    exec(compile(source, "nets.py", "exec"), namespace)
+    assert_matches(named.models[1], namespace["tabled"])
