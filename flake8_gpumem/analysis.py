@@ -143,6 +143,8 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             block = model is None and decl.name in src.components
             if block and merge(decl.inline, chosen, stated_shape).input_shape is None:
                 continue  # a block another model builds: only analysed with an input shape of its own
+            if not report_unshaped and set(decl.required) - set(merge(overrides, decl.inline, chosen, project).args):
+                continue  # its constructor needs arguments nothing gives: a GPM900 nobody sees, not worth parsing
             try:
                 if not src.is_model(decl):
                     continue

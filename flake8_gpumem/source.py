@@ -43,6 +43,7 @@ class ModelDecl:
     constructor: str = ""  # a module-level call's callee as written, e.g. nn.Sequential or resnet18
     has_args: bool = False  # that call passes arguments
     table: bool = False  # one of them is a display of more than TABLE items: timm's default_cfgs, not a model
+    required: tuple = ()  # a class's own __init__ parameters without a default (before any is parsed)
     expression: str = ""  # a model named by an expression (--model 'resnet50(num_classes=10)')
 
     @property
@@ -125,13 +126,14 @@ class SourceFile:
             return True
         # the callee before the statement: torch.randn(...) or dict(...) is no model, whatever it holds
         try:
-            path = self.path_of(decl.constructor) if decl.constructor else ""
+            head = self._head(decl.constructor) if decl.constructor else None
         except RecursionError:
             return False
+        if isinstance(head, _interpreter().Builtin):
+            return False
+        path = _path(head, decl.constructor)
         if path.startswith("torch"):
             return path.rpartition(".")[2] in CONTAINER_CALLS  # nn.Sequential(...), not torch.randn(...)
-        if decl.constructor and self._builtin(decl.constructor):
-            return False
         if not decl.segment.module.body:  # parsed first, outside the try: its failure is not "not a model"
             return False
         try:
@@ -141,12 +143,6 @@ class SourceFile:
         except (AnalysisError, RecursionError):
             return False
         return self._builds_module(decl)
-
-    def _builtin(self, name: str) -> bool:
-        try:
-            return isinstance(self.probe.lookup(name.partition(".")[0], self.scope, None), _interpreter().Builtin)
-        except (AnalysisError, RecursionError):
-            return False
 
     def _builds_module(self, decl: ModelDecl) -> bool:
         """`model = resnet18(num_classes=10)`: a model when the call builds an nn.Module. A call of
@@ -202,12 +198,15 @@ class SourceFile:
 
     def path_of(self, name: str) -> str:
         """The import path of a dotted name as the file spells it (`optim.Adam` -> torch.optim.Adam), or ""."""
-        head, _, rest = name.partition(".")
+        return _path(self._head(name), name)
+
+    def _head(self, name: str):
+        """What the first part of a dotted name is bound to in the file (None where nothing known)."""
+        head = name.partition(".")[0]
         try:
-            value = self.probe.lookup(head, self.scope, None) if head else None
+            return self.probe.lookup(head, self.scope, None) if head else None
         except AnalysisError:
-            return ""
-        return (f"{value.path}.{rest}" if rest else value.path) if isinstance(value, _interpreter().Q) else ""
+            return None
 
     def evaluate(self, node: ast.expr, defaults: dict):
         """A small expression of the file (a size, a shape), evaluated statically, or None.
@@ -305,12 +304,31 @@ def _called_bare(source: str, name: str) -> bool:
 def _candidate(stmt: ast.stmt, segment: Segment, line: str) -> ModelDecl | None:
     col = len(line.encode("utf-8")[:stmt.col_offset].decode("utf-8", "replace"))  # ast counts bytes
     if isinstance(stmt, ast.ClassDef) and stmt.bases:
-        return ModelDecl(stmt.name, stmt.lineno, col, segment)
+        return ModelDecl(stmt.name, stmt.lineno, col, segment, required=_required(stmt))
     if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
             and isinstance(stmt.value, ast.Call) and _dotted(stmt.value.func)):
         return ModelDecl(stmt.targets[0].id, stmt.lineno, col, segment, constructor=_dotted(stmt.value.func),
                          has_args=bool(stmt.value.args or stmt.value.keywords), table=_table(stmt.value))
     return None
+
+
+def _required(cls: ast.ClassDef) -> tuple:
+    """The parameters of the class's own `__init__` that have no default (self aside)."""
+    init = next((f for f in reversed(cls.body) if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+    if init is None:
+        return ()
+    a = init.args
+    positional = (a.posonlyargs + a.args)[1:]
+    needed = positional[:max(len(positional) - len(a.defaults), 0)]
+    return tuple(p.arg for p in needed) + tuple(p.arg for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is None)
+
+
+def _path(head, name: str) -> str:
+    """The import path of dotted `name` whose first part is bound to `head` (a Q), or ""."""
+    if not isinstance(head, _interpreter().Q):
+        return ""
+    rest = name.partition(".")[2]
+    return f"{head.path}.{rest}" if rest else head.path
 
 
 def _table(call: ast.Call) -> bool:

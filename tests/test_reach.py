@@ -249,3 +249,30 @@ def test_a_call_given_a_table_is_a_model_only_when_named():
     namespace = {}
     exec(compile(source, "nets.py", "exec"), namespace)
     assert_matches(named.models[1], namespace["tabled"])
+
+
+NEEDS_ARGS = """\
+import torch.nn as nn
+
+
+class Head(nn.Module):
+    def __init__(self, width, *, classes, bias=True):
+        super().__init__()
+        self.fc = nn.Linear(width, classes, bias=bias)
+
+    def forward(self, x):
+        return self.fc(x)
+"""
+
+
+def test_a_class_whose_constructor_needs_arguments_is_read_only_when_they_are_given():
+    """Without its arguments it cannot be built: reported where GPM900 is shown, skipped unread where it
+    is not (the plugin's default), and analysed once the model table gives them."""
+    project = Settings(input_shape=(16,), batch_size=4, device="cpu")
+    shown = analyse_source(NEEDS_ARGS, "head.py", project=project)
+    assert [d.message for d in shown.diagnostics] == ["Head: Head.__init__ is missing the argument 'width'"]
+    hidden = analyse_source(NEEDS_ARGS, "head.py", project=project, report_unshaped=False)
+    assert hidden.models == [] and hidden.diagnostics == [] and hidden.skipped == []
+    given = analyse_source(NEEDS_ARGS, "head.py", project=project, report_unshaped=False,
+                           per_model={"Head": Settings(args={"width": 16, "classes": 3})})
+    assert [(m.name, m.params) for m in given.models] == [("Head", 16 * 3 + 3)]
