@@ -134,7 +134,8 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
     with _analysing(src):
         for decl in decls:
             chosen = (per_model or {}).get(decl.name, Settings())
-            if decl.table and decl.name not in (per_model or {}) and model is None:
+            named = model is not None or decl.name in (per_model or {}) or decl.commented
+            if decl.table and not named:
                 continue  # a table of configurations, analysed only when named
             stated_shape = replace(decl.stated, batch_size=None)
             shaped = merge(overrides, decl.inline, chosen, stated_shape, project).input_shape is not None
@@ -143,7 +144,8 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             block = model is None and decl.name in src.components
             if block and merge(decl.inline, chosen, stated_shape).input_shape is None:
                 continue  # a block another model builds: only analysed with an input shape of its own
-            if not report_unshaped and set(decl.required) - set(merge(overrides, decl.inline, chosen, project).args):
+            if not (report_unshaped or decl.inline_error is not None) and (
+                    set(decl.required) - set(merge(overrides, decl.inline, chosen, project).args)):
                 continue  # its constructor needs arguments nothing gives: a GPM900 nobody sees, not worth parsing
             try:
                 if not src.is_model(decl):

@@ -246,6 +246,8 @@ def test_a_call_given_a_table_is_a_model_only_when_named():
     assert [m.name for m in analyse_source(source, "nets.py", project=project).models] == ["Net"]
     named = analyse_source(source, "nets.py", project=project, per_model={"tabled": Settings()})
     assert [m.name for m in named.models] == ["Net", "tabled"]
+    commented = source.replace("tabled = from_table(", "tabled = from_table(  # gpumem: batch_size=4\n    ")
+    assert [m.name for m in analyse_source(commented, "nets.py", project=project).models] == ["Net", "tabled"]
     namespace = {}
     exec(compile(source, "nets.py", "exec"), namespace)
     assert_matches(named.models[1], namespace["tabled"])
@@ -276,3 +278,6 @@ def test_a_class_whose_constructor_needs_arguments_is_read_only_when_they_are_gi
     given = analyse_source(NEEDS_ARGS, "head.py", project=project, report_unshaped=False,
                            per_model={"Head": Settings(args={"width": 16, "classes": 3})})
     assert [(m.name, m.params) for m in given.models] == [("Head", 16 * 3 + 3)]
+    unreadable = NEEDS_ARGS.replace("class Head(nn.Module):", "class Head(nn.Module):  # gpumem: batch_size=four")
+    bad = analyse_source(unreadable, "head.py", project=project, report_unshaped=False)
+    assert [d.code for d in bad.diagnostics] == ["GPM001", "GPM900"]  # bad configuration is still said
