@@ -65,6 +65,7 @@ class SourceFile:
     tree: ast.Module
     segments: list[Segment]
     models: list[ModelDecl]
+    statements: list[list[ast.stmt]] = field(default_factory=list)  # each segment's statements (Python's ast)
 
     @cached_property
     def optimizer(self) -> str | None:
@@ -172,14 +173,20 @@ class SourceFile:
         a function is declared to return (`def resnet50(**kwargs) -> ResNet`) is the model that
         factory builds, unless another class builds it too."""
         classes = {m.name for m in self.models if not m.constructor}
+        if not classes:
+            return set()
+        # a statement is walked only for the names its text spells and that are not known yet
+        spelt = re.compile(r"\b(" + "|".join(re.escape(c) for c in classes) + r")\b")
         in_classes, in_functions, built = set(), set(), set()
-        for stmt in self.tree.body:
-            # any class: GPT too, when `model = GPT(cfg)` stands for it
-            if isinstance(stmt, ast.ClassDef):
-                in_classes.update(_names(stmt, classes) - {stmt.name})
-            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                in_functions.update(_names(stmt, classes))
-                built.update(_names(stmt.returns, classes) if stmt.returns else ())
+        for segment, stmts in zip(self.segments, self.statements):
+            words = set(spelt.findall(segment.text))
+            for stmt in stmts if words else ():
+                # any class: GPT too, when `model = GPT(cfg)` stands for it
+                if isinstance(stmt, ast.ClassDef):
+                    in_classes |= _names(stmt, words - in_classes - {stmt.name})
+                elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    in_functions |= _names(stmt, words - in_functions)
+                    built |= _names(stmt.returns, words) if stmt.returns else set()
         return in_classes | (in_functions - built)
 
     def position(self, site: tuple | None, hint: Segment | None = None) -> tuple[int, int] | None:
@@ -260,11 +267,16 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
                 decl.inline_error = str(exc)
             models.append(decl)
     models = _once(models)
-    src = SourceFile(filename, tree, segments, models)
+    src = SourceFile(filename, tree, segments, models, statements)
     names = {m.name for m in models}
     if models and _may_state_inputs(source, names):
         stated = _StatedInputs(src, names)
-        stated.visit(tree)
+        for segment, stmts in zip(segments, statements):
+            # a function or class that cannot state an input is not walked (a file's inputs are in a few)
+            if all(isinstance(s, (ast.Assign, ast.Expr)) for s in stmts) or _may_state_inputs(
+                    segment.text, names | stated.instances.keys(), stated.examples.keys()):
+                for stmt in stmts:
+                    stated.visit(stmt)
         for m in models:
             m.stated = stated.found.get(m.name, Settings())
     return src
@@ -279,13 +291,14 @@ def _once(models: list) -> list:
     return [m for m in models if m in instances or (m.constructor not in classes and m.name not in shown)]
 
 
-def _may_state_inputs(source: str, names: set) -> bool:
+def _may_state_inputs(source: str, names: set, examples=()) -> bool:
     """A cheap textual check before walking the tree for example inputs: torchinfo's summary, a
-    Lightning example_input_array, or a model called by its bare name beside an example tensor
-    (docstrings full of `nn.Conv2d(...)` and `torch.randn(...)` do not count)."""
+    Lightning example_input_array, or a model (or a variable holding one) called by its bare name
+    beside an example tensor or a variable holding one (docstrings full of `nn.Conv2d(...)` and
+    `torch.randn(...)` do not count)."""
     if "summary" in source or "example_input_array" in source:
         return True
-    if not any(f"{f}(" in source for f in EXAMPLE_TENSORS):
+    if not any(f"{f}(" in source for f in EXAMPLE_TENSORS) and not any(v in source for v in examples):
         return False
     return any(_called_bare(source, name) for name in names)
 
@@ -342,7 +355,16 @@ def _table(call: ast.Call) -> bool:
 
 
 def _names(node: ast.AST, among: set) -> set:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in among}
+    """Which of `among` the code under `node` names, in source order; it stops once all are found."""
+    found, stack = set(), [node]
+    while stack and len(found) < len(among):
+        n = stack.pop()
+        if type(n) is ast.Name:
+            if n.id in among:
+                found.add(n.id)
+        else:
+            stack.extend(reversed(list(ast.iter_child_nodes(n))))
+    return found
 
 
 def _dotted(node) -> str:

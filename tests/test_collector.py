@@ -28,3 +28,40 @@ def test_the_collector_gets_its_pace_back():
     failed = analyse_source(MODEL.format(width="undefined_name"), "net.py", Settings(batch_size=2))
     assert not failed.models and failed.skipped
     assert gc.get_threshold() == pace
+
+
+class Cycle:
+    """An object in a reference cycle: only the cyclic collector can free it."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_the_plugin_freezes_what_outlives_a_file_and_hands_it_back():
+    import ast
+    import weakref
+
+    from flake8_gpumem import plugin
+
+    src = MODEL.format(width=4)
+
+    def lint():
+        assert list(plugin.Plugin(ast.parse(src), src.splitlines(True), "net.py").run()) == []
+
+    gc.unfreeze()
+    plugin._frozen_files = 0
+    try:
+        held = Cycle()
+        freed = []
+        weakref.finalize(held, freed.append, True)
+        lint()  # `held` is alive here: it is frozen with everything else
+        assert gc.get_freeze_count() > 0
+        del held
+        gc.collect()
+        assert not freed  # frozen garbage waits ...
+        for _ in range(plugin.FREEZE_SPAN):
+            lint()
+        assert freed  # ... at most FREEZE_SPAN files, then the collector gets it back
+    finally:
+        gc.unfreeze()
+        plugin._frozen_files = 0

@@ -105,3 +105,30 @@ class Tagger(nn.Module):  # gpumem: input_shape=(12,) input_dtype=int64
     (d,) = [d for d in result.diagnostics if d.code == "GPM900"]
     assert d.line == 10  # the Embedding call that needs the vocabulary size
     assert "vocab" in d.message and "open" in d.message
+
+
+BARE = NET.replace("  # gpumem: input_shape=(8,) batch_size=2", "")
+
+
+def stated(src):
+    """(input shape, batch) the file states for its class Net."""
+    from flake8_gpumem.source import read_source
+    [net] = [m for m in read_source(src, "net.py").models if m.name == "Net"]
+    return net.stated.input_shape, net.stated.batch_size
+
+
+def test_an_example_bound_in_one_statement_and_used_in_another_is_found():
+    # the example tensor at module level, the model built and called inside a function
+    src = BARE + "\nx = torch.randn(3, 8)\n\n\ndef main():\n    net = Net()\n    return net(x)\n"
+    assert stated(src) == ((8,), 3)
+    # the model at module level, called on an example inside a function
+    src = BARE + "\nmodel = Net()\n\n\ndef smoke():\n    model(torch.zeros(5, 8))\n"
+    assert stated(src) == ((8,), 5)
+    # torchinfo's summary inside a function: its size includes the batch
+    src = BARE + "\nfrom torchinfo import summary\n\n\ndef show():\n    summary(Net(), input_size=(7, 8))\n"
+    assert stated(src) == ((8,), 7)
+
+
+def test_a_function_that_builds_no_example_states_nothing():
+    src = BARE + "\n\ndef make():\n    net = Net()\n    return net\n\n\ndef other(x):\n    return torch.randn(2, 4)\n"
+    assert stated(src) == (None, None)

@@ -11,8 +11,8 @@ import libcst as cst
 from .. import catalogue
 from ..values import TORCH_DTYPES, AnalysisError, Tensor, Unresolved
 from .imports import Namespace
-from .objects import (MAX_INT_BITS, MAX_LOOP, MISSING, Bound, Builtin, Class, Function, Instance, Module, Partial,
-                      Q, Scope, _Break, _Continue, _Return, code)
+from .objects import (MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function, Instance, Module,
+                      Partial, Q, Scope, _Break, _Continue, _Return, code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
 # methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
@@ -57,24 +57,22 @@ class Expressions:
     """Evaluates an expression node in a scope, dispatched on the node's exact type."""
 
     def eval(self, node, scope: Scope):
-        self._tick(node)
+        """The value of an expression node; the interpreter's hottest path (a million calls on a
+        model zoo), so the step count and the dispatch are inline."""
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            self._tick(node)
+        handler = _EVAL.get(type(node))  # by exact type: isinstance on libcst's ABC-based nodes is slow
+        if handler is None:
+            raise Unresolved(f"unsupported expression {code(node)[:60]}", node)
         try:
-            return self._eval(node, scope)
+            return handler(self, node, scope)
         except (AnalysisError, _Return, _Break, _Continue):
             raise
         except RecursionError:
             raise Unresolved("an expression nests too deeply for gpumem", None) from None
         except Exception as exc:  # any Python-level failure of an evaluated value
             raise Unresolved(f"cannot evaluate {code(node)[:80]}: {exc or type(exc).__name__}", node) from None
-
-    def _eval(self, node, scope: Scope):
-        handler = _EVAL.get(type(node))  # by exact type: isinstance on libcst's ABC-based nodes is slow
-        if handler is None:
-            raise Unresolved(f"unsupported expression {code(node)[:60]}", node)
-        return handler(self, node, scope)
-
-    def _name(self, node: cst.Name, scope: Scope):
-        return self.lookup(node.value, scope, node)
 
     def _boolean(self, node: cst.BooleanOperation, scope: Scope):
         left = self.eval(node.left, scope)
@@ -317,7 +315,7 @@ def _string(literal: str) -> str:
 
 
 _EVAL = {
-    cst.Name: Expressions._name,
+    cst.Name: lambda self, node, scope: self.lookup(node.value, scope, node),
     cst.Integer: lambda self, node, scope: int(node.value, 0),
     cst.Float: lambda self, node, scope: float(node.value),
     cst.SimpleString: lambda self, node, scope: _string(node.value),

@@ -157,7 +157,9 @@ class Names:
     """Name lookup through scopes, module-level names evaluated on first use."""
 
     def lookup(self, name: str, scope: Scope, node):
-        value = self._find(name, scope, node)
+        value = scope.vars.get(name, MISSING)  # the usual case, a plain local, without the search
+        if value is MISSING or isinstance(value, (Unresolved, Q)):
+            value = self._find(name, scope, node)
         if value is not MISSING:
             return value
         if name in ("True", "False", "None"):

@@ -18,34 +18,30 @@ class Statements:
 
     def run_stmt(self, stmt, scope: Scope) -> None:
         self._tick(stmt)
-        if isinstance(stmt, cst.SimpleStatementLine):
-            for small in stmt.body:
-                self.run_small(small, scope)
-        elif isinstance(stmt, cst.If):
-            self._run_if(stmt, scope)
-        elif isinstance(stmt, cst.For):
-            self._run_for(stmt, scope)
-        elif isinstance(stmt, cst.With):
-            self.run_block(stmt.body.body, scope)
-        elif isinstance(stmt, cst.Try):
-            self.run_block(stmt.body.body, scope)
-            if stmt.orelse is not None:
-                self.run_block(stmt.orelse.body.body, scope)
-            if stmt.finalbody is not None:
-                self.run_block(stmt.finalbody.body.body, scope)
-        elif isinstance(stmt, cst.FunctionDef):
-            scope.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value, segment=self.segment)
-        elif isinstance(stmt, cst.ClassDef):
-            scope.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, self.segment)
-        elif isinstance(stmt, cst.While):
-            raise Unresolved("a while loop cannot be unrolled statically", stmt)
-        else:
+        handler = _STATEMENTS.get(type(stmt))  # by exact type, as expressions are dispatched
+        if handler is None:
             raise Unresolved(f"unsupported statement: {type(stmt).__name__}", stmt)
+        handler(self, stmt, scope)
+
+    def _run_line(self, stmt: cst.SimpleStatementLine, scope: Scope) -> None:
+        for small in stmt.body:
+            self.run_small(small, scope)
+
+    def _run_try(self, stmt: cst.Try, scope: Scope) -> None:
+        self.run_block(stmt.body.body, scope)
+        if stmt.orelse is not None:
+            self.run_block(stmt.orelse.body.body, scope)
+        if stmt.finalbody is not None:
+            self.run_block(stmt.finalbody.body.body, scope)
+
+    def _define(self, stmt, scope: Scope) -> None:
+        kind = Function if type(stmt) is cst.FunctionDef else Class
+        scope.vars[stmt.name.value] = kind(stmt, scope, stmt.name.value, segment=self.segment)
 
     def _run_if(self, stmt: cst.If, scope: Scope) -> None:
         if self.truth(self.eval(stmt.test, scope), stmt.test):
             self.run_block(stmt.body.body, scope)
-        elif isinstance(stmt.orelse, cst.If):
+        elif type(stmt.orelse) is cst.If:
             self._run_if(stmt.orelse, scope)
         elif stmt.orelse is not None:
             self.run_block(stmt.orelse.body.body, scope)
@@ -94,33 +90,30 @@ class Statements:
         return items
 
     def run_small(self, small, scope: Scope) -> None:
-        if isinstance(small, cst.Expr):
-            if isinstance(small.value, cst.Call) and not self._resolvable(small.value.func, scope):
-                return  # print(...), logging, open(...).write(...): nothing a shape depends on
-            self.eval(small.value, scope)
-        elif isinstance(small, cst.Assign):
-            value = self.eval(small.value, scope)
-            for target in small.targets:
-                self.assign(target.target, value, scope)
-        elif isinstance(small, cst.AnnAssign):
-            if small.value is not None:
-                self.assign(small.target, self.eval(small.value, scope), scope)
-        elif isinstance(small, cst.AugAssign):
-            self._augassign(small, scope)
-        elif isinstance(small, cst.Return):
-            raise _Return(None if small.value is None else self.eval(small.value, scope))
-        elif isinstance(small, (cst.Import, cst.ImportFrom)):
-            scope.vars.update(imported_names(small, scope.root().file.package))
-        elif isinstance(small, cst.Break):
-            raise _Break()
-        elif isinstance(small, cst.Continue):
-            raise _Continue()
-        elif isinstance(small, cst.Raise):
-            raise Unresolved("the code raises an exception here", small)
-        elif isinstance(small, (cst.Pass, cst.Assert, cst.Global, cst.Nonlocal, cst.Del)):
-            pass
-        else:
+        handler = _SMALL_STATEMENTS.get(type(small))
+        if handler is None:
             raise Unresolved(f"unsupported statement: {type(small).__name__}", small)
+        handler(self, small, scope)
+
+    def _run_expr(self, small: cst.Expr, scope: Scope) -> None:
+        if type(small.value) is cst.Call and not self._resolvable(small.value.func, scope):
+            return  # print(...), logging, open(...).write(...): nothing a shape depends on
+        self.eval(small.value, scope)
+
+    def _run_assign(self, small: cst.Assign, scope: Scope) -> None:
+        value = self.eval(small.value, scope)
+        for target in small.targets:
+            self.assign(target.target, value, scope)
+
+    def _run_annassign(self, small: cst.AnnAssign, scope: Scope) -> None:
+        if small.value is not None:
+            self.assign(small.target, self.eval(small.value, scope), scope)
+
+    def _run_return(self, small: cst.Return, scope: Scope) -> None:
+        raise _Return(None if small.value is None else self.eval(small.value, scope))
+
+    def _run_import(self, small, scope: Scope) -> None:
+        scope.vars.update(imported_names(small, scope.root().file.package))
 
     def _resolvable(self, func, scope: Scope) -> bool:
         """Whether a called name is one gpumem knows (defined in the file, imported, or a safe builtin)."""
@@ -155,10 +148,11 @@ class Statements:
         self.assign(small.target, result, scope)
 
     def assign(self, target, value, scope: Scope) -> None:
-        if isinstance(target, cst.Name):
+        kind = type(target)
+        if kind is cst.Name:
             self._hold(scope.vars.get(target.value))  # the old value lives until the name is rebound
             scope.vars[target.value] = value
-        elif isinstance(target, (cst.Tuple, cst.List)):
+        elif kind is cst.Tuple or kind is cst.List:
             items = self.iterate(value, target)
             elements = target.elements
             star = next((i for i, e in enumerate(elements) if isinstance(e, cst.StarredElement)), None)
@@ -174,9 +168,9 @@ class Statements:
                 self.assign(elements[star].value, list(items[star:len(items) - after]), scope)
                 for e, v in zip(elements[star + 1:], items[len(items) - after:]):
                     self.assign(e.value, v, scope)
-        elif isinstance(target, cst.Attribute):
+        elif kind is cst.Attribute:
             self.setattr(self.eval(target.value, scope), target.attr.value, value, target)
-        elif isinstance(target, cst.Subscript):
+        elif kind is cst.Subscript:
             container = self.eval(target.value, scope)
             if isinstance(container, Tensor):
                 return  # x[i] = v, x[:, 0] += v: written in place, into memory x already holds
@@ -194,3 +188,40 @@ class Statements:
         if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
             raise Unresolved(f"unsupported subscript {code(node)}", node)
         return self.eval(node.slice[0].slice.value, scope)
+
+
+def _raise(what: str):
+    def run(self, stmt, scope: Scope) -> None:
+        raise Unresolved(what, stmt)
+    return run
+
+
+def _signal(signal: type):
+    def run(self, stmt, scope: Scope) -> None:
+        raise signal()
+    return run
+
+
+_STATEMENTS = {
+    cst.SimpleStatementLine: Statements._run_line,
+    cst.If: Statements._run_if,
+    cst.For: Statements._run_for,
+    cst.With: lambda self, stmt, scope: self.run_block(stmt.body.body, scope),
+    cst.Try: Statements._run_try,
+    cst.FunctionDef: Statements._define,
+    cst.ClassDef: Statements._define,
+    cst.While: _raise("a while loop cannot be unrolled statically"),
+}
+_SMALL_STATEMENTS = {
+    cst.Expr: Statements._run_expr,
+    cst.Assign: Statements._run_assign,
+    cst.AnnAssign: Statements._run_annassign,
+    cst.AugAssign: Statements._augassign,
+    cst.Return: Statements._run_return,
+    cst.Import: Statements._run_import,
+    cst.ImportFrom: Statements._run_import,
+    cst.Break: _signal(_Break),
+    cst.Continue: _signal(_Continue),
+    cst.Raise: _raise("the code raises an exception here"),
+    **dict.fromkeys((cst.Pass, cst.Assert, cst.Global, cst.Nonlocal, cst.Del), lambda self, stmt, scope: None),
+}
