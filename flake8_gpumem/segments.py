@@ -1,5 +1,9 @@
 """A source split into its top-level statements, each parsed with libcst only when first needed.
 
+A class is split once more: its methods are parsed one by one, when first called, and the
+rest of it (header, class attributes) on its own. A model class runs `__init__` and `forward`
+and what they call; timm's and torchvision's classes hold as much again that no analysis runs.
+
 Shared by source.py (which finds models in a file) and the interpreter (which reads a file's
 names, and those of the files it imports), so that neither depends on the other for it.
 """
@@ -20,11 +24,13 @@ class Segment:
     """One top-level statement of a source (statements sharing a line together), parsed with
     libcst the first time the interpreter needs a name it binds."""
 
-    first_line: int  # 1-based line of its first character in the file
-    text: str
+    first_line: int  # 1-based line of its first character in the file (of `code`'s, where they differ)
+    text: str  # the statement as written
     names: tuple  # the module-level names it binds
     stars: tuple = ()  # (level, module) of a `from module import *` it holds
     previous: dict = field(default_factory=dict)  # name -> the Segment that bound it before this one
+    members: dict = field(default_factory=dict)  # a class's methods: name -> Segment, the last def of a name
+    code: str | None = None  # what libcst parses where it is not `text`: a class without its methods
     _module: object = None  # its libcst Module
     _positions: object = None  # node -> libcst CodeRange, resolved when a position is asked for
 
@@ -34,10 +40,11 @@ class Segment:
         if self._module is None:
             import libcst as cst  # imported on first use: files with nothing to analyse never pay for it
 
-            if self.text.count(" and ") + self.text.count(" or ") > MAX_BOOLEAN_OPERANDS:
+            code = self.text if self.code is None else self.code
+            if code.count(" and ") + code.count(" or ") > MAX_BOOLEAN_OPERANDS:
                 raise Unresolved(f"line {self.first_line} has more than {MAX_BOOLEAN_OPERANDS} and/or operators")
             try:
-                self._module = cst.parse_module(self.text)
+                self._module = cst.parse_module(code)
             except cst.ParserSyntaxError as exc:
                 raise Unresolved(f"libcst cannot parse line {self.first_line + exc.raw_line - 1}: "
                                  f"{exc.message}") from None
@@ -82,9 +89,34 @@ def split(lines: list, tree: ast.Module) -> tuple[list[Segment], list[list[ast.s
         names = tuple(n for stmt in stmts for n in _bound_names(stmt))
         stars = tuple((s.level, s.module or "") for s in stmts
                       if isinstance(s, ast.ImportFrom) and any(a.name == "*" for a in s.names))
-        segments.append(Segment(start, "".join(lines[start - 1:end]), names, stars))
+        segment = Segment(start, "".join(lines[start - 1:end]), names, stars)
+        if len(stmts) == 1 and isinstance(stmts[0], ast.ClassDef):
+            _split_class(segment, stmts[0], lines)
+        segments.append(segment)
         statements.append(stmts)
     return segments, statements
+
+
+def _split_class(segment: Segment, cls: ast.ClassDef, lines: list) -> None:
+    """Give a class statement its methods as members, each parsed alone inside a `class _:` line
+    (so that its lines and columns stay the file's), and leave their lines blank in what is
+    parsed of the class itself, so that its other statements keep their places."""
+    code = lines[segment.first_line - 1:cls.end_lineno]
+    for method in cls.body:
+        if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        start = min([method.lineno] + [d.lineno for d in method.decorator_list])
+        text = "class _:\n" + "".join(lines[start - 1:method.end_lineno])
+        segment.members[method.name] = Segment(start - 1, text, ())
+        for i in range(start - segment.first_line, method.end_lineno - segment.first_line + 1):
+            code[i] = code[i][len(code[i].rstrip("\r\n")):]  # its line ending only
+    if segment.members:  # where the first statement was a method, a `pass`: a body left empty needs one
+        first = cls.body[0]
+        i = min([first.lineno] + [d.lineno for d in getattr(first, "decorator_list", ())]) - segment.first_line
+        if not code[i].strip():
+            line = lines[segment.first_line - 1 + i]
+            code[i] = line[:len(line) - len(line.lstrip())] + "pass" + code[i]
+        segment.code = "".join(code)
 
 
 def _statement_groups(body: list):

@@ -199,8 +199,9 @@ class SourceFile:
             pos = seg.position(node) if seg is not None else None
             if pos is not None:
                 return pos
-        # rarely reached: resolved statements first, then the other parsed ones
-        parsed = sorted((s for s in self.segments if s.parsed), key=lambda s: s._positions is None)
+        # rarely reached: resolved statements first, then the other parsed ones (methods included)
+        every = (m for s in self.segments for m in (s, *s.members.values()))
+        parsed = sorted((s for s in every if s.parsed), key=lambda s: s._positions is None)
         return next((pos for seg in parsed if (pos := seg.position(node)) is not None), None)
 
     def path_of(self, name: str) -> str:

@@ -206,6 +206,32 @@ class Net(nn.Module):  # gpumem: input_shape=(1, 25, 25) batch_size=2
 # Class-like text only inside strings (lines 3, 9, 16). Net on line 13; pool on line 21, col 8 + 12 = 20.
 
 
+MEMBERS = """\
+import torch.nn as nn
+
+
+class Net(nn.Module):  # gpumem: input_shape=(1, 25, 25) batch_size=2
+    def __init__(self):
+        super().__init__()
+        self.pool = self.make_pool()
+
+    @property
+    def window(self):
+        return self.WINDOW
+
+    def make_pool(self):
+        return nn.MaxPool2d(self.window)
+
+    WINDOW = 2
+
+    def forward(self, x):
+        return self.pool(x)
+"""
+# Each method is parsed apart from the class (its first statement a method, a class attribute between
+# methods). Net on line 4; the pool on line 14: 8 spaces + "return " (7) -> col 15. With tabs for the
+# indentation the pool is 2 tabs + 7 -> col 9.
+
+
 def chain_function(op: str, operands: int = 5000) -> str:
     """A top-level function whose body is one flat `x and x and ...` chain (over libcst's limit)."""
     return f"def unrelated(x):\n    return {f' {op} '.join(['x'] * operands)}\n"
@@ -233,6 +259,9 @@ CASES = {
     "class_text_in_strings": (DOCSTRINGS, (13, 0), "Net", (21, 20), "pool"),
     "unrelated_and_chain_after": (UNRELATED_CHAIN_AFTER, (4, 0), "Net", (7, 20), "pool"),
     "unrelated_and_chain_before": (UNRELATED_CHAIN_BEFORE, (8, 0), "Net", (11, 20), "pool"),
+    "methods_parsed_apart": (MEMBERS, (4, 0), "Net", (14, 15), "pool"),
+    "methods_parsed_apart_tabs": (MEMBERS.replace("    ", "\t"), (4, 0), "Net", (14, 9), "pool"),
+    "methods_parsed_apart_crlf": (MEMBERS.replace("\n", "\r\n"), (4, 0), "Net", (14, 15), "pool"),
 }
 IDS = list(CASES)
 
@@ -334,6 +363,16 @@ def test_chain_in_a_helper_the_model_calls_is_gpm900_naming_the_limit():
     [(line, col, message)] = [(d.line, d.col, d.message) for d in result.diagnostics]
     assert (line, col) == (10, 25)
     assert message.startswith("Net: ") and "more than 4000 and/or operators" in message
+
+
+def test_chain_in_a_method_nothing_calls_leaves_the_model_analysed():
+    """A class's methods are parsed one by one as they are called: one libcst cannot read (here,
+    over its operator limit) stops the model only where the model calls it."""
+    unused = "\n    def unused(self, x):\n        return " + " and ".join(["x"] * 5000) + "\n"
+    result = analyse(PLAIN + unused)
+    assert result.error is None and result.skipped == []
+    only_model(result)
+    assert [(d.code, d.line, d.col) for d in result.diagnostics] == [("GPM200", 7, 20)]  # PLAIN's pool
 
 
 def test_chain_inside_the_model_is_gpm900_naming_the_limit():

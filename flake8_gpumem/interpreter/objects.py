@@ -96,6 +96,7 @@ class Class:
     scope: Scope
     name: str
     segment: Segment | None = None
+    members: dict = field(default_factory=dict)  # a top-level class's methods, parsed when first called
 
     def __repr__(self) -> str:
         return f"<class '{self.name}'>"
@@ -129,6 +130,11 @@ class Class:
 
     def method(self, interp: Interpreter, name: str):
         """Look a method up along the in-file base classes."""
+        member = self.members.get(name)
+        if member is not None:
+            node = member.module.body[0].body.body[0]  # the def inside its `class _:` line
+            # another file's method, like the class, has no statement of the linted file
+            return Function(node, self.scope, f"{self.name}.{name}", self, member if self.segment else None)
         for stmt in reversed(self.node.body.body):  # the last definition wins (@overload stubs come first)
             if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name:
                 return Function(stmt, self.scope, f"{self.name}.{name}", self, self.segment)

@@ -44,7 +44,7 @@ def _parse_into(segment: Segment, scope: Scope) -> None:
     declared = Scope({})
     try:
         for stmt in segment.module.body:  # PyTorch's code has no place in the user's file
-            _declare(stmt, scope, declared, None if scope.foreign() else segment)
+            _declare(stmt, scope, declared, None if scope.foreign() else segment, segment.members)
     except AnalysisError as exc:
         declared.vars = {name: Unresolved(f"'{name}' could not be read: {exc.message}") for name in owned}
     for name in owned:
@@ -58,8 +58,9 @@ def _parse_into(segment: Segment, scope: Scope) -> None:
             scope.vars[name] = Unresolved(f"'{name}' (line {segment.first_line}) is not something gpumem reads")
 
 
-def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None) -> None:
-    """Bind the names a top-level statement defines in `into`; functions and classes close over `scope`."""
+def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None, members: dict | None = None) -> None:
+    """Bind the names a top-level statement defines in `into`; functions and classes close over `scope`.
+    `members`: a class statement's methods, parsed apart (segments.py)."""
     if isinstance(stmt, cst.SimpleStatementLine):
         for small in stmt.body:
             if isinstance(small, (cst.Import, cst.ImportFrom)):
@@ -74,7 +75,7 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None) ->
             elif isinstance(small, cst.AugAssign) and isinstance(small.target, cst.Name):
                 into.thunks[small.target.value] = small
     elif isinstance(stmt, cst.ClassDef):
-        into.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment)
+        into.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment, members or {})
         into.thunks.pop(stmt.name.value, None)
     elif isinstance(stmt, cst.FunctionDef):
         into.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value, segment=segment)
