@@ -208,15 +208,17 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         result.diagnostics.append(Diagnostic(exc.code, line, col, f"{decl.name}: {exc.message}"))
         result.skipped.append((decl.name, f"line {line}: {exc.message}"))
         return None
-    records, notes = _records(run, (lambda site: (src.position(site, decl.segment) or (decl.line, 0))[0])
-                              if layers else None)
-    for site, message in notes:
-        line, col = src.position(site, decl.segment) or (decl.line, decl.col)
-        result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
     param_shapes, buffers = _parameters(run)
     need_memory = layers or settings.budget is not None  # the plugin without a budget reports no figures
     trace = [] if timeline else None
     mem = _memory(run, settings, param_shapes, buffers, trace=trace) if need_memory else None
+    # the plugin shows layer figures only in a GPM100/GPM101 message ("most at ..."), its notes always
+    shown = layers or (mem is not None and mem.peak + mem.reserve > settings.budget * settings.warn_fraction)
+    records, notes = _records(run, (lambda site: (src.position(site, decl.segment) or (decl.line, 0))[0])
+                              if layers else None, figures=shown)
+    for site, message in notes:
+        line, col = src.position(site, decl.segment) or (decl.line, decl.col)
+        result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
     shapes = [t.shape for t in run.inputs[:len(input_shapes(settings))]]
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, shapes[0] if len(shapes) == 1 else tuple(shapes),
                          sum(math.prod(s) for s in param_shapes), records, mem, settings, loss=run.loss_name)
@@ -384,9 +386,10 @@ def _memory(run: _Run, settings: Settings, shapes: list, buffers: list, points: 
                            cpu=settings.device == "cpu", trace=trace)
 
 
-def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
+def _records(run: _Run, line_of, figures: bool = True) -> tuple[list[LayerRecord], list]:
     """Layer records in call order; bytes kept for backward, each tensor counted once; and the
-    GPM200 notes as (node, message). `line_of(node)` gives a record its line (None: no lines).
+    GPM200 notes as (node, message). `line_of(node)` gives a record its line (None: no lines);
+    without `figures`, the notes alone (the plugin shows records only in a budget message).
 
     Calls made inside a leaf custom module (MultiheadAttention's projections and
     softmax, a user module's matmul) are added to that module's row."""
@@ -397,6 +400,8 @@ def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
     pending: dict = {}  # id(owner) -> [activation bytes, saved bytes] of folded calls
     layers, notes = [], []
     for i, ev in enumerate(run.events):
+        if not figures and (ev.folded or (ev.module is not None and not ev.notes)):
+            continue  # a note needs its name only: a layer's own, a function's place in its count
         saved = 0
         for t in ev.saved:
             s = t.storage
@@ -413,7 +418,7 @@ def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
             continue  # views and in-place ops hold no memory of their own
         if ev.module is not None:
             name = run.names.get(id(ev.module), f"<unregistered {ev.module.kind}>")
-            params = _subtree_params(ev.module, seen_modules)
+            params = _subtree_params(ev.module, seen_modules) if figures else 0
             inner = pending.pop(id(ev.module), (0, 0))
             allocated, saved = allocated + inner[0], saved + inner[1]
         else:
@@ -421,8 +426,9 @@ def _records(run: _Run, line_of) -> tuple[list[LayerRecord], list]:
             if i >= run.forward_events:  # the loss the step applies: "loss", and what it needed first
                 name = "loss" if i == len(run.events) - 1 else f"loss.{name}"
             params = 0
-        layers.append(LayerRecord(name, ev.type, ev.module is not None, line_of(ev.where) if line_of else None,
-                                  _first_shape_of(ev.output), params, allocated, saved))
+        if figures:
+            layers.append(LayerRecord(name, ev.type, ev.module is not None, line_of(ev.where) if line_of else None,
+                                      _first_shape_of(ev.output), params, allocated, saved))
         for code, message in ev.notes:
             notes.append((ev.where, f"{name} ({ev.type}) {message}"))
     return layers, notes
