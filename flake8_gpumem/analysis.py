@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from . import memory
 from .batch import affine_at, largest_batch
 from .config import DEFAULTS, ConfigError, Settings, input_dtypes, input_shapes, merge
-from .diagnostics import budget_check
+from .diagnostics import budget_check, warns
 from .parallel import Parallel
 from .source import ModelDecl, SourceFile, read_source
 from .values import AnalysisError, Tensor, tensors_in
@@ -213,9 +213,8 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
     trace = [] if timeline else None
     mem = _memory(run, settings, param_shapes, buffers, trace=trace) if need_memory else None
     # the plugin shows layer figures only in a GPM100/GPM101 message ("most at ..."), its notes always
-    shown = layers or (mem is not None and mem.peak + mem.reserve > settings.budget * settings.warn_fraction)
     records, notes = _records(run, (lambda site: (src.position(site, decl.segment) or (decl.line, 0))[0])
-                              if layers else None, figures=shown)
+                              if layers else None, figures=layers or warns(mem, settings))
     for site, message in notes:
         line, col = src.position(site, decl.segment) or (decl.line, decl.col)
         result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))

@@ -26,17 +26,19 @@ def human(n: int) -> str:
     return f"{n} B"
 
 
+def warns(mem, s) -> bool:
+    """Whether a footprint is above the budget's warn fraction: a GPM100 or GPM101 message."""
+    return s.budget is not None and mem is not None and mem.peak + mem.reserve > s.budget * s.warn_fraction
+
+
 def budget_check(report, peak_with) -> tuple[str, str] | None:
     """(code, message) when the model's footprint is over the budget or its warn fraction.
 
     `peak_with(settings)` re-runs the model with other settings (for the AMP hint)."""
     s, mem = report.settings, report.memory
-    if s.budget is None:
+    if not warns(mem, s):
         return None
     need = mem.peak + mem.reserve
-    limit = s.budget * s.warn_fraction
-    if need <= limit:
-        return None
     parts = {"weights": mem.weights, "gradients": mem.gradients, "optimizer state": mem.optimizer,
              "activations": mem.activations}
     biggest = max(parts, key=parts.get)
