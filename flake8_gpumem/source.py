@@ -18,6 +18,7 @@ from .segments import LINES, Segment, split
 from .values import AnalysisError
 
 INLINE = re.compile(r"#\s*gpumem:(.*)$")
+WORD = re.compile(r"\w+")  # identifiers (and numbers): what a statement may name
 # key=value; a value is a word, a string, or brackets nested once: (3, 50, 50), ((64,), (64,)), [[64], [64]]
 INLINE_PAIR = re.compile(r"(\w+)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|\[(?:[^\[\]]|\[[^\[\]]*\])*\]|\"[^\"]*\"|'[^']*'"
                          r"|[^\s,]+)")
@@ -176,10 +177,9 @@ class SourceFile:
         if not classes:
             return set()
         # a statement is walked only for the names its text spells and that are not known yet
-        spelt = re.compile(r"\b(" + "|".join(re.escape(c) for c in classes) + r")\b")
         in_classes, in_functions, built = set(), set(), set()
         for segment, stmts in zip(self.segments, self.statements):
-            words = set(spelt.findall(segment.text))
+            words = classes.intersection(WORD.findall(segment.text))
             for stmt in stmts if words else ():
                 # any class: GPT too, when `model = GPT(cfg)` stands for it
                 if isinstance(stmt, ast.ClassDef):

@@ -176,6 +176,16 @@ def test_blocks_are_not_models_under_the_project_wide_input_shape():
     assert [d.code for d in result.diagnostics] == []
     named = analyse_source(BLOCKS, "net.py", project=Settings(input_shape=(64, 8, 8), batch_size=4), model="Block")
     assert [m.name for m in named.models] == ["Block"]  # named, it is reported
+    # a block is found by the names a statement spells, non-ASCII ones too ...
+    project = Settings(input_shape=SHAPE, batch_size=4)
+    spelt = analyse_source(BLOCKS.replace("Block", "Блок"), "net.py", project=project)
+    assert [m.name for m in spelt.models] == ["Stage", "Net"] and spelt.diagnostics == []
+    # ... and a name only in a docstring or a comment builds nothing: Block, built by no one, is a model
+    # of its own, and its 64-channel conv meets the project's 3-channel input
+    mentioned = BLOCKS.replace("nn.Sequential(block(), block())", "nn.Identity()  # not Block()").replace(
+        "block=Block", "").replace("class Net(nn.Module):", 'class Net(nn.Module):\n    """Blocks: see Block."""')
+    result = analyse_source(mentioned, "net.py", project=project)
+    assert [d.message.split(":")[0] for d in result.diagnostics if d.code == "GPM300"] == ["Block"]
 
 
 FACTORIES = """\
