@@ -1143,3 +1143,29 @@ def test_no_gpm200_when_the_window_tiles(expr, shape):
     case = layer(expr, shape)
     result = analyse(case.source)
     assert [d for d in result.diagnostics if d.code in ("GPM200", "GPM201", "GPM300")] == []
+
+
+STORED = ["nn.Conv2d(3, 8, 3)", "nn.Conv1d(3, 8, 5, dilation=2, padding='same')", "nn.Conv3d(3, 8, (1, 3, 3), 2)",
+          "nn.ConvTranspose2d(3, 8, 3, output_padding=[1, 1], stride=2)", "nn.MaxPool2d(2)",
+          "nn.MaxPool2d((3, 3), stride=None, padding=1)", "nn.MaxPool1d(3, 2)", "nn.AvgPool2d(2)",
+          "nn.AvgPool3d(2, stride=1)", "nn.AvgPool1d(4)", "PoolSame(3, 2)", "ConvSame(3, 8, 3, 2)"]
+
+
+@pytest.mark.parametrize("layer", STORED)
+def test_a_layers_stored_arguments_read_as_pytorch_keeps_them(layer):
+    """`pool.kernel_size`, `conv.stride`: ints where PyTorch keeps ints (pooling), tuples where it
+    makes them (convolutions, AvgPool1d), a stride of None as the kernel size; a subclass's too
+    (timm's MaxPool2dSame/Conv2dSame read them in forward)."""
+    from flake8_gpumem.interpreter import parse_expression
+    from flake8_gpumem.source import read_source
+
+    classes = ("class PoolSame(nn.MaxPool2d):\n    def __init__(self, k, s):\n        super().__init__(k, s)\n\n\n"
+               "class ConvSame(nn.Conv2d):\n    pass\n")
+    src = read_source(f"import torch.nn as nn\n\n\n{classes}\n\nm = {layer}\n", "m.py")
+    namespace = {"nn": torch.nn}
+    exec(f"{classes}\nm = {layer}", namespace)
+    for name in ("kernel_size", "stride", "padding", "dilation", "output_padding"):
+        if hasattr(namespace["m"], name) and (name != "output_padding" or "Transpose" in layer):
+            got = src.probe.eval(parse_expression(f"m.{name}"), src.scope)
+            assert got == getattr(namespace["m"], name), (layer, name, got)
+            assert type(got) is type(getattr(namespace["m"], name)), (layer, name, got)

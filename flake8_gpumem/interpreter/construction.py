@@ -30,6 +30,9 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "init_weights")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
+# torch layers that store those as n-tuples (_single, _pair, _triple): the convolutions and AvgPool1d;
+# MaxPoolNd, AvgPool2d and AvgPool3d keep them as given, a stride of None as the kernel size
+TUPLED = {**{f"{conv}{n}d": n for conv in ("Conv", "ConvTranspose") for n in (1, 2, 3)}, "AvgPool1d": 1}
 
 
 class Construction:
@@ -343,6 +346,20 @@ class Construction:
             return None
         raise Unresolved(f"cannot call {obj.kind}.{name}() statically", node)
 
+    def _stored_arg(self, obj: Module, name: str):
+        """A layer's constructor argument as the torch layer keeps it: nn.Conv2d(3, 8, 3).kernel_size
+        is (3, 3), nn.MaxPool2d(2).kernel_size is 2 and its stride 2; under a subclass's name too."""
+        value = obj.args[name]
+        if name not in PER_DIMENSION:
+            return value
+        kind = obj.kind if obj.cls is None else self.torch_base(obj.cls)
+        if name == "stride" and value is None and "Pool" in (kind or ""):
+            value = obj.args["kernel_size"]
+        n = TUPLED.get(kind)
+        if n is None or isinstance(value, str):  # padding="same" stays a string
+            return value
+        return (value,) * n if isinstance(value, int) else tuple(value)
+
     def _parameters_of(self, m: Module, node) -> list:
         """(name, tensor) of a module's own parameters: a layer's weight and bias, a class's nn.Parameters."""
         if m.op is not None:
@@ -375,10 +392,7 @@ class Construction:
             i = RUNNING_STATS.index(name)
             return obj.buffers[i] if i < len(obj.buffers) else None  # track_running_stats=False: None
         if obj.args is not None and name in obj.args:  # e.g. conv.out_channels
-            value = obj.args[name]
-            if name in PER_DIMENSION and isinstance(value, int) and obj.kind[-2:] in ("1d", "2d", "3d"):
-                return (value,) * int(obj.kind[-2])  # nn.Conv2d(3, 8, 3).kernel_size is (3, 3)
-            return value
+            return self._stored_arg(obj, name)
         if name in MODULE_METHODS:
             return Bound(obj, name)
         raise Unresolved(f"{obj.kind} has no attribute '{name}' that gpumem knows", node)
