@@ -24,7 +24,7 @@ class Segment:
     """One top-level statement of a source (statements sharing a line together), parsed with
     libcst the first time the interpreter needs a name it binds."""
 
-    first_line: int  # 1-based line of its first character in the file (of `code`'s, where they differ)
+    first_line: int  # 1-based line of its first character in the file (a method: of the `class _:` put before it)
     text: str  # the statement as written
     names: tuple  # the module-level names it binds
     stars: tuple = ()  # (level, module) of a `from module import *` it holds
