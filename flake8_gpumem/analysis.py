@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import ast
-import gc
 import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from . import memory
+from . import collector, memory
 from .batch import affine_at, largest_batch
 from .config import DEFAULTS, ConfigError, Settings, input_dtypes, input_shapes, merge
 from .diagnostics import budget_check, warns
@@ -176,20 +175,13 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
 
 @contextmanager
 def _analysing(src: SourceFile):
-    """Python's cyclic collector at a tenth of its usual pace while a file's models are analysed,
-    and the file let go of after.
-
-    The analysis keeps large trees alive (libcst's nodes of every statement it parsed, the
-    interpreter's modules): at the default pace the collector walks them all again every few
-    thousand allocations, a third of the time on a file of 300 models. Young garbage is still
-    collected, and the caller's own pace comes back afterwards."""
-    pace = gc.get_threshold()
-    gc.set_threshold(max(pace[0], 10 * 700), *pace[1:])
-    try:
-        yield
-    finally:
-        src.close()
-        gc.set_threshold(*pace)
+    """The collector slowed while a file's models are analysed (the trees it keeps alive are
+    large); the file let go of before the caller's pace comes back."""
+    with collector.slowed():
+        try:
+            yield
+        finally:
+            src.close()
 
 
 def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis,

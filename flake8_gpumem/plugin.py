@@ -6,12 +6,11 @@ reaches flake8: a failure becomes a GPM900 diagnostic (off by default).
 """
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 from flake8.style_guide import Decision, DecisionEngine
 
-from . import __version__
+from . import __version__, collector
 from .analysis import analyse_source
 from .config import ConfigError, Settings, per_model_for, project_for, settings_from
 
@@ -20,7 +19,6 @@ from .config import ConfigError, Settings, per_model_for, project_for, settings_
 # a script that builds one from a models package (`from torchvision.models import resnet18`) says
 # "models import"; any other file is read when its model table in pyproject.toml names a model of it.
 MODEL_WORDS = ("Module)", "Module,", "Module\n", "LightningModule", "Sequential(", "models import")
-FREEZE_SPAN = 50  # analysed files between handing what _settle froze back to the collector
 OPTIONS = {  # flake8 option -> settings key; the same keys as [tool.gpumem] and `gpumem report` flags
     "budget": 'GPU memory: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, ...)',
     "batch-size": "samples per training step",
@@ -97,32 +95,12 @@ class Plugin:
             return
         if not per_model and not any(word in source for word in MODEL_WORDS):
             return
-        result = analyse_source(source, self.filename, self.overrides, project=project.settings,
-                                per_model=per_model, tree=self.tree, report_unshaped=self.report_unshaped,
-                                layers=False)
-        _settle()
+        with collector.freezing():
+            result = analyse_source(source, self.filename, self.overrides, project=project.settings,
+                                    per_model=per_model, tree=self.tree, report_unshaped=self.report_unshaped,
+                                    layers=False)
         for d in result.diagnostics:
             if d.message.startswith("cannot parse"):
                 continue  # flake8 reports syntax errors itself (E999)
             yield d.line, d.col, f"{d.code} {d.message}", type(self)
 
-
-_frozen_files = 0
-
-
-def _settle() -> None:
-    """Take what outlives a file's analysis out of the collector's sight.
-
-    The library modules read through imports stay parsed for the next files (on torchvision's
-    and timm's model files, 100,000 libcst nodes), and every full collection flake8's own work
-    triggers would walk them again: 2.2 s of the plugin's 9 s there. After each analysed file
-    its garbage is collected and what survives is frozen (gc.freeze). Every FREEZE_SPAN files
-    the frozen objects are handed back, so that garbage frozen with them (a host that runs
-    flake8 in its own process, as an editor's language server may) is still reclaimed."""
-    global _frozen_files
-    if _frozen_files >= FREEZE_SPAN:
-        gc.unfreeze()
-        _frozen_files = 0
-    gc.collect()
-    gc.freeze()
-    _frozen_files += 1

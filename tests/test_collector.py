@@ -41,7 +41,7 @@ def test_the_plugin_freezes_what_outlives_a_file_and_hands_it_back():
     import ast
     import weakref
 
-    from flake8_gpumem import plugin
+    from flake8_gpumem import collector, plugin
 
     src = MODEL.format(width=4)
 
@@ -49,7 +49,7 @@ def test_the_plugin_freezes_what_outlives_a_file_and_hands_it_back():
         assert list(plugin.Plugin(ast.parse(src), src.splitlines(True), "net.py").run()) == []
 
     gc.unfreeze()
-    plugin._frozen_files = 0
+    collector._frozen_files = 0
     try:
         held = Cycle()
         freed = []
@@ -59,9 +59,42 @@ def test_the_plugin_freezes_what_outlives_a_file_and_hands_it_back():
         del held
         gc.collect()
         assert not freed  # frozen garbage waits ...
-        for _ in range(plugin.FREEZE_SPAN):
+        for _ in range(collector.FREEZE_SPAN):
             lint()
         assert freed  # ... at most FREEZE_SPAN files, then the collector gets it back
     finally:
         gc.unfreeze()
-        plugin._frozen_files = 0
+        collector._frozen_files = 0
+
+
+
+def test_no_middle_or_full_collection_runs_while_models_are_analysed(monkeypatch):
+    """The trees an analysis keeps are walked while young at most: 20 models of 60 layers make
+    enough objects for middle collections at the usual pace, and none runs; young ones do."""
+    from flake8_gpumem import analysis
+
+    source = "import torch.nn as nn\n" + "".join(
+        f"\nm{i} = nn.Sequential(\n" + "    nn.Linear(8, 8),\n" * 60 + ")\n" for i in range(20))
+    inside, started = [], []
+    analyse_model = analysis._analyse_model
+
+    def analysed(*args, **kwargs):
+        inside.append(True)
+        try:
+            return analyse_model(*args, **kwargs)
+        finally:
+            inside.pop()
+
+    def seen(phase, info):
+        if phase == "start" and inside:
+            started.append(info["generation"])
+
+    monkeypatch.setattr(analysis, "_analyse_model", analysed)
+    gc.collect()
+    gc.callbacks.append(seen)
+    try:
+        result = analyse_source(source, "many.py", Settings(batch_size=2, input_shape=(8,)))
+    finally:
+        gc.callbacks.remove(seen)
+    assert len(result.models) == 20
+    assert started and set(started) == {0}
