@@ -136,6 +136,9 @@ class SourceFile:
         path = _path(head, decl.constructor)
         if path.startswith("torch"):
             return path.rpartition(".")[2] in CONTAINER_CALLS  # nn.Sequential(...), not torch.randn(...)
+        if isinstance(head, _interpreter().Function) and "." not in decl.constructor and (
+                _interpreter().builds_no_module(self.probe, head)):
+            return False  # default_cfgs = generate_default_cfgs({...}): a function that returns a dict it fills
         if not decl.segment.module.body:  # parsed first, outside the try: its failure is not "not a model"
             return False
         try:

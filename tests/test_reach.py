@@ -263,6 +263,81 @@ def test_a_call_given_a_table_is_a_model_only_when_named():
     assert_matches(named.models[1], namespace["tabled"])
 
 
+CONFIG_TABLES = """\
+import collections
+import copy
+from collections import OrderedDict, defaultdict
+
+import torch.nn as nn
+
+
+class Cfg:
+    def __init__(self):
+        self.tags = []
+
+
+def _cfg(url="", **kwargs):
+    return {"url": url, **kwargs}
+
+
+def generate_default_cfgs(cfgs):
+    out = defaultdict(Cfg)
+    for k, v in cfgs.items():
+        out[k].tags.append(v)
+    return out
+
+
+def ordered(items):
+    table = OrderedDict()
+    for i, item in enumerate(items):
+        table[item] = i
+    return table
+
+
+def counted(items):
+    if not items:
+        return None
+    return collections.Counter(items)
+
+
+def build(width):
+    net = nn.Sequential(nn.Linear(width, width))
+    return net
+
+
+def clone(net):
+    return copy.deepcopy(net)
+
+
+def rebuilt(width):
+    out = {}
+    for out in [nn.Linear(width, width)]:
+        pass
+    return out
+
+
+default_cfgs = generate_default_cfgs({"a": _cfg(url="a", hf_hub_id="x"), "b": _cfg(url="b")})
+ordered_cfgs = ordered(["a", "b"])
+counts = counted(["a", "a"])
+model = build(8)
+copied = clone(nn.Linear(8, 8))
+rebound = rebuilt(8)
+"""
+
+
+def test_a_function_that_returns_a_container_builds_no_model():
+    """timm's `default_cfgs = generate_default_cfgs({...})` returns the defaultdict it fills: no
+    model, told from its returns without running it (it was reported as a model gpumem cannot
+    read, once per timm model file). A factory, a copy and a name a loop rebinds are still
+    models; Python itself says which names hold one."""
+    namespace = {}
+    exec(compile(CONFIG_TABLES, "tables.py", "exec"), namespace)
+    truth = sorted(k for k, v in namespace.items() if isinstance(v, torch.nn.Module))
+    result = analyse_source(CONFIG_TABLES, "tables.py", project=Settings(input_shape=(8,), batch_size=4, device="cpu"))
+    assert sorted(m.name for m in result.models) == truth == ["copied", "model", "rebound"]
+    assert result.diagnostics == []
+
+
 NEEDS_ARGS = """\
 import torch.nn as nn
 
