@@ -338,6 +338,56 @@ def test_a_function_that_returns_a_container_builds_no_model():
     assert result.diagnostics == []
 
 
+STR_ENUM = """\
+from enum import Enum
+
+import torch.nn as nn
+
+
+class Format(str, Enum):
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+class Stage(nn.Module):
+    def __init__(self, width, fmt):
+        super().__init__()
+        self.fmt = Format(fmt)
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+        self.norm = nn.LayerNorm(width) if self.fmt is Format.NHWC else nn.BatchNorm2d(width)
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.fmt == Format.NHWC:
+            return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.norm(x)
+
+
+class Net(nn.Module):
+    def __init__(self, fmt="NHWC"):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.stages = nn.Sequential(Stage(8, fmt), Stage(8, Format.NCHW), Stage(8, "NHWC"))
+
+    def forward(self, x):
+        return self.stages(self.stem(x))
+"""
+
+
+def test_a_str_enum_called_with_a_value_gives_its_member():
+    """timm picks layouts with `self.fmt = Format(fmt)` and `self.fmt is Format.NHWC` (a str
+    enum). gpumem made `Format("NHWC")` a plain object equal to no member and built the other
+    branch's layers, silently; now the call gives the member, and string literals are interned as
+    Python's compiler interns them, so that `is` holds too."""
+    result = analyse_source(STR_ENUM, "enums.py", project=Settings(input_shape=SHAPE, batch_size=4, device="cpu"))
+    assert [m.name for m in result.models] == ["Net"], (result.error, result.skipped)
+    namespace = {}
+    exec(compile(STR_ENUM, "enums.py", "exec"), namespace)
+    net = namespace["Net"]()
+    assert [type(s.norm).__name__ for s in net.stages] == ["LayerNorm", "BatchNorm2d", "LayerNorm"]
+    assert_matches(result.models[0], net)
+
+
 NEEDS_ARGS = """\
 import torch.nn as nn
 

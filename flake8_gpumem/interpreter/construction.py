@@ -29,6 +29,7 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "float", "half", "double", "requires_grad_", "zero_grad", "reset_parameters", "_reset_parameters",
                   "init_weights")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
 # torch layers that store those as n-tuples (_single, _pair, _triple): the convolutions and AvgPool1d;
 # MaxPoolNd, AvgPool2d and AvgPool3d keep them as given, a stride of None as the kernel size
@@ -154,6 +155,8 @@ class Construction:
     def _plain_instance(self, cls: Class, args: list, kwargs: dict, node) -> Instance:
         """A config object: a dataclass or NamedTuple gets its fields (defaults and default factories
         evaluated in the class body's scope), then __post_init__; any other class runs __init__."""
+        if self._enum(cls):
+            return self._enum_member(cls, args, kwargs, node)
         obj = Instance(cls)
         init = cls.method(self, "__init__")
         if init is None and self.dataclass_like(cls):
@@ -161,6 +164,20 @@ class Construction:
         elif init is not None:
             self.call_function(init, [obj] + list(args), kwargs, node)
         return obj
+
+    def _enum(self, cls: Class) -> bool:
+        return any(isinstance(b, Q) and canonical(b.path) in ENUMS for c in self.mro(cls) for b in self.bases(c))
+
+    def _enum_member(self, cls: Class, args: list, kwargs: dict, node):
+        """`Format("NHWC")`: the member of that value. A member is known by its value, as
+        `Format.NHWC` evaluates (so a str enum's member equals its string, as in Python)."""
+        value = args[0] if len(args) == 1 and not kwargs else kwargs.get("value", MISSING)
+        for c in self.mro(cls):
+            for name in c.member_names():
+                member = self.eval(c.body_value(name), c.scope)
+                if member == value:
+                    return member
+        raise Unresolved(f"{value!r} is not a {cls.name}", node)
 
     def dataclass_like(self, cls: Class) -> bool:
         return cls.decorated("dataclass") or any(

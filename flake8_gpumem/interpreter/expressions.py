@@ -5,6 +5,7 @@ import ast
 import math
 import operator
 import re
+import sys
 
 import libcst as cst
 
@@ -305,13 +306,20 @@ class Expressions:
         raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
 
 
+NAME_CHARS = re.compile(r"[A-Za-z0-9_]*")  # the string constants Python's compiler interns
+
+
 def _string(literal: str) -> str:
     """A string literal's value; Python's compiler (ast.literal_eval) only where a prefix or an
-    escape needs it: docstrings and dict keys are evaluated on every call."""
+    escape needs it: docstrings and dict keys are evaluated on every call. Interned where Python's
+    compiler interns it (made of name characters only), so that `fmt is Format.NHWC` holds as it
+    does in Python."""
     quote = literal[:3] if literal[:3] in ('"""', "'''") else literal[:1]
     if quote in ('"', "'", '"""', "'''") and "\\" not in literal:
-        return literal[len(quote):-len(quote)]
-    return ast.literal_eval(literal)
+        value = literal[len(quote):-len(quote)]
+    else:
+        value = ast.literal_eval(literal)
+    return sys.intern(value) if isinstance(value, str) and NAME_CHARS.fullmatch(value) else value
 
 
 _EVAL = {

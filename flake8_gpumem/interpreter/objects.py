@@ -117,6 +117,12 @@ class Class:
                         return small.value
         return None
 
+    def member_names(self) -> list:
+        """The names a class-level `name = value` binds, in order: an enum's members."""
+        return [t.target.value for stmt in self.node.body.body if isinstance(stmt, cst.SimpleStatementLine)
+                for small in stmt.body if isinstance(small, cst.Assign)
+                for t in small.targets if isinstance(t.target, cst.Name)]
+
     def fields(self) -> list:
         """A dataclass's or NamedTuple's fields in order: (name, default expression or None)."""
         out = []
