@@ -11,6 +11,7 @@ import libcst as cst
 
 from ..values import AnalysisError
 from .objects import Builtin, Function, Q, canonical, dotted
+from .scopes import target_names
 
 # classes whose instances are containers: never an nn.Module, whatever they are given
 CONTAINER_CLASSES = frozenset({"collections.defaultdict", "collections.OrderedDict", "collections.Counter",
@@ -126,15 +127,9 @@ class _Bindings(cst.CSTVisitor):
         self.opaque.update(n.name.value for n in node.names)
 
     def _bind(self, target, value) -> None:
-        """A name bound to `value` (None: to something not read here); a subscript or attribute
-        target changes an object, it binds no name."""
-        if isinstance(target, cst.Name):
-            if value is None:
-                self.opaque.add(target.value)
-            else:
-                self.values.setdefault(target.value, []).append(value)
-        elif isinstance(target, (cst.Tuple, cst.List)):
-            for element in target.elements:
-                self._bind(element.value, None)
-        elif isinstance(target, cst.StarredElement):
-            self._bind(target.value, None)
+        """The names `target` binds, to `value` where it is a plain name (None: to something not
+        read here)."""
+        if isinstance(target, cst.Name) and value is not None:
+            self.values.setdefault(target.value, []).append(value)
+        else:
+            self.opaque.update(target_names(target))

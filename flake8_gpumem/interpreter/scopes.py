@@ -67,7 +67,7 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None, me
                 into.vars.update(imported_names(small, scope.file.package))
             elif isinstance(small, cst.Assign):
                 for target in small.targets:
-                    for name in _target_names(target.target):
+                    for name in target_names(target.target):
                         into.thunks[name] = small.value if isinstance(target.target, cst.Name) else small
                         into.vars.pop(name, None)
             elif isinstance(small, cst.AnnAssign) and small.value is not None and isinstance(small.target, cst.Name):
@@ -120,11 +120,15 @@ def parse_expression(text: str) -> cst.BaseExpression:
         raise Unresolved(f"libcst cannot parse {text[:40]!r}: {exc.message}") from None
 
 
-def _target_names(target) -> list:
+def target_names(target) -> list:
+    """The names an assignment target binds: `a`, `a, (b, *c)`; an attribute or a subscript
+    target changes an object and binds none."""
     if isinstance(target, cst.Name):
         return [target.value]
     if isinstance(target, (cst.Tuple, cst.List)):
-        return [n for e in target.elements for n in _target_names(e.value)]
+        return [n for e in target.elements for n in target_names(e.value)]
+    if isinstance(target, cst.StarredElement):
+        return target_names(target.value)
     return []
 
 
