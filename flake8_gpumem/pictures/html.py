@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 
 from ..analysis import Analysis
-from ..report import _diagnostic_lines, _heading, _rows, _totals
+from ..summary import diagnostic_lines, heading, rows, totals
 from .timeline import svg
 
 STYLE = """
@@ -27,15 +27,15 @@ def page(analysis: Analysis) -> str:
              "<title>gpumem report</title>", f"<style>{STYLE}</style></head><body>",
              "<h1>Training memory, simulated by gpumem</h1>"]
     for m in analysis.models:
-        parts.append(f"<h2>{escape(_heading(m))}</h2>")
+        parts.append(f"<h2>{escape(heading(m))}</h2>")
         if m.timeline is not None and m.memory is not None:
             parts.append(svg(m))
         parts.append('<table class="totals">' + "".join(
-            f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in _totals(m)) + "</table>")
-        head, *rows = _rows(m)
+            f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in totals(m)) + "</table>")
+        head, *body = rows(m)
         parts.append("<table><tr>" + "".join(f"<th>{escape(c)}</th>" for c in head) + "</tr>" + "".join(
-            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
-    diags = _diagnostic_lines(analysis)
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")
+    diags = diagnostic_lines(analysis)
     if diags:
         parts.append('<h2>Diagnostics</h2><ul class="diagnostics">' + "".join(
             f"<li>{escape(d)}</li>" for d in diags[0].splitlines()) + "</ul>")

@@ -9,6 +9,7 @@ from html import escape
 
 from ..analysis import ModelReport
 from ..diagnostics import human
+from ..summary import setup_words
 from ..trace import ACTIVATIONS, GRADIENTS, OPTIMIZER, TEMPORARIES, WEIGHTS, moments
 
 WIDTH, HEIGHT = 960, 440
@@ -160,8 +161,6 @@ def _peak(cols: list, edges: list, m: ModelReport, y) -> list[str]:
 
 def _header(m: ModelReport, cols: list) -> list[str]:
     """Title and the training set-up, then the legend: each category with its bytes at the peak."""
-    from ..report import setup_words
-
     at_peak = max(cols, key=lambda c: c[0].total)[1]
     out = [f'<text x="{LEFT}" y="24" font-size="16" font-weight="bold" fill="#000">{escape(_fit(title(m), 92))}</text>',
            f'<text x="{LEFT}" y="43" fill="#333">{escape(_fit(setup_words(m.settings).lstrip(", "), 120))}</text>']

@@ -1,0 +1,86 @@
+"""What a report says of each model, as plain strings: its heading, per-layer rows and totals, and the
+diagnostics' lines. The renderers (report.py's table, JSON and Markdown, pictures/) only lay them out."""
+from __future__ import annotations
+
+import math
+
+from .analysis import Analysis, ModelReport
+from .diagnostics import human
+from .memory import AUTOCAST, OPTIMIZER_STATE
+
+OPTIMIZER_WORDS = {
+    "sgd": "none", "sgd-momentum": "momentum_buffer", "adam": "exp_avg + exp_avg_sq + step",
+    "adamw": "exp_avg + exp_avg_sq + step", "rmsprop": "square_avg + step", "adagrad": "sum + step",
+}
+
+
+def shape(s) -> str:
+    """4x3x32x32; several inputs: 4x64, 4x64."""
+    if s and isinstance(s[0], tuple):
+        return ", ".join(map(shape, s))
+    return "-" if s is None else "x".join(map(str, s)) or "scalar"
+
+
+def rows(m: ModelReport) -> list[tuple]:
+    batch = m.batch
+    out = [("Layer", "Type", "Output shape", "Per sample", "Params", "Activation", "Kept for backward")]
+    for l in m.layers:
+        per_sample = math.prod(l.output_shape[1:]) if l.output_shape else None  # a loss is one number
+        out.append((l.name, l.type, shape(l.output_shape), f"{per_sample:,}" if batch and per_sample is not None
+                     else "-",
+                     f"{l.params:,}", human(l.activation_bytes), human(l.saved_bytes)))
+    return out
+
+
+def totals(m: ModelReport) -> list[tuple[str, str]]:
+    s, mem = m.settings, m.memory
+    states = OPTIMIZER_STATE[s.optimizer][0]
+    dtype = f"{s.dtype}, computing in {AUTOCAST[s.dtype]}" if s.dtype in AUTOCAST else s.dtype
+    out = [
+        ("parameters", f"{m.params:,}"),
+        ("weights", f"{human(mem.weights)}  (parameters and buffers, {dtype})"),
+        ("gradients", f"{human(mem.gradients)}  (one per parameter)"),
+        ("optimizer", f"{human(mem.optimizer)}  ({s.optimizer}: {OPTIMIZER_WORDS[s.optimizer]}"
+                      f"{f', {states}x the weights' if states else ''})"),
+        ("activations", f"{human(mem.activations)}  (alive when backward starts: the input batch and what "
+                        "autograd keeps)"),
+        ("peak", f"{human(mem.peak)}  (largest total during the step: {mem.peak_phase})"),
+        ("on a GPU", f"+{human(mem.cuda_rounding)} allocator rounding of weights, gradients and optimizer state "
+                     "to 512-byte blocks; + the CUDA context (~300-500 MiB), outside torch's counters"),
+    ]
+    if mem.reserve:
+        out.append(("reserve", f"{human(mem.reserve)}  (set aside for the CUDA context etc.)"))
+    if m.budget is not None:
+        verdict = "fits" if m.fits else "does NOT fit"
+        out.append(("budget", f"{human(m.budget)}: {verdict}; largest batch that fits: {m.max_batch_size}"))
+    return out
+
+
+LOSS_WORDS = {"forward": "the loss forward returns", "cross_entropy": "cross entropy of the first output",
+              "mse": "mse of the first output", "sum": "sum of the first output"}
+
+
+def heading(m: ModelReport) -> str:
+    s = m.settings
+    dtypes = s.input_dtype if isinstance(s.input_dtype, str) else ", ".join(s.input_dtype or (s.dtype,))
+    return (f"{m.name}  ({m.file}:{m.line})  input {shape(m.input_shape)} {dtypes}, batch {m.batch}, "
+            f"{s.dtype}, {s.optimizer}, loss: {LOSS_WORDS.get(m.loss, m.loss)}{setup_words(s)}")
+
+
+def setup_words(s) -> str:
+    """The training set-up, as the heading and GPM100 name it: ', checkpointing Block, 4 micro-batches'."""
+    words = [f"checkpointing {' and '.join(s.checkpoint)}"] if s.checkpoint else []
+    if s.accumulate and s.accumulate > 1:
+        words.append(f"accumulating {s.accumulate} micro-batches per optimizer step")
+    if s.strategy == "ddp":
+        words.append(f"DDP on {s.world_size} GPUs (per GPU)")
+    elif s.strategy == "fsdp":
+        units = f" sharding {' and '.join(s.shard_unit)}" if s.shard_unit else ""
+        words.append(f"FSDP on {s.world_size} GPUs{units} (per GPU)")
+    return "".join(f", {w}" for w in words)
+
+
+def diagnostic_lines(analysis: Analysis) -> list[str]:
+    if not analysis.diagnostics:
+        return []
+    return ["\n".join(f"line {d.line}:{d.col + 1} {d.code} {d.message}" for d in analysis.diagnostics)]
