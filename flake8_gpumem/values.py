@@ -211,3 +211,8 @@ def tensors_in(value):
             yield v
         elif isinstance(v, (list, tuple, dict)):
             yield from tensors_in(v)
+
+
+def bad_sizes(shape: tuple) -> list:
+    """The entries of a shape that are no size: negative, a bool, not an int."""
+    return [d for d in shape if isinstance(d, bool) or not isinstance(d, int) or d < 0]

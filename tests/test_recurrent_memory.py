@@ -1,7 +1,7 @@
 """Recurrent layers' training-step peak against PyTorch, beyond the fixtures.
 
 nn.RNN and nn.GRU run ATen's native per-step cells on the CPU; their backward is
-modelled step by step (catalogue._elman_step / _gru_step / _lstm_step). These variants cross
+modelled step by step (catalogue.elman_step / gru_step / lstm_step). These variants cross
 layers, directions, sequence lengths (1, 2, 3 and long), batch sizes and the
 weight-dominated shapes where the backward holds the peak, in float32, float16 and
 under AMP, time-major and batch-first. The head reads every step's output, so the
@@ -74,18 +74,18 @@ def test_recurrent_peak(kind, dims, dtype, batch_first):
 
 
 @pytest.mark.parametrize("step, sizes", [
-    ("_elman_step", dict(h=40, W=360, b=48, h0=36, w=0)),
-    ("_gru_step", dict(h=40, W=1080, b=144, h0=36, w=540)),
-    ("_lstm_step", dict(h=40, p=24, W=240, Wr=60, b=80, h0=48, c0=40, w=120)),
+    ("elman_step", dict(h=40, W=360, b=48, h0=36, w=0)),
+    ("gru_step", dict(h=40, W=1080, b=144, h0=36, w=540)),
+    ("lstm_step", dict(h=40, p=24, W=240, Wr=60, b=80, h0=48, c0=40, w=120)),
 ])
 @pytest.mark.parametrize("scale", ["h", "W"])  # activation-bound or weight-bound: peaks in other steps
 def test_replay_extrapolates_the_alike_steps_exactly(step, sizes, scale):
-    """_replay runs one of the steps T-2 .. 2 and extrapolates the rest: the same peaks as running all."""
+    """replay runs one of the steps T-2 .. 2 and extrapolates the rest: the same peaks as running all."""
     fn = getattr(catalogue, step)
     args = tuple(v * 50 if k == scale else v for k, v in sizes.items())
     for T in range(1, 12):
-        fast, slow = catalogue._Ledger(), catalogue._Ledger()
-        catalogue._replay(fast, T, lambda led, t: fn(led, t, T, *args))
+        fast, slow = catalogue.Ledger(), catalogue.Ledger()
+        catalogue.replay(fast, T, lambda led, t: fn(led, t, T, *args))
         for t in reversed(range(T)):
             fn(slow, t, T, *args)
         assert (fast.before, fast.peak, fast.cur) == (slow.before, slow.peak, slow.cur), T

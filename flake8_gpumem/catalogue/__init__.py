@@ -11,13 +11,13 @@ casts), shape (views, reshaping, cat/stack, padding, upsampling), creation,
 recurrent, attention and einops (composites of the others); core holds what they share (Op, Args, the save rules,
 the shape helpers) and tables puts their entries under the names code calls.
 """
-from .core import Args, Op, _Ledger, broadcast, fmt, promote
+from .core import Args, Op, Ledger, broadcast, fmt, promote
 from .creation import MAX_VALUES, valued
 from .elementwise import CAST, binary, unary
-from .recurrent import RNN_LAYER, _elman_step, _gru_step, _lstm_step, _replay
+from .recurrent import RNN_LAYER, elman_step, gru_step, lstm_step, replay
 from .shape import TAKE
 from .tables import AUTOCAST, FUNCTIONS, LAZY, LIBRARY_MODULES, METHODS, MODULES
 
 __all__ = ["AUTOCAST", "Args", "CAST", "FUNCTIONS", "LAZY", "LIBRARY_MODULES", "MAX_VALUES", "METHODS", "MODULES",
-           "Op", "RNN_LAYER", "TAKE", "_Ledger", "_elman_step", "_gru_step", "_lstm_step", "_replay", "binary",
+           "Op", "RNN_LAYER", "TAKE", "Ledger", "elman_step", "gru_step", "lstm_step", "replay", "binary",
            "broadcast", "fmt", "promote", "unary", "valued"]

@@ -2,15 +2,15 @@
 
 A fused kernel (flash / memory-efficient: always on CUDA, on the CPU without dropout) keeps
 q, k, v, the output and a log-sum-exp per row; the math path keeps the scores-sized
-intermediates and replays its backward on a `_Ledger`. The entry is in tables.py.
+intermediates and replays its backward on a `Ledger`. The entry is in tables.py.
 """
 from __future__ import annotations
 
 from ..values import STRIDED, ShapeError, Tensor
-from .core import Args, _Ledger, fmt
+from .core import Args, Ledger, fmt
 
 
-def _sdpa_shape(a: Args):
+def sdpa_shape(a: Args):
     q, k, v = a.query, a.key, a.value
     if q.shape[-1] != k.shape[-1] or k.shape[:-1] != v.shape[:-1]:
         raise ShapeError(f"scaled_dot_product_attention of query {fmt(q.shape)}, key {fmt(k.shape)} and "
@@ -27,7 +27,7 @@ def _sdpa_fused(a: Args) -> bool:
     return a.get("_device") == "cuda" or not a.dropout_p
 
 
-def _sdpa_saves(a: Args, out) -> list:
+def sdpa_saves(a: Args, out) -> list:
     q, k, v = a.query, a.key, a.value
     stats = Tensor(q.shape[:-1], "float32")  # log-sum-exp per query row
     if _sdpa_fused(a):
@@ -46,7 +46,7 @@ def _sdpa_scores(q: Tensor, k: Tensor) -> Tensor:
     return Tensor(q.shape[:-1] + k.shape[-2:-1], "float32" if q.dtype in ("float16", "bfloat16") else q.dtype)
 
 
-def _sdpa_backward(a: Args) -> int:
+def sdpa_backward(a: Args) -> int:
     """The fused backward works in blocks. The math one (traced on the CPU) goes back through
     attn @ v, dropout and softmax, each freeing what it kept as it makes the next scores-sized
     gradient, and ends with q @ k^T's."""
@@ -54,7 +54,7 @@ def _sdpa_backward(a: Args) -> int:
         return 0
     q, k, v = a.query, a.key, a.value
     S = _sdpa_scores(q, k).nbytes
-    ledger = _Ledger()
+    ledger = Ledger()
     ledger(v.nbytes, S, -S)  # attn @ v: the gradients of v and of the attention; the dropped-out attention
     ledger(S, -S, -S)  # dropout: its gradient; the attention's and the noise
     ledger(S, -S, -S)  # softmax: its gradient; dropout's and the softmax

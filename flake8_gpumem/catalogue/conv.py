@@ -7,7 +7,7 @@ the weight, always). The tables register them by class name.
 from __future__ import annotations
 
 from ..values import ShapeError
-from .core import Args, Op, _keeps_input, fmt, need_channels, need_rank, tup, windows
+from .core import Args, Op, keeps_input, fmt, need_channels, need_rank, tup, windows
 
 
 def conv(n: int, transposed: bool = False) -> Op:
@@ -41,4 +41,4 @@ def conv(n: int, transposed: bool = False) -> Op:
     extra = "output_padding=0, groups=1, bias=True, dilation=1" if transposed else "dilation=1, groups=1, bias=True"
     sig = (f"in_channels, out_channels, kernel_size, stride=1, padding=0, {extra}, padding_mode='zeros', "
            "device=None, dtype=None")
-    return Op(sig, shape, params, saves=_keeps_input, keeps_weight=True)  # convolution saves both, always
+    return Op(sig, shape, params, saves=keeps_input, keeps_weight=True)  # convolution saves both, always

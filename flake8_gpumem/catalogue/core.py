@@ -1,9 +1,9 @@
 """What every catalogue entry is made of, and the helpers the op families share.
 
 `Op` is one entry (a signature, a shape rule, parameters, buffers, what autograd keeps) and
-`Args` its bound call arguments; the `_keeps_*` functions are the common save rules. The
+`Args` its bound call arguments; the `keeps_*` functions are the common save rules. The
 helpers check ranks and channels, format shapes, compute sliding windows (conv and pooling),
-broadcast and promote dtypes, and count a kernel's allocations (`_Ledger`, for the recurrent
+broadcast and promote dtypes, and count a kernel's allocations (`Ledger`, for the recurrent
 and attention backward). Everything else in the package builds on this file, which imports
 none of it.
 """
@@ -29,24 +29,24 @@ class Args(dict):
         return self.setdefault("_notes", [])
 
 
-def _none(a: Args) -> list:
+def no_tensors(a: Args) -> list:
     return []
 
 
-def _keeps_nothing(a: Args, out) -> list:
+def keeps_nothing(a: Args, out) -> list:
     return []
 
 
-def _keeps_input(a: Args, out) -> list:
+def keeps_input(a: Args, out) -> list:
     """The input; an in-place op first saves a copy of it, since it overwrites it."""
     return [a.input.like(a.input.shape)] if a.get("inplace") else [a.input]
 
 
-def _keeps_output(a: Args, out) -> list:
+def keeps_output(a: Args, out) -> list:
     return [out]
 
 
-def _keeps_input_or_result(a: Args, out) -> list:
+def keeps_input_or_result(a: Args, out) -> list:
     """Out of place it keeps its input; in place, its result (no copy needed)."""
     return [out] if a.get("inplace") else [a.input]
 
@@ -58,9 +58,9 @@ class Op:
 
     signature: str
     shape: Callable[[Args], object] | None = None  # None for a composite: its steps give the result
-    params: Callable[[Args], list] = _none  # shapes of the parameter tensors
-    buffers: Callable[[Args], list] = _none  # buffer Tensors (running statistics)
-    saves: Callable[[Args, object], list] = _keeps_nothing
+    params: Callable[[Args], list] = no_tensors  # shapes of the parameter tensors
+    buffers: Callable[[Args], list] = no_tensors  # buffer Tensors (running statistics)
+    saves: Callable[[Args, object], list] = keeps_nothing
     forward: str = "input"
     # bytes its backward holds briefly, or (before, after) it has consumed its output's gradient
     backward_temp: Callable[[Args], int | tuple[int, int]] = lambda a: 0
@@ -182,7 +182,7 @@ def promote(*values) -> str:
     return "float32" if any(isinstance(v, float) for v in values) else dtypes[0]
 
 
-def _made_anyway(saves):
+def made_anyway(saves):
     """A forward_temp: what the kernel makes for backward even when nothing needs a gradient
     (max pooling's int64 indices, dropout's noise), freed at once then."""
     def temp(a: Args, out) -> int:
@@ -193,7 +193,7 @@ def _made_anyway(saves):
     return temp
 
 
-class _Ledger:
+class Ledger:
     """A kernel's allocations (+) and frees (-) in the order it makes them, and their peak before
     and after the point where it has consumed its output's gradient (the simulator frees that)."""
 

@@ -33,7 +33,7 @@ def valued(values: list, dtype: str | None = None, shape: tuple | None = None) -
     return Tensor(shape, dtype, values=tuple(values) if len(values) <= MAX_VALUES else None)
 
 
-def _arange_shape(a: Args):
+def arange_shape(a: Args):
     start, end, step = (0, a.start, 1) if a.end is None else (a.start, a.end, a.step)
     n = max(math.ceil((end - start) / step), 0)
     ints((n,), "arange size")
@@ -43,7 +43,7 @@ def _arange_shape(a: Args):
     return valued([start + i * step for i in range(n)], dtype)
 
 
-def _linspace_shape(a: Args):
+def linspace_shape(a: Args):
     ints((a.steps,), "linspace steps")
     if a.steps > MAX_VALUES:
         return Tensor((a.steps,), dtype_arg(a.dtype, "float32"))
@@ -51,7 +51,7 @@ def _linspace_shape(a: Args):
     return valued([float(a.start + i * step) for i in range(a.steps)], dtype_arg(a.dtype, "float32"))
 
 
-def _tensor_shape(a: Args):
+def tensor_shape(a: Args):
     """torch.tensor(data): the shape of nested lists of numbers, their values kept."""
     shape, level = [], [a.data]
     while isinstance(level[0], (list, tuple)):
@@ -67,7 +67,7 @@ def _tensor_shape(a: Args):
     return valued(flat, dtype_arg(a.dtype, None), tuple(shape))
 
 
-def _meshgrid_shape(a: Args):
+def meshgrid_shape(a: Args):
     tensors = a.tensors[0] if len(a.tensors) == 1 and isinstance(a.tensors[0], (list, tuple)) else a.tensors
     sizes = tuple(t.numel for t in tensors)
     if a.indexing == "xy" and len(sizes) > 1:
@@ -75,25 +75,25 @@ def _meshgrid_shape(a: Args):
     return tuple(t.like(sizes) for t in tensors)
 
 
-def _new_shape(a: Args):
+def new_shape(a: Args):
     """x.new_zeros(size): a new tensor in x's dtype."""
     size = a.size[0] if len(a.size) == 1 and isinstance(a.size[0], (tuple, list)) else a.size
     ints(tuple(size), "size")
     return Tensor(tuple(size), dtype_arg(a.dtype, a.input.dtype))
 
 
-def _full_shape(a: Args):
+def full_shape(a: Args):
     """torch.full: the dtype of its fill value unless given (a bool, an int64, else float32)."""
     ints(tuple(a.size), "size")
     fill = "bool" if isinstance(a.fill_value, bool) else "int64" if isinstance(a.fill_value, int) else "float32"
     return Tensor(tuple(a.size), dtype_arg(a.dtype, fill))
 
 
-def _randint_shape(a: Args):
+def randint_shape(a: Args):
     return Tensor(tuple(a.size), dtype_arg(a.dtype, "int64"))
 
 
-def _like_shape(a: Args):
+def like_shape(a: Args):
     return a.input.like(a.input.shape, dtype_arg(a.dtype, None))
 
 

@@ -9,7 +9,7 @@ registered by name in tables.py.
 from __future__ import annotations
 
 from ..values import COMPLEX_DTYPES, DTYPE_BYTES, ShapeError, Tensor, Unresolved
-from .core import (Args, Op, _keeps_input, _keeps_nothing, _keeps_output, _made_anyway, _none, broadcast,
+from .core import (Args, Op, keeps_input, keeps_nothing, keeps_output, made_anyway, no_tensors, broadcast,
                    dim_index, promote)
 
 
@@ -18,7 +18,7 @@ def _same(a: Args):
     return a.input.rewritten() if a.get("inplace") else a.input.like(a.input.shape)
 
 
-def activation(signature: str = "inplace=False", saves=_keeps_input, params=_none) -> Op:
+def activation(signature: str = "inplace=False", saves=keeps_input, params=no_tensors) -> Op:
     return Op(signature, _same, params=params, saves=saves)
 
 
@@ -28,11 +28,11 @@ def functional(module: Op, extra: str = "") -> Op:
     return Op(sig, module.shape, saves=module.saves)
 
 
-RELU = activation(saves=_keeps_output)
-SOFTMAX = activation("dim=None", saves=_keeps_output)
+RELU = activation(saves=keeps_output)
+SOFTMAX = activation("dim=None", saves=keeps_output)
 
 
-def _prelu_shape(a: Args):
+def prelu_shape(a: Args):
     if a.num_parameters != 1 and (a.input.ndim < 2 or a.input.shape[1] != a.num_parameters):
         raise ShapeError(f"PReLU num_parameters={a.num_parameters} but the input has "
                          f"{a.input.shape[1] if a.input.ndim > 1 else 1} channels")
@@ -63,34 +63,34 @@ def dropout(kind: str, functional: bool = False) -> Op:
         return kept + [x.like(noise)] if kind == "alpha" else kept  # alpha also keeps its shift b
 
     sig = "input, p=0.5, training=True, inplace=False" if functional else "p=0.5, inplace=False"
-    return Op(sig, _dropout_shape, saves=saves, forward_temp=_made_anyway(saves))
+    return Op(sig, _dropout_shape, saves=saves, forward_temp=made_anyway(saves))
 
 
-def unary(saves=_keeps_input, extra: str = "") -> Op:
+def unary(saves=keeps_input, extra: str = "") -> Op:
     """An element-wise function of one tensor (input first)."""
     return Op("input" + extra, lambda a: a.input.like(a.input.shape), saves=saves)
 
 
-def binary(saves=_keeps_nothing, grad: str = "alloc") -> Op:
+def binary(saves=keeps_nothing, grad: str = "alloc") -> Op:
     return Op("input, other, alpha=1, out=None", _binary_shape, saves=saves, grad=grad)
 
 
 SOFTMAX_FN = Op("input, dim=None, _stacklevel=3, dtype=None", lambda a: a.input.like(a.input.shape),
-                saves=_keeps_output)
+                saves=keeps_output)
 
 
 def _needs(t) -> bool:
     return isinstance(t, Tensor) and t.requires_grad
 
 
-def _keeps_other_factor(a: Args, out) -> list:
+def keeps_other_factor(a: Args, out) -> list:
     """x * y: each operand's gradient needs the other, so an operand is kept only where the other
     needs a gradient (StochasticDepth's `x * noise` keeps the noise, not x)."""
     x, y = a.input, a.other
     return [t for t, other in ((x, y), (y, x)) if isinstance(t, Tensor) and _needs(other)]
 
 
-def _keeps_for_quotient(a: Args, out) -> list:
+def keeps_for_quotient(a: Args, out) -> list:
     """x / y: x's gradient needs y; y's needs x and y."""
     x, y = a.input, a.other
     return [t for t, kept in ((x, _needs(y)), (y, _needs(x) or _needs(y))) if isinstance(t, Tensor) and kept]
@@ -100,12 +100,12 @@ def _binary_shape(a: Args):
     return broadcast(a.input, a.other)
 
 
-def _pow_saves(a: Args, out) -> list:
+def pow_saves(a: Args, out) -> list:
     """x ** y keeps its tensor operands; a tensor exponent's gradient needs the result too."""
     return [t for t in (a.input, a.exponent) if isinstance(t, Tensor)] + [out] * isinstance(a.exponent, Tensor)
 
 
-def _polar_shape(a: Args):
+def polar_shape(a: Args):
     """torch.polar(abs, angle): the complex tensor of their pairs (LLaMA's rotary freqs_cis)."""
     dtype = COMPLEX_DTYPES.get(promote(a.abs, a.angle))
     if dtype is None:
@@ -133,7 +133,7 @@ def _topk_shape(a: Args):
 TOPK = Op("input, k, dim=-1, largest=True, sorted=True, out=None", _topk_shape, saves=lambda a, out: [out[1]])
 
 
-def _reduce_shape(a: Args):
+def reduce_shape(a: Args):
     x = a.input
     if a.dim is None:
         return x.like(() if not a.keepdim else (1,) * x.ndim)
@@ -147,22 +147,22 @@ def _max_shape(a: Args):
     """max/min: a full reduction, the values and indices along a dim, or an elementwise max."""
     if isinstance(a.dim, Tensor):
         return broadcast(a.input, a.dim)
-    values = _reduce_shape(a)
+    values = reduce_shape(a)
     return values if a.dim is None else (values, values.like(values.shape, "int64"))
 
 
-REDUCE = Op("input, dim=None, keepdim=False, dtype=None, out=None", _reduce_shape)
+REDUCE = Op("input, dim=None, keepdim=False, dtype=None, out=None", reduce_shape)
 
 
 def _amax_shape(a: Args):
-    return _reduce_shape(Args(a, dim=a.dim if a.dim != () else None))  # dim=() reduces everything
+    return reduce_shape(Args(a, dim=a.dim if a.dim != () else None))  # dim=() reduces everything
 
 
 # amax/amin keep input and result; the backward splits the gradient among ties: a bool mask of the
 # input, an int64 count and a quotient per result element
 REDUCE_KEEPS = Op("input, dim=(), keepdim=False, out=None", _amax_shape, saves=lambda a, out: [a.input, out],
                   backward_temp=lambda a: a.input.numel + _amax_shape(a).numel * (8 + DTYPE_BYTES[a.input.dtype]))
-MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=_keeps_input)
+MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=keeps_input)
 
 
 def _prod_backward(a: Args) -> int:
@@ -172,22 +172,22 @@ def _prod_backward(a: Args) -> int:
     n, quotient = a.input.numel, a.input.nbytes
     if a.dim is None:
         return quotient  # the mask is gone before the quotient and the gradient are made
-    counts = 8 * _reduce_shape(a).numel
+    counts = 8 * reduce_shape(a).numel
     return max(n + 8 * n + counts - quotient, n + counts + quotient)  # the int64 copy; then beside the gradient
 
 
 # prod keeps its input and result
-PROD = Op("input, dim=None, keepdim=False, dtype=None", _reduce_shape, saves=lambda a, out: [a.input, out],
+PROD = Op("input, dim=None, keepdim=False, dtype=None", reduce_shape, saves=lambda a, out: [a.input, out],
           backward_temp=_prod_backward)
 
 
-def _cast_shape(a: Args):
+def cast_shape(a: Args):
     """x.to(dtype), x.to(other), x.to(device, dtype), x.to(dtype=...): a copy only if the dtype changes."""
     targets = [v.dtype if isinstance(v, Tensor) else v for v in (*a.args, *a.kwargs.values())]
     return a.input.astype(next((d for d in targets if isinstance(d, str) and d in DTYPE_BYTES), a.input.dtype))
 
 
-def _to_dtype(dtype: str):
+def to_dtype(dtype: str):
     return Op("input", lambda a: a.input.astype(dtype))
 
 

@@ -12,7 +12,7 @@ from ..values import FLOAT_DTYPES, ShapeError, Tensor, Unresolved, view_layout
 from .core import Args, broadcast, fmt, need_channels, promote
 
 
-def _linear_saves(a: Args, out) -> list:
+def linear_saves(a: Args, out) -> list:
     """Linear keeps its input; an input that cannot be viewed as 2-d is copied first."""
     x = a.input
     if x.ndim > 2 and view_layout(x, (math.prod(x.shape[:-1]), x.shape[-1])) is False:
@@ -20,7 +20,7 @@ def _linear_saves(a: Args, out) -> list:
     return [x]
 
 
-def _linear_bias_copy(a: Args, out) -> int:
+def linear_bias_copy(a: Args, out) -> int:
     """Beyond 2-d, a non-contiguous input runs matmul, then adds the bias out of place while the
     matmul's result is alive: so under MemTracker's dispatch mode, which the estimate follows
     (a plain run adds it in place; see the README)."""
@@ -30,7 +30,7 @@ def _linear_bias_copy(a: Args, out) -> int:
     return out.nbytes
 
 
-def _linear_shape(a: Args):
+def linear_shape(a: Args):
     x = a.input
     if x.ndim == 0:
         raise ShapeError("Linear expects at least a 1-d input")
@@ -38,38 +38,38 @@ def _linear_shape(a: Args):
     return x.like(x.shape[:-1] + (a.out_features,))
 
 
-def _bilinear_shape(a: Args):
+def bilinear_shape(a: Args):
     need_channels(a.input1, a.in1_features, -1, "Bilinear in1_features")
     need_channels(a.input2, a.in2_features, -1, "Bilinear in2_features")
     return a.input1.like(a.input1.shape[:-1] + (a.out_features,))
 
 
-def _embedding_shape(a: Args):
+def embedding_shape(a: Args):
     if a.input.dtype in FLOAT_DTYPES:
         raise ShapeError(f"Embedding expects integer token ids, got {a.input.dtype} "
                          "(set input_dtype = \"int64\" for this model)")
     return Tensor(a.input.shape + (a.embedding_dim,), a.get("_float", "float32"))
 
 
-def _embedding_fn_shape(a: Args):
+def embedding_fn_shape(a: Args):
     """F.embedding(ids, weight): a row of the weight per id, in the weight's dtype."""
-    return _embedding_shape(Args(a, embedding_dim=a.weight.shape[-1], _float=a.weight.dtype))
+    return embedding_shape(Args(a, embedding_dim=a.weight.shape[-1], _float=a.weight.dtype))
 
 
-def _outer_shape(a: Args):
+def outer_shape(a: Args):
     x, y = a.input, a.vec2
     if x.ndim != 1 or y.ndim != 1:
         raise ShapeError(f"torch.outer needs two 1-d tensors, got {fmt(x.shape)} and {fmt(y.shape)}")
     return x.like((x.numel, y.numel), promote(x, y))
 
 
-def _linear_fn_shape(a: Args):
+def linear_fn_shape(a: Args):
     w = a.weight
     need_channels(a.input, w.shape[-1], -1, "F.linear weight in_features")
     return a.input.like(a.input.shape[:-1] + w.shape[:1])
 
 
-def _matmul_shape(a: Args):
+def matmul_shape(a: Args):
     x, y = a.input, a.other
     if x.ndim == 0 or y.ndim == 0:
         raise ShapeError("matmul needs tensors of at least 1 dimension")
@@ -93,7 +93,7 @@ def _keeps_both(a: Args, out) -> list:
     return [t for t, other in ((x, y), (y, x)) if isinstance(t, Tensor) and getattr(other, "requires_grad", False)]
 
 
-def _matmul_saves(a: Args, out) -> list:
+def matmul_saves(a: Args, out) -> list:
     """Batched matmul (both operands 3-d or more) runs bmm on each operand reshaped to (batch, n, m),
     broadcast batch included; an operand that cannot be viewed so (heads transposed out of a
     projection's memory, a broadcast batch) is copied, and bmm keeps the copy."""
@@ -111,7 +111,7 @@ def _matmul_saves(a: Args, out) -> list:
     return kept
 
 
-def _einsum_shape(a: Args):
+def einsum_shape(a: Args):
     """torch.einsum("bij,bjk->bik", x, y): each letter one size (spaces ignored, no ellipsis)."""
     operands = a.operands[0] if len(a.operands) == 1 and isinstance(a.operands[0], (list, tuple)) else a.operands
     spec = a.equation.replace(" ", "")

@@ -24,10 +24,10 @@ def batch_norm(n: int) -> Op:
 
     return Op("num_features, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None",
               shape, params=lambda a: affine(a.num_features, a.affine),
-              buffers=lambda a: running_stats(a.num_features, a.track_running_stats), saves=_batch_norm_saves)
+              buffers=lambda a: running_stats(a.num_features, a.track_running_stats), saves=batch_norm_saves)
 
 
-def _batch_norm_saves(a: Args, out) -> list:
+def batch_norm_saves(a: Args, out) -> list:
     """The input, plus a per-channel mean and inverse standard deviation."""
     c = a.input.shape[1]
     return [a.input, Tensor((c,), "float32"), Tensor((c,), "float32")]
@@ -63,7 +63,7 @@ def instance_norm(n: int) -> Op:
               buffers=lambda a: running_stats(a.num_features, a.track_running_stats), saves=saves)
 
 
-def _layer_norm_shape(a: Args):
+def layer_norm_shape(a: Args):
     norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
     if tuple(a.input.shape[-len(norm):]) != norm:
         raise ShapeError(f"LayerNorm normalized_shape={fmt(norm)} does not match the last dimensions "
@@ -71,24 +71,24 @@ def _layer_norm_shape(a: Args):
     return a.input.like(a.input.shape)
 
 
-def _layer_norm_params(a: Args) -> list:
+def layer_norm_params(a: Args) -> list:
     norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
     return [norm] * ((a.elementwise_affine) + (a.elementwise_affine and a.bias))
 
 
-def _layer_norm_saves(a: Args, out) -> list:
+def layer_norm_saves(a: Args, out) -> list:
     norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
     rows = a.input.shape[:a.input.ndim - len(norm)] + (1,) * len(norm)
     return [a.input, Tensor(rows, "float32"), Tensor(rows, "float32")]
 
 
-def _group_norm_shape(a: Args):
+def group_norm_shape(a: Args):
     need_channels(a.input, a.num_channels, 1, "GroupNorm num_channels")
     if a.num_channels % a.num_groups:
         raise ShapeError(f"GroupNorm num_channels={a.num_channels} is not divisible by num_groups={a.num_groups}")
     return a.input.like(a.input.shape)
 
 
-def _group_norm_saves(a: Args, out) -> list:
+def group_norm_saves(a: Args, out) -> list:
     stats = (a.input.shape[0], a.num_groups)
     return [a.input, Tensor(stats, "float32"), Tensor(stats, "float32")]

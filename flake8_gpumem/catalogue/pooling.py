@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..values import Tensor
-from .core import Args, Op, _made_anyway, need_rank, tup, windows
+from .core import Args, Op, made_anyway, need_rank, tup, windows
 
 
 def pool(n: int, kind: str) -> Op:
@@ -33,7 +33,7 @@ def pool(n: int, kind: str) -> Op:
 
     if kind == "Max":
         sig = "kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False"
-        return Op(sig, shape, saves=saves, forward_temp=_made_anyway(saves))
+        return Op(sig, shape, saves=saves, forward_temp=made_anyway(saves))
     sig = "kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True" + (
         ", divisor_override=None" if n > 1 else "")
     return Op(sig, shape, saves=saves)
@@ -68,5 +68,5 @@ def adaptive(n: int, kind: str) -> Op:
         return [] if all(d == 1 for d in out.shape[-n:]) else [a.input]
 
     if kind == "Max":
-        return Op("output_size, return_indices=False", shape, saves=saves, forward_temp=_made_anyway(saves))
+        return Op("output_size, return_indices=False", shape, saves=saves, forward_temp=made_anyway(saves))
     return Op("output_size", shape, saves=saves)

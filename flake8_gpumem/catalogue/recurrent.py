@@ -1,14 +1,14 @@
 """Recurrent layers: one layer and direction of nn.LSTM/GRU/RNN (RNN_LAYER).
 
 What it keeps (oneDNN's workspace, or the native cells' gates and states per step), what it
-holds while it runs, and its backward replayed allocation by allocation on a `_Ledger`
-(`_replay` with `_elman_step`, `_gru_step`, `_lstm_step`). composites.py builds the modules
+holds while it runs, and its backward replayed allocation by allocation on a `Ledger`
+(`replay` with `elman_step`, `gru_step`, `lstm_step`). composites.py builds the modules
 from this entry.
 """
 from __future__ import annotations
 
 from ..values import DTYPE_BYTES, Tensor, view_layout
-from .core import Args, Op, _Ledger, need_channels, need_rank
+from .core import Args, Op, Ledger, need_channels, need_rank
 
 
 # One layer and direction of nn.LSTM/GRU/RNN as PyTorch 2.13 runs it on the CPU (composites.py
@@ -118,7 +118,7 @@ def _rnn_layer_backward(a: Args):
     x_grad = T * N * I * s if a.input.requires_grad else 0
     bias = a.b_ih is not None
     weights = sum(w.nbytes for w in (a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.w_hr) if w is not None)
-    ledger = _Ledger()
+    ledger = Ledger()
     if _onednn(a):
         # oneDNN writes every gradient in float32 (input, weights, both biases, both initial states);
         # the unused ones are freed, the rest converted to the layer's precision one by one
@@ -141,10 +141,10 @@ def _rnn_layer_backward(a: Args):
         h_out = a.w_hr.shape[0] if a.w_hr is not None else H
         c0 = a.cx.nbytes if a.cx.base is None else a.frees_h0 // h_out * H * s
         Wr = a.w_hr.numel * s if a.w_hr is not None else None
-        _replay(ledger, T, lambda led, t: _lstm_step(led, t, T, h, N * h_out * s, W, Wr, b, h0, c0, w))
+        replay(ledger, T, lambda led, t: lstm_step(led, t, T, h, N * h_out * s, W, Wr, b, h0, c0, w))
     else:
-        step = _gru_step if a.kind == "gru" else _elman_step
-        _replay(ledger, T, lambda led, t: step(led, t, T, h, W, b, h0, w))
+        step = gru_step if a.kind == "gru" else elman_step
+        replay(ledger, T, lambda led, t: step(led, t, T, h, W, b, h0, w))
     if copies:
         ledger(a.w_hh.numel * p, -W, G * H * p * bias, -b)
         if a.w_hr is not None:
@@ -160,13 +160,13 @@ def _rnn_layer_backward(a: Args):
 # input-gate gradient is kept for the stack after the loop; the gradients of w_hh/b_hh are summed
 # step by step into new buffers; the output's gradient (one view per step) is consumed in step 1.
 
-def _replay(ledger: _Ledger, T: int, step) -> None:
+def replay(ledger: Ledger, T: int, step) -> None:
     """Run step(ledger, t) from the last step to the first. Steps T-2 .. 2 are alike (the same
     bytes in the same order), so one is run and the rest extrapolated: a long sequence costs O(1)."""
     step(ledger, T - 1)
     alike = T - 3
     if alike > 0:
-        probe = _Ledger()
+        probe = Ledger()
         step(probe, 2)
         ledger.peak = max(ledger.peak, ledger.cur + probe.peak + (alike - 1) * max(probe.cur, 0))
         ledger.cur += alike * probe.cur
@@ -174,7 +174,7 @@ def _replay(ledger: _Ledger, T: int, step) -> None:
         step(ledger, t)
 
 
-def _elman_step(ledger: _Ledger, t: int, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
+def elman_step(ledger: Ledger, t: int, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
     first, last = t == T - 1, t == 0
     ledger(h)  # tanh_backward: the input gates' gradient of the step
     if T == 1:
@@ -188,7 +188,7 @@ def _elman_step(ledger: _Ledger, t: int, T: int, h: int, W: int, b: int, h0: int
     _accumulate(ledger, first, last, h, W, b, release=t == 1)
 
 
-def _gru_step(ledger: _Ledger, t: int, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
+def gru_step(ledger: Ledger, t: int, T: int, h: int, W: int, b: int, h0: int, w: int) -> None:
     first, last = t == T - 1, t == 0
     ledger(h, h, -h, h)  # h = (h_t-1 - n) * z + n: two muls, the kept copy freed, neg for n
     if last:
@@ -211,7 +211,7 @@ def _gru_step(ledger: _Ledger, t: int, T: int, h: int, W: int, b: int, h0: int, 
     ledger(3 * h, -3 * h)  # the input gates' gradient (cat of the three), kept for the stack
 
 
-def _lstm_step(ledger: _Ledger, t: int, T: int, h: int, p: int, W: int, Wr: int | None, b: int, h0: int,
+def lstm_step(ledger: Ledger, t: int, T: int, h: int, p: int, W: int, Wr: int | None, b: int, h0: int,
                c0: int, w: int) -> None:
     """p: one state (N x proj_size with a projection); Wr: the gradient of w_hr (None: no projection);
     c0: the initial cell state."""
@@ -240,7 +240,7 @@ def _lstm_step(ledger: _Ledger, t: int, T: int, h: int, p: int, W: int, Wr: int 
     _accumulate(ledger, first, last, p, W, b, release=t == 1)
 
 
-def _accumulate(ledger: _Ledger, first: bool, last: bool, h: int, W: int, b: int, earlier: int = 0,
+def _accumulate(ledger: Ledger, first: bool, last: bool, h: int, W: int, b: int, earlier: int = 0,
                 release: bool = False) -> None:
     """Sum the step's b_hh gradient, the gradient of h_t-1 (replacing an `earlier` partial sum) and
     the w_hh gradient into new buffers."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 
 from ..values import COMPLEX_DTYPES, STRIDED, ShapeError, Tensor, Unresolved
-from .core import Args, Op, _keeps_input, _keeps_nothing, dim_index, fmt, ints, tup
+from .core import Args, Op, keeps_input, keeps_nothing, dim_index, fmt, ints, tup
 
 
-def _flatten_shape(a: Args):
+def flatten_shape(a: Args):
     x = a.input
     if x.ndim == 0:
         return x.view((1,))
@@ -24,7 +24,7 @@ def _flatten_shape(a: Args):
     return x.reshaped(x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
 
 
-def _unflatten_shape(a: Args):
+def unflatten_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim)
     sizes = list(a.unflattened_size)
@@ -54,7 +54,7 @@ def resolve_view(x: Tensor, shape, what: str) -> tuple:
     return tuple(shape)
 
 
-def _squeeze_shape(a: Args):
+def squeeze_shape(a: Args):
     x = a.input
     if a.dim is None:
         return x.reshaped(tuple(s for s in x.shape if s != 1))
@@ -62,13 +62,13 @@ def _squeeze_shape(a: Args):
     return x.reshaped(tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1)))
 
 
-def _unsqueeze_shape(a: Args):
+def unsqueeze_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim + 1)
     return x.reshaped(x.shape[:d] + (1,) + x.shape[d:])
 
 
-def _permute_shape(a: Args):
+def permute_shape(a: Args):
     x = a.input
     dims = a.dims[0] if len(a.dims) == 1 and isinstance(a.dims[0], (tuple, list)) else a.dims
     order = [dim_index(d, x.ndim) for d in dims]
@@ -77,7 +77,7 @@ def _permute_shape(a: Args):
     return x.permuted(order)
 
 
-def _transpose_shape(a: Args):
+def transpose_shape(a: Args):
     x = a.input
     order = list(range(x.ndim))
     i, j = dim_index(a.dim0, x.ndim), dim_index(a.dim1, x.ndim)
@@ -85,11 +85,11 @@ def _transpose_shape(a: Args):
     return x.permuted(order)
 
 
-def _t_shape(a: Args):
+def t_shape(a: Args):
     return a.input.permuted(range(a.input.ndim - 1, -1, -1))
 
 
-def _view_shape(a: Args):
+def view_shape(a: Args):
     """view never copies: of a slice, whose memory order gpumem does not track, torch's view either
     succeeds or raises, and code that runs got a view."""
     x = a.input
@@ -97,36 +97,36 @@ def _view_shape(a: Args):
     return x.view(shape, STRIDED) if x.layout == STRIDED else x.reshaped(shape)
 
 
-def _reshape_shape(a: Args):
+def reshape_shape(a: Args):
     return a.input.reshaped(resolve_view(a.input, a.shape, "reshape"))
 
 
-def _view_as_shape(a: Args):
+def view_as_shape(a: Args):
     return a.input.reshaped(a.other.shape)
 
 
-def _expand_shape(a: Args):
+def expand_shape(a: Args):
     x = a.input
     sizes = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes
     lead = len(sizes) - x.ndim
     return x.view(tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)), STRIDED)
 
 
-def _repeat_shape(a: Args):
+def repeat_shape(a: Args):
     x = a.input
     reps = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes
     dims = (1,) * (len(reps) - x.ndim) + x.shape
     return x.like(tuple(d * r for d, r in zip(dims, reps)))
 
 
-def _chunk_shape(a: Args):
+def chunk_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim)
     size = -(-x.shape[d] // a.chunks)
     return tuple(narrowed(x, d, min(size, x.shape[d] - i)) for i in range(0, x.shape[d], size))
 
 
-def _split_shape(a: Args):
+def split_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim)
     if isinstance(a.split_size_or_sections, int):
@@ -137,13 +137,13 @@ def _split_shape(a: Args):
     return tuple(narrowed(x, d, s) for s in sizes)
 
 
-def _unbind_shape(a: Args):
+def unbind_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim)
     return tuple(narrowed(x, d, None) for _ in range(x.shape[d]))
 
 
-def _narrow_shape(a: Args):
+def narrow_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim)
     start = a.start + x.shape[d] if a.start < 0 else a.start
@@ -162,7 +162,7 @@ def narrowed(x: Tensor, d: int, size: int | None) -> Tensor:
     return x.view(shape, STRIDED)
 
 
-def _view_as_complex_shape(a: Args):
+def view_as_complex_shape(a: Args):
     """A complex view of (..., 2) pairs of floats: the same memory, one dimension fewer."""
     x = a.input
     dtype = COMPLEX_DTYPES.get(x.dtype)
@@ -174,7 +174,7 @@ def _view_as_complex_shape(a: Args):
     return Tensor(x.shape[:-1], dtype, x.requires_grad, base=x, layout=layout)
 
 
-def _view_as_real_shape(a: Args):
+def view_as_real_shape(a: Args):
     """A float view of a complex tensor: each element as a (real, imaginary) pair."""
     x = a.input
     dtype = next((f for f, c in COMPLEX_DTYPES.items() if c == x.dtype), None)
@@ -184,7 +184,7 @@ def _view_as_real_shape(a: Args):
     return Tensor(x.shape + (2,), dtype, x.requires_grad, base=x, layout=layout)
 
 
-def _repeat_interleave_shape(a: Args):
+def repeat_interleave_shape(a: Args):
     """Each element `repeats` times along `dim` (GQA's kv heads), or of the flattened input; a copy."""
     x = a.input
     ints(a.repeats, "repeats")
@@ -194,7 +194,7 @@ def _repeat_interleave_shape(a: Args):
     return x.like(x.shape[:d] + (x.shape[d] * a.repeats,) + x.shape[d + 1:])
 
 
-def _size(a: Args):
+def size_value(a: Args):
     x = a.input
     return x.shape if a.dim is None else x.shape[dim_index(a.dim, x.ndim)]
 
@@ -212,7 +212,7 @@ def _cat_shape(a: Args):
     return first.like(first.shape[:d] + (sum(t.shape[d] for t in xs),) + first.shape[d + 1:])
 
 
-def _stack_shape(a: Args):
+def stack_shape(a: Args):
     xs = list(a.tensors)
     if any(t.shape != xs[0].shape for t in xs):
         raise ShapeError(f"torch.stack needs equal shapes, got {', '.join(fmt(t.shape) for t in xs)}")
@@ -232,7 +232,7 @@ def _take_shape(a: Args):
 TAKE = Op("input, dim, index", _take_shape, saves=lambda a, out: [a.index])  # table[index]; backward scatters
 
 
-def _upsample_sizes(a: Args) -> tuple:
+def upsample_sizes(a: Args) -> tuple:
     x = a.input
     n = x.ndim - 2
     if a.size is not None:
@@ -243,7 +243,7 @@ def _upsample_sizes(a: Args) -> tuple:
     return x.like(x.shape[:2] + tuple(int(math.floor(L * f)) for L, f in zip(x.shape[2:], scale)))
 
 
-def _pixel_shuffle_shape(a: Args):
+def pixel_shuffle_shape(a: Args):
     x, r = a.input, a.upscale_factor
     c, h, w = x.shape[-3:]
     if c % (r * r):
@@ -251,7 +251,7 @@ def _pixel_shuffle_shape(a: Args):
     return x.like(x.shape[:-3] + (c // (r * r), h * r, w * r))
 
 
-def _pixel_unshuffle_shape(a: Args):
+def pixel_unshuffle_shape(a: Args):
     x, r = a.input, a.downscale_factor
     c, h, w = x.shape[-3:]
     if h % r or w % r:
@@ -260,17 +260,17 @@ def _pixel_unshuffle_shape(a: Args):
 
 
 INTERPOLATE = Op("input, size=None, scale_factor=None, mode='nearest', align_corners=None, "
-                 "recompute_scale_factor=None, antialias=False", _upsample_sizes, saves=_keeps_nothing)
+                 "recompute_scale_factor=None, antialias=False", upsample_sizes, saves=keeps_nothing)
 
 
-def pad(n: int, constant: bool = False, keeps_input: bool = False) -> Op:
+def pad(n: int, constant: bool = False, saves_input: bool = False) -> Op:
     """Zero/constant/circular padding keeps nothing for backward; reflection and replication padding
     keep their input (their backward reads it)."""
     def shape(a: Args):
         return pad_to(a.input, tup(a.padding, 2 * n, "padding"))
 
     return Op("padding, value=0.0" if constant else "padding", shape,
-              saves=_keeps_input if keeps_input else _keeps_nothing)
+              saves=keeps_input if saves_input else keeps_nothing)
 
 
 def pad_to(x: Tensor, p) -> Tensor:
@@ -286,7 +286,7 @@ def pad_to(x: Tensor, p) -> Tensor:
     return out
 
 
-def _fpad_shape(a: Args):
+def fpad_shape(a: Args):
     if len(a.pad) % 2 or len(a.pad) // 2 > a.input.ndim:
         raise ShapeError(f"F.pad needs (left, right) pairs for at most {a.input.ndim} dimensions, got {tuple(a.pad)}")
     return pad_to(a.input, a.pad)

@@ -15,7 +15,8 @@ from . import imports
 from .core import Interpreter
 from .objects import Bound, Builtin, Class, Event, File, Function, Module, Q, Scope, param_keys, walk_modules
 from .returns import builds_no_module
-from .scopes import binds, parse_expression, segment_scope
+from .bindings import binds, segment_scope
+from .scopes import parse_expression
 
 __all__ = ["Bound", "Builtin", "Class", "Event", "File", "Function", "Interpreter", "Module", "Q", "Scope", "binds",
            "builds_no_module", "imports", "param_keys", "parse_expression", "segment_scope", "walk_modules"]

@@ -14,15 +14,9 @@ from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers
-from .construction import _clone
 from .imports import followed
-from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Field, Function, Instance, Module,
-                      Parameter, Partial, Q, Scope, _Return, canonical, code, dotted)
-
-SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
-                 "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
-                 "isinstance", "divmod", "pow", "map", "filter")
-
+from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Field, Function, Instance,
+                      Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -107,7 +101,7 @@ class Calls:
                 else:  # def f(): return x  on one line
                     for small in body.body:
                         self.run_small(small, local)
-            except _Return as ret:
+            except ReturnValue as ret:
                 if not generator:
                     return ret.value
             finally:
@@ -209,7 +203,7 @@ class Calls:
         if path in ("collections.OrderedDict", "typing.OrderedDict"):
             return dict(*args, **kwargs)
         if path == "copy.deepcopy":
-            return _clone(args[0])
+            return clone(args[0])
         if path == "dataclasses.asdict" and isinstance(args[0], Instance):
             return _asdict(args[0])
         if path == "dataclasses.fields" and isinstance(args[0], (Instance, Class)):

@@ -2,15 +2,13 @@
 children and parameters, and calling a module."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from .. import catalogue
-from ..signature import REQUIRED, Param, bind
-from ..values import AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
+from ..signature import REQUIRED, Param, bind, parse
+from ..values import AnalysisError, ShapeError, Tensor, Unresolved, bad_sizes, tensors_in
 from .objects import (CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
                       Module, Parameter, Q, Region, canonical, walk_modules)
-from .tensors import _bad_sizes, _params
 from ..catalogue import Args, Op
 
 
@@ -85,7 +83,7 @@ class Construction:
         if lazy is not None:  # LazyLinear(10): Linear(<from the first input>, 10)
             kind, op = lazy[0], catalogue.MODULES[lazy[0]]
             args = [LAZY_PENDING] + list(args)
-        bound = Args(bind(_params(op.signature), args, kwargs, f"nn.{kind}", node))
+        bound = Args(bind(parse(op.signature), args, kwargs, f"nn.{kind}", node))
         module = Module(kind, node, op=op, args=bound, lazy=lazy, segment=self.segment)
         if lazy is None:
             self._materialize(module, node)
@@ -102,7 +100,7 @@ class Construction:
         except (TypeError, ValueError, ZeroDivisionError) as exc:
             raise Unresolved(f"nn.{module.kind} arguments cannot be used: {exc}", node) from None
         for shape in module.params + [t.shape for t in module.buffers]:
-            bad = _bad_sizes(shape)
+            bad = bad_sizes(shape)
             if bad:  # PyTorch refuses to build such a layer
                 named = ", ".join(f"{k}={v!r}" for k, v in module.args.items() if any(v is b for b in bad))
                 what = f"nn.{module.kind}({named})" if named else (
@@ -420,29 +418,3 @@ def _torch_base(q: Q) -> str | None:
     path = canonical(q.path)
     name = path.rpartition(".")[2]
     return name if path == f"torch.nn.{name}" and (name in CONTAINERS or name in catalogue.MODULES) else None
-
-
-def _clone(module):
-    """copy.deepcopy of a module: fresh Module objects, shared structure copied."""
-    if not isinstance(module, Module):
-        return copy.copy(module)
-    memo, tensors = {}, {}
-
-    def fresh(t: Tensor) -> Tensor:  # a parameter copied once, so weights tied inside stay tied
-        if id(t) not in tensors:
-            tensors[id(t)] = Tensor(t.shape, t.dtype, True, is_param=True)
-        return tensors[id(t)]
-
-    def clone(m: Module) -> Module:
-        if id(m) in memo:
-            return memo[id(m)]
-        new = copy.copy(m)
-        memo[id(m)] = new
-        new.children = {k: clone(c) for k, c in m.children.items()}
-        new.attrs = {k: (clone(v) if isinstance(v, Module) else
-                         fresh(v) if isinstance(v, Tensor) and v.is_param else v) for k, v in m.attrs.items()}
-        new.weights = {k: fresh(t) for k, t in m.weights.items()}
-        new.params, new.buffers = list(m.params), list(m.buffers)
-        return new
-
-    return clone(module)

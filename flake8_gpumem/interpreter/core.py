@@ -4,12 +4,13 @@ from __future__ import annotations
 from ..segments import Segment
 from ..values import Unresolved
 from . import imports
+from .bindings import composite_scope
 from .calls import Calls
 from .construction import Construction
 from .expressions import Expressions
 from .imports import Resolver
 from .objects import MAX_STEPS, Event, Module, Scope
-from .scopes import Names, _composite_scope
+from .scopes import Names
 from .statements import Statements
 from .tensors import TensorOps
 
@@ -41,7 +42,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
     @property
     def torch_scope(self) -> Scope:
         """The layers PyTorch builds from others (composites.py), parsed the first time one is used."""
-        return _composite_scope()
+        return composite_scope()
 
     def where(self, node, module: Module | None = None) -> tuple | None:
         """(Segment, node) to report at: `node` (where `module` was constructed), or, inside

@@ -13,7 +13,7 @@ from .. import catalogue
 from ..values import TORCH_DTYPES, AnalysisError, Tensor, Unresolved
 from .imports import Namespace
 from .objects import (MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function, Instance, Module,
-                      Partial, Q, Scope, _Break, _Continue, _Return, code)
+                      Partial, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
 # methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
@@ -29,13 +29,6 @@ BINOPS = {
     cst.FloorDivide: operator.floordiv, cst.Modulo: operator.mod, cst.Power: operator.pow,
     cst.MatrixMultiply: operator.matmul, cst.BitOr: operator.or_, cst.BitAnd: operator.and_,
     cst.BitXor: operator.xor, cst.LeftShift: operator.lshift, cst.RightShift: operator.rshift,
-}
-
-
-AUGOPS = {
-    cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
-    cst.DivideAssign: cst.Divide, cst.FloorDivideAssign: cst.FloorDivide, cst.ModuloAssign: cst.Modulo,
-    cst.PowerAssign: cst.Power, cst.MatrixMultiplyAssign: cst.MatrixMultiply, cst.BitOrAssign: cst.BitOr,
 }
 
 
@@ -68,7 +61,7 @@ class Expressions:
             raise Unresolved(f"unsupported expression {code(node)[:60]}", node)
         try:
             return handler(self, node, scope)
-        except (AnalysisError, _Return, _Break, _Continue):
+        except (AnalysisError, ReturnValue, BreakLoop, ContinueLoop):
             raise
         except RecursionError:
             raise Unresolved("an expression nests too deeply for gpumem", None) from None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..segments import LINES, split
 from ..values import Unresolved
+from .bindings import segment_scope
 from .objects import File, Scope
 
 MAX_FILES = 500  # source files one process keeps read through imports
@@ -57,16 +58,6 @@ def module_name(filename: str) -> str | None:
         return None
     stem = Path(filename).stem
     return package if stem == "__init__" else ".".join(p for p in (package, stem) if p)
-
-
-def absolute(module: str, level: int, package: str | None) -> str:
-    """`from ..x import y` inside package `a.b.c` is `a.x`; raises Unresolved outside a package."""
-    if not level:
-        return module
-    parts = package.split(".") if package else []
-    if len(parts) < level:
-        raise Unresolved(f"relative import {'.' * level}{module} outside a package (or above its top)")
-    return ".".join(parts[:len(parts) - level + 1] + ([module] if module else []))
 
 
 class Resolver:
@@ -122,8 +113,6 @@ def resolver(roots: tuple[Path, ...]) -> Resolver:
 @lru_cache(maxsize=MAX_FILES)
 def _read(path: str, name: str) -> Scope:
     """A source file's globals, each statement parsed with libcst when a name it binds is needed."""
-    from .scopes import segment_scope  # scopes follows imports through here
-
     try:
         text = Path(path).read_text(encoding="utf-8").removeprefix("\ufeff")
         segments, _ = split(LINES.findall(text), ast.parse(text))

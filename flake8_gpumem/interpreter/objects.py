@@ -2,8 +2,8 @@
 imports, scopes, user functions and classes, module instances, and one Event per call."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import libcst as cst
 
@@ -11,14 +11,15 @@ from ..catalogue import Args, Op
 from ..segments import Segment
 from ..values import Tensor
 
-if TYPE_CHECKING:
-    from .core import Interpreter
-
 MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
 MAX_LOOP = 10_000  # iterations of one loop
 MAX_DEPTH = 60  # nested calls of functions, methods and modules
 MAX_INT_BITS = 63  # sizes beyond int64 are not sizes
 MISSING = object()  # a name bound nowhere in a scope chain, an attribute a class does not have
+# the builtins the interpreter runs itself, on the values it computes
+SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
+                 "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
+                 "isinstance", "divmod", "pow", "map", "filter")
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,8 @@ class Class:
                         out.append((small.target.value, small.value))
         return out
 
-    def method(self, interp: Interpreter, name: str):
-        """Look a method up along the in-file base classes."""
+    def method(self, interp, name: str):
+        """Look a method up along the in-file base classes (`interp.bases` resolves them)."""
         member = self.members.get(name)
         if member is not None:
             node = member.module.body[0].body.body[0]  # the def inside its `class _:` line
@@ -305,17 +306,19 @@ class Event:
 LAZY_PENDING = object()  # a lazy layer's size until its first input arrives
 
 
-class _Return(Exception):
+class ReturnValue(Exception):
+    """A `return` leaving the function body the interpreter runs."""
+
     def __init__(self, value):
         self.value = value
 
 
-class _Break(Exception):
-    pass
+class BreakLoop(Exception):
+    """A `break` leaving the loop the interpreter unrolls."""
 
 
-class _Continue(Exception):
-    pass
+class ContinueLoop(Exception):
+    """A `continue`: the unrolled loop goes on with its next item."""
 
 
 CONTAINERS = ("Sequential", "ModuleList", "ModuleDict")
@@ -355,3 +358,29 @@ def canonical(path: str) -> str:
     if parts[:3] == ["torch", "nn", "modules"] and len(parts) > 3:
         return "torch.nn." + parts[-1]
     return path
+
+
+def clone(module):
+    """copy.deepcopy of a module: fresh Module objects, shared structure copied."""
+    if not isinstance(module, Module):
+        return copy.copy(module)
+    memo, tensors = {}, {}
+
+    def fresh(t: Tensor) -> Tensor:  # a parameter copied once, so weights tied inside stay tied
+        if id(t) not in tensors:
+            tensors[id(t)] = Tensor(t.shape, t.dtype, True, is_param=True)
+        return tensors[id(t)]
+
+    def clone(m: Module) -> Module:
+        if id(m) in memo:
+            return memo[id(m)]
+        new = copy.copy(m)
+        memo[id(m)] = new
+        new.children = {k: clone(c) for k, c in m.children.items()}
+        new.attrs = {k: (clone(v) if isinstance(v, Module) else
+                         fresh(v) if isinstance(v, Tensor) and v.is_param else v) for k, v in m.attrs.items()}
+        new.weights = {k: fresh(t) for k, t in m.weights.items()}
+        new.params, new.buffers = list(m.params), list(m.buffers)
+        return new
+
+    return clone(module)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import libcst as cst
 
 from ..values import AnalysisError
+from .bindings import target_names
 from .objects import Builtin, Function, Q, canonical, dotted
-from .scopes import target_names
 
 # classes whose instances are containers: never an nn.Module, whatever they are given
 CONTAINER_CLASSES = frozenset({"collections.defaultdict", "collections.OrderedDict", "collections.Counter",

@@ -2,19 +2,16 @@
 and the lookup of a name through nested scopes."""
 from __future__ import annotations
 
-import ast
 import builtins
 from dataclasses import dataclass
-from functools import lru_cache
 
 import libcst as cst
 
-from .. import composites
-from ..segments import LINES, Segment, split
+from ..segments import Segment
 from ..values import AnalysisError, Unresolved
-from .calls import SAFE_BUILTINS
-from .imports import Namespace, absolute, followed
-from .objects import MISSING, Builtin, Class, File, Function, Q, Scope, dotted
+from .bindings import absolute, imported_names, target_names
+from .imports import Namespace, followed
+from .objects import MISSING, SAFE_BUILTINS, Builtin, Class, Function, Q, Scope
 
 
 @dataclass(eq=False)
@@ -23,19 +20,6 @@ class Rebinding:
 
     node: cst.CSTNode  # the value, or the AugAssign
     previous: Segment  # the statement that bound the name before
-
-
-def segment_scope(segments: list, file: File) -> Scope:
-    """Globals of a source: each name bound by the last statement that binds it, parsed on first use."""
-    file.stars = tuple(star for segment in segments for star in segment.stars)
-    file.yields = any("yield" in segment.text for segment in segments)
-    scope = Scope({}, file=file)
-    for segment in segments:
-        for name in segment.names:
-            if name in scope.thunks:
-                segment.previous[name] = scope.thunks[name]
-            scope.thunks[name] = segment
-    return scope
 
 
 def _parse_into(segment: Segment, scope: Scope) -> None:
@@ -104,58 +88,11 @@ def _branches(stmt: cst.If) -> list:
     return out
 
 
-def binds(stmt, name: str) -> bool:
-    """Whether a top-level statement defines `name` as a class or a plain assignment."""
-    if isinstance(stmt, cst.ClassDef):
-        return stmt.name.value == name
-    return isinstance(stmt, cst.SimpleStatementLine) and any(
-        isinstance(s, cst.Assign) and isinstance(s.targets[0].target, cst.Name) and s.targets[0].target.value == name
-        for s in stmt.body)
-
-
 def parse_expression(text: str) -> cst.BaseExpression:
     try:
         return cst.parse_expression(text)
     except cst.ParserSyntaxError as exc:
         raise Unresolved(f"libcst cannot parse {text[:40]!r}: {exc.message}") from None
-
-
-def target_names(target) -> list:
-    """The names an assignment target binds: `a`, `a, (b, *c)`; an attribute or a subscript
-    target changes an object and binds none."""
-    if isinstance(target, cst.Name):
-        return [target.value]
-    if isinstance(target, (cst.Tuple, cst.List)):
-        return [n for e in target.elements for n in target_names(e.value)]
-    if isinstance(target, cst.StarredElement):
-        return target_names(target.value)
-    return []
-
-
-def imported_names(stmt, package: str | None) -> dict:
-    """The names an import binds, as qualified names (relative ones made absolute from `package`)."""
-    names = {}
-    if isinstance(stmt, cst.Import):
-        for alias in stmt.names:
-            path = dotted(alias.name)
-            if alias.asname is not None:
-                names[alias.asname.name.value] = Q(path)
-            else:
-                names[path.split(".")[0]] = Q(path.split(".")[0])
-    elif not isinstance(stmt.names, cst.ImportStar):  # star imports are looked through by Names.lookup
-        base = absolute(dotted(stmt.module) if stmt.module else "", len(stmt.relative), package)
-        for alias in stmt.names:
-            local = alias.asname.name.value if alias.asname else alias.name.value
-            names[local] = Q(f"{base}.{alias.name.value}", base)
-    return names
-
-
-@lru_cache(maxsize=1)
-def _composite_scope() -> Scope:
-    """composites.py's source, each layer parsed the first time a model uses it."""
-    source = composites.SOURCE
-    segments, _ = split(LINES.findall(source), ast.parse(source))
-    return segment_scope(segments, File("torch.nn", None, foreign=True))
 
 
 class Names:

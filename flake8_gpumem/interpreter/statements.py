@@ -4,9 +4,14 @@ from __future__ import annotations
 import libcst as cst
 
 from ..values import AnalysisError, Tensor, Unresolved
-from .expressions import AUGOPS
-from .objects import MAX_LOOP, Class, Function, Module, Scope, _Break, _Continue, _Return, code
-from .scopes import imported_names
+from .bindings import imported_names
+from .objects import MAX_LOOP, BreakLoop, Class, ContinueLoop, Function, Module, ReturnValue, Scope, code
+
+AUGOPS = {
+    cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
+    cst.DivideAssign: cst.Divide, cst.FloorDivideAssign: cst.FloorDivide, cst.ModuloAssign: cst.Modulo,
+    cst.PowerAssign: cst.Power, cst.MatrixMultiplyAssign: cst.MatrixMultiply, cst.BitOrAssign: cst.BitOr,
+}
 
 
 class Statements:
@@ -58,10 +63,10 @@ class Statements:
             self.assign(stmt.target, item, scope)
             try:
                 self.run_block(stmt.body.body, scope)
-            except _Break:
+            except BreakLoop:
                 broke = True
                 break
-            except _Continue:
+            except ContinueLoop:
                 continue
         if not broke and stmt.orelse is not None:
             self.run_block(stmt.orelse.body.body, scope)
@@ -110,7 +115,7 @@ class Statements:
             self.assign(small.target, self.eval(small.value, scope), scope)
 
     def _run_return(self, small: cst.Return, scope: Scope) -> None:
-        raise _Return(None if small.value is None else self.eval(small.value, scope))
+        raise ReturnValue(None if small.value is None else self.eval(small.value, scope))
 
     def _run_import(self, small, scope: Scope) -> None:
         scope.vars.update(imported_names(small, scope.root().file.package))
@@ -220,8 +225,8 @@ _SMALL_STATEMENTS = {
     cst.Return: Statements._run_return,
     cst.Import: Statements._run_import,
     cst.ImportFrom: Statements._run_import,
-    cst.Break: _signal(_Break),
-    cst.Continue: _signal(_Continue),
+    cst.Break: _signal(BreakLoop),
+    cst.Continue: _signal(ContinueLoop),
     cst.Raise: _raise("the code raises an exception here"),
     **dict.fromkeys((cst.Pass, cst.Assert, cst.Global, cst.Nonlocal, cst.Del), lambda self, stmt, scope: None),
 }

@@ -10,7 +10,8 @@ from .. import catalogue
 from . import numbers
 from ..catalogue import Args, Op
 from ..signature import bind, parse
-from ..values import FLOAT_DTYPES, GRAD_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, tensors_in
+from ..values import (FLOAT_DTYPES, GRAD_DTYPES, STRIDED, AnalysisError, ShapeError, Tensor, Unresolved, bad_sizes,
+                      tensors_in)
 from .objects import Event, Module, Scope, code, dotted
 
 
@@ -23,7 +24,7 @@ class TensorOps:
 
         With `inplace`, the result is written into that tensor's memory (`x += y`)."""
         bound = Args(fixed)
-        bound.update(bind(_params(signature), args, kwargs, type_name, node))
+        bound.update(bind(parse(signature), args, kwargs, type_name, node))
         if op.steps is not None:
             return self._compose(op, bound, args, node, module, type_name)
         bound["_float"] = self.model_dtype
@@ -45,7 +46,7 @@ class TensorOps:
         input_ids = {id(t) for t in inputs}
         outputs = list(tensors_in(out))
         for t in outputs:
-            if _bad_sizes(t.shape):
+            if bad_sizes(t.shape):
                 raise ShapeError(f"{type_name} gives an output of shape {catalogue.fmt(t.shape)}: a size must be "
                                  "a whole number, 0 or more", node)
         # w.split(...), w.chunk(3), w.reshape(...): views of a weight, no bigger than it (an expanded
@@ -214,14 +215,6 @@ def _rule_errors(type_name: str, node, module: Module | None):
         raise
     except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError) as exc:
         raise Unresolved(f"{type_name} arguments cannot be used: {exc}", node) from None
-
-
-def _bad_sizes(shape: tuple) -> list:
-    return [d for d in shape if isinstance(d, bool) or not isinstance(d, int) or d < 0]
-
-
-def _params(signature: str):
-    return parse(signature)
 
 
 def _short(node, path: str) -> str:
