@@ -7,56 +7,74 @@ import io
 import pickle
 import re
 import sys
+import textwrap
 import tokenize
 from pathlib import Path
 
 from .analysis import Analysis, analyse_source
-from .config import DTYPES, INPUT_DTYPES, LOSSES, OPTIMIZERS, ConfigError, per_model_for, project_for, settings_from
+from .config import GROUPS, OPTIONS, ConfigError, per_model_for, project_for, settings_from
 from .report import RENDERERS
 
 
+SOURCES_AND_STATUS = """\
+where settings come from, strongest first:
+  1. the command line
+  2. an inline comment on the model's line:
+       # gpumem: input_shape=(3, 50, 50) batch_size=64
+  3. the model's table in pyproject.toml:
+       [tool.gpumem.models."models/cnn.py::Net"]
+  4. what the file states: its example input (model(torch.randn(...)),
+     example_input_array, summary(...)) and its torch.optim call;
+     the example's batch size comes after 5
+  5. [tool.gpumem] in the nearest pyproject.toml above FILE
+  6. the built-in defaults said above
+
+exit status:
+  0  every FILE had a model analysed, and each model fits its budget (if any)
+  1  a model does not fit its budget
+  2  a FILE cannot be read or has no model to analyse, a flag or
+     pyproject.toml setting is bad, or a picture cannot be written
+     (2 wins over 1)
+"""
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gpumem", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("report", help="per-layer shapes and training memory of the models in FILE")
-    r.add_argument("files", nargs="+", metavar="FILE")
-    r.add_argument("--model", help="only this model (class or variable name)")
-    r.add_argument("--input-shape", action="append",
-                   help="per-sample input shape, e.g. 3,50,50; repeat it for each tensor argument of forward")
-    r.add_argument("--batch-size", help="samples per step (default 1)")
-    r.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default adam)")
-    r.add_argument("--dtype", help=f"one of {', '.join(DTYPES)} (default float32)")
-    r.add_argument("--input-dtype", action="append",
-                   help=f"one of {', '.join(INPUT_DTYPES)}; int64 for token ids; once for all inputs or once per input")
-    r.add_argument("--loss", help=f"one of {', '.join(LOSSES)} (default cross_entropy): applied to the first output "
-                                  "unless forward returns the loss itself")
-    r.add_argument("--budget", help='GPU memory: bytes, "12GiB", "16GB" or a GPU name like T4, A100-40GB')
-    r.add_argument("--reserve", help="memory set aside for the CUDA context etc. (default 0)")
-    r.add_argument("--device", help="whose kernels to model: cuda (default) or cpu")
-    r.add_argument("--checkpoint", action="append", metavar="CLASS",
-                   help="what if every call of this module class ran under torch.utils.checkpoint (repeatable)")
-    r.add_argument("--accumulate", metavar="K", help="K micro-batches of --batch-size per optimizer step")
-    r.add_argument("--strategy", help="single (default), ddp or fsdp (FSDP2 fully_shard): figures per GPU")
-    r.add_argument("--world-size", metavar="N", help="GPUs under --strategy ddp/fsdp")
-    r.add_argument("--shard-unit", action="append", metavar="CLASS",
-                   help="fsdp: a module class wrapped with fully_shard (repeatable; the root always is)")
-    r.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="a constructor argument of the model, e.g. --arg num_classes=10 (repeatable)")
-    r.add_argument("--format", choices=sorted(RENDERERS), default="table",
-                   help="table (default), json, markdown (CI step summaries) or html (one self-contained page)")
-    r.add_argument("--timeline", metavar="PATH.svg",
-                   help="draw each model's memory during the step as an SVG (several models: one file each)")
-    r.add_argument("--snapshot", metavar="PATH.pickle",
-                   help="write the simulated step as a PyTorch memory snapshot, for pytorch.org/memory_viz")
+    """`gpumem` and `gpumem report`; the settings' flags come from config.OPTIONS, as flake8's do."""
+    p = argparse.ArgumentParser(prog="gpumem", description=__doc__,
+                                epilog="`gpumem report --help` says each flag, its default and the exit statuses.")
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    r = sub.add_parser("report", help="per-layer shapes and training memory of the models in FILE",
+                       description="Per-layer shapes and training memory of the models in each FILE,\n"
+                                   "read from the source without running it.",
+                       epilog=SOURCES_AND_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {title: r.add_argument_group(title) for title in GROUPS}
+    inputs, output = groups["model and inputs"], groups["output"]
+    inputs.add_argument("files", nargs="+", metavar="FILE", help="Python source files with PyTorch models")
+    inputs.add_argument("--model", metavar="NAME",
+                        help="only this model: a class, variable or factory, or a call like "
+                             "'resnet50(num_classes=10)' (default: every model in FILE)")
+    inputs.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                        help="a constructor argument of the model, e.g. --arg num_classes=10 (repeatable)")
+    for o in OPTIONS.values():
+        group = groups[o.group]
+        if o.flag:
+            group.add_argument(f"--{o.name}", action="append" if o.several else "store", metavar=o.metavar,
+                               help=o.describe(repeated=True))
+        else:
+            group.description = textwrap.fill(f"{o.key}, a [tool.gpumem] key and flake8's --gpumem-{o.name} "
+                                              f"(no flag here): {o.describe(repeated=False)}", 76)
+    output.add_argument("--format", choices=sorted(RENDERERS), default="table",
+                        help="table, json, markdown (CI step summaries) or html (one self-contained page) "
+                             "(default: %(default)s)")
+    output.add_argument("--timeline", metavar="PATH.svg",
+                        help="draw each model's memory during the step as an SVG (several models: one file each)")
+    output.add_argument("--snapshot", metavar="PATH.pickle",
+                        help="write the simulated step as a PyTorch memory snapshot, for pytorch.org/memory_viz")
     return p
 
 
-SETTING_FLAGS = ("input_shape", "batch_size", "optimizer", "dtype", "input_dtype", "budget", "reserve", "device",
-                 "loss", "checkpoint", "accumulate", "strategy", "world_size", "shard_unit")
-
-
 def overrides_from(ns: argparse.Namespace):
-    values = {k: getattr(ns, k) for k in SETTING_FLAGS if getattr(ns, k) is not None}
+    values = {k: getattr(ns, k) for k, o in OPTIONS.items() if o.flag and getattr(ns, k) is not None}
     args = {}
     for item in ns.arg:
         name, eq, raw = item.partition("=")

@@ -6,6 +6,8 @@ the strongest value of each field.
 
 [tool.gpumem] and its per-model tables come from the nearest pyproject.toml
 above the linted file (`find_pyproject`, `load_project`, `per_model_for`).
+OPTIONS says each setting once for both front ends: `gpumem report` flags and
+flake8's --gpumem-* options.
 """
 from __future__ import annotations
 
@@ -240,6 +242,78 @@ def _short(value, limit: int = 80) -> str:
     """A value for a one-line message: its repr, newlines escaped, cut to `limit` characters."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- the settings as options
+
+GROUPS = ("model and inputs", "training step", "set-up", "budget", "output")  # `gpumem report --help`, in order
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting as a `gpumem report --NAME` flag and a flake8 `--gpumem-NAME` option.
+
+    Both front ends read one table (OPTIONS), so a setting's help and default are written once;
+    the default is said from DEFAULTS, after `first`: what the file states that comes before it.
+    """
+
+    key: str  # the Settings field and [tool.gpumem] key
+    group: str  # one of GROUPS
+    help: str
+    metavar: str
+    choices: tuple = ()
+    first: str = ""
+    several: str = ""  # what several values mean: the CLI repeats the flag, flake8 joins them with `separator`
+    separator: str = ""
+    flag: bool = True  # False: a [tool.gpumem] key and flake8 option, no `gpumem report` flag
+
+    @property
+    def name(self) -> str:
+        return self.key.replace("_", "-")
+
+    def default(self) -> str:
+        value = getattr(DEFAULTS, self.key)
+        said = "none" if value is None or value == () else str(value)
+        return f"{self.first}, else {said}" if self.first and value is not None else self.first or said
+
+    def describe(self, repeated: bool) -> str:
+        """The help text; `repeated`: several values repeat the flag, else they share one value."""
+        parts = [self.help]
+        if self.choices:
+            parts.append(f"one of {', '.join(self.choices)}")
+        if self.several:
+            parts.append(f"{self.several}: repeat the flag" if repeated
+                         else f"{self.several}, separated by '{self.separator}'")
+        return f"{'; '.join(parts)} (default: {self.default()})"
+
+
+OPTIONS = {o.key: o for o in (
+    Option("input_shape", "model and inputs", "per-sample input shape, e.g. 3,50,50", "SHAPE",
+           first="the file's own example input", several="one per tensor argument of forward", separator=";"),
+    Option("input_dtype", "model and inputs", "dtype of the input batch (int64 for token ids)", "DTYPE", INPUT_DTYPES,
+           first="the model's parameter dtype", several="one for all inputs or one per input", separator=";"),
+    Option("batch_size", "model and inputs", "samples per training step", "N",
+           first="the batch of the file's own example input"),
+    Option("dtype", "training step", "precision of weights and compute (amp-*: float32 weights, autocast)", "DTYPE",
+           DTYPES),
+    Option("optimizer", "training step", "whose state is counted", "NAME", OPTIMIZERS,
+           first="the file's torch.optim call"),
+    Option("loss", "training step", "applied to the first output unless forward returns the loss itself", "NAME",
+           LOSSES),
+    Option("device", "training step", "whose kernels to model", "NAME", DEVICES),
+    Option("checkpoint", "set-up", "what if every call of this module class ran under torch.utils.checkpoint",
+           "CLASS", several="several classes", separator=","),
+    Option("accumulate", "set-up", "micro-batches of the batch size per optimizer step", "K"),
+    Option("strategy", "set-up", "figures and budget are per GPU (fsdp: FSDP2 fully_shard)", "NAME", STRATEGIES),
+    Option("world_size", "set-up", "GPUs under ddp or fsdp", "N"),
+    Option("shard_unit", "set-up", "fsdp: a module class wrapped with fully_shard (the root always is)", "CLASS",
+           several="several classes", separator=","),
+    Option("budget", "budget", 'memory of one GPU: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, '
+           '...)', "SIZE"),
+    Option("reserve", "budget", "memory set aside for the CUDA context etc., counted against the budget", "SIZE"),
+    Option("warn_fraction", "budget", "GPM101 when the footprint is above this fraction of the budget", "FRACTION",
+           flag=False),
+)}
 
 
 # ---------------------------------------------------------------- pyproject.toml

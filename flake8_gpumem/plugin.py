@@ -12,30 +12,13 @@ from flake8.style_guide import Decision, DecisionEngine
 
 from . import __version__, collector
 from .analysis import analyse_source
-from .config import ConfigError, Settings, per_model_for, project_for, settings_from
+from .config import OPTIONS, ConfigError, Settings, per_model_for, project_for, settings_from
 
 # Files that define no model cost a few substring searches.
 # One of them is in every file that defines a model: `(nn.Module)`, `(Module, Mixin)`, `nn.Sequential(`;
 # a script that builds one from a models package (`from torchvision.models import resnet18`) says
 # "models import"; any other file is read when its model table in pyproject.toml names a model of it.
 MODEL_WORDS = ("Module)", "Module,", "Module\n", "LightningModule", "Sequential(", "models import")
-OPTIONS = {  # flake8 option -> settings key; the same keys as [tool.gpumem] and `gpumem report` flags
-    "budget": 'GPU memory: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, ...)',
-    "batch-size": "samples per training step",
-    "input-shape": "per-sample input shape, e.g. 3,50,50; several forward inputs separated by ';'",
-    "dtype": "float32 | float16 | bfloat16 | amp-fp16 | amp-bf16",
-    "input-dtype": "dtype of the input batch (int64 for token ids); one per input separated by ';'",
-    "loss": "cross_entropy | mse | sum: applied to the first output unless forward returns the loss",
-    "checkpoint": "module classes whose calls run checkpointed (what-if), separated by commas",
-    "accumulate": "micro-batches of batch-size per optimizer step",
-    "strategy": "single | ddp | fsdp: the figures and the budget are per GPU",
-    "world-size": "GPUs under ddp/fsdp",
-    "shard-unit": "fsdp: module classes wrapped with fully_shard, separated by commas",
-    "optimizer": "sgd | sgd-momentum | adam | adamw | rmsprop | adagrad",
-    "warn-fraction": "GPM101 above this fraction of the budget (default 0.9)",
-    "reserve": "memory set aside for the CUDA context etc.",
-    "device": "whose kernels to model: cuda (default) or cpu",
-}
 
 
 class Plugin:
@@ -52,14 +35,14 @@ class Plugin:
 
     @classmethod
     def add_options(cls, manager) -> None:
-        for name, help_text in OPTIONS.items():
-            manager.add_option(f"--gpumem-{name}", parse_from_config=True, help=f"gpumem: {help_text}")
+        for o in OPTIONS.values():  # several values share one option, as in a flake8 config file
+            manager.add_option(f"--gpumem-{o.name}", parse_from_config=True, metavar=o.metavar,
+                               help=f"gpumem: {o.describe(repeated=False)}")
         manager.extend_default_ignore(["GPM9"])
 
     @classmethod
     def parse_options(cls, options) -> None:
-        values = {name.replace("-", "_"): getattr(options, f"gpumem_{name.replace('-', '_')}", None)
-                  for name in OPTIONS}
+        values = {key: getattr(options, f"gpumem_{key}", None) for key in OPTIONS}
         try:
             cls.overrides = settings_from({k: v for k, v in values.items() if v is not None},
                                           "flake8 --gpumem-* options")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 from sources import ADAPTIVE
+
+from flake8_gpumem import cli
+from flake8_gpumem.config import DEFAULTS
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = REPO / "fixtures" / "seed_cnn.py"
@@ -410,6 +414,95 @@ def test_seed_pooling_warning_points_at_p2(seed_json):
     gpm200 = [d for d in seed_json["diagnostics"] if d["code"] == "GPM200"]
     assert [(d["line"], d["col"]) for d in gpm200] == [(line, col)], seed_json["diagnostics"]
     assert "25" in gpm200[0]["message"] and "12" in gpm200[0]["message"]
+
+
+# ---------------------------------------------------------------- --help
+
+GROUPED = {  # issue #23: the flags of `gpumem report`, in order, under their headings
+    "model and inputs": ["FILE", "--model", "--arg", "--input-shape", "--input-dtype", "--batch-size"],
+    "training step": ["--dtype", "--optimizer", "--loss", "--device"],
+    "set-up": ["--checkpoint", "--accumulate", "--strategy", "--world-size", "--shard-unit"],
+    "budget": ["--budget", "--reserve"],
+    "output": ["--format", "--timeline", "--snapshot"],
+}
+
+
+def help_of(args: list, capsys, monkeypatch) -> str:
+    """What `gpumem ARGS --help` prints, in this process (this checkout's code), each flag's help on one line."""
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as done:
+        cli.main([*args, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def help_sections(text: str) -> dict:
+    """{heading: {flag: its help}}, each section's other lines (a description, the epilog's) under ""."""
+    sections, entries, flag = {}, None, None
+    for line in text.splitlines():
+        if re.fullmatch(r"\S.*:", line):
+            entries = sections[line[:-1]] = {"": []}
+            flag = None
+        elif entries is None or not line.strip():
+            continue
+        elif m := re.match(r"  (FILE|--?[\w-]+)\b,? ?\S*\s*(.*)", line):
+            flag = m[1]
+            entries[flag] = [m[2]] if m[2] else []
+        elif line.startswith("    ") and flag is not None:
+            entries[flag].append(line.strip())
+        else:
+            flag = None
+            entries[""].append(line.strip())
+    return {heading: {k: " ".join(v) for k, v in entries.items()} for heading, entries in sections.items()}
+
+
+def test_report_help_puts_each_flag_under_its_heading(capsys, monkeypatch):
+    sections = help_sections(help_of(["report"], capsys, monkeypatch))
+    for heading, flags in GROUPED.items():
+        assert [f for f in sections.get(heading, {}) if f] == flags, (heading, sections.get(heading))
+    listed = {f for entries in sections.values() for f in entries if f}
+    assert listed == {"-h", *(f for flags in GROUPED.values() for f in flags)}, "a flag outside the five groups"
+
+
+def test_report_help_states_the_defaults_the_tool_uses(capsys, monkeypatch):
+    sections = help_sections(help_of(["report"], capsys, monkeypatch))
+    flags = {f: text for entries in sections.values() for f, text in entries.items()}
+    settings = [f for group in ("training step", "set-up", "budget") for f in GROUPED[group]]
+    for flag in ["--model", "--input-shape", "--input-dtype", "--batch-size", *settings]:
+        assert "(default: " in flags[flag], f"{flag} says no default: {flags[flag]}"
+        value = getattr(DEFAULTS, flag.removeprefix("--").replace("-", "_"), None)
+        if value is not None:  # the built-in default, after whatever the file states that comes first
+            stated = re.search(r"\(default: (?:[^()]*, else )?([^()]*)\)$", flags[flag])
+            assert stated and stated[1] == ("none" if value == () else str(value)), (flag, value, flags[flag])
+    assert "(default: table)" in flags["--format"]
+    # warn_fraction has no flag: the budget group says it is a key, and its default
+    assert "warn_fraction" in sections["budget"][""] and "--gpumem-warn-fraction" in sections["budget"][""]
+    assert f"(default: {DEFAULTS.warn_fraction})" in sections["budget"][""]
+
+
+def test_report_help_epilog_orders_the_sources_strongest_first(capsys, monkeypatch):
+    sources = help_sections(help_of(["report"], capsys, monkeypatch))["where settings come from, strongest first"][""]
+    said = [sources.index(words) for words in ("command line", "# gpumem:", "[tool.gpumem.models.", "example input",
+                                               "[tool.gpumem] in", "built-in defaults")]
+    assert said == sorted(said), sources
+
+
+def test_report_help_exit_statuses_are_the_real_ones(capsys, monkeypatch, tmp_path):
+    """Each status the epilog states, checked against a run that must give it."""
+    text = help_sections(help_of(["report"], capsys, monkeypatch))["exit status"][""]
+    split = re.split(r"(?:^| )([012])  ", text)
+    stated = dict(zip(split[1::2], split[2::2]))
+    assert sorted(stated) == ["0", "1", "2"], text
+    assert "model analysed" in stated["0"] and "not fit" in stated["1"] and "cannot be read" in stated["2"], stated
+    assert run_gpumem(SEED).returncode == 0
+    assert run_gpumem(SEED, "--budget", "1MiB").returncode == 1
+    assert run_gpumem(tmp_path / "missing.py").returncode == 2
+
+
+def test_top_level_help_points_at_report(capsys, monkeypatch):
+    text = help_of([], capsys, monkeypatch)
+    assert re.search(r"^ +report +\S", text, re.MULTILINE), "report listed with a one-line description"
+    assert "gpumem report --help" in text
 
 
 # ---------------------------------------------------------------- errors: one line, non-zero, no traceback

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -754,6 +755,55 @@ def test_bad_inline_comment_is_reported_by_default(tmp_path):
     run = flake8(tmp_path, "cnn.py")
     assert run.rc != 0
     assert len(run.gpm()) == 1 and "batch_size" in run.gpm()[0].text and "0" in run.gpm()[0].text
+
+
+# ----------------------------------------------------------------- the options themselves
+
+# Every flake8 option of the contract, as a flake8 config file writes it, and the setting it must give.
+CONFIG_FILE_OPTIONS = {
+    "gpumem-budget": ("T4", 16 * 2 ** 30),
+    "gpumem-batch-size": ("8", 8),
+    "gpumem-input-shape": ("3,32,32;10", ((3, 32, 32), (10,))),
+    "gpumem-dtype": ("bfloat16", "bfloat16"),
+    "gpumem-input-dtype": ("float32;int64", ("float32", "int64")),
+    "gpumem-loss": ("mse", "mse"),
+    "gpumem-checkpoint": ("Block, Head", ("Block", "Head")),
+    "gpumem-accumulate": ("4", 4),
+    "gpumem-strategy": ("fsdp", "fsdp"),
+    "gpumem-world-size": ("2", 2),
+    "gpumem-shard-unit": ("Block", ("Block",)),
+    "gpumem-optimizer": ("sgd-momentum", "sgd-momentum"),
+    "gpumem-warn-fraction": ("0.5", 0.5),
+    "gpumem-reserve": ("1GiB", 2 ** 30),
+    "gpumem-device": ("cpu", "cpu"),
+}
+
+
+def test_every_option_keeps_its_name_and_is_read_from_flake8_config_files(tmp_path, monkeypatch):
+    """flake8's own option manager, in this process: a renamed option, or one without parse_from_config,
+    leaves its setting unset."""
+    from flake8.api import legacy
+
+    from flake8_gpumem.plugin import Plugin
+
+    for attr in ("overrides", "option_error", "report_unshaped"):  # parse_options sets them on the class
+        monkeypatch.setattr(Plugin, attr, getattr(Plugin, attr))
+    (tmp_path / ".flake8").write_text("[flake8]\n" + "".join(f"{name} = {written}\n" for name, (written, _)
+                                                             in CONFIG_FILE_OPTIONS.items()))
+    monkeypatch.chdir(tmp_path)
+    legacy.get_style_guide()
+    assert Plugin.option_error is None
+    got = {name: getattr(Plugin.overrides, name.removeprefix("gpumem-").replace("-", "_"))
+           for name in CONFIG_FILE_OPTIONS}
+    assert got == {name: setting for name, (_, setting) in CONFIG_FILE_OPTIONS.items()}
+
+
+def test_flake8_help_lists_every_option_with_its_default(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "flake8", "--help"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=TIMEOUT, env={**os.environ, "COLUMNS": "250"}).stdout
+    entries = dict(re.findall(r"^  --(gpumem-[\w-]+) \S+\s+(gpumem: .*?)(?=\n  -|\n\n)", out, re.MULTILINE | re.DOTALL))
+    assert sorted(entries) == sorted(CONFIG_FILE_OPTIONS), out
+    assert all(re.search(r"\(default: [^()]+\)$", text) for text in entries.values()), entries
 
 
 # ----------------------------------------------------------------- hostile files
