@@ -27,8 +27,8 @@ def rows(m: ModelReport) -> list[tuple]:
     for l in m.layers:
         per_sample = math.prod(l.output_shape[1:]) if l.output_shape else None  # a loss is one number
         out.append((l.name, l.type, shape(l.output_shape), f"{per_sample:,}" if batch and per_sample is not None
-                     else "-",
-                     f"{l.params:,}", human(l.activation_bytes), human(l.saved_bytes)))
+                    else "-",
+                    f"{l.params:,}", human(l.activation_bytes), human(l.saved_bytes)))
     return out
 
 
