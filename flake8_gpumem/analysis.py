@@ -40,6 +40,7 @@ class LayerRecord:
     params: int
     activation_bytes: int
     saved_bytes: int
+    trainable_params: int = 0  # of `params`, those that require a gradient
 
 
 @dataclass
@@ -61,6 +62,7 @@ class ModelReport:
     input_shape: tuple  # batch included; with several forward inputs, a tuple of their shapes
     params: int
     layers: list[LayerRecord]
+    trainable_params: int  # that require a gradient, as `sum(p.numel() for p in model.parameters() if p.requires_grad)`
     memory: memory.Memory | None  # None where not asked for: the plugin with no budget to check
     settings: Settings
     budget: int | None = None
@@ -200,10 +202,10 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         result.diagnostics.append(Diagnostic(exc.code, line, col, f"{decl.name}: {exc.message}"))
         result.skipped.append((decl.name, f"line {line}: {exc.message}"))
         return None
-    param_shapes, buffers = _parameters(run)
+    param_shapes, _, trainable = _parameters(run)
     need_memory = layers or settings.budget is not None  # the plugin without a budget reports no figures
     trace = [] if timeline else None
-    mem = _memory(run, settings, param_shapes, buffers, trace=trace) if need_memory else None
+    mem = _memory(run, settings, trace=trace) if need_memory else None
     # the plugin shows layer figures only in a GPM100/GPM101 message ("most at ..."), its notes always
     records, notes = _records(run, (lambda site: (src.position(site, decl.segment) or (decl.line, 0))[0])
                               if layers else None, figures=layers or warns(mem, settings))
@@ -212,7 +214,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
     shapes = [t.shape for t in run.inputs[:len(input_shapes(settings))]]
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, shapes[0] if len(shapes) == 1 else tuple(shapes),
-                         sum(math.prod(s) for s in param_shapes), records, mem, settings, loss=run.loss_name)
+                         sum(math.prod(s) for s in param_shapes), records, trainable, mem, settings, loss=run.loss_name)
     if trace is not None:
         label = _labeller(run)
         report.timeline = Timeline(trace, [label(ev) for ev in run.events],
@@ -230,7 +232,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
 
 
 def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
-    from .interpreter import Module  # libcst and the interpreter, once a model is run
+    from .interpreter import Module, Scope  # libcst and the interpreter, once a model is run
 
     interp = src.interpreter(model_dtype=memory.param_dtype(settings.dtype), device=settings.device,
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint)
@@ -245,6 +247,10 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
             root = interp.lookup(decl.name, src.scope, node)
             if not isinstance(root, Module):
                 raise AnalysisError(f"{decl.name} is not a module", node)
+            for segment in decl.changes:  # the model as the file leaves it: frozen, a new head
+                interp.segment = segment
+                interp.run_block(segment.module.body, Scope({}, src.scope))
+            interp.segment = decl.segment
         try:
             dtypes = input_dtypes(settings, memory.param_dtype(settings.dtype))
         except ConfigError as exc:
@@ -313,12 +319,19 @@ def named_modules(root: Module) -> dict:
     return {id(m): name for name, m in walk_modules(root)}
 
 
-def _parameters(run: _Run) -> tuple[list, list]:
-    from .interpreter import param_keys, walk_modules
+def _parameters(run: _Run) -> tuple[list, list, int]:
+    """Shapes of the model's parameters (a tied weight once), its buffers, and how many of the
+    parameters' elements require a gradient."""
+    from .interpreter import walk_modules
 
     modules = [m for _, m in walk_modules(run.root)]
-    shapes = dict(kv for m in modules for kv in param_keys(m))  # a tied weight once
-    return list(shapes.values()), [t for m in modules for t in m.buffers]
+    shapes, trains = {}, {}
+    for m in modules:
+        for k, shape in enumerate(m.params):
+            shapes[m.param_key(k)] = shape
+            trains[m.param_key(k)] = m.trains(k)
+    trainable = sum(math.prod(s) for key, s in shapes.items() if trains[key])
+    return list(shapes.values()), [t for m in modules for t in m.buffers], trainable
 
 
 def _blocks(root: Module) -> tuple:
@@ -369,8 +382,8 @@ def _labeller(run: _Run):
     return label
 
 
-def _memory(run: _Run, settings: Settings, shapes: list, buffers: list, points: list | None = None,
-            trace: list | None = None) -> memory.Memory:
+def _memory(run: _Run, settings: Settings, points: list | None = None, trace: list | None = None) -> memory.Memory:
+    shapes, buffers, _ = _parameters(run)
     return memory.simulate(run.events, run.inputs, run.output, run.kept, run.loss, shapes, buffers, settings.dtype,
                            settings.optimizer, settings.reserve, _labeller(run), held=run.interp.held, points=points,
                            accumulate=settings.accumulate, parallel=_parallel(run, settings),
@@ -409,32 +422,34 @@ def _records(run: _Run, line_of, figures: bool = True) -> tuple[list[LayerRecord
             continue  # views and in-place ops hold no memory of their own
         if ev.module is not None:
             name = run.names.get(id(ev.module), f"<unregistered {ev.module.kind}>")
-            params = _subtree_params(ev.module, seen_modules) if figures else 0
+            params, trainable = _subtree_params(ev.module, seen_modules) if figures else (0, 0)
             inner = pending.pop(id(ev.module), (0, 0))
             allocated, saved = allocated + inner[0], saved + inner[1]
         else:
             name = _function_name(ev.type, counters, used_names)
             if i >= run.forward_events:  # the loss the step applies: "loss", and what it needed first
                 name = "loss" if i == len(run.events) - 1 else f"loss.{name}"
-            params = 0
+            params = trainable = 0
         if figures:
             layers.append(LayerRecord(name, ev.type, ev.module is not None, line_of(ev.where) if line_of else None,
-                                      _first_shape_of(ev.output), params, allocated, saved))
+                                      _first_shape_of(ev.output), params, allocated, saved, trainable))
         for code, message in ev.notes:
             notes.append((ev.where, f"{name} ({ev.type}) {message}"))
     return layers, notes
 
 
-def _subtree_params(module: Module, counted: set) -> int:
-    """Parameters of a leaf call's module and everything under it not counted before."""
-    from .interpreter import param_keys
-
+def _subtree_params(module: Module, counted: set) -> tuple[int, int]:
+    """Parameters of a leaf call's module and everything under it not counted before, and how many
+    of them require a gradient."""
     if id(module) in counted:
-        return 0
+        return 0, 0
     counted.add(id(module))
-    own = [(key, s) for key, s in param_keys(module) if key not in counted]
-    counted.update(key for key, _ in own)
-    return sum(math.prod(s) for _, s in own) + sum(_subtree_params(c, counted) for c in module.children.values())
+    own = [(module.param_key(k), math.prod(s), module.trains(k)) for k, s in enumerate(module.params)
+           if module.param_key(k) not in counted]
+    counted.update(key for key, _, _ in own)
+    below = [_subtree_params(c, counted) for c in module.children.values()]
+    return (sum(n for _, n, _ in own) + sum(p for p, _ in below),
+            sum(n for _, n, trains in own if trains) + sum(t for _, t in below))
 
 
 def _first_shape_of(value) -> tuple | None:
@@ -461,7 +476,7 @@ def _function_name(type_name: str, counters: dict, used: set) -> str:
 
 def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> int:
     run = _run(src, decl, settings, batch)
-    mem = _memory(run, settings, *_parameters(run))
+    mem = _memory(run, settings)
     return mem.peak + mem.reserve
 
 
@@ -470,7 +485,7 @@ def _points(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) ->
     where the simulated peak is not among them."""
     run = _run(src, decl, settings, batch)
     points: list = []
-    mem = _memory(run, settings, *_parameters(run), points=points)
+    mem = _memory(run, settings, points=points)
     return points if points and max(total for _, total in points) == mem.peak else None
 
 

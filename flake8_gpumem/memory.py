@@ -107,8 +107,10 @@ def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, par
             step.peak, step.phase = later.peak, f"{later.phase} (micro-batch 2 of {accumulate})"
         step.cur = max(step.cur, later.cur)
     step.optimizer_step(optimizer)
-    rounding = sum(_round_up(math.prod(s) * step.pbytes) - math.prod(s) * step.pbytes for s in param_shapes) * (
-        2 + OPTIMIZER_STATE[optimizer][0])
+    def rounding_of(shapes: list) -> int:
+        return sum(_round_up(math.prod(s) * step.pbytes) - math.prod(s) * step.pbytes for s in shapes)
+
+    rounding = rounding_of(param_shapes) + rounding_of(step.trained_shapes) * (1 + OPTIMIZER_STATE[optimizer][0])
     return Memory(step.weights, gradients, step.opt, activations, step.peak, reserve, step.phase, rounding)
 
 
@@ -129,14 +131,14 @@ class _Step:
             t.numel * (self.pbytes if t.dtype in FLOAT_DTYPES else DTYPE_BYTES[t.dtype]) for t in buffers)
         out_tensors = list(tensors_in(returned))
         # What forward returned beside what the loss needs is dropped by the step (GoogLeNet's auxiliary
-        # logits), and with it what only its graph keeps. Parameters only it uses get no gradient, so the
-        # optimizer never makes state for them nor updates them.
-        self.dead = _dead_calls(events, out_tensors, loss)
-        unused = _unused_params(events, self.dead)
-        self.trained = numel - sum(math.prod(s) for s in unused)
+        # logits), and with it what only its graph keeps; so is what ran under no_grad or before a detach().
+        # Only parameters backward reaches and that require a gradient get one, and the optimizer makes
+        # state only for those (PyTorch skips a parameter whose .grad is None).
+        self.dead = _dead_calls(events, loss)
+        self.trained_shapes = _trained_params(events, self.dead)
+        self.trained = sum(math.prod(s) for s in self.trained_shapes)
         states, has_step, _ = OPTIMIZER_STATE[optimizer]
-        self.opt = states * self.trained * self.pbytes + (
-            STEP_BYTES * (len(param_shapes) - len(unused)) if has_step else 0)
+        self.opt = states * self.trained * self.pbytes + (STEP_BYTES * len(self.trained_shapes) if has_step else 0)
         buffer_bytes = self.weights - numel * self.pbytes
         self.sharded = Sharded(parallel, events, self.pbytes, cpu) if parallel and parallel.strategy == "fsdp" else None
         # DDP's reducer keeps a flat copy of the gradients in its buckets, across steps
@@ -327,7 +329,8 @@ class _Step:
                 produced.append((t, self._new_grad(t.nbytes)))
         if ev.module is not None and ev.module.op is not None and ev.own_param_grads:
             for k, shape in enumerate(ev.module.params):  # a tied weight: one gradient
-                transient += self._param_grad(ev.module.param_key(k), math.prod(shape) * self.pbytes)
+                if ev.module.trains(k):
+                    transient += self._param_grad(ev.module.param_key(k), math.prod(shape) * self.pbytes)
         transient += ev.backward_temp
         self.reach(self.cur + transient, f"backward, {label(ev)}")
         if ev.backward_late is not None:  # it frees its output's gradient midway
@@ -402,23 +405,27 @@ class _Step:
                    f"optimizer step ({optimizer})")
 
 
-def _dead_calls(events: list, out_tensors: list, loss: Tensor) -> list:
+def _dead_calls(events: list, loss: Tensor) -> list:
     """The calls the loss does not depend on: what forward returns beyond what the loss needs, and
-    what runs where no gradient flows (a reentrant checkpoint whose inputs need none)."""
-    if len(out_tensors) < 2 and not any(ev.checkpoint is not None for ev in events):
-        return []
+    what runs where no gradient flows (under no_grad, before a detach(), a frozen backbone, a
+    reentrant checkpoint whose inputs need none)."""
     reached = _reaching(events, loss)
     return [ev for i, ev in enumerate(events) if i not in reached]
 
 
-def _unused_params(events: list, dead: list) -> list:
-    """Shapes of the parameters of modules called only where the loss does not reach."""
+def _trained_params(events: list, dead: list) -> list:
+    """Shapes of the parameters that get a gradient: those of the calls backward reaches that
+    require one, as `_backward_of` makes them (a tied weight once)."""
     gone = {id(ev) for ev in dead}
-    live = {id(ev.module) for ev in events if ev.module is not None and id(ev) not in gone}
-    modules = {id(ev.module): ev.module for ev in dead if ev.module is not None and id(ev.module) not in live}
-    used = {ev.module.param_key(k) for ev in events if ev.module is not None and id(ev) not in gone
-            for k in range(len(ev.module.params))}
-    return [shape for m in modules.values() for k, shape in enumerate(m.params) if m.param_key(k) not in used]
+    shapes = {}
+    for ev in events:
+        if id(ev) in gone:
+            continue
+        m = ev.module
+        if m is not None and m.op is not None and ev.own_param_grads:
+            shapes.update((m.param_key(k), s) for k, s in enumerate(m.params) if m.trains(k))
+        shapes.update((("t", t.storage.id), t.storage.shape) for t in ev.inputs if t.is_param and t.requires_grad)
+    return list(shapes.values())
 
 
 def _reaching(events: list, loss: Tensor) -> set:

@@ -19,9 +19,11 @@ def to_json(analysis: Analysis) -> str:
 def _model_json(m: ModelReport) -> dict:
     return {
         "name": m.name, "file": m.file, "line": m.line, "input_shape": _listed(m.input_shape), "params": m.params,
+        "trainable_params": m.trainable_params,
         "layers": [{"name": l.name, "type": l.type, "module": l.module, "line": l.line,
                     "output_shape": list(l.output_shape) if l.output_shape is not None else None,
-                    "params": l.params, "activation_bytes": l.activation_bytes, "saved_bytes": l.saved_bytes}
+                    "params": l.params, "trainable": l.trainable_params > 0 if l.params else None,
+                    "activation_bytes": l.activation_bytes, "saved_bytes": l.saved_bytes}
                    for l in m.layers],
         "memory": {"weights": m.memory.weights, "gradients": m.memory.gradients, "optimizer": m.memory.optimizer,
                    "activations": m.memory.activations, "peak": m.memory.peak, "reserve": m.memory.reserve},

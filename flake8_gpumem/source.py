@@ -46,6 +46,7 @@ class ModelDecl:
     table: bool = False  # one of them is a display of more than TABLE items: timm's default_cfgs, not a model
     required: tuple = ()  # a class's own __init__ parameters without a default (before any is parsed)
     expression: str = ""  # a model named by an expression (--model 'resnet50(num_classes=10)')
+    changes: tuple = ()  # later top-level statements that change a module-level model: `model.fc = ...`
 
     @property
     def commented(self) -> bool:
@@ -134,7 +135,7 @@ class SourceFile:
         if isinstance(head, _interpreter().Builtin):
             return False
         path = _path(head, decl.constructor)
-        if path.startswith("torch"):
+        if path.partition(".")[0] == "torch":  # torchvision's factories are read like any library's
             return path.rpartition(".")[2] in CONTAINER_CALLS  # nn.Sequential(...), not torch.randn(...)
         if isinstance(head, _interpreter().Function) and "." not in decl.constructor and (
                 _interpreter().builds_no_module(self.probe, head)):
@@ -270,6 +271,8 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
             except ConfigError as exc:
                 decl.inline_error = str(exc)
             models.append(decl)
+    if any(m.constructor for m in models):
+        _find_changes(models, segments, statements)
     models = _once(models)
     src = SourceFile(filename, tree, segments, models, statements)
     names = {m.name for m in models}
@@ -288,11 +291,68 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
 
 def _once(models: list) -> list:
     """Each model once: `model = Net()` is the class Net; `model = GPT(config)` with arguments, or
-    with a `# gpumem:` comment of its own, is the model the file means, and the class is left out."""
+    with a `# gpumem:` comment of its own, or changed by later statements, is the model the file means,
+    and the class is left out."""
     classes = {m.name for m in models if not m.constructor}
-    instances = [m for m in models if m.constructor in classes and (m.has_args or m.commented)]
+    instances = [m for m in models if m.constructor in classes and (m.has_args or m.commented or m.changes)]
     shown = {m.constructor for m in instances}
     return [m for m in models if m in instances or (m.constructor not in classes and m.name not in shown)]
+
+
+def _find_changes(models: list, segments: list, statements: list) -> None:
+    """The top-level statements that change a module-level model after the statement that builds
+    it (fine-tuning code: freezing, a new head), for each such model."""
+    functions = {s.name: s for stmts in statements for s in stmts if isinstance(s, ast.FunctionDef)}
+    changed = [set().union(*(_changed_names(s, functions) for s in stmts)) for stmts in statements]
+    for m in models:
+        if m.constructor:
+            start = next(i for i, segment in enumerate(segments) if segment is m.segment)
+            m.changes = tuple(segments[i] for i in range(start + 1, len(segments)) if m.name in changed[i])
+
+
+def _changed_names(stmt: ast.stmt, functions: dict) -> set:
+    """The module-level names whose object a statement may change: `model.fc = ...`, `del model.fc`,
+    `model.requires_grad_(False)`, `for p in model.parameters(): ...`, `setattr(model, ...)`, a call
+    of a function of the file that changes its arguments (`set_parameter_requires_grad(model, True)`),
+    such statements under an `if` (not the `__main__` guard). Not `model(x)`, `print(model)`."""
+    if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+        targets = stmt.targets if isinstance(stmt, (ast.Assign, ast.Delete)) else [stmt.target]
+        return {_root(t) for t in targets if isinstance(t, (ast.Attribute, ast.Subscript))}
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+        call = stmt.value
+        if isinstance(call.func, ast.Attribute):
+            return {_root(call.func.value)}
+        if isinstance(call.func, ast.Name) and (call.func.id in ("setattr", "delattr") or (
+                call.func.id in functions and _changes_arguments(functions[call.func.id]))):
+            return {_root(a) for a in [*call.args, *(k.value for k in call.keywords)]}
+        return set()
+    if isinstance(stmt, ast.For):
+        return {n.id for n in ast.walk(stmt.iter) if isinstance(n, ast.Name)}
+    if isinstance(stmt, ast.If) and "__name__" not in {n.id for n in ast.walk(stmt.test) if isinstance(n, ast.Name)}:
+        return set().union(*(_changed_names(s, functions) for s in stmt.body + stmt.orelse))
+    return set()
+
+
+def _root(node) -> str:
+    """The name an expression such as `model.layer4[0].conv1` starts from ('' for none)."""
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def _changes_arguments(fn: ast.FunctionDef) -> bool:
+    """Whether a function sets what trains or replaces layers: `requires_grad`, `setattr`,
+    an assignment to an attribute or item of one of its parameters."""
+    params = {a.arg for a in [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Attribute) and node.attr in ("requires_grad", "requires_grad_"):
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
+            return True
+        if isinstance(node, (ast.Assign, ast.Delete)) and any(
+                isinstance(t, (ast.Attribute, ast.Subscript)) and _root(t) in params for t in node.targets):
+            return True
+    return False
 
 
 def _may_state_inputs(source: str, names: set, examples=()) -> bool:

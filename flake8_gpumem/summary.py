@@ -28,20 +28,31 @@ def rows(m: ModelReport) -> list[tuple]:
         per_sample = math.prod(l.output_shape[1:]) if l.output_shape else None  # a loss is one number
         out.append((l.name, l.type, shape(l.output_shape), f"{per_sample:,}" if batch and per_sample is not None
                     else "-",
-                    f"{l.params:,}", human(l.activation_bytes), human(l.saved_bytes)))
+                    _params_cell(l), human(l.activation_bytes), human(l.saved_bytes)))
     return out
+
+
+def _params_cell(l) -> str:
+    """A layer's parameters, and whether they train where some do not."""
+    frozen = l.params - l.trainable_params
+    if not frozen:
+        return f"{l.params:,}"
+    return f"{l.params:,} frozen" if frozen == l.params else f"{l.params:,} ({frozen:,} frozen)"
 
 
 def totals(m: ModelReport) -> list[tuple[str, str]]:
     s, mem = m.settings, m.memory
     states = OPTIMIZER_STATE[s.optimizer][0]
     dtype = f"{s.dtype}, computing in {AUTOCAST[s.dtype]}" if s.dtype in AUTOCAST else s.dtype
+    frozen = m.params - m.trainable_params
+    trained = " that get a gradient" if frozen else ""
     out = [
-        ("parameters", f"{m.params:,}"),
+        ("parameters", f"{m.params:,}" + (f"  ({m.trainable_params:,} trainable, {frozen:,} frozen)" if frozen
+                                          else "")),
         ("weights", f"{human(mem.weights)}  (parameters and buffers, {dtype})"),
-        ("gradients", f"{human(mem.gradients)}  (one per parameter)"),
+        ("gradients", f"{human(mem.gradients)}  (one per {'trainable parameter backward reaches' if frozen else 'parameter'})"),
         ("optimizer", f"{human(mem.optimizer)}  ({s.optimizer}: {OPTIMIZER_WORDS[s.optimizer]}"
-                      f"{f', {states}x the weights' if states else ''})"),
+                      f"{f', {states}x the weights{trained}' if states else ''})"),
         ("activations", f"{human(mem.activations)}  (alive when backward starts: the input batch and what "
                         "autograd keeps)"),
         ("peak", f"{human(mem.peak)}  (largest total during the step: {mem.peak_phase})"),

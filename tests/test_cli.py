@@ -85,9 +85,10 @@ def seed_torch():
 
 # ---------------------------------------------------------------- JSON contract
 
-MODEL_KEYS = {"name", "file", "line", "input_shape", "params", "layers", "memory", "budget", "fits",
-              "max_batch_size"}
-LAYER_KEYS = {"name", "type", "module", "line", "output_shape", "params", "activation_bytes", "saved_bytes"}
+MODEL_KEYS = {"name", "file", "line", "input_shape", "params", "trainable_params", "layers", "memory", "budget",
+              "fits", "max_batch_size"}
+LAYER_KEYS = {"name", "type", "module", "line", "output_shape", "params", "trainable", "activation_bytes",
+              "saved_bytes"}
 MEMORY_KEYS = {"weights", "gradients", "optimizer", "activations", "peak", "reserve"}
 DIAGNOSTIC_KEYS = {"code", "line", "col", "message"}
 

@@ -5,7 +5,10 @@ every tensor as a subclass (isTensorSubclassLike), and takes its out-of-place pa
 autograd sums two gradients into a new buffer, and Linear adds its bias out of place.
 The estimate follows the step as MemTracker measures it; these tests pin the two
 differences from a plain run that the README states, so that a PyTorch release
-changing them fails here rather than leaving the README wrong.
+changing them fails here rather than leaving the README wrong. A third difference the
+estimate does not follow: MemTracker's module hooks keep the graph of a branch that forward
+detaches (a GAN's generator under `D(G(z).detach())`) alive through backward; a plain step
+frees it when forward returns, and gpumem models the plain step.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch.profiler import profile  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+import torch_oracle  # noqa: E402
 
 
 class _PassThrough(TorchDispatchMode):
@@ -61,3 +66,56 @@ def test_linear_bias_on_a_non_contiguous_input(mode, op):
             layer(x)
     adds = {e.name for e in prof.events() if e.name in ("aten::add", "aten::add_")}
     assert adds == {op}
+
+
+def test_a_detached_branch_is_freed_when_forward_returns_only_without_memtracker():
+    """What the generator's graph saves (seen through saved-tensor hooks that hold no reference
+    back to it), alive after forward and after backward: none in a plain step, most under MemTracker."""
+    import weakref
+
+    from torch import nn
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    saved = []
+
+    class Held:
+        def __init__(self, t):
+            self.t = t
+
+    def pack(t):
+        held = Held(t.detach())  # the tensor without its graph: no cycle keeps the graph alive
+        saved.append(weakref.ref(held))
+        return held
+
+    class DiscriminatorStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.G = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 768), nn.Tanh())
+            self.D = nn.Sequential(nn.Linear(768, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1))
+
+        def forward(self, z):
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda held: held.t):
+                fake = self.G(z)
+            return self.D(fake.detach())
+
+    model = DiscriminatorStep()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def alive_after_forward_and_backward():
+        saved.clear()
+        out = model(torch.randn(32, 64))
+        after_forward = sum(ref() is not None for ref in saved)
+        out.sum().backward()
+        after_backward = sum(ref() is not None for ref in saved)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return after_forward, after_backward
+
+    assert alive_after_forward_and_backward() == (0, 0)
+    assert len(saved) == 5  # two Linear inputs, a ReLU output, a Linear input, the Tanh output
+    tracker = MemTracker()
+    tracker.track_external(model, opt)
+    with tracker, torch_oracle.no_cyclic_collection():
+        kept = alive_after_forward_and_backward()
+    assert kept[0] > 0 and kept[1] > 0
+

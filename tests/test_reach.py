@@ -416,3 +416,20 @@ def test_a_class_whose_constructor_needs_arguments_is_read_only_when_they_are_gi
     unreadable = NEEDS_ARGS.replace("class Head(nn.Module):", "class Head(nn.Module):  # gpumem: batch_size=four")
     bad = analyse_source(unreadable, "head.py", project=project, report_unshaped=False)
     assert [d.code for d in bad.diagnostics] == ["GPM001", "GPM900"]  # bad configuration is still said
+
+
+@pytest.mark.parametrize("imports", ["from torchvision import models", "import torchvision.models as models",
+                                     "import torchvision\nmodels = torchvision.models"],
+                         ids=["from-import", "import-as", "attribute"])
+def test_a_torchvision_factory_through_its_models_package(imports):
+    """torchvision's __init__ imports its own submodule (`from torchvision import models`), and a
+    factory's path starts with "torch" without being torch's: the model is read either way."""
+    import torchvision_oracle  # noqa: F401  (torchvision importable beside the CPU torch)
+    from torchvision.models import resnet18
+
+    from flake8_gpumem.analysis import analyse_source
+
+    source = f"{imports}\nmodel = models.resnet18(num_classes=7)  # gpumem: input_shape=(3, 64, 64) batch_size=2\n"
+    result = analyse_source(source, "train.py")
+    assert [(m.name, m.params) for m in result.models] == [
+        ("model", sum(p.numel() for p in resnet18(num_classes=7).parameters()))], result.skipped

@@ -5,6 +5,7 @@ Only the tests execute model sources; the tool itself never does.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import sys
 import types
@@ -138,6 +139,7 @@ class StepMemory:
     categories: dict  # MemTracker category name -> bytes at the peak
     weights: int  # parameters and buffers, bytes
     optimizer_state: int  # every tensor in the optimizer's state after the step, bytes
+    gradients: int = 0  # the parameters' .grad after the step, bytes (None for those backward never reached)
 
 
 def _own_loss(out):
@@ -177,6 +179,46 @@ def step_loss(out, target: torch.Tensor | None, loss: str):
     if loss == "cross_entropy":
         return F.cross_entropy(first.reshape(-1, first.shape[-1]), target.reshape(-1)), first
     return F.mse_loss(first, target), first
+
+
+@contextlib.contextmanager
+def no_cyclic_collection():
+    """The cyclic collector off: MemTracker's module hooks hold a detached branch's graph in reference
+    cycles (tests/test_oracle_mode.py), so when it is freed depends on when a collection happens to
+    run; with the collector off it is the same every run."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _NoHandle:
+    def remove(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def hooks_only_where_gradients_flow():
+    """MemTracker registers a gradient hook on every parameter, and PyTorch refuses one on a tensor
+    that needs no gradient (a frozen weight): skip those hooks. The tracker's categories stay right:
+    such a parameter never gets a gradient to see."""
+    originals = {name: getattr(torch.Tensor, name) for name in ("register_hook", "register_post_accumulate_grad_hook")}
+
+    def guarded(original):
+        def register(tensor, hook):
+            return original(tensor, hook) if tensor.requires_grad else _NoHandle()
+        return register
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, guarded(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
 
 
 def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimizer: str = "adam",
@@ -223,11 +265,13 @@ def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimize
     with refusals():
         step()
     tracker = MemTracker()
-    tracker.track_external(model, opt)
-    with tracker:
-        step()
+    with hooks_only_where_gradients_flow():
+        tracker.track_external(model, opt)
+        with tracker:
+            step()
     snap = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
     categories = {str(getattr(k, "value", k)): v for k, v in snap.items() if k != "Total"}
     weights = sum(t.nbytes for t in list(model.parameters()) + list(model.buffers()))
     state = sum(v.nbytes for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))
-    return StepMemory(snap["Total"], categories, weights, state)
+    grads = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
+    return StepMemory(snap["Total"], categories, weights, state, grads)

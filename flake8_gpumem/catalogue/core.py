@@ -68,7 +68,8 @@ class Op:
     autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32, "promote" in
     # the widest of its inputs' precisions
     keeps_weight: bool = False  # keeps its (half-precision) weight even when its input needs no gradient
-    grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's
+    grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's;
+    # "none": no gradient flows through it (detach)
     # a composite: steps(args, run) makes its result with other entries, run(name, *args, **kwargs)
     # applying the METHODS or FUNCTIONS entry of that name with its own rules (einops.py)
     steps: Callable[[Args, Callable], object] | None = None
@@ -182,11 +183,12 @@ def promote(*values) -> str:
     return "float32" if any(isinstance(v, float) for v in values) else dtypes[0]
 
 
-def made_anyway(saves):
+def made_anyway(saves, inference_skips: bool = False):
     """A forward_temp: what the kernel makes for backward even when nothing needs a gradient
-    (max pooling's int64 indices, dropout's noise), freed at once then."""
+    (max pooling's int64 indices, dropout's noise), freed at once then; `inference_skips`: not
+    under torch.inference_mode(), where max pooling runs without indices."""
     def temp(a: Args, out) -> int:
-        if a.input.requires_grad:
+        if a.get("_records", a.input.requires_grad) or (inference_skips and a.get("_inference")):
             return 0
         outputs = {id(t) for t in tensors_in(out)} | {id(a.input)}
         return sum(t.nbytes for t in saves(a, out) if id(t) not in outputs)

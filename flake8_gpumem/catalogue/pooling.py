@@ -33,7 +33,7 @@ def pool(n: int, kind: str) -> Op:
 
     if kind == "Max":
         sig = "kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False"
-        return Op(sig, shape, saves=saves, forward_temp=made_anyway(saves))
+        return Op(sig, shape, saves=saves, forward_temp=made_anyway(saves, inference_skips=True))
     sig = "kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True" + (
         ", divisor_override=None" if n > 1 else "")
     return Op(sig, shape, saves=saves)

@@ -257,7 +257,7 @@ METHODS: dict[str, Op] = {
     "numel": Op("input", lambda a: a.input.numel),
     "contiguous": Op("input, memory_format=None",
                      lambda a: a.input if a.input.contiguous else Tensor(a.input.shape, a.input.dtype)),
-    "detach": Op("input", lambda a: Tensor(a.input.shape, a.input.dtype, False, base=a.input)),
+    "detach": Op("input", lambda a: Tensor(a.input.shape, a.input.dtype, False, base=a.input), grad="none"),
     "clone": Op("input, memory_format=None", lambda a: a.input.like(a.input.shape)),
     "to": Op("input, *args, **kwargs", cast_shape),
     "cuda": Op("input, *args, **kwargs", cast_shape),

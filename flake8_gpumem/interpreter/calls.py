@@ -27,9 +27,11 @@ NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "wa
 # Guards that are False in an eager training step.
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
           "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
-# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16")
+# autograd's recording modes, by name: what each sets (None: its argument says)
+GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "on", "set_grad_enabled": None}
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
 CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug")
+# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16")
 PURE_RE = ("split", "match", "fullmatch", "search", "sub", "findall")
 # collections.abc / typing names model code checks its arguments against
 ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "List": list, "Tuple": tuple,
@@ -38,8 +40,7 @@ ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "Lis
             "partial": Partial}
 # a weight's values written in place (by init code): its memory is unchanged
 INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_", "bernoulli_",
-                "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_",
-                "requires_grad_")
+                "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_")
 # x.add_(y) is x += y
 INPLACE_BINOPS = {"add_": cst.Add, "sub_": cst.Subtract, "mul_": cst.Multiply, "div_": cst.Divide}
 
@@ -78,7 +79,49 @@ class Calls:
             return self.call_function(func.cls.method(self, "__call__"), [func] + list(args), kwargs, node)
         raise Unresolved(f"{code(node.func) if isinstance(node, cst.Call) else func!r} is not callable here", node)
 
+    def grad_mode(self, node, scope: Scope) -> str | None:
+        """What a `with` item or a decorator does to autograd's recording: "off" (torch.no_grad(),
+        set_grad_enabled(False)), "inference" (inference_mode()), "on" (enable_grad()); None for
+        anything else."""
+        name = dotted(node.func if isinstance(node, cst.Call) else node)
+        if name.rpartition(".")[2] not in GRAD_MODES:
+            return None
+        func = self.eval(node.func if isinstance(node, cst.Call) else node, scope)
+        path = canonical(func.path) if isinstance(func, Q) else ""
+        short = path.rpartition(".")[2]
+        if not path.startswith("torch.") or short not in GRAD_MODES:
+            return None
+        mode = GRAD_MODES[short]
+        if isinstance(node, cst.Call) and short in ("set_grad_enabled", "inference_mode") and node.args:
+            value = self.eval(node.args[0].value, scope)  # set_grad_enabled(mode), inference_mode(mode=True)
+            if not isinstance(value, bool):
+                raise Unresolved(f"{short}() of {value!r}: a bool is needed to know what autograd records", node)
+            if short == "set_grad_enabled":
+                return "on" if value else "off"
+            return mode if value else None
+        if mode is None:
+            raise Unresolved(f"{short}() needs its mode", node)
+        return mode
+
+    def run_in_grad_mode(self, mode: str | None, run):
+        """run() with autograd recording as `mode` says (None: as it is)."""
+        saved = self.grad_enabled, self.inference
+        if mode is not None:
+            self.grad_enabled = mode == "on"
+            self.inference = self.inference or mode == "inference"
+        try:
+            return run()
+        finally:
+            self.grad_enabled, self.inference = saved
+
     def call_function(self, func: Function, args: list, kwargs: dict, node):
+        decorators = getattr(func.node, "decorators", ())
+        mode = next((m for m in (self.grad_mode(d.decorator, func.scope) for d in decorators) if m is not None), None)
+        if mode is not None:  # @torch.no_grad() def _momentum_update(self): ...
+            return self.run_in_grad_mode(mode, lambda: self._call_function(func, args, kwargs, node))
+        return self._call_function(func, args, kwargs, node)
+
+    def _call_function(self, func: Function, args: list, kwargs: dict, node):
         self.depth += 1
         if self.depth > MAX_DEPTH:
             self.depth -= 1
@@ -147,6 +190,9 @@ class Calls:
                 return obj.values[0]
             if func in INPLACE_BINOPS and obj.requires_grad and not obj.is_param and len(args) == 1 and not kwargs:
                 return self.binop(INPLACE_BINOPS[func], obj, args[0], node, inplace=True)
+            if func == "requires_grad_":
+                self.set_requires_grad(obj, args[0] if args else kwargs.get("requires_grad", True), node)
+                return obj
             if func in INIT_METHODS and (obj.storage.is_param or not obj.requires_grad):
                 return obj  # initialisation writes a weight's values, not its size
             op = catalogue.METHODS.get(func)
@@ -179,11 +225,14 @@ class Calls:
             data = args[0] if args else kwargs.get("data")
             if not isinstance(data, Tensor):
                 raise Unresolved("nn.Parameter of something that is not a tensor", node)
-            return Parameter(Tensor(data.shape, self.model_dtype, True, is_param=True))
+            trains = kwargs.get("requires_grad", args[1] if len(args) > 1 else True)
+            return Parameter(Tensor(data.shape, self.model_dtype, bool(trains), is_param=True))
         if path.startswith(NO_OPS) or path in NO_OPS:
             return None
         if path in GUARDS:
             return False
+        if path == "torch.is_grad_enabled":
+            return self.grad_enabled
         if path == "torch.Generator" or path.startswith("torch.Generator."):
             return Q("torch.Generator")  # a random generator, seeded or not: it sizes nothing
         if path == "typing.cast":

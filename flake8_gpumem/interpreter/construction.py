@@ -41,9 +41,23 @@ class Construction:
         if isinstance(obj, Instance):
             obj.attrs[name] = value
             return
+        if isinstance(obj, Tensor) and name == "requires_grad":  # for p in model.parameters(): p.requires_grad = False
+            self.set_requires_grad(obj, value, node)
+            return
+        if isinstance(obj, Tensor) and name == "data" and isinstance(value, Tensor) and value.shape == obj.shape:
+            return  # new values in the same shape (a momentum encoder's update): its memory is unchanged
         if not isinstance(obj, Module):
             raise Unresolved(f"cannot set attribute '{name}' on {type(obj).__name__}", node)
         self.register(obj, name, value, node)
+
+    def set_requires_grad(self, t: Tensor, flag, node) -> None:
+        """`requires_grad` as the code sets it, on a leaf: a parameter, or a tensor no op made."""
+        if not isinstance(flag, bool):
+            raise Unresolved(f"requires_grad set to {flag!r}: a bool is needed to know what trains", node)
+        if t.requires_grad and not t.is_param:
+            raise Unresolved("only a leaf tensor's requires_grad can be changed (PyTorch raises here); "
+                             "detach() it instead", node)
+        t.requires_grad = flag
 
     def register(self, obj: Module, name: str, value, node) -> None:
         """Attribute assignment with nn.Module's rules: modules and parameters are registered."""
@@ -355,7 +369,13 @@ class Construction:
             for _, m in reversed(walk_modules(obj)):  # children first, as nn.Module.apply
                 self.call(args[0], [m], {}, node)
             return obj
-        if name in ("to", "cuda", "cpu", "train", "eval", "float", "half", "double", "requires_grad_"):
+        if name == "requires_grad_":  # every parameter under the module
+            flag = args[0] if args else kwargs.get("requires_grad", True)
+            for _, m in walk_modules(obj):
+                for k in range(len(m.params)):
+                    self.set_requires_grad(self.weight_tensor(m, k), flag, node)
+            return obj
+        if name in ("to", "cuda", "cpu", "train", "eval", "float", "half", "double"):
             return obj
         if name in ("zero_grad", "reset_parameters", "_reset_parameters", "init_weights"):
             return None

@@ -25,6 +25,8 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
         self.model_dtype = model_dtype
         self.device = device  # kernels differ: what they keep for backward and their temporaries
         self.autocast = autocast  # AMP: the half dtype autocast computes in, or None
+        self.grad_enabled = True  # False inside torch.no_grad() and its kin: autograd records nothing
+        self.inference = False  # inside torch.inference_mode(): kernels skip what only backward reads
         self.casts: dict = {}  # (id(tensor), dtype) -> its autocast copy, for weights
         self.held: dict = {}  # storage id -> index of the last event while a variable still held it
         self.yielded: list[list] = []  # the items of the generators running now, innermost last

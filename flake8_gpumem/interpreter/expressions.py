@@ -274,8 +274,8 @@ class Expressions:
                 return obj.view(obj.shape[::-1])
             if name == "requires_grad":
                 return obj.requires_grad
-            if name == "data":
-                return obj
+            if name == "data":  # the same memory, outside autograd
+                return obj if obj.is_param else Tensor(obj.shape, obj.dtype, False, base=obj, layout=obj.layout)
             return Bound(obj, name)
         if isinstance(obj, (list, dict)) and name in LIST_METHODS:
             return Bound(obj, name)

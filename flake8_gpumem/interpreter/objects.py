@@ -241,6 +241,11 @@ class Module:
     def __repr__(self) -> str:
         return f"{self.kind}()"
 
+    def trains(self, k: int) -> bool:
+        """Whether parameter k requires a gradient (`requires_grad` as the code left it)."""
+        t = self.weights.get(k)
+        return t is None or t.requires_grad
+
     def param_key(self, k: int):
         """The identity of parameter k: its tensor's, where code has touched it, else its place."""
         t = self.weights.get(k)
@@ -368,7 +373,7 @@ def clone(module):
 
     def fresh(t: Tensor) -> Tensor:  # a parameter copied once, so weights tied inside stay tied
         if id(t) not in tensors:
-            tensors[id(t)] = Tensor(t.shape, t.dtype, True, is_param=True)
+            tensors[id(t)] = Tensor(t.shape, t.dtype, t.requires_grad, is_param=True)
         return tensors[id(t)]
 
     def clone(m: Module) -> Module:

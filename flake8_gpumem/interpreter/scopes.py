@@ -124,6 +124,11 @@ class Names:
                 if isinstance(value, Unresolved):
                     raise Unresolved(value.message, node)
                 if isinstance(value, Q) and followed(value.path):
+                    if s.file is not None and value.module and value.module == s.file.module:
+                        # a package importing its own submodule (torchvision's `from torchvision import
+                        # models`): the submodule, as Python binds it, not the name looked up again
+                        value = s.vars[name] = self.resolver.module(value.path) or MISSING
+                        return value
                     value = s.vars[name] = self.follow(value, node)
                 return value
             if isinstance(s.thunks.get(name), Segment):

@@ -17,6 +17,13 @@ AUGOPS = {
 class Statements:
     """Runs statements of a function body (or a class body) in a scope."""
 
+    def _run_with(self, stmt: cst.With, scope: Scope) -> None:
+        """A `with` block: torch.no_grad() and its kin switch autograd's recording for the block; other
+        context managers (autocast, sdpa_kernel, ...) change nothing modelled here."""
+        modes = [self.grad_mode(item.item, scope) for item in stmt.items]
+        self.run_in_grad_mode(next((m for m in reversed(modes) if m is not None), None),
+                              lambda: self.run_block(stmt.body.body, scope))
+
     def run_block(self, body, scope: Scope) -> None:
         for stmt in body:
             self.run_stmt(stmt, scope)
@@ -211,7 +218,7 @@ _STATEMENTS = {
     cst.SimpleStatementLine: Statements._run_line,
     cst.If: Statements._run_if,
     cst.For: Statements._run_for,
-    cst.With: lambda self, stmt, scope: self.run_block(stmt.body.body, scope),
+    cst.With: Statements._run_with,
     cst.Try: Statements._run_try,
     cst.FunctionDef: Statements._define,
     cst.ClassDef: Statements._define,

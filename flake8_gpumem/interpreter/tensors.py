@@ -29,6 +29,7 @@ class TensorOps:
             return self._compose(op, bound, args, node, module, type_name)
         bound["_float"] = self.model_dtype
         bound["_device"] = self.device
+        bound["_inference"] = self.inference
         # the caller's arguments live until the call returns, also when autocast hands the op copies
         amp = self.autocast and op.autocast
         originals = list(tensors_in(list(bound.values()))) if amp else []
@@ -54,21 +55,24 @@ class TensorOps:
         if inputs and all(t.is_param for t in inputs) and all(
                 t.base is not None and t.numel <= t.storage.numel for t in outputs):
             for t in outputs:
-                t.is_param, t.requires_grad = True, True
+                t.is_param, t.requires_grad = True, self.grad_enabled and t.storage.requires_grad
             return out
         in_memory = {t.storage.id for t in inputs}
         new = list({t.storage.id: t.storage for t in outputs if id(t) not in input_ids  # a view of a new tensor
                     and t.storage.id not in in_memory}.values())
-        grad = any(t.requires_grad for t in inputs) or bool(module and module.params)
+        # autograd records the call when gradients are on and an input or the layer's own weight needs one
+        grad = self.grad_enabled and op.grad != "none" and (any(t.requires_grad for t in inputs) or (
+            module is not None and any(module.trains(k) for k in range(len(module.params)))))
         for t in outputs:
             if id(t) not in input_ids:
                 t.requires_grad = grad and t.dtype in GRAD_DTYPES
         saved = list(op.saves(bound, out)) if grad else []
-        if weights and (op.keeps_weight or any(t.requires_grad and not t.is_param for t in inputs
+        if grad and weights and (op.keeps_weight or any(t.requires_grad and not t.is_param for t in inputs
                                                if t not in weights)):
             saved.append(weights[0])  # the half-precision weight copy, for the input's gradient
         known = input_ids | {id(t) for t in outputs}
         new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
+        bound["_records"] = grad  # autograd records the call: what it saves is kept, not made and freed
         temp = op.backward_temp(bound) if grad else 0
         early, late = temp if isinstance(temp, tuple) else (temp, None)
         written = next((t.base for t in outputs if t.rewrite), None)  # what an in-place op wrote
@@ -128,7 +132,7 @@ class TensorOps:
         cached = self.casts.get((id(t), dtype))
         if cached is None:
             cached = self.apply(catalogue.CAST, {}, "input, dtype", [t, dtype], {}, node, None, "autocast")
-            if t.is_param:  # autocast's weight cache holds it until the forward pass ends
+            if t.is_param and t.requires_grad:  # autocast caches a weight that trains until forward ends
                 self.casts[(id(t), dtype)] = cached
                 self.events[-1].until_forward_end = True
         return cached
