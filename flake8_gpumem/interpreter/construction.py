@@ -24,8 +24,8 @@ class _Default:
 MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert", "register_buffer",
                   "register_parameter", "update", "items", "keys", "values", "modules", "named_modules", "children",
                   "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
-                  "float", "half", "double", "requires_grad_", "zero_grad", "reset_parameters", "_reset_parameters",
-                  "init_weights")
+                  "float", "half", "bfloat16", "double", "requires_grad_", "zero_grad", "reset_parameters",
+                  "_reset_parameters", "init_weights", "compile")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
@@ -355,9 +355,9 @@ class Construction:
             for _, m in reversed(walk_modules(obj)):  # children first, as nn.Module.apply
                 self.call(args[0], [m], {}, node)
             return obj
-        if name in ("to", "cuda", "cpu", "train", "eval", "float", "half", "double", "requires_grad_"):
+        if name in ("to", "cuda", "cpu", "train", "eval", "float", "half", "bfloat16", "double", "requires_grad_"):
             return obj
-        if name in ("zero_grad", "reset_parameters", "_reset_parameters", "init_weights"):
+        if name in ("zero_grad", "reset_parameters", "_reset_parameters", "init_weights", "compile"):
             return None
         raise Unresolved(f"cannot call {obj.kind}.{name}() statically", node)
 

@@ -352,6 +352,14 @@ def dotted(node) -> str:
     return ""
 
 
+# torch's wrappers of a model, by what they are: the forward they run is the model's own (eagerly)
+WRAPPERS = {"torch.compile": "torch.compile", "torch.nn.DataParallel": "DataParallel",
+            "torch.nn.parallel.DataParallel": "DataParallel",
+            "torch.nn.parallel.data_parallel.DataParallel": "DataParallel",
+            "torch.nn.parallel.DistributedDataParallel": "DDP",
+            "torch.nn.parallel.distributed.DistributedDataParallel": "DDP"}
+
+
 def canonical(path: str) -> str:
     """torch.nn.modules.conv.Conv2d -> torch.nn.Conv2d; F aliases kept as written."""
     parts = path.split(".")
