@@ -215,7 +215,9 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         line, col = src.position(site, decl.segment) or (decl.line, decl.col)
         result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
     if show_failures:  # what the figures leave out of how the file sets the model up
-        for line, col, message in setup.notes:
+        casts = [(*(src.position(site, decl.segment) or (decl.line, decl.col)), message)
+                 for site, message in _cast_notes(run, settings, setup)]
+        for line, col, message in setup.notes + casts:
             result.diagnostics.append(Diagnostic("GPM900", line, col, f"{decl.name}: {message}"))
     shapes = [t.shape for t in run.inputs[:len(input_shapes(settings))]]
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, shapes[0] if len(shapes) == 1 else tuple(shapes),
@@ -327,6 +329,30 @@ def _parameters(run: _Run) -> tuple[list, list]:
     modules = [m for _, m in walk_modules(run.root)]
     shapes = dict(kv for m in modules for kv in param_keys(m))  # a tied weight once
     return list(shapes.values()), [t for m in modules for t in m.buffers]
+
+
+def _cast_notes(run: _Run, settings: Settings, setup: SetUp) -> list:
+    """(site, message) of each cast the model's own code gives a part of it (`self.backbone =
+    resnet18().half()`), or the whole of it where gpumem does not read it as the model's dtype (in a
+    factory), where the model's parameters then differ from the dtype analysed: a model has one dtype
+    here. None where the file casts the whole model once built, which undoes any cast before it."""
+    from .interpreter import walk_modules
+
+    held = [m for _, m in walk_modules(run.root) if m.params]
+    if setup.dtype is not None or all(m.cast is None for m in held):
+        return []
+    analysed = memory.param_dtype(settings.dtype)
+    if {m.cast[0] if m.cast else "float32" for m in held} == {analysed}:  # as PyTorch builds it: float32
+        return []
+    notes = {}
+    for dtype, site, cast in (m.cast for m in held if m.cast is not None):
+        if cast is run.root:
+            notes[site] = (f"the code that builds it casts it to {dtype}, which gpumem does not take for the "
+                           f"model's dtype: analysed in {analysed}; give --dtype {dtype} to analyse it so")
+        else:
+            notes[site] = (f"{run.names.get(id(cast), cast.kind)} is cast to {dtype}, but gpumem gives a model one "
+                           f"dtype, {analysed} here, for all its weights, gradients and optimizer state")
+    return list(notes.items())
 
 
 def _blocks(root: Module) -> tuple:

@@ -250,3 +250,42 @@ def test_a_model_named_by_an_expression_runs_through_its_wrappers_and_placements
                        "DDP(Net(), device_ids=[int(os.environ['LOCAL_RANK'])])"):
         result = analyse(HEAD, expression)
         assert only(result).params == NET_PARAMS, expression
+
+
+# ---------------------------------------------------------------- one dtype per model
+
+MIXED = f"""{HEAD}
+
+class Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = Net().half()
+        self.head = nn.Linear(10, 2)
+
+    def forward(self, x):
+        return self.head(self.body(x.half()).float())
+"""
+
+
+def test_a_part_the_model_casts_apart_is_said_to_be_counted_in_the_models_dtype():
+    model = torch_model(MIXED + "\nmodel = Mixed()\n")
+    assert {p.dtype for p in model.parameters()} == {torch.float16, torch.float32}  # PyTorch mixes them
+    result = analyse(MIXED, "Mixed")
+    assert only(result).settings.dtype == "float32"
+    [(line, message)] = gpm900(result)
+    assert line == MIXED.splitlines().index("        self.body = Net().half()") + 1
+    assert message.startswith("Mixed: body is cast to float16") and "float32 here" in message
+    # the whole model cast once built: its parts are all float16, nothing to say
+    whole = MIXED + "\nmodel = Mixed().half()\n"
+    assert {p.dtype for p in torch_model(whole).parameters()} == {torch.float16}
+    result = analyse(whole)
+    assert only(result).settings.dtype == "float16" and gpm900(result) == []
+
+
+def test_a_cast_where_gpumem_does_not_read_the_models_dtype_is_said():
+    src = f"{HEAD}\n\ndef build():\n    return Net().half()\n\n\nmodel = build()\n"
+    result = analyse(src)
+    assert only(result).settings.dtype == "float32"
+    [(line, message)] = gpm900(result)
+    assert line == src.splitlines().index("    return Net().half()") + 1 and "--dtype float16" in message
+    assert gpm900(analyse(src, dtype="float16")) == []

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from .. import catalogue
 from ..signature import REQUIRED, Param, bind, parse
-from ..values import AnalysisError, ShapeError, Tensor, Unresolved, bad_sizes, tensors_in
+from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved,
+                      bad_sizes, tensors_in)
 from .objects import (CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
                       Module, Parameter, Q, Region, canonical, walk_modules)
 from ..catalogue import Args, Op
@@ -355,7 +356,13 @@ class Construction:
             for _, m in reversed(walk_modules(obj)):  # children first, as nn.Module.apply
                 self.call(args[0], [m], {}, node)
             return obj
-        if name in ("to", "cuda", "cpu", "train", "eval", "float", "half", "bfloat16", "double", "requires_grad_"):
+        if name in MODULE_CASTS or name == "to":
+            dtype = TORCH_DTYPES[name] if name in MODULE_CASTS else _to_dtype(args, kwargs)
+            if dtype is not None:  # the model's dtype is a setting; a part cast apart is noted (analysis.py)
+                for _, m in walk_modules(obj):
+                    m.cast = (dtype, self.where(node), obj)
+            return obj
+        if name in ("cuda", "cpu", "train", "eval", "requires_grad_"):
             return obj
         if name in ("zero_grad", "reset_parameters", "_reset_parameters", "init_weights", "compile"):
             return None
@@ -411,6 +418,13 @@ class Construction:
         if name in MODULE_METHODS:
             return Bound(obj, name)
         raise Unresolved(f"{obj.kind} has no attribute '{name}' that gpumem knows", node)
+
+
+def _to_dtype(args: list, kwargs: dict) -> str | None:
+    """The dtype `module.to(...)` casts to: to(dtype), to(device, dtype), to(dtype=...), to(tensor);
+    None where it only places the module."""
+    values = (v.dtype if isinstance(v, Tensor) else v for v in (*args, *kwargs.values()))
+    return next((v for v in values if isinstance(v, str) and v in FLOAT_DTYPES), None)
 
 
 def _torch_base(q: Q) -> str | None:

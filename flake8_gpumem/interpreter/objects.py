@@ -237,6 +237,7 @@ class Module:
     buffers: list = field(default_factory=list)  # its own buffer tensors
     lazy: tuple | None = None  # (layer, argument, input dim) of a Lazy* layer: known at its first call
     segment: Segment | None = None  # the statement whose code constructed it
+    cast: tuple | None = None  # (dtype, site, module cast) of the last `.half()`, `.to(dtype)` of it or a parent
 
     def __repr__(self) -> str:
         return f"{self.kind}()"
