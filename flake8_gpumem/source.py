@@ -29,7 +29,7 @@ OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": 
 # nn.Module's methods that return the module: a model is built, cast and placed in one statement
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
 WRAPPER_NAMES = ("compile", "DataParallel", "DistributedDataParallel", "DDP")  # torch's wrappers, as files call them
-SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "compile")) + ("compile(", "DataParallel")
+SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to",)) + ("compile(", "DataParallel")
 
 
 @dataclass
@@ -627,11 +627,13 @@ class _StatedSetup(_Variables):
                     setup.notes.append((*where, "cast to a dtype gpumem cannot read: give --dtype to analyse it so"))
             elif value not in setup.wrappers:
                 setup.wrappers.append(value)
-                if value == "DataParallel":
+                gpus = _device_count(call) if value == "DataParallel" else 1
+                if gpus != 1:
+                    over = f"over {gpus} GPUs" if gpus else "over the GPUs it sees, which the code does not count"
                     setup.notes.append((*where, (
-                        "runs in nn.DataParallel over GPUs the code does not count: gpumem reports GPU 0 as if "
-                        "alone with the whole batch; over n GPUs each computes batch_size/n samples, and GPU 0 "
-                        "also gathers the outputs and sums the replicas' gradients")))
+                        f"runs in nn.DataParallel {over}: gpumem reports GPU 0 as if alone with the whole batch, "
+                        "while each GPU computes its share of the batch, and GPU 0 also gathers the outputs and "
+                        "sums the replicas' gradients")))
 
     def _step(self, call: ast.Call) -> tuple:
         """("dtype", the dtype it casts to, None where it cannot be read), ("wrapper", what wraps the
@@ -658,6 +660,13 @@ class _StatedSetup(_Variables):
             if value is None and dtype_slot:
                 return "dtype", None
         return None, None
+
+
+def _device_count(call: ast.Call) -> int | None:
+    """How many GPUs `nn.DataParallel(model, device_ids=[0, 1])` runs on; None without a literal list:
+    all the GPUs the process sees."""
+    ids = _keyword(call, "device_ids") or (call.args[1] if len(call.args) > 1 else None)
+    return len(ids.elts) if isinstance(ids, (ast.List, ast.Tuple)) else None
 
 
 def _example_call(node) -> bool:

@@ -242,7 +242,12 @@ def test_data_parallel_is_gpu_0_as_one_gpu_and_says_so():
     assert only(result).memory == only(analyse(HEAD)).memory
     [(line, message)] = gpm900(result)
     assert line == src.count("\n") and "GPU 0" in message and "whole batch" in message
+    assert "the code does not count" in message
     assert "nn.DataParallel" in to_table(result).splitlines()[0]
+    [(_, message)] = gpm900(analyse(src.replace("Net())", "Net(), device_ids=[0, 1])")))
+    assert "over 2 GPUs" in message
+    # on one GPU DataParallel runs the module itself: the single-GPU step, nothing left out
+    assert gpm900(analyse(src.replace("Net())", "Net(), device_ids=[0])"))) == []
 
 
 def test_a_model_named_by_an_expression_runs_through_its_wrappers_and_placements():
