@@ -13,7 +13,7 @@ from .batch import affine_at, largest_batch
 from .config import DEFAULTS, ConfigError, Settings, input_dtypes, input_shapes, merge
 from .diagnostics import budget_check, warns
 from .parallel import Parallel
-from .source import ModelDecl, SourceFile, read_source
+from .source import ModelDecl, SetUp, SourceFile, read_source
 from .values import AnalysisError, Tensor, tensors_in
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class ModelReport:
     fits: bool | None = None
     max_batch_size: int | None = None
     loss: str = ""  # what backward starts from: "forward" (the model's own loss) or the loss the step applied
+    wrappers: tuple = ()  # what the file runs it in: "torch.compile", "DataParallel", "DDP"
     blocks: tuple = ()  # classes of its repeated blocks, most instances first: what to checkpoint or shard
     timeline: Timeline | None = None  # recorded only where a picture is asked for
     pictures: dict = field(default_factory=dict)  # what the CLI wrote for it: "timeline"/"snapshot" -> path
@@ -165,10 +166,13 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
                     result.skipped.append((decl.name, reason))
                 continue
             # An example input the file builds gives the sample shape; its batch (often a smoke test's 1)
-            # yields to a configured batch_size. A torch.optim call in the file beats the configured optimizer.
-            settings = merge(overrides, decl.inline, chosen, replace(stated_shape, optimizer=src.optimizer), project,
+            # yields to a configured batch_size. A torch.optim call in the file beats the configured optimizer,
+            # and so do the model's cast (`.half()`) and its DDP wrapper the configured dtype and strategy.
+            setup = src.setups.get(decl.name, SetUp())
+            stated = replace(stated_shape, optimizer=src.optimizer, dtype=setup.dtype, strategy=setup.strategy)
+            settings = merge(overrides, decl.inline, chosen, stated, project,
                              Settings(batch_size=decl.stated.batch_size), DEFAULTS)
-            report = _analyse_model(src, decl, settings, result, layers, timeline, show_failures=report_unshaped)
+            report = _analyse_model(src, decl, settings, result, layers, timeline, report_unshaped, setup)
             if report is not None:
                 result.models.append(report)
     result.diagnostics.sort(key=lambda d: (d.line, d.col, d.code))
@@ -186,8 +190,8 @@ def _analysing(src: SourceFile):
             src.close()
 
 
-def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis,
-                   layers: bool, timeline: bool = False, show_failures: bool = True) -> ModelReport | None:
+def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result: Analysis, layers: bool,
+                   timeline: bool, show_failures: bool, setup: SetUp) -> ModelReport | None:
     try:
         run = _run(src, decl, settings, settings.batch_size)
     except RecursionError:
@@ -212,9 +216,15 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
     for site, message in notes:
         line, col = src.position(site, decl.segment) or (decl.line, decl.col)
         result.diagnostics.append(Diagnostic("GPM200", line, col, f"{decl.name}: {message}"))
+    if show_failures:  # what the figures leave out of how the file sets the model up
+        casts = [(*(src.position(site, decl.segment) or (decl.line, decl.col)), message)
+                 for site, message in _cast_notes(run, settings, setup)]
+        for line, col, message in setup.notes + casts:
+            result.diagnostics.append(Diagnostic("GPM900", line, col, f"{decl.name}: {message}"))
     shapes = [t.shape for t in run.inputs[:len(input_shapes(settings))]]
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, shapes[0] if len(shapes) == 1 else tuple(shapes),
-                         sum(math.prod(s) for s in param_shapes), records, trainable, mem, settings, loss=run.loss_name)
+                         sum(math.prod(s) for s in param_shapes), records, trainable, mem, settings, loss=run.loss_name,
+                         wrappers=tuple(setup.wrappers))
     if trace is not None:
         label = _labeller(run)
         report.timeline = Timeline(trace, [label(ev) for ev in run.events],
@@ -332,6 +342,30 @@ def _parameters(run: _Run) -> tuple[list, list, int]:
             trains[m.param_key(k)] = m.trains(k)
     trainable = sum(math.prod(s) for key, s in shapes.items() if trains[key])
     return list(shapes.values()), [t for m in modules for t in m.buffers], trainable
+
+
+def _cast_notes(run: _Run, settings: Settings, setup: SetUp) -> list:
+    """(site, message) of each cast the model's own code gives a part of it (`self.backbone =
+    resnet18().half()`), or the whole of it where gpumem does not read it as the model's dtype (in a
+    factory), where the model's parameters then differ from the dtype analysed: a model has one dtype
+    here. None where the file casts the whole model once built, which undoes any cast before it."""
+    from .interpreter import walk_modules
+
+    held = [m for _, m in walk_modules(run.root) if m.params]
+    if setup.dtype is not None or all(m.cast is None for m in held):
+        return []
+    analysed = memory.param_dtype(settings.dtype)
+    if {m.cast[0] if m.cast else "float32" for m in held} == {analysed}:  # as PyTorch builds it: float32
+        return []
+    notes = {}
+    for dtype, site, cast in (m.cast for m in held if m.cast is not None):
+        if cast is run.root:
+            notes[site] = (f"the code that builds it casts it to {dtype}, which gpumem does not take for the "
+                           f"model's dtype: analysed in {analysed}; give --dtype {dtype} to analyse it so")
+        else:
+            notes[site] = (f"{run.names.get(id(cast), cast.kind)} is cast to {dtype}, but gpumem gives a model one "
+                           f"dtype, {analysed} here, for all its weights, gradients and optimizer state")
+    return list(notes.items())
 
 
 def _blocks(root: Module) -> tuple:

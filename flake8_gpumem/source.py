@@ -15,7 +15,7 @@ from functools import cached_property
 
 from .config import ConfigError, Settings, settings_from
 from .segments import LINES, Segment, split
-from .values import AnalysisError
+from .values import FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError
 
 INLINE = re.compile(r"#\s*gpumem:(.*)$")
 WORD = re.compile(r"\w+")  # identifiers (and numbers): what a statement may name
@@ -26,6 +26,10 @@ CONTAINER_CALLS = ("Sequential",)
 EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
 TABLE = 64  # items in a display a module-level call passes, above which it builds a table, not a model
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
+# nn.Module's methods that return the module: a model is built, cast and placed in one statement
+MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
+WRAPPER_NAMES = ("compile", "DataParallel", "DistributedDataParallel", "DDP")  # torch's wrappers, as files call them
+SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to",)) + ("compile(", "DataParallel")
 
 
 @dataclass
@@ -62,6 +66,20 @@ class ModelDecl:
 
 
 @dataclass
+class SetUp:
+    """How the file prepares a model for training, as its statements say: what `--dtype` and
+    `--strategy` would, and what gpumem reports of it without a setting."""
+
+    dtype: str | None = None  # the dtype its last cast gives the whole model
+    wrappers: list = field(default_factory=list)  # what it runs in: "torch.compile", "DataParallel", "DDP"
+    notes: list = field(default_factory=list)  # (line, col, message): what the figures leave out (GPM900)
+
+    @property
+    def strategy(self) -> str | None:
+        return "ddp" if "DDP" in self.wrappers else None
+
+
+@dataclass
 class SourceFile:
     filename: str
     tree: ast.Module
@@ -83,6 +101,18 @@ class SourceFile:
         package, _ = interpreter.imports.package_of(self.filename)
         file = interpreter.File(interpreter.imports.module_name(self.filename), package)
         return interpreter.segment_scope(self.segments, file)
+
+    @cached_property
+    def setups(self) -> dict:
+        """Model name -> SetUp: read only for a model that is analysed, since reading a `.to(dtype)`
+        may take the interpreter."""
+        if not any(word in segment.text for segment in self.segments for word in SETUP_WORDS):
+            return {}
+        reader = _StatedSetup(self, {m.name for m in self.models})
+        for stmts in self.statements:
+            for stmt in stmts:
+                reader.visit(stmt)
+        return reader.found
 
     def close(self) -> None:
         """Let go of the file's globals: the functions and classes bound in them refer back to them,
@@ -382,10 +412,36 @@ def _candidate(stmt: ast.stmt, segment: Segment, line: str) -> ModelDecl | None:
     col = len(line.encode("utf-8")[:stmt.col_offset].decode("utf-8", "replace"))  # ast counts bytes
     if isinstance(stmt, ast.ClassDef) and stmt.bases:
         return ModelDecl(stmt.name, stmt.lineno, col, segment, required=_required(stmt))
-    if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
-            and isinstance(stmt.value, ast.Call) and _dotted(stmt.value.func)):
-        return ModelDecl(stmt.targets[0].id, stmt.lineno, col, segment, constructor=_dotted(stmt.value.func),
-                         has_args=bool(stmt.value.args or stmt.value.keywords), table=_table(stmt.value))
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        call, _ = _chain(stmt.value)  # `model = torch.compile(Net().half())` builds Net(); `model = model.half()`: none
+        if isinstance(call, ast.Call) and _dotted(call.func):
+            return ModelDecl(stmt.targets[0].id, stmt.lineno, col, segment, constructor=_dotted(call.func),
+                             has_args=bool(call.args or call.keywords), table=_table(call))
+    return None
+
+
+def _chain(node: ast.expr) -> tuple:
+    """(what is built, the calls then applied to it in order) of a model set up in one expression:
+    `torch.compile(Net().half())` is (`Net()`, [`.half()`, `torch.compile(...)`])."""
+    calls = []
+    while isinstance(node, ast.Call):
+        if _module_method(node):
+            inner = node.func.value  # model.half(), model.compile()
+        elif _dotted(node.func).rpartition(".")[2] in WRAPPER_NAMES and node.args:
+            inner = node.args[0]  # torch.compile(model), DDP(model, device_ids=[rank])
+        else:
+            break
+        calls.append(node)
+        node = inner
+    return node, calls[::-1]
+
+
+def _module_method(call: ast.Call) -> str | None:
+    """The nn.Module method that returns the module (or compiles it) a call may be: `model.half()`,
+    `model.compile()`; None for `torch.compile(model)`, a function given the model."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and (func.attr in MODULE_CHAIN or func.attr == "compile" and not call.args):
+        return func.attr
     return None
 
 
@@ -459,18 +515,31 @@ def file_optimizer(src: SourceFile) -> str | None:
     return None
 
 
-class _StatedInputs(ast.NodeVisitor):
-    """Input shapes the file states itself: a LightningModule's `self.example_input_array =
-    torch.randn(...)`, `model(torch.randn(...))` where `model = Net()`, and torchinfo's
-    `summary(model, input_size=...)` (batch included) or torchsummary's (batch excluded).
-
-    Variables are per function: `model` in one test is not `model` in the next."""
+class _Variables(ast.NodeVisitor):
+    """A walk of the file that knows which variable holds which model. Variables are per function:
+    `model` in one test is not `model` in the next."""
 
     def __init__(self, src: SourceFile, models: set):
         self.src = src
         self.models = models
-        self.found: dict = {}
+        self.found: dict = {}  # model -> what the file says of it
         self.instances: dict = {}  # variable -> model it holds
+
+    def model_of(self, node) -> str | None:
+        if isinstance(node, ast.Name):
+            return self.instances.get(node.id) or (node.id if node.id in self.models else None)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in self.models:
+            return node.func.id
+        return None
+
+
+class _StatedInputs(_Variables):
+    """Input shapes the file states itself: a LightningModule's `self.example_input_array =
+    torch.randn(...)`, `model(torch.randn(...))` where `model = Net()`, and torchinfo's
+    `summary(model, input_size=...)` (batch included) or torchsummary's (batch excluded)."""
+
+    def __init__(self, src: SourceFile, models: set):
+        super().__init__(src, models)
         self.examples: dict = {}  # variable -> the example tensor call it holds
         self.defaults: dict = {}  # the innermost function's parameter defaults: known values there
         self.owner: str | None = None  # the top-level class being read
@@ -525,13 +594,6 @@ class _StatedInputs(ast.NodeVisitor):
             dtype = {"long": "int64", "int64": "int64"}.get(_dotted(dtypes.elts[0]).rpartition(".")[2])
         self.store(self.model_of(node.args[0]), tuple(value), dtype, batch_included=torchinfo)
 
-    def model_of(self, node) -> str | None:
-        if isinstance(node, ast.Name):
-            return self.instances.get(node.id) or (node.id if node.id in self.models else None)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in self.models:
-            return node.func.id
-        return None
-
     def shape_of(self, node) -> tuple | None:
         """The full shape of a `torch.randn(2, 3, 32, 32)`-style call, evaluated statically."""
         if not _example_call(node):
@@ -554,6 +616,117 @@ class _StatedInputs(ast.NodeVisitor):
             body = shape[1:] if batch_included else shape
             batch = shape[0] if batch_included else None
             self.found[model] = Settings(input_shape=body, batch_size=batch, input_dtype=dtype)
+
+
+class _StatedSetup(_Variables):
+    """How the file sets its models up, statement by statement: the dtype it casts one to
+    (`model = Net().half()`, `model.to(torch.bfloat16)`; the last cast wins) and the wrappers it runs
+    one in (torch.compile, nn.DataParallel, DistributedDataParallel). What an `if` decides is not
+    guessed: noted. Expressions are not walked: a model is set up by a statement of its own."""
+
+    def __init__(self, src: SourceFile, models: set):
+        super().__init__(src, models)
+        self.top = True  # at module level, where `model = resnet18().half()` sets up the model `model`
+        self.guard: ast.If | None = None  # the `if` the statements visited now depend on
+
+    def generic_visit(self, node):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
+                self.visit(child)
+
+    def visit_FunctionDef(self, node):
+        saved = dict(self.instances), self.top
+        self.top = False
+        self.generic_visit(node)
+        self.instances, self.top = saved
+
+    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
+
+    def visit_If(self, node):
+        if isinstance(node.test, ast.Compare) and _dotted(node.test.left) == "__name__":  # the script's main: it runs
+            self.generic_visit(node)
+            return
+        outer, self.guard = self.guard, self.guard or node
+        self.generic_visit(node)
+        self.guard = outer
+
+    def visit_Assign(self, node):
+        target = node.targets[0]
+        if len(node.targets) != 1 or not isinstance(target, ast.Name):
+            return
+        base, calls = _chain(node.value)
+        named = self.top and target.id in self.models and isinstance(base, ast.Call)
+        model = target.id if named else self.model_of(base)
+        if model is None:
+            self.instances.pop(target.id, None)
+            return
+        self.instances[target.id] = model
+        self.record(model, calls)
+
+    def visit_Expr(self, node):
+        base, calls = _chain(node.value)
+        model = self.model_of(base)
+        if model is not None:
+            self.record(model, calls)
+
+    def record(self, model: str, calls: list) -> None:
+        setup = self.found.setdefault(model, SetUp())
+        for call in calls:
+            what, value = self._step(call)
+            where = (call.lineno, call.col_offset)
+            if what is None or self.guard is not None and value in (None, "torch.compile", "DataParallel"):
+                continue  # nothing, or what changes no figure when an `if` decides it
+            if self.guard is not None:
+                done, given = (f"cast to {value}", f"--dtype {value}") if what == "dtype" else (
+                    "wrapped in DDP", "--strategy ddp")
+                setup.notes.append((*where, f"{done} only when the `if` at line {self.guard.lineno} holds: gpumem "
+                                            f"does not guess which way it goes; give {given} to analyse that case"))
+            elif what == "dtype":
+                setup.dtype = value
+                if value is None:
+                    setup.notes.append((*where, "cast to a dtype gpumem cannot read: give --dtype to analyse it so"))
+            elif value not in setup.wrappers:
+                setup.wrappers.append(value)
+                gpus = _device_count(call) if value == "DataParallel" else 1
+                if gpus != 1:
+                    over = f"over {gpus} GPUs" if gpus else "over the GPUs it sees, which the code does not count"
+                    setup.notes.append((*where, (
+                        f"runs in nn.DataParallel {over}: gpumem reports GPU 0 as if alone with the whole batch, "
+                        "while each GPU computes its share of the batch, and GPU 0 also gathers the outputs and "
+                        "sums the replicas' gradients")))
+
+    def _step(self, call: ast.Call) -> tuple:
+        """("dtype", the dtype it casts to, None where it cannot be read), ("wrapper", what wraps the
+        model), or (None, None) for a call that only places the model or is no torch wrapper."""
+        method = _module_method(call)
+        if method in MODULE_CASTS:
+            return "dtype", TORCH_DTYPES[method]
+        if method == "compile":
+            return "wrapper", "torch.compile"
+        if method == "to":
+            return self._to(call)
+        wrapper = None if method else _interpreter().WRAPPERS.get(self.src.path_of(_dotted(call.func)))
+        return ("wrapper", wrapper) if wrapper else (None, None)
+
+    def _to(self, call: ast.Call) -> tuple:
+        """`model.to(...)`'s dtype: to(torch.bfloat16), to("cuda", torch.float16), to(dtype=...). A first
+        argument gpumem cannot evaluate is taken for the device it usually is."""
+        dtype = _keyword(call, "dtype")
+        slots = [(a, i > 0) for i, a in enumerate(call.args[:2])] + ([(dtype, True)] if dtype is not None else [])
+        for node, dtype_slot in slots:
+            value = self.src.evaluate(node, {})
+            if isinstance(value, str) and value in FLOAT_DTYPES:
+                return "dtype", value
+            if value is None and dtype_slot:
+                return "dtype", None
+        return None, None
+
+
+def _device_count(call: ast.Call) -> int | None:
+    """How many GPUs `nn.DataParallel(model, device_ids=[0, 1])` runs on; None without a literal list:
+    all the GPUs the process sees."""
+    ids = _keyword(call, "device_ids") or (call.args[1] if len(call.args) > 1 else None)
+    return len(ids.elts) if isinstance(ids, (ast.List, ast.Tuple)) else None
 
 
 def _example_call(node) -> bool:

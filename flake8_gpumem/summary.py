@@ -71,10 +71,16 @@ LOSS_WORDS = {"forward": "the loss forward returns", "cross_entropy": "cross ent
               "mse": "mse of the first output", "sum": "sum of the first output"}
 
 
+# what the heading says of a wrapper the file runs the model in (DDP: the strategy's words)
+WRAPPER_WORDS = {"torch.compile": "torch.compile: the eager step",
+                 "DataParallel": "nn.DataParallel: GPU 0 as if alone, the whole batch"}
+
+
 def heading(m: ModelReport) -> str:
     s = m.settings
     dtypes = s.input_dtype if isinstance(s.input_dtype, str) else ", ".join(s.input_dtype or (s.dtype,))
-    return (f"{m.name}  ({m.file}:{m.line})  input {shape(m.input_shape)} {dtypes}, batch {m.batch}, "
+    wrappers = "".join(f" ({WRAPPER_WORDS[w]})" for w in m.wrappers if w in WRAPPER_WORDS)
+    return (f"{m.name}  ({m.file}:{m.line}){wrappers}  input {shape(m.input_shape)} {dtypes}, batch {m.batch}, "
             f"{s.dtype}, {s.optimizer}, loss: {LOSS_WORDS.get(m.loss, m.loss)}{setup_words(s)}")
 
 
@@ -83,8 +89,8 @@ def setup_words(s) -> str:
     words = [f"checkpointing {' and '.join(s.checkpoint)}"] if s.checkpoint else []
     if s.accumulate and s.accumulate > 1:
         words.append(f"accumulating {s.accumulate} micro-batches per optimizer step")
-    if s.strategy == "ddp":
-        words.append(f"DDP on {s.world_size} GPUs (per GPU)")
+    if s.strategy == "ddp":  # one GPU's figures are the same on any number of them
+        words.append(f"DDP on {s.world_size} GPUs (per GPU)" if s.world_size > 1 else "DDP (per GPU)")
     elif s.strategy == "fsdp":
         units = f" sharding {' and '.join(s.shard_unit)}" if s.shard_unit else ""
         words.append(f"FSDP on {s.world_size} GPUs{units} (per GPU)")

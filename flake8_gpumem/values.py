@@ -17,6 +17,8 @@ GRAD_DTYPES = FLOAT_DTYPES + tuple(COMPLEX_DTYPES.values())  # what autograd dif
 TORCH_DTYPES = {**{d: d for d in DTYPE_BYTES}, "float": "float32", "half": "float16", "double": "float64",
                 "long": "int64", "int": "int32", "short": "int16", "cfloat": "complex64",
                 "cdouble": "complex128"}
+# nn.Module's methods that cast its floating-point parameters and buffers: `model.half()` gives TORCH_DTYPES["half"]
+MODULE_CASTS = ("half", "bfloat16", "float", "double")
 
 
 def dtype_arg(value, default: str | None) -> str | None:

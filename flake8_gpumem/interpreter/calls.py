@@ -15,7 +15,7 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers
 from .imports import followed
-from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Field, Function, Instance,
+from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class, Field, Function, Instance,
                       Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
@@ -41,6 +41,8 @@ ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "Lis
 # a weight's values written in place (by init code): its memory is unchanged
 INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_", "bernoulli_",
                 "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_")
+# nn.Module's methods that place it on a device: where, the code often decides at run time
+PLACING = ("to", "cuda", "cpu")
 # x.add_(y) is x += y
 INPLACE_BINOPS = {"add_": cst.Add, "sub_": cst.Subtract, "mul_": cst.Multiply, "div_": cst.Divide}
 
@@ -237,6 +239,8 @@ class Calls:
             return Q("torch.Generator")  # a random generator, seeded or not: it sizes nothing
         if path == "typing.cast":
             return args[1]
+        if path in WRAPPERS and args:
+            return args[0]  # torch.compile(model), DDP(model, ...): the model, its forward run eagerly
         if path == "torch.utils.checkpoint.checkpoint":
             rest = {k: v for k, v in kwargs.items() if k not in CHECKPOINT_OPTIONS}
             return self.checkpointed(lambda: self.call(args[0], list(args[1:]), rest, node), list(args[1:]),
@@ -404,7 +408,7 @@ class Calls:
                 func_node.value.func) == "super":
             return self._super_call(func_node.attr.value, node, scope)
         func = self.eval(func_node, scope)
-        args, kwargs = self._arguments(node, scope)
+        args, kwargs = self._arguments(node, scope, _placing_from(func))
         if not self.in_foreign:
             saved, self.anchor = self.anchor, (self.segment, node)
             try:
@@ -413,11 +417,17 @@ class Calls:
                 self.anchor = saved
         return self.call(func, args, kwargs, node)
 
-    def _arguments(self, node: cst.Call, scope: Scope) -> tuple[list, dict]:
-        """A call's positional and keyword arguments, `*` and `**` unpacked."""
+    def _arguments(self, node: cst.Call, scope: Scope, placing: int | None = None) -> tuple[list, dict]:
+        """A call's positional and keyword arguments, `*` and `**` unpacked. From positional argument
+        `placing` on (keywords too), an argument that cannot be known is None: see _placing_from."""
         args, kwargs = [], {}
-        for arg in node.args:
-            value = self.eval(arg.value, scope)
+        for i, arg in enumerate(node.args):
+            try:
+                value = self.eval(arg.value, scope)
+            except Unresolved:
+                if placing is None or arg.star or (arg.keyword is None and i < placing):
+                    raise
+                value = None
             if arg.star == "*":
                 args.extend(self.iterate(value, arg.value))
             elif arg.star == "**":
@@ -456,3 +466,14 @@ class Calls:
                 return owner
             s = s.parent
         return None
+
+
+def _placing_from(func) -> int | None:
+    """Where a call's arguments stop sizing anything: `model.to(device)` and DDP's `device_ids=[rank]`
+    place the model, on a device the code often picks at run time (`torch.cuda.is_available()`, an
+    environment variable): no reason to stop. A dtype among them is read where it can be."""
+    if isinstance(func, Bound) and isinstance(func.obj, Module) and func.func in PLACING:
+        return 0
+    if isinstance(func, Q) and canonical(func.path) in WRAPPERS:
+        return 1
+    return None

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from .. import catalogue
 from ..signature import REQUIRED, Param, bind, parse
-from ..values import AnalysisError, ShapeError, Tensor, Unresolved, bad_sizes, tensors_in
+from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved,
+                      bad_sizes, tensors_in)
 from .objects import (CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
                       Module, Parameter, Q, Region, canonical, walk_modules)
 from ..catalogue import Args, Op
@@ -24,8 +25,8 @@ class _Default:
 MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert", "register_buffer",
                   "register_parameter", "update", "items", "keys", "values", "modules", "named_modules", "children",
                   "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
-                  "float", "half", "double", "requires_grad_", "zero_grad", "reset_parameters", "_reset_parameters",
-                  "init_weights")
+                  "float", "half", "bfloat16", "double", "requires_grad_", "zero_grad", "reset_parameters",
+                  "_reset_parameters", "init_weights", "compile")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
@@ -375,9 +376,15 @@ class Construction:
                 for k in range(len(m.params)):
                     self.set_requires_grad(self.weight_tensor(m, k), flag, node)
             return obj
-        if name in ("to", "cuda", "cpu", "train", "eval", "float", "half", "double"):
+        if name in MODULE_CASTS or name == "to":
+            dtype = TORCH_DTYPES[name] if name in MODULE_CASTS else _to_dtype(args, kwargs)
+            if dtype is not None:  # the model's dtype is a setting; a part cast apart is noted (analysis.py)
+                for _, m in walk_modules(obj):
+                    m.cast = (dtype, self.where(node), obj)
             return obj
-        if name in ("zero_grad", "reset_parameters", "_reset_parameters", "init_weights"):
+        if name in ("cuda", "cpu", "train", "eval"):
+            return obj
+        if name in ("zero_grad", "reset_parameters", "_reset_parameters", "init_weights", "compile"):
             return None
         raise Unresolved(f"cannot call {obj.kind}.{name}() statically", node)
 
@@ -431,6 +438,13 @@ class Construction:
         if name in MODULE_METHODS:
             return Bound(obj, name)
         raise Unresolved(f"{obj.kind} has no attribute '{name}' that gpumem knows", node)
+
+
+def _to_dtype(args: list, kwargs: dict) -> str | None:
+    """The dtype `module.to(...)` casts to: to(dtype), to(device, dtype), to(dtype=...), to(tensor);
+    None where it only places the module."""
+    values = (v.dtype if isinstance(v, Tensor) else v for v in (*args, *kwargs.values()))
+    return next((v for v in values if isinstance(v, str) and v in FLOAT_DTYPES), None)
 
 
 def _torch_base(q: Q) -> str | None:

@@ -237,6 +237,7 @@ class Module:
     buffers: list = field(default_factory=list)  # its own buffer tensors
     lazy: tuple | None = None  # (layer, argument, input dim) of a Lazy* layer: known at its first call
     segment: Segment | None = None  # the statement whose code constructed it
+    cast: tuple | None = None  # (dtype, site, module cast) of the last `.half()`, `.to(dtype)` of it or a parent
 
     def __repr__(self) -> str:
         return f"{self.kind}()"
@@ -355,6 +356,14 @@ def dotted(node) -> str:
     if isinstance(node, cst.Attribute):
         return f"{dotted(node.value)}.{node.attr.value}"
     return ""
+
+
+# torch's wrappers of a model, by what they are: the forward they run is the model's own (eagerly)
+WRAPPERS = {"torch.compile": "torch.compile", "torch.nn.DataParallel": "DataParallel",
+            "torch.nn.parallel.DataParallel": "DataParallel",
+            "torch.nn.parallel.data_parallel.DataParallel": "DataParallel",
+            "torch.nn.parallel.DistributedDataParallel": "DDP",
+            "torch.nn.parallel.distributed.DistributedDataParallel": "DDP"}
 
 
 def canonical(path: str) -> str:
