@@ -25,6 +25,10 @@ INLINE_PAIR = re.compile(r"(\w+)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|\[(?:[^\[\]]|\
 CONTAINER_CALLS = ("Sequential",)
 EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
 TABLE = 64  # items in a display a module-level call passes, above which it builds a table, not a model
+# nn.Module's methods that change what a model holds or what of it trains (not its dtype or device:
+# those are settings read apart, nor what it computes)
+CHANGING_METHODS = ("requires_grad_", "add_module", "register_module", "register_parameter", "register_buffer",
+                    "apply", "append", "extend", "insert", "update")
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 # nn.Module's methods that return the module: a model is built, cast and placed in one statement
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
@@ -342,16 +346,17 @@ def _find_changes(models: list, segments: list, statements: list) -> None:
 
 def _changed_names(stmt: ast.stmt, functions: dict) -> set:
     """The module-level names whose object a statement may change: `model.fc = ...`, `del model.fc`,
-    `model.requires_grad_(False)`, `for p in model.parameters(): ...`, `setattr(model, ...)`, a call
-    of a function of the file that changes its arguments (`set_parameter_requires_grad(model, True)`),
-    such statements under an `if` (not the `__main__` guard). Not `model(x)`, `print(model)`."""
+    `model.requires_grad_(False)` (CHANGING_METHODS), `for p in model.parameters(): ...`,
+    `setattr(model, ...)`, a call of a function of the file that changes its arguments
+    (`set_parameter_requires_grad(model, True)`), such statements under an `if` (not the `__main__`
+    guard). Not `model(x)`, `print(model)`, `model.half()` (a setting, read apart)."""
     if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
         targets = stmt.targets if isinstance(stmt, (ast.Assign, ast.Delete)) else [stmt.target]
         return {_root(t) for t in targets if isinstance(t, (ast.Attribute, ast.Subscript))}
     if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
         call = stmt.value
-        if isinstance(call.func, ast.Attribute):
-            return {_root(call.func.value)}
+        if isinstance(call.func, ast.Attribute):  # model.requires_grad_(False), model.layers.append(block)
+            return {_root(call.func.value)} if call.func.attr in CHANGING_METHODS else set()
         if isinstance(call.func, ast.Name) and (call.func.id in ("setattr", "delattr") or (
                 call.func.id in functions and _changes_arguments(functions[call.func.id]))):
             return {_root(a) for a in [*call.args, *(k.value for k in call.keywords)]}
