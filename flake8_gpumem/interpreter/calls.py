@@ -42,6 +42,8 @@ INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_
                 "requires_grad_")
 # x.add_(y) is x += y
 INPLACE_BINOPS = {"add_": cst.Add, "sub_": cst.Subtract, "mul_": cst.Multiply, "div_": cst.Divide}
+# what `x.unsqueeze_(0)` rebinds: a name, an attribute, an item (an expression's result is gone)
+REBOUND = (cst.Name, cst.Attribute, cst.Subscript)
 
 
 def _asdict(obj):
@@ -359,10 +361,24 @@ class Calls:
         if not self.in_foreign:
             saved, self.anchor = self.anchor, (self.segment, node)
             try:
-                return self.call(func, args, kwargs, node)
+                result = self.call(func, args, kwargs, node)
             finally:
                 self.anchor = saved
-        return self.call(func, args, kwargs, node)
+        else:
+            result = self.call(func, args, kwargs, node)
+        if isinstance(func, Bound) and isinstance(func.obj, Tensor) and (
+                getattr(catalogue.METHODS.get(func.func), "rebinds", False)):
+            self._rebind(func_node.value, result, scope)
+        return result
+
+    def _rebind(self, receiver, result: Tensor, scope: Scope) -> None:
+        """x.unsqueeze_(0), x.relu_().t_(): x has the new shape from here on. A method ending in `_`
+        returns the tensor it was called on, so the name is found below a chain of them."""
+        while type(receiver) is cst.Call and type(receiver.func) is cst.Attribute and (
+                receiver.func.attr.value.endswith("_")):
+            receiver = receiver.func.value
+        if type(receiver) in REBOUND:
+            self.assign(receiver, result, scope)
 
     def _arguments(self, node: cst.Call, scope: Scope) -> tuple[list, dict]:
         """A call's positional and keyword arguments, `*` and `**` unpacked."""
