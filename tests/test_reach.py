@@ -39,8 +39,8 @@ def analyse(path: Path, model=None, **settings):
     return result.models[0]
 
 
-def assert_matches(report, model: torch.nn.Module):
-    truth = torch_oracle.profile(model, torch.randn(4, *SHAPE))
+def assert_matches(report, model: torch.nn.Module, shape=SHAPE):
+    truth = torch_oracle.profile(model, torch.randn(4, *shape))
     assert report.params == truth.params
     assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
         (c.name, c.type, c.output_shape) for c in truth.calls]
@@ -386,6 +386,43 @@ def test_a_str_enum_called_with_a_value_gives_its_member():
     net = namespace["Net"]()
     assert [type(s.norm).__name__ for s in net.stages] == ["LayerNorm", "BatchNorm2d", "LayerNorm"]
     assert_matches(result.models[0], net)
+
+
+MAIN_GUARD = """\
+import torch.nn as nn
+
+DEPTH = 4
+if __name__ == "__main__":
+    DEPTH = 99
+NAME = __name__
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(*[nn.Linear(8, 8) for _ in range(DEPTH)])
+        self.head = nn.Linear(8, 2 if NAME == "pkg.net" else 3)
+
+    def forward(self, x):
+        return self.head(self.layers(x))
+"""
+
+
+def test_a_flag_set_under_the_main_guard_keeps_its_module_level_value(tmp_path):
+    """A model file is read as a module, whose `__name__` is the name it is imported under, never
+    "__main__": what the guarded block sets is what running the file as a script would build."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    path = tmp_path / "pkg" / "net.py"
+    path.write_text(MAIN_GUARD)
+    result = analyse_source(MAIN_GUARD, str(path), project=Settings(input_shape=(8,), batch_size=4, device="cpu"))
+    assert [d.message for d in result.diagnostics] == []
+    namespace = {"__name__": "pkg.net"}
+    exec(compile(MAIN_GUARD, str(path), "exec"), namespace)
+    net = namespace["Net"]()
+    assert len(net.layers) == 4 and net.head.out_features == 2
+    assert result.models[0].params == 4 * (8 * 8 + 8) + 8 * 2 + 2
+    assert_matches(result.models[0], net, shape=(8,))
 
 
 NEEDS_ARGS = """\

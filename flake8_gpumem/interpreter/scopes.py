@@ -190,9 +190,11 @@ class Names:
         if isinstance(node, cst.If):  # the branch the condition takes, run where the name is bound
             branch = Scope({}, scope)
             self.run_stmt(node, branch)
-            if name not in branch.vars:
-                raise Unresolved(f"'{name}' is not bound by the branch its module-level `if` takes", node)
-            return branch.vars[name]
+            if name in branch.vars:
+                return branch.vars[name]
+            if name in scope.thunks:  # a branch not taken leaves the name as an earlier statement bound it
+                return self.lookup(name, scope, node)
+            raise Unresolved(f"'{name}' is not bound by the branch its module-level `if` takes", node)
         if isinstance(node, cst.Assign):  # tuple unpacking at module level
             value = self.eval(node.value, scope)
             tmp = Scope({}, scope)
