@@ -135,6 +135,72 @@ def test_a_training_script_that_imports_its_model_from_torchvision(tmp_path):
     assert "over the 200.0 MiB budget" in lint.stdout
 
 
+FINETUNE = """\
+import torch.nn as nn
+from torchvision import models
+
+
+def initialize_model(model_name, num_classes, feature_extract, use_pretrained=True):
+    model_ft = None
+    input_size = 0
+    if model_name == "resnet":
+        model_ft = models.resnet18(PRETRAINED)
+        model_ft.fc = nn.Linear(model_ft.fc.in_features, num_classes)
+        input_size = 224
+    elif model_name == "alexnet":
+        model_ft = models.alexnet(PRETRAINED)
+        model_ft.classifier[6] = nn.Linear(model_ft.classifier[6].in_features, num_classes)
+        input_size = 224
+    elif model_name == "vgg":
+        model_ft = models.vgg11_bn(PRETRAINED)
+        model_ft.classifier[6] = nn.Linear(model_ft.classifier[6].in_features, num_classes)
+        input_size = 224
+    elif model_name == "squeezenet":
+        model_ft = models.squeezenet1_0(PRETRAINED)
+        model_ft.classifier[1] = nn.Conv2d(512, num_classes, kernel_size=(1, 1), stride=(1, 1))
+        model_ft.num_classes = num_classes
+        input_size = 224
+    elif model_name == "densenet":
+        model_ft = models.densenet121(PRETRAINED)
+        model_ft.classifier = nn.Linear(model_ft.classifier.in_features, num_classes)
+        input_size = 224
+    elif model_name == "inception":
+        model_ft = models.inception_v3(PRETRAINED)
+        model_ft.AuxLogits.fc = nn.Linear(model_ft.AuxLogits.fc.in_features, num_classes)
+        model_ft.fc = nn.Linear(model_ft.fc.in_features, num_classes)
+        input_size = 299
+    else:
+        print("Invalid model name, exiting...")
+        exit()
+    return model_ft, input_size
+
+
+model_ft, input_size = initialize_model(MODEL, 10, True, use_pretrained=True)
+"""
+
+
+def finetune_source(model: str, pretrained: str) -> str:
+    """PyTorch's fine-tuning tutorial's helper (without its requires_grad loop), one factory argument
+    spelled as `pretrained`."""
+    return FINETUNE.replace("PRETRAINED", pretrained).replace("MODEL", repr(model))
+
+
+@pytest.mark.parametrize("model", ["resnet", "densenet"])
+def test_a_helper_that_builds_one_of_several_torchvision_models(tmp_path, model):
+    """`from torchvision import models` names torchvision's own `from torchvision import models`:
+    gpumem followed that import into itself without end ("an expression nests too deeply")."""
+    import torchvision_oracle  # noqa: F401  (imports torchvision beside the CPU torch)
+
+    path = tmp_path / "finetune.py"
+    path.write_text(finetune_source(model, "weights=None"))
+    namespace = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    truth = sum(p.numel() for p in namespace["model_ft"].parameters())
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2,
+                                                                  device="cpu"), model="model_ft")
+    assert [(m.name, m.params) for m in result.models] == [("model_ft", truth)], result.diagnostics
+
+
 BLOCKS = """\
 import torch.nn as nn
 

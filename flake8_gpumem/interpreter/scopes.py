@@ -124,7 +124,7 @@ class Names:
                 if isinstance(value, Unresolved):
                     raise Unresolved(value.message, node)
                 if isinstance(value, Q) and followed(value.path):
-                    value = s.vars[name] = self.follow(value, node)
+                    value = s.vars[name] = self._own_submodule(value, s, node) or self.follow(value, node)
                 return value
             if isinstance(s.thunks.get(name), Segment):
                 _parse_into(s.thunks[name], s)
@@ -146,6 +146,18 @@ class Names:
                         return value
             s = s.parent
         return MISSING
+
+    def _own_submodule(self, q: Q, scope: Scope, node):
+        """A package's import of its own submodule (`from torchvision import models` in torchvision's
+        __init__, `from . import detection`): Python finds no such name on the half-built package
+        and imports the submodule, and so does gpumem (looking the name up in the package finds
+        this import again, without end). None for any other import."""
+        if scope.file is None or scope.file.module is None or q.module != scope.file.module:
+            return None
+        found = self.resolver.module(q.path)
+        if found is None:
+            raise Unresolved(f"module {q.module} imports {q.path} from itself, and no such submodule exists", node)
+        return found
 
     def follow(self, q: Q, node):
         """What a qualified name of followed code stands for, read from its source; the name itself
