@@ -201,6 +201,29 @@ def test_a_helper_that_builds_one_of_several_torchvision_models(tmp_path, model)
     assert [(m.name, m.params) for m in result.models] == [("model_ft", truth)], result.diagnostics
 
 
+@pytest.mark.parametrize("imports, factory", [("from torchvision import models", "models.resnet18"),
+                                               ("import torchvision", "torchvision.models.resnet18")])
+def test_a_torchvision_factory_reached_through_its_package_is_a_model(tmp_path, imports, factory):
+    """torchvision's names begin with "torch" too: they are not torch's, which are models only as
+    containers (nn.Sequential(...), not torch.randn(...))."""
+    path = tmp_path / "train.py"
+    path.write_text(f"{imports}\n\nmodel = {factory}(num_classes=10)\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2,
+                                                                  device="cpu"))
+    assert [(m.name, m.params) for m in result.models] == [("model", 11_181_642)], result.diagnostics
+
+
+def test_a_factory_of_a_torch_named_library_without_source_is_said(tmp_path):
+    """A library whose name begins with "torch" (torchaudio, not installed here) is not torch: its
+    factory is a model gpumem cannot read, said so, not a call to skip without a word."""
+    path = tmp_path / "speech.py"
+    path.write_text("import torchaudio\n\nmodel = torchaudio.models.wav2vec2_base()\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(16000,), batch_size=2))
+    assert [d.message for d in result.diagnostics] == [
+        "model: 'model' could not be resolved: torchaudio.models.wav2vec2_base() is not known to gpumem: no source "
+        "for module torchaudio on the search path"]
+
+
 BLOCKS = """\
 import torch.nn as nn
 
