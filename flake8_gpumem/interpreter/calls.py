@@ -13,7 +13,7 @@ import libcst as cst
 from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
-from . import numbers
+from . import numbers, regex
 from .imports import followed
 from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Field, Function, Instance,
                       Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code, dotted)
@@ -27,9 +27,10 @@ NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "wa
 # Guards that are False in an eager training step.
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
           "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
-# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16")
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
 CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug")
+# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16"), run where
+# their work is bounded (regex.py)
 PURE_RE = ("split", "match", "fullmatch", "search", "sub", "findall")
 # collections.abc / typing names model code checks its arguments against
 ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "List": list, "Tuple": tuple,
@@ -219,6 +220,8 @@ class Calls:
         if path == "os.getenv":
             return args[1] if len(args) > 1 else kwargs.get("default")  # the code's default, not this machine's
         if path.startswith("re.") and name in PURE_RE and all(isinstance(a, (str, int)) for a in args):
+            self.steps += regex.bound(name, args, kwargs, node) // regex.STEPS_PER_EVALUATION
+            self._tick(node)
             return getattr(re, name)(*args, **kwargs)
         if path.startswith("itertools.") and name in ("repeat", "chain", "product", "accumulate", "islice"):
             return self.iterate(getattr(itertools, name)(*args, **kwargs), node)  # bounded like any loop
