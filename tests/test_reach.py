@@ -542,3 +542,26 @@ def test_a_class_whose_constructor_needs_arguments_is_read_only_when_they_are_gi
     unreadable = NEEDS_ARGS.replace("class Head(nn.Module):", "class Head(nn.Module):  # gpumem: batch_size=four")
     bad = analyse_source(unreadable, "head.py", project=project, report_unshaped=False)
     assert [d.code for d in bad.diagnostics] == ["GPM001", "GPM900"]  # bad configuration is still said
+
+
+RAISES = """\
+import torch.nn as nn
+
+
+def head(classes):
+    if classes < 1:
+        raise ValueError(f"classes must be positive, got {classes}")
+    return nn.Linear(8, classes)
+
+
+model = head(CLASSES)
+"""
+
+
+def test_what_the_code_raises_is_said():
+    """A model whose code raises is not built: the GPM900 says what it raises, with its message."""
+    result = analyse_source(RAISES.replace("CLASSES", "0"), "head.py", Settings(input_shape=(8,), batch_size=2))
+    assert [d.message for d in result.diagnostics] == [
+        "model: 'model' could not be resolved: the code raises ValueError: classes must be positive, got 0"]
+    built = analyse_source(RAISES.replace("CLASSES", "3"), "head.py", Settings(input_shape=(8,), batch_size=2))
+    assert [(m.name, m.params) for m in built.models] == [("model", 8 * 3 + 3)]

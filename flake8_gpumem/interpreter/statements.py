@@ -189,6 +189,19 @@ class Statements:
         else:
             raise Unresolved(f"unsupported assignment target {code(target)}", target)
 
+    def _run_raise(self, small: cst.Raise, scope: Scope) -> None:
+        """The code raises: Unresolved, saying what and the message where gpumem reads it (torchvision:
+        "ValueError: The parameter 'num_classes' expected value 1000 but got 10 instead.")."""
+        exc = small.exc
+        message = None
+        if type(exc) is cst.Call and exc.args and exc.args[0].keyword is None and not exc.args[0].star:
+            try:
+                message = self.eval(exc.args[0].value, scope)
+            except AnalysisError:
+                pass
+        what = code(exc.func if type(exc) is cst.Call else exc) if exc is not None else "the exception it handles"
+        raise Unresolved(f"the code raises {what}" + (f": {message}" if isinstance(message, str) else ""), small)
+
     def _index_value(self, node: cst.Subscript, scope: Scope):
         if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
             raise Unresolved(f"unsupported subscript {code(node)}", node)
@@ -227,6 +240,6 @@ _SMALL_STATEMENTS = {
     cst.ImportFrom: Statements._run_import,
     cst.Break: _signal(BreakLoop),
     cst.Continue: _signal(ContinueLoop),
-    cst.Raise: _raise("the code raises an exception here"),
+    cst.Raise: Statements._run_raise,
     **dict.fromkeys((cst.Pass, cst.Assert, cst.Global, cst.Nonlocal, cst.Del), lambda self, stmt, scope: None),
 }
