@@ -185,17 +185,21 @@ def finetune_source(model: str, pretrained: str) -> str:
     return FINETUNE.replace("PRETRAINED", pretrained).replace("MODEL", repr(model))
 
 
-@pytest.mark.parametrize("model", ["resnet", "densenet"])
-def test_a_helper_that_builds_one_of_several_torchvision_models(tmp_path, model):
+@pytest.mark.parametrize("model, argument", [("resnet", "weights=None"), ("densenet", "weights=None"),
+                                             ("resnet", "pretrained=use_pretrained"),
+                                             ("squeezenet", "pretrained=use_pretrained")])
+def test_a_helper_that_builds_one_of_several_torchvision_models(tmp_path, model, argument):
     """`from torchvision import models` names torchvision's own `from torchvision import models`:
-    gpumem followed that import into itself without end ("an expression nests too deeply")."""
+    gpumem followed that import into itself without end ("an expression nests too deeply"). With
+    `pretrained=True` the model has the parameters of `weights=None` (PyTorch runs that spelling:
+    the other would download the weights)."""
     import torchvision_oracle  # noqa: F401  (imports torchvision beside the CPU torch)
 
-    path = tmp_path / "finetune.py"
-    path.write_text(finetune_source(model, "weights=None"))
     namespace = {}
-    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    exec(compile(finetune_source(model, "weights=None"), "finetune.py", "exec"), namespace)
     truth = sum(p.numel() for p in namespace["model_ft"].parameters())
+    path = tmp_path / "finetune.py"
+    path.write_text(finetune_source(model, argument))
     result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2,
                                                                   device="cpu"), model="model_ft")
     assert [(m.name, m.params) for m in result.models] == [("model_ft", truth)], result.diagnostics
@@ -211,6 +215,95 @@ def test_a_torchvision_factory_reached_through_its_package_is_a_model(tmp_path, 
     result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2,
                                                                   device="cpu"))
     assert [(m.name, m.params) for m in result.models] == [("model", 11_181_642)], result.diagnostics
+
+
+@pytest.mark.parametrize("call, name, kwargs", [
+    ("models.resnet50(pretrained=True)", "resnet50", {}),
+    ("models.resnet50(pretrained=False, num_classes=10)", "resnet50", {"num_classes": 10}),
+    ("models.resnet50(True)", "resnet50", {}),  # positional, as before torchvision 0.13
+    ("models.squeezenet1_1(pretrained=True)", "squeezenet1_1", {}),
+    ("models.resnet50(weights=models.ResNet50_Weights.IMAGENET1K_V1)", "resnet50", {}),
+])
+def test_a_torchvision_factory_given_pretrained_is_read_through_its_decorator(tmp_path, call, name, kwargs):
+    """torchvision takes `pretrained=` through its `@handle_legacy_interface`, which gpumem reads
+    as any function: it makes `weights=` a member of the weights enum, whose categories set
+    `num_classes`. The weights are never loaded (`load_state_dict` changes no size): the model has
+    the parameters its constructor built, those of `weights=None` with the same classes."""
+    import torchvision_oracle
+
+    model = getattr(torchvision_oracle.torchvision.models, name)(weights=None, **kwargs)
+    truth = sum(p.numel() for p in model.parameters())
+    path = tmp_path / "finetune.py"
+    path.write_text(f"from torchvision import models\n\nmodel = {call}\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2,
+                                                                  device="cpu"))
+    assert [(m.name, m.params) for m in result.models] == [("model", truth)], result.diagnostics
+
+
+DECORATED = """\
+import functools
+
+import torch.nn as nn
+
+
+def widened(factor):
+    def decorate(build):
+        @functools.wraps(build)
+        def wrapper(*args, width=8, **kwargs):
+            return build(*args, width=width * factor, **kwargs)
+        return wrapper
+    return decorate
+
+
+@functools.lru_cache(maxsize=None)
+def depth():
+    return 3
+
+
+@widened(2)
+def mlp(width=8):
+    return nn.Sequential(*[nn.Linear(width, width) for _ in range(depth())], nn.Linear(width, 2))
+
+
+model = mlp(width=WIDTH)
+"""
+
+
+@pytest.mark.parametrize("width", ["4", "mlp.__name__.count('m') * 4"])
+def test_a_decorator_that_rewrites_arguments_is_read(width):
+    """A decorator is read like any call (here it doubles the width, under the wrapped function's
+    name); one of a library gpumem does not read (functools.lru_cache) gives the function back."""
+    source = DECORATED.replace("WIDTH", width)
+    namespace = {}
+    exec(compile(source, "decorated.py", "exec"), namespace)
+    truth = sum(p.numel() for p in namespace["model"].parameters())
+    assert truth == 3 * (8 * 8 + 8) + 8 * 2 + 2
+    result = analyse_source(source, "decorated.py", Settings(input_shape=(8,), batch_size=2, device="cpu"))
+    assert [(m.name, m.params) for m in result.models] == [("model", truth)], result.diagnostics
+
+
+def test_a_loader_that_edits_the_state_dict_it_loads_is_said_not_read(tmp_path):
+    """What torch.hub loads is never read: densenet's loader renames the keys of the state dict
+    before loading it, so `densenet121(pretrained=True)` is a GPM900, not a count."""
+    path = tmp_path / "finetune.py"
+    path.write_text("from torchvision import models\n\nmodel = models.densenet121(pretrained=True)\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2))
+    assert result.models == [] and [d.code for d in result.diagnostics] == ["GPM900"]
+
+
+def test_pretrained_weights_for_other_classes_are_refused_as_torchvision_refuses_them(tmp_path):
+    """ImageNet's weights have 1,000 classes: torchvision raises before it would load them, and
+    gpumem says the same, not a count for a model PyTorch never builds."""
+    import torchvision_oracle
+
+    with pytest.raises(ValueError) as refused:
+        torchvision_oracle.torchvision.models.resnet50(pretrained=True, num_classes=10)
+    assert str(refused.value) == "The parameter 'num_classes' expected value 1000 but got 10 instead."
+    path = tmp_path / "finetune.py"
+    path.write_text("from torchvision import models\n\nmodel = models.resnet50(pretrained=True, num_classes=10)\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2))
+    assert [d.message for d in result.diagnostics] == [
+        f"model: 'model' could not be resolved: the code raises ValueError: {refused.value}"]
 
 
 def test_a_factory_of_a_torch_named_library_without_source_is_said(tmp_path):

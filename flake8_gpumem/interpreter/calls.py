@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import inspect
 import itertools
 import math
 import re
@@ -15,7 +16,7 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers, regex
 from .imports import followed
-from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Field, Function, Instance,
+from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Field, Function, Instance, Loaded,
                       Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
@@ -24,6 +25,8 @@ SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
           "torch._C._log_api_usage_once", "torch._assert", "torch.jit.annotate", "torch.fx.wrap")
+# Calls that read weights from a file or the network at run time: a Loaded, never read
+LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
 # Guards that are False in an eager training step.
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
           "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
@@ -32,6 +35,9 @@ CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "dete
 # re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16"), run where
 # their work is bounded (regex.py)
 PURE_RE = ("split", "match", "fullmatch", "search", "sub", "findall")
+# a parameter's kind (signature.Param) as inspect names it
+PARAMETER_KINDS = {"plain": inspect.Parameter.POSITIONAL_OR_KEYWORD, "varargs": inspect.Parameter.VAR_POSITIONAL,
+                   "kwonly": inspect.Parameter.KEYWORD_ONLY, "kwargs": inspect.Parameter.VAR_KEYWORD}
 # collections.abc / typing names model code checks its arguments against
 ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "List": list, "Tuple": tuple,
             "Mapping": dict, "MutableMapping": dict, "Dict": dict, "Iterable": (list, tuple, dict, set, range, str),
@@ -115,6 +121,36 @@ class Calls:
             self.depth -= 1
             self.in_foreign, self.segment = caller_in_foreign, caller_segment
 
+    def decorate(self, func: Function):
+        """What a `def` binds: the function its decorators return, each read like any call, the
+        innermost first (torchvision's `@handle_legacy_interface` turns `pretrained=True` into
+        `weights=...`). A decorator of code gpumem does not read (torch.jit.script, torch.no_grad(),
+        functools.lru_cache) gives the function back, as one that compiles, caches or sets a mode
+        does, functools.wraps excepted; and so does one whose reading stops (timm's
+        `@register_model` looks its caller up in sys.modules): the function as written, as a
+        decorator that only registers it returns it."""
+        value = func
+        for decorator in reversed(func.node.decorators):
+            expr = decorator.decorator
+            try:
+                callee = self.eval(expr.func if type(expr) is cst.Call else expr, func.scope)
+                if isinstance(callee, Q) and canonical(callee.path) != "functools.wraps":
+                    continue
+                if type(expr) is cst.Call:
+                    args, kwargs = self._arguments(expr, func.scope)
+                    callee = self.call(callee, args, kwargs, expr)
+                value = self.call(callee, [value], {}, decorator)
+            except AnalysisError:
+                return func
+        return value
+
+    def signature(self, func: Function) -> inspect.Signature:
+        """inspect.signature: the parameters of the function at the end of its functools.wraps chain."""
+        func = func.unwrapped
+        params = self._function_params(func, Scope({}, func.scope))
+        return inspect.Signature([inspect.Parameter(p.name, PARAMETER_KINDS[p.kind], default=(
+            inspect.Parameter.empty if p.default is REQUIRED else p.default)) for p in params])
+
     def _hold_locals(self, local: Scope) -> None:
         """Tensors still bound to a function's variables live until it returns (Python frees them then)."""
         for value in local.vars.values():
@@ -187,6 +223,8 @@ class Calls:
             return None
         if path in GUARDS:
             return False
+        if path in LOADS:
+            return Loaded(path)
         if path == "torch.Generator" or path.startswith("torch.Generator."):
             return Q("torch.Generator")  # a random generator, seeded or not: it sizes nothing
         if path == "typing.cast":
@@ -199,6 +237,10 @@ class Calls:
             return self._checkpoint_sequential(*args, node=node, **kwargs)
         if path == "functools.partial":
             return Partial(args[0], list(args[1:]), dict(kwargs))
+        if path == "functools.wraps":  # the wrapper under the wrapped function's name and signature
+            return Builtin(lambda f: f.wrapping(args[0]) if isinstance(f, Function) else f, "wraps")
+        if path == "inspect.signature" and args and isinstance(args[0], Function):
+            return self.signature(args[0])
         if path == "dataclasses.field":
             return Field(kwargs.get("default"), kwargs.get("default_factory"))
         if path.startswith("numpy.") and name in numbers.NUMPY:
@@ -280,6 +322,8 @@ class Calls:
                     return args[2]
                 raise
             return True if name == "hasattr" else value
+        if name == "type" and len(args) == 1 and isinstance(args[0], Instance):
+            return args[0].cls  # an object of a class gpumem reads (a weights enum's member)
         if name == "type":
             raise Unresolved("type() of a value is not known statically", node)
         if name == "isinstance":
@@ -306,6 +350,11 @@ class Calls:
             if name == "map":
                 return [self.call(fn, list(vals), {}, node) for vals in zip(*items)]
             return [v for v in items[0] if (self.truth(self.call(fn, [v], {}, node), node) if fn else v)]
+        if name == "next":  # of a generator expression, which gpumem evaluates to its list
+            items = self.iterate(args[0], node)
+            if not items and len(args) < 2:
+                raise Unresolved("next() of an empty iterator raises StopIteration", node)
+            return items[0] if items else args[1]
         if name == "range":
             r = range(*args)
             if len(r) > MAX_LOOP:

@@ -22,6 +22,13 @@ class Rebinding:
     previous: Segment  # the statement that bound the name before
 
 
+@dataclass(eq=False)
+class Decorated:
+    """A module-level `def` under decorators: what they return, worked out when the name is used."""
+
+    function: Function
+
+
 def _parse_into(segment: Segment, scope: Scope) -> None:
     """Declare the names `segment` still owns in `scope` (a later statement may rebind the others)."""
     owned = [n for n in dict.fromkeys(segment.names) if scope.thunks.get(n) is segment]  # a name may repeat
@@ -62,8 +69,13 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None, me
         into.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment, members or {})
         into.thunks.pop(stmt.name.value, None)
     elif isinstance(stmt, cst.FunctionDef):
-        into.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value, segment=segment)
-        into.thunks.pop(stmt.name.value, None)
+        function = Function(stmt, scope, stmt.name.value, segment=segment)
+        if stmt.decorators:
+            into.thunks[stmt.name.value] = Decorated(function)
+            into.vars.pop(stmt.name.value, None)
+        else:
+            into.vars[stmt.name.value] = function
+            into.thunks.pop(stmt.name.value, None)
     elif isinstance(stmt, (cst.Try, cst.If)):  # `try: import x except ImportError: ...` and guarded imports
         for inner in stmt.body.body:
             if isinstance(inner, cst.SimpleStatementLine) and all(
@@ -108,7 +120,7 @@ class Names:
             return {"True": True, "False": False, "None": None}[name]
         if name in SAFE_BUILTINS:
             return Builtin(getattr(builtins, name), name)
-        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass"):
+        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass", "next"):
             return Builtin(None, name)
         if name.endswith(("Error", "Warning", "Exception")) and isinstance(getattr(builtins, name, None), type):
             return Builtin(getattr(builtins, name), name)  # raise ValueError(...), warnings.warn(..., FutureWarning)
@@ -191,6 +203,8 @@ class Names:
         return value
 
     def _global_value(self, name: str, node, scope: Scope):
+        if isinstance(node, Decorated):
+            return self.decorate(node.function)
         if isinstance(node, Rebinding):  # evaluated where `name` still has its earlier binding
             before = Scope({}, scope, {name: node.previous})
             if isinstance(node.node, cst.AugAssign):

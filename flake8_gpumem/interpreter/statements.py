@@ -40,8 +40,11 @@ class Statements:
             self.run_block(stmt.finalbody.body.body, scope)
 
     def _define(self, stmt, scope: Scope) -> None:
-        kind = Function if type(stmt) is cst.FunctionDef else Class
-        scope.vars[stmt.name.value] = kind(stmt, scope, stmt.name.value, segment=self.segment)
+        if type(stmt) is cst.ClassDef:
+            scope.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment=self.segment)
+            return
+        function = Function(stmt, scope, stmt.name.value, segment=self.segment)
+        scope.vars[stmt.name.value] = self.decorate(function) if stmt.decorators else function
 
     def _run_if(self, stmt: cst.If, scope: Scope) -> None:
         if self.truth(self.eval(stmt.test, scope), stmt.test):
@@ -202,6 +205,20 @@ class Statements:
         what = code(exc.func if type(exc) is cst.Call else exc) if exc is not None else "the exception it handles"
         raise Unresolved(f"the code raises {what}" + (f": {message}" if isinstance(message, str) else ""), small)
 
+    def _run_del(self, small: cst.Del, scope: Scope) -> None:
+        """`del kwargs["pretrained"]` removes the item; `del x` leaves the name bound (gpumem holds a
+        function's values until it returns)."""
+        targets = small.target.elements if type(small.target) is cst.Tuple else [small.target]
+        for target in targets:
+            target = target.value if type(target) is cst.Element else target
+            if type(target) is cst.Subscript:
+                container = self.eval(target.value, scope)
+                if isinstance(container, (dict, list)):
+                    try:
+                        del container[self._index_value(target, scope)]
+                    except (KeyError, IndexError, TypeError) as exc:
+                        raise Unresolved(f"del {code(target)} fails: {exc!r}", small) from None
+
     def _index_value(self, node: cst.Subscript, scope: Scope):
         if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
             raise Unresolved(f"unsupported subscript {code(node)}", node)
@@ -240,6 +257,7 @@ _SMALL_STATEMENTS = {
     cst.ImportFrom: Statements._run_import,
     cst.Break: _signal(BreakLoop),
     cst.Continue: _signal(ContinueLoop),
+    cst.Del: Statements._run_del,
     cst.Raise: Statements._run_raise,
-    **dict.fromkeys((cst.Pass, cst.Assert, cst.Global, cst.Nonlocal, cst.Del), lambda self, stmt, scope: None),
+    **dict.fromkeys((cst.Pass, cst.Assert, cst.Global, cst.Nonlocal), lambda self, stmt, scope: None),
 }
