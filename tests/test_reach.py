@@ -223,6 +223,8 @@ def test_a_torchvision_factory_reached_through_its_package_is_a_model(tmp_path, 
     ("models.resnet50(True)", "resnet50", {}),  # positional, as before torchvision 0.13
     ("models.squeezenet1_1(pretrained=True)", "squeezenet1_1", {}),
     ("models.resnet50(weights=models.ResNet50_Weights.IMAGENET1K_V1)", "resnet50", {}),
+    ("models.resnet18(weights=models.ResNet18_Weights.DEFAULT)", "resnet18", {}),
+    ("models.efficientnet_b0(weights='DEFAULT')", "efficientnet_b0", {}),
 ])
 def test_a_torchvision_factory_given_pretrained_is_read_through_its_decorator(tmp_path, call, name, kwargs):
     """torchvision takes `pretrained=` through its `@handle_legacy_interface`, which gpumem reads

@@ -16,8 +16,8 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers, regex
 from .imports import followed
-from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Field, Function, Instance, Loaded,
-                      Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code, dotted)
+from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, Bound, Builtin, Class, Field, Function, Instance,
+                      Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -324,6 +324,8 @@ class Calls:
             return True if name == "hasattr" else value
         if name == "type" and len(args) == 1 and isinstance(args[0], Instance):
             return args[0].cls  # an object of a class gpumem reads (a weights enum's member)
+        if name == "type" and len(args) == 1 and type(args[0]).__name__ in BUILTINS:
+            return BUILTINS[type(args[0]).__name__]  # `type(obj) is str`
         if name == "type":
             raise Unresolved("type() of a value is not known statically", node)
         if name == "isinstance":

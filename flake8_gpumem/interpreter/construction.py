@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import libcst as cst
+
 from .. import catalogue
 from ..signature import REQUIRED, Param, bind, parse
 from ..values import AnalysisError, ShapeError, Tensor, Unresolved, bad_sizes, tensors_in
@@ -186,8 +188,11 @@ class Construction:
                 not isinstance(b, Class) and not (isinstance(b, Q) and canonical(b.path) == "enum.Enum")
                 for c in self.mro(cls) for b in self.bases(c)):
             return MISSING
+        node = cls.body_value(name)
+        if type(node) is cst.Name and node.value != name and node.value in cls.member_names():
+            return self.enum_member(cls, node.value)  # DEFAULT = IMAGENET1K_V2: another name of that member
         if name not in cls.enum_members:
-            value = self.eval(cls.body_value(name), cls.scope)
+            value = self.eval(node, cls.scope)
             cls.enum_members[name] = Instance(cls, {"name": name, "value": value, "_name_": name, "_value_": value})
         return cls.enum_members[name]
 

@@ -228,6 +228,8 @@ class Expressions:
             return items[key]
         if isinstance(value, Q):
             return value  # type annotations like Optional[nn.Module]
+        if isinstance(value, Class) and isinstance(key, str) and self.enum_member(value, key) is not MISSING:
+            return self.enum_member(value, key)  # ResNet50_Weights["DEFAULT"]
         return value[key]
 
     def class_attr(self, cls: Class, name: str, obj, node):

@@ -2,6 +2,7 @@
 imports, scopes, user functions and classes, module instances, and one Event per call."""
 from __future__ import annotations
 
+import builtins
 import copy
 from dataclasses import dataclass, field
 
@@ -237,6 +238,9 @@ class Builtin:
     fn: object
     name: str
 
+
+# each builtin gpumem runs, one object per name: `type(obj) is str` holds as in Python
+BUILTINS = {name: Builtin(getattr(builtins, name), name) for name in SAFE_BUILTINS}
 
 
 @dataclass(eq=False)

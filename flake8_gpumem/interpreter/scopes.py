@@ -11,7 +11,7 @@ from ..segments import Segment
 from ..values import AnalysisError, Unresolved
 from .bindings import absolute, imported_names, target_names
 from .imports import Namespace, followed
-from .objects import MISSING, SAFE_BUILTINS, Builtin, Class, Function, Q, Scope
+from .objects import BUILTINS, MISSING, Builtin, Class, Function, Q, Scope
 
 
 @dataclass(eq=False)
@@ -118,8 +118,8 @@ class Names:
             return value
         if name in ("True", "False", "None"):
             return {"True": True, "False": False, "None": None}[name]
-        if name in SAFE_BUILTINS:
-            return Builtin(getattr(builtins, name), name)
+        if name in BUILTINS:
+            return BUILTINS[name]
         if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass", "next"):
             return Builtin(None, name)
         if name.endswith(("Error", "Warning", "Exception")) and isinstance(getattr(builtins, name, None), type):
