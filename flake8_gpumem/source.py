@@ -169,7 +169,7 @@ class SourceFile:
         if isinstance(head, _interpreter().Builtin):
             return False
         path = _path(head, decl.constructor)
-        if path.partition(".")[0] == "torch":  # torchvision's factories are read like any library's
+        if path.partition(".")[0] == "torch":  # torch's own, not torchvision's
             return path.rpartition(".")[2] in CONTAINER_CALLS  # nn.Sequential(...), not torch.randn(...)
         if isinstance(head, _interpreter().Function) and "." not in decl.constructor and (
                 _interpreter().builds_no_module(self.probe, head)):

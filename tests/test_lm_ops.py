@@ -76,6 +76,13 @@ OP_CASES = [
     op_case("triu-additive-mask", "h + torch.full((8, 8), float('-inf')).triu(1)", shape=(T, T)),
     op_case("triu-function", "torch.triu(h, diagonal=1) + torch.tril(h)", shape=(T, T)),
     op_case("masked_fill_-in-place", "h", setup=("h = h * 2", "h.masked_fill_(h > 0, 0.0)")),
+    # in place on the shape: the name holds the new shape afterwards (as the tensor it names does)
+    op_case("unsqueeze_-in-place", "h", setup=("h = h * 2", "h.unsqueeze_(1)")),
+    op_case("squeeze_-transpose_-in-place", "h + 1", setup=("h = h.unsqueeze(1) * 2", "h.squeeze_(1)",
+                                                            "h.transpose_(1, 2)")),
+    op_case("t_-in-place", "h", setup=("h = h[0] * 2", "h.t_()")),
+    op_case("in-place-chain", "h", setup=("h = h * 2", "h.relu_().unsqueeze_(0).transpose_(0, 1)")),
+    op_case("unsqueeze_-result", "h.unsqueeze_(0) + h", setup=("h = h * 2",)),
     # normalisation, feed-forward, heads
     op_case("rmsnorm", "h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)"),
     op_case("swiglu", "F.silu(h) * self.up(x)", init=("self.up = nn.Linear(16, 16)",)),

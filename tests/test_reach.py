@@ -39,8 +39,8 @@ def analyse(path: Path, model=None, **settings):
     return result.models[0]
 
 
-def assert_matches(report, model: torch.nn.Module):
-    truth = torch_oracle.profile(model, torch.randn(4, *SHAPE))
+def assert_matches(report, model: torch.nn.Module, shape=SHAPE):
+    truth = torch_oracle.profile(model, torch.randn(4, *shape))
     assert report.params == truth.params
     assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
         (c.name, c.type, c.output_shape) for c in truth.calls]
@@ -133,6 +133,190 @@ def test_a_training_script_that_imports_its_model_from_torchvision(tmp_path):
     assert lint.returncode == 1, lint.stdout + lint.stderr
     assert lint.stdout.startswith("train.py:3:1: GPM100 model needs "), lint.stdout
     assert "over the 200.0 MiB budget" in lint.stdout
+
+
+FINETUNE = """\
+import torch.nn as nn
+from torchvision import models
+
+
+def initialize_model(model_name, num_classes, feature_extract, use_pretrained=True):
+    model_ft = None
+    input_size = 0
+    if model_name == "resnet":
+        model_ft = models.resnet18(PRETRAINED)
+        model_ft.fc = nn.Linear(model_ft.fc.in_features, num_classes)
+        input_size = 224
+    elif model_name == "alexnet":
+        model_ft = models.alexnet(PRETRAINED)
+        model_ft.classifier[6] = nn.Linear(model_ft.classifier[6].in_features, num_classes)
+        input_size = 224
+    elif model_name == "vgg":
+        model_ft = models.vgg11_bn(PRETRAINED)
+        model_ft.classifier[6] = nn.Linear(model_ft.classifier[6].in_features, num_classes)
+        input_size = 224
+    elif model_name == "squeezenet":
+        model_ft = models.squeezenet1_0(PRETRAINED)
+        model_ft.classifier[1] = nn.Conv2d(512, num_classes, kernel_size=(1, 1), stride=(1, 1))
+        model_ft.num_classes = num_classes
+        input_size = 224
+    elif model_name == "densenet":
+        model_ft = models.densenet121(PRETRAINED)
+        model_ft.classifier = nn.Linear(model_ft.classifier.in_features, num_classes)
+        input_size = 224
+    elif model_name == "inception":
+        model_ft = models.inception_v3(PRETRAINED)
+        model_ft.AuxLogits.fc = nn.Linear(model_ft.AuxLogits.fc.in_features, num_classes)
+        model_ft.fc = nn.Linear(model_ft.fc.in_features, num_classes)
+        input_size = 299
+    else:
+        print("Invalid model name, exiting...")
+        exit()
+    return model_ft, input_size
+
+
+model_ft, input_size = initialize_model(MODEL, 10, True, use_pretrained=True)
+"""
+
+
+def finetune_source(model: str, pretrained: str) -> str:
+    """PyTorch's fine-tuning tutorial's helper (without its requires_grad loop), one factory argument
+    spelled as `pretrained`."""
+    return FINETUNE.replace("PRETRAINED", pretrained).replace("MODEL", repr(model))
+
+
+@pytest.mark.parametrize("model, argument", [("resnet", "weights=None"), ("densenet", "weights=None"),
+                                             ("resnet", "pretrained=use_pretrained"),
+                                             ("squeezenet", "pretrained=use_pretrained")])
+def test_a_helper_that_builds_one_of_several_torchvision_models(tmp_path, model, argument):
+    """`from torchvision import models` names torchvision's own `from torchvision import models`:
+    gpumem followed that import into itself without end ("an expression nests too deeply"). With
+    `pretrained=True` the model has the parameters of `weights=None` (PyTorch runs that spelling:
+    the other would download the weights)."""
+    import torchvision_oracle  # noqa: F401  (imports torchvision beside the CPU torch)
+
+    namespace = {}
+    exec(compile(finetune_source(model, "weights=None"), "finetune.py", "exec"), namespace)
+    truth = sum(p.numel() for p in namespace["model_ft"].parameters())
+    path = tmp_path / "finetune.py"
+    path.write_text(finetune_source(model, argument))
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2,
+                                                                  device="cpu"), model="model_ft")
+    assert [(m.name, m.params) for m in result.models] == [("model_ft", truth)], result.diagnostics
+
+
+@pytest.mark.parametrize("imports, factory", [("from torchvision import models", "models.resnet18"),
+                                               ("import torchvision", "torchvision.models.resnet18")])
+def test_a_torchvision_factory_reached_through_its_package_is_a_model(tmp_path, imports, factory):
+    """torchvision's names begin with "torch" too: they are not torch's, which are models only as
+    containers (nn.Sequential(...), not torch.randn(...))."""
+    path = tmp_path / "train.py"
+    path.write_text(f"{imports}\n\nmodel = {factory}(num_classes=10)\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2,
+                                                                  device="cpu"))
+    assert [(m.name, m.params) for m in result.models] == [("model", 11_181_642)], result.diagnostics
+
+
+@pytest.mark.parametrize("call, name, kwargs", [
+    ("models.resnet50(pretrained=True)", "resnet50", {}),
+    ("models.resnet50(pretrained=False, num_classes=10)", "resnet50", {"num_classes": 10}),
+    ("models.resnet50(True)", "resnet50", {}),  # positional, as before torchvision 0.13
+    ("models.squeezenet1_1(pretrained=True)", "squeezenet1_1", {}),
+    ("models.resnet50(weights=models.ResNet50_Weights.IMAGENET1K_V1)", "resnet50", {}),
+    ("models.resnet18(weights=models.ResNet18_Weights.DEFAULT)", "resnet18", {}),
+    ("models.efficientnet_b0(weights='DEFAULT')", "efficientnet_b0", {}),
+])
+def test_a_torchvision_factory_given_pretrained_is_read_through_its_decorator(tmp_path, call, name, kwargs):
+    """torchvision takes `pretrained=` through its `@handle_legacy_interface`, which gpumem reads
+    as any function: it makes `weights=` a member of the weights enum, whose categories set
+    `num_classes`. The weights are never loaded (`load_state_dict` changes no size): the model has
+    the parameters its constructor built, those of `weights=None` with the same classes."""
+    import torchvision_oracle
+
+    model = getattr(torchvision_oracle.torchvision.models, name)(weights=None, **kwargs)
+    truth = sum(p.numel() for p in model.parameters())
+    path = tmp_path / "finetune.py"
+    path.write_text(f"from torchvision import models\n\nmodel = {call}\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2,
+                                                                  device="cpu"))
+    assert [(m.name, m.params) for m in result.models] == [("model", truth)], result.diagnostics
+
+
+DECORATED = """\
+import functools
+
+import torch.nn as nn
+
+
+def widened(factor):
+    def decorate(build):
+        @functools.wraps(build)
+        def wrapper(*args, width=8, **kwargs):
+            return build(*args, width=width * factor, **kwargs)
+        return wrapper
+    return decorate
+
+
+@functools.lru_cache(maxsize=None)
+def depth():
+    return 3
+
+
+@widened(2)
+def mlp(width=8):
+    return nn.Sequential(*[nn.Linear(width, width) for _ in range(depth())], nn.Linear(width, 2))
+
+
+model = mlp(width=WIDTH)
+"""
+
+
+@pytest.mark.parametrize("width", ["4", "mlp.__name__.count('m') * 4"])
+def test_a_decorator_that_rewrites_arguments_is_read(width):
+    """A decorator is read like any call (here it doubles the width, under the wrapped function's
+    name); one of a library gpumem does not read (functools.lru_cache) gives the function back."""
+    source = DECORATED.replace("WIDTH", width)
+    namespace = {}
+    exec(compile(source, "decorated.py", "exec"), namespace)
+    truth = sum(p.numel() for p in namespace["model"].parameters())
+    assert truth == 3 * (8 * 8 + 8) + 8 * 2 + 2
+    result = analyse_source(source, "decorated.py", Settings(input_shape=(8,), batch_size=2, device="cpu"))
+    assert [(m.name, m.params) for m in result.models] == [("model", truth)], result.diagnostics
+
+
+def test_a_loader_that_edits_the_state_dict_it_loads_is_said_not_read(tmp_path):
+    """What torch.hub loads is never read: densenet's loader renames the keys of the state dict
+    before loading it, so `densenet121(pretrained=True)` is a GPM900, not a count."""
+    path = tmp_path / "finetune.py"
+    path.write_text("from torchvision import models\n\nmodel = models.densenet121(pretrained=True)\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2))
+    assert result.models == [] and [d.code for d in result.diagnostics] == ["GPM900"]
+
+
+def test_pretrained_weights_for_other_classes_are_refused_as_torchvision_refuses_them(tmp_path):
+    """ImageNet's weights have 1,000 classes: torchvision raises before it would load them, and
+    gpumem says the same, not a count for a model PyTorch never builds."""
+    import torchvision_oracle
+
+    with pytest.raises(ValueError) as refused:
+        torchvision_oracle.torchvision.models.resnet50(pretrained=True, num_classes=10)
+    assert str(refused.value) == "The parameter 'num_classes' expected value 1000 but got 10 instead."
+    path = tmp_path / "finetune.py"
+    path.write_text("from torchvision import models\n\nmodel = models.resnet50(pretrained=True, num_classes=10)\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(3, 224, 224), batch_size=2))
+    assert [d.message for d in result.diagnostics] == [
+        f"model: 'model' could not be resolved: the code raises ValueError: {refused.value}"]
+
+
+def test_a_factory_of_a_torch_named_library_without_source_is_said(tmp_path):
+    """A library whose name begins with "torch" (torchaudio, not installed here) is not torch: its
+    factory is a model gpumem cannot read, said so, not a call to skip without a word."""
+    path = tmp_path / "speech.py"
+    path.write_text("import torchaudio\n\nmodel = torchaudio.models.wav2vec2_base()\n")
+    result = analyse_source(path.read_text(), str(path), Settings(input_shape=(16000,), batch_size=2))
+    assert [d.message for d in result.diagnostics] == [
+        "model: 'model' could not be resolved: torchaudio.models.wav2vec2_base() is not known to gpumem: no source "
+        "for module torchaudio on the search path"]
 
 
 BLOCKS = """\
@@ -388,6 +572,43 @@ def test_a_str_enum_called_with_a_value_gives_its_member():
     assert_matches(result.models[0], net)
 
 
+MAIN_GUARD = """\
+import torch.nn as nn
+
+DEPTH = 4
+if __name__ == "__main__":
+    DEPTH = 99
+NAME = __name__
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(*[nn.Linear(8, 8) for _ in range(DEPTH)])
+        self.head = nn.Linear(8, 2 if NAME == "pkg.net" else 3)
+
+    def forward(self, x):
+        return self.head(self.layers(x))
+"""
+
+
+def test_a_flag_set_under_the_main_guard_keeps_its_module_level_value(tmp_path):
+    """A model file is read as a module, whose `__name__` is the name it is imported under, never
+    "__main__": what the guarded block sets is what running the file as a script would build."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    path = tmp_path / "pkg" / "net.py"
+    path.write_text(MAIN_GUARD)
+    result = analyse_source(MAIN_GUARD, str(path), project=Settings(input_shape=(8,), batch_size=4, device="cpu"))
+    assert [d.message for d in result.diagnostics] == []
+    namespace = {"__name__": "pkg.net"}
+    exec(compile(MAIN_GUARD, str(path), "exec"), namespace)
+    net = namespace["Net"]()
+    assert len(net.layers) == 4 and net.head.out_features == 2
+    assert result.models[0].params == 4 * (8 * 8 + 8) + 8 * 2 + 2
+    assert_matches(result.models[0], net, shape=(8,))
+
+
 NEEDS_ARGS = """\
 import torch.nn as nn
 
@@ -433,3 +654,26 @@ def test_a_torchvision_factory_through_its_models_package(imports):
     result = analyse_source(source, "train.py")
     assert [(m.name, m.params) for m in result.models] == [
         ("model", sum(p.numel() for p in resnet18(num_classes=7).parameters()))], result.skipped
+
+
+RAISES = """\
+import torch.nn as nn
+
+
+def head(classes):
+    if classes < 1:
+        raise ValueError(f"classes must be positive, got {classes}")
+    return nn.Linear(8, classes)
+
+
+model = head(CLASSES)
+"""
+
+
+def test_what_the_code_raises_is_said():
+    """A model whose code raises is not built: the GPM900 says what it raises, with its message."""
+    result = analyse_source(RAISES.replace("CLASSES", "0"), "head.py", Settings(input_shape=(8,), batch_size=2))
+    assert [d.message for d in result.diagnostics] == [
+        "model: 'model' could not be resolved: the code raises ValueError: classes must be positive, got 0"]
+    built = analyse_source(RAISES.replace("CLASSES", "3"), "head.py", Settings(input_shape=(8,), batch_size=2))
+    assert [(m.name, m.params) for m in built.models] == [("model", 8 * 3 + 3)]

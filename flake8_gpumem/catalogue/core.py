@@ -73,6 +73,9 @@ class Op:
     # a composite: steps(args, run) makes its result with other entries, run(name, *args, **kwargs)
     # applying the METHODS or FUNCTIONS entry of that name with its own rules (einops.py)
     steps: Callable[[Args, Callable], object] | None = None
+    # a tensor method that changes its tensor's shape in place (x.unsqueeze_(0)): the tensor it is
+    # called on is its result from then on
+    rebinds: bool = False
 
 
 def tup(value, n: int, what: str = "size") -> tuple:

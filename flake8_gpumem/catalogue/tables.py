@@ -300,6 +300,9 @@ METHODS: dict[str, Op] = {
     "masked_fill_": Op("input, mask, value", lambda a: a.input.rewritten(), saves=lambda a, out: [a.mask]),
 }
 
+# In place on the tensor's shape: the same memory seen anew, as the method without `_` sees it
+METHODS.update({f"{name}_": replace(METHODS[name], rebinds=True)
+                for name in ("unsqueeze", "squeeze", "transpose", "t")})
 
 # Autocast (AMP): which ops compute in half precision, which are forced to float32
 # (torch's autocast op lists; the CUDA float32 list is longer than the CPU one).

@@ -15,15 +15,18 @@ from .objects import File, Q, Scope, dotted
 
 
 def segment_scope(segments: list, file: File) -> Scope:
-    """Globals of a source: each name bound by the last statement that binds it, parsed on first use."""
+    """Globals of a source: each name bound by the last statement that binds it, parsed on first use.
+    `__name__` is the name the file is imported under, never "__main__": gpumem reads a file as a
+    module, so what `if __name__ == "__main__":` does is not what a model is built with."""
     file.stars = tuple(star for segment in segments for star in segment.stars)
     file.yields = any("yield" in segment.text for segment in segments)
-    scope = Scope({}, file=file)
+    scope = Scope({"__name__": file.module or "<stdin>"}, file=file)
     for segment in segments:
         for name in segment.names:
             if name in scope.thunks:
                 segment.previous[name] = scope.thunks[name]
             scope.thunks[name] = segment
+            scope.vars.pop(name, None)
     return scope
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import inspect
 import itertools
 import math
 import re
@@ -13,10 +14,11 @@ import libcst as cst
 from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
-from . import numbers
+from . import numbers, regex
 from .imports import followed
-from .objects import (CONTAINERS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class, Field, Function, Instance,
-                      Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code, dotted)
+from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class, Field, Function,
+                      Instance, Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code,
+                      dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -24,6 +26,8 @@ SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
           "torch._C._log_api_usage_once", "torch._assert", "torch.jit.annotate", "torch.fx.wrap")
+# Calls that read weights from a file or the network at run time: a Loaded, never read
+LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
 # Guards that are False in an eager training step.
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
           "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
@@ -31,8 +35,12 @@ GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_c
 GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "on", "set_grad_enabled": None}
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
 CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug")
-# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16")
+# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16"), run where
+# their work is bounded (regex.py)
 PURE_RE = ("split", "match", "fullmatch", "search", "sub", "findall")
+# a parameter's kind (signature.Param) as inspect names it
+PARAMETER_KINDS = {"plain": inspect.Parameter.POSITIONAL_OR_KEYWORD, "varargs": inspect.Parameter.VAR_POSITIONAL,
+                   "kwonly": inspect.Parameter.KEYWORD_ONLY, "kwargs": inspect.Parameter.VAR_KEYWORD}
 # collections.abc / typing names model code checks its arguments against
 ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "List": list, "Tuple": tuple,
             "Mapping": dict, "MutableMapping": dict, "Dict": dict, "Iterable": (list, tuple, dict, set, range, str),
@@ -45,6 +53,8 @@ INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_
 PLACING = ("to", "cuda", "cpu")
 # x.add_(y) is x += y
 INPLACE_BINOPS = {"add_": cst.Add, "sub_": cst.Subtract, "mul_": cst.Multiply, "div_": cst.Divide}
+# what `x.unsqueeze_(0)` rebinds: a name, an attribute, an item (an expression's result is gone)
+REBOUND = (cst.Name, cst.Attribute, cst.Subscript)
 
 
 def _asdict(obj):
@@ -157,6 +167,36 @@ class Calls:
             self.depth -= 1
             self.in_foreign, self.segment = caller_in_foreign, caller_segment
 
+    def decorate(self, func: Function):
+        """What a `def` binds: the function its decorators return, each read like any call, the
+        innermost first (torchvision's `@handle_legacy_interface` turns `pretrained=True` into
+        `weights=...`). A decorator of code gpumem does not read (torch.jit.script, torch.no_grad(),
+        functools.lru_cache) gives the function back, as one that compiles, caches or sets a mode
+        does, functools.wraps excepted; and so does one whose reading stops (timm's
+        `@register_model` looks its caller up in sys.modules): the function as written, as a
+        decorator that only registers it returns it."""
+        value = func
+        for decorator in reversed(func.node.decorators):
+            expr = decorator.decorator
+            try:
+                callee = self.eval(expr.func if type(expr) is cst.Call else expr, func.scope)
+                if isinstance(callee, Q) and canonical(callee.path) != "functools.wraps":
+                    continue
+                if type(expr) is cst.Call:
+                    args, kwargs = self._arguments(expr, func.scope)
+                    callee = self.call(callee, args, kwargs, expr)
+                value = self.call(callee, [value], {}, decorator)
+            except AnalysisError:
+                return func
+        return value
+
+    def signature(self, func: Function) -> inspect.Signature:
+        """inspect.signature: the parameters of the function at the end of its functools.wraps chain."""
+        func = func.unwrapped
+        params = self._function_params(func, Scope({}, func.scope))
+        return inspect.Signature([inspect.Parameter(p.name, PARAMETER_KINDS[p.kind], default=(
+            inspect.Parameter.empty if p.default is REQUIRED else p.default)) for p in params])
+
     def _hold_locals(self, local: Scope) -> None:
         """Tensors still bound to a function's variables live until it returns (Python frees them then)."""
         for value in local.vars.values():
@@ -235,6 +275,8 @@ class Calls:
             return False
         if path == "torch.is_grad_enabled":
             return self.grad_enabled
+        if path in LOADS:
+            return Loaded(path)
         if path == "torch.Generator" or path.startswith("torch.Generator."):
             return Q("torch.Generator")  # a random generator, seeded or not: it sizes nothing
         if path == "typing.cast":
@@ -249,6 +291,10 @@ class Calls:
             return self._checkpoint_sequential(*args, node=node, **kwargs)
         if path == "functools.partial":
             return Partial(args[0], list(args[1:]), dict(kwargs))
+        if path == "functools.wraps":  # the wrapper under the wrapped function's name and signature
+            return Builtin(lambda f: f.wrapping(args[0]) if isinstance(f, Function) else f, "wraps")
+        if path == "inspect.signature" and args and isinstance(args[0], Function):
+            return self.signature(args[0])
         if path == "dataclasses.field":
             return Field(kwargs.get("default"), kwargs.get("default_factory"))
         if path.startswith("numpy.") and name in numbers.NUMPY:
@@ -270,6 +316,8 @@ class Calls:
         if path == "os.getenv":
             return args[1] if len(args) > 1 else kwargs.get("default")  # the code's default, not this machine's
         if path.startswith("re.") and name in PURE_RE and all(isinstance(a, (str, int)) for a in args):
+            self.steps += regex.bound(name, args, kwargs, node) // regex.STEPS_PER_EVALUATION
+            self._tick(node)
             return getattr(re, name)(*args, **kwargs)
         if path.startswith("itertools.") and name in ("repeat", "chain", "product", "accumulate", "islice"):
             return self.iterate(getattr(itertools, name)(*args, **kwargs), node)  # bounded like any loop
@@ -328,6 +376,10 @@ class Calls:
                     return args[2]
                 raise
             return True if name == "hasattr" else value
+        if name == "type" and len(args) == 1 and isinstance(args[0], Instance):
+            return args[0].cls  # an object of a class gpumem reads (a weights enum's member)
+        if name == "type" and len(args) == 1 and type(args[0]).__name__ in BUILTINS:
+            return BUILTINS[type(args[0]).__name__]  # `type(obj) is str`
         if name == "type":
             raise Unresolved("type() of a value is not known statically", node)
         if name == "isinstance":
@@ -354,6 +406,11 @@ class Calls:
             if name == "map":
                 return [self.call(fn, list(vals), {}, node) for vals in zip(*items)]
             return [v for v in items[0] if (self.truth(self.call(fn, [v], {}, node), node) if fn else v)]
+        if name == "next":  # of a generator expression, which gpumem evaluates to its list
+            items = self.iterate(args[0], node)
+            if not items and len(args) < 2:
+                raise Unresolved("next() of an empty iterator raises StopIteration", node)
+            return items[0] if items else args[1]
         if name == "range":
             r = range(*args)
             if len(r) > MAX_LOOP:
@@ -412,10 +469,24 @@ class Calls:
         if not self.in_foreign:
             saved, self.anchor = self.anchor, (self.segment, node)
             try:
-                return self.call(func, args, kwargs, node)
+                result = self.call(func, args, kwargs, node)
             finally:
                 self.anchor = saved
-        return self.call(func, args, kwargs, node)
+        else:
+            result = self.call(func, args, kwargs, node)
+        if isinstance(func, Bound) and isinstance(func.obj, Tensor) and (
+                getattr(catalogue.METHODS.get(func.func), "rebinds", False)):
+            self._rebind(func_node.value, result, scope)
+        return result
+
+    def _rebind(self, receiver, result: Tensor, scope: Scope) -> None:
+        """x.unsqueeze_(0), x.relu_().t_(): x has the new shape from here on. A method ending in `_`
+        returns the tensor it was called on, so the name is found below a chain of them."""
+        while type(receiver) is cst.Call and type(receiver.func) is cst.Attribute and (
+                receiver.func.attr.value.endswith("_")):
+            receiver = receiver.func.value
+        if type(receiver) in REBOUND:
+            self.assign(receiver, result, scope)
 
     def _arguments(self, node: cst.Call, scope: Scope, placing: int | None = None) -> tuple[list, dict]:
         """A call's positional and keyword arguments, `*` and `**` unpacked. From positional argument

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import libcst as cst
+
 from .. import catalogue
 from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved,
@@ -26,7 +28,7 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "register_parameter", "update", "items", "keys", "values", "modules", "named_modules", "children",
                   "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
                   "float", "half", "bfloat16", "double", "requires_grad_", "zero_grad", "reset_parameters",
-                  "_reset_parameters", "init_weights", "compile")
+                  "_reset_parameters", "init_weights", "compile", "load_state_dict")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
@@ -182,15 +184,32 @@ class Construction:
         return any(isinstance(b, Q) and canonical(b.path) in ENUMS for c in self.mro(cls) for b in self.bases(c))
 
     def _enum_member(self, cls: Class, args: list, kwargs: dict, node):
-        """`Format("NHWC")`: the member of that value. A member is known by its value, as
-        `Format.NHWC` evaluates (so a str enum's member equals its string, as in Python)."""
+        """`Format("NHWC")`: the member of that value, as `Format.NHWC` evaluates (class_attr)."""
         value = args[0] if len(args) == 1 and not kwargs else kwargs.get("value", MISSING)
         for c in self.mro(cls):
             for name in c.member_names():
-                member = self.eval(c.body_value(name), c.scope)
-                if member == value:
-                    return member
+                member, found = self.eval(c.body_value(name), c.scope), self.enum_member(c, name)
+                if member == value or found is value:
+                    return member if found is MISSING else found
         raise Unresolved(f"{value!r} is not a {cls.name}", node)
+
+    def enum_member(self, cls: Class, name: str):
+        """`ResNet50_Weights.IMAGENET1K_V1`: a plain Enum's member, an instance of its class with its
+        `name` and `value`, made once (`is` holds between two uses); MISSING where `name` is no
+        member of `cls`'s own body, or `cls` an enum with a data type (IntEnum, StrEnum, `class
+        Format(str, Enum)`, the flags), whose members are instances of that type and so known by
+        their values (a str enum's member equals its string, as in Python)."""
+        if name.startswith("_") or name not in cls.member_names() or not self._enum(cls) or any(
+                not isinstance(b, Class) and not (isinstance(b, Q) and canonical(b.path) == "enum.Enum")
+                for c in self.mro(cls) for b in self.bases(c)):
+            return MISSING
+        node = cls.body_value(name)
+        if type(node) is cst.Name and node.value != name and node.value in cls.member_names():
+            return self.enum_member(cls, node.value)  # DEFAULT = IMAGENET1K_V2: another name of that member
+        if name not in cls.enum_members:
+            value = self.eval(node, cls.scope)
+            cls.enum_members[name] = Instance(cls, {"name": name, "value": value, "_name_": name, "_value_": value})
+        return cls.enum_members[name]
 
     def dataclass_like(self, cls: Class) -> bool:
         return cls.decorated("dataclass") or any(
@@ -385,6 +404,8 @@ class Construction:
         if name in ("cuda", "cpu", "train", "eval"):
             return obj
         if name in ("zero_grad", "reset_parameters", "_reset_parameters", "init_weights", "compile"):
+            return None
+        if name == "load_state_dict":  # values copied into the parameters the constructor built, or it raises
             return None
         raise Unresolved(f"cannot call {obj.kind}.{name}() statically", node)
 

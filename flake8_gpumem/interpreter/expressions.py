@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import math
 import operator
 import re
@@ -23,6 +24,9 @@ VALUE_METHODS = ("real", "upper", "lower", "format", "join", "startswith", "ends
 LIST_METHODS = ("tolist", "append", "extend", "insert", "pop", "index", "count", "copy", "reverse",
                 "items", "keys", "values", "get", "update", "setdefault")
 
+# what code reads of an inspect.Parameter (kwonly_to_pos_or_kw: `param.kind == param.KEYWORD_ONLY`)
+INSPECTED = ("name", "kind", "default", "annotation", "empty", "POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD",
+             "VAR_POSITIONAL", "KEYWORD_ONLY", "VAR_KEYWORD")
 
 BINOPS = {
     cst.Add: operator.add, cst.Subtract: operator.sub, cst.Multiply: operator.mul, cst.Divide: operator.truediv,
@@ -113,6 +117,9 @@ class Expressions:
                 out.append(part.value)
             else:
                 value = self.eval(part.expression, scope)
+                if isinstance(value, Instance) and "_name_" in value.attrs and not any(
+                        value.cls.method(self, m) for m in ("__str__", "__format__")):
+                    value = f"{value.cls.name}.{value.attrs['_name_']}"  # an Enum member, as Enum.__str__
                 if not _constant(value):
                     raise Unresolved("an f-string of a non-constant value", node)
                 out.append(str(value))
@@ -221,6 +228,8 @@ class Expressions:
             return items[key]
         if isinstance(value, Q):
             return value  # type annotations like Optional[nn.Module]
+        if isinstance(value, Class) and isinstance(key, str) and self.enum_member(value, key) is not MISSING:
+            return self.enum_member(value, key)  # ResNet50_Weights["DEFAULT"]
         return value[key]
 
     def class_attr(self, cls: Class, name: str, obj, node):
@@ -243,7 +252,8 @@ class Expressions:
         for c in self.mro(cls):
             value = c.body_value(name)
             if value is not None:
-                return self.eval(value, c.scope)
+                member = self.enum_member(c, name)
+                return self.eval(value, c.scope) if member is MISSING else member
         return MISSING
 
     def getattr(self, obj, name: str, node):
@@ -284,6 +294,10 @@ class Expressions:
         if isinstance(obj, Function) and name in ("__name__", "__qualname__", "__module__"):
             file = obj.scope.root().file
             return obj.name if name != "__module__" else (file.module if file is not None else None) or "__main__"
+        if isinstance(obj, inspect.Signature) and name == "parameters":
+            return dict(obj.parameters)  # a read-only mapping in Python: the dict it shows
+        if isinstance(obj, inspect.Parameter) and name in INSPECTED:
+            return getattr(obj, name)
         if isinstance(obj, Partial) and name in ("func", "args", "keywords"):
             return {"func": obj.func, "args": tuple(obj.args), "keywords": obj.kwargs}[name]
         if isinstance(obj, Instance) and name in obj.attrs:

@@ -2,6 +2,7 @@
 imports, scopes, user functions and classes, module instances, and one Event per call."""
 from __future__ import annotations
 
+import builtins
 import copy
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ MISSING = object()  # a name bound nowhere in a scope chain, an attribute a clas
 # the builtins the interpreter runs itself, on the values it computes
 SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
                  "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
-                 "isinstance", "divmod", "pow", "map", "filter")
+                 "isinstance", "divmod", "pow", "map", "filter", "object")
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,22 @@ class Function:
     name: str
     owner: Class | None = None  # the class a method is defined in, for super()
     segment: Segment | None = None  # the user-file statement it is part of (None: PyTorch's code)
+    wrapped: object = None  # functools.wraps: the function it stands for (its name, its signature)
 
     def __repr__(self) -> str:  # as Python's, and cheap: str() of it runs inside loops of model code
         return f"<function {self.name}>"
+
+    def wrapping(self, wrapped) -> Function:
+        """This function as functools.wraps(wrapped) returns it: under the wrapped one's name."""
+        return Function(self.node, self.scope, getattr(wrapped, "name", self.name), self.owner, self.segment, wrapped)
+
+    @property
+    def unwrapped(self) -> Function:
+        """The function at the end of its functools.wraps chain (inspect.unwrap)."""
+        f = self
+        while isinstance(f.wrapped, Function):
+            f = f.wrapped
+        return f
 
     @property
     def is_generator(self) -> bool:
@@ -98,6 +112,7 @@ class Class:
     name: str
     segment: Segment | None = None
     members: dict = field(default_factory=dict)  # a top-level class's methods, parsed when first called
+    enum_members: dict = field(default_factory=dict)  # a plain Enum's members by name, each made once
 
     def __repr__(self) -> str:
         return f"<class '{self.name}'>"
@@ -177,6 +192,15 @@ class Partial:
 
 
 @dataclass(frozen=True)
+class Loaded:
+    """What torch.load or torch.hub reads at run time (a state dict, a checkpoint): values gpumem
+    never reads and no shape needs. Handing it to `load_state_dict` changes no size (PyTorch copies
+    values into the parameters the constructor built, or raises); any other use stops the analysis."""
+
+    call: str
+
+
+@dataclass(frozen=True)
 class Field:
     """dataclasses.field(default=..., default_factory=...)."""
 
@@ -213,6 +237,10 @@ class Bound:
 class Builtin:
     fn: object
     name: str
+
+
+# each builtin gpumem runs, one object per name: `type(obj) is str` holds as in Python
+BUILTINS = {name: Builtin(getattr(builtins, name), name) for name in SAFE_BUILTINS}
 
 
 @dataclass(eq=False)

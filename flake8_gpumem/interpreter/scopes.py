@@ -11,7 +11,7 @@ from ..segments import Segment
 from ..values import AnalysisError, Unresolved
 from .bindings import absolute, imported_names, target_names
 from .imports import Namespace, followed
-from .objects import MISSING, SAFE_BUILTINS, Builtin, Class, Function, Q, Scope
+from .objects import BUILTINS, MISSING, Builtin, Class, Function, Q, Scope
 
 
 @dataclass(eq=False)
@@ -20,6 +20,13 @@ class Rebinding:
 
     node: cst.CSTNode  # the value, or the AugAssign
     previous: Segment  # the statement that bound the name before
+
+
+@dataclass(eq=False)
+class Decorated:
+    """A module-level `def` under decorators: what they return, worked out when the name is used."""
+
+    function: Function
 
 
 def _parse_into(segment: Segment, scope: Scope) -> None:
@@ -62,8 +69,13 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None, me
         into.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment, members or {})
         into.thunks.pop(stmt.name.value, None)
     elif isinstance(stmt, cst.FunctionDef):
-        into.vars[stmt.name.value] = Function(stmt, scope, stmt.name.value, segment=segment)
-        into.thunks.pop(stmt.name.value, None)
+        function = Function(stmt, scope, stmt.name.value, segment=segment)
+        if stmt.decorators:
+            into.thunks[stmt.name.value] = Decorated(function)
+            into.vars.pop(stmt.name.value, None)
+        else:
+            into.vars[stmt.name.value] = function
+            into.thunks.pop(stmt.name.value, None)
     elif isinstance(stmt, (cst.Try, cst.If)):  # `try: import x except ImportError: ...` and guarded imports
         for inner in stmt.body.body:
             if isinstance(inner, cst.SimpleStatementLine) and all(
@@ -106,9 +118,9 @@ class Names:
             return value
         if name in ("True", "False", "None"):
             return {"True": True, "False": False, "None": None}[name]
-        if name in SAFE_BUILTINS:
-            return Builtin(getattr(builtins, name), name)
-        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass"):
+        if name in BUILTINS:
+            return BUILTINS[name]
+        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass", "next"):
             return Builtin(None, name)
         if name.endswith(("Error", "Warning", "Exception")) and isinstance(getattr(builtins, name, None), type):
             return Builtin(getattr(builtins, name), name)  # raise ValueError(...), warnings.warn(..., FutureWarning)
@@ -124,12 +136,7 @@ class Names:
                 if isinstance(value, Unresolved):
                     raise Unresolved(value.message, node)
                 if isinstance(value, Q) and followed(value.path):
-                    if s.file is not None and value.module and value.module == s.file.module:
-                        # a package importing its own submodule (torchvision's `from torchvision import
-                        # models`): the submodule, as Python binds it, not the name looked up again
-                        value = s.vars[name] = self.resolver.module(value.path) or MISSING
-                        return value
-                    value = s.vars[name] = self.follow(value, node)
+                    value = s.vars[name] = self._own_submodule(value, s, node) or self.follow(value, node)
                 return value
             if isinstance(s.thunks.get(name), Segment):
                 _parse_into(s.thunks[name], s)
@@ -151,6 +158,18 @@ class Names:
                         return value
             s = s.parent
         return MISSING
+
+    def _own_submodule(self, q: Q, scope: Scope, node):
+        """A package's import of its own submodule (`from torchvision import models` in torchvision's
+        __init__, `from . import detection`): Python finds no such name on the half-built package
+        and imports the submodule, and so does gpumem (looking the name up in the package finds
+        this import again, without end). None for any other import."""
+        if scope.file is None or scope.file.module is None or q.module != scope.file.module:
+            return None
+        found = self.resolver.module(q.path)
+        if found is None:
+            raise Unresolved(f"module {q.module} imports {q.path} from itself, and no such submodule exists", node)
+        return found
 
     def follow(self, q: Q, node):
         """What a qualified name of followed code stands for, read from its source; the name itself
@@ -184,6 +203,8 @@ class Names:
         return value
 
     def _global_value(self, name: str, node, scope: Scope):
+        if isinstance(node, Decorated):
+            return self.decorate(node.function)
         if isinstance(node, Rebinding):  # evaluated where `name` still has its earlier binding
             before = Scope({}, scope, {name: node.previous})
             if isinstance(node.node, cst.AugAssign):
@@ -195,9 +216,11 @@ class Names:
         if isinstance(node, cst.If):  # the branch the condition takes, run where the name is bound
             branch = Scope({}, scope)
             self.run_stmt(node, branch)
-            if name not in branch.vars:
-                raise Unresolved(f"'{name}' is not bound by the branch its module-level `if` takes", node)
-            return branch.vars[name]
+            if name in branch.vars:
+                return branch.vars[name]
+            if name in scope.thunks:  # a branch not taken leaves the name as an earlier statement bound it
+                return self.lookup(name, scope, node)
+            raise Unresolved(f"'{name}' is not bound by the branch its module-level `if` takes", node)
         if isinstance(node, cst.Assign):  # tuple unpacking at module level
             value = self.eval(node.value, scope)
             tmp = Scope({}, scope)

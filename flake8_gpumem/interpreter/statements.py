@@ -47,8 +47,11 @@ class Statements:
             self.run_block(stmt.finalbody.body.body, scope)
 
     def _define(self, stmt, scope: Scope) -> None:
-        kind = Function if type(stmt) is cst.FunctionDef else Class
-        scope.vars[stmt.name.value] = kind(stmt, scope, stmt.name.value, segment=self.segment)
+        if type(stmt) is cst.ClassDef:
+            scope.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment=self.segment)
+            return
+        function = Function(stmt, scope, stmt.name.value, segment=self.segment)
+        scope.vars[stmt.name.value] = self.decorate(function) if stmt.decorators else function
 
     def _run_if(self, stmt: cst.If, scope: Scope) -> None:
         if self.truth(self.eval(stmt.test, scope), stmt.test):
@@ -196,6 +199,33 @@ class Statements:
         else:
             raise Unresolved(f"unsupported assignment target {code(target)}", target)
 
+    def _run_raise(self, small: cst.Raise, scope: Scope) -> None:
+        """The code raises: Unresolved, saying what and the message where gpumem reads it (torchvision:
+        "ValueError: The parameter 'num_classes' expected value 1000 but got 10 instead.")."""
+        exc = small.exc
+        message = None
+        if type(exc) is cst.Call and exc.args and exc.args[0].keyword is None and not exc.args[0].star:
+            try:
+                message = self.eval(exc.args[0].value, scope)
+            except AnalysisError:
+                pass
+        what = code(exc.func if type(exc) is cst.Call else exc) if exc is not None else "the exception it handles"
+        raise Unresolved(f"the code raises {what}" + (f": {message}" if isinstance(message, str) else ""), small)
+
+    def _run_del(self, small: cst.Del, scope: Scope) -> None:
+        """`del kwargs["pretrained"]` removes the item; `del x` leaves the name bound (gpumem holds a
+        function's values until it returns)."""
+        targets = small.target.elements if type(small.target) is cst.Tuple else [small.target]
+        for target in targets:
+            target = target.value if type(target) is cst.Element else target
+            if type(target) is cst.Subscript:
+                container = self.eval(target.value, scope)
+                if isinstance(container, (dict, list)):
+                    try:
+                        del container[self._index_value(target, scope)]
+                    except (KeyError, IndexError, TypeError) as exc:
+                        raise Unresolved(f"del {code(target)} fails: {exc!r}", small) from None
+
     def _index_value(self, node: cst.Subscript, scope: Scope):
         if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
             raise Unresolved(f"unsupported subscript {code(node)}", node)
@@ -234,6 +264,7 @@ _SMALL_STATEMENTS = {
     cst.ImportFrom: Statements._run_import,
     cst.Break: _signal(BreakLoop),
     cst.Continue: _signal(ContinueLoop),
-    cst.Raise: _raise("the code raises an exception here"),
-    **dict.fromkeys((cst.Pass, cst.Assert, cst.Global, cst.Nonlocal, cst.Del), lambda self, stmt, scope: None),
+    cst.Del: Statements._run_del,
+    cst.Raise: Statements._run_raise,
+    **dict.fromkeys((cst.Pass, cst.Assert, cst.Global, cst.Nonlocal), lambda self, stmt, scope: None),
 }
