@@ -39,7 +39,8 @@ def built(fx: FixtureModel):
 @functools.lru_cache(maxsize=None)
 def report(fx: FixtureModel, optimizer: str = "adam", dtype: str = "float32"):
     result = analyse_source(fx.path.read_text(), f"fixtures/finetuning/{fx.path.name}",
-                            Settings(optimizer=optimizer, dtype=dtype, device="cpu"), model=fx.name)
+                            Settings(optimizer=optimizer, dtype=dtype, device="cpu", input_shape=fx.input_shape,
+                                     batch_size=fx.batch_size), model=fx.name)
     assert [m.name for m in result.models] == [fx.name], (result.diagnostics, result.skipped)
     return result.models[0]
 
