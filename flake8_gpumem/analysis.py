@@ -101,6 +101,8 @@ class _Run:
     forward_events: int  # events[forward_events:] are the step's loss
     names: dict  # id(module) -> qualified name
     interp: Interpreter
+    optimized: list | None = None  # the parameters the file's optimizer holds, by group; None: all that train
+    notes: list = field(default_factory=list)  # (line, col, GPM900 message): what the figures assume
 
 
 def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings = Settings(),
@@ -219,7 +221,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
     if show_failures:  # what the figures leave out of how the file sets the model up
         casts = [(*(src.position(site, decl.segment) or (decl.line, decl.col)), message)
                  for site, message in _cast_notes(run, settings, setup)]
-        for line, col, message in setup.notes + casts:
+        for line, col, message in setup.notes + casts + run.notes:
             result.diagnostics.append(Diagnostic("GPM900", line, col, f"{decl.name}: {message}"))
     shapes = [t.shape for t in run.inputs[:len(input_shapes(settings))]]
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, shapes[0] if len(shapes) == 1 else tuple(shapes),
@@ -248,6 +250,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint)
     interp.segment = decl.segment
     node = decl.node
+    optimized, notes = None, []
     try:
         if decl.expression:
             root = _evaluate_model(interp, src, decl, settings, node)
@@ -261,6 +264,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                 interp.segment = segment
                 interp.run_block(segment.module.body, Scope({}, src.scope))
             interp.segment = decl.segment
+            optimized, notes = _optimized(interp, src, decl, root)
         try:
             dtypes = input_dtypes(settings, memory.param_dtype(settings.dtype))
         except ConfigError as exc:
@@ -276,7 +280,42 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
     except AnalysisError as exc:
         exc.where = interp.where(exc.node) if exc.node is not None else None
         raise
-    return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp)
+    return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp, optimized,
+                notes)
+
+
+def _optimized(interp: Interpreter, src: SourceFile, decl: ModelDecl, root: Module) -> tuple[list | None, list]:
+    """The parameters the file's optimizer over this model holds (`SGD(model.fc.parameters())`, a list
+    filtered on requires_grad, parameter groups), one set of keys (as the memory model keys them) per
+    group, and notes. None: every parameter that trains, where no optimizer in the file takes this
+    model's parameters, or where gpumem cannot read which (said in a note)."""
+    from .interpreter import Scope, parse_expression, walk_modules
+
+    for segment, params in decl.optimizers:
+        try:
+            value = interp.eval(parse_expression(params), Scope({}, src.scope))
+            groups = [_tensors_of(g["params"]) for g in value] if _grouped(value) else [_tensors_of(value)]
+        except AnalysisError as exc:
+            return None, [(segment.first_line, 0, f"which parameters the optimizer holds is not known ({exc.message}): "
+                                                  "counted as every parameter that trains")]
+        mine = {id(t) for _, m in walk_modules(root) for t in m.weights.values()}
+        if any(id(t) in mine for group in groups for t in group):
+            return [{("t", t.id) for t in group if t.is_param} for group in groups], []
+    return None, []
+
+
+def _grouped(value) -> bool:
+    """Parameter groups: `[{"params": ..., "lr": ...}, ...]`."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(g, dict) and "params" in g for g in value)
+
+
+def _tensors_of(value) -> list:
+    """The tensors an iterable of parameters gives."""
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors_of(v)]
+    raise AnalysisError(f"an optimizer given {type(value).__name__}")
 
 
 def _step_loss(interp: Interpreter, out, settings: Settings, node) -> tuple:
@@ -421,7 +460,7 @@ def _memory(run: _Run, settings: Settings, points: list | None = None, trace: li
     return memory.simulate(run.events, run.inputs, run.output, run.kept, run.loss, shapes, buffers, settings.dtype,
                            settings.optimizer, settings.reserve, _labeller(run), held=run.interp.held, points=points,
                            accumulate=settings.accumulate, parallel=_parallel(run, settings),
-                           cpu=settings.device == "cpu", trace=trace)
+                           cpu=settings.device == "cpu", trace=trace, optimized=run.optimized)
 
 
 def _records(run: _Run, line_of, figures: bool = True) -> tuple[list[LayerRecord], list]:

@@ -75,7 +75,8 @@ class _Grad:
 def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, param_shapes: list, buffers: list,
              dtype: str, optimizer: str, reserve: int = 0, names=None, log: list | None = None,
              held: dict | None = None, accumulate: int = 1, points: list | None = None,
-             parallel: Parallel | None = None, cpu: bool = False, trace: list | None = None) -> Memory:
+             parallel: Parallel | None = None, cpu: bool = False, trace: list | None = None,
+             optimized: list | None = None) -> Memory:
     """Walk the step's timeline; `names(event)` labels where the peak happens.
 
     `inputs` (the batch and the targets) exist before forward; forward's events return `returned`,
@@ -86,9 +87,11 @@ def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, par
     micro-batch's outputs live until its forward returns (`logits, loss = model(x, y)` rebinds them).
     `points` collects (phase, total) at every place the peak can occur (batch.py solves them for the
     largest batch that fits). Under `parallel` (DDP, FSDP) the figures are one GPU's, the largest;
-    `cpu`: the collectives are gloo's. `trace` receives the walk (see the module's docstring)."""
+    `cpu`: the collectives are gloo's. `trace` receives the walk (see the module's docstring).
+    `optimized`: the keys of the parameters the optimizer holds, a set per parameter group, whose
+    foreach update runs group by group (None: one group of every parameter that trains)."""
     label = names or (lambda ev: ev.type)
-    setup = dict(points=points, parallel=parallel, cpu=cpu, trace=trace)
+    setup = dict(points=points, parallel=parallel, cpu=cpu, trace=trace, optimized=optimized)
     step = _Step(events, inputs, returned, kept, loss, param_shapes, buffers, dtype, optimizer, label, log, held,
                  **setup)
     step.forward()
@@ -110,7 +113,8 @@ def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, par
     def rounding_of(shapes: list) -> int:
         return sum(_round_up(math.prod(s) * step.pbytes) - math.prod(s) * step.pbytes for s in shapes)
 
-    rounding = rounding_of(param_shapes) + rounding_of(step.trained_shapes) * (1 + OPTIMIZER_STATE[optimizer][0])
+    rounding = (rounding_of(param_shapes) + rounding_of(step.trained_shapes)
+                + rounding_of(step.stepped_shapes) * OPTIMIZER_STATE[optimizer][0])
     return Memory(step.weights, gradients, step.opt, activations, step.peak, reserve, step.phase, rounding)
 
 
@@ -122,7 +126,8 @@ class _Step:
 
     def __init__(self, events, inputs, returned, kept, loss, param_shapes, buffers, dtype, optimizer, label, log,
                  held, grads_exist: set | None = None, carried: int = 0, points: list | None = None,
-                 parallel: Parallel | None = None, cpu: bool = False, trace: list | None = None):
+                 parallel: Parallel | None = None, cpu: bool = False, trace: list | None = None,
+                 optimized: list | None = None):
         self.events, self.loss, self.label, self.log = events, loss, label, log
         self.trace, self.at = trace, None
         self.pbytes = DTYPE_BYTES[param_dtype(dtype)]
@@ -133,18 +138,27 @@ class _Step:
         # What forward returned beside what the loss needs is dropped by the step (GoogLeNet's auxiliary
         # logits), and with it what only its graph keeps; so is what ran under no_grad or before a detach().
         # Only parameters backward reaches and that require a gradient get one, and the optimizer makes
-        # state only for those (PyTorch skips a parameter whose .grad is None).
+        # state only for those it holds (PyTorch skips a parameter whose .grad is None).
         self.dead = _dead_calls(events, loss)
-        self.trained_shapes = _trained_params(events, self.dead)
+        trained = _trained_params(events, self.dead)
+        groups = [set(trained)] if optimized is None else optimized
+        held = {key: s for key, s in trained.items() if any(key in g for g in groups)}
+        # a parameter that trains outside the optimizer keeps its gradient from the step before: the
+        # optimizer's zero_grad() clears only its own parameters'
+        self.lingering = {key: s for key, s in trained.items() if key not in held}
+        self.trained_shapes, self.stepped_shapes = list(trained.values()), list(held.values())
         self.trained = sum(math.prod(s) for s in self.trained_shapes)
+        # the foreach update runs group by group: its temporaries are for the largest group's parameters
+        self.widest_group = max((sum(math.prod(s) for k, s in held.items() if k in g) for g in groups), default=0)
         states, has_step, _ = OPTIMIZER_STATE[optimizer]
-        self.opt = states * self.trained * self.pbytes + (STEP_BYTES * len(self.trained_shapes) if has_step else 0)
+        self.opt = states * sum(math.prod(s) for s in held.values()) * self.pbytes + (
+            STEP_BYTES * len(held) if has_step else 0)
         buffer_bytes = self.weights - numel * self.pbytes
         self.sharded = Sharded(parallel, events, self.pbytes, cpu) if parallel and parallel.strategy == "fsdp" else None
         # DDP's reducer keeps a flat copy of the gradients in its buckets, across steps
         self.buckets = self.trained * self.pbytes if parallel and parallel.strategy == "ddp" else 0
         if self.sharded is not None:  # one rank's shards; the optimizer's state is made from them
-            self.trained = self.sharded.weights // self.pbytes
+            self.trained = self.widest_group = self.sharded.weights // self.pbytes
             self.weights = self.sharded.weights + buffer_bytes
             self.opt = states * self.sharded.weights + (STEP_BYTES * len(param_shapes) if has_step else 0)
 
@@ -187,6 +201,11 @@ class _Step:
                         "the gradients of micro-batch 1")
             self.reach(self.cur, "start of forward")
         self.gradients = 0
+        if self.lingering and not grads_exist:
+            self.param_grads |= self.lingering.keys()
+            self.gradients = sum(math.prod(s) for s in self.lingering.values()) * self.pbytes
+            self.change(self.gradients, GRADIENTS, "gradients outside the optimizer, from the step before")
+            self.reach(self.cur, "start of forward")
         self.again: dict[int, int] = {}  # a reentrant region's first op -> its recomputed outputs' bytes
 
     @staticmethod
@@ -401,7 +420,7 @@ class _Step:
     def optimizer_step(self, optimizer: str) -> None:
         """Gradients exist; foreach updates allocate temporaries for all parameters at once."""
         self.at = None
-        self.reach(self.cur + OPTIMIZER_STATE[optimizer][2] * self.trained * self.pbytes,
+        self.reach(self.cur + OPTIMIZER_STATE[optimizer][2] * self.widest_group * self.pbytes,
                    f"optimizer step ({optimizer})")
 
 
@@ -413,8 +432,8 @@ def _dead_calls(events: list, loss: Tensor) -> list:
     return [ev for i, ev in enumerate(events) if i not in reached]
 
 
-def _trained_params(events: list, dead: list) -> list:
-    """Shapes of the parameters that get a gradient: those of the calls backward reaches that
+def _trained_params(events: list, dead: list) -> dict:
+    """Key -> shape of the parameters that get a gradient: those of the calls backward reaches that
     require one, as `_backward_of` makes them (a tied weight once)."""
     gone = {id(ev) for ev in dead}
     shapes = {}
@@ -425,7 +444,7 @@ def _trained_params(events: list, dead: list) -> list:
         if m is not None and m.op is not None and ev.own_param_grads:
             shapes.update((m.param_key(k), s) for k, s in enumerate(m.params) if m.trains(k))
         shapes.update((("t", t.storage.id), t.storage.shape) for t in ev.inputs if t.is_param and t.requires_grad)
-    return list(shapes.values())
+    return shapes
 
 
 def _reaching(events: list, loss: Tensor) -> set:

@@ -55,6 +55,7 @@ class ModelDecl:
     required: tuple = ()  # a class's own __init__ parameters without a default (before any is parsed)
     expression: str = ""  # a model named by an expression (--model 'resnet50(num_classes=10)')
     changes: tuple = ()  # later top-level statements that change a module-level model: `model.fc = ...`
+    optimizers: tuple = ()  # (Segment, its params as written) of later top-level torch.optim calls
 
     @property
     def commented(self) -> bool:
@@ -338,10 +339,23 @@ def _find_changes(models: list, segments: list, statements: list) -> None:
     it (fine-tuning code: freezing, a new head), for each such model."""
     functions = {s.name: s for stmts in statements for s in stmts if isinstance(s, ast.FunctionDef)}
     changed = [set().union(*(_changed_names(s, functions) for s in stmts)) for stmts in statements]
+    builds = [[_optimizer_params(s.value) for s in stmts if isinstance(s, (ast.Assign, ast.Expr))]
+              for stmts in statements]
     for m in models:
         if m.constructor:
             start = next(i for i, segment in enumerate(segments) if segment is m.segment)
             m.changes = tuple(segments[i] for i in range(start + 1, len(segments)) if m.name in changed[i])
+            m.optimizers = tuple((segments[i], params) for i in range(start + 1, len(segments))
+                                 for params in builds[i] if params is not None)
+
+
+def _optimizer_params(node) -> str | None:
+    """The parameters `optim.SGD(params, ...)` is given, as written (a torch.optim class by its
+    name); None for any other expression."""
+    if not (isinstance(node, ast.Call) and _dotted(node.func).rpartition(".")[2] in OPTIMIZER_CLASSES):
+        return None
+    params = node.args[0] if node.args else _keyword(node, "params")
+    return ast.unparse(params) if params is not None else None
 
 
 def _changed_names(stmt: ast.stmt, functions: dict) -> set:

@@ -6,7 +6,8 @@ no_grad, a detached branch, a teacher, a momentum encoder, an EMA copy, a GAN's 
 step. PyTorch runs each model (tests/torch_oracle.py): parameters and trainable parameters as it
 counts them, every leaf call's name, type and output shape, and one training step measured by
 MemTracker: the peak within 3%, the optimizer state and the gradients as PyTorch holds them
-(none for a parameter backward never reaches), in float32 and under AMP.
+(none for a parameter backward never reaches), in float32 and under AMP; where the file builds an
+optimizer over part of a model (a head only, parameter groups, a filtered list), that optimizer.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ TOLERANCE = 0.03
 def test_the_fixtures_cover_each_way_of_not_training():
     names = {m.name for m in MODELS}
     assert {"model_ft", "FrozenBackbone", "LinearProbe", "DetachedFeatures", "Distillation", "MoCo",
-            "EMATeacher", "SimSiam", "DiscriminatorStep", "FixedPositions", "GradSwitch"} <= names
+            "EMATeacher", "SimSiam", "DiscriminatorStep", "FixedPositions", "GradSwitch", "head_only", "grouped",
+            "filtered"} <= names
 
 
 @pytest.mark.parametrize("fx", MODELS, ids=[m.id for m in MODELS])
@@ -77,3 +79,17 @@ def test_json_and_table_say_what_trains(capsys):
     assert f"parameters   {params:,}  ({head:,} trainable, {params - head:,} frozen)" in table
     conv1 = next(line.split() for line in table.splitlines() if line.startswith("conv1 "))
     assert conv1[4:6] == [f"{64 * 3 * 7 * 7:,}", "frozen"]  # 64 filters of 3 x 7 x 7, no bias
+
+
+def test_an_optimizer_whose_parameters_are_not_read_is_said():
+    """Counted as every parameter that trains, and said (GPM900) at the optimizer's line."""
+    from flake8_gpumem.analysis import analyse_source
+
+    source = ("import torch.nn as nn\nimport torch.optim as optim\nfrom mylib import param_groups\n\n"
+              "model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))  # gpumem: input_shape=(8,) batch_size=4\n"
+              "opt = optim.Adam(param_groups(model), lr=1e-3)\n")
+    result = analyse_source(source, "train.py")
+    notes = [(d.line, d.message) for d in result.diagnostics if d.code == "GPM900"]
+    assert len(notes) == 1 and notes[0][0] == 6 and "which parameters the optimizer holds is not known" in notes[0][1]
+    # Adam: exp_avg and exp_avg_sq of all 8*8+8 + 8*2+2 = 90 parameters, float32, and a 4-byte step per tensor
+    assert result.models[0].memory.optimizer == 2 * 90 * 4 + 4 * 4

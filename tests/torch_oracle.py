@@ -221,11 +221,12 @@ def hooks_only_where_gradients_flow():
             setattr(torch.Tensor, name, original)
 
 
-def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimizer: str = "adam",
+def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimizer="adam",
                  dtype: str = "float32", loss: str = "cross_entropy") -> StepMemory:
     """Peak memory of one steady-state training step, measured by PyTorch's MemTracker.
 
-    Forward, loss, backward, optimizer step with foreach=True (CUDA's default). `shape` is one
+    Forward, loss, backward, optimizer step with foreach=True (CUDA's default); `optimizer` is a
+    name of OPTIMIZERS, or a function that builds one for the model. `shape` is one
     input's shape or a list of them (one per tensor argument of forward), `input_dtype` one for
     all or a list. The loss is a 0-d tensor forward returns, else `loss` of the first output
     (cross_entropy against int64 class indices on the last dimension, mse, or sum). The second
@@ -245,7 +246,7 @@ def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimize
     if any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in model.modules()):
         with torch.no_grad():  # materialize lazy layers before the optimizer sees their parameters
             model(*(h.clone() for h in hosts))
-    opt = OPTIMIZERS[optimizer](model.parameters())
+    opt = optimizer(model) if callable(optimizer) else OPTIMIZERS[optimizer](model.parameters())
     amp = dtype.startswith("amp")
     host_target = []
 
