@@ -338,15 +338,20 @@ def _find_changes(models: list, segments: list, statements: list) -> None:
     """The top-level statements that change a module-level model after the statement that builds
     it (fine-tuning code: freezing, a new head), for each such model."""
     functions = {s.name: s for stmts in statements for s in stmts if isinstance(s, ast.FunctionDef)}
-    changed = [set().union(*(_changed_names(s, functions) for s in stmts)) for stmts in statements]
-    builds = [[_optimizer_params(s.value) for s in stmts if isinstance(s, (ast.Assign, ast.Expr))]
-              for stmts in statements]
+    changes, optimizers = {}, []  # name -> indices of the statements that change it; (index, params)
+    for i, stmts in enumerate(statements):
+        for stmt in stmts:
+            for name in _changed_names(stmt, functions):
+                changes.setdefault(name, []).append(i)
+            params = _optimizer_params(stmt.value) if isinstance(stmt, (ast.Assign, ast.Expr)) else None
+            if params is not None:
+                optimizers.append((i, params))
+    index = {id(segment): i for i, segment in enumerate(segments)}
     for m in models:
         if m.constructor:
-            start = next(i for i, segment in enumerate(segments) if segment is m.segment)
-            m.changes = tuple(segments[i] for i in range(start + 1, len(segments)) if m.name in changed[i])
-            m.optimizers = tuple((segments[i], params) for i in range(start + 1, len(segments))
-                                 for params in builds[i] if params is not None)
+            start = index[id(m.segment)]
+            m.changes = tuple(segments[i] for i in dict.fromkeys(changes.get(m.name, ())) if i > start)
+            m.optimizers = tuple((segments[i], params) for i, params in optimizers if i > start)
 
 
 def _optimizer_params(node) -> str | None:
