@@ -129,7 +129,8 @@ def _snapshot(tracker, model: nn.Module, opt) -> StepMemory:
     snap = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
     categories = {str(getattr(k, "value", k)): v for k, v in snap.items() if k != "Total"}
     return StepMemory(snap["Total"], categories, _local_bytes(list(model.parameters()) + list(model.buffers())),
-                      _local_bytes(v for s in opt.state.values() for v in s.values()))
+                      _local_bytes(v for s in opt.state.values() for v in s.values()),
+                      _local_bytes(p.grad for p in model.parameters()))
 
 
 def _local_bytes(tensors) -> int:
