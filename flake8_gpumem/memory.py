@@ -142,17 +142,17 @@ class _Step:
         self.dead = _dead_calls(events, loss)
         trained = _trained_params(events, self.dead)
         groups = [set(trained)] if optimized is None else optimized
-        held = {key: s for key, s in trained.items() if any(key in g for g in groups)}
+        stepped = {key: s for key, s in trained.items() if any(key in g for g in groups)}
         # a parameter that trains outside the optimizer keeps its gradient from the step before: the
         # optimizer's zero_grad() clears only its own parameters'
-        self.lingering = {key: s for key, s in trained.items() if key not in held}
-        self.trained_shapes, self.stepped_shapes = list(trained.values()), list(held.values())
+        self.lingering = {key: s for key, s in trained.items() if key not in stepped}
+        self.trained_shapes, self.stepped_shapes = list(trained.values()), list(stepped.values())
         self.trained = sum(math.prod(s) for s in self.trained_shapes)
         # the foreach update runs group by group: its temporaries are for the largest group's parameters
-        self.widest_group = max((sum(math.prod(s) for k, s in held.items() if k in g) for g in groups), default=0)
+        self.widest_group = max((sum(math.prod(s) for k, s in stepped.items() if k in g) for g in groups), default=0)
         states, has_step, _ = OPTIMIZER_STATE[optimizer]
-        self.opt = states * sum(math.prod(s) for s in held.values()) * self.pbytes + (
-            STEP_BYTES * len(held) if has_step else 0)
+        self.opt = states * sum(math.prod(s) for s in stepped.values()) * self.pbytes + (
+            STEP_BYTES * len(stepped) if has_step else 0)
         buffer_bytes = self.weights - numel * self.pbytes
         self.sharded = Sharded(parallel, events, self.pbytes, cpu) if parallel and parallel.strategy == "fsdp" else None
         # DDP's reducer keeps a flat copy of the gradients in its buckets, across steps
