@@ -306,7 +306,8 @@ def _optimized(interp: Interpreter, src: SourceFile, decl: ModelDecl, root: Modu
 
 def _grouped(value) -> bool:
     """Parameter groups: `[{"params": ..., "lr": ...}, ...]`."""
-    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(g, dict) and "params" in g for g in value)
+    return isinstance(value, (list, tuple)) and bool(value) and all(
+        isinstance(g, dict) and "params" in g for g in value)
 
 
 def _tensors_of(value) -> list:

@@ -46,11 +46,12 @@ def totals(m: ModelReport) -> list[tuple[str, str]]:
     dtype = f"{s.dtype}, computing in {AUTOCAST[s.dtype]}" if s.dtype in AUTOCAST else s.dtype
     frozen = m.params - m.trainable_params
     trained = " that get a gradient" if frozen else ""
+    each = "trainable parameter backward reaches" if frozen else "parameter"
     out = [
         ("parameters", f"{m.params:,}" + (f"  ({m.trainable_params:,} trainable, {frozen:,} frozen)" if frozen
                                           else "")),
         ("weights", f"{human(mem.weights)}  (parameters and buffers, {dtype})"),
-        ("gradients", f"{human(mem.gradients)}  (one per {'trainable parameter backward reaches' if frozen else 'parameter'})"),
+        ("gradients", f"{human(mem.gradients)}  (one per {each})"),
         ("optimizer", f"{human(mem.optimizer)}  ({s.optimizer}: {OPTIMIZER_WORDS[s.optimizer]}"
                       f"{f', {states}x the weights{trained}' if states else ''})"),
         ("activations", f"{human(mem.activations)}  (alive when backward starts: the input batch and what "
