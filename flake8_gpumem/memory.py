@@ -346,10 +346,8 @@ class _Step:
                 produced.append((t, incoming[0]))
             else:
                 produced.append((t, self._new_grad(t.nbytes)))
-        if ev.module is not None and ev.module.op is not None and ev.own_param_grads:
-            for k, shape in enumerate(ev.module.params):  # a tied weight: one gradient
-                if ev.module.trains(k):
-                    transient += self._param_grad(ev.module.param_key(k), math.prod(shape) * self.pbytes)
+        for key, shape in _layer_params(ev):  # a tied weight: one gradient
+            transient += self._param_grad(key, math.prod(shape) * self.pbytes)
         transient += ev.backward_temp
         self.reach(self.cur + transient, f"backward, {label(ev)}")
         if ev.backward_late is not None:  # it frees its output's gradient midway
@@ -440,11 +438,18 @@ def _trained_params(events: list, dead: list) -> dict:
     for ev in events:
         if id(ev) in gone:
             continue
-        m = ev.module
-        if m is not None and m.op is not None and ev.own_param_grads:
-            shapes.update((m.param_key(k), s) for k, s in enumerate(m.params) if m.trains(k))
+        shapes.update(_layer_params(ev))
         shapes.update((("t", t.storage.id), t.storage.shape) for t in ev.inputs if t.is_param and t.requires_grad)
     return shapes
+
+
+def _layer_params(ev) -> list:
+    """(key, shape) of the parameters of a layer call that get their gradient in its own backward
+    (not through autocast's copies, under AMP) and require one."""
+    m = ev.module
+    if m is None or m.op is None or not ev.own_param_grads:
+        return []
+    return [(m.param_key(k), s) for k, s in enumerate(m.params) if m.trains(k)]
 
 
 def _reaching(events: list, loss: Tensor) -> set:
