@@ -3,6 +3,7 @@ through imports, and the builtins gpumem evaluates."""
 from __future__ import annotations
 
 import collections
+import collections.abc
 import copy
 import inspect
 import itertools
@@ -16,7 +17,7 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers, regex
 from .imports import followed
-from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class, Field, Function,
+from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Builtin, Class, Field, Function,
                       Instance, Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code,
                       dotted)
 
@@ -297,6 +298,10 @@ class Calls:
             return self.signature(args[0])
         if path == "dataclasses.field":
             return Field(kwargs.get("default"), kwargs.get("default_factory"))
+        if path in ("packaging.version.parse", "packaging.version.Version") and len(args) == 1:
+            return numbers.version(args[0])  # torch_version >= version.parse('2.3'): a code path chosen
+        if path in ("torch.finfo", "torch.iinfo"):
+            return numbers.type_info(name, *args, **kwargs)
         if path.startswith("numpy.") and name in numbers.NUMPY:
             return numbers.NUMPY[name](*args, **kwargs)
         if path in ("collections.OrderedDict", "typing.OrderedDict"):
@@ -406,11 +411,14 @@ class Calls:
             if name == "map":
                 return [self.call(fn, list(vals), {}, node) for vals in zip(*items)]
             return [v for v in items[0] if (self.truth(self.call(fn, [v], {}, node), node) if fn else v)]
-        if name == "next":  # of a generator expression, which gpumem evaluates to its list
-            items = self.iterate(args[0], node)
-            if not items and len(args) < 2:
+        if name == "iter":  # an iterator over the items, consumed by next() as Python's is
+            return iter(self.iterate(args[0], node))
+        if name == "next":  # of an iterator, or of a generator expression (gpumem evaluates it to its list)
+            items = args[0] if isinstance(args[0], collections.abc.Iterator) else iter(self.iterate(args[0], node))
+            item = next(items, *args[1:2]) if len(args) > 1 else next(items, MISSING)
+            if item is MISSING:
                 raise Unresolved("next() of an empty iterator raises StopIteration", node)
-            return items[0] if items else args[1]
+            return item
         if name == "range":
             r = range(*args)
             if len(r) > MAX_LOOP:

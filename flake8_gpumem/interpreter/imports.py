@@ -4,7 +4,8 @@ sys.path, where installed libraries such as torchvision and timm live), read onc
 and its globals bound lazily like the linted file's: only the names a model reaches are parsed.
 
 PyTorch itself is not followed (its layers are the catalogue's), nor the standard library and
-the few libraries whose functions the interpreter knows by name (numpy, einops).
+the few libraries whose functions the interpreter knows by name (numpy, einops, packaging's
+version parsing).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .bindings import segment_scope
 from .objects import File, Scope
 
 MAX_FILES = 500  # source files one process keeps read through imports
-NOT_FOLLOWED = frozenset({"torch", "numpy", "einops", "typing_extensions", "__future__"}) | frozenset(
+NOT_FOLLOWED = frozenset({"torch", "numpy", "einops", "packaging", "typing_extensions", "__future__"}) | frozenset(
     getattr(sys, "stdlib_module_names", ()))
 
 

@@ -9,8 +9,10 @@ functions and np.linspace (per-block drop rates) are evaluated here too.
 """
 from __future__ import annotations
 
+import collections
 import math
 import operator
+import re
 
 from .. import catalogue
 from ..values import Tensor, Unresolved
@@ -79,3 +81,43 @@ def _linspace(start, stop, num=50, endpoint=True, **_) -> _Array:
 NUMPY = {"ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log": math.log, "log2": math.log2,
          "exp": math.exp, "prod": math.prod, "round": round, "abs": abs, "maximum": max, "minimum": min,
          "int64": int, "float32": float, "int32": int, "linspace": _linspace}
+
+
+RELEASE = re.compile(r"(\d+(?:\.\d+)*)(?:\+[a-z0-9.]+)?")  # "2.13.0", "2.13.0+cpu": a final release
+
+
+class Version(tuple):
+    """packaging.version.parse of a final release: compares as packaging compares releases (trailing
+    zeros do not count: 2.0 == 2.0.0)."""
+
+
+def version(text) -> Version:
+    match = RELEASE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise Unresolved(f"the version {text!r} is not a plain release gpumem compares")
+    release = [int(p) for p in match.group(1).split(".")]
+    while len(release) > 1 and release[-1] == 0:
+        release.pop()
+    return Version(release)
+
+
+FloatInfo = collections.namedtuple("finfo", "bits eps max min tiny smallest_normal resolution dtype")
+IntInfo = collections.namedtuple("iinfo", "bits max min dtype")
+# torch.finfo / torch.iinfo as PyTorch gives them (model code masks with -finfo(dtype).max)
+FLOAT_INFO = {"float32": (32, 2 ** -23, 3.4028234663852886e+38, 2 ** -126, 1e-06),
+              "float16": (16, 2 ** -10, 65504.0, 2 ** -14, 0.001),
+              "bfloat16": (16, 2 ** -7, 3.3895313892515355e+38, 2 ** -126, 0.01),
+              "float64": (64, 2 ** -52, 1.7976931348623157e+308, 2 ** -1022, 1e-15)}
+INT_BITS = {"int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8}
+
+
+def type_info(name: str, dtype="float32"):
+    """torch.finfo(dtype) / torch.iinfo(dtype), for the dtypes gpumem sizes."""
+    if name == "finfo" and dtype in FLOAT_INFO:
+        bits, eps, top, tiny, resolution = FLOAT_INFO[dtype]
+        return FloatInfo(bits, eps, top, -top, tiny, tiny, resolution, dtype)
+    if name == "iinfo" and dtype in INT_BITS:
+        bits = INT_BITS[dtype]
+        low = 0 if dtype == "uint8" else -2 ** (bits - 1)
+        return IntInfo(bits, low + 2 ** bits - 1, low, dtype)
+    raise Unresolved(f"torch.{name}({dtype!r}) is not known to gpumem")
