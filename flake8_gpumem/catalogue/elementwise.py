@@ -8,7 +8,7 @@ registered by name in tables.py.
 """
 from __future__ import annotations
 
-from ..values import COMPLEX_DTYPES, DTYPE_BYTES, ShapeError, Tensor, Unresolved
+from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, ShapeError, Tensor, Unresolved
 from .core import (Args, Op, keeps_input, keeps_nothing, keeps_output, made_anyway, no_tensors, broadcast,
                    dim_index, promote)
 
@@ -119,6 +119,18 @@ def _compare_shape(a: Args):
 
 
 COMPARE = Op("input, other, out=None", _compare_shape)  # x == 0: a bool tensor, no gradient
+# torch.bernoulli(probs): a new 0/1 tensor of the probabilities' shape; its gradient is zero
+BERNOULLI = Op("input, p=None, generator=None, out=None", lambda a: a.input.like(a.input.shape))
+
+
+def _cumsum_shape(a: Args):
+    """cumsum: the input's shape; integers and bools add up in int64, as PyTorch promotes them."""
+    dim_index(a.dim, a.input.ndim)
+    integral = a.input.dtype not in FLOAT_DTYPES + tuple(COMPLEX_DTYPES.values())
+    return a.input.like(a.input.shape, a.dtype or ("int64" if integral else None))
+
+
+CUMSUM = Op("input, dim, dtype=None, out=None", _cumsum_shape)  # backward sums the gradient back: keeps nothing
 TRIANGLE = Op("input, diagonal=0, out=None", lambda a: a.input.like(a.input.shape))  # tril/triu: backward masks
 
 

@@ -16,9 +16,9 @@ from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, k
 from .creation import (CREATE, arange_shape, full_shape, like_shape, linspace_shape, meshgrid_shape,
                        new_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
-from .elementwise import (COMPARE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, TOPK, TRIANGLE,
-                          cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves, prelu_shape,
-                          reduce_shape, to_dtype, activation, binary, dropout, functional, unary)
+from .elementwise import (BERNOULLI, COMPARE, CUMSUM, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN,
+                          TOPK, TRIANGLE, cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves,
+                          prelu_shape, reduce_shape, to_dtype, activation, binary, dropout, functional, unary)
 from .linear import (bilinear_shape, einsum_shape, embedding_fn_shape, embedding_shape,
                      linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves, matmul_shape,
                      outer_shape)
@@ -208,6 +208,8 @@ FUNCTIONS: dict[str, Op] = {
     "torch.unbind": Op("input, dim=0", unbind_shape),
     "torch.narrow": Op("input, dim, start, length", narrow_shape),  # a slice: backward as indexing's
     "torch.prod": PROD,
+    "torch.cumsum": CUMSUM,
+    "torch.bernoulli": BERNOULLI,
     # einops: each a composite of the reshapes, permutes, reductions and cats einops runs (einops.py)
     "einops.rearrange": Op("tensor, pattern, **axes_lengths", steps=transform("rearrange")),
     "einops.repeat": Op("tensor, pattern, **axes_lengths", steps=transform("repeat")),
@@ -216,8 +218,9 @@ FUNCTIONS: dict[str, Op] = {
     "einops.unpack": Op("tensor, packed_shapes, pattern", steps=unpack),
     "einops.einsum": Op("*tensors_and_pattern", steps=einsum),
     **{f"torch.{f}": CREATE for f in ("randn", "rand", "zeros", "ones", "empty")},
-    **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", like_shape)
-       for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
+    # a new tensor shaped like its input: no gradient flows back to the input
+    **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", like_shape,
+                        grad="none") for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
     "torch.randint": Op("low, high, size, dtype=None, device=None, generator=None, requires_grad=False",
                         randint_shape),
     "torch.arange": Op("start, end=None, step=1, out=None, dtype=None, layout=None, device=None, "
@@ -229,7 +232,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.full": Op("size, fill_value, out=None, dtype=None, layout=None, device=None, pin_memory=False, "
                      "requires_grad=False", full_shape),
     "torch.full_like": Op("input, fill_value, dtype=None, layout=None, device=None, requires_grad=False, "
-                          "memory_format=None", like_shape),
+                          "memory_format=None", like_shape, grad="none"),
 }
 
 # Layers of other libraries, by the qualified name they are imported under.
@@ -244,7 +247,7 @@ METHODS: dict[str, Op] = {
                                                        "transpose", "chunk", "split", "unbind", "neg", "negative",
                                                        "cos", "sin", "rsqrt", "tril", "triu", "topk", "eq", "ne",
                                                        "lt", "le", "gt", "ge", "outer", "repeat_interleave", "narrow",
-                                                       "prod")},
+                                                       "prod", "cumsum", "bernoulli")},
     "view": Op("input, *shape", view_shape, grad="alias"),
     "view_as": Op("input, other", view_as_shape, grad="alias"),
     "reshape_as": Op("input, other", view_as_shape, grad="alias"),
@@ -274,7 +277,7 @@ METHODS: dict[str, Op] = {
     "zero_": Op("input", lambda a: a.input.rewritten()),  # in place: the input's memory, written over
     "fill_": Op("input, value", lambda a: a.input.rewritten()),
     **{f"new_{f}": Op("input, *size, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False",
-                      new_shape) for f in ("zeros", "ones", "empty")},
+                      new_shape, grad="none") for f in ("zeros", "ones", "empty")},
     "relu": FUNCTIONS["torch.relu"],
     "relu_": Op("input", lambda a: a.input.rewritten(), saves=keeps_output),
     "sigmoid": FUNCTIONS["torch.sigmoid"],

@@ -17,9 +17,9 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers, regex
 from .imports import followed
-from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Builtin, Class, Field, Function,
-                      Instance, Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code,
-                      dotted)
+from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Builtin, Class, Field,
+                      Function, Instance, Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone,
+                      code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -47,9 +47,11 @@ ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "Lis
             "Mapping": dict, "MutableMapping": dict, "Dict": dict, "Iterable": (list, tuple, dict, set, range, str),
             "Callable": (Function, Class, Builtin, Partial, Bound), "FunctionType": Function, "MethodType": Bound,
             "partial": Partial}
-# a weight's values written in place (by init code): its memory is unchanged
+# values written in place into a weight (init code) or a tensor outside autograd (a drop-path mask
+# `x.new_empty(shape).bernoulli_(keep)`, `(keep + torch.rand(shape)).floor_()`): its memory is unchanged
 INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_", "bernoulli_",
-                "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_")
+                "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_",
+                "floor_")
 # nn.Module's methods that place it on a device: where, the code often decides at run time
 PLACING = ("to", "cuda", "cpu")
 # x.add_(y) is x += y
@@ -300,6 +302,8 @@ class Calls:
             return Field(kwargs.get("default"), kwargs.get("default_factory"))
         if path in ("packaging.version.parse", "packaging.version.Version") and len(args) == 1:
             return numbers.version(args[0])  # torch_version >= version.parse('2.3'): a code path chosen
+        if path == "torch.is_tensor":
+            return isinstance(args[0], Tensor)
         if path in ("torch.finfo", "torch.iinfo"):
             return numbers.type_info(name, *args, **kwargs)
         if path.startswith("numpy.") and name in numbers.NUMPY:
@@ -426,6 +430,10 @@ class Calls:
             return r
         if name == "pow":
             return self.binop(cst.Power, args[0], args[1], node)
+        if name in ("int", "float", "bool") and args and isinstance(args[0], Tensor):
+            if args[0].values is None or args[0].numel != 1:
+                raise Unresolved(f"{name}() of a tensor whose value depends on the data", node)
+            args = [args[0].values[0]]  # int(offsets[-1]): the one value of a small known tensor
         try:
             result = func.fn(*args, **kwargs)
         except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:

@@ -381,7 +381,8 @@ class Construction:
         if name in ("items", "keys", "values") and obj.container == "ModuleDict":
             return list(getattr(obj.children, name)())
         if name in ("modules", "named_modules", "children", "named_children"):
-            named = walk_modules(obj) if "modules" in name else [(k, m) for k, m in obj.children.items() if m is not None]
+            named = walk_modules(obj) if "modules" in name else [
+                (k, m) for k, m in obj.children.items() if m is not None]
             return named if name.startswith("named") else [m for _, m in named]
         if name in ("parameters", "named_parameters"):
             named = [(f"{prefix}.{key}" if prefix else key, value) for prefix, m in walk_modules(obj)

@@ -304,6 +304,8 @@ class Expressions:
             return {"func": obj.func, "args": tuple(obj.args), "keywords": obj.kwargs}[name]
         if isinstance(obj, Instance) and name in obj.attrs:
             return obj.attrs[name]
+        if isinstance(obj, Instance) and name == "__dict__":
+            return obj.attrs  # the object's own attributes: `self.__dict__.update(kwargs)` sets them
         if isinstance(obj, (Class, Instance)):
             found = self.class_attr(obj.cls if isinstance(obj, Instance) else obj, name, obj, node)
             if found is not MISSING:

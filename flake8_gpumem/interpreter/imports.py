@@ -5,7 +5,7 @@ and its globals bound lazily like the linted file's: only the names a model reac
 
 PyTorch itself is not followed (its layers are the catalogue's), nor the standard library and
 the few libraries whose functions the interpreter knows by name (numpy, einops, packaging's
-version parsing).
+version parsing), nor einx, whose calls go through a tracing backend: a call of it is said not known.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from .bindings import segment_scope
 from .objects import File, Scope
 
 MAX_FILES = 500  # source files one process keeps read through imports
-NOT_FOLLOWED = frozenset({"torch", "numpy", "einops", "packaging", "typing_extensions", "__future__"}) | frozenset(
-    getattr(sys, "stdlib_module_names", ()))
+NOT_FOLLOWED = frozenset({"torch", "numpy", "einops", "einx", "packaging", "typing_extensions", "__future__"}) | (
+    frozenset(getattr(sys, "stdlib_module_names", ())))
 
 
 @dataclass(eq=False)

@@ -43,7 +43,24 @@ def evaluate(op, bound, out: Tensor) -> tuple | None:
     if op is F["torch.diff"] and bound.input.ndim == 1 and bound.input.values is not None:
         v = bound.input.values
         return tuple(v[i + 1] - v[i] for i in range(len(v) - 1))
+    if op is F["torch.cumsum"] and bound.input.values is not None:
+        return _cumsum(bound.input, bound.dim)
+    if op is F["torch.nn.functional.pad"] and bound.input.ndim == 1 and bound.input.values is not None and (
+            bound.mode == "constant" and min(bound.pad) >= 0):
+        fill = (bound.value or 0,)  # tab-transformer's category offsets: F.pad(torch.tensor(...), (1, 0), value=2)
+        return fill * bound.pad[0] + bound.input.values + fill * bound.pad[1]
     return None
+
+
+def _cumsum(x: Tensor, dim: int) -> tuple:
+    """x.cumsum(dim)'s values, row-major: each element plus the running sum before it along `dim`."""
+    dim %= x.ndim or 1
+    inner = math.prod(x.shape[dim + 1:])
+    out = list(x.values)
+    for i in range(len(out)):
+        if x.ndim and (i // inner) % x.shape[dim]:
+            out[i] += out[i - inner]
+    return tuple(out)
 
 
 def _flat(x, n: int):
@@ -53,6 +70,13 @@ def _flat(x, n: int):
     if isinstance(x, Tensor) and x.values is not None and len(x.values) in (1, n):
         return list(x.values) * (n // len(x.values))
     return None
+
+
+def picked(t: Tensor, key) -> tuple | None:
+    """The values of a 1-d valued tensor indexed by an int or a slice (`offsets[:-1]`)."""
+    if t.values is None or t.ndim != 1:
+        return None
+    return t.values[key] if isinstance(key, slice) else (t.values[key],)
 
 
 def tolist(t: Tensor):
