@@ -10,23 +10,28 @@ import torch_oracle  # noqa: E402
 from flake8_gpumem.analysis import analyse_source  # noqa: E402
 from flake8_gpumem.config import Settings  # noqa: E402
 
-WRAPPER = "TransformerWrapper(num_tokens=1000, max_seq_len=128, attn_layers={})"
-TOKENS, BATCH = 32, 4
+# a small vocabulary and a long sequence: the attention's activations, not the weights, make the peak
+WRAPPER = "TransformerWrapper(num_tokens=256, max_seq_len=128, attn_layers={})"
+TOKENS, BATCH = 128, 2
 
 
-@pytest.mark.parametrize("layers", [
-    "Decoder(dim=64, depth=2, heads=4)",
-    "Encoder(dim=64, depth=2, heads=4)",
-    "Decoder(dim=64, depth=2, heads=4, rotary_pos_emb=True, attn_flash=True, ff_glu=True)",
-    "Decoder(dim=64, depth=2, heads=4, attn_kv_heads=2, attn_dropout=0.1, ff_dropout=0.1, use_rmsnorm=True)",
+@pytest.mark.parametrize("layers, dtype", [
+    ("Decoder(dim=64, depth=2, heads=4)", "float32"),
+    ("Decoder(dim=64, depth=2, heads=4)", "amp-bf16"),
+    ("Encoder(dim=64, depth=2, heads=4)", "float32"),
+    ("Decoder(dim=64, depth=2, heads=4, rotary_pos_emb=True, attn_flash=True, ff_glu=True)", "float32"),
+    ("Decoder(dim=64, depth=2, heads=4, attn_kv_heads=2, attn_dropout=0.1, ff_dropout=0.1, use_rmsnorm=True)",
+     "float32"),
 ])
-def test_a_transformer_wrapper_is_read_from_the_library(tmp_path, layers):
+def test_a_transformer_wrapper_is_read_from_the_library(tmp_path, layers, dtype):
     """`&=` on its options, iter()/next() over per-layer kwargs, packaging's version check against
-    torch.__version__, torch.finfo(dtype).max masks, a ModuleList holding None for absent norms."""
+    torch.__version__, torch.finfo(dtype).max masks, a ModuleList holding None for absent norms; in
+    the step, einsum's copies of heads split out of a projection, softmax in float32 under AMP, the
+    per-layer intermediates kept until the layers return."""
     source = f"from x_transformers import TransformerWrapper, Decoder, Encoder\n\nmodel = {WRAPPER.format(layers)}\n"
     script = tmp_path / "train.py"
     script.write_text(source)
-    settings = Settings(input_shape=(TOKENS,), input_dtype="int64", batch_size=BATCH, device="cpu")
+    settings = Settings(input_shape=(TOKENS,), input_dtype="int64", batch_size=BATCH, device="cpu", dtype=dtype)
     result = analyse_source(source, str(script), settings, model="model")
     assert len(result.models) == 1, result.skipped
     report = result.models[0]
@@ -38,7 +43,7 @@ def test_a_transformer_wrapper_is_read_from_the_library(tmp_path, layers):
     assert report.params == truth.params
     assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
         (c.name, c.type, c.output_shape) for c in truth.calls]
-    measured = torch_oracle.measure_step(model, (BATCH, TOKENS), "int64", report.settings.optimizer)
+    measured = torch_oracle.measure_step(model, (BATCH, TOKENS), "int64", report.settings.optimizer, dtype)
     assert report.memory.peak == pytest.approx(measured.peak, rel=0.03)
 
 

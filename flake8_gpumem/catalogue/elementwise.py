@@ -75,8 +75,20 @@ def binary(saves=keeps_nothing, grad: str = "alloc") -> Op:
     return Op("input, other, alpha=1, out=None", _binary_shape, saves=saves, grad=grad)
 
 
-SOFTMAX_FN = Op("input, dim=None, _stacklevel=3, dtype=None", lambda a: a.input.like(a.input.shape),
-                saves=keeps_output)
+def _softmax_cast(a: Args) -> int:
+    """softmax(x, dim, dtype=torch.float32): the input converted first, a copy freed once the result is
+    made (forward); backward makes the converted input's gradient before casting it back."""
+    return 0 if a.dtype is None or a.dtype == a.input.dtype else a.input.numel * DTYPE_BYTES[a.dtype]
+
+
+def softmax_fn(signature: str) -> Op:
+    """F.softmax / Tensor.softmax: the result in `dtype` where it is given (x-transformers' float32
+    attention under AMP); backward needs only the result."""
+    return Op(signature, lambda a: a.input.like(a.input.shape, a.dtype), saves=keeps_output,
+              forward_temp=lambda a, out: _softmax_cast(a), backward_temp=_softmax_cast)
+
+
+SOFTMAX_FN = softmax_fn("input, dim=None, _stacklevel=3, dtype=None")
 
 
 def _needs(t) -> bool:

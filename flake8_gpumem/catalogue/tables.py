@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..values import Tensor, tensors_in
+from ..values import Tensor
 from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
@@ -18,8 +18,9 @@ from .creation import (CREATE, arange_shape, full_shape, like_shape, linspace_sh
 from .einops import einsum, pack, transform, unpack
 from .elementwise import (BERNOULLI, COMPARE, CUMSUM, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN,
                           TOPK, TRIANGLE, cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves,
-                          prelu_shape, reduce_shape, to_dtype, activation, binary, dropout, functional, unary)
-from .linear import (bilinear_shape, einsum_shape, embedding_fn_shape, embedding_shape,
+                          prelu_shape, reduce_shape, softmax_fn, to_dtype, activation, binary, dropout, functional,
+                          unary)
+from .linear import (bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape, embedding_shape,
                      linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves, matmul_shape,
                      outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
@@ -190,8 +191,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.mul": binary(keeps_other_factor), "torch.div": binary(keeps_for_quotient),
     "torch.divide": binary(keeps_for_quotient),
     "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves),
-    "torch.einsum": Op("equation, *operands", einsum_shape,  # as matmul: it keeps its operands
-                       saves=lambda a, out: [t for t in tensors_in(list(a.operands)) if isinstance(t, Tensor)]),
+    "torch.einsum": Op("equation, *operands", einsum_shape, saves=einsum_saves),
     "torch.bmm": Op("input, mat2, out=None", lambda a: matmul_shape(Args(input=a.input, other=a.mat2)),
                     saves=lambda a, out: [a.input, a.mat2]),
     "torch.mean": REDUCE, "torch.sum": REDUCE, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
@@ -288,8 +288,8 @@ METHODS: dict[str, Op] = {
     "abs": FUNCTIONS["torch.abs"],
     "clamp": FUNCTIONS["torch.clamp"],
     "pow": unary(extra=", exponent"),
-    "softmax": Op("input, dim, dtype=None", SOFTMAX_FN.shape, saves=keeps_output),
-    "log_softmax": Op("input, dim, dtype=None", SOFTMAX_FN.shape, saves=keeps_output),
+    "softmax": softmax_fn("input, dim, dtype=None"),
+    "log_softmax": softmax_fn("input, dim, dtype=None"),
     "mean": REDUCE, "sum": REDUCE, "amax": REDUCE_KEEPS, "amin": REDUCE_KEEPS,
     "max": MAX, "min": MAX,
     "argmax": Op("input, dim=None, keepdim=False",

@@ -71,6 +71,26 @@ def _asdict(obj):
     return obj
 
 
+def _reachable(value, seen: set):
+    """The tensors a value keeps alive: inside containers and the attributes of objects (a dataclass
+    of intermediates, as x-transformers collects per layer), each object visited once."""
+    if isinstance(value, Tensor):
+        yield value
+        return
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, Instance):
+        value = value.attrs
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return
+    for v in value:
+        if isinstance(v, (Tensor, Instance, list, tuple, dict)):
+            yield from _reachable(v, seen)
+
+
 class Calls:
     """Dispatches a call on what the callee is."""
 
@@ -206,8 +226,8 @@ class Calls:
             self._hold(value)
 
     def _hold(self, value) -> None:
-        if self.events and isinstance(value, (list, tuple, dict, Tensor)):
-            for t in tensors_in(value):
+        if self.events and isinstance(value, (list, tuple, dict, Tensor, Instance)):
+            for t in _reachable(value, set()):
                 self.held[t.storage.id] = len(self.events) - 1
 
     def _function_params(self, func: Function, scope: Scope) -> list:
