@@ -9,8 +9,7 @@ import pytest
 pytest.importorskip("torch")
 import torch  # noqa: E402
 import torch_oracle  # noqa: E402
-from test_lm_ops import _analysed, _torch_bytes, op_case  # noqa: E402
-from test_layers_vs_torch import _check_against_torch  # noqa: E402
+from test_lm_ops import check_op, op_case  # noqa: E402
 
 from flake8_gpumem.analysis import analyse_source  # noqa: E402
 from flake8_gpumem.config import Settings  # noqa: E402
@@ -41,12 +40,7 @@ OP_CASES = [
 
 @pytest.mark.parametrize("case", OP_CASES, ids=lambda c: c.id)
 def test_op_matches_torch(case):
-    """Shapes and parameters, the bytes the forward allocates and those autograd keeps."""
-    _check_against_torch(case)
-    allocated, kept = _torch_bytes(case)
-    _, layers = _analysed(case.source)
-    got = (sum(r.activation_bytes for r in layers), sum(r.saved_bytes for r in layers))
-    assert got == (allocated, kept), f"(allocated, kept) analyser {got} != torch {(allocated, kept)}\n{case.source}"
+    check_op(case)
 
 
 @pytest.mark.parametrize("file, model, build, shape, input_dtype", [
