@@ -34,6 +34,7 @@ OP_CASES = [
     # x-transformers' attention: heads split out of a projection are copied for bmm
     op_case("einsum-copies-split-heads", "torch.einsum('b h i d, b h j d -> b h i j', q, q * 2)",
             setup=("q = h.view(h.shape[0], 8, 2, 8).transpose(1, 2)",)),
+    op_case("where", "torch.where(h > 0, h, h * 2)"),  # backward keeps the condition
     op_case("einsum-viewable-operands", "torch.einsum('bij,bjk->bik', h, h.transpose(1, 2))"),
 ]
 

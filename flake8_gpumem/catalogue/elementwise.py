@@ -142,6 +142,16 @@ def _cumsum_shape(a: Args):
     return a.input.like(a.input.shape, a.dtype or ("int64" if integral else None))
 
 
+def _where_shape(a: Args):
+    """torch.where(condition, input, other): the three broadcast, in the values' promoted dtype."""
+    if a.input is None or a.other is None:
+        raise Unresolved("torch.where(condition) alone gives indices that depend on the data")
+    values = broadcast(a.input, a.other)
+    return broadcast(a.condition, values).like(broadcast(a.condition, values).shape, values.dtype)
+
+
+# backward routes the gradient by the condition: it keeps the condition
+WHERE = Op("condition, input=None, other=None, out=None", _where_shape, saves=lambda a, out: [a.condition])
 CUMSUM = Op("input, dim, dtype=None, out=None", _cumsum_shape)  # backward sums the gradient back: keeps nothing
 TRIANGLE = Op("input, diagonal=0, out=None", lambda a: a.input.like(a.input.shape))  # tril/triu: backward masks
 

@@ -16,7 +16,7 @@ from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, k
 from .creation import (CREATE, arange_shape, full_shape, like_shape, linspace_shape, meshgrid_shape,
                        new_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
-from .elementwise import (BERNOULLI, COMPARE, CUMSUM, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN,
+from .elementwise import (BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN,
                           TOPK, TRIANGLE, cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves,
                           prelu_shape, reduce_shape, softmax_fn, to_dtype, activation, binary, dropout, functional,
                           unary)
@@ -210,6 +210,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.prod": PROD,
     "torch.cumsum": CUMSUM,
     "torch.bernoulli": BERNOULLI,
+    "torch.where": WHERE,
     # einops: each a composite of the reshapes, permutes, reductions and cats einops runs (einops.py)
     "einops.rearrange": Op("tensor, pattern, **axes_lengths", steps=transform("rearrange")),
     "einops.repeat": Op("tensor, pattern, **axes_lengths", steps=transform("repeat")),
