@@ -19,6 +19,5 @@ from .shape import TAKE
 from .tables import AUTOCAST, FUNCTIONS, LAZY, LIBRARY_MODULES, METHODS, MODULES
 
 __all__ = ["AUTOCAST", "Args", "CAST", "FUNCTIONS", "LAZY", "LIBRARY_MODULES", "MAX_VALUES", "METHODS", "MODULES",
-           "Op", "RNN_LAYER", "TAKE",
-           "TORCH_VERSION", "Ledger", "elman_step", "gru_step", "lstm_step", "replay", "binary",
-           "broadcast", "fmt", "promote", "unary", "valued"]
+           "Op", "RNN_LAYER", "TAKE", "TORCH_VERSION", "Ledger", "elman_step", "gru_step", "lstm_step", "replay",
+           "binary", "broadcast", "fmt", "promote", "unary", "valued"]

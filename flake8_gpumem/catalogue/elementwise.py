@@ -147,7 +147,8 @@ def _where_shape(a: Args):
     if a.input is None or a.other is None:
         raise Unresolved("torch.where(condition) alone gives indices that depend on the data")
     values = broadcast(a.input, a.other)
-    return broadcast(a.condition, values).like(broadcast(a.condition, values).shape, values.dtype)
+    out = broadcast(a.condition, values)
+    return out.like(out.shape, values.dtype)
 
 
 # backward routes the gradient by the condition: it keeps the condition

@@ -14,7 +14,7 @@ import libcst as cst
 
 from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind
-from ..values import AnalysisError, Tensor, Unresolved, tensors_in
+from ..values import AnalysisError, Tensor, Unresolved
 from . import numbers, regex
 from .imports import followed
 from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Builtin, Class, Field,
