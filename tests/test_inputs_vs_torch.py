@@ -155,3 +155,32 @@ def test_a_forward_argument_that_decides_a_random_branch(ratio, squashed):
     else:
         types = [layer.type for layer in result.models[0].layers]
         assert ("torch.tanh" in types) is squashed, types
+
+
+WRITTEN_INTO_ZEROS = """
+import torch
+from torch import nn
+
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.step = nn.Linear(16, 16)
+
+    def forward(self, x):
+        outputs = torch.zeros(4, x.shape[0], 16)
+        for t in range(4):
+            x = self.step(x)
+            outputs[t] = x
+        return outputs
+"""
+
+
+def test_a_gradient_written_into_a_buffer_by_item_assignment_is_not_guessed():
+    """`outputs[t] = output` into torch.zeros, as seq2seq decoders collect their steps: autograd's
+    CopySlices makes the buffer part of the graph, and the Linear's parameters get gradients (PyTorch
+    says so); gpumem does not model that graph, and says so rather than report no gradients."""
+    model = torch_oracle.load(WRITTEN_INTO_ZEROS)["Decoder"]()
+    assert torch_oracle.measure_step(model, (2, 16), loss="sum").gradients == (16 * 16 + 16) * 4
+    result = analyse_source(WRITTEN_INTO_ZEROS, "dec.py", Settings(input_shape=(16,), batch_size=2), model="Decoder")
+    assert not result.models and "outputs[t] = ... writes a tensor that needs a gradient" in result.skipped[0][1]
