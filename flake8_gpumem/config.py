@@ -127,14 +127,15 @@ def per_input(given, names: list, default, key: str, what: str) -> list:
     if unknown:
         known = ", ".join(x for x in names if x) or "none"
         raise ConfigError(f"{key} = {_shown(given)}: no input is given by the name {unknown[0]!r} "
-                          f"(inputs given by keyword: {known})")
+                          f"(inputs given by keyword: {known}; input_shape may come from elsewhere: the command "
+                          "line, the class's comment, pyproject.toml)")
     return [named.get(name, default) if name else default for name in names]
 
 
 def _shown(value) -> str:
     """A setting as the user wrote it: NAME=VALUE for a named entry."""
     if isinstance(value, tuple) and any(isinstance(v, Named) for v in value):
-        return repr([f"{v.name}={_shown(v.value)}" if isinstance(v, Named) else _shown(v) for v in value])
+        return repr([f"{v.name}={v.value}" if isinstance(v, Named) else v for v in value])
     return repr(list(value)) if isinstance(value, tuple) else repr(value)
 
 

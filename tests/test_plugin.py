@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 from sources import CNN
 
+from flake8_gpumem.config import Named
+
 TIMEOUT = 60  # seconds per flake8 run: the plugin must finish within a bounded time
 MIB = 2 ** 20
 
@@ -775,9 +777,9 @@ def test_bad_inline_comment_is_reported_by_default(tmp_path):
 CONFIG_FILE_OPTIONS = {
     "gpumem-budget": ("T4", 16 * 2 ** 30),
     "gpumem-batch-size": ("8", 8),
-    "gpumem-input-shape": ("3,32,32;10", ((3, 32, 32), (10,))),
+    "gpumem-input-shape": ("3,32,32;10;labels=", ((3, 32, 32), (10,), Named("labels", ()))),
     "gpumem-dtype": ("bfloat16", "bfloat16"),
-    "gpumem-input-dtype": ("float32;int64", ("float32", "int64")),
+    "gpumem-input-dtype": ("labels=int64", (Named("labels", "int64"),)),
     "gpumem-batch-dim": ("1;0", (1, 0)),
     "gpumem-loss": ("mse", "mse"),
     "gpumem-checkpoint": ("Block, Head", ("Block", "Head")),
