@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import collector, memory
 from .batch import affine_at, largest_batch
-from .config import DEFAULTS, ConfigError, Settings, input_dtypes, input_shapes, merge
+from .config import DEFAULTS, ConfigError, Settings, forward_inputs, input_shapes, merge
 from .diagnostics import budget_check, warns
 from .parallel import Parallel
 from .source import ModelDecl, SetUp, SourceFile, read_source
@@ -266,13 +266,15 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
             interp.segment = decl.segment
             optimized, notes = _optimized(interp, src, decl, root)
         try:
-            dtypes = input_dtypes(settings, memory.param_dtype(settings.dtype))
+            given = forward_inputs(settings, memory.param_dtype(settings.dtype))
         except ConfigError as exc:
             raise AnalysisError(str(exc), node) from None
-        xs = [Tensor((batch,) + tuple(shape), dtype) for shape, dtype in zip(input_shapes(settings), dtypes)]
+        xs = [Tensor(x.batched(batch), x.dtype) for x in given]
+        keywords = dict(settings.forward_args)
+        keywords.update((x.name, t) for x, t in zip(given, xs) if x.name is not None)
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
-        out = interp.call_module(root, xs, {}, node)
+        out = interp.call_module(root, [t for x, t in zip(given, xs) if x.name is None], keywords, node)
         if next(tensors_in(out), None) is None:
             raise AnalysisError(f"{decl.name}.forward returns no tensor", node)
         forward_events = len(interp.events)
