@@ -216,7 +216,7 @@ def create_new_module(target, adapter_name, config, r, lora_alpha):
         return Conv2d(target, adapter_name, config, r, lora_alpha)
     if isinstance(target, nn.Linear):
         return Linear(target, adapter_name, config, r, lora_alpha)
-    raise ValueError(f"Target module {type(target).__name__} is not supported by gpumem's model of PEFT's LoRA "
+    raise ValueError(f"Target module {target.__class__.__name__} is not supported by gpumem's model of PEFT's LoRA "
                      "(torch.nn.Linear and torch.nn.Conv2d are)")
 
 
@@ -232,6 +232,8 @@ class ModulesToSaveWrapper(nn.Module):
 
     def __init__(self, module_to_save, adapter_name):
         super().__init__()
+        if isinstance(module_to_save, (nn.ModuleDict, nn.ModuleList, LoraLayer)):
+            raise TypeError(f"modules_to_save cannot be applied to modules of type {module_to_save.__class__.__name__}")
         self.original_module = module_to_save
         self.active_adapter = adapter_name
         self.modules_to_save = nn.ModuleDict({})
@@ -269,7 +271,9 @@ class LoraModel(nn.Module):
                 new_module = create_new_module(target, adapter_name, config, r, alpha)
                 setattr(get_submodule(model, parent_key), target_name, new_module)
         if not targeted:
-            raise ValueError(f"Target modules {config.target_modules} not found in the base model. "
+            names = config.target_modules
+            names = names if isinstance(names, str) else ", ".join(sorted(names))
+            raise ValueError(f"Target modules {names} not found in the base model. "
                              "Please check the target modules and try again.")
         self.mark_only_adapters_as_trainable(model, config)
         if config.modules_to_save:
@@ -322,7 +326,7 @@ class PeftModel(nn.Module):
 def get_peft_model(model, peft_config, adapter_name="default", mixed=False, autocast_adapter_dtype=True,
                    revision=None, low_cpu_mem_usage=False):
     if not isinstance(peft_config, LoraConfig):
-        raise NotImplementedError(f"{type(peft_config).__name__}: gpumem models PEFT's LoraConfig only")
+        raise NotImplementedError(f"{peft_config.__class__.__name__}: gpumem models PEFT's LoraConfig only")
     if mixed:
         raise NotImplementedError("get_peft_model(mixed=True) is not modelled by gpumem")
     return PeftModel(model, peft_config, adapter_name, autocast_adapter_dtype, low_cpu_mem_usage)
