@@ -159,6 +159,11 @@ def all_linear_layers(model):
     return {name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
 
 
+class ParameterDict(nn.Module):
+    """nn.ParameterDict as LoRA uses it: a parameter per adapter, named `<attribute>.<adapter>`
+    (set and read with setattr/getattr)."""
+
+
 class LoraLayer(nn.Module):
     """peft.tuners.lora.LoraLayer: the frozen base layer, and per adapter its dropout, A and B."""
 
@@ -171,6 +176,8 @@ class LoraLayer(nn.Module):
         self.lora_dropout = nn.ModuleDict({})
         self.lora_A = nn.ModuleDict({})
         self.lora_B = nn.ModuleDict({})
+        self.lora_embedding_A = ParameterDict()
+        self.lora_embedding_B = ParameterDict()
         self.lora_magnitude_vector = nn.ModuleDict()
         self.active_adapter = adapter_name
         if r <= 0:
@@ -211,13 +218,36 @@ class Conv2d(LoraLayer):
         self.lora_B[adapter_name] = nn.Conv2d(r, base.out_channels, (1, 1), (1, 1), groups=base.groups, bias=False)
 
 
+class Embedding(LoraLayer):
+    def add_adapter(self, adapter_name, r):
+        base = self.base_layer
+        setattr(self.lora_embedding_A, adapter_name, nn.Parameter(torch.randn((r, base.num_embeddings))))
+        setattr(self.lora_embedding_B, adapter_name, nn.Parameter(torch.randn((base.embedding_dim, r))))
+
+    def forward(self, x):
+        result = self.base_layer(x)
+        torch_result_dtype = result.dtype
+        base = self.base_layer
+        embedding_A = getattr(self.lora_embedding_A, self.active_adapter).T
+        embedding_B = getattr(self.lora_embedding_B, self.active_adapter).T
+        after_A = F.embedding(x, embedding_A, padding_idx=base.padding_idx, max_norm=base.max_norm,
+                              norm_type=base.norm_type, scale_grad_by_freq=base.scale_grad_by_freq, sparse=base.sparse)
+        adapter_output = (after_A @ embedding_B) * self.scaling[self.active_adapter]
+        if hasattr(base, "embed_scale"):
+            raise NotImplementedError("LoRA on an embedding with an embed_scale is not modelled by gpumem")
+        result = result + adapter_output
+        return result.to(torch_result_dtype)
+
+
 def create_new_module(target, adapter_name, config, r, lora_alpha):
+    if isinstance(target, nn.Embedding):
+        return Embedding(target, adapter_name, config, r, lora_alpha)
     if isinstance(target, nn.Conv2d):
         return Conv2d(target, adapter_name, config, r, lora_alpha)
     if isinstance(target, nn.Linear):
         return Linear(target, adapter_name, config, r, lora_alpha)
     raise ValueError(f"Target module {target.__class__.__name__} is not supported by gpumem's model of PEFT's LoRA "
-                     "(torch.nn.Linear and torch.nn.Conv2d are)")
+                     "(torch.nn.Linear, Conv2d and Embedding are)")
 
 
 def get_submodule(model, key):
