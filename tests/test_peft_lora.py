@@ -71,6 +71,8 @@ class Net(nn.Module):
 
 model = get_peft_model(Net(), LoraConfig(  # gpumem: input_shape=(16,) batch_size=8
     r=4, lora_alpha=8, target_modules=TARGETS, modules_to_save=SAVE, layers_to_transform=LAYERS, bias=BIAS))
+model.print_trainable_parameters()
+model.base_model.model.blocks[0].proj.requires_grad_(True)  # PEFT's attributes: the model it wraps
 """
 
 
@@ -87,7 +89,8 @@ def matching(targets, layers=None, bias="none", save=("head",)) -> str:
 ], ids=["suffix", "regex", "layers", "all-linear"])
 def test_which_modules_peft_picks(source):
     """PEFT picks the targets; modules_to_save matches a plain string suffix, so "head" wraps both
-    head and prehead. Trainable parameters as the real peft leaves them, and every leaf call."""
+    head and prehead. Trainable parameters as the real peft leaves them (and the file after it:
+    blocks.0.proj, whatever it holds, trains), and every leaf call."""
     real = torch_oracle.load(source)["model"]
     result = analyse_source(source, "net.py", Settings(optimizer="adam", device="cpu"), model="model")
     ours = result.models[0]

@@ -4,7 +4,8 @@ sys.path, where installed libraries such as torchvision and timm live), read onc
 and its globals bound lazily like the linted file's: only the names a model reaches are parsed.
 
 PyTorch itself is not followed (its layers are the catalogue's), nor the standard library and
-the few libraries whose functions the interpreter knows by name (numpy, einops).
+the few libraries whose functions the interpreter knows by name (numpy, einops). A library of
+shims.py (PEFT) is read from its stand-in source, never from the installed one.
 """
 from __future__ import annotations
 
