@@ -210,12 +210,17 @@ class Linear(LoraLayer):
         self.lora_B[adapter_name] = nn.Linear(r, self.base_layer.out_features, bias=False)
 
 
-class Conv2d(LoraLayer):
+class ConvNd(LoraLayer):
+    """Conv1d/2d/3d: A has the target's kernel, stride and padding, B is 1x1, in the target's groups."""
+
     def add_adapter(self, adapter_name, r):
         base = self.base_layer
-        self.lora_A[adapter_name] = nn.Conv2d(base.in_channels, r, base.kernel_size, base.stride, base.padding,
-                                              bias=False)
-        self.lora_B[adapter_name] = nn.Conv2d(r, base.out_channels, (1, 1), (1, 1), groups=base.groups, bias=False)
+        conv, ones = CONV_TYPES[[isinstance(base, t) for t, _ in CONV_TYPES].index(True)]
+        self.lora_A[adapter_name] = conv(base.in_channels, r, base.kernel_size, base.stride, base.padding, bias=False)
+        self.lora_B[adapter_name] = conv(r, base.out_channels, ones, ones, groups=base.groups, bias=False)
+
+
+CONV_TYPES = [(nn.Conv1d, (1,)), (nn.Conv2d, (1, 1)), (nn.Conv3d, (1, 1, 1))]
 
 
 class Embedding(LoraLayer):
@@ -242,12 +247,12 @@ class Embedding(LoraLayer):
 def create_new_module(target, adapter_name, config, r, lora_alpha):
     if isinstance(target, nn.Embedding):
         return Embedding(target, adapter_name, config, r, lora_alpha)
-    if isinstance(target, nn.Conv2d):
-        return Conv2d(target, adapter_name, config, r, lora_alpha)
+    if isinstance(target, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return ConvNd(target, adapter_name, config, r, lora_alpha)
     if isinstance(target, nn.Linear):
         return Linear(target, adapter_name, config, r, lora_alpha)
     raise ValueError(f"Target module {target.__class__.__name__} is not supported by gpumem's model of PEFT's LoRA "
-                     "(torch.nn.Linear, Conv2d and Embedding are)")
+                     "(torch.nn.Linear, Conv1d/2d/3d and Embedding are)")
 
 
 def get_submodule(model, key):

@@ -117,3 +117,44 @@ def test_what_is_not_modelled_is_said(config, said):
     result = analyse_source(source, "net.py", Settings(optimizer="adam", device="cpu"), model="model")
     assert not result.models
     assert any(said in d.message for d in result.diagnostics if d.code == "GPM900"), result.diagnostics
+
+
+CONVS = """\
+import torch.nn as nn
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(8, 16, 5, stride=2, padding=2)
+        self.c3 = nn.Conv3d(16, 8, 3, padding=1, groups=8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = self.c3(x.view(x.shape[0], 16, 4, 4, 4))
+        return self.fc(x.mean(dim=(2, 3, 4)))
+
+
+model = get_peft_model(Net(), LoraConfig(r=8, target_modules=["c1", "c3"], lora_dropout=0.1))
+"""
+
+
+def test_conv1d_and_conv3d_targets():
+    """A is a conv with the target's kernel, stride and padding, B a 1x1 one in the target's groups:
+    parameters, leaf calls and the step (float32, Adam) as PEFT builds and runs them."""
+    settings = Settings(optimizer="adam", device="cpu", input_shape=(8, 128), batch_size=4)
+    ours = analyse_source(CONVS, "net.py", settings, model="model").models[0]
+    torch.manual_seed(0)
+    real = torch_oracle.load(CONVS)["model"]
+    assert (ours.params, ours.trainable_params) == (sum(p.numel() for p in real.parameters()),
+                                                    sum(p.numel() for p in real.parameters() if p.requires_grad))
+    truth = torch_oracle.profile(real, torch_oracle.make_input((4, 8, 128)))
+    assert [(l.name, l.type, l.output_shape) for l in ours.layers if l.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+    with torch_oracle.no_cyclic_collection():
+        step = torch_oracle.measure_step(real, (4, 8, 128), "float32", "adam")
+    assert abs(ours.memory.peak - step.peak) <= TOLERANCE * step.peak, (ours.memory.peak, step.peak)
+    assert (ours.memory.gradients, ours.memory.optimizer) == (step.gradients, step.optimizer_state)
