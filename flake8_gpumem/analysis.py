@@ -14,7 +14,7 @@ from .config import DEFAULTS, ConfigError, Settings, forward_inputs, input_shape
 from .diagnostics import budget_check, warns
 from .parallel import Parallel
 from .source import ModelDecl, SetUp, SourceFile, read_source
-from .values import AnalysisError, Tensor, tensors_in
+from .values import FLOAT_DTYPES, AnalysisError, Tensor, tensors_in
 
 if TYPE_CHECKING:
     from .interpreter import Event, Interpreter, Module
@@ -265,6 +265,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                 interp.run_block(segment.module.body, Scope({}, src.scope))
             interp.segment = decl.segment
             optimized, notes = _optimized(interp, src, decl, root)
+            _in_model_dtype(root, interp.model_dtype)
         try:
             given = forward_inputs(settings, memory.param_dtype(settings.dtype))
         except ConfigError as exc:
@@ -284,6 +285,18 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         raise
     return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp, optimized,
                 notes)
+
+
+def _in_model_dtype(root, dtype: str) -> None:
+    """A module-level model is built once per file, by whichever interpreter first looks it up (deciding
+    whether the name is a model builds it at float32); its parameters are the model's dtype, as the
+    setting says, whichever built them (PEFT's LoRA layers compare their input's dtype to theirs)."""
+    from .interpreter import walk_modules
+
+    for _, m in walk_modules(root):
+        for t in m.weights.values():
+            if t.is_param and t.dtype in FLOAT_DTYPES:
+                t.dtype = dtype
 
 
 def _optimized(interp: Interpreter, src: SourceFile, decl: ModelDecl, root: Module) -> tuple[list | None, list]:

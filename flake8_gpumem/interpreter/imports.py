@@ -4,7 +4,8 @@ sys.path, where installed libraries such as torchvision and timm live), read onc
 and its globals bound lazily like the linted file's: only the names a model reaches are parsed.
 
 PyTorch itself is not followed (its layers are the catalogue's), nor the standard library and
-the few libraries whose functions the interpreter knows by name (numpy, einops).
+the few libraries whose functions the interpreter knows by name (numpy, einops). A library of
+shims.py (PEFT) is read from its stand-in source, never from the installed one.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .. import shims
 from ..segments import LINES, split
 from ..values import Unresolved
 from .bindings import segment_scope
@@ -75,6 +77,11 @@ class Resolver:
         return self.modules[name]
 
     def _find(self, name: str) -> Namespace | None:
+        top = name.partition(".")[0]
+        if top in shims.SOURCES:
+            if name != top:
+                raise Unresolved(f"{name}: gpumem reads {top} from a stand-in of its top-level names only")
+            return Namespace(name, _stand_in(name))
         rel = Path(*name.split("."))
         for root in self.roots:
             for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
@@ -120,3 +127,11 @@ def _read(path: str, name: str) -> Scope:
         raise Unresolved(f"cannot read {path} (imported as {name}): {exc}") from None
     package = name if Path(path).name == "__init__.py" else name.rpartition(".")[0]
     return segment_scope(segments, File(name, package, foreign=True))
+
+
+@lru_cache(maxsize=None)
+def _stand_in(name: str) -> Scope:
+    """A library read from shims.py's source in place of its own (a package: its names are its __init__'s)."""
+    text = shims.SOURCES[name]
+    segments, _ = split(LINES.findall(text), ast.parse(text))
+    return segment_scope(segments, File(name, name, foreign=True))
