@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from . import collector, memory
 from .batch import affine_at, largest_batch
-from .config import DEFAULTS, ConfigError, Settings, input_dtypes, input_shapes, merge
+from .config import DEFAULTS, ConfigError, Settings, forward_inputs, input_shapes, merge
 from .diagnostics import budget_check, warns
 from .parallel import Parallel
 from .source import ModelDecl, SetUp, SourceFile, read_source
-from .values import AnalysisError, Tensor, tensors_in
+from .values import FLOAT_DTYPES, AnalysisError, Tensor, tensors_in
 
 if TYPE_CHECKING:
     from .interpreter import Event, Interpreter, Module
@@ -265,14 +265,17 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                 interp.run_block(segment.module.body, Scope({}, src.scope))
             interp.segment = decl.segment
             optimized, notes = _optimized(interp, src, decl, root)
+            _in_model_dtype(root, interp.model_dtype)
         try:
-            dtypes = input_dtypes(settings, memory.param_dtype(settings.dtype))
+            given = forward_inputs(settings, memory.param_dtype(settings.dtype))
         except ConfigError as exc:
             raise AnalysisError(str(exc), node) from None
-        xs = [Tensor((batch,) + tuple(shape), dtype) for shape, dtype in zip(input_shapes(settings), dtypes)]
+        xs = [Tensor(x.batched(batch), x.dtype) for x in given]
+        keywords = dict(settings.forward_args)
+        keywords.update((x.name, t) for x, t in zip(given, xs) if x.name is not None)
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
-        out = interp.call_module(root, xs, {}, node)
+        out = interp.call_module(root, [t for x, t in zip(given, xs) if x.name is None], keywords, node)
         if next(tensors_in(out), None) is None:
             raise AnalysisError(f"{decl.name}.forward returns no tensor", node)
         forward_events = len(interp.events)
@@ -282,6 +285,18 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         raise
     return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp, optimized,
                 notes)
+
+
+def _in_model_dtype(root, dtype: str) -> None:
+    """A module-level model is built once per file, by whichever interpreter first looks it up (deciding
+    whether the name is a model builds it at float32); its parameters are the model's dtype, as the
+    setting says, whichever built them (PEFT's LoRA layers compare their input's dtype to theirs)."""
+    from .interpreter import walk_modules
+
+    for _, m in walk_modules(root):
+        for t in m.weights.values():
+            if t.is_param and t.dtype in FLOAT_DTYPES:
+                t.dtype = dtype
 
 
 def _optimized(interp: Interpreter, src: SourceFile, decl: ModelDecl, root: Module) -> tuple[list | None, list]:

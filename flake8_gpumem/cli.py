@@ -55,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
                              "'resnet50(num_classes=10)' (default: every model in FILE)")
     inputs.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
                         help="a constructor argument of the model, e.g. --arg num_classes=10 (repeatable)")
+    inputs.add_argument("--forward-arg", action="append", default=[], metavar="NAME=VALUE",
+                        help="a non-tensor argument of forward, e.g. --forward-arg teacher_forcing_ratio=0.0 "
+                             "(repeatable; default: forward's own default)")
     for o in OPTIONS.values():
         group = groups[o.group]
         if o.flag:
@@ -75,18 +78,25 @@ def parser() -> argparse.ArgumentParser:
 
 def overrides_from(ns: argparse.Namespace):
     values = {k: getattr(ns, k) for k, o in OPTIONS.items() if o.flag and getattr(ns, k) is not None}
-    args = {}
-    for item in ns.arg:
+    for key, flag in (("args", "arg"), ("forward_args", "forward_arg")):
+        given = literal_arguments(getattr(ns, flag), flag)
+        if given:
+            values[key] = given
+    return settings_from(values, "command line")
+
+
+def literal_arguments(items: list, flag: str) -> dict:
+    """{name: value} from NAME=VALUE flags; a value is a Python literal, else the string as written."""
+    found = {}
+    for item in items:
         name, eq, raw = item.partition("=")
         if not eq or not name.isidentifier():
-            raise ConfigError(f"command line: --arg {item!r}: expected NAME=VALUE")
+            raise ConfigError(f"command line: --{flag.replace('_', '-')} {item!r}: expected NAME=VALUE")
         try:
-            args[name] = ast.literal_eval(raw)
+            found[name] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            args[name] = raw
-    if args:
-        values["args"] = args
-    return settings_from(values, "command line")
+            found[name] = raw
+    return found
 
 
 def decode_source(data: bytes) -> str:

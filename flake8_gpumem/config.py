@@ -16,6 +16,7 @@ import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,9 +52,10 @@ class ConfigError(ValueError):
 class Settings:
     budget: int | None = None
     batch_size: int | None = None
-    input_shape: tuple | None = None  # one shape, or a tuple of shapes: one per tensor argument of forward
+    input_shape: tuple | None = None  # one shape, or a tuple of entries: a shape per positional input, Named by keyword
     dtype: str | None = None
-    input_dtype: str | tuple | None = None  # one for all inputs, or a tuple: one per input
+    input_dtype: str | tuple | None = None  # one for all inputs, or a tuple: one per input, or Named
+    batch_dim: int | tuple | None = None  # where the batch goes in each input: one for all, one per input, or Named
     optimizer: str | None = None
     loss: str | None = None  # applied to the first output when forward returns no 0-d tensor
     checkpoint: tuple | None = None  # what-if: class names whose every call runs checkpointed
@@ -65,40 +67,104 @@ class Settings:
     reserve: int | None = None
     device: str | None = None  # whose kernels: cuda (default) or cpu
     args: dict = field(default_factory=dict)
+    forward_args: dict = field(default_factory=dict)  # forward's non-tensor arguments, by name: literal values
 
 
-DEFAULTS = Settings(batch_size=1, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0, device="cuda",
-                    loss="cross_entropy", checkpoint=(), accumulate=1, strategy="single", world_size=1,
+DEFAULTS = Settings(batch_size=1, batch_dim=0, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0,
+                    device="cuda", loss="cross_entropy", checkpoint=(), accumulate=1, strategy="single", world_size=1,
                     shard_unit=())
 
 
-def input_shapes(s: Settings) -> list[tuple]:
-    """The per-sample shape of each forward input."""
+class Named(NamedTuple):
+    """An input given by keyword (`labels=`), or a per-input setting for the input of that name."""
+
+    name: str
+    value: object
+
+
+class ForwardInput(NamedTuple):
+    """One tensor forward takes, as the step builds it: by position (name None) or by keyword."""
+
+    name: str | None
+    shape: tuple  # per sample
+    dtype: str
+    batch_dim: int  # where the batch goes: 0 is batch first, 1 sequence first (nn.LSTM's default)
+
+    def batched(self, batch: int) -> tuple:
+        return self.shape[:self.batch_dim] + (batch,) + self.shape[self.batch_dim:]
+
+
+def _entries(s: Settings) -> list:
     shape = s.input_shape
     return [shape] if not shape or not isinstance(shape[0], tuple) else list(shape)
 
 
+def input_shapes(s: Settings) -> list[tuple]:
+    """The per-sample shape of each forward input, positional ones first, then those given by keyword."""
+    return [e.value if isinstance(e, Named) else e for e in _entries(s)]
+
+
+def input_names(s: Settings) -> list:
+    """Each input's keyword, None for one given by position."""
+    return [e.name if isinstance(e, Named) else None for e in _entries(s)]
+
+
+def per_input(given, names: list, default, key: str, what: str) -> list:
+    """One value per input from a setting given once for all, once per input in order, or by name
+    (the inputs it does not name take `default`)."""
+    n = len(names)
+    if given is None or not isinstance(given, tuple):
+        return [default if given is None else given] * n
+    named = {g.name: g.value for g in given if isinstance(g, Named)}
+    if not named:
+        if len(given) != n:
+            raise ConfigError(f"{key} = {_shown(given)}: {len(given)} {what} for {n} inputs; give one for all, one "
+                              "per input, or NAME=VALUE for the inputs given by keyword")
+        return list(given)
+    if len(named) != len(given):
+        raise ConfigError(f"{key} = {_shown(given)}: give every value by position or every one by name")
+    unknown = sorted(set(named) - set(names))
+    if unknown:
+        known = ", ".join(x for x in names if x) or "none"
+        raise ConfigError(f"{key} = {_shown(given)}: no input is given by the name {unknown[0]!r} "
+                          f"(inputs given by keyword: {known}; input_shape may come from elsewhere: the command "
+                          "line, the class's comment, pyproject.toml)")
+    return [named.get(name, default) if name else default for name in names]
+
+
+def _shown(value) -> str:
+    """A setting as the user wrote it: NAME=VALUE for a named entry."""
+    if isinstance(value, tuple) and any(isinstance(v, Named) for v in value):
+        return repr([f"{v.name}={v.value}" if isinstance(v, Named) else v for v in value])
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+
 def input_dtypes(s: Settings, model_dtype: str) -> list[str]:
     """The dtype of each forward input: one given once applies to all; floats default to the model's."""
-    n = len(input_shapes(s))
-    given = s.input_dtype
-    if given is None or isinstance(given, str):
-        return [given or model_dtype] * n
-    if len(given) != n:
-        raise ConfigError(f"input_dtype = {list(given)!r}: {len(given)} dtypes for {n} inputs; give one for all "
-                          "or one per input")
-    return list(given)
+    return per_input(s.input_dtype, input_names(s), model_dtype, "input_dtype", "dtypes")
+
+
+def forward_inputs(s: Settings, model_dtype: str) -> list[ForwardInput]:
+    """What the step passes forward: each input's keyword, per-sample shape, dtype and batch position."""
+    names, shapes = input_names(s), input_shapes(s)
+    # a per-sample scalar's batch is its one dimension, whatever batch_dim says for the others
+    dims = [d if shape else 0 for d, shape in zip(per_input(s.batch_dim, names, 0, "batch_dim", "dimensions"), shapes)]
+    for shape, dim in zip(shapes, dims):
+        if dim > len(shape):
+            raise ConfigError(f"batch_dim = {dim}: an input of per-sample shape {list(shape)} has no dimension "
+                              f"{dim} to put the batch before (0 to {len(shape)})")
+    return [ForwardInput(*x) for x in zip(names, shapes, input_dtypes(s, model_dtype), dims)]
 
 
 def merge(*layers: Settings) -> Settings:
-    """Strongest first: the first layer that sets a field wins; constructor args combine."""
+    """Strongest first: the first layer that sets a field wins; constructor and forward args combine."""
     values = {}
     for f in fields(Settings):
-        if f.name == "args":
+        if f.name in ("args", "forward_args"):
             combined = {}
             for layer in reversed(layers):
-                combined.update(layer.args)
-            values["args"] = combined
+                combined.update(getattr(layer, f.name))
+            values[f.name] = combined
         else:
             values[f.name] = next((getattr(s, f.name) for s in layers if getattr(s, f.name) is not None), None)
     return Settings(**values)
@@ -126,28 +192,60 @@ def parse_size(value, key: str = "budget") -> int:
                       f"or a GPU name ({', '.join(sorted(GPUS))})")
 
 
+NAMED = re.compile(r"\s*([A-Za-z_]\w*)\s*=(.*)", re.DOTALL)
+
+
 def parse_shape(value, key: str = "input_shape") -> tuple:
-    """(3, 50, 50), [3, 50, 50] or "3,50,50"; several inputs as a list of those, [[256], [256]],
-    or one string with `;` between them, "256;256"."""
-    given = value
+    """(3, 50, 50), [3, 50, 50] or "3,50,50"; the empty shape of a per-sample scalar, [] or ""; several
+    inputs as a list of those, [[3, 64, 64], []], or one string with `;` between them, "3,64,64;". An
+    input forward takes by keyword is named: "labels=", {labels = []} (after the positional ones)."""
+    try:
+        entries = _shape_entries(value)
+    except ConfigError as exc:
+        if isinstance(value, (list, tuple, dict)) or (isinstance(value, str) and ";" in value):
+            raise ConfigError(f"{key} = {value!r}: expected sizes like [3, 50, 50], [] for a per-sample scalar, "
+                              "or one list per forward input like [[256], [256]]") from None
+        raise ConfigError(f"{key} = {value!r}: {exc}") from None
+    names = [e.name for e in entries if isinstance(e, Named)]
+    if any(isinstance(a, Named) and not isinstance(b, Named) for a, b in zip(entries, entries[1:])):
+        raise ConfigError(f"{key} = {value!r}: an input given by position after one given by name")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{key} = {value!r}: an input named twice")
+    return entries[0] if len(entries) == 1 and not names else tuple(entries)
+
+
+def _shape_entries(value) -> list:
+    """The inputs a shape setting gives: a shape each, Named for those given by keyword."""
     if isinstance(value, str) and ";" in value:
-        value = [v for v in value.split(";") if v.strip()]
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple, str)) for v in value):
-        try:
-            shapes = tuple(parse_shape(v, key) for v in value)
-        except ConfigError:
-            raise ConfigError(f"{key} = {given!r}: expected sizes like [3, 50, 50], or one list per forward "
-                              "input like [[256], [256]]") from None
-        return shapes[0] if len(shapes) == 1 else shapes
+        return [e for part in value.split(";") for e in _shape_entries(part)]
+    if isinstance(value, dict):
+        return [Named(_name(k), _sizes(v)) for k, v in value.items()]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple, str, dict)) for v in value):
+        return [e for v in value for e in _shape_entries(v)]
+    if isinstance(value, str):
+        named = NAMED.fullmatch(value)
+        if named:
+            return [Named(named.group(1), _sizes(named.group(2)))]
+    return [_sizes(value)]
+
+
+def _name(name) -> str:
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ConfigError(f"{name!r} is not the name of an argument of forward")
+    return name
+
+
+def _sizes(value) -> tuple:
+    """One per-sample shape: a list of positive sizes, or "3,50,50"; empty for a per-sample scalar."""
     if isinstance(value, str):
         parts = [p for p in re.split(r"[\s,x()\[\]]+", value.strip()) if p]
         try:
             value = [int(p) for p in parts]
         except ValueError:
-            raise ConfigError(f"{key} = {value!r}: expected sizes like 3,50,50") from None
-    if not isinstance(value, (list, tuple)) or not value or not all(
+            raise ConfigError("expected sizes like 3,50,50") from None
+    if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        raise ConfigError(f"{key} = {value!r}: expected a list of positive sizes like [3, 50, 50]")
+        raise ConfigError("expected a list of positive sizes like [3, 50, 50], or [] for a per-sample scalar")
     return tuple(value)
 
 
@@ -187,21 +285,47 @@ def _class_names(value, key: str) -> tuple:
 
 def _args(value, key: str) -> dict:
     if not isinstance(value, dict):
-        raise ConfigError(f"{key} = {value!r}: expected a table of constructor arguments")
+        raise ConfigError(f"{key} = {value!r}: expected a table of arguments by name")
     return dict(value)
 
 
-def _dtypes(value, key: str):
-    """One input dtype, or a list of them: one per input."""
-    one = _choice(INPUT_DTYPES)
-    if isinstance(value, str) and ";" in value:
-        value = [v.strip() for v in value.split(";") if v.strip()]
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ConfigError(f"{key} = []: expected a dtype or a list of them")
-        dtypes = tuple(one(v, key) for v in value)
-        return dtypes[0] if len(set(dtypes)) == 1 else dtypes
-    return one(value, key)
+def _per_input(one, what: str):
+    """A setting given once for all inputs, once per input (a list, or `;` between them), or for the
+    inputs given by keyword by their names ("labels=int64", {labels = "int64"})."""
+
+    def parse(value, key):
+        entries = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, dict):
+            entries = [Named(k, v) for k, v in value.items()]
+        entries = [v for e in entries for v in (e.split(";") if isinstance(e, str) else [e])
+                   if not isinstance(v, str) or v.strip()]
+        if not entries:
+            raise ConfigError(f"{key} = {_short(value)}: expected {what} or a list of them")
+        parsed = []
+        for entry in entries:
+            named = NAMED.fullmatch(entry) if isinstance(entry, str) else None
+            if named:
+                entry = Named(named.group(1), named.group(2).strip())
+            if isinstance(entry, Named):
+                try:
+                    parsed.append(Named(_name(entry.name), one(entry.value, key)))
+                except ConfigError as exc:
+                    raise ConfigError(f"{exc} (of the input named {entry.name!r})") from None
+            else:
+                parsed.append(one(entry, key))
+        if any(isinstance(p, Named) for p in parsed):
+            return tuple(parsed)
+        return parsed[0] if len(set(parsed)) == 1 else tuple(parsed)
+
+    return parse
+
+
+def _dim(value, key: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{key} = {value!r}: expected a dimension, 0 (batch first) or more")
+    return value
 
 
 PARSERS = {
@@ -209,7 +333,8 @@ PARSERS = {
     "batch_size": _positive_int,
     "input_shape": parse_shape,
     "dtype": _choice(DTYPES),
-    "input_dtype": _dtypes,
+    "input_dtype": _per_input(_choice(INPUT_DTYPES), "a dtype"),
+    "batch_dim": _per_input(_dim, "a dimension"),
     "optimizer": _choice(OPTIMIZERS),
     "loss": _choice(LOSSES),
     "checkpoint": _class_names,
@@ -221,6 +346,7 @@ PARSERS = {
     "reserve": lambda v, k: parse_size(v, k),
     "device": _choice(DEVICES),
     "args": _args,
+    "forward_args": _args,
 }
 
 
@@ -288,12 +414,18 @@ class Option:
 
 
 OPTIONS = {o.key: o for o in (
-    Option("input_shape", "model and inputs", "per-sample input shape, e.g. 3,50,50", "SHAPE",
-           first="the file's own example input", several="one per tensor argument of forward", separator=";"),
-    Option("input_dtype", "model and inputs", "dtype of the input batch (int64 for token ids)", "DTYPE", INPUT_DTYPES,
+    Option("input_shape", "model and inputs", "per-sample input shape, e.g. 3,50,50; '' for a per-sample scalar "
+           "(a timestep, a label); NAME=SHAPE passes it by keyword, e.g. labels=", "SHAPE",
+           first="the file's own example input", several="one per tensor argument of forward, positional ones first",
+           separator=";"),
+    Option("input_dtype", "model and inputs", "dtype of the input batch (int64 for token ids, labels, timesteps); "
+           "NAME=DTYPE for the input of that name", "DTYPE", INPUT_DTYPES,
            first="the model's parameter dtype", several="one for all inputs or one per input", separator=";"),
     Option("batch_size", "model and inputs", "samples per training step", "N",
            first="the batch of the file's own example input"),
+    Option("batch_dim", "model and inputs", "where the batch goes in the input's shape: 0 batch first, 1 sequence "
+           "first (nn.LSTM without batch_first); NAME=DIM for the input of that name", "DIM",
+           several="one for all inputs or one per input", separator=";"),
     Option("dtype", "training step", "precision of weights and compute (amp-*: float32 weights, autocast)", "DTYPE",
            DTYPES),
     Option("optimizer", "training step", "whose state is counted", "NAME", OPTIMIZERS,

@@ -19,9 +19,10 @@ from .values import FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError
 
 INLINE = re.compile(r"#\s*gpumem:(.*)$")
 WORD = re.compile(r"\w+")  # identifiers (and numbers): what a statement may name
-# key=value; a value is a word, a string, or brackets nested once: (3, 50, 50), ((64,), (64,)), [[64], [64]]
+# key=value; a value is a word, a string, or brackets nested once: (3, 50, 50), ((64,), (64,)), [[64], [64]],
+# {"labels": ()}
 INLINE_PAIR = re.compile(r"(\w+)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|\[(?:[^\[\]]|\[[^\[\]]*\])*\]|\"[^\"]*\"|'[^']*'"
-                         r"|[^\s,]+)")
+                         r"|\{(?:[^{}]|\{[^{}]*\})*\}|[^\s,]+)")
 CONTAINER_CALLS = ("Sequential",)
 EXAMPLE_TENSORS = ("randn", "rand", "zeros", "ones", "empty", "randint")
 TABLE = 64  # items in a display a module-level call passes, above which it builds a table, not a model

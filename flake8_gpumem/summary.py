@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 from .analysis import Analysis, ModelReport
+from .config import forward_inputs
 from .diagnostics import human
-from .memory import AUTOCAST, OPTIMIZER_STATE
+from .memory import AUTOCAST, OPTIMIZER_STATE, param_dtype
 
 OPTIMIZER_WORDS = {
     "sgd": "none", "sgd-momentum": "momentum_buffer", "adam": "exp_avg + exp_avg_sq + step",
@@ -25,11 +26,18 @@ def rows(m: ModelReport) -> list[tuple]:
     batch = m.batch
     out = [("Layer", "Type", "Output shape", "Per sample", "Params", "Activation", "Kept for backward")]
     for l in m.layers:
-        per_sample = math.prod(l.output_shape[1:]) if l.output_shape else None  # a loss is one number
-        out.append((l.name, l.type, shape(l.output_shape), f"{per_sample:,}" if batch and per_sample is not None
-                    else "-",
+        per_sample = _per_sample(l.output_shape, batch)
+        out.append((l.name, l.type, shape(l.output_shape), f"{per_sample:,}" if per_sample is not None else "-",
                     _params_cell(l), human(l.activation_bytes), human(l.saved_bytes)))
     return out
+
+
+def _per_sample(output_shape, batch) -> int | None:
+    """Elements per sample of an output with the batch first, or elsewhere (a sequence-first LSTM's
+    T x B x H); None for one without the batch in it (a loss, a table of positions)."""
+    if not output_shape or not batch:
+        return None
+    return math.prod(output_shape) // batch if batch in output_shape else None
 
 
 def _params_cell(l) -> str:
@@ -79,10 +87,16 @@ WRAPPER_WORDS = {"torch.compile": "torch.compile: the eager step",
 
 def heading(m: ModelReport) -> str:
     s = m.settings
-    dtypes = s.input_dtype if isinstance(s.input_dtype, str) else ", ".join(s.input_dtype or (s.dtype,))
     wrappers = "".join(f" ({WRAPPER_WORDS[w]})" for w in m.wrappers if w in WRAPPER_WORDS)
-    return (f"{m.name}  ({m.file}:{m.line}){wrappers}  input {shape(m.input_shape)} {dtypes}, batch {m.batch}, "
+    return (f"{m.name}  ({m.file}:{m.line}){wrappers}  input {inputs_words(m)}, batch {m.batch}, "
             f"{s.dtype}, {s.optimizer}, loss: {LOSS_WORDS.get(m.loss, m.loss)}{setup_words(s)}")
+
+
+def inputs_words(m: ModelReport) -> str:
+    """Each input as the step builds it, batch included: '4x3x64x64 float32, 4 int64, labels=4 int64'."""
+    given = forward_inputs(m.settings, param_dtype(m.settings.dtype))
+    shapes = [m.input_shape] if len(given) == 1 else m.input_shape
+    return ", ".join(f"{x.name + '=' if x.name else ''}{shape(full)} {x.dtype}" for x, full in zip(given, shapes))
 
 
 def setup_words(s) -> str:

@@ -420,7 +420,8 @@ def test_seed_pooling_warning_points_at_p2(seed_json):
 # ---------------------------------------------------------------- --help
 
 GROUPED = {  # issue #23: the flags of `gpumem report`, in order, under their headings
-    "model and inputs": ["FILE", "--model", "--arg", "--input-shape", "--input-dtype", "--batch-size"],
+    "model and inputs": ["FILE", "--model", "--arg", "--forward-arg", "--input-shape", "--input-dtype", "--batch-size",
+                         "--batch-dim"],
     "training step": ["--dtype", "--optimizer", "--loss", "--device"],
     "set-up": ["--checkpoint", "--accumulate", "--strategy", "--world-size", "--shard-unit"],
     "budget": ["--budget", "--reserve"],
@@ -813,3 +814,86 @@ def test_the_heading_names_the_training_set_up():
     sharded = only_model(report_json(*args, "--strategy", "fsdp", "--world-size", "4", "--shard-unit", "Block"))
     assert sharded["params"] == plain["params"] == GPT_PARAMS  # the model's, not a rank's
     assert sharded["memory"]["weights"] < plain["memory"]["weights"] / 3
+
+
+# ---------------------------------------------------------------- inputs: scalars, by keyword, batch position
+
+INPUTS = REPO / "fixtures" / "inputs"
+# fixtures/inputs/diffusion.py's Denoiser(dim=16): forward(x, t, y), t a timestep and y a class label per sample
+DENOISER = (INPUTS / "diffusion.py", "--model", "Denoiser(dim=16)", "--batch-size", "2")
+
+
+def layer_shapes(m: dict) -> dict:
+    return {layer["name"]: layer["output_shape"] for layer in m["layers"]}
+
+
+def test_a_per_sample_scalar_input_is_the_empty_shape():
+    """The issue's command: --input-shape '' is one number per sample, a batch of shape (2,); its int64
+    values index the label embedding. By hand, dim 16: time.0 is Linear(16, 64), label Embedding(10, 64)."""
+    m = only_model(report_json(*DENOISER, "--input-shape", "3,64,64", "--input-shape", "", "--input-shape", "",
+                               "--input-dtype", "float32", "--input-dtype", "int64", "--input-dtype", "int64"))
+    assert m["input_shape"] == [[2, 3, 64, 64], [2], [2]]
+    shapes = layer_shapes(m)
+    assert (shapes["time.0"], shapes["label"], shapes["out"]) == ([2, 64], [2, 64], [2, 3, 64, 64])
+    # empty entries in the ';' form are the same inputs
+    again = only_model(report_json(*DENOISER, "--input-shape", "3,64,64;;", "--input-dtype", "float32;int64;int64"))
+    assert again["memory"] == m["memory"]
+    heading = run_gpumem(*DENOISER, "--input-shape", "3,64,64;;", "--input-dtype", "float32;int64;int64").stdout
+    assert "input 2x3x64x64 float32, 2 int64, 2 int64, batch 2" in heading.splitlines()[0]
+
+
+def test_a_scalar_input_in_pyproject(tmp_path):
+    """`[]` in a model's table (the fixture's own comment, which would win, left out)."""
+    source = (INPUTS / "diffusion.py").read_text().replace("  # gpumem:", "  # was:")
+    write(tmp_path, "diffusion.py", source)
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.gpumem]\nbatch_size = 3\n\n[tool.gpumem.models."diffusion.py::Denoiser"]\n'
+        'input_shape = [[3, 16, 16], [], []]\ninput_dtype = ["float32", "int64", "int64"]\n')
+    m = only_model(report_json(tmp_path / "diffusion.py", "--model", "Denoiser", cwd=tmp_path))
+    assert m["input_shape"] == [[3, 3, 16, 16], [3], [3]]
+    assert layer_shapes(m)["label"] == [3, 128]  # Embedding(10, 32 * 4)
+
+
+def test_inputs_by_keyword():
+    """model(image=x, target=y) into forward(self, **kwargs), and forward(pixel_values, labels=None)
+    returning its own loss when given labels: that loss is the step's."""
+    keywords = INPUTS / "keywords.py"
+    m = only_model(report_json(keywords, "--model", "Distiller", "--input-shape", "image=3,16,16",
+                               "--input-shape", "target=", "--input-dtype", "target=int64", "--batch-size", "2"))
+    assert m["input_shape"] == [[2, 3, 16, 16], [2]]
+    assert (layer_shapes(m)["student.0"], layer_shapes(m)["teacher.7"]) == ([2, 16, 16, 16], [2, 10])
+    assert "loss" not in layer_shapes(m)  # the model's own: cross entropy plus mse against the teacher
+    m = only_model(report_json(keywords, "--model", "Classifier", "--input-shape", "3,16,16;labels=",
+                               "--input-dtype", "float32;int64", "--batch-size", "2"))
+    assert m["layers"][-1]["type"] == "F.cross_entropy" and m["layers"][-1]["name"] != "loss"
+    heading = run_gpumem(keywords, "--model", "Classifier", "--batch-size", "2").stdout.splitlines()[0]
+    assert "input pixel_values=2x3x32x32 float32, labels=2 int64, batch 2" in heading, heading
+
+
+def test_the_batch_dimension_and_forward_arguments():
+    """fixtures/inputs/sequence_first.py's Tagger: nn.LSTM without batch_first, its comment says batch_dim=1."""
+    tagger = (INPUTS / "sequence_first.py", "--model", "Tagger", "--batch-size", "3")
+    m = only_model(report_json(*tagger))
+    assert (m["input_shape"], layer_shapes(m)["lstm"], layer_shapes(m)["head"]) == ([35, 3, 16], [35, 3, 48],
+                                                                                    [35, 3, 9])
+    first = only_model(report_json(*tagger, "--batch-dim", "0"))  # the command line wins: (B, T, F)
+    assert (first["input_shape"], layer_shapes(first)["lstm"]) == ([3, 35, 16], [3, 35, 48])
+    assert "randn_like" not in layer_shapes(m)  # forward's default noise_std=0.0
+    noisy = only_model(report_json(*tagger, "--forward-arg", "noise_std=0.1"))
+    assert layer_shapes(noisy)["randn_like"] == [35, 3, 16]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--input-shape", "image=3,16,16;5"], ["input_shape", "position after one given by name"]),
+    (["--batch-dim", "first"], ["batch_dim", "'first'"]),
+    (["--forward-arg", "0.5"], ["--forward-arg", "'0.5'", "NAME=VALUE"]),
+    (["--input-dtype", "labels=int8"], ["input_dtype", "'int8'", "labels"]),
+])
+def test_bad_input_flags_are_one_line_naming_them(flags, words):
+    assert_clean_error(run_gpumem(*DENOISER, *flags), *words)
+
+
+def test_a_dtype_for_an_input_not_given_by_that_name_says_so():
+    proc = run_gpumem(*DENOISER, "--input-shape", "3,16,16;t=;y=", "--input-dtype", "x=float32")
+    assert proc.returncode == 2
+    assert "no input is given by the name 'x'" in proc.stderr and "inputs given by keyword: t, y" in proc.stderr

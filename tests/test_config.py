@@ -12,7 +12,8 @@ import pytest
 from sources import ADAPTIVE
 
 from flake8_gpumem import config
-from flake8_gpumem.config import DEFAULTS, ConfigError, Settings, merge, parse_shape, parse_size, settings_from
+from flake8_gpumem.config import (DEFAULTS, ConfigError, ForwardInput, Named, Settings, forward_inputs, merge,
+                                  parse_shape, parse_size, settings_from)
 from flake8_gpumem.source import inline_settings
 
 GIB = 1024 ** 3
@@ -116,6 +117,19 @@ def test_parse_size_error_is_one_line():
     ("1024;1024", ((1024,), (1024,))),
     (["64", "3,32,32"], ((64,), (3, 32, 32))),  # --input-shape given twice
     (["3,50,50"], (3, 50, 50)),  # --input-shape given once
+    # a per-sample scalar (a diffusion timestep, a class label): the empty shape, a batch of (batch,)
+    ("", ()),
+    ([], ()),
+    ([[3, 64, 64], []], ((3, 64, 64), ())),
+    (["3,64,64", ""], ((3, 64, 64), ())),  # --input-shape 3,64,64 --input-shape ''
+    ("3,64,64;", ((3, 64, 64), ())),
+    (";3,64,64", ((), (3, 64, 64))),
+    # inputs forward takes by keyword, after the positional ones
+    ("labels=", (Named("labels", ()),)),
+    (["3,224,224", "labels="], ((3, 224, 224), Named("labels", ()))),
+    ("pixel_values=3,224,224;labels=", (Named("pixel_values", (3, 224, 224)), Named("labels", ()))),
+    ({"image": [3, 32, 32], "target": []}, (Named("image", (3, 32, 32)), Named("target", ()))),
+    ([[16], {"labels": [16]}], ((16,), Named("labels", (16,)))),
 ])
 def test_parse_shape(value, expected):
     assert parse_shape(value) == expected
@@ -124,8 +138,10 @@ def test_parse_shape(value, expected):
 @pytest.mark.parametrize("value, shown", [
     ("a,b", "a,b"),
     ("3,50.5,50", "50.5"),
-    ("", ""),  # shown as '' or [], either is fine
-    ([], "[]"),
+    ("labels=3;64", "an input given by position after one given by name"),
+    ({"x": [3], "y": [0]}, "[0]"),
+    ({"1x": [3]}, "1x"),
+    ("x=3;x=4", "named twice"),
     ([3, 0, 5], "0"),
     ([3, -1, 5], "-1"),
     ([True, 3], "True"),
@@ -388,6 +404,10 @@ def test_input_dtypes_one_for_all_or_one_per_input():
     ("loss", "hinge", "'hinge'"),
     ("input_dtype", ["int64", "complex64"], "'complex64'"),
     ("input_dtype", [], "[]"),
+    ("input_dtype", "labels=long", "'long'"),
+    ("batch_dim", -1, "-1"),
+    ("batch_dim", "first", "'first'"),
+    ("forward_args", 0.5, "0.5"),
 ])
 def test_bad_loss_or_dtypes_name_key_and_value(key, value, shown):
     with pytest.raises(ConfigError) as info:
@@ -424,3 +444,61 @@ def test_bad_set_up_names_key_and_value(key, value, shown):
         settings_from({key: value}, "pyproject.toml [tool.gpumem]")
     message = str(info.value)
     assert "pyproject.toml" in message and key in message and shown in message, message
+
+
+# ---------------------------------------------------------------- inputs: scalars, by keyword, batch position
+
+def test_inputs_by_position_and_by_keyword_with_their_dtypes_and_batch_dims():
+    s = settings_from({"input_shape": "12;labels=;mask=12", "input_dtype": ["labels=int64", "mask=int64"],
+                       "batch_dim": "1"}, "here")
+    assert forward_inputs(s, "bfloat16") == [
+        ForwardInput(None, (12,), "bfloat16", 1), ForwardInput("labels", (), "int64", 0),
+        ForwardInput("mask", (12,), "int64", 1)]
+    # (batch,) for a per-sample scalar; the batch before dimension 1 of a sequence-first input
+    assert [x.batched(4) for x in forward_inputs(s, "float32")] == [(12, 4), (4,), (12, 4)]
+    per_input = settings_from({"input_shape": [[7, 12], []], "batch_dim": [1, 0], "input_dtype": "float32;int64"},
+                              "here")
+    assert [x.batched(3) for x in forward_inputs(per_input, "float32")] == [(7, 3, 12), (3,)]
+    assert [x.dtype for x in forward_inputs(per_input, "float32")] == ["float32", "int64"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"input_shape": [[3], [4]], "batch_dim": [1, 0, 0]}, "3 dimensions for 2 inputs"),
+    ({"input_shape": "3;labels=", "input_dtype": "target=int64"}, "no input is given by the name 'target'"),
+    ({"input_shape": "3;labels=", "input_dtype": ["int64", "labels=int64"]}, "every value by position or every"),
+    ({"input_shape": [7, 12], "batch_dim": 3}, "no dimension 3"),
+])
+def test_inputs_that_do_not_fit_their_settings_say_which(values, message):
+    with pytest.raises(ConfigError, match=message):
+        forward_inputs(settings_from(values, "here"), "float32")
+
+
+def test_inline_comment_gives_scalar_and_named_inputs_and_forward_args():
+    s = inline_settings('class Unet(nn.Module):  # gpumem: input_shape=((3, 64, 64), ()) input_dtype="float32;int64"',
+                        "unet.py:3")
+    assert (s.input_shape, s.input_dtype) == (((3, 64, 64), ()), ("float32", "int64"))
+    s = inline_settings('class Distiller(nn.Module):  # gpumem: input_shape={"image": (3, 32, 32), "target": ()} '
+                        'input_dtype={"target": "int64"} forward_args={"teacher_forcing_ratio": 0.0} batch_dim=1',
+                        "kd.py:9")
+    assert s.input_shape == (Named("image", (3, 32, 32)), Named("target", ()))
+    assert s.input_dtype == (Named("target", "int64"),)
+    assert s.forward_args == {"teacher_forcing_ratio": 0.0} and s.batch_dim == 1
+    assert inline_settings("class T(nn.Module):  # gpumem: input_shape=[] input_dtype=int64", "x").input_shape == ()
+
+
+def test_pyproject_gives_named_inputs_and_forward_args(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.gpumem]\ninput_shape = [[3, 64, 64], []]\ninput_dtype = ["float32", "int64"]\n\n'
+        '[tool.gpumem.models."seq2seq.py::Seq2Seq"]\ninput_shape = [[20], [24]]\ninput_dtype = "int64"\n'
+        'batch_dim = 1\nforward_args = {teacher_forcing_ratio = 0.0}\n\n'
+        '[tool.gpumem.models."kd.py::Distiller"]\ninput_shape = {image = [3, 32, 32], target = []}\n'
+        'input_dtype = {target = "int64"}\n')
+    project = config.load_project(tmp_path / "pyproject.toml")
+    assert project.settings.input_shape == ((3, 64, 64), ())
+    seq = project.models["seq2seq.py::Seq2Seq"]
+    assert [x.batched(2) for x in forward_inputs(seq, "float32")] == [(20, 2), (24, 2)]
+    assert merge(Settings(forward_args={"hidden": None}), seq).forward_args == {"teacher_forcing_ratio": 0.0,
+                                                                                "hidden": None}
+    kd = forward_inputs(project.models["kd.py::Distiller"], "float32")
+    assert [(x.name, x.batched(5), x.dtype) for x in kd] == [("image", (5, 3, 32, 32), "float32"),
+                                                             ("target", (5,), "int64")]

@@ -40,7 +40,7 @@ def test_parameters_and_what_trains(fx):
 
 @pytest.mark.parametrize("fx", MODELS, ids=[m.id for m in MODELS])
 def test_every_leaf_call(fx):
-    truth = torch_oracle.profile(built(fx), torch_oracle.make_input(fx.full_shape))
+    truth = torch_oracle.profile(built(fx), torch_oracle.make_input(fx.full_shape, fx.dtype))
     ours = [(l.name, l.type, l.output_shape) for l in report(fx).layers if l.module]
     assert ours == [(c.name, c.type, c.output_shape) for c in truth.calls]
 

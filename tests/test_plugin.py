@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 from sources import CNN
 
+from flake8_gpumem.config import Named
+
 TIMEOUT = 60  # seconds per flake8 run: the plugin must finish within a bounded time
 MIB = 2 ** 20
 
@@ -457,6 +459,18 @@ def test_gpm100_says_what_gpumem_report_says(tmp_path):
     assert "biggest: activations" in hit.text and "most at " in hit.text, hit.text
 
 
+def test_gpm100_for_models_whose_inputs_are_given_by_keyword(tmp_path):
+    """fixtures/inputs/keywords.py: forward(**kwargs) and forward(pixel_values, labels=None), their inputs
+    named in their comments; batch 8 does not fit 1 MiB (the input batch alone is 8x3x32x32 floats, 96 KiB)."""
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "inputs" / "keywords.py").read_text()
+    make_project(tmp_path, {"keywords.py": source}, pyproject(batch_size=8))
+    hits = flake8(tmp_path, "--gpumem-budget", "1MiB", "keywords.py").gpm()
+    cli = gpumem_json(tmp_path, "keywords.py", "--budget", "1MiB")["diagnostics"]
+    assert [(h.code, h.row) for h in hits] == [(d["code"], d["line"]) for d in cli] == [
+        ("GPM100", line_of(source, "class Distiller")), ("GPM100", line_of(source, "class Classifier"))]
+    assert [h.text for h in hits] == [d["message"] for d in cli]
+
+
 def test_gpm100_when_even_batch_one_does_not_fit(tmp_path):
     make_project(tmp_path, {"cnn.py": CNN}, pyproject(input_shape=(3, 32, 32), batch_size=8, budget="4MiB"))
     # the weights alone are 4 bytes per parameter, more than 4 MiB
@@ -763,9 +777,10 @@ def test_bad_inline_comment_is_reported_by_default(tmp_path):
 CONFIG_FILE_OPTIONS = {
     "gpumem-budget": ("T4", 16 * 2 ** 30),
     "gpumem-batch-size": ("8", 8),
-    "gpumem-input-shape": ("3,32,32;10", ((3, 32, 32), (10,))),
+    "gpumem-input-shape": ("3,32,32;10;labels=", ((3, 32, 32), (10,), Named("labels", ()))),
     "gpumem-dtype": ("bfloat16", "bfloat16"),
-    "gpumem-input-dtype": ("float32;int64", ("float32", "int64")),
+    "gpumem-input-dtype": ("labels=int64", (Named("labels", "int64"),)),
+    "gpumem-batch-dim": ("1;0", (1, 0)),
     "gpumem-loss": ("mse", "mse"),
     "gpumem-checkpoint": ("Block, Head", ("Block", "Head")),
     "gpumem-accumulate": ("4", 4),

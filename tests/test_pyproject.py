@@ -285,7 +285,7 @@ def load_error(tmp_path: Path, text: str) -> str:
     ("batch_size", '"eight"', "'eight'"),
     ("input_shape", "3", "3"),
     ("input_shape", "[3, 0, 5]", "[3, 0, 5]"),
-    ("input_shape", "[]", "[]"),
+    ("input_shape", "{labels = [0]}", "{'labels': [0]}"),  # [] is a per-sample scalar's shape
     ("input_shape", '["a", "b"]', "['a', 'b']"),
     ("dtype", '"float8"', "'float8'"),
     ("dtype", "16", "16"),

@@ -86,8 +86,8 @@ def make_input(shape, dtype: str = "float32"):
     return torch.randn(shape, dtype=getattr(torch, dtype))
 
 
-def profile(model: nn.Module, x) -> TorchProfile:
-    """Parameters and leaf calls of one training-mode forward pass.
+def profile(model: nn.Module, x, kwargs: dict | None = None) -> TorchProfile:
+    """Parameters and leaf calls of one training-mode forward pass (`kwargs`: forward's keyword arguments).
 
     A leaf call is a module call during which no other module was called
     (so MultiheadAttention is a leaf, TransformerEncoderLayer is not).
@@ -113,7 +113,7 @@ def profile(model: nn.Module, x) -> TorchProfile:
     model.train()
     try:
         with refusals():
-            model(*x) if isinstance(x, list) else model(x)
+            model(*(x if isinstance(x, list) else [x]), **(kwargs or {}))
     finally:
         for h in handles:
             h.remove()
@@ -222,13 +222,15 @@ def hooks_only_where_gradients_flow():
 
 
 def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimizer="adam",
-                 dtype: str = "float32", loss: str = "cross_entropy") -> StepMemory:
+                 dtype: str = "float32", loss: str = "cross_entropy", names: list | None = None,
+                 forward_args: dict | None = None) -> StepMemory:
     """Peak memory of one steady-state training step, measured by PyTorch's MemTracker.
 
     Forward, loss, backward, optimizer step with foreach=True (CUDA's default); `optimizer` is a
     name of OPTIMIZERS, or a function that builds one for the model. `shape` is one
     input's shape or a list of them (one per tensor argument of forward), `input_dtype` one for
-    all or a list. The loss is a 0-d tensor forward returns, else `loss` of the first output
+    all or a list; `names` says which inputs forward takes by keyword (None for a positional one), and
+    `forward_args` its non-tensor arguments. The loss is a 0-d tensor forward returns, else `loss` of the first output
     (cross_entropy against int64 class indices on the last dimension, mse, or sum). The second
     step is measured, so optimizer state exists and gradients start freed
     (zero_grad(set_to_none=True)). The input batch and the targets are created inside the step,
@@ -243,9 +245,16 @@ def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimize
         dtypes = [dtype if d == "float32" else d for d in dtypes]
     model.train()
     hosts = [make_input(tuple(s), d) for s, d in zip(shapes, dtypes)]
+    names = names or [None] * len(hosts)
+
+    def call(xs):
+        kwargs = dict(forward_args or {})
+        kwargs.update((n, x) for n, x in zip(names, xs) if n is not None)
+        return model(*(x for n, x in zip(names, xs) if n is None), **kwargs)
+
     if any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in model.modules()):
         with torch.no_grad():  # materialize lazy layers before the optimizer sees their parameters
-            model(*(h.clone() for h in hosts))
+            call([h.clone() for h in hosts])
     opt = optimizer(model) if callable(optimizer) else OPTIMIZERS[optimizer](model.parameters())
     amp = dtype.startswith("amp")
     host_target = []
@@ -255,7 +264,7 @@ def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimize
         xs = [h.clone() for h in hosts]
         target = host_target[0].clone() if host_target and host_target[0] is not None else None
         with torch.autocast("cpu", dtype=HALF.get(dtype, torch.bfloat16), enabled=amp):
-            out = model(*xs)
+            out = call(xs)
             if not host_target:  # the first step finds the output's shape
                 host_target.append(None if _own_loss(out) is not None else make_target(_first(out), loss, dtype))
                 target = None if host_target[0] is None else host_target[0].clone()

@@ -13,8 +13,12 @@ from .core import Args, broadcast, fmt, need_channels, promote
 
 
 def linear_saves(a: Args, out) -> list:
-    """Linear keeps its input; an input that cannot be viewed as 2-d is copied first."""
-    x = a.input
+    """Linear keeps its input for its weight's gradient, none where the weight is frozen (a LoRA base
+    layer); an input that cannot be viewed as 2-d is copied first."""
+    x, weight = a.input, a.get("weight")
+    trains = a.get("_trains")
+    if not (trains[0] if trains else not isinstance(weight, Tensor) or weight.requires_grad):
+        return []
     if x.ndim > 2 and view_layout(x, (math.prod(x.shape[:-1]), x.shape[-1])) is False:
         return [Tensor(x.shape, x.dtype)]
     return [x]

@@ -362,6 +362,8 @@ class Calls:
         if path.startswith("math.") and name in SAFE_MATH:
             value = getattr(math, name)
             return value(*args, **kwargs) if callable(value) else value
+        if path == "random.random" and not args:
+            return numbers.Draw(node)
         if path == "torch.Size":
             return tuple(args[0]) if args else ()
         if followed(path):

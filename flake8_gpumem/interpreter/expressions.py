@@ -282,8 +282,10 @@ class Expressions:
                 return obj.dtype
             if name == "device":
                 return Q("torch.device")
-            if name == "T":
-                return obj.view(obj.shape[::-1])
+            if name == "T":  # a transposed view; a parameter's is the parameter, whose gradient it gets
+                out = obj.permuted(range(obj.ndim - 1, -1, -1))
+                out.is_param = obj.is_param
+                return out
             if name == "requires_grad":
                 return obj.requires_grad
             if name == "data":  # the same memory, outside autograd

@@ -6,6 +6,7 @@ and its globals bound lazily like the linted file's: only the names a model reac
 PyTorch itself is not followed (its layers are the catalogue's), nor the standard library and
 the few libraries whose functions the interpreter knows by name (numpy, einops, packaging's
 version parsing), nor einx, whose calls go through a tracing backend: a call of it is said not known.
+A library of shims.py (PEFT) is read from its stand-in source, never from the installed one.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .. import shims
 from ..segments import LINES, split
 from ..values import Unresolved
 from .bindings import segment_scope
@@ -76,6 +78,11 @@ class Resolver:
         return self.modules[name]
 
     def _find(self, name: str) -> Namespace | None:
+        top = name.partition(".")[0]
+        if top in shims.SOURCES:
+            if name != top:
+                raise Unresolved(f"{name}: gpumem reads {top} from a stand-in of its top-level names only")
+            return Namespace(name, _stand_in(name))
         rel = Path(*name.split("."))
         for root in self.roots:
             for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
@@ -121,3 +128,11 @@ def _read(path: str, name: str) -> Scope:
         raise Unresolved(f"cannot read {path} (imported as {name}): {exc}") from None
     package = name if Path(path).name == "__init__.py" else name.rpartition(".")[0]
     return segment_scope(segments, File(name, package, foreign=True))
+
+
+@lru_cache(maxsize=None)
+def _stand_in(name: str) -> Scope:
+    """A library read from shims.py's source in place of its own (a package: its names are its __init__'s)."""
+    text = shims.SOURCES[name]
+    segments, _ = split(LINES.findall(text), ast.parse(text))
+    return segment_scope(segments, File(name, name, foreign=True))

@@ -101,6 +101,37 @@ def _linspace(start, stop, num=50, endpoint=True, **_) -> _Array:
     return _Array(start + i * step for i in range(num))
 
 
+class Draw:
+    """`random.random()`: a number in [0, 1) not known until it is drawn. Compared with a bound it can
+    decide nothing by chance (`random.random() < teacher_forcing_ratio` with a ratio of 0 or 1) it is
+    that answer; with any other bound which way the code goes is chance, and gpumem does not guess."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def __lt__(self, bound):
+        return self._decide(bound, "<", lambda b: b >= 1, lambda b: b <= 0)
+
+    def __le__(self, bound):
+        return self._decide(bound, "<=", lambda b: b >= 1, lambda b: b < 0)
+
+    def __gt__(self, bound):  # not r <= bound
+        return not self._decide(bound, ">", lambda b: b >= 1, lambda b: b < 0)
+
+    def __ge__(self, bound):  # not r < bound
+        return not self._decide(bound, ">=", lambda b: b >= 1, lambda b: b <= 0)
+
+    def _decide(self, bound, symbol: str, always, never) -> bool:
+        """Whether r < bound (r <= bound) holds for every r in [0, 1): True, False, or it is chance."""
+        if isinstance(bound, (int, float)) and not isinstance(bound, bool):
+            if always(bound):
+                return True
+            if never(bound):
+                return False
+        raise Unresolved(f"random.random() {symbol} {bound!r} holds or not by chance, and gpumem does not guess "
+                         "which: give a bound of 0 or 1 (for a forward argument: --forward-arg NAME=0.0)", self.node)
+
+
 # numpy's scalar functions, as model code uses them on sizes (make_divisible's np.ceil)
 NUMPY = {"ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log": math.log, "log2": math.log2,
          "exp": math.exp, "prod": math.prod, "round": round, "abs": abs, "maximum": max, "minimum": min,

@@ -195,8 +195,12 @@ class Statements:
             self.setattr(self.eval(target.value, scope), target.attr.value, value, target)
         elif kind is cst.Subscript:
             container = self.eval(target.value, scope)
-            if isinstance(container, Tensor):
-                return  # x[i] = v, x[:, 0] += v: written in place, into memory x already holds
+            if isinstance(container, Tensor):  # x[i] = v, x[:, 0] += v: written in place, into memory x holds
+                if isinstance(value, Tensor) and value.requires_grad and self.grad_enabled and not (
+                        container.requires_grad):
+                    raise Unresolved(f"{code(target)} = ... writes a tensor that needs a gradient into one that does "
+                                     "not: the graph autograd then makes (CopySlices) is not modelled", target)
+                return
             key = self._index_value(target, scope)
             if isinstance(container, Module):
                 self.register(container, str(key), value, target)

@@ -66,6 +66,8 @@ class TensorOps:
         for t in outputs:
             if id(t) not in input_ids:
                 t.requires_grad = grad and t.dtype in GRAD_DTYPES
+        if module is not None:  # which of the layer's parameters train: autograd keeps only what their gradients need
+            bound["_trains"] = tuple(module.trains(k) for k in range(len(module.params)))
         saved = list(op.saves(bound, out)) if grad else []
         if grad and weights and (op.keeps_weight or any(t.requires_grad and not t.is_param for t in inputs
                                                if t not in weights)):
