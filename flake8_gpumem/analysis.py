@@ -536,7 +536,7 @@ def _subtree_params(module: Module, counted: set) -> tuple[int, int]:
     own = [(module.param_key(k), math.prod(s), module.trains(k)) for k, s in enumerate(module.params)
            if module.param_key(k) not in counted]
     counted.update(key for key, _, _ in own)
-    below = [_subtree_params(c, counted) for c in module.children.values()]
+    below = [_subtree_params(c, counted) for c in module.children.values() if c is not None]
     return (sum(n for _, n, _ in own) + sum(p for p, _ in below),
             sum(n for _, n, trains in own if trains) + sum(t for _, t in below))
 

@@ -143,6 +143,11 @@ def _analysed(source: str):
 
 @pytest.mark.parametrize("case", OP_CASES, ids=lambda c: c.id)
 def test_op_matches_torch(case):
+    check_op(case)
+
+
+def check_op(case):
+    """Shapes and parameters, the bytes the forward allocates and those autograd keeps, against torch."""
     _check_against_torch(case)
     allocated, kept = _torch_bytes(case)
     _, layers = _analysed(case.source)

@@ -15,6 +15,11 @@ from typing import Callable
 from ..values import COMPLEX_DTYPES, FLOAT_DTYPES, ShapeError, Tensor, Unresolved, tensors_in
 
 
+# The PyTorch whose kernels and autograd the catalogue models: `torch.__version__` as model code
+# reads it to choose a code path
+TORCH_VERSION = "2.13.0"
+
+
 class Args(dict):
     """Bound call arguments, readable as attributes; rules add notes (GPM200) here."""
 

@@ -8,7 +8,7 @@ registered by name in tables.py.
 """
 from __future__ import annotations
 
-from ..values import COMPLEX_DTYPES, DTYPE_BYTES, ShapeError, Tensor, Unresolved
+from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, ShapeError, Tensor, Unresolved
 from .core import (Args, Op, keeps_input, keeps_nothing, keeps_output, made_anyway, no_tensors, broadcast,
                    dim_index, promote)
 
@@ -75,8 +75,20 @@ def binary(saves=keeps_nothing, grad: str = "alloc") -> Op:
     return Op("input, other, alpha=1, out=None", _binary_shape, saves=saves, grad=grad)
 
 
-SOFTMAX_FN = Op("input, dim=None, _stacklevel=3, dtype=None", lambda a: a.input.like(a.input.shape),
-                saves=keeps_output)
+def _softmax_cast(a: Args) -> int:
+    """softmax(x, dim, dtype=torch.float32): the input converted first, a copy freed once the result is
+    made (forward); backward makes the converted input's gradient before casting it back."""
+    return 0 if a.dtype is None or a.dtype == a.input.dtype else a.input.numel * DTYPE_BYTES[a.dtype]
+
+
+def softmax_fn(signature: str) -> Op:
+    """F.softmax / Tensor.softmax: the result in `dtype` where it is given (x-transformers' float32
+    attention under AMP); backward needs only the result."""
+    return Op(signature, lambda a: a.input.like(a.input.shape, a.dtype), saves=keeps_output,
+              forward_temp=lambda a, out: _softmax_cast(a), backward_temp=_softmax_cast)
+
+
+SOFTMAX_FN = softmax_fn("input, dim=None, _stacklevel=3, dtype=None")
 
 
 def _needs(t) -> bool:
@@ -119,6 +131,29 @@ def _compare_shape(a: Args):
 
 
 COMPARE = Op("input, other, out=None", _compare_shape)  # x == 0: a bool tensor, no gradient
+# torch.bernoulli(probs): a new 0/1 tensor of the probabilities' shape; its gradient is zero
+BERNOULLI = Op("input, p=None, generator=None, out=None", lambda a: a.input.like(a.input.shape))
+
+
+def _cumsum_shape(a: Args):
+    """cumsum: the input's shape; integers and bools add up in int64, as PyTorch promotes them."""
+    dim_index(a.dim, a.input.ndim)
+    integral = a.input.dtype not in FLOAT_DTYPES + tuple(COMPLEX_DTYPES.values())
+    return a.input.like(a.input.shape, a.dtype or ("int64" if integral else None))
+
+
+def _where_shape(a: Args):
+    """torch.where(condition, input, other): the three broadcast, in the values' promoted dtype."""
+    if a.input is None or a.other is None:
+        raise Unresolved("torch.where(condition) alone gives indices that depend on the data")
+    values = broadcast(a.input, a.other)
+    out = broadcast(a.condition, values)
+    return out.like(out.shape, values.dtype)
+
+
+# backward routes the gradient by the condition: it keeps the condition
+WHERE = Op("condition, input=None, other=None, out=None", _where_shape, saves=lambda a, out: [a.condition])
+CUMSUM = Op("input, dim, dtype=None, out=None", _cumsum_shape)  # backward sums the gradient back: keeps nothing
 TRIANGLE = Op("input, diagonal=0, out=None", lambda a: a.input.like(a.input.shape))  # tril/triu: backward masks
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..values import FLOAT_DTYPES, ShapeError, Tensor, Unresolved, view_layout
+from ..values import FLOAT_DTYPES, ShapeError, Tensor, Unresolved, tensors_in, view_layout
 from .core import Args, broadcast, fmt, need_channels, promote
 
 
@@ -115,9 +115,56 @@ def matmul_saves(a: Args, out) -> list:
     return kept
 
 
+def _einsum_operands(a: Args) -> tuple:
+    return a.operands[0] if len(a.operands) == 1 and isinstance(a.operands[0], (list, tuple)) else a.operands
+
+
+def einsum_saves(a: Args, out) -> list:
+    """Two operands run as ATen runs them: each permuted to (batch, kept, summed) or (batch, summed,
+    kept) and reshaped to 3-d for bmm; one that cannot be viewed so (heads split out of a projection:
+    'b h i d, b h j d -> b h i j') is copied, and bmm keeps the copy, where the other operand needs a
+    gradient. Other equations keep their tensor operands."""
+    operands = _einsum_operands(a)
+    folded = _bmm_operands(a.equation.replace(" ", ""), operands)
+    if folded is None:
+        return [t for t in tensors_in(list(operands)) if isinstance(t, Tensor)]
+    x, y = operands
+    return [t if f.base is not None else f for t, f, other in ((x, folded[0], y), (y, folded[1], x))
+            if other.requires_grad]
+
+
+def _bmm_operands(spec: str, operands) -> tuple | None:
+    """The two operands as bmm gets them (views, or copies where the reshape copies); None for an
+    equation ATen does not run as one bmm (more operands, repeated or summed-out-alone letters,
+    broadcast sizes)."""
+    if len(operands) != 2 or "->" not in spec or "..." in spec:
+        return None
+    inputs, output = spec.split("->")
+    terms = inputs.split(",")
+    if len(terms) != 2 or any(len(set(t)) != len(t) or len(t) != x.ndim for t, x in zip(terms, operands)):
+        return None
+    left, right = terms
+    if any(c not in output for c in set(left) ^ set(right)):
+        return None
+    size = {c: n for t, x in zip(terms, operands) for c, n in zip(t, x.shape)}
+    if any(size[c] != operands[1].shape[right.index(c)] for c in left if c in right):
+        return None
+    # ATen orders the letters as the output names them, then the summed ones alphabetically
+    order = list(output) + sorted(set(left) & set(right) - set(output))
+    batch = [c for c in order if c in left and c in right and c in output]
+    summed = [c for c in order if c in left and c in right and c not in output]
+    kept = ([c for c in order if c in left and c not in right], [c for c in order if c in right and c not in left])
+
+    def fold(x: Tensor, term: str, groups) -> Tensor:
+        dims = [term.index(c) for g in groups for c in g]
+        return x.permuted(dims).reshaped(tuple(math.prod(size[c] for c in g) for g in groups))
+
+    return fold(operands[0], left, (batch, kept[0], summed)), fold(operands[1], right, (batch, summed, kept[1]))
+
+
 def einsum_shape(a: Args):
     """torch.einsum("bij,bjk->bik", x, y): each letter one size (spaces ignored, no ellipsis)."""
-    operands = a.operands[0] if len(a.operands) == 1 and isinstance(a.operands[0], (list, tuple)) else a.operands
+    operands = _einsum_operands(a)
     spec = a.equation.replace(" ", "")
     if "..." in spec or "->" not in spec:
         raise Unresolved(f"einsum {a.equation!r}: only explicit '->' equations without '...' are read")

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..values import Tensor, tensors_in
+from ..values import Tensor
 from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
 from .creation import (CREATE, arange_shape, full_shape, like_shape, linspace_shape, meshgrid_shape,
                        new_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
-from .elementwise import (COMPARE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, TOPK, TRIANGLE,
-                          cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves, prelu_shape,
-                          reduce_shape, to_dtype, activation, binary, dropout, functional, unary)
-from .linear import (bilinear_shape, einsum_shape, embedding_fn_shape, embedding_shape,
+from .elementwise import (BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN,
+                          TOPK, TRIANGLE, cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves,
+                          prelu_shape, reduce_shape, softmax_fn, to_dtype, activation, binary, dropout, functional,
+                          unary)
+from .linear import (bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape, embedding_shape,
                      linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves, matmul_shape,
                      outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
@@ -190,8 +191,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.mul": binary(keeps_other_factor), "torch.div": binary(keeps_for_quotient),
     "torch.divide": binary(keeps_for_quotient),
     "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves),
-    "torch.einsum": Op("equation, *operands", einsum_shape,  # as matmul: it keeps its operands
-                       saves=lambda a, out: [t for t in tensors_in(list(a.operands)) if isinstance(t, Tensor)]),
+    "torch.einsum": Op("equation, *operands", einsum_shape, saves=einsum_saves),
     "torch.bmm": Op("input, mat2, out=None", lambda a: matmul_shape(Args(input=a.input, other=a.mat2)),
                     saves=lambda a, out: [a.input, a.mat2]),
     "torch.mean": REDUCE, "torch.sum": REDUCE, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
@@ -208,6 +208,9 @@ FUNCTIONS: dict[str, Op] = {
     "torch.unbind": Op("input, dim=0", unbind_shape),
     "torch.narrow": Op("input, dim, start, length", narrow_shape),  # a slice: backward as indexing's
     "torch.prod": PROD,
+    "torch.cumsum": CUMSUM,
+    "torch.bernoulli": BERNOULLI,
+    "torch.where": WHERE,
     # einops: each a composite of the reshapes, permutes, reductions and cats einops runs (einops.py)
     "einops.rearrange": Op("tensor, pattern, **axes_lengths", steps=transform("rearrange")),
     "einops.repeat": Op("tensor, pattern, **axes_lengths", steps=transform("repeat")),
@@ -216,8 +219,9 @@ FUNCTIONS: dict[str, Op] = {
     "einops.unpack": Op("tensor, packed_shapes, pattern", steps=unpack),
     "einops.einsum": Op("*tensors_and_pattern", steps=einsum),
     **{f"torch.{f}": CREATE for f in ("randn", "rand", "zeros", "ones", "empty")},
-    **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", like_shape)
-       for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
+    # a new tensor shaped like its input: no gradient flows back to the input
+    **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", like_shape,
+                        grad="none") for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
     "torch.randint": Op("low, high, size, dtype=None, device=None, generator=None, requires_grad=False",
                         randint_shape),
     "torch.arange": Op("start, end=None, step=1, out=None, dtype=None, layout=None, device=None, "
@@ -229,7 +233,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.full": Op("size, fill_value, out=None, dtype=None, layout=None, device=None, pin_memory=False, "
                      "requires_grad=False", full_shape),
     "torch.full_like": Op("input, fill_value, dtype=None, layout=None, device=None, requires_grad=False, "
-                          "memory_format=None", like_shape),
+                          "memory_format=None", like_shape, grad="none"),
 }
 
 # Layers of other libraries, by the qualified name they are imported under.
@@ -244,7 +248,7 @@ METHODS: dict[str, Op] = {
                                                        "transpose", "chunk", "split", "unbind", "neg", "negative",
                                                        "cos", "sin", "rsqrt", "tril", "triu", "topk", "eq", "ne",
                                                        "lt", "le", "gt", "ge", "outer", "repeat_interleave", "narrow",
-                                                       "prod")},
+                                                       "prod", "cumsum", "bernoulli")},
     "view": Op("input, *shape", view_shape, grad="alias"),
     "view_as": Op("input, other", view_as_shape, grad="alias"),
     "reshape_as": Op("input, other", view_as_shape, grad="alias"),
@@ -274,7 +278,7 @@ METHODS: dict[str, Op] = {
     "zero_": Op("input", lambda a: a.input.rewritten()),  # in place: the input's memory, written over
     "fill_": Op("input, value", lambda a: a.input.rewritten()),
     **{f"new_{f}": Op("input, *size, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False",
-                      new_shape) for f in ("zeros", "ones", "empty")},
+                      new_shape, grad="none") for f in ("zeros", "ones", "empty")},
     "relu": FUNCTIONS["torch.relu"],
     "relu_": Op("input", lambda a: a.input.rewritten(), saves=keeps_output),
     "sigmoid": FUNCTIONS["torch.sigmoid"],
@@ -285,8 +289,8 @@ METHODS: dict[str, Op] = {
     "abs": FUNCTIONS["torch.abs"],
     "clamp": FUNCTIONS["torch.clamp"],
     "pow": unary(extra=", exponent"),
-    "softmax": Op("input, dim, dtype=None", SOFTMAX_FN.shape, saves=keeps_output),
-    "log_softmax": Op("input, dim, dtype=None", SOFTMAX_FN.shape, saves=keeps_output),
+    "softmax": softmax_fn("input, dim, dtype=None"),
+    "log_softmax": softmax_fn("input, dim, dtype=None"),
     "mean": REDUCE, "sum": REDUCE, "amax": REDUCE_KEEPS, "amin": REDUCE_KEEPS,
     "max": MAX, "min": MAX,
     "argmax": Op("input, dim=None, keepdim=False",

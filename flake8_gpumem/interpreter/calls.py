@@ -3,6 +3,7 @@ through imports, and the builtins gpumem evaluates."""
 from __future__ import annotations
 
 import collections
+import collections.abc
 import copy
 import inspect
 import itertools
@@ -13,12 +14,12 @@ import libcst as cst
 
 from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind
-from ..values import AnalysisError, Tensor, Unresolved, tensors_in
+from ..values import AnalysisError, Tensor, Unresolved
 from . import numbers, regex
 from .imports import followed
-from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class, Field, Function,
-                      Instance, Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code,
-                      dotted)
+from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Builtin, Class, Field,
+                      Function, Instance, Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone,
+                      code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -46,9 +47,11 @@ ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "Lis
             "Mapping": dict, "MutableMapping": dict, "Dict": dict, "Iterable": (list, tuple, dict, set, range, str),
             "Callable": (Function, Class, Builtin, Partial, Bound), "FunctionType": Function, "MethodType": Bound,
             "partial": Partial}
-# a weight's values written in place (by init code): its memory is unchanged
+# values written in place into a weight (init code) or a tensor outside autograd (a drop-path mask
+# `x.new_empty(shape).bernoulli_(keep)`, `(keep + torch.rand(shape)).floor_()`): its memory is unchanged
 INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_", "bernoulli_",
-                "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_")
+                "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_",
+                "floor_")
 # nn.Module's methods that place it on a device: where, the code often decides at run time
 PLACING = ("to", "cuda", "cpu")
 # x.add_(y) is x += y
@@ -66,6 +69,26 @@ def _asdict(obj):
     if isinstance(obj, dict):
         return {k: _asdict(v) for k, v in obj.items()}
     return obj
+
+
+def _reachable(value, seen: set):
+    """The tensors a value keeps alive: inside containers and the attributes of objects (a dataclass
+    of intermediates, as x-transformers collects per layer), each object visited once."""
+    if isinstance(value, Tensor):
+        yield value
+        return
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, Instance):
+        value = value.attrs
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return
+    for v in value:
+        if isinstance(v, (Tensor, Instance, list, tuple, dict)):
+            yield from _reachable(v, seen)
 
 
 class Calls:
@@ -203,8 +226,8 @@ class Calls:
             self._hold(value)
 
     def _hold(self, value) -> None:
-        if self.events and isinstance(value, (list, tuple, dict, Tensor)):
-            for t in tensors_in(value):
+        if self.events and isinstance(value, (list, tuple, dict, Tensor, Instance)):
+            for t in _reachable(value, set()):
                 self.held[t.storage.id] = len(self.events) - 1
 
     def _function_params(self, func: Function, scope: Scope) -> list:
@@ -297,6 +320,12 @@ class Calls:
             return self.signature(args[0])
         if path == "dataclasses.field":
             return Field(kwargs.get("default"), kwargs.get("default_factory"))
+        if path in ("packaging.version.parse", "packaging.version.Version") and len(args) == 1:
+            return numbers.version(args[0])  # torch_version >= version.parse('2.3'): a code path chosen
+        if path == "torch.is_tensor":
+            return isinstance(args[0], Tensor)
+        if path in ("torch.finfo", "torch.iinfo"):
+            return numbers.type_info(name, *args, **kwargs)
         if path.startswith("numpy.") and name in numbers.NUMPY:
             return numbers.NUMPY[name](*args, **kwargs)
         if path in ("collections.OrderedDict", "typing.OrderedDict"):
@@ -408,11 +437,14 @@ class Calls:
             if name == "map":
                 return [self.call(fn, list(vals), {}, node) for vals in zip(*items)]
             return [v for v in items[0] if (self.truth(self.call(fn, [v], {}, node), node) if fn else v)]
-        if name == "next":  # of a generator expression, which gpumem evaluates to its list
-            items = self.iterate(args[0], node)
-            if not items and len(args) < 2:
+        if name == "iter":  # an iterator over the items, consumed by next() as Python's is
+            return iter(self.iterate(args[0], node))
+        if name == "next":  # of an iterator, or of a generator expression (gpumem evaluates it to its list)
+            items = args[0] if isinstance(args[0], collections.abc.Iterator) else iter(self.iterate(args[0], node))
+            item = next(items, *args[1:2]) if len(args) > 1 else next(items, MISSING)
+            if item is MISSING:
                 raise Unresolved("next() of an empty iterator raises StopIteration", node)
-            return items[0] if items else args[1]
+            return item
         if name == "range":
             r = range(*args)
             if len(r) > MAX_LOOP:
@@ -420,6 +452,10 @@ class Calls:
             return r
         if name == "pow":
             return self.binop(cst.Power, args[0], args[1], node)
+        if name in ("int", "float", "bool") and args and isinstance(args[0], Tensor):
+            if args[0].values is None or args[0].numel != 1:
+                raise Unresolved(f"{name}() of a tensor whose value depends on the data", node)
+            args = [args[0].values[0]]  # int(offsets[-1]): the one value of a small known tensor
         try:
             result = func.fn(*args, **kwargs)
         except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:

@@ -151,7 +151,9 @@ class Construction:
         return module
 
     def _add_child(self, module: Module, name: str, child, node) -> None:
-        if not isinstance(child, Module):
+        """A child under `name`; None holds the place, as nn.Module.add_module(name, None) does (x-transformers'
+        absent norms), and is in no walk over the modules."""
+        if child is not None and not isinstance(child, Module):
             raise Unresolved(f"nn.{module.kind} holds {type(child).__name__}, not a module", node)
         module.children[name] = child
 
@@ -379,7 +381,8 @@ class Construction:
         if name in ("items", "keys", "values") and obj.container == "ModuleDict":
             return list(getattr(obj.children, name)())
         if name in ("modules", "named_modules", "children", "named_children"):
-            named = walk_modules(obj) if "modules" in name else list(obj.children.items())
+            named = walk_modules(obj) if "modules" in name else [
+                (k, m) for k, m in obj.children.items() if m is not None]
             return named if name.startswith("named") else [m for _, m in named]
         if name in ("parameters", "named_parameters"):
             named = [(f"{prefix}.{key}" if prefix else key, value) for prefix, m in walk_modules(obj)

@@ -266,6 +266,8 @@ class Expressions:
                 return getattr(math, name)  # math.pi, np.pi, torch.inf: numbers
             if name == "__name__":
                 return obj.path.rpartition(".")[2]  # nn.BatchNorm2d.__name__
+            if obj.path == "torch" and name == "__version__":
+                return catalogue.TORCH_VERSION  # the PyTorch gpumem models
             if obj.path == "os" and name == "environ":
                 return {}  # the code's defaults, not this machine's environment
             return Q(f"{obj.path}.{name}")
@@ -304,10 +306,14 @@ class Expressions:
             return {"func": obj.func, "args": tuple(obj.args), "keywords": obj.kwargs}[name]
         if isinstance(obj, Instance) and name in obj.attrs:
             return obj.attrs[name]
+        if isinstance(obj, Instance) and name == "__dict__":
+            return obj.attrs  # the object's own attributes: `self.__dict__.update(kwargs)` sets them
         if isinstance(obj, (Class, Instance)):
             found = self.class_attr(obj.cls if isinstance(obj, Instance) else obj, name, obj, node)
             if found is not MISSING:
                 return found
+        if isinstance(obj, tuple) and name in getattr(obj, "_fields", ()):
+            return getattr(obj, name)  # a namedtuple's field (torch.finfo(dtype).max)
         if isinstance(obj, (int, float, str, tuple)) and name in VALUE_METHODS:
             if name == "format":
                 _check_format(obj, node)

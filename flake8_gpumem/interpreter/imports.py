@@ -4,8 +4,9 @@ sys.path, where installed libraries such as torchvision and timm live), read onc
 and its globals bound lazily like the linted file's: only the names a model reaches are parsed.
 
 PyTorch itself is not followed (its layers are the catalogue's), nor the standard library and
-the few libraries whose functions the interpreter knows by name (numpy, einops). A library of
-shims.py (PEFT) is read from its stand-in source, never from the installed one.
+the few libraries whose functions the interpreter knows by name (numpy, einops, packaging's
+version parsing), nor einx, whose calls go through a tracing backend: a call of it is said not known.
+A library of shims.py (PEFT) is read from its stand-in source, never from the installed one.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from .bindings import segment_scope
 from .objects import File, Scope
 
 MAX_FILES = 500  # source files one process keeps read through imports
-NOT_FOLLOWED = frozenset({"torch", "numpy", "einops", "typing_extensions", "__future__"}) | frozenset(
-    getattr(sys, "stdlib_module_names", ()))
+NOT_FOLLOWED = frozenset({"torch", "numpy", "einops", "einx", "packaging", "typing_extensions", "__future__"}) | (
+    frozenset(getattr(sys, "stdlib_module_names", ())))
 
 
 @dataclass(eq=False)

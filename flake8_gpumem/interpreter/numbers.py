@@ -9,8 +9,10 @@ functions and np.linspace (per-block drop rates) are evaluated here too.
 """
 from __future__ import annotations
 
+import collections
 import math
 import operator
+import re
 
 from .. import catalogue
 from ..values import Tensor, Unresolved
@@ -41,7 +43,24 @@ def evaluate(op, bound, out: Tensor) -> tuple | None:
     if op is F["torch.diff"] and bound.input.ndim == 1 and bound.input.values is not None:
         v = bound.input.values
         return tuple(v[i + 1] - v[i] for i in range(len(v) - 1))
+    if op is F["torch.cumsum"] and bound.input.values is not None:
+        return _cumsum(bound.input, bound.dim)
+    if op is F["torch.nn.functional.pad"] and bound.input.ndim == 1 and bound.input.values is not None and (
+            bound.mode == "constant" and min(bound.pad) >= 0):
+        fill = (bound.value or 0,)  # tab-transformer's category offsets: F.pad(torch.tensor(...), (1, 0), value=2)
+        return fill * bound.pad[0] + bound.input.values + fill * bound.pad[1]
     return None
+
+
+def _cumsum(x: Tensor, dim: int) -> tuple:
+    """x.cumsum(dim)'s values, row-major: each element plus the running sum before it along `dim`."""
+    dim %= x.ndim or 1
+    inner = math.prod(x.shape[dim + 1:])
+    out = list(x.values)
+    for i in range(len(out)):
+        if x.ndim and (i // inner) % x.shape[dim]:
+            out[i] += out[i - inner]
+    return tuple(out)
 
 
 def _flat(x, n: int):
@@ -51,6 +70,13 @@ def _flat(x, n: int):
     if isinstance(x, Tensor) and x.values is not None and len(x.values) in (1, n):
         return list(x.values) * (n // len(x.values))
     return None
+
+
+def picked(t: Tensor, key) -> tuple | None:
+    """The values of a 1-d valued tensor indexed by an int or a slice (`offsets[:-1]`)."""
+    if t.values is None or t.ndim != 1:
+        return None
+    return t.values[key] if isinstance(key, slice) else (t.values[key],)
 
 
 def tolist(t: Tensor):
@@ -110,3 +136,43 @@ class Draw:
 NUMPY = {"ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log": math.log, "log2": math.log2,
          "exp": math.exp, "prod": math.prod, "round": round, "abs": abs, "maximum": max, "minimum": min,
          "int64": int, "float32": float, "int32": int, "linspace": _linspace}
+
+
+RELEASE = re.compile(r"(\d+(?:\.\d+)*)(?:\+[a-z0-9.]+)?")  # "2.13.0", "2.13.0+cpu": a final release
+
+
+class Version(tuple):
+    """packaging.version.parse of a final release: compares as packaging compares releases (trailing
+    zeros do not count: 2.0 == 2.0.0)."""
+
+
+def version(text) -> Version:
+    match = RELEASE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise Unresolved(f"the version {text!r} is not a plain release gpumem compares")
+    release = [int(p) for p in match.group(1).split(".")]
+    while len(release) > 1 and release[-1] == 0:
+        release.pop()
+    return Version(release)
+
+
+FloatInfo = collections.namedtuple("finfo", "bits eps max min tiny smallest_normal resolution dtype")
+IntInfo = collections.namedtuple("iinfo", "bits max min dtype")
+# torch.finfo / torch.iinfo as PyTorch gives them (model code masks with -finfo(dtype).max)
+FLOAT_INFO = {"float32": (32, 2 ** -23, 3.4028234663852886e+38, 2 ** -126, 1e-06),
+              "float16": (16, 2 ** -10, 65504.0, 2 ** -14, 0.001),
+              "bfloat16": (16, 2 ** -7, 3.3895313892515355e+38, 2 ** -126, 0.01),
+              "float64": (64, 2 ** -52, 1.7976931348623157e+308, 2 ** -1022, 1e-15)}
+INT_BITS = {"int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8}
+
+
+def type_info(name: str, dtype="float32"):
+    """torch.finfo(dtype) / torch.iinfo(dtype), for the dtypes gpumem sizes."""
+    if name == "finfo" and dtype in FLOAT_INFO:
+        bits, eps, top, tiny, resolution = FLOAT_INFO[dtype]
+        return FloatInfo(bits, eps, top, -top, tiny, tiny, resolution, dtype)
+    if name == "iinfo" and dtype in INT_BITS:
+        bits = INT_BITS[dtype]
+        low = 0 if dtype == "uint8" else -2 ** (bits - 1)
+        return IntInfo(bits, low + 2 ** bits - 1, low, dtype)
+    raise Unresolved(f"torch.{name}({dtype!r}) is not known to gpumem")

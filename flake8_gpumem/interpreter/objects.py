@@ -20,7 +20,7 @@ MISSING = object()  # a name bound nowhere in a scope chain, an attribute a clas
 # the builtins the interpreter runs itself, on the values it computes
 SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
                  "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
-                 "isinstance", "divmod", "pow", "map", "filter", "object")
+                 "isinstance", "divmod", "pow", "map", "filter", "object", "iter", "frozenset")
 
 
 @dataclass(frozen=True)
@@ -297,7 +297,8 @@ def walk_modules(root: Module) -> list:
             seen.add(id(m))
             out.append((prefix, m))
             for key, child in m.children.items():
-                visit(child, f"{prefix}.{key}" if prefix else key)
+                if child is not None:
+                    visit(child, f"{prefix}.{key}" if prefix else key)
 
     visit(root, "")
     return out
@@ -418,7 +419,7 @@ def clone(module):
             return memo[id(m)]
         new = copy.copy(m)
         memo[id(m)] = new
-        new.children = {k: clone(c) for k, c in m.children.items()}
+        new.children = {k: None if c is None else clone(c) for k, c in m.children.items()}
         new.attrs = {k: (clone(v) if isinstance(v, Module) else
                          fresh(v) if isinstance(v, Tensor) and v.is_param else v) for k, v in m.attrs.items()}
         new.weights = {k: fresh(t) for k, t in m.weights.items()}

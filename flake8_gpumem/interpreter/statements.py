@@ -11,6 +11,8 @@ AUGOPS = {
     cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
     cst.DivideAssign: cst.Divide, cst.FloorDivideAssign: cst.FloorDivide, cst.ModuloAssign: cst.Modulo,
     cst.PowerAssign: cst.Power, cst.MatrixMultiplyAssign: cst.MatrixMultiply, cst.BitOrAssign: cst.BitOr,
+    cst.BitAndAssign: cst.BitAnd, cst.BitXorAssign: cst.BitXor, cst.LeftShiftAssign: cst.LeftShift,
+    cst.RightShiftAssign: cst.RightShift,
 }
 
 
@@ -160,6 +162,12 @@ class Statements:
             result = self.binop(op, current, value, small, inplace=True)
         else:
             result = self.binop(op, current, value, small)
+        if isinstance(current, (list, set, dict)):
+            # a list's `*=`, a set's or dict's `|=`, `&=`, `-=`, `^=` change the object in place, as
+            # Python's __imul__/__ior__/... do: every name bound to it sees the result
+            current.clear()
+            (current.extend if isinstance(current, list) else current.update)(result)
+            return
         self.assign(small.target, result, scope)
 
     def assign(self, target, value, scope: Scope) -> None:
