@@ -17,7 +17,7 @@ from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers, regex
 from .imports import followed
 from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class, Field, Function,
-                      Instance, Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code,
+                      Instance, Loaded, Module, Parameter, Partial, Pattern, Q, ReturnValue, Scope, canonical, clone, code,
                       dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
@@ -35,9 +35,6 @@ GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_c
 GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "on", "set_grad_enabled": None}
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
 CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug")
-# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16"), run where
-# their work is bounded (regex.py)
-PURE_RE = ("split", "match", "fullmatch", "search", "sub", "findall")
 # a parameter's kind (signature.Param) as inspect names it
 PARAMETER_KINDS = {"plain": inspect.Parameter.POSITIONAL_OR_KEYWORD, "varargs": inspect.Parameter.VAR_POSITIONAL,
                    "kwonly": inspect.Parameter.KEYWORD_ONLY, "kwargs": inspect.Parameter.VAR_KEYWORD}
@@ -127,6 +124,9 @@ class Calls:
             self.grad_enabled, self.inference = saved
 
     def call_function(self, func: Function, args: list, kwargs: dict, node):
+        replaced = self.replaced(func)  # a library's lookup in the tables its import fills (registries.py)
+        if replaced is not None:
+            return replaced(func, args, kwargs, node)
         decorators = getattr(func.node, "decorators", ())
         mode = next((m for m in (self.grad_mode(d.decorator, func.scope) for d in decorators) if m is not None), None)
         if mode is not None:  # @torch.no_grad() def _momentum_update(self): ...
@@ -315,7 +315,9 @@ class Calls:
             return Instance(args[0].cls, {**args[0].attrs, **kwargs})
         if path == "os.getenv":
             return args[1] if len(args) > 1 else kwargs.get("default")  # the code's default, not this machine's
-        if path.startswith("re.") and name in PURE_RE and all(isinstance(a, (str, int)) for a in args):
+        if path == "re.compile" and isinstance(args[0], str) and isinstance(kwargs.get("flags", 0), int):
+            return Pattern(*args, **kwargs)
+        if path.startswith("re.") and name in regex.FUNCTIONS and all(isinstance(a, (str, int)) for a in args):
             self.steps += regex.bound(name, args, kwargs, node) // regex.STEPS_PER_EVALUATION
             self._tick(node)
             return getattr(re, name)(*args, **kwargs)

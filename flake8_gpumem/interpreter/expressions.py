@@ -12,9 +12,10 @@ import libcst as cst
 
 from .. import catalogue
 from ..values import TORCH_DTYPES, AnalysisError, Tensor, Unresolved
+from . import regex
 from .imports import Namespace
 from .objects import (MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function, Instance, Module,
-                      Partial, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
+                      Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
 # methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
@@ -298,6 +299,8 @@ class Expressions:
             return dict(obj.parameters)  # a read-only mapping in Python: the dict it shows
         if isinstance(obj, inspect.Parameter) and name in INSPECTED:
             return getattr(obj, name)
+        if isinstance(obj, Pattern) and name in regex.FUNCTIONS:
+            return Partial(Q(f"re.{name}"), [obj.pattern], {"flags": obj.flags})
         if isinstance(obj, Partial) and name in ("func", "args", "keywords"):
             return {"func": obj.func, "args": tuple(obj.args), "keywords": obj.kwargs}[name]
         if isinstance(obj, Instance) and name in obj.attrs:

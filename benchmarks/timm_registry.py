@@ -1,0 +1,101 @@
+"""gpumem on timm's registry: `timm.create_model(name)` of every registered factory, read from source.
+
+For each factory of `timm.list_models()` (timm 1.0.31), gpumem reads a two-line file,
+
+    import timm
+    model = timm.create_model("<name>")
+
+at batch 2 and the input size of the factory's pretrained config, and is compared with the model
+timm builds (tests/timm_oracle.py: on PyTorch's meta device where it runs, else on the CPU):
+parameters, trainable parameters, and every leaf module call's name, type and output shape in
+order. A factory is read exactly when all three match. Prints one line per factory, the share
+read exactly, and the reasons of the rest counted (the first words of gpumem's reason, or
+what differs).
+
+    python benchmarks/timm_registry.py [--sample N --seed S] [--models a,b,...]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+
+import timm_oracle  # noqa: E402
+from flake8_gpumem.analysis import analyse_source  # noqa: E402
+from flake8_gpumem.config import Settings  # noqa: E402
+
+
+def reason(message: str) -> str:
+    """The innermost cause of gpumem's message, with names and numbers blanked, for counting."""
+    cause = message.rsplit("could not be resolved: ", 1)[-1]
+    cause = re.sub(r"'[^']*'|\([^)]*\)|\d[\d,x]*", "…", cause)
+    return cause[:90]
+
+
+def compare(name: str) -> tuple[str, str]:
+    """("exact" | "differs" | "not read" | "no truth", detail) for one factory."""
+    truth = timm_oracle.profile(name)
+    settings = Settings(optimizer="adam", dtype="float32", device="cpu", batch_size=timm_oracle.BATCH,
+                        input_shape=truth.input_shape)
+    source = f'import timm\nmodel = timm.create_model("{name}")\n'
+    result = analyse_source(source, "timm_factory.py", settings, model="model")
+    if len(result.models) != 1:
+        why = result.error or "; ".join(r for _, r in result.skipped) or "no model"
+        return "not read", why
+    report = result.models[0]
+    if report.params != truth.params:
+        return "differs", f"parameters {report.params:,} against timm's {truth.params:,}"
+    if report.trainable_params != truth.trainable:
+        return "differs", f"trainable {report.trainable_params:,} against timm's {truth.trainable:,}"
+    if truth.calls is None:
+        return "no truth", f"timm's forward did not run: {truth.why}"
+    ours = [(r.name, r.type, tuple(r.output_shape)) for r in report.layers if r.module]
+    theirs = [(c.name, c.type, c.output_shape) for c in truth.calls]
+    if ours != theirs:
+        first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        mine, timms = (calls[first] if first < len(calls) else "-" for calls in (ours, theirs))
+        return "differs", f"leaf calls {len(ours)} against timm's {len(theirs)}, first difference at {first}: {mine} / {timms}"
+    return "exact", ""
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sample", type=int, default=0, metavar="N", help="a seeded sample of N factories (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", default="", metavar="NAMES", help="comma-separated factories instead")
+    args = p.parse_args()
+    names = [n for n in args.models.split(",") if n] or timm_oracle.FACTORIES
+    if args.sample and not args.models:
+        names = sorted(random.Random(args.seed).sample(names, args.sample))
+    counts, reasons = collections.Counter(), collections.Counter()
+    took_all = 0.0
+    for name in names:
+        start = time.perf_counter()
+        try:
+            verdict, detail = compare(name)
+        except Exception as exc:  # noqa: BLE001  (timm itself fails to build it: no truth)
+            verdict, detail = "no truth", f"timm raises {type(exc).__name__}: {str(exc)[:80]}"
+        took = time.perf_counter() - start
+        took_all += took
+        counts[verdict] += 1
+        if verdict != "exact":
+            reasons[f"{verdict}: {reason(detail) if verdict == 'not read' else detail.split(' ')[0]}"] += 1
+        print(f"{name:48} {verdict:9} {took:6.1f}s  {detail[:160]}", flush=True)
+    n = len(names)
+    print(f"\nfactories: {n} (of {len(timm_oracle.FACTORIES)} registered)   read exactly: {counts['exact']} "
+          f"({counts['exact'] / n:.0%})   differ: {counts['differs']}   not read: {counts['not read']}   "
+          f"no truth: {counts['no truth']}   time: {took_all:.0f}s")
+    for why, k in reasons.most_common(15):
+        print(f"{k:5}  {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
