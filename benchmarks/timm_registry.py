@@ -61,7 +61,7 @@ def compare(name: str) -> tuple[str, str]:
     if ours != theirs:
         first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
         mine, timms = (calls[first] if first < len(calls) else "-" for calls in (ours, theirs))
-        return "differs", f"leaf calls {len(ours)} against timm's {len(theirs)}, first difference at {first}: {mine} / {timms}"
+        return "differs", f"leaf calls {len(ours)} against timm's {len(theirs)}, at {first}: {mine} / {timms}"
     return "exact", ""
 
 

@@ -17,8 +17,8 @@ from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers, regex
 from .imports import followed
 from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class, Field, Function,
-                      Instance, Loaded, Module, Parameter, Partial, Pattern, Q, ReturnValue, Scope, canonical, clone, code,
-                      dotted)
+                      Instance, Loaded, Module, Parameter, Partial, Pattern, Q, ReturnValue, Scope, canonical, clone,
+                      code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
