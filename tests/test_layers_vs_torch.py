@@ -568,6 +568,7 @@ FUNCTIONAL_CASES = [
     functional("torch.clamp(x, min=0)", (4, 6)),
     functional("x.clamp(-1, 1)", (4, 6)),
     functional("x.pow(2)", (4, 6)),
+    functional("torch.square(x) + x.square()", (4, 6)),
     functional("x.softmax(-1)", (4, 6)),
     functional("x.log_softmax(dim=1)", (4, 6)),
     functional("F.dropout2d(x, 0.1)", (4, 6, 6)),

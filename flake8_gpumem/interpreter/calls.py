@@ -25,7 +25,7 @@ SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "
              "isclose", "isfinite", "pow", "hypot")
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
-          "torch._C._log_api_usage_once", "torch._assert", "torch.jit.annotate", "torch.fx.wrap")
+          "torch._C._log_api_usage_once", "torch._assert", "torch.fx.wrap")
 # Calls that read weights from a file or the network at run time: a Loaded, never read
 LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
 # Guards that are False in an eager training step.
@@ -42,7 +42,7 @@ PARAMETER_KINDS = {"plain": inspect.Parameter.POSITIONAL_OR_KEYWORD, "varargs": 
 ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "List": list, "Tuple": tuple,
             "Mapping": dict, "MutableMapping": dict, "Dict": dict, "Iterable": (list, tuple, dict, set, range, str),
             "Callable": (Function, Class, Builtin, Partial, Bound), "FunctionType": Function, "MethodType": Bound,
-            "partial": Partial}
+            "partial": Partial, "Integral": int, "Real": (int, float), "Number": (int, float, complex)}
 # a weight's values written in place (by init code): its memory is unchanged
 INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_", "bernoulli_",
                 "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_")
@@ -279,7 +279,7 @@ class Calls:
             return Loaded(path)
         if path == "torch.Generator" or path.startswith("torch.Generator."):
             return Q("torch.Generator")  # a random generator, seeded or not: it sizes nothing
-        if path == "typing.cast":
+        if path in ("typing.cast", "torch.jit.annotate"):  # (type, value): the value
             return args[1]
         if path in WRAPPERS and args:
             return args[0]  # torch.compile(model), DDP(model, ...): the model, its forward run eagerly
@@ -400,8 +400,9 @@ class Calls:
         if name == "len" and args and isinstance(args[0], Tensor):
             return args[0].shape[0]
         if name in ("list", "tuple", "enumerate", "zip", "reversed", "sorted", "sum", "min", "max", "map",
-                    "filter", "any", "all", "dict", "set") and args and isinstance(args[0], Module):
-            args = [self.iterate(args[0], node)] + list(args[1:])
+                    "filter", "any", "all", "dict", "set") and any(isinstance(a, Module) for a in args):
+            first = 1 if name in ("map", "filter") else 0  # their function may be a module: it is called
+            args = args[:first] + [self.iterate(a, node) if isinstance(a, Module) else a for a in args[first:]]
         if name in ("map", "filter"):
             fn = args[0]
             items = [self.iterate(a, node) for a in args[1:]]

@@ -337,6 +337,8 @@ class Construction:
                 x = args[0]
                 for child in module.children.values():
                     x = self.call(child, [x], {}, node)
+                if not module.children:  # an empty Sequential is a leaf, its input passed on (ghostnet's shortcut)
+                    self.fold(module, len(self.events), args, x, node)
                 return x
             if module.container and not own_forward:
                 raise Unresolved(f"nn.{module.container} is not callable", node)

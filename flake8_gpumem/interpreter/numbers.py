@@ -44,6 +44,23 @@ def evaluate(op, bound, out: Tensor) -> tuple | None:
     return None
 
 
+# ops that cut a tensor into consecutive pieces along a dim
+PIECES = (id(F["torch.split"]), id(F["torch.chunk"]), id(F["torch.unbind"]))
+
+
+def pieces(op, bound, outs) -> None:
+    """Give the pieces of a 1-d tensor of known values theirs (timm's stage-wise drop rates:
+    `[x.tolist() for x in torch.linspace(0, rate, sum(depths)).split(depths)]`)."""
+    x = bound.input
+    if id(op) not in PIECES or x.values is None or x.ndim != 1:
+        return
+    start = 0
+    for t in outs:
+        n = t.numel
+        t.values = x.values[start:start + n]
+        start += n
+
+
 def _flat(x, n: int):
     """`x`'s values repeated to `n` elements (a scalar, a 0-d or 1-element tensor, or a same-sized one)."""
     if isinstance(x, (int, float)):
