@@ -22,7 +22,7 @@ from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
-             "isclose", "isfinite", "pow", "hypot")
+             "isclose", "isfinite", "pow", "hypot", "comb")
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
           "torch._C._log_api_usage_once", "torch._assert", "torch.fx.wrap")
@@ -30,7 +30,8 @@ NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "wa
 LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
 # Guards that are False in an eager training step.
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
-          "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
+          "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export",
+          "torch.compiler.is_exporting")
 # autograd's recording modes, by name: what each sets (None: its argument says)
 GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "on", "set_grad_enabled": None}
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
@@ -275,6 +276,12 @@ class Calls:
             return False
         if path == "torch.is_grad_enabled":
             return self.grad_enabled
+        if path == "torch.unique" and args and isinstance(args[0], Tensor):
+            return numbers.unique(*args, **kwargs)
+        if path == "torch.finfo" and (args[0] if args else "float32") in numbers.FINFO:
+            return numbers.FINFO[args[0] if args else "float32"]
+        if path == "torch.get_default_dtype":
+            return "float32"  # PyTorch's, unless code sets another (torch.set_default_dtype is not read)
         if path in LOADS:
             return Loaded(path)
         if path == "torch.Generator" or path.startswith("torch.Generator."):
@@ -467,6 +474,8 @@ class Calls:
         if isinstance(func_node, cst.Attribute) and isinstance(func_node.value, cst.Call) and dotted(
                 func_node.value.func) == "super":
             return self._super_call(func_node.attr.value, node, scope)
+        if isinstance(func_node, cst.Name) and func_node.value == "locals" and not node.args:
+            return dict(scope.vars)  # a snapshot of the function's variables (timm's NesT checks its arguments)
         func = self.eval(func_node, scope)
         args, kwargs = self._arguments(node, scope, _placing_from(func))
         if not self.in_foreign:

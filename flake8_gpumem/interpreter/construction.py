@@ -88,9 +88,12 @@ class Construction:
 
     @staticmethod
     def _own_parameter(obj: Module, name: str) -> int | None:
-        """The index of the nn.Parameter a class's attribute `name` holds, or None."""
+        """The index of the parameter attribute `name` of a module is: a layer's bias (timm's
+        `self.bias = None` in a LayerNorm subclass drops it), a class's nn.Parameter; else None."""
+        if obj.op is not None:
+            return 1 if name == "bias" and len(obj.params) == 2 else None
         held = obj.attrs.get(name)
-        if obj.op is not None or not isinstance(held, Tensor) or not held.is_param:
+        if not isinstance(held, Tensor) or not held.is_param:
             return None
         return next((k for k, t in obj.weights.items() if t is held), None)
 

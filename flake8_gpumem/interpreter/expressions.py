@@ -11,8 +11,8 @@ import sys
 import libcst as cst
 
 from .. import catalogue
-from ..values import TORCH_DTYPES, AnalysisError, Tensor, Unresolved
-from . import regex
+from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Tensor, Unresolved
+from . import numbers, regex
 from .imports import Namespace
 from .objects import (MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function, Instance, Module,
                       Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
@@ -309,6 +309,11 @@ class Expressions:
             found = self.class_attr(obj.cls if isinstance(obj, Instance) else obj, name, obj, node)
             if found is not MISSING:
                 return found
+        if isinstance(obj, numbers.FInfo) and name in obj._fields:
+            return getattr(obj, name)
+        if isinstance(obj, str) and obj in DTYPE_BYTES and name in ("is_floating_point", "is_complex", "itemsize"):
+            return {"is_floating_point": obj in FLOAT_DTYPES, "is_complex": obj in COMPLEX_DTYPES.values(),
+                    "itemsize": DTYPE_BYTES[obj]}[name]  # a dtype's own attributes (torch.float32.itemsize)
         if isinstance(obj, (int, float, str, tuple)) and name in VALUE_METHODS:
             if name == "format":
                 _check_format(obj, node)

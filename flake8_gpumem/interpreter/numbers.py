@@ -9,6 +9,7 @@ functions and np.linspace (per-block drop rates) are evaluated here too.
 """
 from __future__ import annotations
 
+import collections
 import math
 import operator
 
@@ -28,6 +29,10 @@ BINARY = {id(F["torch.add"]): operator.add, id(F["torch.sub"]): operator.sub, id
           id(F["torch.div"]): operator.truediv, id(F["torch.divide"]): operator.truediv,
           id(F["torch.pow"]): operator.pow}
 
+EXTREMES = {id(F["torch.max"]): max, id(F["torch.min"]): min}
+# torch.div(x, y, rounding_mode=...)
+ROUNDED = {"floor": operator.floordiv, "trunc": lambda x, y: math.trunc(x / y)}
+
 
 def evaluate(op, bound, out: Tensor) -> tuple | None:
     """The values of `out`, when the op has a rule and every operand's values are known."""
@@ -37,7 +42,12 @@ def evaluate(op, bound, out: Tensor) -> tuple | None:
     if id(op) in BINARY:
         a = _flat(bound.input, out.numel)
         b = _flat(bound.other if "other" in bound else bound.exponent, out.numel)
-        return None if a is None or b is None else tuple(BINARY[id(op)](x, y) for x, y in zip(a, b))
+        fn = ROUNDED[bound["rounding_mode"]] if bound.get("rounding_mode") in ROUNDED else BINARY[id(op)]
+        return None if a is None or b is None else tuple(fn(x, y) for x, y in zip(a, b))
+    if id(op) in EXTREMES and bound.get("dim") is None and bound.input.values:  # x.max(): a 0-d tensor
+        return (EXTREMES[id(op)](bound.input.values),)
+    if op is F["torch.flip"] and bound.input.ndim == 1 and bound.input.values is not None:
+        return tuple(reversed(bound.input.values))
     if op is F["torch.diff"] and bound.input.ndim == 1 and bound.input.values is not None:
         v = bound.input.values
         return tuple(v[i + 1] - v[i] for i in range(len(v) - 1))
@@ -76,6 +86,26 @@ def tolist(t: Tensor):
     for size in reversed(t.shape[1:]):
         values = [values[i:i + size] for i in range(0, len(values), size)]
     return values if t.shape else values[0]
+
+
+def unique(t: Tensor, *flags, **options):
+    """torch.unique of a tensor of known values (timm's RegNet counts its stages so): its size is
+    the number of distinct values, known only from them."""
+    named = dict(zip(("sorted", "return_inverse", "return_counts", "dim"), flags), **options)
+    if t.values is None or named.get("dim") is not None or named.get("return_inverse"):
+        raise Unresolved("torch.unique of values gpumem does not know: its size depends on them")
+    counts = collections.Counter(t.values)
+    distinct = sorted(counts)
+    values = catalogue.valued(distinct, t.dtype)
+    return (values, catalogue.valued([counts[v] for v in distinct], "int64")) if named.get("return_counts") else values
+
+
+# torch.finfo(dtype): what model code reads of a float dtype (timm's rotary embeddings: `.bits`)
+FInfo = collections.namedtuple("FInfo", "bits eps max min tiny resolution")
+FINFO = {"float32": FInfo(32, 2.0 ** -23, 3.4028234663852886e38, -3.4028234663852886e38, 2.0 ** -126, 1e-06),
+         "float16": FInfo(16, 2.0 ** -10, 65504.0, -65504.0, 2.0 ** -14, 0.001),
+         "bfloat16": FInfo(16, 2.0 ** -7, 3.3895313892515355e38, -3.3895313892515355e38, 2.0 ** -126, 0.01),
+         "float64": FInfo(64, 2.0 ** -52, 1.7976931348623157e308, -1.7976931348623157e308, 2.0 ** -1022, 1e-15)}
 
 
 class _Array(list):
