@@ -571,6 +571,7 @@ FUNCTIONAL_CASES = [
     functional("torch.square(x) + x.square()", (4, 6)),
     functional("torch.flip(x, (1,)) + x.flip(0)", (4, 6)),
     functional("x.tile((2,))", (4, 6)),
+    functional("x + torch.stack(torch.meshgrid(torch.arange(4), torch.arange(6), indexing='ij')).sum(0)", (4, 6)),
     functional("F.conv2d(x, self.w, self.b, stride=2, padding=1)", (3, 9, 9),
                init=("self.w = nn.Parameter(torch.randn(8, 3, 3, 3))", "self.b = nn.Parameter(torch.zeros(8))")),
     functional("F.conv1d(x, self.w, groups=2, padding='same')", (4, 10),

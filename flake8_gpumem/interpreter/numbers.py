@@ -61,9 +61,9 @@ PIECES = (id(F["torch.split"]), id(F["torch.chunk"]), id(F["torch.unbind"]))
 def pieces(op, bound, outs) -> None:
     """Give the pieces of a 1-d tensor of known values theirs (timm's stage-wise drop rates:
     `[x.tolist() for x in torch.linspace(0, rate, sum(depths)).split(depths)]`)."""
-    x = bound.input
-    if id(op) not in PIECES or x.values is None or x.ndim != 1:
+    if id(op) not in PIECES or bound.input.values is None or bound.input.ndim != 1:
         return
+    x = bound.input
     start = 0
     for t in outs:
         n = t.numel
