@@ -677,3 +677,38 @@ def test_what_the_code_raises_is_said():
         "model: 'model' could not be resolved: the code raises ValueError: classes must be positive, got 0"]
     built = analyse_source(RAISES.replace("CLASSES", "3"), "head.py", Settings(input_shape=(8,), batch_size=2))
     assert [(m.name, m.params) for m in built.models] == [("model", 8 * 3 + 3)]
+
+
+CATCHES = """
+import torch.nn as nn
+
+
+def activation(layer):
+    try:
+        return layer(inplace=True)  # nn.GELU takes no inplace: Python raises TypeError
+    except TypeError:
+        return layer()
+
+
+def width(n):
+    try:
+        if n > 4:
+            raise ValueError("too wide")
+        return n
+    except (KeyError, ValueError) as exc:
+        return 4
+
+
+model = nn.Sequential(nn.Linear(8, width(16)), activation(nn.GELU), activation(nn.ReLU))
+"""
+
+
+def test_what_python_raises_is_caught_by_the_code_around_it():
+    """timm's create_act_layer tries `inplace=` and falls back on a TypeError; an exception the code
+    raises itself is caught by its handler too. Linear(8, 4) has 8 * 4 + 4 parameters; the GELU is
+    built without `inplace`, the ReLU with it."""
+    result = analyse_source(CATCHES, "act.py", Settings(input_shape=(8,), batch_size=2))
+    assert [(m.name, m.params) for m in result.models] == [("model", 8 * 4 + 4)]
+    model = torch_oracle.load(CATCHES)["model"]
+    assert [(r.type, tuple(r.output_shape)) for r in result.models[0].layers if r.module] == [
+        (type(m).__name__, (2, 4)) for m in model]
