@@ -6,6 +6,9 @@ the registry is benchmarks/timm_registry.py.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 import timm_oracle
@@ -58,3 +61,13 @@ def test_a_name_timm_cannot_build_here_is_said(call, said):
     assert result.models == []
     assert len(result.skipped) == 1 and said in result.skipped[0][1]
     assert [d.code for d in result.diagnostics] == ["GPM900"] and said in result.diagnostics[0].message
+
+
+def test_flake8_reads_a_script_that_builds_its_model_through_timm(tmp_path):
+    """The plugin's cheap filter lets such a script through (it names no nn.Module): timm's resnet18
+    with 37 classes needs far more than 1 MiB to train, so flake8 says GPM100 at the model."""
+    (tmp_path / "train_timm.py").write_text(
+        'import timm\n\nmodel = timm.create_model("resnet18", num_classes=37)  # gpumem: input_shape=(3, 64, 64)\n')
+    run = subprocess.run([sys.executable, "-m", "flake8", "--select", "GPM", "--gpumem-budget", "1MiB",
+                          "train_timm.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.stdout.startswith("train_timm.py:3:1: GPM100 model needs "), run.stdout + run.stderr

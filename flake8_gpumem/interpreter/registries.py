@@ -73,7 +73,8 @@ def cfg_table(path: Path) -> tuple[dict, list]:
                 if isinstance(key, ast.Constant) and isinstance(key.value, str):
                     arch, _, tag = key.value.partition(".")
                     entries.setdefault(arch, []).append((key.value, tag, source(item)))
-        elif entries and any(isinstance(node, ast.Name) and node.id == "default_cfgs" for node in ast.walk(stmt)):
+        elif entries and not isinstance(stmt, (ast.FunctionDef, ast.ClassDef)) and any(  # what runs at import
+                isinstance(node, ast.Name) and node.id == "default_cfgs" for node in ast.walk(stmt)):
             later.append(source(stmt))
     return entries, later
 
