@@ -12,7 +12,10 @@ order. A factory is read exactly when all three match. Prints one line per facto
 read exactly, and the reasons of the rest counted (the first words of gpumem's reason, or
 what differs).
 
-    python benchmarks/timm_registry.py [--sample N --seed S] [--models a,b,...]
+    python benchmarks/timm_registry.py [--sample N --seed S] [--models a,b,...] [--peak-models a,b,...]
+
+With --peak-models, those factories (read exactly) also get one steady-state Adam training step
+measured by PyTorch's MemTracker on the CPU (batch 2, float32), against gpumem's estimated peak.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 import timm_oracle  # noqa: E402
+import torch_oracle  # noqa: E402
 from flake8_gpumem.analysis import analyse_source  # noqa: E402
 from flake8_gpumem.config import Settings  # noqa: E402
 
@@ -39,8 +43,8 @@ def reason(message: str) -> str:
     return cause[:90]
 
 
-def compare(name: str) -> tuple[str, str]:
-    """("exact" | "differs" | "not read" | "no truth", detail) for one factory."""
+def compare(name: str) -> tuple[str, str, int | None]:
+    """("exact" | "differs" | "not read" | "no truth", detail, gpumem's peak) for one factory."""
     truth = timm_oracle.profile(name)
     settings = Settings(optimizer="adam", dtype="float32", device="cpu", batch_size=timm_oracle.BATCH,
                         input_shape=truth.input_shape)
@@ -48,21 +52,21 @@ def compare(name: str) -> tuple[str, str]:
     result = analyse_source(source, "timm_factory.py", settings, model="model")
     if len(result.models) != 1:
         why = result.error or "; ".join(r for _, r in result.skipped) or "no model"
-        return "not read", why
+        return "not read", why, None
     report = result.models[0]
     if report.params != truth.params:
-        return "differs", f"parameters {report.params:,} against timm's {truth.params:,}"
+        return "differs", f"parameters {report.params:,} against timm's {truth.params:,}", None
     if report.trainable_params != truth.trainable:
-        return "differs", f"trainable {report.trainable_params:,} against timm's {truth.trainable:,}"
+        return "differs", f"trainable {report.trainable_params:,} against timm's {truth.trainable:,}", None
     if truth.calls is None:
-        return "no truth", f"timm's forward did not run: {truth.why}"
+        return "no truth", f"timm's forward did not run: {truth.why}", None
     ours = [(r.name, r.type, tuple(r.output_shape)) for r in report.layers if r.module]
     theirs = [(c.name, c.type, c.output_shape) for c in truth.calls]
     if ours != theirs:
         first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
         mine, timms = (calls[first] if first < len(calls) else "-" for calls in (ours, theirs))
-        return "differs", f"leaf calls {len(ours)} against timm's {len(theirs)}, at {first}: {mine} / {timms}"
-    return "exact", ""
+        return "differs", f"leaf calls {len(ours)} against timm's {len(theirs)}, at {first}: {mine} / {timms}", None
+    return "exact", "", report.memory.peak
 
 
 def main() -> int:
@@ -70,16 +74,22 @@ def main() -> int:
     p.add_argument("--sample", type=int, default=0, metavar="N", help="a seeded sample of N factories (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", default="", metavar="NAMES", help="comma-separated factories instead")
+    p.add_argument("--peak-models", default="", metavar="NAMES",
+                   help="comma-separated factories whose training-step peak is measured too")
     args = p.parse_args()
-    names = [n for n in args.models.split(",") if n] or timm_oracle.FACTORIES
-    if args.sample and not args.models:
-        names = sorted(random.Random(args.seed).sample(names, args.sample))
-    counts, reasons = collections.Counter(), collections.Counter()
+    peaks = [n for n in args.peak_models.split(",") if n]
+    names = [n for n in args.models.split(",") if n]
+    if not names and (args.sample or not peaks):
+        names = timm_oracle.FACTORIES
+        if args.sample:
+            names = sorted(random.Random(args.seed).sample(names, args.sample))
+    names = list(dict.fromkeys(names + peaks))
+    counts, reasons, estimates = collections.Counter(), collections.Counter(), {}
     took_all = 0.0
     for name in names:
         start = time.perf_counter()
         try:
-            verdict, detail = compare(name)
+            verdict, detail, estimates[name] = compare(name)
         except Exception as exc:  # noqa: BLE001  (timm itself fails to build it: no truth)
             verdict, detail = "no truth", f"timm raises {type(exc).__name__}: {str(exc)[:80]}"
         took = time.perf_counter() - start
@@ -94,6 +104,18 @@ def main() -> int:
           f"no truth: {counts['no truth']}   time: {took_all:.0f}s")
     for why, k in reasons.most_common(15):
         print(f"{k:5}  {why}")
+    if peaks:
+        print(f"\n{'factory':40} {'estimate MiB':>12} {'measured MiB':>12} {'error':>8}")
+        for name in peaks:
+            if estimates.get(name) is None:
+                print(f"{name:40} not read exactly")
+                continue
+            truth = timm_oracle.profile(name)
+            model = timm_oracle.build(name, "cpu")
+            measured = torch_oracle.measure_step(model, (timm_oracle.BATCH, *truth.input_shape), "float32", "adam",
+                                                 "float32").peak
+            error = (estimates[name] - measured) / measured
+            print(f"{name:40} {estimates[name] / 2**20:>12.1f} {measured / 2**20:>12.1f} {error:>+8.2%}")
     return 0
 
 

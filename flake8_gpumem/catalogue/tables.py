@@ -23,8 +23,8 @@ from .linear import (bilinear_shape, einsum_shape, embedding_fn_shape, embedding
                      linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves, matmul_shape,
                      outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
-from .normalisation import (batch_norm_saves, group_norm_saves, group_norm_shape, layer_norm_params,
-                            layer_norm_saves, layer_norm_shape, affine, batch_norm, instance_norm)
+from .normalisation import (batch_norm_saves, group_norm_fn_shape, group_norm_saves, group_norm_shape,
+                            layer_norm_params, layer_norm_saves, layer_norm_shape, affine, batch_norm, instance_norm)
 from .pooling import adaptive, functional_pool, pool
 from .recurrent import RNN_LAYER
 from .shape import (CAT, INTERPOLATE, chunk_shape, tile_shape, expand_shape, flatten_shape, fpad_shape, narrow_shape,
@@ -180,6 +180,8 @@ FUNCTIONS: dict[str, Op] = {
                                          saves=batch_norm_saves),
     "torch.nn.functional.layer_norm": Op("input, normalized_shape, weight=None, bias=None, eps=1e-05",
                                          layer_norm_shape, saves=layer_norm_saves),
+    "torch.nn.functional.group_norm": Op("input, num_groups, weight=None, bias=None, eps=1e-05",
+                                         group_norm_fn_shape, saves=group_norm_saves),
     "torch.nn.functional.embedding": Op("input, weight, padding_idx=None, max_norm=None, norm_type=2.0, "
                                         "scale_grad_by_freq=False, sparse=False", embedding_fn_shape,
                                         saves=keeps_input),
@@ -193,6 +195,9 @@ FUNCTIONS: dict[str, Op] = {
     "torch.cat": CAT, "torch.concat": CAT, "torch.concatenate": CAT,
     "torch.stack": Op("tensors, dim=0, out=None", stack_shape, grad="alias"),
     "torch.add": binary(grad="alias"), "torch.sub": binary(),
+    "torch.addcmul": Op("input, tensor1, tensor2, *, value=1, out=None",  # input + value * tensor1 * tensor2
+                        lambda a: broadcast(broadcast(a.input, a.tensor1), a.tensor2),
+                        saves=lambda a, out: [t for t in (a.tensor1, a.tensor2) if isinstance(t, Tensor)]),
     "torch.mul": binary(keeps_other_factor), "torch.div": DIVISION,
     "torch.divide": DIVISION,
     "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves),
@@ -323,6 +328,7 @@ AUTOCAST = {
            "torch.einsum",
            "torch.nn.functional.scaled_dot_product_attention", "matmul", "bmm"]),
     "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "torch.nn.functional.layer_norm", "GroupNorm", "Softplus",
+                  "torch.nn.functional.group_norm",
                   "torch.nn.functional.softmax", "torch.softmax", "torch.nn.functional.log_softmax",
                   "torch.log_softmax", "torch.exp", "torch.log", "torch.sum", "softmax", "log_softmax", "exp", "log",
                   "pow", "sum", "torch.pow", "torch.rsqrt", "rsqrt"],

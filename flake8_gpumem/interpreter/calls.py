@@ -270,6 +270,9 @@ class Calls:
                 raise Unresolved("nn.Parameter of something that is not a tensor", node)
             trains = kwargs.get("requires_grad", args[1] if len(args) > 1 else True)
             return Parameter(Tensor(data.shape, self.model_dtype, bool(trains), is_param=True))
+        if path == "torch.nn.init._calculate_fan_in_and_fan_out" and isinstance(args[0], Tensor) and args[0].ndim > 1:
+            field = math.prod(args[0].shape[2:])  # numbers init code scales by (timm's lecun_normal_)
+            return args[0].shape[1] * field, args[0].shape[0] * field
         if path.startswith(NO_OPS) or path in NO_OPS:
             return None
         if path in GUARDS:
