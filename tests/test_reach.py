@@ -712,3 +712,13 @@ def test_what_python_raises_is_caught_by_the_code_around_it():
     model = torch_oracle.load(CATCHES)["model"]
     assert [(r.type, tuple(r.output_shape)) for r in result.models[0].layers if r.module] == [
         (type(m).__name__, (2, 4)) for m in model]
+
+
+def test_a_slice_of_a_list_assigned_is_read():
+    """timm's val2tuple pads a list by slice assignment: [4] becomes [4, 4, 4], so the Linear has
+    8 * 12 + 12 parameters."""
+    source = ("import torch.nn as nn\n\n\ndef val2tuple(x, n):\n    x = list(x)\n"
+              "    x[-1:-1] = [x[-1] for _ in range(n - len(x))]\n    return tuple(x)\n\n\n"
+              "model = nn.Sequential(nn.Linear(8, sum(val2tuple([4], 3))))\n")
+    result = analyse_source(source, "pad.py", Settings(input_shape=(8,), batch_size=2))
+    assert [(m.name, m.params) for m in result.models] == [("model", 8 * 12 + 12)]

@@ -29,6 +29,7 @@ def analyse(call: str, shape=(3, 224, 224)):
     ("vit_base_patch16_clip_quickgelu_224", {}),  # a config the file makes in a loop over others
     ("deit_tiny_distilled_patch16_224", {}),  # pos_embed set again, one token longer
     ("ghostnet_100", {}),  # an empty nn.Sequential called: a leaf, as PyTorch's hooks see it
+    ("mobilevitv2_050", {}),  # a block type mobilevit.py adds to byobnet's table when imported
 ])
 def test_create_model_is_read_as_timm_builds_it(name, kwargs):
     # timm's model with weights is the one without (its loader copies values into it, strictly):

@@ -124,8 +124,9 @@ class Calls:
         finally:
             self.grad_enabled, self.inference = saved
 
-    def call_function(self, func: Function, args: list, kwargs: dict, node):
-        replaced = self.replaced(func)  # a library's lookup in the tables its import fills (registries.py)
+    def call_function(self, func: Function, args: list, kwargs: dict, node, as_written: bool = False):
+        """`as_written`: its own code, also where registries.py answers for it."""
+        replaced = None if as_written else self.replaced(func)  # a lookup in tables an import fills
         if replaced is not None:
             return replaced(func, args, kwargs, node)
         decorators = getattr(func.node, "decorators", ())

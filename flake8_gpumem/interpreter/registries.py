@@ -8,6 +8,8 @@ gpumem imports nothing, so it replays neither. The few registry functions timm's
 the decorated factories of timm/models/*.py, built by a text scan once per process, and from the
 config entries of the one architecture asked for, each evaluated from its source. Loading weights
 changes no size and is skipped; a config only the Hugging Face Hub holds is a GPM900 naming it.
+The block types other files add to byobnet's table at import (`register_block(...)`) are found by
+the same scan.
 """
 from __future__ import annotations
 
@@ -27,22 +29,31 @@ REGISTRY = "timm.models._registry"
 REGISTERED = re.compile(r"^@register_model\s*\n(?:@.*\n)*def\s+(\w+)", re.M)
 DEPRECATIONS = re.compile(r"register_model_deprecations\(\s*__name__\s*,\s*\{(.*?)\}\s*\)", re.S)
 DEPRECATED = re.compile(r"['\"](\w+)['\"]\s*:\s*(?:['\"]([\w.]+)['\"]|None)")
+# a block type another file adds to byobnet's table when imported: `register_block('mobilevit', MobileVitBlock)`
+BLOCK = re.compile(r"^register_block\(\s*['\"](\w+)['\"]\s*,\s*(\w+)\s*\)", re.M)
 
 
-@lru_cache(maxsize=4)
 def timm_index(folder: Path) -> dict:
     """name -> (module, current name or None): every name timm/models/*.py registers, a factory
     (current None) or a deprecated name and the 'arch.tag' it now stands for ("" where removed)."""
-    index = {}
+    return _scan(folder)[0]
+
+
+@lru_cache(maxsize=4)
+def _scan(folder: Path) -> tuple[dict, dict]:
+    """What timm/models/*.py register when imported: models (timm_index) and byobnet's block types
+    (type -> (module, class name))."""
+    index, blocks = {}, {}
     for path in sorted(folder.glob("*.py")):
         text = path.read_text(encoding="utf-8")
-        if "register_model" not in text:
+        if "register_" not in text:
             continue
         module = f"timm.models.{path.stem}"
         index.update((name, (module, None)) for name in REGISTERED.findall(text))
         for block in DEPRECATIONS.findall(text):
             index.update((old, (module, new)) for old, new in DEPRECATED.findall(block))
-    return index
+        blocks.update((kind, (module, cls)) for kind, cls in BLOCK.findall(text))
+    return index, blocks
 
 
 @lru_cache(maxsize=64)
@@ -112,11 +123,14 @@ class Registries:
     def _timm_args(self, func: Function, args: list, kwargs: dict, node) -> dict:
         return bind(self._function_params(func, Scope({}, func.scope)), args, kwargs, func.name, node)
 
-    def _timm_index(self, node) -> dict:
+    def _timm_index_folder(self, node) -> Path:
         path = self.resolver.source(REGISTRY)
         if path is None:
             raise Unresolved("no source for timm's model registry on the search path", node)
-        return timm_index(path.parent)
+        return path.parent
+
+    def _timm_index(self, node) -> dict:
+        return timm_index(self._timm_index_folder(node))
 
     def _timm_is_model(self, func: Function, args: list, kwargs: dict, node) -> bool:
         name = self._timm_args(func, args, kwargs, node)["model_name"]
@@ -191,6 +205,16 @@ class Registries:
             attrs["hf_hub_id"] = "timm/" + ".".join(p for p in (arch, tag) if p)
         return Instance(cfg.cls, attrs)
 
+    def _timm_create_block(self, func: Function, args: list, kwargs: dict, node):
+        """byobnet's create_block, its table first given the block types other files register
+        into it when timm is imported (MobileViT's), then run as written."""
+        table = self.lookup("_block_registry", func.scope, node)
+        kind = self._timm_args(func, args, kwargs, node)["block"]
+        found = _scan(self._timm_index_folder(node))[1].get(kind) if isinstance(kind, str) else None
+        if isinstance(table, dict) and found is not None and kind not in table:
+            table[kind] = self.follow(Q(f"{found[0]}.{found[1]}", found[0]), node)
+        return self.call_function(func, args, kwargs, node, as_written=True)
+
     def _timm_load_pretrained(self, func: Function, args: list, kwargs: dict, node) -> None:
         """Loading weights copies values into the parameters the model built (or raises): no size changes."""
         return None
@@ -216,4 +240,4 @@ def _expression(text: str, node) -> cst.BaseExpression:
 # function name -> the module whose function of that name gpumem answers itself
 REPLACED = {"is_model": REGISTRY, "model_entrypoint": REGISTRY, "get_pretrained_cfg": REGISTRY,
             "load_pretrained": "timm.models._builder", "load_model_config_from_hf": "timm.models._hub",
-            "load_model_config_from_path": "timm.models._hub"}
+            "load_model_config_from_path": "timm.models._hub", "create_block": "timm.models.byobnet"}

@@ -213,10 +213,10 @@ class Statements:
             if isinstance(container, Tensor):
                 return  # x[i] = v, x[:, 0] += v: written in place, into memory x already holds
             key = self._index_value(target, scope)
-            if isinstance(container, Module):
+            if isinstance(container, Module) and not isinstance(key, slice):
                 self.register(container, str(key), value, target)
-            elif isinstance(container, (list, dict)):
-                container[key] = value
+            elif isinstance(container, (list, dict)) and not (isinstance(key, slice) and isinstance(container, dict)):
+                container[key] = list(self.iterate(value, target)) if isinstance(key, slice) else value
             else:
                 raise Unresolved(f"cannot assign into {type(container).__name__}", target)
         else:
@@ -253,9 +253,13 @@ class Statements:
                         raise Unresolved(f"del {code(target)} fails: {exc!r}", small) from None
 
     def _index_value(self, node: cst.Subscript, scope: Scope):
-        if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+        """The key of `x[key]`, or a slice object for `x[a:b]` (a list's slice assignment)."""
+        part = node.slice[0].slice if len(node.slice) == 1 else None
+        if isinstance(part, cst.Slice):
+            return slice(*(None if p is None else self.eval(p, scope) for p in (part.lower, part.upper, part.step)))
+        if not isinstance(part, cst.Index):
             raise Unresolved(f"unsupported subscript {code(node)}", node)
-        return self.eval(node.slice[0].slice.value, scope)
+        return self.eval(part.value, scope)
 
 
 def _raise(what: str):
