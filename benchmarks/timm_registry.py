@@ -16,6 +16,12 @@ what differs).
 
 With --peak-models, those factories (read exactly) also get one steady-state Adam training step
 measured by PyTorch's MemTracker on the CPU (batch 2, float32), against gpumem's estimated peak.
+
+    python benchmarks/timm_registry.py --flake8
+
+What flake8 costs on a two-line training script that builds its model with timm.create_model
+(and, beside it, with torchvision's resnet18), with and without the plugin (`-j 1`, a 24 GiB
+budget, the input shape inline), runs alternated as benchmarks/flake8_overhead.py runs them.
 """
 from __future__ import annotations
 
@@ -23,7 +29,9 @@ import argparse
 import collections
 import random
 import re
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,6 +77,30 @@ def compare(name: str) -> tuple[str, str, int | None]:
     return "exact", "", report.memory.peak
 
 
+SCRIPTS = {  # what a training script says, and the input shape it gives inline
+    "timm resnet18, 37 classes": 'import timm\n\nmodel = timm.create_model("resnet18", num_classes=37)',
+    "timm vit_base_patch16_siglip_gap_224":
+        'import timm\n\nmodel = timm.create_model("vit_base_patch16_siglip_gap_224")',
+    "torchvision resnet18, 37 classes": "from torchvision.models import resnet18\n\nmodel = resnet18(num_classes=37)",
+}
+
+
+def flake8_cost(repeats: int = 5) -> None:
+    import flake8_overhead  # beside this script: its launcher and alternating runs
+
+    print(f"{'script':40} {'without':>8} {'with':>8} {'extra':>8}   ({flake8_overhead.load_note()})")
+    with tempfile.TemporaryDirectory() as folder:
+        for label, text in SCRIPTS.items():
+            shape = "(3, 224, 224)" if "vit" in label else "(3, 64, 64)"
+            path = Path(folder, "train.py")
+            path.write_text(f"{text}  # gpumem: input_shape={shape}\n")
+            args = ("-j", "1", "--gpumem-budget", "24GiB", path)
+            without, with_, _ = flake8_overhead.alternate(flake8_overhead.flake8_cmd("without", *args),
+                                                          flake8_overhead.flake8_cmd("with", *args), repeats)
+            a, b = statistics.median(without), statistics.median(with_)
+            print(f"{label:40} {a:>7.2f}s {b:>7.2f}s {b - a:>+7.2f}s")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sample", type=int, default=0, metavar="N", help="a seeded sample of N factories (0: all)")
@@ -76,7 +108,11 @@ def main() -> int:
     p.add_argument("--models", default="", metavar="NAMES", help="comma-separated factories instead")
     p.add_argument("--peak-models", default="", metavar="NAMES",
                    help="comma-separated factories whose training-step peak is measured too")
+    p.add_argument("--flake8", action="store_true", help="what flake8 costs on a script using timm.create_model")
     args = p.parse_args()
+    if args.flake8:
+        flake8_cost()
+        return 0
     peaks = [n for n in args.peak_models.split(",") if n]
     names = [n for n in args.models.split(",") if n]
     if not names and (args.sample or not peaks):
