@@ -17,6 +17,12 @@ what differs).
 With --peak-models, those factories (read exactly) also get one steady-state Adam training step
 measured by PyTorch's MemTracker on the CPU (batch 2, float32), against gpumem's estimated peak.
 
+    python benchmarks/timm_registry.py --configs
+
+For every registered factory, without building any model: whether gpumem's scan finds the
+pretrained configs timm registered for it, and picks the same default tag (the entries a file
+makes in code are evaluated whole, and only counted here).
+
     python benchmarks/timm_registry.py --flake8
 
 What flake8 costs on a two-line training script that builds its model with timm.create_model
@@ -42,6 +48,7 @@ import timm_oracle  # noqa: E402
 import torch_oracle  # noqa: E402
 from flake8_gpumem.analysis import analyse_source  # noqa: E402
 from flake8_gpumem.config import Settings  # noqa: E402
+from flake8_gpumem.interpreter import registries  # noqa: E402
 
 
 def reason(message: str) -> str:
@@ -85,6 +92,31 @@ SCRIPTS = {  # what a training script says, and the input shape it gives inline
 }
 
 
+def configs() -> None:
+    from timm.models._registry import _model_default_cfgs
+
+    folder = Path(timm_oracle.timm.models._registry.__file__).parent
+    index = registries.timm_index(folder)
+    same, computed, differ = 0, 0, []
+    for name in timm_oracle.FACTORIES:
+        entries, later = registries.cfg_table(folder / f"{index[name][0].rpartition('.')[2]}.py")
+        if name not in entries and later:
+            computed += 1
+        elif (name in _model_default_cfgs) != (name in entries):
+            differ.append(f"{name}: timm has configs: {name in _model_default_cfgs}")
+        elif name in entries:
+            cfgs = _model_default_cfgs[name]
+            tags = [(tag, bool(cfgs.cfgs[tag.strip("*")].has_weights)) for _, tag, _ in entries[name]]
+            ours = registries.default_tags(tags)[0]
+            same += ours == cfgs.tags[0]
+            differ += [f"{name}: default tag {ours!r}, timm's {cfgs.tags[0]!r}"] * (ours != cfgs.tags[0])
+        else:
+            same += 1  # no configs, as timm has none
+    print(f"factories: {len(timm_oracle.FACTORIES)}   configs and default tag as timm's: {same}   "
+          f"made in code (evaluated whole): {computed}   differ: {len(differ)}")
+    print("\n".join(differ))
+
+
 def flake8_cost(repeats: int = 5) -> None:
     import flake8_overhead  # beside this script: its launcher and alternating runs
 
@@ -109,7 +141,11 @@ def main() -> int:
     p.add_argument("--peak-models", default="", metavar="NAMES",
                    help="comma-separated factories whose training-step peak is measured too")
     p.add_argument("--flake8", action="store_true", help="what flake8 costs on a script using timm.create_model")
+    p.add_argument("--configs", action="store_true", help="timm's pretrained configs found, against timm's")
     args = p.parse_args()
+    if args.configs:
+        configs()
+        return 0
     if args.flake8:
         flake8_cost()
         return 0

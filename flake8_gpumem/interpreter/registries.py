@@ -59,9 +59,9 @@ def _scan(folder: Path) -> tuple[dict, dict]:
 @lru_cache(maxsize=64)
 def cfg_table(path: Path) -> tuple[dict, list]:
     """The `default_cfgs` of a timm model file, unevaluated: arch -> [(key, tag as written, value
-    source), ...] in order, and the sources of the module-level statements that read it before
-    it is handed to generate_default_cfgs (vision_transformer.py makes its QuickGELU entries in a
-    loop over its other entries)."""
+    source), ...] in order from its dict display, and the sources of the module-level statements
+    that make more of it before it is handed to generate_default_cfgs (vision_transformer.py makes
+    its QuickGELU entries in a loop over its other entries; qwen3_vit.py's table is a comprehension)."""
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     starts = [0]
@@ -78,8 +78,11 @@ def cfg_table(path: Path) -> tuple[dict, list]:
             value = stmt.value
             if isinstance(value, ast.Call) and value.args:
                 value = value.args[0]
-            if not isinstance(value, ast.Dict):
+            if isinstance(value, ast.Name):
                 break  # generate_default_cfgs(default_cfgs): the table is complete
+            if not isinstance(value, ast.Dict):  # a comprehension (qwen3_vit.py): evaluated whole
+                later.append(f"default_cfgs = {source(value)}")
+                continue
             for key, item in zip(value.keys, value.values):
                 if isinstance(key, ast.Constant) and isinstance(key.value, str):
                     arch, _, tag = key.value.partition(".")
@@ -176,7 +179,7 @@ class Registries:
         path = self.resolver.source(module)
         scope = self.resolver.module(module).scope
         entries, later = cfg_table(path)
-        if arch not in entries and later:  # the file adds entries in code: run it on the whole table
+        if arch not in entries and later:  # the file makes entries in code: run it on the whole table
             return self._timm_built_cfgs(entries, later, scope, arch, node)
         return {tag: self.eval(_expression(text, node), scope) for _, tag, text in entries.get(arch, ())}
 
