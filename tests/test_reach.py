@@ -722,3 +722,34 @@ def test_a_slice_of_a_list_assigned_is_read():
               "model = nn.Sequential(nn.Linear(8, sum(val2tuple([4], 3))))\n")
     result = analyse_source(source, "pad.py", Settings(input_shape=(8,), batch_size=2))
     assert [(m.name, m.params) for m in result.models] == [("model", 8 * 12 + 12)]
+
+
+IDIOMS = """
+import functools
+import logging
+import operator
+
+import torch
+import torch.nn as nn
+
+_logger = logging.getLogger(__name__)
+
+
+class Net(nn.Module):  # gpumem: input_shape=(8,)
+    def __init__(self):
+        super().__init__()
+        width = functools.reduce(operator.mul, [2, 3, 4], 1)
+        _logger.warning("width %d", width)
+        self.register_buffer("table", torch.zeros(size=(width, 2)))
+        self.fc = nn.Linear(8, width)
+
+    def forward(self, x):
+        return self.fc(x) + self.table[:, 0]
+"""
+
+
+def test_library_idioms_timm_builds_with():
+    """functools.reduce(operator.mul, ...) is 2 * 3 * 4 = 24 (MViTv2), a module's logger logs
+    (Qwen3's ViT), torch.zeros(size=...) (BEiT): Linear(8, 24) has 8 * 24 + 24 parameters."""
+    result = analyse_source(IDIOMS, "idioms.py", Settings(batch_size=2))
+    assert [(m.name, m.params, m.layers[0].output_shape) for m in result.models] == [("Net", 8 * 24 + 24, (2, 24))]

@@ -49,6 +49,9 @@ INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_
                 "random_", "erfinv_", "log_normal_", "cauchy_", "geometric_", "clamp_", "mul_", "add_", "sub_", "div_")
 # nn.Module's methods that place it on a device: where, the code often decides at run time
 PLACING = ("to", "cuda", "cpu")
+# operator's functions of two values, as the operators they are
+OPERATORS = {"add": cst.Add, "sub": cst.Subtract, "mul": cst.Multiply, "truediv": cst.Divide,
+             "floordiv": cst.FloorDivide, "mod": cst.Modulo, "pow": cst.Power}
 # x.add_(y) is x += y
 INPLACE_BINOPS = {"add_": cst.Add, "sub_": cst.Subtract, "mul_": cst.Multiply, "div_": cst.Divide}
 # what `x.unsqueeze_(0)` rebinds: a name, an attribute, an item (an expression's result is gone)
@@ -274,6 +277,16 @@ class Calls:
         if path == "torch.nn.init._calculate_fan_in_and_fan_out" and isinstance(args[0], Tensor) and args[0].ndim > 1:
             field = math.prod(args[0].shape[2:])  # numbers init code scales by (timm's lecun_normal_)
             return args[0].shape[1] * field, args[0].shape[0] * field
+        if path.startswith("operator.") and name in OPERATORS and len(args) == 2 and not kwargs:
+            return self.binop(OPERATORS[name], args[0], args[1], node)  # functools.reduce(operator.mul, ...)
+        if path == "logging.getLogger":
+            return Q("logging.Logger")  # its methods log: no-ops, as logging's functions are
+        if path == "functools.reduce" and len(args) in (2, 3):
+            items = self.iterate(args[1], node)
+            value = args[2] if len(args) == 3 else items.pop(0)
+            for item in items:
+                value = self.call(args[0], [value, item], {}, node)
+            return value
         if path.startswith(NO_OPS) or path in NO_OPS:
             return None
         if path in GUARDS:
