@@ -196,6 +196,7 @@ class SourceFile:
         except RecursionError:
             return False
         except AnalysisError:
+            self.probe.steps = 0  # the callee alone, with a budget of its own (the call may have spent it all)
             try:
                 callee = self.probe.eval(interpreter.parse_expression(decl.constructor),
                                          interpreter.Scope({}, self.scope))

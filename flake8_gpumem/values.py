@@ -193,6 +193,15 @@ class Unresolved(AnalysisError):
     """A value the static reading cannot know (GPM900)."""
 
 
+class Raises(Unresolved):
+    """What Python itself raises there (`kind`: a TypeError for arguments a call does not take):
+    code that catches it goes on in its handler, as timm's `create_act_layer` does."""
+
+    def __init__(self, message: str, node=None, kind: str = "TypeError"):
+        super().__init__(message, node)
+        self.kind = kind
+
+
 class ShapeError(AnalysisError):
     """Shapes that cannot connect (GPM300) or collapse (GPM201)."""
 

@@ -677,3 +677,79 @@ def test_what_the_code_raises_is_said():
         "model: 'model' could not be resolved: the code raises ValueError: classes must be positive, got 0"]
     built = analyse_source(RAISES.replace("CLASSES", "3"), "head.py", Settings(input_shape=(8,), batch_size=2))
     assert [(m.name, m.params) for m in built.models] == [("model", 8 * 3 + 3)]
+
+
+CATCHES = """
+import torch.nn as nn
+
+
+def activation(layer):
+    try:
+        return layer(inplace=True)  # nn.GELU takes no inplace: Python raises TypeError
+    except TypeError:
+        return layer()
+
+
+def width(n):
+    try:
+        if n > 4:
+            raise ValueError("too wide")
+        return n
+    except (KeyError, ValueError) as exc:
+        return 4
+
+
+model = nn.Sequential(nn.Linear(8, width(16)), activation(nn.GELU), activation(nn.ReLU))
+"""
+
+
+def test_what_python_raises_is_caught_by_the_code_around_it():
+    """timm's create_act_layer tries `inplace=` and falls back on a TypeError; an exception the code
+    raises itself is caught by its handler too. Linear(8, 4) has 8 * 4 + 4 parameters; the GELU is
+    built without `inplace`, the ReLU with it."""
+    result = analyse_source(CATCHES, "act.py", Settings(input_shape=(8,), batch_size=2))
+    assert [(m.name, m.params) for m in result.models] == [("model", 8 * 4 + 4)]
+    model = torch_oracle.load(CATCHES)["model"]
+    assert [(r.type, tuple(r.output_shape)) for r in result.models[0].layers if r.module] == [
+        (type(m).__name__, (2, 4)) for m in model]
+
+
+def test_a_slice_of_a_list_assigned_is_read():
+    """timm's val2tuple pads a list by slice assignment: [4] becomes [4, 4, 4], so the Linear has
+    8 * 12 + 12 parameters."""
+    source = ("import torch.nn as nn\n\n\ndef val2tuple(x, n):\n    x = list(x)\n"
+              "    x[-1:-1] = [x[-1] for _ in range(n - len(x))]\n    return tuple(x)\n\n\n"
+              "model = nn.Sequential(nn.Linear(8, sum(val2tuple([4], 3))))\n")
+    result = analyse_source(source, "pad.py", Settings(input_shape=(8,), batch_size=2))
+    assert [(m.name, m.params) for m in result.models] == [("model", 8 * 12 + 12)]
+
+
+IDIOMS = """
+import functools
+import logging
+import operator
+
+import torch
+import torch.nn as nn
+
+_logger = logging.getLogger(__name__)
+
+
+class Net(nn.Module):  # gpumem: input_shape=(8,)
+    def __init__(self):
+        super().__init__()
+        width = functools.reduce(operator.mul, [2, 3, 4], 1)
+        _logger.warning("width %d", width)
+        self.register_buffer("table", torch.zeros(size=(width, 2)))
+        self.fc = nn.Linear(8, width)
+
+    def forward(self, x):
+        return self.fc(x) + self.table[:, 0]
+"""
+
+
+def test_library_idioms_timm_builds_with():
+    """functools.reduce(operator.mul, ...) is 2 * 3 * 4 = 24 (MViTv2), a module's logger logs
+    (Qwen3's ViT), torch.zeros(size=...) (BEiT): Linear(8, 24) has 8 * 24 + 24 parameters."""
+    result = analyse_source(IDIOMS, "idioms.py", Settings(batch_size=2))
+    assert [(m.name, m.params, m.layers[0].output_shape) for m in result.models] == [("Net", 8 * 24 + 24, (2, 24))]

@@ -1,4 +1,4 @@
-"""Convolutions: nn.ConvNd and nn.ConvTransposeNd.
+"""Convolutions: nn.ConvNd and nn.ConvTransposeNd, and F.convNd.
 
 One rule makes all six from the dimension count: the shape (sliding windows, or the
 transposed arithmetic), the weight and bias shapes, and what autograd keeps (the input and
@@ -42,3 +42,18 @@ def conv(n: int, transposed: bool = False) -> Op:
     sig = (f"in_channels, out_channels, kernel_size, stride=1, padding=0, {extra}, padding_mode='zeros', "
            "device=None, dtype=None")
     return Op(sig, shape, params, saves=keeps_input, keeps_weight=True)  # convolution saves both, always
+
+
+def conv_fn(n: int) -> Op:
+    """F.convNd(input, weight, bias, ...): nn.ConvNd's rule, its sizes read off the weight
+    (timm's same-padding and conditional convolutions call it with their own weights)."""
+    layer = conv(n)
+
+    def shape(a: Args):
+        w = a.weight
+        need_rank(w, (n + 2,), f"F.conv{n}d weight")
+        a.update(in_channels=w.shape[1] * a.groups, out_channels=w.shape[0], kernel_size=tuple(w.shape[2:]))
+        return layer.shape(a)
+
+    return Op("input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1", shape,
+              saves=lambda a, out: [a.input, a.weight])

@@ -15,11 +15,12 @@ from .core import Args, Op, ints
 
 def _creation(dtype_default: str = "float32") -> Op:
     def shape(a: Args):
-        size = a.size[0] if len(a.size) == 1 and isinstance(a.size[0], (tuple, list)) else a.size
+        size = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes
+        size = size if a.size is None else a.size  # torch.zeros(size=(2, 3)), as timm's BEiT writes it
         ints(tuple(size), "size")
         return Tensor(tuple(size), dtype_arg(a.dtype, dtype_default))
-    return Op("*size, dtype=None, device=None, requires_grad=False, generator=None, out=None, layout=None, "
-              "pin_memory=False, memory_format=None", shape)
+    return Op("*sizes, size=None, dtype=None, device=None, requires_grad=False, generator=None, out=None, "
+              "layout=None, pin_memory=False, memory_format=None", shape)
 
 
 MAX_VALUES = 4096  # elements of a tensor whose values gpumem keeps (RegNet's per-block widths)

@@ -89,6 +89,12 @@ def group_norm_shape(a: Args):
     return a.input.like(a.input.shape)
 
 
+def group_norm_fn_shape(a: Args):
+    """F.group_norm(input, num_groups, ...): GroupNorm's rule, its channels the input's."""
+    a["num_channels"] = a.input.shape[1] if a.input.ndim > 1 else 0
+    return group_norm_shape(a)
+
+
 def group_norm_saves(a: Args, out) -> list:
     stats = (a.input.shape[0], a.num_groups)
     return [a.input, Tensor(stats, "float32"), Tensor(stats, "float32")]

@@ -119,6 +119,12 @@ def repeat_shape(a: Args):
     return x.like(tuple(d * r for d, r in zip(dims, reps)))
 
 
+def tile_shape(a: Args):
+    """x.tile(dims): x.repeat with dims padded by leading 1s to x's rank (repeat needs them all)."""
+    reps = a.dims[0] if len(a.dims) == 1 and isinstance(a.dims[0], (tuple, list)) else a.dims
+    return repeat_shape(Args(input=a.input, sizes=(1,) * (a.input.ndim - len(reps)) + tuple(reps)))
+
+
 def chunk_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim)

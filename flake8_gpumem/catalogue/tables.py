@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ..values import Tensor
 from .attention import sdpa_backward, sdpa_saves, sdpa_shape
-from .conv import conv
+from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
 from .creation import (CREATE, arange_shape, full_shape, like_shape, linspace_shape, meshgrid_shape,
                        new_shape, randint_shape, tensor_shape)
@@ -24,11 +24,11 @@ from .linear import (bilinear_shape, einsum_saves, einsum_shape, embedding_fn_sh
                      linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves, matmul_shape,
                      outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
-from .normalisation import (batch_norm_saves, group_norm_saves, group_norm_shape, layer_norm_params,
-                            layer_norm_saves, layer_norm_shape, affine, batch_norm, instance_norm)
+from .normalisation import (batch_norm_saves, group_norm_fn_shape, group_norm_saves, group_norm_shape,
+                            layer_norm_params, layer_norm_saves, layer_norm_shape, affine, batch_norm, instance_norm)
 from .pooling import adaptive, functional_pool, pool
 from .recurrent import RNN_LAYER
-from .shape import (CAT, INTERPOLATE, chunk_shape, expand_shape, flatten_shape, fpad_shape, narrow_shape,
+from .shape import (CAT, INTERPOLATE, chunk_shape, tile_shape, expand_shape, flatten_shape, fpad_shape, narrow_shape,
                     permute_shape, pixel_shuffle_shape, pixel_unshuffle_shape, repeat_interleave_shape,
                     repeat_shape, reshape_shape, size_value, split_shape, squeeze_shape, stack_shape, t_shape,
                     transpose_shape, unbind_shape, unflatten_shape, unsqueeze_shape, upsample_sizes,
@@ -113,6 +113,10 @@ LAZY = {
 
 
 # Functions by the qualified name they are imported under.
+# x / y, and floor or truncating division (rounding_mode)
+DIVISION = Op("input, other, *, rounding_mode=None, out=None", lambda a: broadcast(a.input, a.other),
+              saves=keeps_for_quotient)
+
 FUNCTIONS: dict[str, Op] = {
     **{f"torch.nn.functional.{f}": functional(MODULES[m]) for f, m in (
         ("relu6", "ReLU6"), ("leaky_relu", "LeakyReLU"), ("elu", "ELU"), ("selu", "SELU"),
@@ -128,11 +132,12 @@ FUNCTIONS: dict[str, Op] = {
     "torch.exp": unary(keeps_output),
     "torch.round": unary(keeps_nothing), "torch.sign": unary(keeps_nothing), "torch.log2": unary(),
     "torch.roll": unary(keeps_nothing, ", shifts, dims=None"), "torch.floor": unary(keeps_nothing),
+    "torch.flip": unary(keeps_nothing, ", dims"),
     "torch.ceil": unary(keeps_nothing),
     "torch.diff": Op("input, n=1, dim=-1", lambda a: a.input.like(a.input.shape[:-1] + (a.input.shape[-1] - 1,))),
     "torch.pow": Op("input, exponent", lambda a: broadcast(a.input, a.exponent), saves=pow_saves),
     "torch.neg": unary(keeps_nothing), "torch.negative": unary(keeps_nothing),
-    "torch.cos": unary(), "torch.sin": unary(), "torch.rsqrt": unary(keeps_output),
+    "torch.cos": unary(), "torch.sin": unary(), "torch.square": unary(), "torch.rsqrt": unary(keeps_output),
     "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK,
     **{f"torch.{f}": COMPARE for f in ("eq", "ne", "lt", "le", "gt", "ge")},
     "torch.polar": Op("abs, angle, out=None", polar_shape, saves=keeps_output),
@@ -176,9 +181,12 @@ FUNCTIONS: dict[str, Op] = {
                                          saves=batch_norm_saves),
     "torch.nn.functional.layer_norm": Op("input, normalized_shape, weight=None, bias=None, eps=1e-05",
                                          layer_norm_shape, saves=layer_norm_saves),
+    "torch.nn.functional.group_norm": Op("input, num_groups, weight=None, bias=None, eps=1e-05",
+                                         group_norm_fn_shape, saves=group_norm_saves),
     "torch.nn.functional.embedding": Op("input, weight, padding_idx=None, max_norm=None, norm_type=2.0, "
                                         "scale_grad_by_freq=False, sparse=False", embedding_fn_shape,
                                         saves=keeps_input),
+    **{f"torch.nn.functional.conv{n}d": conv_fn(n) for n in (1, 2, 3)},
     "torch.nn.functional.linear": Op("input, weight, bias=None", linear_fn_shape,
                                      saves=lambda a, out: linear_saves(a, out) + [a.weight] * a.input.requires_grad,
                                      forward_temp=linear_bias_copy),
@@ -188,14 +196,17 @@ FUNCTIONS: dict[str, Op] = {
     "torch.cat": CAT, "torch.concat": CAT, "torch.concatenate": CAT,
     "torch.stack": Op("tensors, dim=0, out=None", stack_shape, grad="alias"),
     "torch.add": binary(grad="alias"), "torch.sub": binary(),
-    "torch.mul": binary(keeps_other_factor), "torch.div": binary(keeps_for_quotient),
-    "torch.divide": binary(keeps_for_quotient),
+    "torch.addcmul": Op("input, tensor1, tensor2, *, value=1, out=None",  # input + value * tensor1 * tensor2
+                        lambda a: broadcast(broadcast(a.input, a.tensor1), a.tensor2),
+                        saves=lambda a, out: [t for t in (a.tensor1, a.tensor2) if isinstance(t, Tensor)]),
+    "torch.mul": binary(keeps_other_factor), "torch.div": DIVISION,
+    "torch.divide": DIVISION,
     "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves),
     "torch.einsum": Op("equation, *operands", einsum_shape, saves=einsum_saves),
     "torch.bmm": Op("input, mat2, out=None", lambda a: matmul_shape(Args(input=a.input, other=a.mat2)),
                     saves=lambda a, out: [a.input, a.mat2]),
     "torch.mean": REDUCE, "torch.sum": REDUCE, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
-    "torch.max": MAX, "torch.min": MAX,
+    "torch.max": MAX, "torch.min": replace(MAX),  # one rule, two ops: numbers.py tells them apart
     "torch.transpose": Op("input, dim0, dim1", transpose_shape, grad="alias"),
     "torch.swapaxes": Op("input, axis0, axis1", lambda a: transpose_shape(Args(input=a.input, dim0=a.axis0,
                                                                                dim1=a.axis1)), grad="alias"),
@@ -256,6 +267,7 @@ METHODS: dict[str, Op] = {
     "expand": Op("input, *sizes", expand_shape),
     "expand_as": Op("input, other", view_as_shape),
     "repeat": Op("input, *sizes", repeat_shape),
+    "tile": Op("input, *dims", tile_shape),
     "size": Op("input, dim=None", size_value),
     "dim": Op("input", lambda a: a.input.ndim),
     "numel": Op("input", lambda a: a.input.numel),
@@ -287,12 +299,14 @@ METHODS: dict[str, Op] = {
     "log": FUNCTIONS["torch.log"],
     "sqrt": FUNCTIONS["torch.sqrt"],
     "abs": FUNCTIONS["torch.abs"],
+    "square": FUNCTIONS["torch.square"],
+    "flip": FUNCTIONS["torch.flip"],
     "clamp": FUNCTIONS["torch.clamp"],
     "pow": unary(extra=", exponent"),
     "softmax": softmax_fn("input, dim, dtype=None"),
     "log_softmax": softmax_fn("input, dim, dtype=None"),
     "mean": REDUCE, "sum": REDUCE, "amax": REDUCE_KEEPS, "amin": REDUCE_KEEPS,
-    "max": MAX, "min": MAX,
+    "max": MAX, "min": FUNCTIONS["torch.min"],
     "argmax": Op("input, dim=None, keepdim=False",
                  lambda a: Tensor(reduce_shape(a).shape, "int64")),
     "add": binary(grad="alias"), "sub": binary(), "mul": FUNCTIONS["torch.mul"], "div": FUNCTIONS["torch.div"],
@@ -313,10 +327,12 @@ METHODS.update({f"{name}_": replace(METHODS[name], rebinds=True)
 AUTOCAST = {
     "low": (
         [f"Conv{n}d" for n in (1, 2, 3)] + [f"ConvTranspose{n}d" for n in (1, 2, 3)]
+        + [f"torch.nn.functional.conv{n}d" for n in (1, 2, 3)]
         + ["Linear", "PReLU", "torch._gpumem_rnn_layer", "torch.nn.functional.linear", "torch.matmul", "torch.bmm",
            "torch.einsum",
            "torch.nn.functional.scaled_dot_product_attention", "matmul", "bmm"]),
     "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "torch.nn.functional.layer_norm", "GroupNorm", "Softplus",
+                  "torch.nn.functional.group_norm",
                   "torch.nn.functional.softmax", "torch.softmax", "torch.nn.functional.log_softmax",
                   "torch.log_softmax", "torch.exp", "torch.log", "torch.sum", "softmax", "log_softmax", "exp", "log",
                   "pow", "sum", "torch.pow", "torch.rsqrt", "rsqrt"],

@@ -18,27 +18,26 @@ from ..values import AnalysisError, Tensor, Unresolved
 from . import numbers, regex
 from .imports import followed
 from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Builtin, Class, Field,
-                      Function, Instance, Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone,
+                      Function, Instance, Loaded, Module, Parameter, Partial, Pattern, Q, ReturnValue, Scope,
+                      canonical, clone,
                       code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
-             "isclose", "isfinite", "pow", "hypot")
+             "isclose", "isfinite", "pow", "hypot", "comb")
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
-          "torch._C._log_api_usage_once", "torch._assert", "torch.jit.annotate", "torch.fx.wrap")
+          "torch._C._log_api_usage_once", "torch._assert", "torch.fx.wrap")
 # Calls that read weights from a file or the network at run time: a Loaded, never read
 LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
 # Guards that are False in an eager training step.
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
-          "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
+          "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export",
+          "torch.compiler.is_exporting")
 # autograd's recording modes, by name: what each sets (None: its argument says)
 GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "on", "set_grad_enabled": None}
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
 CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug")
-# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16"), run where
-# their work is bounded (regex.py)
-PURE_RE = ("split", "match", "fullmatch", "search", "sub", "findall")
 # a parameter's kind (signature.Param) as inspect names it
 PARAMETER_KINDS = {"plain": inspect.Parameter.POSITIONAL_OR_KEYWORD, "varargs": inspect.Parameter.VAR_POSITIONAL,
                    "kwonly": inspect.Parameter.KEYWORD_ONLY, "kwargs": inspect.Parameter.VAR_KEYWORD}
@@ -46,7 +45,7 @@ PARAMETER_KINDS = {"plain": inspect.Parameter.POSITIONAL_OR_KEYWORD, "varargs": 
 ABSTRACT = {"Sequence": (list, tuple, range, str), "MutableSequence": list, "List": list, "Tuple": tuple,
             "Mapping": dict, "MutableMapping": dict, "Dict": dict, "Iterable": (list, tuple, dict, set, range, str),
             "Callable": (Function, Class, Builtin, Partial, Bound), "FunctionType": Function, "MethodType": Bound,
-            "partial": Partial}
+            "partial": Partial, "Integral": int, "Real": (int, float), "Number": (int, float, complex)}
 # values written in place into a weight (init code) or a tensor outside autograd (a drop-path mask
 # `x.new_empty(shape).bernoulli_(keep)`, `(keep + torch.rand(shape)).floor_()`): its memory is unchanged
 INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_", "bernoulli_",
@@ -54,6 +53,9 @@ INIT_METHODS = ("normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_
                 "floor_")
 # nn.Module's methods that place it on a device: where, the code often decides at run time
 PLACING = ("to", "cuda", "cpu")
+# operator's functions of two values, as the operators they are
+OPERATORS = {"add": cst.Add, "sub": cst.Subtract, "mul": cst.Multiply, "truediv": cst.Divide,
+             "floordiv": cst.FloorDivide, "mod": cst.Modulo, "pow": cst.Power}
 # x.add_(y) is x += y
 INPLACE_BINOPS = {"add_": cst.Add, "sub_": cst.Subtract, "mul_": cst.Multiply, "div_": cst.Divide}
 # what `x.unsqueeze_(0)` rebinds: a name, an attribute, an item (an expression's result is gone)
@@ -149,7 +151,11 @@ class Calls:
         finally:
             self.grad_enabled, self.inference = saved
 
-    def call_function(self, func: Function, args: list, kwargs: dict, node):
+    def call_function(self, func: Function, args: list, kwargs: dict, node, as_written: bool = False):
+        """`as_written`: its own code, also where registries.py answers for it."""
+        replaced = None if as_written else self.replaced(func)  # a lookup in tables an import fills
+        if replaced is not None:
+            return replaced(func, args, kwargs, node)
         decorators = getattr(func.node, "decorators", ())
         mode = next((m for m in (self.grad_mode(d.decorator, func.scope) for d in decorators) if m is not None), None)
         if mode is not None:  # @torch.no_grad() def _momentum_update(self): ...
@@ -292,17 +298,34 @@ class Calls:
                 raise Unresolved("nn.Parameter of something that is not a tensor", node)
             trains = kwargs.get("requires_grad", args[1] if len(args) > 1 else True)
             return Parameter(Tensor(data.shape, self.model_dtype, bool(trains), is_param=True))
+        if path == "torch.nn.init._calculate_fan_in_and_fan_out" and isinstance(args[0], Tensor) and args[0].ndim > 1:
+            field = math.prod(args[0].shape[2:])  # numbers init code scales by (timm's lecun_normal_)
+            return args[0].shape[1] * field, args[0].shape[0] * field
+        if path.startswith("operator.") and name in OPERATORS and len(args) == 2 and not kwargs:
+            return self.binop(OPERATORS[name], args[0], args[1], node)  # functools.reduce(operator.mul, ...)
+        if path == "logging.getLogger":
+            return Q("logging.Logger")  # its methods log: no-ops, as logging's functions are
+        if path == "functools.reduce" and len(args) in (2, 3):
+            items = self.iterate(args[1], node)
+            value = args[2] if len(args) == 3 else items.pop(0)
+            for item in items:
+                value = self.call(args[0], [value, item], {}, node)
+            return value
         if path.startswith(NO_OPS) or path in NO_OPS:
             return None
         if path in GUARDS:
             return False
         if path == "torch.is_grad_enabled":
             return self.grad_enabled
+        if path == "torch.unique" and args and isinstance(args[0], Tensor):
+            return numbers.unique(*args, **kwargs)
+        if path == "torch.get_default_dtype":
+            return "float32"  # PyTorch's, unless code sets another (torch.set_default_dtype is not read)
         if path in LOADS:
             return Loaded(path)
         if path == "torch.Generator" or path.startswith("torch.Generator."):
             return Q("torch.Generator")  # a random generator, seeded or not: it sizes nothing
-        if path == "typing.cast":
+        if path in ("typing.cast", "torch.jit.annotate"):  # (type, value): the value
             return args[1]
         if path in WRAPPERS and args:
             return args[0]  # torch.compile(model), DDP(model, ...): the model, its forward run eagerly
@@ -344,7 +367,9 @@ class Calls:
             return Instance(args[0].cls, {**args[0].attrs, **kwargs})
         if path == "os.getenv":
             return args[1] if len(args) > 1 else kwargs.get("default")  # the code's default, not this machine's
-        if path.startswith("re.") and name in PURE_RE and all(isinstance(a, (str, int)) for a in args):
+        if path == "re.compile" and isinstance(args[0], str) and isinstance(kwargs.get("flags", 0), int):
+            return Pattern(*args, **kwargs)
+        if path.startswith("re.") and name in regex.FUNCTIONS and all(isinstance(a, (str, int)) for a in args):
             self.steps += regex.bound(name, args, kwargs, node) // regex.STEPS_PER_EVALUATION
             self._tick(node)
             return getattr(re, name)(*args, **kwargs)
@@ -429,8 +454,9 @@ class Calls:
         if name == "len" and args and isinstance(args[0], Tensor):
             return args[0].shape[0]
         if name in ("list", "tuple", "enumerate", "zip", "reversed", "sorted", "sum", "min", "max", "map",
-                    "filter", "any", "all", "dict", "set") and args and isinstance(args[0], Module):
-            args = [self.iterate(args[0], node)] + list(args[1:])
+                    "filter", "any", "all", "dict", "set") and any(isinstance(a, Module) for a in args):
+            first = 1 if name in ("map", "filter") else 0  # their function may be a module: it is called
+            args = args[:first] + [self.iterate(a, node) if isinstance(a, Module) else a for a in args[first:]]
         if name in ("map", "filter"):
             fn = args[0]
             items = [self.iterate(a, node) for a in args[1:]]
@@ -502,6 +528,8 @@ class Calls:
         if isinstance(func_node, cst.Attribute) and isinstance(func_node.value, cst.Call) and dotted(
                 func_node.value.func) == "super":
             return self._super_call(func_node.attr.value, node, scope)
+        if isinstance(func_node, cst.Name) and func_node.value == "locals" and not node.args:
+            return dict(scope.vars)  # a snapshot of the function's variables (timm's NesT checks its arguments)
         func = self.eval(func_node, scope)
         args, kwargs = self._arguments(node, scope, _placing_from(func))
         if not self.in_foreign:

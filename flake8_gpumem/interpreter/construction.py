@@ -69,13 +69,33 @@ class Construction:
             obj.attrs.pop(name, None)
             obj.children[name] = value
         elif isinstance(value, Parameter):
-            obj.weights[len(obj.params)] = value.tensor
-            obj.params.append(value.tensor.shape)
+            k = self._own_parameter(obj, name)  # a parameter set again keeps its place (timm's DeiT pos_embed)
+            if k is None:
+                k = len(obj.params)
+                obj.params.append(value.tensor.shape)
+            obj.params[k] = value.tensor.shape
+            obj.weights[k] = value.tensor
             obj.attrs[name] = value.tensor
+        elif value is None and self._own_parameter(obj, name) is not None:  # nn.Module drops the parameter
+            k = self._own_parameter(obj, name)
+            del obj.params[k]
+            obj.weights = {i - (i > k): t for i, t in obj.weights.items() if i != k}
+            obj.attrs[name] = None
         elif obj.op is not None and name in ("weight", "bias") and isinstance(value, Tensor) and value.is_param:
             self._tie(obj, name, value, node)
         else:
             obj.attrs[name] = value
+
+    @staticmethod
+    def _own_parameter(obj: Module, name: str) -> int | None:
+        """The index of the parameter attribute `name` of a module is: a layer's bias (timm's
+        `self.bias = None` in a LayerNorm subclass drops it), a class's nn.Parameter; else None."""
+        if obj.op is not None:
+            return 1 if name == "bias" and len(obj.params) == 2 else None
+        held = obj.attrs.get(name)
+        if not isinstance(held, Tensor) or not held.is_param:
+            return None
+        return next((k for k, t in obj.weights.items() if t is held), None)
 
     def _tie(self, obj: Module, name: str, value: Tensor, node) -> None:
         """`wte.weight = lm_head.weight`: the layer's parameter becomes another's (one tensor, one gradient)."""
@@ -322,6 +342,8 @@ class Construction:
                 x = args[0]
                 for child in module.children.values():
                     x = self.call(child, [x], {}, node)
+                if not module.children:  # an empty Sequential is a leaf, its input passed on (ghostnet's shortcut)
+                    self.fold(module, len(self.events), args, x, node)
                 return x
             if module.container and not own_forward:
                 raise Unresolved(f"nn.{module.container} is not callable", node)

@@ -10,12 +10,13 @@ from .construction import Construction
 from .expressions import Expressions
 from .imports import Resolver
 from .objects import MAX_STEPS, Event, Module, Scope
+from .registries import Registries
 from .scopes import Names
 from .statements import Statements
 from .tensors import TensorOps
 
 
-class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps):
+class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps, Registries):
     """Evaluates one model: construction, then one forward pass."""
 
     def __init__(self, scope: Scope, model_dtype: str = "float32", device: str = "cuda",

@@ -11,10 +11,11 @@ import sys
 import libcst as cst
 
 from .. import catalogue
-from ..values import TORCH_DTYPES, AnalysisError, Tensor, Unresolved
+from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Tensor, Unresolved
+from . import regex
 from .imports import Namespace
 from .objects import (MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function, Instance, Module,
-                      Partial, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
+                      Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
 # methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
@@ -302,6 +303,8 @@ class Expressions:
             return dict(obj.parameters)  # a read-only mapping in Python: the dict it shows
         if isinstance(obj, inspect.Parameter) and name in INSPECTED:
             return getattr(obj, name)
+        if isinstance(obj, Pattern) and name in regex.FUNCTIONS:
+            return Partial(Q(f"re.{name}"), [obj.pattern], {"flags": obj.flags})
         if isinstance(obj, Partial) and name in ("func", "args", "keywords"):
             return {"func": obj.func, "args": tuple(obj.args), "keywords": obj.kwargs}[name]
         if isinstance(obj, Instance) and name in obj.attrs:
@@ -314,6 +317,9 @@ class Expressions:
                 return found
         if isinstance(obj, tuple) and name in getattr(obj, "_fields", ()):
             return getattr(obj, name)  # a namedtuple's field (torch.finfo(dtype).max)
+        if isinstance(obj, str) and obj in DTYPE_BYTES and name in ("is_floating_point", "is_complex", "itemsize"):
+            return {"is_floating_point": obj in FLOAT_DTYPES, "is_complex": obj in COMPLEX_DTYPES.values(),
+                    "itemsize": DTYPE_BYTES[obj]}[name]  # a dtype's own attributes (torch.float32.itemsize)
         if isinstance(obj, (int, float, str, tuple)) and name in VALUE_METHODS:
             if name == "format":
                 _check_format(obj, node)

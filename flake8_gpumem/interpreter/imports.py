@@ -77,17 +77,25 @@ class Resolver:
             self.modules[name] = self._find(name)
         return self.modules[name]
 
+    def source(self, name: str) -> Path | None:
+        """The file module `name` is read from, or None (no source, or a folder without __init__.py)."""
+        rel = Path(*name.split("."))
+        for root in self.roots:
+            for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
+                if candidate.is_file():
+                    return candidate
+        return None
+
     def _find(self, name: str) -> Namespace | None:
         top = name.partition(".")[0]
         if top in shims.SOURCES:
             if name != top:
                 raise Unresolved(f"{name}: gpumem reads {top} from a stand-in of its top-level names only")
             return Namespace(name, _stand_in(name))
+        path = self.source(name)
+        if path is not None:
+            return Namespace(name, _read(str(path), name))
         rel = Path(*name.split("."))
-        for root in self.roots:
-            for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
-                if candidate.is_file():
-                    return Namespace(name, _read(str(candidate), name))
         for root in self.roots:
             if (root / rel).is_dir():
                 return Namespace(name, None)

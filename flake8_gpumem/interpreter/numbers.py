@@ -30,6 +30,10 @@ BINARY = {id(F["torch.add"]): operator.add, id(F["torch.sub"]): operator.sub, id
           id(F["torch.div"]): operator.truediv, id(F["torch.divide"]): operator.truediv,
           id(F["torch.pow"]): operator.pow}
 
+EXTREMES = {id(F["torch.max"]): max, id(F["torch.min"]): min}
+# torch.div(x, y, rounding_mode=...)
+ROUNDED = {"floor": operator.floordiv, "trunc": lambda x, y: math.trunc(x / y)}
+
 
 def evaluate(op, bound, out: Tensor) -> tuple | None:
     """The values of `out`, when the op has a rule and every operand's values are known."""
@@ -39,7 +43,12 @@ def evaluate(op, bound, out: Tensor) -> tuple | None:
     if id(op) in BINARY:
         a = _flat(bound.input, out.numel)
         b = _flat(bound.other if "other" in bound else bound.exponent, out.numel)
-        return None if a is None or b is None else tuple(BINARY[id(op)](x, y) for x, y in zip(a, b))
+        fn = ROUNDED[bound["rounding_mode"]] if bound.get("rounding_mode") in ROUNDED else BINARY[id(op)]
+        return None if a is None or b is None else tuple(fn(x, y) for x, y in zip(a, b))
+    if id(op) in EXTREMES and bound.get("dim") is None and bound.input.values:  # x.max(): a 0-d tensor
+        return (EXTREMES[id(op)](bound.input.values),)
+    if op is F["torch.flip"] and bound.input.ndim == 1 and bound.input.values is not None:
+        return tuple(reversed(bound.input.values))
     if op is F["torch.diff"] and bound.input.ndim == 1 and bound.input.values is not None:
         v = bound.input.values
         return tuple(v[i + 1] - v[i] for i in range(len(v) - 1))
@@ -61,6 +70,23 @@ def _cumsum(x: Tensor, dim: int) -> tuple:
         if x.ndim and (i // inner) % x.shape[dim]:
             out[i] += out[i - inner]
     return tuple(out)
+
+
+# ops that cut a tensor into consecutive pieces along a dim
+PIECES = (id(F["torch.split"]), id(F["torch.chunk"]), id(F["torch.unbind"]))
+
+
+def pieces(op, bound, outs) -> None:
+    """Give the pieces of a 1-d tensor of known values theirs (timm's stage-wise drop rates:
+    `[x.tolist() for x in torch.linspace(0, rate, sum(depths)).split(depths)]`)."""
+    if id(op) not in PIECES or bound.input.values is None or bound.input.ndim != 1:
+        return
+    x = bound.input
+    start = 0
+    for t in outs:
+        n = t.numel
+        t.values = x.values[start:start + n]
+        start += n
 
 
 def _flat(x, n: int):
@@ -85,6 +111,18 @@ def tolist(t: Tensor):
     for size in reversed(t.shape[1:]):
         values = [values[i:i + size] for i in range(0, len(values), size)]
     return values if t.shape else values[0]
+
+
+def unique(t: Tensor, *flags, **options):
+    """torch.unique of a tensor of known values (timm's RegNet counts its stages so): its size is
+    the number of distinct values, known only from them."""
+    named = dict(zip(("sorted", "return_inverse", "return_counts", "dim"), flags), **options)
+    if t.values is None or named.get("dim") is not None or named.get("return_inverse"):
+        raise Unresolved("torch.unique of values gpumem does not know: its size depends on them")
+    counts = collections.Counter(t.values)
+    distinct = sorted(counts)
+    values = catalogue.valued(distinct, t.dtype)
+    return (values, catalogue.valued([counts[v] for v in distinct], "int64")) if named.get("return_counts") else values
 
 
 class _Array(list):

@@ -192,6 +192,14 @@ class Partial:
 
 
 @dataclass(frozen=True)
+class Pattern:
+    """re.compile(pattern, flags): its methods are re's functions of the pattern, bounded as they are."""
+
+    pattern: str
+    flags: int = 0
+
+
+@dataclass(frozen=True)
 class Loaded:
     """What torch.load or torch.hub reads at run time (a state dict, a checkpoint): values gpumem
     never reads and no shape needs. Handing it to `load_state_dict` changes no size (PyTorch copies

@@ -28,6 +28,9 @@ from ..values import Unresolved
 MAX_MATCHER_STEPS = 10_000_000  # matcher steps one call may take: a tenth of a second to a second
 STEPS_PER_EVALUATION = 100  # matcher steps about as long as one evaluated node (what a call costs)
 ANCHORED = ("match", "fullmatch")  # tried from the subject's start only; the others from every position
+# re's functions of strings (model code parses its config strings: "ir_r1_k3_s1_e1_c16"), run where
+# their work is bounded; a compiled pattern's methods of the same names are these
+FUNCTIONS = ("split", "match", "fullmatch", "search", "sub", "findall")
 SUBJECT = {"sub": 2}  # the subject's position among the arguments, where it is not the second
 
 

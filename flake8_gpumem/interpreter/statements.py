@@ -1,11 +1,13 @@
 """Statements: blocks, branches, loops (unrolled, bounded) and assignment."""
 from __future__ import annotations
 
+import builtins
+
 import libcst as cst
 
-from ..values import AnalysisError, Tensor, Unresolved
+from ..values import AnalysisError, Raises, Tensor, Unresolved
 from .bindings import imported_names
-from .objects import MAX_LOOP, BreakLoop, Class, ContinueLoop, Function, Module, ReturnValue, Scope, code
+from .objects import MAX_LOOP, BreakLoop, Builtin, Class, ContinueLoop, Function, Module, ReturnValue, Scope, code
 
 AUGOPS = {
     cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
@@ -42,11 +44,32 @@ class Statements:
             self.run_small(small, scope)
 
     def _run_try(self, stmt: cst.Try, scope: Scope) -> None:
-        self.run_block(stmt.body.body, scope)
-        if stmt.orelse is not None:
-            self.run_block(stmt.orelse.body.body, scope)
+        """The body; where it raises what Python raises (Raises) before any call was recorded, the
+        handler that catches it, as in Python. Whatever else stops the body stops the analysis."""
+        first = len(self.events)
+        try:
+            self.run_block(stmt.body.body, scope)
+        except Raises as exc:
+            handler = next((h for h in stmt.handlers if self._catches(h, exc.kind, scope)), None)
+            if handler is None or len(self.events) != first:
+                raise
+            if handler.name is not None:
+                self.assign(handler.name.name, exc.message, scope)  # its message, for what code reads of it
+            self.run_block(handler.body.body, scope)
+        else:
+            if stmt.orelse is not None:
+                self.run_block(stmt.orelse.body.body, scope)
         if stmt.finalbody is not None:
             self.run_block(stmt.finalbody.body.body, scope)
+
+    def _catches(self, handler: cst.ExceptHandler, kind: str, scope: Scope) -> bool:
+        """Whether `except <type>:` catches Python's exception named `kind` (a builtin one)."""
+        if handler.type is None:
+            return True
+        caught = self.eval(handler.type, scope)
+        raised = getattr(builtins, kind)
+        return any(isinstance(c, Builtin) and isinstance(c.fn, type) and issubclass(raised, c.fn)
+                   for c in (caught if isinstance(caught, tuple) else (caught,)))
 
     def _define(self, stmt, scope: Scope) -> None:
         if type(stmt) is cst.ClassDef:
@@ -202,10 +225,10 @@ class Statements:
                                      "not: the graph autograd then makes (CopySlices) is not modelled", target)
                 return
             key = self._index_value(target, scope)
-            if isinstance(container, Module):
+            if isinstance(container, Module) and not isinstance(key, slice):
                 self.register(container, str(key), value, target)
-            elif isinstance(container, (list, dict)):
-                container[key] = value
+            elif isinstance(container, (list, dict)) and not (isinstance(key, slice) and isinstance(container, dict)):
+                container[key] = list(self.iterate(value, target)) if isinstance(key, slice) else value
             else:
                 raise Unresolved(f"cannot assign into {type(container).__name__}", target)
         else:
@@ -222,7 +245,10 @@ class Statements:
             except AnalysisError:
                 pass
         what = code(exc.func if type(exc) is cst.Call else exc) if exc is not None else "the exception it handles"
-        raise Unresolved(f"the code raises {what}" + (f": {message}" if isinstance(message, str) else ""), small)
+        said = f"the code raises {what}" + (f": {message}" if isinstance(message, str) else "")
+        if isinstance(getattr(builtins, what, None), type) and issubclass(getattr(builtins, what), Exception):
+            raise Raises(said, small, what)  # a handler around it may catch it
+        raise Unresolved(said, small)
 
     def _run_del(self, small: cst.Del, scope: Scope) -> None:
         """`del kwargs["pretrained"]` removes the item; `del x` leaves the name bound (gpumem holds a
@@ -239,9 +265,13 @@ class Statements:
                         raise Unresolved(f"del {code(target)} fails: {exc!r}", small) from None
 
     def _index_value(self, node: cst.Subscript, scope: Scope):
-        if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+        """The key of `x[key]`, or a slice object for `x[a:b]` (a list's slice assignment)."""
+        part = node.slice[0].slice if len(node.slice) == 1 else None
+        if isinstance(part, cst.Slice):
+            return slice(*(None if p is None else self.eval(p, scope) for p in (part.lower, part.upper, part.step)))
+        if not isinstance(part, cst.Index):
             raise Unresolved(f"unsupported subscript {code(node)}", node)
-        return self.eval(node.slice[0].slice.value, scope)
+        return self.eval(part.value, scope)
 
 
 def _raise(what: str):

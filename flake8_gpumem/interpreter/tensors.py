@@ -44,6 +44,8 @@ class TensorOps:
             out = inplace.rewritten()
         if isinstance(out, Tensor) and out.values is None and any(t.values is not None for t in inputs):
             out.values = numbers.evaluate(op, bound, out)
+        elif isinstance(out, (tuple, list)) and any(t.values is not None for t in inputs):
+            numbers.pieces(op, bound, out)
         input_ids = {id(t) for t in inputs}
         outputs = list(tensors_in(out))
         for t in outputs:
