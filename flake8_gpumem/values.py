@@ -193,6 +193,14 @@ class Unresolved(AnalysisError):
     """A value the static reading cannot know (GPM900)."""
 
 
+class Raised(Unresolved):
+    """The code itself raises a builtin exception: stops the analysis unless a handler around catches it."""
+
+    def __init__(self, message: str, node=None, exception: type = Exception):
+        super().__init__(message, node)
+        self.exception = exception
+
+
 class ShapeError(AnalysisError):
     """Shapes that cannot connect (GPM300) or collapse (GPM201)."""
 

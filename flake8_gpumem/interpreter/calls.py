@@ -2,6 +2,9 @@
 through imports, and the builtins gpumem evaluates."""
 from __future__ import annotations
 
+import builtins
+import json
+
 import collections
 import copy
 import inspect
@@ -335,6 +338,11 @@ class Calls:
             return value(*args, **kwargs) if callable(value) else value
         if path == "torch.Size":
             return tuple(args[0]) if args else ()
+        if path in ("json.dumps", "json.loads"):  # plain data only (transformers hashes a config's JSON)
+            try:
+                return getattr(json, name)(*args, **kwargs)
+            except (TypeError, ValueError) as exc:
+                raise Unresolved(f"{path}() of values gpumem holds no plain data for: {exc}", node) from None
         if followed(path):
             raise Unresolved(f"{path}() is not known to gpumem: no source for module {path.partition('.')[0]} "
                              "on the search path", node)
@@ -376,6 +384,9 @@ class Calls:
                     return args[2]
                 raise
             return True if name == "hasattr" else value
+        if name in ("hash", "id") and len(args) == 1:  # an object's own __hash__ where its class has one
+            method = args[0].cls.method(self, "__hash__") if name == "hash" and isinstance(args[0], Instance) else None
+            return self.call_function(method, args, {}, node) if method else getattr(builtins, name)(args[0])
         if name == "type" and len(args) == 1 and isinstance(args[0], Instance):
             return args[0].cls  # an object of a class gpumem reads (a weights enum's member)
         if name == "type" and len(args) == 1 and type(args[0]).__name__ in BUILTINS:
@@ -526,6 +537,12 @@ class Calls:
                     return self.call_function(found, [self_obj] + args, kwargs, node)
         if method == "__init__" and isinstance(self_obj, Module):
             return self.init_torch_base(self_obj, args, kwargs, node)  # nn.Module.__init__, nn.Sequential's ...
+        if method == "__setattr__" and isinstance(self_obj, Instance) and len(args) == 2:
+            return self.setattr(self_obj, *args, node, hooks=False)  # object.__setattr__
+        if method in DICT_METHODS and isinstance(self_obj, Instance) and self.dict_based(self_obj.cls):
+            return getattr(self_obj.items, method)(*args, **kwargs)
+        if method == "__getattribute__" and isinstance(self_obj, Instance) and len(args) == 1:
+            return self.getattr(self_obj, args[0], node, hooks=False)
         return None
 
     def _owner_class(self, scope: Scope) -> Class | None:
@@ -537,6 +554,9 @@ class Calls:
                 return owner
             s = s.parent
         return None
+
+
+DICT_METHODS = ("__setitem__", "__getitem__", "get", "__contains__", "keys", "items", "values", "pop")
 
 
 def _placing_from(func) -> int | None:

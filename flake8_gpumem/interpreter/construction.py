@@ -10,7 +10,7 @@ from .. import catalogue
 from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
-from .objects import (CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
+from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
                       Module, Parameter, Q, Region, canonical, walk_modules)
 from ..catalogue import Args, Op
 
@@ -40,7 +40,19 @@ TUPLED = {**{f"{conv}{n}d": n for conv in ("Conv", "ConvTranspose") for n in (1,
 class Construction:
     """Builds the module tree in __init__ and dispatches module calls in forward."""
 
-    def setattr(self, obj, name: str, value, node) -> None:
+    def setattr(self, obj, name: str, value, node, hooks: bool = True) -> None:
+        """`obj.name = value`; `hooks`: through the class's `__setattr__` and property setters (False:
+        object.__setattr__, as `super().__setattr__` reaches it)."""
+        cls = obj.cls if isinstance(obj, (Instance, Module)) and hooks else None
+        if isinstance(obj, Instance) and isinstance(cls, Class):
+            hook = cls.method(self, "__setattr__")
+            if hook is not None:  # transformers' configs map names through `attribute_map` there
+                self.call_function(hook, [obj, name, value], {}, node)
+                return
+        setter = cls.method(self, f"{name}.setter") if isinstance(cls, Class) else None
+        if setter is not None:  # a property's setter runs
+            self.call_function(setter, [obj, value], {}, node)
+            return
         if isinstance(obj, Instance):
             obj.attrs[name] = value
             return
@@ -174,7 +186,9 @@ class Construction:
             return self._enum_member(cls, args, kwargs, node)
         obj = Instance(cls)
         init = cls.method(self, "__init__")
-        if init is None and self.dataclass_like(cls):
+        if init is None and self.dict_based(cls):
+            obj.items = dict(*args, **kwargs)
+        elif init is None and self.dataclass_like(cls):
             self.init_fields(obj, cls, args, kwargs, node)
         elif init is not None:
             self.call_function(init, [obj] + list(args), kwargs, node)
@@ -211,19 +225,31 @@ class Construction:
             cls.enum_members[name] = Instance(cls, {"name": name, "value": value, "_name_": name, "_value_": value})
         return cls.enum_members[name]
 
+    def dict_based(self, cls: Class) -> bool:
+        """A subclass of dict or OrderedDict (transformers' ACT2FN): its items live in `Instance.items`."""
+        return any(b is BUILTINS["dict"] or isinstance(b, Q) and canonical(b.path) == "collections.OrderedDict"
+                   for c in self.mro(cls) for b in self.bases(c))
+
     def dataclass_like(self, cls: Class) -> bool:
+        """A dataclass, a NamedTuple, or a class below a `@dataclass_transform` base (PEP 681: what
+        type checkers take a dataclass for; transformers' configs are made dataclasses that way)."""
         return cls.decorated("dataclass") or any(
-            isinstance(b, Q) and b.path.rpartition(".")[2] == "NamedTuple" for b in self.bases(cls))
+            isinstance(b, Q) and b.path.rpartition(".")[2] == "NamedTuple" for b in self.bases(cls)) or any(
+            c.decorated("dataclass_transform") for c in self.mro(cls))
 
     def init_fields(self, obj: Instance, cls: Class, args: list, kwargs: dict, node) -> None:
         """The __init__ a dataclass or NamedTuple is given: its fields (and its bases'), then __post_init__."""
-        params = [Param(name, REQUIRED if default is None else _Default(default, c.scope))
-                  for c in reversed(self.mro(cls)) for name, default in c.fields()]
-        for name, value in bind(params, args, kwargs, cls.name, node).items():
-            obj.attrs[name] = self._field_value(value)
+        params = {name: Param(name, REQUIRED if default is None else _Default(default, c.scope))
+                  for c in reversed(self.mro(cls)) for name, default in c.fields()}  # a subclass's default wins
         post = cls.method(self, "__post_init__")
+        extra = {}
+        if post is not None and post.node.params.star_kwarg is not None:  # huggingface_hub's accept_kwargs
+            extra = {k: v for k, v in kwargs.items() if k not in params}
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+        for name, value in bind(list(params.values()), args, kwargs, cls.name, node).items():
+            self.setattr(obj, name, self._field_value(value), node)
         if post is not None:
-            self.call_function(post, [obj], {}, node)
+            self.call_function(post, [obj], extra, node)
 
     def _field_value(self, value):
         """A dataclass default as the class would give it: `field(default_factory=f)` calls f."""

@@ -170,6 +170,8 @@ class Expressions:
                     return self.apply(op, {}, op.signature, [left, right], {}, node, None, symbol)
                 result = COMPARE[type(target.operator)](left, right)
             else:
+                if isinstance(right, Instance) and isinstance(target.operator, (cst.In, cst.NotIn)):
+                    right = self.as_mapping(right, node) if self.as_mapping(right, node) is not None else right
                 result = COMPARE[type(target.operator)](left, right)
             if not result:
                 return False
@@ -228,6 +230,12 @@ class Expressions:
             return items[key]
         if isinstance(value, Q):
             return value  # type annotations like Optional[nn.Module]
+        if isinstance(value, Instance):  # its class's __getitem__, or a dict subclass's items
+            method = value.cls.method(self, "__getitem__")
+            if method is not None:
+                return self.call_function(method, [value, key], {}, node)
+            if self.dict_based(value.cls):
+                return value.items[key]
         if isinstance(value, Class) and isinstance(key, str) and self.enum_member(value, key) is not MISSING:
             return self.enum_member(value, key)  # ResNet50_Weights["DEFAULT"]
         return value[key]
@@ -256,7 +264,30 @@ class Expressions:
                 return self.eval(value, c.scope) if member is MISSING else member
         return MISSING
 
-    def getattr(self, obj, name: str, node):
+    def as_mapping(self, obj: Instance, node) -> dict | None:
+        """A `collections.abc.Mapping` subclass's items, through its own `__iter__` and `__getitem__`
+        (transformers' attention-function registry); None for any other instance."""
+        if not any(isinstance(b, Q) and b.path.endswith("Mapping") for c in self.mro(obj.cls) for b in self.bases(c)):
+            return None
+        keys, item = obj.cls.method(self, "__iter__"), obj.cls.method(self, "__getitem__")
+        if keys is None or item is None:
+            return None
+        return {k: self.call_function(item, [obj, k], {}, node)
+                for k in self.iterate(self.call_function(keys, [obj], {}, node), node)}
+
+    def _walrus(self, node: cst.NamedExpr, scope: Scope):
+        """`(x := value)`: bound where the expression runs, and its value."""
+        value = self.eval(node.value, scope)
+        self.assign(node.target, value, scope)
+        return value
+
+    def getattr(self, obj, name: str, node, hooks: bool = True):
+        """`obj.name`; `hooks`: through a plain class's own `__getattribute__` (transformers' configs
+        map names through `attribute_map` there); False: object.__getattribute__."""
+        if hooks and isinstance(obj, Instance) and name != "__class__":
+            hook = obj.cls.method(self, "__getattribute__")
+            if hook is not None:
+                return self.call_function(hook, [obj, name], {}, node)
         if isinstance(obj, Namespace):
             return self.member(obj, name, node)
         if isinstance(obj, Q):
@@ -268,6 +299,8 @@ class Expressions:
                 return obj.path.rpartition(".")[2]  # nn.BatchNorm2d.__name__
             if obj.path == "os" and name == "environ":
                 return {}  # the code's defaults, not this machine's environment
+            if obj.path == "sys" and name == "modules":
+                return {}  # gpumem imports nothing: no module is loaded
             return Q(f"{obj.path}.{name}")
         if isinstance(obj, Module):
             return self._module_attr(obj, name, node)
@@ -291,6 +324,11 @@ class Expressions:
             return Bound(obj, name)
         if isinstance(obj, Function) and name == "__class__":
             return Q("types.FunctionType")
+        if isinstance(obj, Class) and name == "__bases__":
+            return tuple(self.bases(obj))
+        if isinstance(obj, Class) and name == "__module__":
+            file = obj.scope.root().file
+            return (file.module if file is not None else None) or "__main__"
         if isinstance(obj, Function) and name in ("__name__", "__qualname__", "__module__"):
             file = obj.scope.root().file
             return obj.name if name != "__module__" else (file.module if file is not None else None) or "__main__"
@@ -302,6 +340,12 @@ class Expressions:
             return {"func": obj.func, "args": tuple(obj.args), "keywords": obj.kwargs}[name]
         if isinstance(obj, Instance) and name in obj.attrs:
             return obj.attrs[name]
+        if isinstance(obj, Instance) and name in ("__dict__", "__class__"):
+            return obj.attrs if name == "__dict__" else obj.cls
+        if isinstance(obj, Instance) and name in MAPPING_MIXINS and self.class_attr(obj.cls, name, obj, node) is MISSING:
+            mapping = self.as_mapping(obj, node)
+            if mapping is not None:
+                return Builtin(getattr(mapping, name), name)
         if isinstance(obj, (Class, Instance)):
             found = self.class_attr(obj.cls if isinstance(obj, Instance) else obj, name, obj, node)
             if found is not MISSING:
@@ -313,6 +357,7 @@ class Expressions:
         raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
 
 
+MAPPING_MIXINS = ("keys", "items", "values", "get", "__contains__")  # what Mapping gives its subclasses
 NAME_CHARS = re.compile(r"[A-Za-z0-9_]*")  # the string constants Python's compiler interns
 
 
@@ -356,6 +401,7 @@ _EVAL = {
     cst.Lambda: lambda self, node, scope: Function(node, scope, "lambda", segment=self.segment),
     cst.Ellipsis: lambda self, node, scope: Ellipsis,
     cst.Yield: Expressions._yield,
+    cst.NamedExpr: Expressions._walrus,
 }
 
 

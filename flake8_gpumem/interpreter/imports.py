@@ -9,6 +9,7 @@ the few libraries whose functions the interpreter knows by name (numpy, einops).
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,10 +17,11 @@ from pathlib import Path
 
 from ..segments import LINES, split
 from ..values import Unresolved
-from .bindings import segment_scope
+from .bindings import absolute, segment_scope
 from .objects import File, Scope
 
 MAX_FILES = 500  # source files one process keeps read through imports
+STAR = re.compile(rb"^[ \t]*from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+\*", re.M)
 NOT_FOLLOWED = frozenset({"torch", "numpy", "einops", "typing_extensions", "__future__"}) | frozenset(
     getattr(sys, "stdlib_module_names", ()))
 
@@ -66,6 +68,7 @@ class Resolver:
     def __init__(self, roots: tuple[Path, ...]):
         self.roots = roots
         self.modules: dict[str, Namespace | None] = {}
+        self.mentioned: dict[tuple, bool] = {}  # (module, name) -> whether its source may bind the name
 
     def module(self, name: str) -> Namespace | None:
         """The module `name`, or None when no source for it is on the search path."""
@@ -75,15 +78,46 @@ class Resolver:
         return self.modules[name]
 
     def _find(self, name: str) -> Namespace | None:
+        path = self._path(name)
+        if path is None:
+            return None
+        return Namespace(name, _read(str(path), name) if path.is_file() else None)
+
+    def _path(self, name: str) -> Path | None:
+        """The source file of module `name`, its folder for a namespace package, or None."""
         rel = Path(*name.split("."))
         for root in self.roots:
             for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
                 if candidate.is_file():
-                    return Namespace(name, _read(str(candidate), name))
+                    return candidate
         for root in self.roots:
             if (root / rel).is_dir():
-                return Namespace(name, None)
+                return root / rel
         return None
+
+    def exporters(self, modules: list, name: str) -> list:
+        """Of the modules a file star-imports, those whose source may bind `name`, told without
+        parsing: their text names it, or a module they star-import in turn does. transformers'
+        `models/__init__.py` star-imports some 400 packages; only the one that defines a name is
+        read. Those named like the name first (`gpt2` for `GPT2LMHeadModel`)."""
+        key = name.lower()
+        found = [m for m in modules if self._mentions(m, name.encode(), 0)]
+        return sorted(found, key=lambda m: m.rpartition(".")[2].replace("_", "") not in key)
+
+    def _mentions(self, module: str, name: bytes, depth: int) -> bool:
+        key = (module, name)
+        if key not in self.mentioned:
+            self.mentioned[key] = False  # a star-import cycle
+            path = self._path(module)
+            try:
+                text = path.read_bytes() if path is not None and path.is_file() else b""
+            except OSError:
+                text = b""
+            package = module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
+            self.mentioned[key] = name in text or (depth < 8 and any(
+                self._mentions(absolute(m.decode(), len(level), package), name, depth + 1)
+                for level, m in STAR.findall(text)))
+        return self.mentioned[key]
 
 
 def roots_for(filename: str) -> tuple[Path, ...]:

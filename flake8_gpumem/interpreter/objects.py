@@ -20,7 +20,7 @@ MISSING = object()  # a name bound nowhere in a scope chain, an attribute a clas
 # the builtins the interpreter runs itself, on the values it computes
 SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
                  "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
-                 "isinstance", "divmod", "pow", "map", "filter", "object")
+                 "isinstance", "divmod", "pow", "map", "filter", "object", "iter")
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ class Class:
             # another file's method, like the class, has no statement of the linted file
             return Function(node, self.scope, f"{self.name}.{name}", self, member if self.segment else None)
         for stmt in reversed(self.node.body.body):  # the last definition wins (@overload stubs come first)
-            if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name:
+            if isinstance(stmt, cst.FunctionDef) and _member_name(stmt) == name:
                 return Function(stmt, self.scope, f"{self.name}.{name}", self, self.segment)
         for base in interp.bases(self):
             if isinstance(base, Class):
@@ -168,12 +168,21 @@ class Class:
         return None
 
 
+def _member_name(stmt: cst.FunctionDef) -> str:
+    """As segments.member_key: `name.setter` for a property's setter."""
+    for d in stmt.decorators:
+        if isinstance(d.decorator, cst.Attribute) and d.decorator.attr.value == "setter":
+            return f"{d.decorator.value.value}.setter" if isinstance(d.decorator.value, cst.Name) else stmt.name.value
+    return stmt.name.value
+
+
 @dataclass(eq=False)
 class Instance:
     """An object of a plain class (a config dataclass, a NamedTuple, a helper object)."""
 
     cls: Class
     attrs: dict = field(default_factory=dict)
+    items: dict = field(default_factory=dict)  # a subclass of dict: what `super().__setitem__` stored
 
     def __repr__(self) -> str:
         return f"<{self.cls.name} object>"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from ..values import AnalysisError, Tensor, Unresolved
+from ..values import AnalysisError, Raised, Tensor, Unresolved
 from .bindings import imported_names
-from .objects import MAX_LOOP, BreakLoop, Class, ContinueLoop, Function, Module, ReturnValue, Scope, code
+from .objects import MAX_LOOP, BreakLoop, Class, ContinueLoop, Function, Instance, Module, ReturnValue, Scope, code
 
 AUGOPS = {
     cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
@@ -40,11 +40,33 @@ class Statements:
             self.run_small(small, scope)
 
     def _run_try(self, stmt: cst.Try, scope: Scope) -> None:
-        self.run_block(stmt.body.body, scope)
+        try:
+            self.run_block(stmt.body.body, scope)
+        except Raised as exc:  # a `raise ValueError(...)` of the code, caught by a handler of that type
+            handler = next((h for h in stmt.handlers if self._catches(h, exc.exception, scope)), None)
+            if handler is None:
+                raise
+            if handler.name is not None:
+                self.assign(handler.name.name, exc, scope)
+            self.run_block(handler.body.body, scope)
+            if stmt.finalbody is not None:
+                self.run_block(stmt.finalbody.body.body, scope)
+            return
         if stmt.orelse is not None:
             self.run_block(stmt.orelse.body.body, scope)
         if stmt.finalbody is not None:
             self.run_block(stmt.finalbody.body.body, scope)
+
+    def _catches(self, handler: cst.ExceptHandler, exception: type, scope: Scope) -> bool:
+        """Whether `except T:` catches a builtin exception; T unknown to gpumem catches nothing."""
+        if handler.type is None:
+            return True
+        try:
+            kinds = self.eval(handler.type, scope)
+        except AnalysisError:
+            return False
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        return any(isinstance(getattr(k, "fn", None), type) and issubclass(exception, k.fn) for k in kinds)
 
     def _define(self, stmt, scope: Scope) -> None:
         if type(stmt) is cst.ClassDef:
@@ -190,7 +212,10 @@ class Statements:
             if isinstance(container, Tensor):
                 return  # x[i] = v, x[:, 0] += v: written in place, into memory x already holds
             key = self._index_value(target, scope)
-            if isinstance(container, Module):
+            method = container.cls.method(self, "__setitem__") if isinstance(container, Instance) else None
+            if method is not None:
+                self.call_function(method, [container, key, value], {}, target)
+            elif isinstance(container, Module):
                 self.register(container, str(key), value, target)
             elif isinstance(container, (list, dict)):
                 container[key] = value
@@ -210,7 +235,16 @@ class Statements:
             except AnalysisError:
                 pass
         what = code(exc.func if type(exc) is cst.Call else exc) if exc is not None else "the exception it handles"
-        raise Unresolved(f"the code raises {what}" + (f": {message}" if isinstance(message, str) else ""), small)
+        message = f"the code raises {what}" + (f": {message}" if isinstance(message, str) else "")
+        try:
+            kind = self.eval(exc.func if type(exc) is cst.Call else exc, scope) if exc is not None else None
+        except AnalysisError:
+            kind = None
+        if isinstance(kind, Raised):  # `raise e` of a caught exception
+            raise Raised(kind.message, small, kind.exception)
+        if isinstance(getattr(kind, "fn", None), type) and issubclass(kind.fn, Exception):
+            raise Raised(message, small, kind.fn)
+        raise Unresolved(message, small)
 
     def _run_del(self, small: cst.Del, scope: Scope) -> None:
         """`del kwargs["pretrained"]` removes the item; `del x` leaves the name bound (gpumem holds a

@@ -1,0 +1,80 @@
+"""Models from Hugging Face transformers, read from its installed source, never imported by gpumem.
+
+transformers loads its names lazily (`_LazyModule`): the imports a type checker follows sit under
+`if TYPE_CHECKING:`. The oracle imports the library (only the tests do)."""
+import importlib
+import sys
+
+import pytest
+
+from flake8_gpumem.analysis import analyse_source
+from flake8_gpumem.config import Settings
+from flake8_gpumem.interpreter import imports
+from flake8_gpumem.interpreter.core import Interpreter
+from flake8_gpumem.interpreter.objects import Class, Q, Scope
+
+torch = pytest.importorskip("torch")
+import torchvision_oracle  # noqa: E402,F401  (stubs torchvision registrations that transformers imports)
+import torch_oracle  # noqa: E402
+
+LAZY_INIT = '''\
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    try:
+        from .backend_check import available
+    except ImportError:
+        pass
+    else:
+        from .blocks import *
+else:
+    import importlib
+
+    def __getattr__(name):
+        return getattr(importlib.import_module(".blocks", __name__), name)
+'''
+BLOCKS = '''\
+import torch.nn as nn
+
+__all__ = ["Net"]
+
+
+class Net(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, width), nn.ReLU(), nn.Linear(width, 2))
+
+    def forward(self, x):
+        return self.body(x)
+'''
+
+
+def test_a_package_that_loads_lazily_is_read_through_its_type_checking_imports(tmp_path, monkeypatch):
+    """`from lazypkg import Net` where lazypkg's __init__ imports only under TYPE_CHECKING, inside
+    a try/else (as transformers guards its optional backends), through a star import."""
+    pkg = tmp_path / "lazypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(LAZY_INIT)
+    (pkg / "blocks.py").write_text(BLOCKS)
+    (pkg / "backend_check.py").write_text("available = True\n")
+    script = tmp_path / "train.py"
+    script.write_text("from lazypkg import Net\n\nmodel = Net(8)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = analyse_source(script.read_text(), str(script), Settings(input_shape=(6,), batch_size=4, device="cpu"))
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    report = result.models[0]
+    model = importlib.import_module("lazypkg").Net(8)  # the real package, through its __getattr__
+    truth = torch_oracle.profile(model, torch.randn(4, 6))
+    assert report.params == truth.params
+    assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+
+
+@pytest.mark.parametrize("name", ["GPT2LMHeadModel", "GPT2Config", "LlamaForCausalLM", "BertForSequenceClassification"])
+def test_transformers_names_are_found_where_the_library_defines_them(name):
+    transformers = pytest.importorskip("transformers")
+    resolver = imports.resolver(imports.roots_for(""))
+    interp = Interpreter(Scope({}), resolver=resolver)
+    found = interp.follow(Q(f"transformers.{name}", "transformers"), None)
+    assert isinstance(found, Class)
+    assert (found.name, found.scope.root().file.module) == (name, getattr(transformers, name).__module__)
