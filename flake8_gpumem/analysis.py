@@ -272,7 +272,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         xs = [Tensor((batch,) + tuple(shape), dtype) for shape, dtype in zip(input_shapes(settings), dtypes)]
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
-        out = interp.call_module(root, xs, {}, node)
+        out = _returned(interp.call_module(root, xs, {}, node))
         if next(tensors_in(out), None) is None:
             raise AnalysisError(f"{decl.name}.forward returns no tensor", node)
         forward_events = len(interp.events)
@@ -302,6 +302,19 @@ def _optimized(interp: Interpreter, src: SourceFile, decl: ModelDecl, root: Modu
         if any(id(t) in mine for group in groups for t in group):
             return [{("t", t.id) for t in group if t.is_param} for group in groups], []
     return None, []
+
+
+def _returned(out):
+    """What forward returned, as plain values: an object of a dict subclass (transformers'
+    ModelOutput: `loss` first where labels were given, else the logits) is its items in order; a
+    dataclass or other object, its attributes in the order they were set."""
+    from .interpreter import Instance
+
+    if isinstance(out, Instance):
+        return [_returned(v) for v in (out.items or out.attrs).values()]
+    if isinstance(out, (list, tuple)):
+        return type(out)(_returned(v) for v in out)
+    return out
 
 
 def _grouped(value) -> bool:

@@ -3,7 +3,6 @@
 transformers loads its names lazily (`_LazyModule`): the imports a type checker follows sit under
 `if TYPE_CHECKING:`. The oracle imports the library (only the tests do)."""
 import importlib
-import sys
 
 import pytest
 
@@ -72,9 +71,47 @@ def test_a_package_that_loads_lazily_is_read_through_its_type_checking_imports(t
 
 @pytest.mark.parametrize("name", ["GPT2LMHeadModel", "GPT2Config", "LlamaForCausalLM", "BertForSequenceClassification"])
 def test_transformers_names_are_found_where_the_library_defines_them(name):
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers")  # the oracle: where the library puts the name
     resolver = imports.resolver(imports.roots_for(""))
     interp = Interpreter(Scope({}), resolver=resolver)
     found = interp.follow(Q(f"transformers.{name}", "transformers"), None)
     assert isinstance(found, Class)
     assert (found.name, found.scope.root().file.module) == (name, getattr(transformers, name).__module__)
+
+
+SMALL = {  # the issue's small size: 2 layers, hidden 64, vocabulary 1,000
+    "gpt2": ("GPT2LMHeadModel", "GPT2Config", "n_layer=2, n_embd=64, n_head=2, vocab_size=1000"),
+    "llama": ("LlamaForCausalLM", "LlamaConfig", "num_hidden_layers=2, hidden_size=64, intermediate_size=128, "
+              "num_attention_heads=4, num_key_value_heads=2, vocab_size=1000"),
+}
+BATCH, SEQ = 4, 32
+
+
+def _read_and_measure(tmp_path, key, extra=""):
+    """gpumem's report of `model = Model(Config(...))` from a script, and the same model built by
+    transformers, its leaf calls and a measured training step (int64 token ids, cross entropy of
+    the logits as for the language-model fixtures)."""
+    transformers = pytest.importorskip("transformers")
+    model_name, config_name, args = SMALL[key]
+    script = tmp_path / "train.py"
+    script.write_text(f"from transformers import {config_name}, {model_name}\n\n"
+                      f"model = {model_name}({config_name}({args}{extra}))\n")
+    settings = Settings(input_shape=(SEQ,), input_dtype="int64", batch_size=BATCH, device="cpu")
+    result = analyse_source(script.read_text(), str(script), settings)
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    torch.manual_seed(0)
+    model = eval(f"Model(Config({args}{extra}))",
+                 {"Model": getattr(transformers, model_name), "Config": getattr(transformers, config_name)})
+    truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
+    measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
+    return result.models[0], truth, measured
+
+
+@pytest.mark.parametrize("key", ["gpt2"])
+def test_a_transformers_causal_lm_is_read_exactly_and_its_step_peak_measured(tmp_path, key):
+    report, truth, measured = _read_and_measure(tmp_path, key)
+    assert report.params == truth.params
+    assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+    error = (report.memory.peak - measured.peak) / measured.peak
+    assert abs(error) <= 0.03, (report.memory.peak, measured.peak, measured.categories)

@@ -19,7 +19,7 @@ from .einops import einsum, pack, transform, unpack
 from .elementwise import (COMPARE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, TOPK, TRIANGLE,
                           cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves, prelu_shape,
                           reduce_shape, to_dtype, activation, binary, dropout, functional, unary)
-from .linear import (bilinear_shape, einsum_shape, embedding_fn_shape, embedding_shape,
+from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_shape, embedding_fn_shape, embedding_shape,
                      linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves, matmul_shape,
                      outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
@@ -190,6 +190,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.mul": binary(keeps_other_factor), "torch.div": binary(keeps_for_quotient),
     "torch.divide": binary(keeps_for_quotient),
     "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves),
+    "torch.addmm": Op("input, mat1, mat2, beta=1, alpha=1, out=None", addmm_shape, saves=addmm_saves),
     "torch.einsum": Op("equation, *operands", einsum_shape,  # as matmul: it keeps its operands
                        saves=lambda a, out: [t for t in tensors_in(list(a.operands)) if isinstance(t, Tensor)]),
     "torch.bmm": Op("input, mat2, out=None", lambda a: matmul_shape(Args(input=a.input, other=a.mat2)),
@@ -310,7 +311,7 @@ AUTOCAST = {
     "low": (
         [f"Conv{n}d" for n in (1, 2, 3)] + [f"ConvTranspose{n}d" for n in (1, 2, 3)]
         + ["Linear", "PReLU", "torch._gpumem_rnn_layer", "torch.nn.functional.linear", "torch.matmul", "torch.bmm",
-           "torch.einsum",
+           "torch.addmm", "torch.einsum",
            "torch.nn.functional.scaled_dot_product_attention", "matmul", "bmm"]),
     "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "torch.nn.functional.layer_norm", "GroupNorm", "Softplus",
                   "torch.nn.functional.softmax", "torch.softmax", "torch.nn.functional.log_softmax",

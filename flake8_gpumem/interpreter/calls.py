@@ -3,6 +3,7 @@ through imports, and the builtins gpumem evaluates."""
 from __future__ import annotations
 
 import builtins
+import contextvars
 import json
 
 import collections
@@ -19,21 +20,34 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers, regex
 from .imports import followed
-from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class, Field, Function,
-                      Instance, Loaded, Module, Parameter, Partial, Q, ReturnValue, Scope, canonical, clone, code,
-                      dotted)
+from .objects import (BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class,
+                      Field, Function, Instance, Loaded, Module, Parameter, Partial, Pattern, Q, ReturnValue, Scope,
+                      canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
              "isclose", "isfinite", "pow", "hypot")
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
-          "torch._C._log_api_usage_once", "torch._assert", "torch.jit.annotate", "torch.fx.wrap")
+          "torch._C._log_api_usage_once", "torch._assert", "torch.jit.annotate", "torch.fx.wrap",
+          "torch.utils._pytree.register_pytree_node")
+# Library functions not run, by qualified name, and what they return in an eager training step on
+# the machine modelled (PyTorch on a CUDA GPU), not on the machine gpumem runs on: weight
+# initialisation writes values in place and sizes nothing (as torch.nn.init's functions, which it
+# calls after patching nn.Module); the tracing guards are False, as GUARDS; transformers' probes
+# of installed packages (importlib.util.find_spec, package metadata) say PyTorch is there.
+# Decorators that write a function's docstring and return it: not run
+DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring"})
+HF = "transformers.utils.import_utils."
+NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": None,
+           HF + "is_tracing": False, HF + "is_torch_available": True, HF + "is_torch_flex_attn_available": True,
+           **{f"{HF}is_torch_{chip}_available": False for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore")}}
 # Calls that read weights from a file or the network at run time: a Loaded, never read
 LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
 # Guards that are False in an eager training step.
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
-          "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export")
+          "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export",
+          "torch.cuda.is_current_stream_capturing", "torch.compiler.is_exporting")
 # autograd's recording modes, by name: what each sets (None: its argument says)
 GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "on", "set_grad_enabled": None}
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
@@ -92,7 +106,8 @@ class Calls:
             return self.call(func.func, func.args + list(args), {**func.kwargs, **kwargs}, node)
         if isinstance(func, Instance) and func.cls.method(self, "__call__") is not None:  # a builder object
             return self.call_function(func.cls.method(self, "__call__"), [func] + list(args), kwargs, node)
-        raise Unresolved(f"{code(node.func) if isinstance(node, cst.Call) else func!r} is not callable here", node)
+        what = code(node.func) if isinstance(node, cst.Call) else repr(func)
+        raise Unresolved(f"{what} ({type(func).__name__}) is not callable here", node)
 
     def grad_mode(self, node, scope: Scope) -> str | None:
         """What a `with` item or a decorator does to autograd's recording: "off" (torch.no_grad(),
@@ -130,6 +145,8 @@ class Calls:
             self.grad_enabled, self.inference = saved
 
     def call_function(self, func: Function, args: list, kwargs: dict, node):
+        if qualified(func) in NOT_RUN:
+            return NOT_RUN[qualified(func)]
         decorators = getattr(func.node, "decorators", ())
         mode = next((m for m in (self.grad_mode(d.decorator, func.scope) for d in decorators) if m is not None), None)
         if mode is not None:  # @torch.no_grad() def _momentum_update(self): ...
@@ -183,7 +200,8 @@ class Calls:
             expr = decorator.decorator
             try:
                 callee = self.eval(expr.func if type(expr) is cst.Call else expr, func.scope)
-                if isinstance(callee, Q) and canonical(callee.path) != "functools.wraps":
+                if isinstance(callee, Q) and canonical(callee.path) != "functools.wraps" or qualified(
+                        callee) in DOCUMENTING:
                     continue
                 if type(expr) is cst.Call:
                     args, kwargs = self._arguments(expr, func.scope)
@@ -246,7 +264,7 @@ class Calls:
             return self.apply(op, {}, op.signature, [obj] + list(args), kwargs, node, None, f"Tensor.{func}")
         if isinstance(obj, Module):
             return self._module_method(obj, func, args, kwargs, node)
-        if isinstance(obj, (list, dict)):
+        if isinstance(obj, (list, dict, set)):
             try:
                 return getattr(obj, func)(*args, **kwargs)
             except (TypeError, ValueError, IndexError, KeyError) as exc:
@@ -276,6 +294,8 @@ class Calls:
             return None
         if path in GUARDS:
             return False
+        if path in ("torch.get_default_device", "torch.device"):
+            return Q("torch.device")  # where the step runs: placement sizes nothing
         if path == "torch.is_grad_enabled":
             return self.grad_enabled
         if path in LOADS:
@@ -310,7 +330,9 @@ class Calls:
             return _asdict(args[0])
         if path == "dataclasses.fields" and isinstance(args[0], (Instance, Class)):
             cls = args[0].cls if isinstance(args[0], Instance) else args[0]
-            return [Instance(cls, {"name": name}) for c in reversed(self.mro(cls)) for name, _ in c.fields()]
+            return [Instance(cls, {"name": name, "default": Q("dataclasses.MISSING") if default is None else
+                                   self._field_value(self.eval(default, c.scope))})
+                    for c in reversed(self.mro(cls)) for name, default in c.fields()]
         if path == "dataclasses.is_dataclass":
             return isinstance(args[0], (Instance, Class)) and self.dataclass_like(
                 args[0].cls if isinstance(args[0], Instance) else args[0])
@@ -318,6 +340,8 @@ class Calls:
             return Instance(args[0].cls, {**args[0].attrs, **kwargs})
         if path == "os.getenv":
             return args[1] if len(args) > 1 else kwargs.get("default")  # the code's default, not this machine's
+        if path == "re.compile" and args and isinstance(args[0], str):
+            return Pattern(*args, **kwargs)
         if path.startswith("re.") and name in PURE_RE and all(isinstance(a, (str, int)) for a in args):
             self.steps += regex.bound(name, args, kwargs, node) // regex.STEPS_PER_EVALUATION
             self._tick(node)
@@ -338,6 +362,8 @@ class Calls:
             return value(*args, **kwargs) if callable(value) else value
         if path == "torch.Size":
             return tuple(args[0]) if args else ()
+        if path == "contextvars.ContextVar":  # a value set around a call (transformers' output capture)
+            return contextvars.ContextVar(*args, **kwargs)
         if path in ("json.dumps", "json.loads"):  # plain data only (transformers hashes a config's JSON)
             try:
                 return getattr(json, name)(*args, **kwargs)
@@ -387,8 +413,10 @@ class Calls:
         if name in ("hash", "id") and len(args) == 1:  # an object's own __hash__ where its class has one
             method = args[0].cls.method(self, "__hash__") if name == "hash" and isinstance(args[0], Instance) else None
             return self.call_function(method, args, {}, node) if method else getattr(builtins, name)(args[0])
-        if name == "type" and len(args) == 1 and isinstance(args[0], Instance):
-            return args[0].cls  # an object of a class gpumem reads (a weights enum's member)
+        if name == "type" and len(args) == 1 and isinstance(args[0], (Instance, Module)) and args[0].cls is not None:
+            return args[0].cls  # an object of a class gpumem reads (a weights enum's member, a model)
+        if name == "type" and len(args) == 1 and isinstance(args[0], Tensor):
+            return Q("torch.Tensor")
         if name == "type" and len(args) == 1 and type(args[0]).__name__ in BUILTINS:
             return BUILTINS[type(args[0]).__name__]  # `type(obj) is str`
         if name == "type":
@@ -404,13 +432,17 @@ class Calls:
             return any(self._subclass(args[0], k) for k in kinds)
         if name == "callable":
             return isinstance(args[0], ABSTRACT["Callable"] + (Q, Module))
+        if name == "len" and args and isinstance(args[0], Instance) and args[0].cls.method(self, "__len__"):
+            return self.call_function(args[0].cls.method(self, "__len__"), [args[0]], {}, node)
         if name == "len" and args and isinstance(args[0], Module):
             return len(args[0].children)
         if name == "len" and args and isinstance(args[0], Tensor):
             return args[0].shape[0]
         if name in ("list", "tuple", "enumerate", "zip", "reversed", "sorted", "sum", "min", "max", "map",
-                    "filter", "any", "all", "dict", "set") and args and isinstance(args[0], Module):
-            args = [self.iterate(args[0], node)] + list(args[1:])
+                    "filter", "any", "all", "dict", "set", "iter") and args:
+            first = 1 if name in ("map", "filter") else 0  # the iterables: modules and objects iterate as read
+            args = args[:first] + [self.iterate(a, node) if isinstance(a, Module) or isinstance(a, Instance) and not (
+                name == "dict" and self.dict_based(a.cls)) else a for a in args[first:]]
         if name in ("map", "filter"):
             fn = args[0]
             items = [self.iterate(a, node) for a in args[1:]]
@@ -539,6 +571,8 @@ class Calls:
             return self.init_torch_base(self_obj, args, kwargs, node)  # nn.Module.__init__, nn.Sequential's ...
         if method == "__setattr__" and isinstance(self_obj, Instance) and len(args) == 2:
             return self.setattr(self_obj, *args, node, hooks=False)  # object.__setattr__
+        if method in MAPPING_MIXINS and isinstance(self_obj, Instance) and self.as_mapping(self_obj, node) is not None:
+            return getattr(self.as_mapping(self_obj, node), method)(*args, **kwargs)  # Mapping.get of a registry
         if method in DICT_METHODS and isinstance(self_obj, Instance) and self.dict_based(self_obj.cls):
             return getattr(self_obj.items, method)(*args, **kwargs)
         if method == "__getattribute__" and isinstance(self_obj, Instance) and len(args) == 1:
@@ -557,6 +591,12 @@ class Calls:
 
 
 DICT_METHODS = ("__setitem__", "__getitem__", "get", "__contains__", "keys", "items", "values", "pop")
+
+
+def qualified(func) -> str | None:
+    """`module.Class.method` of a function gpumem reads from an imported file, for the tables above."""
+    file = func.scope.root().file if isinstance(func, Function) else None
+    return f"{file.module}.{func.name}" if file is not None else None
 
 
 def _placing_from(func) -> int | None:

@@ -8,7 +8,7 @@ import libcst as cst
 
 from .. import catalogue
 from ..signature import REQUIRED, Param, bind, parse
-from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved,
+from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
 from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
                       Module, Parameter, Q, Region, canonical, walk_modules)
@@ -28,7 +28,8 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "register_parameter", "update", "items", "keys", "values", "modules", "named_modules", "children",
                   "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
                   "float", "half", "bfloat16", "double", "requires_grad_", "zero_grad", "reset_parameters",
-                  "_reset_parameters", "init_weights", "compile", "load_state_dict")
+                  "_reset_parameters", "init_weights", "compile", "load_state_dict", "get_submodule",
+                  "get_parameter", "get_buffer")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
@@ -41,10 +42,10 @@ class Construction:
     """Builds the module tree in __init__ and dispatches module calls in forward."""
 
     def setattr(self, obj, name: str, value, node, hooks: bool = True) -> None:
-        """`obj.name = value`; `hooks`: through the class's `__setattr__` and property setters (False:
-        object.__setattr__, as `super().__setattr__` reaches it)."""
-        cls = obj.cls if isinstance(obj, (Instance, Module)) and hooks else None
-        if isinstance(obj, Instance) and isinstance(cls, Class):
+        """`obj.name = value`: through the class's `__setattr__` where `hooks` (False: object.__setattr__,
+        as `super().__setattr__` reaches it), then a property's setter, as Python runs them."""
+        cls = obj.cls if isinstance(obj, (Instance, Module)) else None
+        if isinstance(obj, Instance) and isinstance(cls, Class) and hooks:
             hook = cls.method(self, "__setattr__")
             if hook is not None:  # transformers' configs map names through `attribute_map` there
                 self.call_function(hook, [obj, name, value], {}, node)
@@ -185,11 +186,13 @@ class Construction:
         if self._enum(cls):
             return self._enum_member(cls, args, kwargs, node)
         obj = Instance(cls)
-        init = cls.method(self, "__init__")
-        if init is None and self.dict_based(cls):
-            obj.items = dict(*args, **kwargs)
-        elif init is None and self.dataclass_like(cls):
+        # the nearest class that defines __init__, or is a dataclass (which writes its own)
+        maker = next((c for c in self.mro(cls) if c.defines("__init__") or self.dataclass_like(c)), None)
+        init = maker.method(self, "__init__") if maker is not None and maker.defines("__init__") else None
+        if init is None and maker is not None:
             self.init_fields(obj, cls, args, kwargs, node)
+        elif init is None and self.dict_based(cls):
+            obj.items = dict(*args, **kwargs)
         elif init is not None:
             self.call_function(init, [obj] + list(args), kwargs, node)
         return obj
@@ -362,7 +365,14 @@ class Construction:
             if forward is None:
                 raise Unresolved(f"{module.kind} has no forward method", module.cls.node)
             first = len(self.events)
-            out = self.call_function(forward, [module] + list(args), kwargs, node)
+            if forward.node.decorators:  # transformers' @can_return_tuple, @merge_with_config_defaults, ...
+                if id(forward.node) not in self.forwards:
+                    self.forwards[id(forward.node)] = self.decorate(forward)
+                wrapped = self.forwards[id(forward.node)]
+                out = self.call(wrapped, [module] + list(args), kwargs, node) if wrapped is not forward else (
+                    self.call_function(forward, [module] + list(args), kwargs, node))
+            else:
+                out = self.call_function(forward, [module] + list(args), kwargs, node)
             if not self.stack[-1][1]:  # a custom module that calls no other module is a leaf too
                 self.fold(module, first, args, out, node)
             return out
@@ -402,6 +412,8 @@ class Construction:
                 return None
             self.register(obj, str(args[0]), args[1], node)
             return None
+        if name in ("get_submodule", "get_parameter", "get_buffer"):
+            return self._get_by_path(obj, name, str(args[0] if args else kwargs["target"]), node)
         if name in ("items", "keys", "values") and obj.container == "ModuleDict":
             return list(getattr(obj.children, name)())
         if name in ("modules", "named_modules", "children", "named_children"):
@@ -454,6 +466,26 @@ class Construction:
         if m.op is not None:
             return [(key, self._module_attr(m, key, node)) for key in ("weight", "bias")[:len(m.params)]]
         return [(key, value) for key, value in m.attrs.items() if isinstance(value, Tensor) and value.is_param]
+
+    def _get_by_path(self, obj: Module, method: str, target: str, node):
+        """nn.Module.get_submodule / get_parameter / get_buffer of a dotted path; AttributeError as
+        PyTorch raises it where there is no such thing."""
+        path = target.split(".") if target else []
+        leaf = path.pop() if method != "get_submodule" else None
+        for part in path:
+            if part not in obj.children:
+                raise Raised(f"{obj.kind} has no attribute `{part}`", node, AttributeError)
+            obj = obj.children[part]
+        if leaf is None:
+            return obj
+        try:
+            value = self._module_attr(obj, leaf, node)
+        except AnalysisError:
+            value = None
+        wanted = isinstance(value, Tensor) and (value.is_param == (method == "get_parameter"))
+        if not wanted:
+            raise Raised(f"`{leaf}` is not a {method[4:]} of {obj.kind}", node, AttributeError)
+        return value
 
     def _module_attr(self, obj: Module, name: str, node):
         if name in obj.children:

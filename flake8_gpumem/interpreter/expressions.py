@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import ast
+import contextvars
 import inspect
 import math
 import operator
 import re
 import sys
+import types
 
 import libcst as cst
 
 from .. import catalogue
 from ..values import TORCH_DTYPES, AnalysisError, Tensor, Unresolved
 from .imports import Namespace
-from .objects import (MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function, Instance, Module,
-                      Partial, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
+from .objects import (MAPPING_MIXINS, MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function,
+                      Instance, Module, Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
 # methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
@@ -23,6 +25,7 @@ VALUE_METHODS = ("real", "upper", "lower", "format", "join", "startswith", "ends
                  "removeprefix", "removesuffix", "title", "capitalize", "find")
 LIST_METHODS = ("tolist", "append", "extend", "insert", "pop", "index", "count", "copy", "reverse",
                 "items", "keys", "values", "get", "update", "setdefault")
+SET_METHODS = ("add", "update", "discard", "remove", "union", "intersection", "difference", "copy", "issubset")
 
 # what code reads of an inspect.Parameter (kwonly_to_pos_or_kw: `param.kind == param.KEYWORD_ONLY`)
 INSPECTED = ("name", "kind", "default", "annotation", "empty", "POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD",
@@ -252,6 +255,8 @@ class Expressions:
                 return method
             if method.decorated("classmethod"):
                 return Bound(cls, method)
+            if method.decorated("classproperty"):  # a property of the class (transformers' configs)
+                return self.call_function(method, [cls], {}, node)
             if obj is cls:
                 return method
             if method.decorated("property"):
@@ -320,8 +325,16 @@ class Expressions:
             if name == "data":  # the same memory, outside autograd
                 return obj if obj.is_param else Tensor(obj.shape, obj.dtype, False, base=obj, layout=obj.layout)
             return Bound(obj, name)
-        if isinstance(obj, (list, dict)) and name in LIST_METHODS:
+        if isinstance(obj, (list, dict)) and name in LIST_METHODS or isinstance(obj, set) and name in SET_METHODS:
             return Bound(obj, name)
+        if isinstance(obj, Function) and name == "__code__":  # its parameters, as co_varnames begins
+            params = self._function_params(obj, Scope({}, obj.scope))
+            order = {"plain": 0, "kwonly": 1, "varargs": 2, "kwargs": 3}
+            return types.SimpleNamespace(co_varnames=tuple(p.name for p in sorted(params, key=lambda p: order[p.kind])))
+        if isinstance(obj, types.SimpleNamespace) and hasattr(obj, name):
+            return getattr(obj, name)
+        if isinstance(obj, contextvars.ContextVar) and name in ("get", "set", "reset"):
+            return Builtin(getattr(obj, name), name)
         if isinstance(obj, Function) and name == "__class__":
             return Q("types.FunctionType")
         if isinstance(obj, Class) and name == "__bases__":
@@ -336,13 +349,16 @@ class Expressions:
             return dict(obj.parameters)  # a read-only mapping in Python: the dict it shows
         if isinstance(obj, inspect.Parameter) and name in INSPECTED:
             return getattr(obj, name)
+        if isinstance(obj, Pattern) and name in ("match", "fullmatch", "search", "sub", "split", "findall"):
+            return obj.method(name)
         if isinstance(obj, Partial) and name in ("func", "args", "keywords"):
             return {"func": obj.func, "args": tuple(obj.args), "keywords": obj.kwargs}[name]
         if isinstance(obj, Instance) and name in obj.attrs:
             return obj.attrs[name]
         if isinstance(obj, Instance) and name in ("__dict__", "__class__"):
             return obj.attrs if name == "__dict__" else obj.cls
-        if isinstance(obj, Instance) and name in MAPPING_MIXINS and self.class_attr(obj.cls, name, obj, node) is MISSING:
+        if isinstance(obj, Instance) and name in MAPPING_MIXINS and (
+                self.class_attr(obj.cls, name, obj, node) is MISSING):
             mapping = self.as_mapping(obj, node)
             if mapping is not None:
                 return Builtin(getattr(mapping, name), name)
@@ -357,7 +373,6 @@ class Expressions:
         raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
 
 
-MAPPING_MIXINS = ("keys", "items", "values", "get", "__contains__")  # what Mapping gives its subclasses
 NAME_CHARS = re.compile(r"[A-Za-z0-9_]*")  # the string constants Python's compiler interns
 
 

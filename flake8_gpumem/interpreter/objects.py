@@ -20,7 +20,7 @@ MISSING = object()  # a name bound nowhere in a scope chain, an attribute a clas
 # the builtins the interpreter runs itself, on the values it computes
 SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
                  "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
-                 "isinstance", "divmod", "pow", "map", "filter", "object", "iter")
+                 "isinstance", "divmod", "pow", "map", "filter", "object", "iter", "slice")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class Q:
 
     path: str
     module: str = field(default="", compare=False)  # `from <module> import ...`: where the names start
+
+    def __str__(self) -> str:
+        return f"<class '{self.path}'>"  # as Python prints a class (transformers tells torch types so)
 
 
 @dataclass(eq=False)
@@ -150,6 +153,11 @@ class Class:
                         out.append((small.target.value, small.value))
         return out
 
+    def defines(self, name: str) -> bool:
+        """Whether its own body defines the method `name`."""
+        return name in self.members or any(
+            isinstance(stmt, cst.FunctionDef) and stmt.name.value == name for stmt in self.node.body.body)
+
     def method(self, interp, name: str):
         """Look a method up along the in-file base classes (`interp.bases` resolves them)."""
         member = self.members.get(name)
@@ -186,6 +194,20 @@ class Instance:
 
     def __repr__(self) -> str:
         return f"<{self.cls.name} object>"
+
+
+MAPPING_MIXINS = ("keys", "items", "values", "get", "__contains__")  # what collections.abc.Mapping gives
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """re.compile(pattern, flags): its methods are re's functions given the pattern first."""
+
+    pattern: str
+    flags: int = 0
+
+    def method(self, name: str):
+        return Partial(Q(f"re.{name}"), [self.pattern], {"flags": self.flags} if self.flags else {})
 
 
 @dataclass(eq=False)

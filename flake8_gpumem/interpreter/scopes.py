@@ -123,7 +123,8 @@ class Names:
             return {"True": True, "False": False, "None": None}[name]
         if name in BUILTINS:
             return BUILTINS[name]
-        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass", "next", "hash", "id"):
+        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass", "next",
+                    "hash", "id"):
             return Builtin(None, name)
         if name.endswith(("Error", "Warning", "Exception")) and isinstance(getattr(builtins, name, None), type):
             return Builtin(getattr(builtins, name), name)  # raise ValueError(...), warnings.warn(..., FutureWarning)

@@ -116,6 +116,15 @@ class Statements:
             return [value.view(value.shape[1:]) for _ in range(value.shape[0])] if value.ndim else []
         if isinstance(value, range) and len(value) > MAX_LOOP:
             raise Unresolved(f"a loop of {len(value)} iterations is more than the {MAX_LOOP} unrolled", node)
+        if isinstance(value, Instance):  # its class's __iter__, a Sequence's items, a dict subclass's keys
+            method, item, size = (value.cls.method(self, m) for m in ("__iter__", "__getitem__", "__len__"))
+            if method is not None:
+                value = self.call_function(method, [value], {}, node)
+            elif item is not None and size is not None:
+                n = self.call_function(size, [value], {}, node)
+                value = [self.call_function(item, [value, i], {}, node) for i in range(min(n, MAX_LOOP + 1))]
+            elif self.dict_based(value.cls):
+                value = value.items
         try:
             items = list(value) if not isinstance(value, (int, float)) else None
         except TypeError:
