@@ -107,9 +107,11 @@ def _read_and_measure(tmp_path, key, extra=""):
     return result.models[0], truth, measured
 
 
-@pytest.mark.parametrize("key", ["gpt2"])
-def test_a_transformers_causal_lm_is_read_exactly_and_its_step_peak_measured(tmp_path, key):
-    report, truth, measured = _read_and_measure(tmp_path, key)
+@pytest.mark.parametrize("key, extra", [("gpt2", ""), ("llama", ""), ("llama", ', attn_implementation="eager"')])
+def test_a_transformers_causal_lm_is_read_exactly_and_its_step_peak_measured(tmp_path, key, extra):
+    """SDPA by default, the attention written out where the config asks for "eager" (with
+    masking_utils' float mask)."""
+    report, truth, measured = _read_and_measure(tmp_path, key, extra)
     assert report.params == truth.params
     assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
         (c.name, c.type, c.output_shape) for c in truth.calls]

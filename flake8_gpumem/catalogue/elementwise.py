@@ -105,6 +105,13 @@ def pow_saves(a: Args, out) -> list:
     return [t for t in (a.input, a.exponent) if isinstance(t, Tensor)] + [out] * isinstance(a.exponent, Tensor)
 
 
+def where_shape(a: Args):
+    """torch.where(condition, input, other): the three broadcast, the values' dtype promoted."""
+    shape = broadcast(broadcast(a.condition, a.input), a.other).shape
+    grad = any(isinstance(t, Tensor) and t.requires_grad for t in (a.input, a.other))
+    return Tensor(shape, promote(a.input, a.other), grad)
+
+
 def polar_shape(a: Args):
     """torch.polar(abs, angle): the complex tensor of their pairs (LLaMA's rotary freqs_cis)."""
     dtype = COMPLEX_DTYPES.get(promote(a.abs, a.angle))

@@ -18,7 +18,7 @@ from .creation import (CREATE, arange_shape, full_shape, like_shape, linspace_sh
 from .einops import einsum, pack, transform, unpack
 from .elementwise import (COMPARE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, TOPK, TRIANGLE,
                           cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves, prelu_shape,
-                          reduce_shape, to_dtype, activation, binary, dropout, functional, unary)
+                          reduce_shape, to_dtype, where_shape, activation, binary, dropout, functional, unary)
 from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_shape, embedding_fn_shape, embedding_shape,
                      linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves, matmul_shape,
                      outer_shape)
@@ -135,6 +135,8 @@ FUNCTIONS: dict[str, Op] = {
     "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK,
     **{f"torch.{f}": COMPARE for f in ("eq", "ne", "lt", "le", "gt", "ge")},
     "torch.polar": Op("abs, angle, out=None", polar_shape, saves=keeps_output),
+    "torch.where": Op("condition, input, other, out=None", where_shape,
+                      saves=lambda a, out: [a.condition] * out.requires_grad),
     "torch.view_as_complex": Op("input", view_as_complex_shape, grad="alias"),
     "torch.view_as_real": Op("input", view_as_real_shape, grad="alias"),
     "torch.outer": Op("input, vec2, out=None", outer_shape,  # x.reshape(-1, 1) * vec2: each keeps the other

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import contextvars
 import json
+import types
 
 import collections
 import copy
@@ -20,7 +21,7 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers, regex
 from .imports import followed
-from .objects import (BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class,
+from .objects import (BUILTINS, CONTAINERS, Buffer, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class,
                       Field, Function, Instance, Loaded, Module, Parameter, Partial, Pattern, Q, ReturnValue, Scope,
                       canonical, clone, code, dotted)
 
@@ -36,18 +37,25 @@ NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "wa
 # initialisation writes values in place and sizes nothing (as torch.nn.init's functions, which it
 # calls after patching nn.Module); the tracing guards are False, as GUARDS; transformers' probes
 # of installed packages (importlib.util.find_spec, package metadata) say PyTorch is there.
+# torch.finfo(dtype): (min, max, eps)
+FINFO = {"float32": (-3.4028234663852886e+38, 3.4028234663852886e+38, 1.1920928955078125e-07),
+         "float16": (-65504.0, 65504.0, 0.0009765625),
+         "bfloat16": (-3.3895313892515355e+38, 3.3895313892515355e+38, 0.0078125),
+         "float64": (-1.7976931348623157e+308, 1.7976931348623157e+308, 2.220446049250313e-16)}
 # Decorators that write a function's docstring and return it: not run
 DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring"})
 HF = "transformers.utils.import_utils."
 NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": None,
            HF + "is_tracing": False, HF + "is_torch_available": True, HF + "is_torch_flex_attn_available": True,
-           **{f"{HF}is_torch_{chip}_available": False for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore")}}
+           **{f"{HF}is_torch_{chip}_available": False for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore",
+                                                                       "mps")}}
 # Calls that read weights from a file or the network at run time: a Loaded, never read
 LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
-# Guards that are False in an eager training step.
+# Guards that are False in an eager training step (on a CUDA GPU: no Apple GPU either).
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
           "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export",
-          "torch.cuda.is_current_stream_capturing", "torch.compiler.is_exporting")
+          "torch.cuda.is_current_stream_capturing", "torch.compiler.is_exporting",
+          "torch.backends.mps.is_available")
 # autograd's recording modes, by name: what each sets (None: its argument says)
 GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "on", "set_grad_enabled": None}
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
@@ -290,6 +298,8 @@ class Calls:
                 raise Unresolved("nn.Parameter of something that is not a tensor", node)
             trains = kwargs.get("requires_grad", args[1] if len(args) > 1 else True)
             return Parameter(Tensor(data.shape, self.model_dtype, bool(trains), is_param=True))
+        if path in ("torch.nn.Buffer", "torch.nn.parameter.Buffer") and args and isinstance(args[0], Tensor):
+            return Buffer(args[0])
         if path.startswith(NO_OPS) or path in NO_OPS:
             return None
         if path in GUARDS:
@@ -319,7 +329,8 @@ class Calls:
         if path == "inspect.signature" and args and isinstance(args[0], Function):
             return self.signature(args[0])
         if path == "dataclasses.field":
-            return Field(kwargs.get("default"), kwargs.get("default_factory"))
+            given = [kwargs.get(k) for k in ("default", "default_factory")]  # dataclasses.MISSING: not given
+            return Field(*(None if isinstance(v, Q) and v.path == "dataclasses.MISSING" else v for v in given))
         if path.startswith("numpy.") and name in numbers.NUMPY:
             return numbers.NUMPY[name](*args, **kwargs)
         if path in ("collections.OrderedDict", "typing.OrderedDict"):
@@ -362,6 +373,8 @@ class Calls:
             return value(*args, **kwargs) if callable(value) else value
         if path == "torch.Size":
             return tuple(args[0]) if args else ()
+        if path == "torch.finfo" and (args[0] if args else "float32") in FINFO:  # a mask's fill value
+            return types.SimpleNamespace(**dict(zip(("min", "max", "eps"), FINFO[args[0] if args else "float32"])))
         if path == "contextvars.ContextVar":  # a value set around a call (transformers' output capture)
             return contextvars.ContextVar(*args, **kwargs)
         if path in ("json.dumps", "json.loads"):  # plain data only (transformers hashes a config's JSON)

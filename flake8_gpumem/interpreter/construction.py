@@ -10,7 +10,7 @@ from .. import catalogue
 from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
-from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
+from .objects import (BUILTINS, CONTAINERS, Buffer, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
                       Module, Parameter, Q, Region, canonical, walk_modules)
 from ..catalogue import Args, Op
 
@@ -84,6 +84,9 @@ class Construction:
         elif isinstance(value, Parameter):
             obj.weights[len(obj.params)] = value.tensor
             obj.params.append(value.tensor.shape)
+            obj.attrs[name] = value.tensor
+        elif isinstance(value, Buffer):
+            obj.buffers.append(value.tensor)
             obj.attrs[name] = value.tensor
         elif obj.op is not None and name in ("weight", "bias") and isinstance(value, Tensor) and value.is_param:
             self._tie(obj, name, value, node)

@@ -280,6 +280,13 @@ class Parameter:
 
 
 @dataclass(eq=False)
+class Buffer:
+    """nn.Buffer(tensor): assigned to a module, registered as a buffer."""
+
+    tensor: Tensor
+
+
+@dataclass(eq=False)
 class Module:
     """An nn.Module instance as the interpreter builds it."""
 
