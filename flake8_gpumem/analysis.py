@@ -306,12 +306,12 @@ def _optimized(interp: Interpreter, src: SourceFile, decl: ModelDecl, root: Modu
 
 def _returned(out):
     """What forward returned, as plain values: an object of a dict subclass (transformers'
-    ModelOutput: `loss` first where labels were given, else the logits) is its items in order; a
-    dataclass or other object, its attributes in the order they were set."""
+    ModelOutput: `loss` first where labels were given, else the logits) is the dict of its items;
+    any other object (the key/value cache in it) is opaque, as the training loop treats it."""
     from .interpreter import Instance
 
-    if isinstance(out, Instance):
-        return [_returned(v) for v in (out.items or out.attrs).values()]
+    if isinstance(out, Instance) and out.items:
+        return {k: _returned(v) for k, v in out.items.items()}
     if isinstance(out, (list, tuple)):
         return type(out)(_returned(v) for v in out)
     return out

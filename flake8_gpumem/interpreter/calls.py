@@ -21,9 +21,9 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved, tensors_in
 from . import numbers, regex
 from .imports import followed
-from .objects import (BUILTINS, CONTAINERS, Buffer, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Builtin, Class,
-                      Field, Function, Instance, Loaded, Module, Parameter, Partial, Pattern, Q, ReturnValue, Scope,
-                      canonical, clone, code, dotted)
+from .objects import (BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, WRAPPERS, Bound, Buffer, Builtin,
+                      Class, Field, Function, Instance, Loaded, Module, Parameter, Partial, Pattern, Q, ReturnValue,
+                      Scope, canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -47,8 +47,8 @@ DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring"})
 HF = "transformers.utils.import_utils."
 NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": None,
            HF + "is_tracing": False, HF + "is_torch_available": True, HF + "is_torch_flex_attn_available": True,
-           **{f"{HF}is_torch_{chip}_available": False for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore",
-                                                                       "mps")}}
+           **{f"{HF}is_torch_{chip}_available": False
+              for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore", "mps")}}
 # Calls that read weights from a file or the network at run time: a Loaded, never read
 LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
 # Guards that are False in an eager training step (on a CUDA GPU: no Apple GPU either).

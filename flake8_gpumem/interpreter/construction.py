@@ -10,8 +10,8 @@ from .. import catalogue
 from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
-from .objects import (BUILTINS, CONTAINERS, Buffer, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
-                      Module, Parameter, Q, Region, canonical, walk_modules)
+from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Buffer, Class, Event, Field,
+                      Instance, Module, Parameter, Q, Region, canonical, walk_modules)
 from ..catalogue import Args, Op
 
 
