@@ -582,6 +582,9 @@ class Calls:
                     return self.call_function(found, [self_obj] + args, kwargs, node)
         if method == "__init__" and isinstance(self_obj, Module):
             return self.init_torch_base(self_obj, args, kwargs, node)  # nn.Module.__init__, nn.Sequential's ...
+        if method == "forward" and isinstance(self_obj, Module) and self_obj.op is not None:  # a layer's own forward
+            op = self_obj.op
+            return self.apply(op, dict(self_obj.args), op.forward, args, kwargs, node, self_obj, self_obj.kind)
         if method == "__setattr__" and isinstance(self_obj, Instance) and len(args) == 2:
             return self.setattr(self_obj, *args, node, hooks=False)  # object.__setattr__
         if method in MAPPING_MIXINS and isinstance(self_obj, Instance) and self.as_mapping(self_obj, node) is not None:

@@ -29,7 +29,7 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
                   "float", "half", "bfloat16", "double", "requires_grad_", "zero_grad", "reset_parameters",
                   "_reset_parameters", "init_weights", "compile", "load_state_dict", "get_submodule",
-                  "get_parameter", "get_buffer")
+                  "get_parameter", "get_buffer", "buffers", "named_buffers")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
@@ -422,6 +422,10 @@ class Construction:
         if name in ("modules", "named_modules", "children", "named_children"):
             named = walk_modules(obj) if "modules" in name else list(obj.children.items())
             return named if name.startswith("named") else [m for _, m in named]
+        if name in ("buffers", "named_buffers"):  # the tensors register_buffer / nn.Buffer registered
+            named = [(f"{prefix}.{key}" if prefix else key, value) for prefix, m in walk_modules(obj)
+                     for key, value in m.attrs.items() if any(value is b for b in m.buffers)]
+            return named if name == "named_buffers" else [t for _, t in named]
         if name in ("parameters", "named_parameters"):
             named = [(f"{prefix}.{key}" if prefix else key, value) for prefix, m in walk_modules(obj)
                      for key, value in self._parameters_of(m, node)]
