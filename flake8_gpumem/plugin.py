@@ -18,7 +18,8 @@ from .config import OPTIONS, ConfigError, Settings, per_model_for, project_for, 
 # One of them is in every file that defines a model: `(nn.Module)`, `(Module, Mixin)`, `nn.Sequential(`;
 # a script that builds one from a models package (`from torchvision.models import resnet18`) says
 # "models import"; any other file is read when its model table in pyproject.toml names a model of it.
-MODEL_WORDS = ("Module)", "Module,", "Module\n", "LightningModule", "Sequential(", "models import")
+MODEL_WORDS = ("Module)", "Module,", "Module\n", "LightningModule", "Sequential(", "models import",
+               "transformers import")
 
 
 class Plugin:

@@ -68,7 +68,8 @@ class Resolver:
     def __init__(self, roots: tuple[Path, ...]):
         self.roots = roots
         self.modules: dict[str, Namespace | None] = {}
-        self.mentioned: dict[tuple, bool] = {}  # (module, name) -> whether its source may bind the name
+        self.mentioned: dict[tuple, bool] = {}
+        self.paths: dict[str, Path | None] = {}  # module -> its source file (or folder)  # (module, name) -> whether its source may bind the name
 
     def module(self, name: str) -> Namespace | None:
         """The module `name`, or None when no source for it is on the search path."""
@@ -84,7 +85,22 @@ class Resolver:
         return Namespace(name, _read(str(path), name) if path.is_file() else None)
 
     def _path(self, name: str) -> Path | None:
-        """The source file of module `name`, its folder for a namespace package, or None."""
+        """The source file of module `name`, its folder for a namespace package, or None. A
+        submodule of a regular package is looked for in that package's folder only, as Python's
+        import does (its __path__): no walk over the search path per module."""
+        if name not in self.paths:
+            parent, _, last = name.rpartition(".")
+            base = self._path(parent) if parent else None
+            if base is not None and base.name == "__init__.py":
+                folder = base.parent
+                found = next((c for c in (folder / f"{last}.py", folder / last / "__init__.py") if c.is_file()),
+                             folder / last if (folder / last).is_dir() else None)
+            else:
+                found = self._search(name)
+            self.paths[name] = found
+        return self.paths[name]
+
+    def _search(self, name: str) -> Path | None:
         rel = Path(*name.split("."))
         for root in self.roots:
             for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
@@ -101,8 +117,8 @@ class Resolver:
         `models/__init__.py` star-imports some 400 packages; only the one that defines a name is
         read. Those named like the name first (`gpt2` for `GPT2LMHeadModel`)."""
         key = name.lower()
-        found = [m for m in modules if self._mentions(m, name.encode(), 0)]
-        return sorted(found, key=lambda m: m.rpartition(".")[2].replace("_", "") not in key)
+        likely = sorted(modules, key=lambda m: m.rpartition(".")[2].replace("_", "") not in key)
+        return (m for m in likely if self._mentions(m, name.encode(), 0))  # lazily: the first that binds it ends it
 
     def _mentions(self, module: str, name: bytes, depth: int) -> bool:
         key = (module, name)
@@ -114,7 +130,7 @@ class Resolver:
             except OSError:
                 text = b""
             package = module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
-            self.mentioned[key] = name in text or (depth < 8 and any(
+            self.mentioned[key] = name in text or (depth < 8 and b"import *" in text and any(
                 self._mentions(absolute(m.decode(), len(level), package), name, depth + 1)
                 for level, m in STAR.findall(text)))
         return self.mentioned[key]

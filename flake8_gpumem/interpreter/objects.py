@@ -163,6 +163,9 @@ class Class:
         member = self.members.get(name)
         if member is not None:
             node = member.module.body[0].body.body[0]  # the def inside its `class _:` line
+            file = self.scope.root().file
+            if file is not None and "yield" not in member.text:  # no walk of its body for one
+                file.generators.setdefault(id(node), False)
             # another file's method, like the class, has no statement of the linted file
             return Function(node, self.scope, f"{self.name}.{name}", self, member if self.segment else None)
         for stmt in reversed(self.node.body.body):  # the last definition wins (@overload stubs come first)
