@@ -68,8 +68,8 @@ class Resolver:
     def __init__(self, roots: tuple[Path, ...]):
         self.roots = roots
         self.modules: dict[str, Namespace | None] = {}
-        self.mentioned: dict[tuple, bool] = {}
-        self.paths: dict[str, Path | None] = {}  # module -> its source file (or folder)  # (module, name) -> whether its source may bind the name
+        self.mentioned: dict[tuple, bool] = {}  # (module, name) -> whether its source may bind the name
+        self.paths: dict[str, Path | None] = {}  # module -> its source file (or folder)
 
     def module(self, name: str) -> Namespace | None:
         """The module `name`, or None when no source for it is on the search path."""
@@ -118,7 +118,7 @@ class Resolver:
         read. Those named like the name first (`gpt2` for `GPT2LMHeadModel`)."""
         key = name.lower()
         likely = sorted(modules, key=lambda m: m.rpartition(".")[2].replace("_", "") not in key)
-        return (m for m in likely if self._mentions(m, name.encode(), 0))  # lazily: the first that binds it ends it
+        return (m for m in likely if self._mentions(m, name.encode(), 0))  # lazily: the first to bind it ends it
 
     def _mentions(self, module: str, name: bytes, depth: int) -> bool:
         key = (module, name)
