@@ -11,7 +11,9 @@ small size (2 layers, hidden 64, 4 heads of 16, 2 key/value heads, intermediate 
     model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=64, ...))
 
 gpumem reads the script (input: 2 x 16 int64 token ids); transformers, imported here as the
-oracle, builds the same model and runs one training-mode forward. A model is read when gpumem's
+oracle, builds the same model and runs one training-mode forward. Each model has --timeout
+seconds for both, and the process at most --memory GiB (some architectures ignore the size keys
+and build themselves at full size). A model is read when gpumem's
 parameter count and every leaf call (name, type, output shape) equal PyTorch's. `--peak` also
 measures one training step with MemTracker (tests/torch_oracle.py) for the models read. The
 reasons the others are not read are counted.
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 import collections
 import re
+import resource
+import signal
 import sys
 import tempfile
 import time
@@ -45,6 +49,14 @@ SIZES = {  # the usual size keys of transformers' configs, at the small size
     "moe_intermediate_size": 64,
 }
 BATCH, SEQ = 2, 16
+
+
+class TimedOut(BaseException):  # not caught where the oracle's own errors are
+    pass
+
+
+def _alarm(signum, frame):
+    raise TimedOut()
 
 
 def small_kwargs(config_cls) -> dict:
@@ -114,7 +126,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help="comma-separated model types (keys of the mapping)")
     p.add_argument("--peak", action="store_true", help="also measure the training step of the models read")
+    p.add_argument("--timeout", type=int, default=90, help="seconds per model (default 90)")
+    p.add_argument("--memory", type=int, default=6, help="GiB for the process (default 6)")
     ns = p.parse_args()
+    signal.signal(signal.SIGALRM, _alarm)
+    resource.setrlimit(resource.RLIMIT_AS, (ns.memory * 2**30, resource.RLIM_INFINITY))
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -124,7 +140,15 @@ def main() -> None:
     for model_type, class_name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items():
         if wanted is not None and model_type not in wanted:
             continue
-        outcome, detail, figures = one(model_type, class_name, transformers, ns.peak)
+        signal.alarm(ns.timeout)
+        try:
+            outcome, detail, figures = one(model_type, class_name, transformers, ns.peak)
+        except TimedOut:
+            outcome, detail, figures = "over limits", f"over {ns.timeout} s", {}
+        except MemoryError:
+            outcome, detail, figures = "over limits", f"over {ns.memory} GiB", {}
+        finally:
+            signal.alarm(0)
         outcomes[outcome] += 1
         if outcome != "read":
             reasons[f"{outcome}: {detail}" if outcome != "differs" else "differs"] += 1
@@ -135,10 +159,10 @@ def main() -> None:
         took = f"  {figures['seconds']:.1f}s" if "seconds" in figures else ""
         print(f"{class_name:45s} {outcome:20s}{took}{peak}  {detail}", flush=True)
     total = sum(outcomes.values())
-    built = total - outcomes["transformers refuses"]
+    built = total - outcomes["transformers refuses"] - outcomes["over limits"]
     print(f"\n{total} architectures; transformers builds {built} at this size; gpumem reads {outcomes['read']} "
           f"exactly ({outcomes['read'] / max(built, 1):.0%} of those), {outcomes['differs']} differ, "
-          f"{outcomes['not read']} not read")
+          f"{outcomes['not read']} not read, {outcomes['over limits']} over the time or memory limit")
     for why, n in reasons.most_common():
         print(f"{n:4d}  {why}")
 

@@ -55,7 +55,7 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None, me
     if isinstance(stmt, cst.SimpleStatementLine):
         for small in stmt.body:
             if isinstance(small, (cst.Import, cst.ImportFrom)):
-                into.vars.update(imported_names(small, scope.file.package))
+                into.vars.update(imported_names(small, scope.root().file.package))
             elif isinstance(small, cst.Assign):
                 for target in small.targets:
                     for name in target_names(target.target):
