@@ -5,7 +5,8 @@
 
 Every entry of transformers' MODEL_FOR_CAUSAL_LM_MAPPING_NAMES is built from its config class at a
 small size (2 layers, hidden 64, 4 heads of 16, 2 key/value heads, intermediate 128, vocabulary
-1,000: each of the config's usual size keys that it has), as a script would write it:
+1,000 with its special token ids 0-2: each of the config's usual size keys that it has), as a
+script would write it:
 
     from transformers import LlamaConfig, LlamaForCausalLM
     model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=64, ...))
@@ -47,6 +48,7 @@ SIZES = {  # the usual size keys of transformers' configs, at the small size
     "encoder_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 1000,
     "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
     "moe_intermediate_size": 64,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,  # token ids inside the small vocabulary
 }
 BATCH, SEQ = 2, 16
 

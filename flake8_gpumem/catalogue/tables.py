@@ -16,6 +16,7 @@ from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, k
 from .creation import (CREATE, arange_shape, full_shape, like_shape, linspace_shape, meshgrid_shape,
                        new_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
+from .creation import one_hot_shape
 from .elementwise import (COMPARE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, TOPK, TRIANGLE,
                           cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves, prelu_shape,
                           reduce_shape, to_dtype, where_shape, activation, binary, dropout, functional, unary)
@@ -134,6 +135,8 @@ FUNCTIONS: dict[str, Op] = {
     "torch.cos": unary(), "torch.sin": unary(), "torch.rsqrt": unary(keeps_output),
     "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK,
     **{f"torch.{f}": COMPARE for f in ("eq", "ne", "lt", "le", "gt", "ge")},
+    "torch.bitwise_and": binary(), "torch.bitwise_or": binary(),  # masks combined: `a & b`
+    "torch.nn.functional.one_hot": Op("tensor, num_classes=-1", one_hot_shape),
     "torch.polar": Op("abs, angle, out=None", polar_shape, saves=keeps_output),
     "torch.where": Op("condition, input, other, out=None", where_shape,
                       saves=lambda a, out: [a.condition] * out.requires_grad),

@@ -357,6 +357,8 @@ class Calls:
             self.steps += regex.bound(name, args, kwargs, node) // regex.STEPS_PER_EVALUATION
             self._tick(node)
             return getattr(re, name)(*args, **kwargs)
+        if path == "itertools.cycle":  # bounded: zip(targets, cycle(sources)) takes what it needs
+            return itertools.islice(itertools.cycle(self.iterate(args[0], node)), MAX_LOOP + 1)
         if path.startswith("itertools.") and name in ("repeat", "chain", "product", "accumulate", "islice"):
             return self.iterate(getattr(itertools, name)(*args, **kwargs), node)  # bounded like any loop
         if path in ("collections.defaultdict",) and args and isinstance(args[0], Builtin) and isinstance(

@@ -41,7 +41,9 @@ BINOPS = {
 
 TENSOR_BINOPS = {cst.Add: ("add", "+", "torch.add"), cst.Subtract: ("sub", "-", "torch.sub"),
                  cst.Multiply: ("mul", "*", "torch.mul"), cst.Divide: ("div", "/", "torch.div"),
-                 cst.MatrixMultiply: ("matmul", "@", "torch.matmul"), cst.Power: ("pow", "**", "torch.pow")}
+                 cst.MatrixMultiply: ("matmul", "@", "torch.matmul"), cst.Power: ("pow", "**", "torch.pow"),
+                 cst.BitAnd: ("bitwise_and", "&", "torch.bitwise_and"),
+                 cst.BitOr: ("bitwise_or", "|", "torch.bitwise_or")}
 # x > 0: the catalogue entry of a tensor comparison
 TENSOR_COMPARE = {cst.Equal: "torch.eq", cst.NotEqual: "torch.ne", cst.LessThan: "torch.lt",
                   cst.LessThanEqual: "torch.le", cst.GreaterThan: "torch.gt", cst.GreaterThanEqual: "torch.ge"}
