@@ -46,6 +46,8 @@ FINFO = {"float32": (-3.4028234663852886e+38, 3.4028234663852886e+38, 1.19209289
 DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring"})
 HF = "transformers.utils.import_utils."
 NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": None,
+           # it logs a warning where the batch holds the padding token: a question of the data
+           "transformers.modeling_utils.PreTrainedModel.warn_if_padding_and_no_attention_mask": None,
            HF + "is_tracing": False, HF + "is_torch_available": True, HF + "is_torch_flex_attn_available": True,
            **{f"{HF}is_torch_{chip}_available": False
               for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore", "mps")}}
