@@ -275,7 +275,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         keywords.update((x.name, t) for x, t in zip(given, xs) if x.name is not None)
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
-        out = interp.call_module(root, [t for x, t in zip(given, xs) if x.name is None], keywords, node)
+        out = _returned(interp.call_module(root, [t for x, t in zip(given, xs) if x.name is None], keywords, node))
         if next(tensors_in(out), None) is None:
             raise AnalysisError(f"{decl.name}.forward returns no tensor", node)
         forward_events = len(interp.events)
@@ -317,6 +317,19 @@ def _optimized(interp: Interpreter, src: SourceFile, decl: ModelDecl, root: Modu
         if any(id(t) in mine for group in groups for t in group):
             return [{("t", t.id) for t in group if t.is_param} for group in groups], []
     return None, []
+
+
+def _returned(out):
+    """What forward returned, as plain values: an object of a dict subclass (transformers'
+    ModelOutput: `loss` first where labels were given, else the logits) is the dict of its items;
+    any other object (the key/value cache in it) is opaque, as the training loop treats it."""
+    from .interpreter import Instance
+
+    if isinstance(out, Instance) and out.items:
+        return {k: _returned(v) for k, v in out.items.items()}
+    if isinstance(out, (list, tuple)):
+        return type(out)(_returned(v) for v in out)
+    return out
 
 
 def _grouped(value) -> bool:

@@ -87,7 +87,7 @@ def split(lines: list, tree: ast.Module) -> tuple[list[Segment], list[list[ast.s
     segments, statements = [], []
     for start, end, stmts in _statement_groups(tree.body):
         names = tuple(n for stmt in stmts for n in _bound_names(stmt))
-        stars = tuple((s.level, s.module or "") for s in stmts
+        stars = tuple((s.level, s.module or "") for s in _imports(stmts)
                       if isinstance(s, ast.ImportFrom) and any(a.name == "*" for a in s.names))
         segment = Segment(start, "".join(lines[start - 1:end]), names, stars)
         if len(stmts) == 1 and isinstance(stmts[0], ast.ClassDef):
@@ -107,7 +107,7 @@ def _split_class(segment: Segment, cls: ast.ClassDef, lines: list) -> None:
             continue
         start = min([method.lineno] + [d.lineno for d in method.decorator_list])
         text = "class _:\n" + "".join(lines[start - 1:method.end_lineno])
-        segment.members[method.name] = Segment(start - 1, text, ())
+        segment.members[member_key(method)] = Segment(start - 1, text, ())
         for i in range(start - segment.first_line, method.end_lineno - segment.first_line + 1):
             code[i] = code[i][len(code[i].rstrip("\r\n")):]  # its line ending only
     if segment.members:  # where the first statement was a method, a `pass`: a body left empty needs one
@@ -117,6 +117,15 @@ def _split_class(segment: Segment, cls: ast.ClassDef, lines: list) -> None:
             line = lines[segment.first_line - 1 + i]
             code[i] = line[:len(line) - len(line.lstrip())] + "pass" + code[i]
         segment.code = "".join(code)
+
+
+def member_key(method) -> str:
+    """The name a class keeps a method under: `name.setter` for a property's setter (`@name.setter`),
+    which would otherwise hide the getter it follows."""
+    for d in getattr(method, "decorator_list", ()):
+        if isinstance(d, ast.Attribute) and d.attr == "setter" and isinstance(d.value, ast.Name):
+            return f"{d.value.id}.setter"
+    return method.name
 
 
 def _statement_groups(body: list):
@@ -149,10 +158,28 @@ def _bound_names(stmt: ast.stmt) -> list:
         return [stmt.name]
     if isinstance(stmt, ast.If):  # `if "X" in os.environ: A = ... else: A = 1`: either branch
         return [n for inner in stmt.body + stmt.orelse for n in _bound_names(inner)]
-    if isinstance(stmt, ast.Try):
-        return [n for inner in stmt.body if isinstance(inner, (ast.Import, ast.ImportFrom))
+    if isinstance(stmt, ast.Try):  # `try: ... except Missing: ... else: from .x import y`
+        return [n for inner in stmt.body + stmt.orelse if isinstance(inner, (ast.Import, ast.ImportFrom))
                 for n in _bound_names(inner)]
     return []
+
+
+def type_checking(stmt: ast.stmt) -> bool:
+    """`if TYPE_CHECKING:` (or `typing.TYPE_CHECKING`): taken as true for its imports, as type
+    checkers take it. Libraries that load lazily (transformers' `_LazyModule`) write their real
+    imports there and build the module at run time from the folder's files."""
+    test = stmt.test if isinstance(stmt, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(stmts: list) -> list:
+    """The statements of a group with the imports of its `if TYPE_CHECKING:` blocks."""
+    out = []
+    for s in stmts:
+        for inner in s.body if type_checking(s) else [s]:
+            out += inner.body + inner.orelse if isinstance(inner, ast.Try) else [inner]
+    return out
 
 
 def _target_names(target: ast.expr) -> list:

@@ -5,7 +5,7 @@ import ast
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .values import Raises
+from .values import Raised
 
 REQUIRED = object()
 
@@ -40,7 +40,7 @@ def bind(params, args: list, kwargs: dict, what: str, node=None) -> dict:
     varargs = next((p for p in params if p.kind == "varargs"), None)
     extra_kw = next((p for p in params if p.kind == "kwargs"), None)
     if len(args) > len(positional) and varargs is None:
-        raise Raises(f"{what} takes {len(positional)} positional arguments, {len(args)} given", node)
+        raise Raised(f"{what} takes {len(positional)} positional arguments, {len(args)} given", node, TypeError)
     for p, v in zip(positional, args):
         bound[p.name] = v
     if varargs is not None:
@@ -49,18 +49,18 @@ def bind(params, args: list, kwargs: dict, what: str, node=None) -> dict:
     extras = {}
     for k, v in kwargs.items():
         if k in bound:
-            raise Raises(f"{what} got two values for argument '{k}'", node)
+            raise Raised(f"{what} got two values for argument '{k}'", node, TypeError)
         if k in names:
             bound[k] = v
         elif extra_kw is not None:
             extras[k] = v
         else:
-            raise Raises(f"{what} got an unexpected argument '{k}'", node)
+            raise Raised(f"{what} got an unexpected argument '{k}'", node, TypeError)
     if extra_kw is not None:
         bound[extra_kw.name] = extras
     for p in params:
         if p.name not in bound and p.kind in ("plain", "kwonly"):
             if p.default is REQUIRED:
-                raise Raises(f"{what} is missing the argument '{p.name}'", node)
+                raise Raised(f"{what} is missing the argument '{p.name}'", node, TypeError)
             bound[p.name] = p.default
     return bound

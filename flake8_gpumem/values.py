@@ -193,13 +193,12 @@ class Unresolved(AnalysisError):
     """A value the static reading cannot know (GPM900)."""
 
 
-class Raises(Unresolved):
-    """What Python itself raises there (`kind`: a TypeError for arguments a call does not take):
-    code that catches it goes on in its handler, as timm's `create_act_layer` does."""
+class Raised(Unresolved):
+    """The code itself raises a builtin exception: stops the analysis unless a handler around catches it."""
 
-    def __init__(self, message: str, node=None, kind: str = "TypeError"):
+    def __init__(self, message: str, node=None, exception: type = Exception):
         super().__init__(message, node)
-        self.kind = kind
+        self.exception = exception
 
 
 class ShapeError(AnalysisError):

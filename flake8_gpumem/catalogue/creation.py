@@ -13,6 +13,13 @@ from ..values import ShapeError, Tensor, Unresolved, dtype_arg
 from .core import Args, Op, ints
 
 
+def one_hot_shape(a: Args):
+    """F.one_hot(tensor, num_classes): int64, a last dimension of num_classes (-1: the data's largest)."""
+    if not isinstance(a.num_classes, int) or a.num_classes < 0:
+        raise Unresolved("F.one_hot without num_classes takes its size from the data")
+    return Tensor(a.tensor.shape + (a.num_classes,), "int64")
+
+
 def _creation(dtype_default: str = "float32") -> Op:
     def shape(a: Args):
         size = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes

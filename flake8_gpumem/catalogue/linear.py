@@ -73,6 +73,19 @@ def linear_fn_shape(a: Args):
     return a.input.like(a.input.shape[:-1] + w.shape[:1])
 
 
+def addmm_shape(a: Args):
+    """torch.addmm(input, mat1, mat2): input + mat1 @ mat2, 2-d (transformers' Conv1D)."""
+    x, w = a.mat1, a.mat2
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+        raise ShapeError(f"addmm of {fmt(x.shape)} and {fmt(w.shape)}: two matrices with matching inner sizes needed")
+    return x.like((x.shape[0], w.shape[1]))
+
+
+def addmm_saves(a: Args, out) -> list:
+    """As mm: each matrix where the other needs its gradient."""
+    return [a.mat1] * a.mat2.requires_grad + [a.mat2] * a.mat1.requires_grad
+
+
 def matmul_shape(a: Args):
     x, y = a.input, a.other
     if x.ndim == 0 or y.ndim == 0:

@@ -206,7 +206,7 @@ def size_value(a: Args):
 
 
 def _cat_shape(a: Args):
-    xs = list(a.tensors)
+    xs = [t for t in a.tensors if t.shape != (0,)] or list(a.tensors)  # PyTorch skips 1-d empty tensors
     if not xs:
         raise ShapeError("torch.cat needs at least one tensor")
     first = xs[0]

@@ -14,15 +14,15 @@ from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
 from .creation import (CREATE, arange_shape, full_shape, like_shape, linspace_shape, meshgrid_shape,
-                       new_shape, randint_shape, tensor_shape)
+                       new_shape, one_hot_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
 from .elementwise import (BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN,
                           TOPK, TRIANGLE, cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves,
                           prelu_shape, reduce_shape, softmax_fn, to_dtype, activation, binary, dropout, functional,
                           unary)
-from .linear import (bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape, embedding_shape,
-                     linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves, matmul_shape,
-                     outer_shape)
+from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape,
+                     embedding_shape, linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves,
+                     matmul_shape, outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
 from .normalisation import (batch_norm_saves, group_norm_fn_shape, group_norm_saves, group_norm_shape,
                             layer_norm_params, layer_norm_saves, layer_norm_shape, affine, batch_norm, instance_norm)
@@ -137,9 +137,11 @@ FUNCTIONS: dict[str, Op] = {
     "torch.diff": Op("input, n=1, dim=-1", lambda a: a.input.like(a.input.shape[:-1] + (a.input.shape[-1] - 1,))),
     "torch.pow": Op("input, exponent", lambda a: broadcast(a.input, a.exponent), saves=pow_saves),
     "torch.neg": unary(keeps_nothing), "torch.negative": unary(keeps_nothing),
-    "torch.cos": unary(), "torch.sin": unary(), "torch.square": unary(), "torch.rsqrt": unary(keeps_output),
+    "torch.cos": unary(), "torch.sin": unary(), "torch.rsqrt": unary(keeps_output),
     "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK,
     **{f"torch.{f}": COMPARE for f in ("eq", "ne", "lt", "le", "gt", "ge")},
+    "torch.bitwise_and": binary(), "torch.bitwise_or": binary(),  # masks combined: `a & b`
+    "torch.nn.functional.one_hot": Op("tensor, num_classes=-1", one_hot_shape),
     "torch.polar": Op("abs, angle, out=None", polar_shape, saves=keeps_output),
     "torch.view_as_complex": Op("input", view_as_complex_shape, grad="alias"),
     "torch.view_as_real": Op("input", view_as_real_shape, grad="alias"),
@@ -148,6 +150,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.repeat_interleave": Op("input, repeats, dim=None, output_size=None", repeat_interleave_shape),
     "torch.log": unary(),
     "torch.sqrt": unary(keeps_output),
+    "torch.square": unary(), "torch.log1p": unary(), "torch.expm1": unary(keeps_output),
     "torch.abs": unary(),
     "torch.clamp": unary(extra=", min=None, max=None"),
     "torch.nn.functional.normalize": unary(extra=", p=2.0, dim=1, eps=1e-12, out=None"),
@@ -202,6 +205,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.mul": binary(keeps_other_factor), "torch.div": DIVISION,
     "torch.divide": DIVISION,
     "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves),
+    "torch.addmm": Op("input, mat1, mat2, beta=1, alpha=1, out=None", addmm_shape, saves=addmm_saves),
     "torch.einsum": Op("equation, *operands", einsum_shape, saves=einsum_saves),
     "torch.bmm": Op("input, mat2, out=None", lambda a: matmul_shape(Args(input=a.input, other=a.mat2)),
                     saves=lambda a, out: [a.input, a.mat2]),
@@ -298,8 +302,8 @@ METHODS: dict[str, Op] = {
     "exp": FUNCTIONS["torch.exp"],
     "log": FUNCTIONS["torch.log"],
     "sqrt": FUNCTIONS["torch.sqrt"],
+    **{name: FUNCTIONS[f"torch.{name}"] for name in ("square", "log1p", "expm1")},
     "abs": FUNCTIONS["torch.abs"],
-    "square": FUNCTIONS["torch.square"],
     "flip": FUNCTIONS["torch.flip"],
     "clamp": FUNCTIONS["torch.clamp"],
     "pow": unary(extra=", exponent"),
@@ -329,7 +333,7 @@ AUTOCAST = {
         [f"Conv{n}d" for n in (1, 2, 3)] + [f"ConvTranspose{n}d" for n in (1, 2, 3)]
         + [f"torch.nn.functional.conv{n}d" for n in (1, 2, 3)]
         + ["Linear", "PReLU", "torch._gpumem_rnn_layer", "torch.nn.functional.linear", "torch.matmul", "torch.bmm",
-           "torch.einsum",
+           "torch.addmm", "torch.einsum",
            "torch.nn.functional.scaled_dot_product_attention", "matmul", "bmm"]),
     "fp32-cuda": ["Softmax", "LogSoftmax", "LayerNorm", "torch.nn.functional.layer_norm", "GroupNorm", "Softplus",
                   "torch.nn.functional.group_norm",

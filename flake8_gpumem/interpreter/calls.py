@@ -2,11 +2,14 @@
 through imports, and the builtins gpumem evaluates."""
 from __future__ import annotations
 
+import builtins
 import collections
 import collections.abc
+import contextvars
 import copy
 import inspect
 import itertools
+import json
 import math
 import re
 
@@ -17,23 +20,38 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved
 from . import numbers, regex
 from .imports import followed
-from .objects import (BUILTINS, CONTAINERS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Builtin, Class, Field,
-                      Function, Instance, Loaded, Module, Parameter, Partial, Pattern, Q, ReturnValue, Scope,
-                      canonical, clone,
-                      code, dotted)
+from .objects import (BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Buffer,
+                      Builtin, Class, Field, Function, Instance, Loaded, Module, Parameter, Partial, Pattern, Q,
+                      ReturnValue, Scope, canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
              "isclose", "isfinite", "pow", "hypot", "comb")
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
-          "torch._C._log_api_usage_once", "torch._assert", "torch.fx.wrap")
+          "torch._C._log_api_usage_once", "torch._assert", "torch.fx.wrap",
+          "torch.utils._pytree.register_pytree_node")
+# Library functions not run, by qualified name, and what they return in an eager training step on
+# the machine modelled (PyTorch on a CUDA GPU), not on the machine gpumem runs on: weight
+# initialisation writes values in place and sizes nothing (as torch.nn.init's functions, which it
+# calls after patching nn.Module); the tracing guards are False, as GUARDS; transformers' probes
+# of installed packages (importlib.util.find_spec, package metadata) say PyTorch is there.
+# Decorators that write a function's docstring and return it: not run
+DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring"})
+HF = "transformers.utils.import_utils."
+NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": None,
+           # it logs a warning where the batch holds the padding token: a question of the data
+           "transformers.modeling_utils.PreTrainedModel.warn_if_padding_and_no_attention_mask": None,
+           HF + "is_tracing": False, HF + "is_torch_available": True, HF + "is_torch_flex_attn_available": True,
+           **{f"{HF}is_torch_{chip}_available": False
+              for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore", "mps")}}
 # Calls that read weights from a file or the network at run time: a Loaded, never read
 LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
-# Guards that are False in an eager training step.
+# Guards that are False in an eager training step (on a CUDA GPU: no Apple GPU either).
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
           "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export",
-          "torch.compiler.is_exporting")
+          "torch.cuda.is_current_stream_capturing", "torch.compiler.is_exporting",
+          "torch.backends.mps.is_available")
 # autograd's recording modes, by name: what each sets (None: its argument says)
 GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "on", "set_grad_enabled": None}
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
@@ -114,7 +132,8 @@ class Calls:
             return self.call(func.func, func.args + list(args), {**func.kwargs, **kwargs}, node)
         if isinstance(func, Instance) and func.cls.method(self, "__call__") is not None:  # a builder object
             return self.call_function(func.cls.method(self, "__call__"), [func] + list(args), kwargs, node)
-        raise Unresolved(f"{code(node.func) if isinstance(node, cst.Call) else func!r} is not callable here", node)
+        what = code(node.func) if isinstance(node, cst.Call) else repr(func)
+        raise Unresolved(f"{what} ({type(func).__name__}) is not callable here", node)
 
     def grad_mode(self, node, scope: Scope) -> str | None:
         """What a `with` item or a decorator does to autograd's recording: "off" (torch.no_grad(),
@@ -153,6 +172,8 @@ class Calls:
 
     def call_function(self, func: Function, args: list, kwargs: dict, node, as_written: bool = False):
         """`as_written`: its own code, also where registries.py answers for it."""
+        if qualified(func) in NOT_RUN:
+            return NOT_RUN[qualified(func)]
         replaced = None if as_written else self.replaced(func)  # a lookup in tables an import fills
         if replaced is not None:
             return replaced(func, args, kwargs, node)
@@ -209,7 +230,8 @@ class Calls:
             expr = decorator.decorator
             try:
                 callee = self.eval(expr.func if type(expr) is cst.Call else expr, func.scope)
-                if isinstance(callee, Q) and canonical(callee.path) != "functools.wraps":
+                if isinstance(callee, Q) and canonical(callee.path) != "functools.wraps" or qualified(
+                        callee) in DOCUMENTING:
                     continue
                 if type(expr) is cst.Call:
                     args, kwargs = self._arguments(expr, func.scope)
@@ -272,7 +294,7 @@ class Calls:
             return self.apply(op, {}, op.signature, [obj] + list(args), kwargs, node, None, f"Tensor.{func}")
         if isinstance(obj, Module):
             return self._module_method(obj, func, args, kwargs, node)
-        if isinstance(obj, (list, dict)):
+        if isinstance(obj, (list, dict, set)):
             try:
                 return getattr(obj, func)(*args, **kwargs)
             except (TypeError, ValueError, IndexError, KeyError) as exc:
@@ -311,10 +333,14 @@ class Calls:
             for item in items:
                 value = self.call(args[0], [value, item], {}, node)
             return value
+        if path in ("torch.nn.Buffer", "torch.nn.parameter.Buffer") and args and isinstance(args[0], Tensor):
+            return Buffer(args[0])
         if path.startswith(NO_OPS) or path in NO_OPS:
             return None
         if path in GUARDS:
             return False
+        if path in ("torch.get_default_device", "torch.device"):
+            return Q("torch.device")  # where the step runs: placement sizes nothing
         if path == "torch.is_grad_enabled":
             return self.grad_enabled
         if path == "torch.unique" and args and isinstance(args[0], Tensor):
@@ -342,7 +368,8 @@ class Calls:
         if path == "inspect.signature" and args and isinstance(args[0], Function):
             return self.signature(args[0])
         if path == "dataclasses.field":
-            return Field(kwargs.get("default"), kwargs.get("default_factory"))
+            given = [kwargs.get(k) for k in ("default", "default_factory")]  # dataclasses.MISSING: not given
+            return Field(*(None if isinstance(v, Q) and v.path == "dataclasses.MISSING" else v for v in given))
         if path in ("packaging.version.parse", "packaging.version.Version") and len(args) == 1:
             return numbers.version(args[0])  # torch_version >= version.parse('2.3'): a code path chosen
         if path == "torch.is_tensor":
@@ -359,7 +386,9 @@ class Calls:
             return _asdict(args[0])
         if path == "dataclasses.fields" and isinstance(args[0], (Instance, Class)):
             cls = args[0].cls if isinstance(args[0], Instance) else args[0]
-            return [Instance(cls, {"name": name}) for c in reversed(self.mro(cls)) for name, _ in c.fields()]
+            return [Instance(cls, {"name": name, "default": Q("dataclasses.MISSING") if default is None else
+                                   self._field_value(self.eval(default, c.scope))})
+                    for c in reversed(self.mro(cls)) for name, default in c.fields()]
         if path == "dataclasses.is_dataclass":
             return isinstance(args[0], (Instance, Class)) and self.dataclass_like(
                 args[0].cls if isinstance(args[0], Instance) else args[0])
@@ -373,6 +402,8 @@ class Calls:
             self.steps += regex.bound(name, args, kwargs, node) // regex.STEPS_PER_EVALUATION
             self._tick(node)
             return getattr(re, name)(*args, **kwargs)
+        if path == "itertools.cycle":  # bounded: zip(targets, cycle(sources)) takes what it needs
+            return itertools.islice(itertools.cycle(self.iterate(args[0], node)), MAX_LOOP + 1)
         if path.startswith("itertools.") and name in ("repeat", "chain", "product", "accumulate", "islice"):
             return self.iterate(getattr(itertools, name)(*args, **kwargs), node)  # bounded like any loop
         if path in ("collections.defaultdict",) and args and isinstance(args[0], Builtin) and isinstance(
@@ -391,6 +422,13 @@ class Calls:
             return numbers.Draw(node)
         if path == "torch.Size":
             return tuple(args[0]) if args else ()
+        if path == "contextvars.ContextVar":  # a value set around a call (transformers' output capture)
+            return contextvars.ContextVar(*args, **kwargs)
+        if path in ("json.dumps", "json.loads"):  # plain data only (transformers hashes a config's JSON)
+            try:
+                return getattr(json, name)(*args, **kwargs)
+            except (TypeError, ValueError) as exc:
+                raise Unresolved(f"{path}() of values gpumem holds no plain data for: {exc}", node) from None
         if followed(path):
             raise Unresolved(f"{path}() is not known to gpumem: no source for module {path.partition('.')[0]} "
                              "on the search path", node)
@@ -432,8 +470,13 @@ class Calls:
                     return args[2]
                 raise
             return True if name == "hasattr" else value
-        if name == "type" and len(args) == 1 and isinstance(args[0], Instance):
-            return args[0].cls  # an object of a class gpumem reads (a weights enum's member)
+        if name in ("hash", "id") and len(args) == 1:  # an object's own __hash__ where its class has one
+            method = args[0].cls.method(self, "__hash__") if name == "hash" and isinstance(args[0], Instance) else None
+            return self.call_function(method, args, {}, node) if method else getattr(builtins, name)(args[0])
+        if name == "type" and len(args) == 1 and isinstance(args[0], (Instance, Module)) and args[0].cls is not None:
+            return args[0].cls  # an object of a class gpumem reads (a weights enum's member, a model)
+        if name == "type" and len(args) == 1 and isinstance(args[0], Tensor):
+            return Q("torch.Tensor")
         if name == "type" and len(args) == 1 and type(args[0]).__name__ in BUILTINS:
             return BUILTINS[type(args[0]).__name__]  # `type(obj) is str`
         if name == "type":
@@ -449,14 +492,17 @@ class Calls:
             return any(self._subclass(args[0], k) for k in kinds)
         if name == "callable":
             return isinstance(args[0], ABSTRACT["Callable"] + (Q, Module))
+        if name == "len" and args and isinstance(args[0], Instance) and args[0].cls.method(self, "__len__"):
+            return self.call_function(args[0].cls.method(self, "__len__"), [args[0]], {}, node)
         if name == "len" and args and isinstance(args[0], Module):
             return len(args[0].children)
         if name == "len" and args and isinstance(args[0], Tensor):
             return args[0].shape[0]
         if name in ("list", "tuple", "enumerate", "zip", "reversed", "sorted", "sum", "min", "max", "map",
-                    "filter", "any", "all", "dict", "set") and any(isinstance(a, Module) for a in args):
-            first = 1 if name in ("map", "filter") else 0  # their function may be a module: it is called
-            args = args[:first] + [self.iterate(a, node) if isinstance(a, Module) else a for a in args[first:]]
+                    "filter", "any", "all", "dict", "set", "iter") and args:
+            first = 1 if name in ("map", "filter") else 0  # the iterables: modules and objects iterate as read
+            args = args[:first] + [self.iterate(a, node) if isinstance(a, Module) or isinstance(a, Instance) and not (
+                name == "dict" and self.dict_based(a.cls)) else a for a in args[first:]]
         if name in ("map", "filter"):
             fn = args[0]
             items = [self.iterate(a, node) for a in args[1:]]
@@ -592,6 +638,17 @@ class Calls:
                     return self.call_function(found, [self_obj] + args, kwargs, node)
         if method == "__init__" and isinstance(self_obj, Module):
             return self.init_torch_base(self_obj, args, kwargs, node)  # nn.Module.__init__, nn.Sequential's ...
+        if method == "forward" and isinstance(self_obj, Module) and self_obj.op is not None:  # a layer's own forward
+            op = self_obj.op
+            return self.apply(op, dict(self_obj.args), op.forward, args, kwargs, node, self_obj, self_obj.kind)
+        if method == "__setattr__" and isinstance(self_obj, Instance) and len(args) == 2:
+            return self.setattr(self_obj, *args, node, hooks=False)  # object.__setattr__
+        if method in MAPPING_MIXINS and isinstance(self_obj, Instance) and self.as_mapping(self_obj, node) is not None:
+            return getattr(self.as_mapping(self_obj, node), method)(*args, **kwargs)  # Mapping.get of a registry
+        if method in DICT_METHODS and isinstance(self_obj, Instance) and self.dict_based(self_obj.cls):
+            return getattr(self_obj.items, method)(*args, **kwargs)
+        if method == "__getattribute__" and isinstance(self_obj, Instance) and len(args) == 1:
+            return self.getattr(self_obj, args[0], node, hooks=False)
         return None
 
     def _owner_class(self, scope: Scope) -> Class | None:
@@ -603,6 +660,15 @@ class Calls:
                 return owner
             s = s.parent
         return None
+
+
+DICT_METHODS = ("__setitem__", "__getitem__", "get", "__contains__", "keys", "items", "values", "pop")
+
+
+def qualified(func) -> str | None:
+    """`module.Class.method` of a function gpumem reads from an imported file, for the tables above."""
+    file = func.scope.root().file if isinstance(func, Function) else None
+    return f"{file.module}.{func.name}" if file is not None else None
 
 
 def _placing_from(func) -> int | None:

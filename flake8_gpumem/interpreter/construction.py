@@ -8,10 +8,10 @@ import libcst as cst
 
 from .. import catalogue
 from ..signature import REQUIRED, Param, bind, parse
-from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, ShapeError, Tensor, Unresolved,
+from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
-from .objects import (CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Class, Event, Field, Instance,
-                      Module, Parameter, Q, Region, canonical, walk_modules)
+from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Buffer, Class, Event, Field,
+                      Instance, Module, Parameter, Q, Region, canonical, walk_modules)
 from ..catalogue import Args, Op
 
 
@@ -28,7 +28,8 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "register_parameter", "update", "items", "keys", "values", "modules", "named_modules", "children",
                   "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
                   "float", "half", "bfloat16", "double", "requires_grad_", "zero_grad", "reset_parameters",
-                  "_reset_parameters", "init_weights", "compile", "load_state_dict")
+                  "_reset_parameters", "init_weights", "compile", "load_state_dict", "get_submodule",
+                  "get_parameter", "get_buffer", "buffers", "named_buffers")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
@@ -40,7 +41,19 @@ TUPLED = {**{f"{conv}{n}d": n for conv in ("Conv", "ConvTranspose") for n in (1,
 class Construction:
     """Builds the module tree in __init__ and dispatches module calls in forward."""
 
-    def setattr(self, obj, name: str, value, node) -> None:
+    def setattr(self, obj, name: str, value, node, hooks: bool = True) -> None:
+        """`obj.name = value`: through the class's `__setattr__` where `hooks` (False: object.__setattr__,
+        as `super().__setattr__` reaches it), then a property's setter, as Python runs them."""
+        cls = obj.cls if isinstance(obj, (Instance, Module)) else None
+        if isinstance(obj, Instance) and isinstance(cls, Class) and hooks:
+            hook = cls.method(self, "__setattr__")
+            if hook is not None:  # transformers' configs map names through `attribute_map` there
+                self.call_function(hook, [obj, name, value], {}, node)
+                return
+        setter = cls.method(self, f"{name}.setter") if isinstance(cls, Class) else None
+        if setter is not None:  # a property's setter runs
+            self.call_function(setter, [obj, value], {}, node)
+            return
         if isinstance(obj, Instance):
             obj.attrs[name] = value
             return
@@ -81,6 +94,9 @@ class Construction:
             del obj.params[k]
             obj.weights = {i - (i > k): t for i, t in obj.weights.items() if i != k}
             obj.attrs[name] = None
+        elif isinstance(value, Buffer):
+            obj.buffers.append(value.tensor)
+            obj.attrs[name] = value.tensor
         elif obj.op is not None and name in ("weight", "bias") and isinstance(value, Tensor) and value.is_param:
             self._tie(obj, name, value, node)
         else:
@@ -195,9 +211,13 @@ class Construction:
         if self._enum(cls):
             return self._enum_member(cls, args, kwargs, node)
         obj = Instance(cls)
-        init = cls.method(self, "__init__")
-        if init is None and self.dataclass_like(cls):
+        # the nearest class that defines __init__, or is a dataclass (which writes its own)
+        maker = next((c for c in self.mro(cls) if c.defines("__init__") or self.dataclass_like(c)), None)
+        init = maker.method(self, "__init__") if maker is not None and maker.defines("__init__") else None
+        if init is None and maker is not None:
             self.init_fields(obj, cls, args, kwargs, node)
+        elif init is None and self.dict_based(cls):
+            obj.items = dict(*args, **kwargs)
         elif init is not None:
             self.call_function(init, [obj] + list(args), kwargs, node)
         return obj
@@ -233,19 +253,31 @@ class Construction:
             cls.enum_members[name] = Instance(cls, {"name": name, "value": value, "_name_": name, "_value_": value})
         return cls.enum_members[name]
 
+    def dict_based(self, cls: Class) -> bool:
+        """A subclass of dict or OrderedDict (transformers' ACT2FN): its items live in `Instance.items`."""
+        return any(b is BUILTINS["dict"] or isinstance(b, Q) and canonical(b.path) == "collections.OrderedDict"
+                   for c in self.mro(cls) for b in self.bases(c))
+
     def dataclass_like(self, cls: Class) -> bool:
+        """A dataclass, a NamedTuple, or a class below a `@dataclass_transform` base (PEP 681: what
+        type checkers take a dataclass for; transformers' configs are made dataclasses that way)."""
         return cls.decorated("dataclass") or any(
-            isinstance(b, Q) and b.path.rpartition(".")[2] == "NamedTuple" for b in self.bases(cls))
+            isinstance(b, Q) and b.path.rpartition(".")[2] == "NamedTuple" for b in self.bases(cls)) or any(
+            c.decorated("dataclass_transform") for c in self.mro(cls))
 
     def init_fields(self, obj: Instance, cls: Class, args: list, kwargs: dict, node) -> None:
         """The __init__ a dataclass or NamedTuple is given: its fields (and its bases'), then __post_init__."""
-        params = [Param(name, REQUIRED if default is None else _Default(default, c.scope))
-                  for c in reversed(self.mro(cls)) for name, default in c.fields()]
-        for name, value in bind(params, args, kwargs, cls.name, node).items():
-            obj.attrs[name] = self._field_value(value)
+        params = {name: Param(name, REQUIRED if default is None else _Default(default, c.scope))
+                  for c in reversed(self.mro(cls)) for name, default in c.fields()}  # a subclass's default wins
         post = cls.method(self, "__post_init__")
+        extra = {}
+        if post is not None and post.node.params.star_kwarg is not None:  # huggingface_hub's accept_kwargs
+            extra = {k: v for k, v in kwargs.items() if k not in params}
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+        for name, value in bind(list(params.values()), args, kwargs, cls.name, node).items():
+            self.setattr(obj, name, self._field_value(value), node)
         if post is not None:
-            self.call_function(post, [obj], {}, node)
+            self.call_function(post, [obj], extra, node)
 
     def _field_value(self, value):
         """A dataclass default as the class would give it: `field(default_factory=f)` calls f."""
@@ -360,7 +392,14 @@ class Construction:
             if forward is None:
                 raise Unresolved(f"{module.kind} has no forward method", module.cls.node)
             first = len(self.events)
-            out = self.call_function(forward, [module] + list(args), kwargs, node)
+            if forward.node.decorators:  # transformers' @can_return_tuple, @merge_with_config_defaults, ...
+                if id(forward.node) not in self.forwards:
+                    self.forwards[id(forward.node)] = self.decorate(forward)
+                wrapped = self.forwards[id(forward.node)]
+                out = self.call(wrapped, [module] + list(args), kwargs, node) if wrapped is not forward else (
+                    self.call_function(forward, [module] + list(args), kwargs, node))
+            else:
+                out = self.call_function(forward, [module] + list(args), kwargs, node)
             if not self.stack[-1][1]:  # a custom module that calls no other module is a leaf too
                 self.fold(module, first, args, out, node)
             return out
@@ -400,12 +439,18 @@ class Construction:
                 return None
             self.register(obj, str(args[0]), args[1], node)
             return None
+        if name in ("get_submodule", "get_parameter", "get_buffer"):
+            return self._get_by_path(obj, name, str(args[0] if args else kwargs["target"]), node)
         if name in ("items", "keys", "values") and obj.container == "ModuleDict":
             return list(getattr(obj.children, name)())
         if name in ("modules", "named_modules", "children", "named_children"):
             named = walk_modules(obj) if "modules" in name else [
                 (k, m) for k, m in obj.children.items() if m is not None]
             return named if name.startswith("named") else [m for _, m in named]
+        if name in ("buffers", "named_buffers"):  # the tensors register_buffer / nn.Buffer registered
+            named = [(f"{prefix}.{key}" if prefix else key, value) for prefix, m in walk_modules(obj)
+                     for key, value in m.attrs.items() if any(value is b for b in m.buffers)]
+            return named if name == "named_buffers" else [t for _, t in named]
         if name in ("parameters", "named_parameters"):
             named = [(f"{prefix}.{key}" if prefix else key, value) for prefix, m in walk_modules(obj)
                      for key, value in self._parameters_of(m, node)]
@@ -453,6 +498,26 @@ class Construction:
         if m.op is not None:
             return [(key, self._module_attr(m, key, node)) for key in ("weight", "bias")[:len(m.params)]]
         return [(key, value) for key, value in m.attrs.items() if isinstance(value, Tensor) and value.is_param]
+
+    def _get_by_path(self, obj: Module, method: str, target: str, node):
+        """nn.Module.get_submodule / get_parameter / get_buffer of a dotted path; AttributeError as
+        PyTorch raises it where there is no such thing."""
+        path = target.split(".") if target else []
+        leaf = path.pop() if method != "get_submodule" else None
+        for part in path:
+            if part not in obj.children:
+                raise Raised(f"{obj.kind} has no attribute `{part}`", node, AttributeError)
+            obj = obj.children[part]
+        if leaf is None:
+            return obj
+        try:
+            value = self._module_attr(obj, leaf, node)
+        except AnalysisError:
+            value = None
+        wanted = isinstance(value, Tensor) and (value.is_param == (method == "get_parameter"))
+        if not wanted:
+            raise Raised(f"`{leaf}` is not a {method[4:]} of {obj.kind}", node, AttributeError)
+        return value
 
     def _module_attr(self, obj: Module, name: str, node):
         if name in obj.children:

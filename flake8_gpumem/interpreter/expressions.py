@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import ast
+import contextvars
 import inspect
 import math
 import operator
 import re
 import sys
+import types
 
 import libcst as cst
 
@@ -14,8 +16,8 @@ from .. import catalogue
 from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Tensor, Unresolved
 from . import regex
 from .imports import Namespace
-from .objects import (MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function, Instance, Module,
-                      Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
+from .objects import (MAPPING_MIXINS, MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function,
+                      Instance, Module, Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
 # methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
@@ -24,6 +26,7 @@ VALUE_METHODS = ("real", "upper", "lower", "format", "join", "startswith", "ends
                  "removeprefix", "removesuffix", "title", "capitalize", "find")
 LIST_METHODS = ("tolist", "append", "extend", "insert", "pop", "index", "count", "copy", "reverse",
                 "items", "keys", "values", "get", "update", "setdefault")
+SET_METHODS = ("add", "update", "discard", "remove", "union", "intersection", "difference", "copy", "issubset")
 
 # what code reads of an inspect.Parameter (kwonly_to_pos_or_kw: `param.kind == param.KEYWORD_ONLY`)
 INSPECTED = ("name", "kind", "default", "annotation", "empty", "POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD",
@@ -39,7 +42,9 @@ BINOPS = {
 
 TENSOR_BINOPS = {cst.Add: ("add", "+", "torch.add"), cst.Subtract: ("sub", "-", "torch.sub"),
                  cst.Multiply: ("mul", "*", "torch.mul"), cst.Divide: ("div", "/", "torch.div"),
-                 cst.MatrixMultiply: ("matmul", "@", "torch.matmul"), cst.Power: ("pow", "**", "torch.pow")}
+                 cst.MatrixMultiply: ("matmul", "@", "torch.matmul"), cst.Power: ("pow", "**", "torch.pow"),
+                 cst.BitAnd: ("bitwise_and", "&", "torch.bitwise_and"),
+                 cst.BitOr: ("bitwise_or", "|", "torch.bitwise_or")}
 # x > 0: the catalogue entry of a tensor comparison
 TENSOR_COMPARE = {cst.Equal: "torch.eq", cst.NotEqual: "torch.ne", cst.LessThan: "torch.lt",
                   cst.LessThanEqual: "torch.le", cst.GreaterThan: "torch.gt", cst.GreaterThanEqual: "torch.ge"}
@@ -171,6 +176,8 @@ class Expressions:
                     return self.apply(op, {}, op.signature, [left, right], {}, node, None, symbol)
                 result = COMPARE[type(target.operator)](left, right)
             else:
+                if isinstance(right, Instance) and isinstance(target.operator, (cst.In, cst.NotIn)):
+                    right = self.as_mapping(right, node) if self.as_mapping(right, node) is not None else right
                 result = COMPARE[type(target.operator)](left, right)
             if not result:
                 return False
@@ -229,6 +236,12 @@ class Expressions:
             return items[key]
         if isinstance(value, Q):
             return value  # type annotations like Optional[nn.Module]
+        if isinstance(value, Instance):  # its class's __getitem__, or a dict subclass's items
+            method = value.cls.method(self, "__getitem__")
+            if method is not None:
+                return self.call_function(method, [value, key], {}, node)
+            if self.dict_based(value.cls):
+                return value.items[key]
         if isinstance(value, Class) and isinstance(key, str) and self.enum_member(value, key) is not MISSING:
             return self.enum_member(value, key)  # ResNet50_Weights["DEFAULT"]
         return value[key]
@@ -245,6 +258,8 @@ class Expressions:
                 return method
             if method.decorated("classmethod"):
                 return Bound(cls, method)
+            if method.decorated("classproperty"):  # a property of the class (transformers' configs)
+                return self.call_function(method, [cls], {}, node)
             if obj is cls:
                 return method
             if method.decorated("property"):
@@ -257,7 +272,30 @@ class Expressions:
                 return self.eval(value, c.scope) if member is MISSING else member
         return MISSING
 
-    def getattr(self, obj, name: str, node):
+    def as_mapping(self, obj: Instance, node) -> dict | None:
+        """A `collections.abc.Mapping` subclass's items, through its own `__iter__` and `__getitem__`
+        (transformers' attention-function registry); None for any other instance."""
+        if not any(isinstance(b, Q) and b.path.endswith("Mapping") for c in self.mro(obj.cls) for b in self.bases(c)):
+            return None
+        keys, item = obj.cls.method(self, "__iter__"), obj.cls.method(self, "__getitem__")
+        if keys is None or item is None:
+            return None
+        return {k: self.call_function(item, [obj, k], {}, node)
+                for k in self.iterate(self.call_function(keys, [obj], {}, node), node)}
+
+    def _walrus(self, node: cst.NamedExpr, scope: Scope):
+        """`(x := value)`: bound where the expression runs, and its value."""
+        value = self.eval(node.value, scope)
+        self.assign(node.target, value, scope)
+        return value
+
+    def getattr(self, obj, name: str, node, hooks: bool = True):
+        """`obj.name`; `hooks`: through a plain class's own `__getattribute__` (transformers' configs
+        map names through `attribute_map` there); False: object.__getattribute__."""
+        if hooks and isinstance(obj, Instance) and name != "__class__":
+            hook = obj.cls.method(self, "__getattribute__")
+            if hook is not None:
+                return self.call_function(hook, [obj, name], {}, node)
         if isinstance(obj, Namespace):
             return self.member(obj, name, node)
         if isinstance(obj, Q):
@@ -271,6 +309,8 @@ class Expressions:
                 return catalogue.TORCH_VERSION  # the PyTorch gpumem models
             if obj.path == "os" and name == "environ":
                 return {}  # the code's defaults, not this machine's environment
+            if obj.path == "sys" and name == "modules":
+                return {}  # gpumem imports nothing: no module is loaded
             return Q(f"{obj.path}.{name}")
         if isinstance(obj, Module):
             return self._module_attr(obj, name, node)
@@ -292,10 +332,23 @@ class Expressions:
             if name == "data":  # the same memory, outside autograd
                 return obj if obj.is_param else Tensor(obj.shape, obj.dtype, False, base=obj, layout=obj.layout)
             return Bound(obj, name)
-        if isinstance(obj, (list, dict)) and name in LIST_METHODS:
+        if isinstance(obj, (list, dict)) and name in LIST_METHODS or isinstance(obj, set) and name in SET_METHODS:
             return Bound(obj, name)
+        if isinstance(obj, Function) and name == "__code__":  # its parameters, as co_varnames begins
+            params = self._function_params(obj, Scope({}, obj.scope))
+            order = {"plain": 0, "kwonly": 1, "varargs": 2, "kwargs": 3}
+            return types.SimpleNamespace(co_varnames=tuple(p.name for p in sorted(params, key=lambda p: order[p.kind])))
+        if isinstance(obj, types.SimpleNamespace) and hasattr(obj, name):
+            return getattr(obj, name)
+        if isinstance(obj, contextvars.ContextVar) and name in ("get", "set", "reset"):
+            return Builtin(getattr(obj, name), name)
         if isinstance(obj, Function) and name == "__class__":
             return Q("types.FunctionType")
+        if isinstance(obj, Class) and name == "__bases__":
+            return tuple(self.bases(obj))
+        if isinstance(obj, Class) and name == "__module__":
+            file = obj.scope.root().file
+            return (file.module if file is not None else None) or "__main__"
         if isinstance(obj, Function) and name in ("__name__", "__qualname__", "__module__"):
             file = obj.scope.root().file
             return obj.name if name != "__module__" else (file.module if file is not None else None) or "__main__"
@@ -304,13 +357,18 @@ class Expressions:
         if isinstance(obj, inspect.Parameter) and name in INSPECTED:
             return getattr(obj, name)
         if isinstance(obj, Pattern) and name in regex.FUNCTIONS:
-            return Partial(Q(f"re.{name}"), [obj.pattern], {"flags": obj.flags})
+            return obj.method(name)
         if isinstance(obj, Partial) and name in ("func", "args", "keywords"):
             return {"func": obj.func, "args": tuple(obj.args), "keywords": obj.kwargs}[name]
         if isinstance(obj, Instance) and name in obj.attrs:
             return obj.attrs[name]
-        if isinstance(obj, Instance) and name == "__dict__":
-            return obj.attrs  # the object's own attributes: `self.__dict__.update(kwargs)` sets them
+        if isinstance(obj, Instance) and name in ("__dict__", "__class__"):
+            return obj.attrs if name == "__dict__" else obj.cls
+        if isinstance(obj, Instance) and name in MAPPING_MIXINS and (
+                self.class_attr(obj.cls, name, obj, node) is MISSING):
+            mapping = self.as_mapping(obj, node)
+            if mapping is not None:
+                return Builtin(getattr(mapping, name), name)
         if isinstance(obj, (Class, Instance)):
             found = self.class_attr(obj.cls if isinstance(obj, Instance) else obj, name, obj, node)
             if found is not MISSING:
@@ -370,6 +428,7 @@ _EVAL = {
     cst.Lambda: lambda self, node, scope: Function(node, scope, "lambda", segment=self.segment),
     cst.Ellipsis: lambda self, node, scope: Ellipsis,
     cst.Yield: Expressions._yield,
+    cst.NamedExpr: Expressions._walrus,
 }
 
 

@@ -11,6 +11,7 @@ A library of shims.py (PEFT) is read from its stand-in source, never from the in
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,10 +20,11 @@ from pathlib import Path
 from .. import shims
 from ..segments import LINES, split
 from ..values import Unresolved
-from .bindings import segment_scope
+from .bindings import absolute, segment_scope
 from .objects import File, Scope
 
 MAX_FILES = 500  # source files one process keeps read through imports
+STAR = re.compile(rb"^[ \t]*from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+\*", re.M)
 NOT_FOLLOWED = frozenset({"torch", "numpy", "einops", "einx", "packaging", "typing_extensions", "__future__"}) | (
     frozenset(getattr(sys, "stdlib_module_names", ())))
 
@@ -69,6 +71,8 @@ class Resolver:
     def __init__(self, roots: tuple[Path, ...]):
         self.roots = roots
         self.modules: dict[str, Namespace | None] = {}
+        self.mentioned: dict[tuple, bool] = {}  # (module, name) -> whether its source may bind the name
+        self.paths: dict[str, Path | None] = {}  # module -> its source file (or folder)
 
     def module(self, name: str) -> Namespace | None:
         """The module `name`, or None when no source for it is on the search path."""
@@ -79,12 +83,8 @@ class Resolver:
 
     def source(self, name: str) -> Path | None:
         """The file module `name` is read from, or None (no source, or a folder without __init__.py)."""
-        rel = Path(*name.split("."))
-        for root in self.roots:
-            for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
-                if candidate.is_file():
-                    return candidate
-        return None
+        path = self._path(name)
+        return path if path is not None and path.is_file() else None
 
     def _find(self, name: str) -> Namespace | None:
         top = name.partition(".")[0]
@@ -92,14 +92,61 @@ class Resolver:
             if name != top:
                 raise Unresolved(f"{name}: gpumem reads {top} from a stand-in of its top-level names only")
             return Namespace(name, _stand_in(name))
-        path = self.source(name)
-        if path is not None:
-            return Namespace(name, _read(str(path), name))
+        path = self._path(name)
+        if path is None:
+            return None
+        return Namespace(name, _read(str(path), name) if path.is_file() else None)
+
+    def _path(self, name: str) -> Path | None:
+        """The source file of module `name`, its folder for a namespace package, or None. A
+        submodule of a regular package is looked for in that package's folder only, as Python's
+        import does (its __path__): no walk over the search path per module."""
+        if name not in self.paths:
+            parent, _, last = name.rpartition(".")
+            base = self._path(parent) if parent else None
+            if base is not None and base.name == "__init__.py":
+                folder = base.parent
+                found = next((c for c in (folder / f"{last}.py", folder / last / "__init__.py") if c.is_file()),
+                             folder / last if (folder / last).is_dir() else None)
+            else:
+                found = self._search(name)
+            self.paths[name] = found
+        return self.paths[name]
+
+    def _search(self, name: str) -> Path | None:
         rel = Path(*name.split("."))
         for root in self.roots:
+            for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
+                if candidate.is_file():
+                    return candidate
+        for root in self.roots:
             if (root / rel).is_dir():
-                return Namespace(name, None)
+                return root / rel
         return None
+
+    def exporters(self, modules: list, name: str) -> list:
+        """Of the modules a file star-imports, those whose source may bind `name`, told without
+        parsing: their text names it, or a module they star-import in turn does. transformers'
+        `models/__init__.py` star-imports some 400 packages; only the one that defines a name is
+        read. Those named like the name first (`gpt2` for `GPT2LMHeadModel`)."""
+        key = name.lower()
+        likely = sorted(modules, key=lambda m: m.rpartition(".")[2].replace("_", "") not in key)
+        return (m for m in likely if self._mentions(m, name.encode(), 0))  # lazily: the first to bind it ends it
+
+    def _mentions(self, module: str, name: bytes, depth: int) -> bool:
+        key = (module, name)
+        if key not in self.mentioned:
+            self.mentioned[key] = False  # a star-import cycle
+            path = self._path(module)
+            try:
+                text = path.read_bytes() if path is not None and path.is_file() else b""
+            except OSError:
+                text = b""
+            package = module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
+            self.mentioned[key] = name in text or (depth < 8 and b"import *" in text and any(
+                self._mentions(absolute(m.decode(), len(level), package), name, depth + 1)
+                for level, m in STAR.findall(text)))
+        return self.mentioned[key]
 
 
 def roots_for(filename: str) -> tuple[Path, ...]:

@@ -20,7 +20,8 @@ MISSING = object()  # a name bound nowhere in a scope chain, an attribute a clas
 # the builtins the interpreter runs itself, on the values it computes
 SAFE_BUILTINS = ("range", "len", "int", "float", "bool", "str", "list", "tuple", "dict", "set", "zip",
                  "enumerate", "min", "max", "sum", "abs", "round", "reversed", "sorted", "any", "all",
-                 "isinstance", "divmod", "pow", "map", "filter", "object", "iter", "frozenset")
+                 "isinstance", "divmod", "pow", "map", "filter", "object", "iter", "frozenset",
+                 "slice")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Q:
 
     path: str
     module: str = field(default="", compare=False)  # `from <module> import ...`: where the names start
+
+    def __str__(self) -> str:
+        return f"<class '{self.path}'>"  # as Python prints a class (transformers tells torch types so)
 
 
 @dataclass(eq=False)
@@ -150,15 +154,23 @@ class Class:
                         out.append((small.target.value, small.value))
         return out
 
+    def defines(self, name: str) -> bool:
+        """Whether its own body defines the method `name`."""
+        return name in self.members or any(
+            isinstance(stmt, cst.FunctionDef) and stmt.name.value == name for stmt in self.node.body.body)
+
     def method(self, interp, name: str):
         """Look a method up along the in-file base classes (`interp.bases` resolves them)."""
         member = self.members.get(name)
         if member is not None:
             node = member.module.body[0].body.body[0]  # the def inside its `class _:` line
+            file = self.scope.root().file
+            if file is not None and "yield" not in member.text:  # no walk of its body for one
+                file.generators.setdefault(id(node), False)
             # another file's method, like the class, has no statement of the linted file
             return Function(node, self.scope, f"{self.name}.{name}", self, member if self.segment else None)
         for stmt in reversed(self.node.body.body):  # the last definition wins (@overload stubs come first)
-            if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name:
+            if isinstance(stmt, cst.FunctionDef) and _member_name(stmt) == name:
                 return Function(stmt, self.scope, f"{self.name}.{name}", self, self.segment)
         for base in interp.bases(self):
             if isinstance(base, Class):
@@ -168,15 +180,38 @@ class Class:
         return None
 
 
+def _member_name(stmt: cst.FunctionDef) -> str:
+    """As segments.member_key: `name.setter` for a property's setter."""
+    for d in stmt.decorators:
+        if isinstance(d.decorator, cst.Attribute) and d.decorator.attr.value == "setter":
+            return f"{d.decorator.value.value}.setter" if isinstance(d.decorator.value, cst.Name) else stmt.name.value
+    return stmt.name.value
+
+
 @dataclass(eq=False)
 class Instance:
     """An object of a plain class (a config dataclass, a NamedTuple, a helper object)."""
 
     cls: Class
     attrs: dict = field(default_factory=dict)
+    items: dict = field(default_factory=dict)  # a subclass of dict: what `super().__setitem__` stored
 
     def __repr__(self) -> str:
         return f"<{self.cls.name} object>"
+
+
+MAPPING_MIXINS = ("keys", "items", "values", "get", "__contains__")  # what collections.abc.Mapping gives
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """re.compile(pattern, flags): its methods are re's functions given the pattern first."""
+
+    pattern: str
+    flags: int = 0
+
+    def method(self, name: str):
+        return Partial(Q(f"re.{name}"), [self.pattern], {"flags": self.flags} if self.flags else {})
 
 
 @dataclass(eq=False)
@@ -189,14 +224,6 @@ class Partial:
 
     def __repr__(self) -> str:
         return f"functools.partial({self.func!r}, ...)"
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """re.compile(pattern, flags): its methods are re's functions of the pattern, bounded as they are."""
-
-    pattern: str
-    flags: int = 0
 
 
 @dataclass(frozen=True)
@@ -253,6 +280,13 @@ BUILTINS = {name: Builtin(getattr(builtins, name), name) for name in SAFE_BUILTI
 
 @dataclass(eq=False)
 class Parameter:
+    tensor: Tensor
+
+
+@dataclass(eq=False)
+class Buffer:
+    """nn.Buffer(tensor): assigned to a module, registered as a buffer."""
+
     tensor: Tensor
 
 

@@ -55,7 +55,7 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None, me
     if isinstance(stmt, cst.SimpleStatementLine):
         for small in stmt.body:
             if isinstance(small, (cst.Import, cst.ImportFrom)):
-                into.vars.update(imported_names(small, scope.file.package))
+                into.vars.update(imported_names(small, scope.root().file.package))
             elif isinstance(small, cst.Assign):
                 for target in small.targets:
                     for name in target_names(target.target):
@@ -77,9 +77,12 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None, me
             into.vars[stmt.name.value] = function
             into.thunks.pop(stmt.name.value, None)
     elif isinstance(stmt, (cst.Try, cst.If)):  # `try: import x except ImportError: ...` and guarded imports
-        for inner in stmt.body.body:
+        orelse = stmt.orelse.body.body if isinstance(stmt, cst.Try) and stmt.orelse is not None else ()
+        for inner in (*stmt.body.body, *orelse):
             if isinstance(inner, cst.SimpleStatementLine) and all(
                     isinstance(s, (cst.Import, cst.ImportFrom)) for s in inner.body):
+                _declare(inner, scope, into, segment)
+            elif isinstance(inner, cst.Try) and isinstance(stmt, cst.If):  # guarded imports under TYPE_CHECKING
                 _declare(inner, scope, into, segment)
         if isinstance(stmt, cst.If):  # a name a branch assigns: the branch the condition takes, when looked up
             branch = Scope({})
@@ -120,7 +123,8 @@ class Names:
             return {"True": True, "False": False, "None": None}[name]
         if name in BUILTINS:
             return BUILTINS[name]
-        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass", "next"):
+        if name in ("super", "print", "setattr", "getattr", "hasattr", "type", "callable", "dir", "issubclass", "next",
+                    "hash", "id"):
             return Builtin(None, name)
         if name.endswith(("Error", "Warning", "Exception")) and isinstance(getattr(builtins, name, None), type):
             return Builtin(getattr(builtins, name), name)  # raise ValueError(...), warnings.warn(..., FutureWarning)
@@ -151,8 +155,9 @@ class Names:
                     raise Unresolved(s.vars[name].message, node) from None
                 return s.vars[name]
             if s.file is not None and s.file.stars and not name.startswith("_"):
-                for level, module in s.file.stars:
-                    found = self.resolver.module(absolute(module, level, s.file.package))
+                stars = [absolute(module, level, s.file.package) for level, module in s.file.stars]
+                for module in self.resolver.exporters(stars, name):
+                    found = self.resolver.module(module)
                     value = self._find(name, found.scope, node) if found and found.scope else MISSING
                     if value is not MISSING:
                         return value

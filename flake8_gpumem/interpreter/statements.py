@@ -1,13 +1,11 @@
 """Statements: blocks, branches, loops (unrolled, bounded) and assignment."""
 from __future__ import annotations
 
-import builtins
-
 import libcst as cst
 
-from ..values import AnalysisError, Raises, Tensor, Unresolved
+from ..values import AnalysisError, Raised, Tensor, Unresolved
 from .bindings import imported_names
-from .objects import MAX_LOOP, BreakLoop, Builtin, Class, ContinueLoop, Function, Module, ReturnValue, Scope, code
+from .objects import MAX_LOOP, BreakLoop, Class, ContinueLoop, Function, Instance, Module, ReturnValue, Scope, code
 
 AUGOPS = {
     cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
@@ -44,32 +42,37 @@ class Statements:
             self.run_small(small, scope)
 
     def _run_try(self, stmt: cst.Try, scope: Scope) -> None:
-        """The body; where it raises what Python raises (Raises) before any call was recorded, the
-        handler that catches it, as in Python. Whatever else stops the body stops the analysis."""
+        """The body; where it raises what Python raises (a `raise ValueError(...)`, a call's bad
+        arguments) before any call was recorded, the handler that catches it, as in Python. Whatever
+        else stops the body stops the analysis."""
         first = len(self.events)
         try:
             self.run_block(stmt.body.body, scope)
-        except Raises as exc:
-            handler = next((h for h in stmt.handlers if self._catches(h, exc.kind, scope)), None)
+        except Raised as exc:
+            handler = next((h for h in stmt.handlers if self._catches(h, exc.exception, scope)), None)
             if handler is None or len(self.events) != first:
                 raise
             if handler.name is not None:
-                self.assign(handler.name.name, exc.message, scope)  # its message, for what code reads of it
+                self.assign(handler.name.name, exc, scope)
             self.run_block(handler.body.body, scope)
-        else:
-            if stmt.orelse is not None:
-                self.run_block(stmt.orelse.body.body, scope)
+            if stmt.finalbody is not None:
+                self.run_block(stmt.finalbody.body.body, scope)
+            return
+        if stmt.orelse is not None:
+            self.run_block(stmt.orelse.body.body, scope)
         if stmt.finalbody is not None:
             self.run_block(stmt.finalbody.body.body, scope)
 
-    def _catches(self, handler: cst.ExceptHandler, kind: str, scope: Scope) -> bool:
-        """Whether `except <type>:` catches Python's exception named `kind` (a builtin one)."""
+    def _catches(self, handler: cst.ExceptHandler, exception: type, scope: Scope) -> bool:
+        """Whether `except T:` catches a builtin exception; T unknown to gpumem catches nothing."""
         if handler.type is None:
             return True
-        caught = self.eval(handler.type, scope)
-        raised = getattr(builtins, kind)
-        return any(isinstance(c, Builtin) and isinstance(c.fn, type) and issubclass(raised, c.fn)
-                   for c in (caught if isinstance(caught, tuple) else (caught,)))
+        try:
+            kinds = self.eval(handler.type, scope)
+        except AnalysisError:
+            return False
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        return any(isinstance(getattr(k, "fn", None), type) and issubclass(exception, k.fn) for k in kinds)
 
     def _define(self, stmt, scope: Scope) -> None:
         if type(stmt) is cst.ClassDef:
@@ -119,6 +122,15 @@ class Statements:
             return [value.view(value.shape[1:]) for _ in range(value.shape[0])] if value.ndim else []
         if isinstance(value, range) and len(value) > MAX_LOOP:
             raise Unresolved(f"a loop of {len(value)} iterations is more than the {MAX_LOOP} unrolled", node)
+        if isinstance(value, Instance):  # its class's __iter__, a Sequence's items, a dict subclass's keys
+            method, item, size = (value.cls.method(self, m) for m in ("__iter__", "__getitem__", "__len__"))
+            if method is not None:
+                value = self.call_function(method, [value], {}, node)
+            elif item is not None and size is not None:
+                n = self.call_function(size, [value], {}, node)
+                value = [self.call_function(item, [value, i], {}, node) for i in range(min(n, MAX_LOOP + 1))]
+            elif self.dict_based(value.cls):
+                value = value.items
         try:
             items = list(value) if not isinstance(value, (int, float)) else None
         except TypeError:
@@ -225,7 +237,10 @@ class Statements:
                                      "not: the graph autograd then makes (CopySlices) is not modelled", target)
                 return
             key = self._index_value(target, scope)
-            if isinstance(container, Module) and not isinstance(key, slice):
+            method = container.cls.method(self, "__setitem__") if isinstance(container, Instance) else None
+            if method is not None:
+                self.call_function(method, [container, key, value], {}, target)
+            elif isinstance(container, Module) and not isinstance(key, slice):
                 self.register(container, str(key), value, target)
             elif isinstance(container, (list, dict)) and not (isinstance(key, slice) and isinstance(container, dict)):
                 container[key] = list(self.iterate(value, target)) if isinstance(key, slice) else value
@@ -245,10 +260,16 @@ class Statements:
             except AnalysisError:
                 pass
         what = code(exc.func if type(exc) is cst.Call else exc) if exc is not None else "the exception it handles"
-        said = f"the code raises {what}" + (f": {message}" if isinstance(message, str) else "")
-        if isinstance(getattr(builtins, what, None), type) and issubclass(getattr(builtins, what), Exception):
-            raise Raises(said, small, what)  # a handler around it may catch it
-        raise Unresolved(said, small)
+        message = f"the code raises {what}" + (f": {message}" if isinstance(message, str) else "")
+        try:
+            kind = self.eval(exc.func if type(exc) is cst.Call else exc, scope) if exc is not None else None
+        except AnalysisError:
+            kind = None
+        if isinstance(kind, Raised):  # `raise e` of a caught exception
+            raise Raised(kind.message, small, kind.exception)
+        if isinstance(getattr(kind, "fn", None), type) and issubclass(kind.fn, Exception):
+            raise Raised(message, small, kind.fn)
+        raise Unresolved(message, small)
 
     def _run_del(self, small: cst.Del, scope: Scope) -> None:
         """`del kwargs["pretrained"]` removes the item; `del x` leaves the name bound (gpumem holds a

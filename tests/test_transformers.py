@@ -1,0 +1,119 @@
+"""Models from Hugging Face transformers, read from its installed source, never imported by gpumem.
+
+transformers loads its names lazily (`_LazyModule`): the imports a type checker follows sit under
+`if TYPE_CHECKING:`. The oracle imports the library (only the tests do)."""
+import importlib
+
+import pytest
+
+from flake8_gpumem.analysis import analyse_source
+from flake8_gpumem.config import Settings
+from flake8_gpumem.interpreter import imports
+from flake8_gpumem.interpreter.core import Interpreter
+from flake8_gpumem.interpreter.objects import Class, Q, Scope
+
+torch = pytest.importorskip("torch")
+import torchvision_oracle  # noqa: E402,F401  (stubs torchvision registrations that transformers imports)
+import torch_oracle  # noqa: E402
+
+LAZY_INIT = '''\
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    try:
+        from .backend_check import available
+    except ImportError:
+        pass
+    else:
+        from .blocks import *
+else:
+    import importlib
+
+    def __getattr__(name):
+        return getattr(importlib.import_module(".blocks", __name__), name)
+'''
+BLOCKS = '''\
+import torch.nn as nn
+
+__all__ = ["Net"]
+
+
+class Net(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, width), nn.ReLU(), nn.Linear(width, 2))
+
+    def forward(self, x):
+        return self.body(x)
+'''
+
+
+def test_a_package_that_loads_lazily_is_read_through_its_type_checking_imports(tmp_path, monkeypatch):
+    """`from lazypkg import Net` where lazypkg's __init__ imports only under TYPE_CHECKING, inside
+    a try/else (as transformers guards its optional backends), through a star import."""
+    pkg = tmp_path / "lazypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(LAZY_INIT)
+    (pkg / "blocks.py").write_text(BLOCKS)
+    (pkg / "backend_check.py").write_text("available = True\n")
+    script = tmp_path / "train.py"
+    script.write_text("from lazypkg import Net\n\nmodel = Net(8)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = analyse_source(script.read_text(), str(script), Settings(input_shape=(6,), batch_size=4, device="cpu"))
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    report = result.models[0]
+    model = importlib.import_module("lazypkg").Net(8)  # the real package, through its __getattr__
+    truth = torch_oracle.profile(model, torch.randn(4, 6))
+    assert report.params == truth.params
+    assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+
+
+@pytest.mark.parametrize("name", ["GPT2LMHeadModel", "GPT2Config", "LlamaForCausalLM", "BertForSequenceClassification"])
+def test_transformers_names_are_found_where_the_library_defines_them(name):
+    transformers = pytest.importorskip("transformers")  # the oracle: where the library puts the name
+    resolver = imports.resolver(imports.roots_for(""))
+    interp = Interpreter(Scope({}), resolver=resolver)
+    found = interp.follow(Q(f"transformers.{name}", "transformers"), None)
+    assert isinstance(found, Class)
+    assert (found.name, found.scope.root().file.module) == (name, getattr(transformers, name).__module__)
+
+
+SMALL = {  # the issue's small size: 2 layers, hidden 64, vocabulary 1,000
+    "gpt2": ("GPT2LMHeadModel", "GPT2Config", "n_layer=2, n_embd=64, n_head=2, vocab_size=1000"),
+    "llama": ("LlamaForCausalLM", "LlamaConfig", "num_hidden_layers=2, hidden_size=64, intermediate_size=128, "
+              "num_attention_heads=4, num_key_value_heads=2, vocab_size=1000"),
+}
+BATCH, SEQ = 4, 32
+
+
+def _read_and_measure(tmp_path, key, extra=""):
+    """gpumem's report of `model = Model(Config(...))` from a script, and the same model built by
+    transformers, its leaf calls and a measured training step (int64 token ids, cross entropy of
+    the logits as for the language-model fixtures)."""
+    transformers = pytest.importorskip("transformers")
+    model_name, config_name, args = SMALL[key]
+    script = tmp_path / "train.py"
+    script.write_text(f"from transformers import {config_name}, {model_name}\n\n"
+                      f"model = {model_name}({config_name}({args}{extra}))\n")
+    settings = Settings(input_shape=(SEQ,), input_dtype="int64", batch_size=BATCH, device="cpu")
+    result = analyse_source(script.read_text(), str(script), settings)
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    torch.manual_seed(0)
+    model = eval(f"Model(Config({args}{extra}))",
+                 {"Model": getattr(transformers, model_name), "Config": getattr(transformers, config_name)})
+    truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
+    measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
+    return result.models[0], truth, measured
+
+
+@pytest.mark.parametrize("key, extra", [("gpt2", ""), ("llama", ""), ("llama", ', attn_implementation="eager"')])
+def test_a_transformers_causal_lm_is_read_exactly_and_its_step_peak_measured(tmp_path, key, extra):
+    """SDPA by default, the attention written out where the config asks for "eager" (with
+    masking_utils' float mask)."""
+    report, truth, measured = _read_and_measure(tmp_path, key, extra)
+    assert report.params == truth.params
+    assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+    error = (report.memory.peak - measured.peak) / measured.peak
+    assert abs(error) <= 0.03, (report.memory.peak, measured.peak, measured.categories)
