@@ -119,6 +119,16 @@ def test_what_is_not_modelled_is_said(config, said):
     assert any(said in d.message for d in result.diagnostics if d.code == "GPM900"), result.diagnostics
 
 
+def test_a_hook_that_makes_the_embeddings_require_grad_is_said():
+    """transformers' enable_input_require_grads() (which PeftModel forwards) registers a forward hook
+    that changes what backward reaches; not modelled, so not ignored either."""
+    source = matching(["fc"]).replace("model.print_trainable_parameters()", "model.enable_input_require_grads()")
+    result = analyse_source(source, "net.py", Settings(optimizer="adam", device="cpu"), model="model")
+    assert not result.models
+    assert any("enable_input_require_grads() (a forward hook" in d.message for d in result.diagnostics
+               if d.code == "GPM900"), result.diagnostics
+
+
 CONVS = """\
 import torch.nn as nn
 import torch.nn.functional as F
