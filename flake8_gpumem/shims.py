@@ -89,9 +89,9 @@ class LoraConfig:
         for name, default in NOT_MODELLED.items():
             if getattr(self, name) != default:
                 raise NotImplementedError(f"LoraConfig({name}={getattr(self, name)!r}) is not modelled by gpumem")
-        if self.task_type is not None:
-            raise NotImplementedError(f"LoraConfig(task_type={self.task_type!r}): PEFT's task wrappers are not "
-                                      "modelled by gpumem; leave task_type out")
+        if self.task_type not in (None, TaskType.CAUSAL_LM):
+            raise NotImplementedError(f"LoraConfig(task_type={self.task_type!r}): PEFT's task wrappers other than "
+                                      "CAUSAL_LM are not modelled by gpumem; leave task_type out")
         if self.inference_mode:
             raise NotImplementedError("LoraConfig(inference_mode=True) trains nothing of the adapters")
         if self.bias not in ("none", "all", "lora_only"):
@@ -152,11 +152,20 @@ def check_target_module_exists(config, key):
 
 
 def all_linear_layers(model):
-    """target_modules="all-linear": every nn.Linear of a model that is not a Hugging Face one."""
+    """target_modules="all-linear": every nn.Linear but a Hugging Face model's output layer (its
+    get_output_embeddings, lm_head where it has one); transformers' Conv1D (GPT-2) wants fan_in_fan_out."""
+    names = set()
+    for name, module in model.named_modules():
+        if module.__class__.__name__ == "Conv1D":
+            raise NotImplementedError(f"target_modules='all-linear' reaches transformers' Conv1D {name}, which PEFT "
+                                      "wraps with fan_in_fan_out=True, not modelled by gpumem")
+        if isinstance(module, nn.Linear):
+            names.add(name)
     if hasattr(model, "get_output_embeddings"):
-        raise NotImplementedError("target_modules='all-linear' on a Hugging Face model (its output layer is left "
-                                  "out) is not modelled by gpumem; name the modules")
-    return {name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+        output_emb = model.get_output_embeddings()
+        if output_emb is not None:
+            names -= {name for name, module in model.named_modules() if module is output_emb}
+    return names
 
 
 class ParameterDict(nn.Module):
@@ -354,8 +363,23 @@ class PeftModel(nn.Module):
     def print_trainable_parameters(self):
         pass
 
+    def enable_input_require_grads(self):
+        raise NotImplementedError("enable_input_require_grads() (a forward hook that makes the embeddings' output "
+                                  "require grad, so backward reaches the first layers' inputs) is not modelled by gpumem")
+
     def forward(self, *args, **kwargs):
         return self.get_base_model()(*args, **kwargs)
+
+
+class PeftModelForCausalLM(PeftModel):
+    """task_type="CAUSAL_LM": the base model called with its arguments by name (the path of every
+    method that is not prompt learning)."""
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, task_ids=None, **kwargs):
+        return self.base_model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                               labels=labels, output_attentions=output_attentions,
+                               output_hidden_states=output_hidden_states, return_dict=return_dict, **kwargs)
 
 
 def get_peft_model(model, peft_config, adapter_name="default", mixed=False, autocast_adapter_dtype=True,
@@ -364,7 +388,8 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
         raise NotImplementedError(f"{peft_config.__class__.__name__}: gpumem models PEFT's LoraConfig only")
     if mixed:
         raise NotImplementedError("get_peft_model(mixed=True) is not modelled by gpumem")
-    return PeftModel(model, peft_config, adapter_name, autocast_adapter_dtype, low_cpu_mem_usage)
+    wrapper = PeftModelForCausalLM if peft_config.task_type == TaskType.CAUSAL_LM else PeftModel
+    return wrapper(model, peft_config, adapter_name, autocast_adapter_dtype, low_cpu_mem_usage)
 '''
 
 SOURCES = {"peft": PEFT}

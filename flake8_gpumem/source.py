@@ -29,7 +29,7 @@ TABLE = 64  # items in a display a module-level call passes, above which it buil
 # nn.Module's methods that change what a model holds or what of it trains (not its dtype or device:
 # those are settings read apart, nor what it computes)
 CHANGING_METHODS = ("requires_grad_", "add_module", "register_module", "register_parameter", "register_buffer",
-                    "apply", "append", "extend", "insert", "update")
+                    "apply", "append", "extend", "insert", "update", "enable_input_require_grads")
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 # nn.Module's methods that return the module: a model is built, cast and placed in one statement
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
