@@ -85,6 +85,12 @@ OP_CASES = [
     op_case("unsqueeze_-result", "h.unsqueeze_(0) + h", setup=("h = h * 2",)),
     # normalisation, feed-forward, heads
     op_case("rmsnorm", "h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)"),
+    op_case("rms_norm-fn", "F.rms_norm(h, (16,), eps=1e-6)"),
+    op_case("rms_norm-weight", "F.rms_norm(h, [16], self.w)", init=("self.w = nn.Parameter(torch.ones(16))",)),
+    op_case("rms_norm-bfloat16", "F.rms_norm(h.bfloat16(), (8, 16), self.w.bfloat16())",
+            init=("self.w = nn.Parameter(torch.ones(8, 16))",)),
+    op_case("var", "h - h.var(-1, keepdim=True) + torch.var(h, dim=1, unbiased=False).unsqueeze(1)"),
+    op_case("eye", "h @ torch.eye(16) + torch.eye(8, 16, dtype=torch.float64).float()"),
     op_case("swiglu", "F.silu(h) * self.up(x)", init=("self.up = nn.Linear(16, 16)",)),
     op_case("gelu-tanh", "nn.functional.gelu(F.gelu(h, approximate='tanh'), approximate='tanh')"),
     op_case("repeat_interleave-gqa", "h.view(2, 8, 4, 4).repeat_interleave(2, dim=2)"),
