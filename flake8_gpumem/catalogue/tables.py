@@ -31,7 +31,7 @@ from .recurrent import RNN_LAYER
 from .shape import (CAT, INTERPOLATE, chunk_shape, tile_shape, expand_shape, flatten_shape, fpad_shape, narrow_shape,
                     permute_shape, pixel_shuffle_shape, pixel_unshuffle_shape, repeat_interleave_shape,
                     repeat_shape, reshape_shape, size_value, split_shape, squeeze_shape, stack_shape, t_shape,
-                    transpose_shape, unbind_shape, unflatten_shape, unsqueeze_shape, upsample_sizes,
+                    transpose_shape, unbind_shape, unflatten_shape, unfold_shape, unsqueeze_shape, upsample_sizes,
                     view_as_complex_shape, view_as_real_shape, view_as_shape, view_shape, pad)
 
 
@@ -225,6 +225,9 @@ FUNCTIONS: dict[str, Op] = {
     "torch.narrow": Op("input, dim, start, length", narrow_shape),  # a slice: backward as indexing's
     "torch.prod": PROD,
     "torch.var": VAR,
+    # a p-norm over dims: backward needs the input and the norm
+    "torch.norm": Op("input, p='fro', dim=None, keepdim=False, out=None, dtype=None", reduce_shape,
+                     saves=lambda a, out: [a.input, out]),
     "torch.cumsum": CUMSUM,
     "torch.bernoulli": BERNOULLI,
     "torch.where": WHERE,
@@ -267,7 +270,8 @@ METHODS: dict[str, Op] = {
                                                        "transpose", "chunk", "split", "unbind", "neg", "negative",
                                                        "cos", "sin", "rsqrt", "tril", "triu", "topk", "eq", "ne",
                                                        "lt", "le", "gt", "ge", "outer", "repeat_interleave", "narrow",
-                                                       "prod", "cumsum", "bernoulli", "var")},
+                                                       "prod", "cumsum", "bernoulli", "var", "norm")},
+    "unfold": Op("input, dimension, size, step", unfold_shape),  # a view; backward makes the input's gradient
     "view": Op("input, *shape", view_shape, grad="alias"),
     "view_as": Op("input, other", view_as_shape, grad="alias"),
     "reshape_as": Op("input, other", view_as_shape, grad="alias"),
