@@ -753,3 +753,31 @@ def test_library_idioms_timm_builds_with():
     (Qwen3's ViT), torch.zeros(size=...) (BEiT): Linear(8, 24) has 8 * 24 + 24 parameters."""
     result = analyse_source(IDIOMS, "idioms.py", Settings(batch_size=2))
     assert [(m.name, m.params, m.layers[0].output_shape) for m in result.models] == [("Net", 8 * 24 + 24, (2, 24))]
+
+
+NESTED_PARTIAL = """\
+import functools
+import torch.nn as nn
+
+norm = functools.partial(functools.partial(nn.BatchNorm2d, eps=1e-3), momentum=0.01)
+width = len(norm.func.__name__) + len(norm.keywords)  # "BatchNorm2d", eps and momentum: 13
+
+
+class Net(nn.Module):  # gpumem: input_shape=(3, 8, 8) batch_size=2
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3)
+        self.norm = norm(width, **norm.keywords)
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+"""
+
+
+def test_a_partial_of_a_partial_is_flattened_as_python_flattens_it():
+    """Python's partial(partial(f, a), b) is partial(f, a, b): its .func is the class (timm unwraps a
+    norm layer's partial once, then reads the class's __name__)."""
+    model = torch_oracle.instantiate(torch_oracle.load(NESTED_PARTIAL), "Net")
+    result = analyse_source(NESTED_PARTIAL, "net.py")
+    assert [(m.name, m.params) for m in result.models] == [("Net", sum(p.numel() for p in model.parameters()))], (
+        result.skipped)

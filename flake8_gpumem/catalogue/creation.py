@@ -97,6 +97,13 @@ def full_shape(a: Args):
     return Tensor(tuple(a.size), dtype_arg(a.dtype, fill))
 
 
+def eye_shape(a: Args):
+    """torch.eye(n, m): an n x m identity, float32 unless given a dtype."""
+    size = (a.n, a.n if a.m is None else a.m)
+    ints(size, "eye size")
+    return Tensor(size, dtype_arg(a.dtype, "float32"))
+
+
 def randint_shape(a: Args):
     return Tensor(tuple(a.size), dtype_arg(a.dtype, "int64"))
 

@@ -198,6 +198,9 @@ def _amax_shape(a: Args):
 REDUCE_KEEPS = Op("input, dim=(), keepdim=False, out=None", _amax_shape, saves=lambda a, out: [a.input, out],
                   backward_temp=lambda a: a.input.numel + _amax_shape(a).numel * (8 + DTYPE_BYTES[a.input.dtype]))
 MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=keeps_input)
+# var(dim, unbiased, keepdim) or var(dim, correction=, keepdim=): backward needs the input only
+VAR = Op("input, dim=None, unbiased=True, keepdim=False, *, correction=None, out=None", reduce_shape,
+         saves=keeps_input)
 
 
 def _prod_backward(a: Args) -> int:

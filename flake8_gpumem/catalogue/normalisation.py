@@ -71,6 +71,19 @@ def layer_norm_shape(a: Args):
     return a.input.like(a.input.shape)
 
 
+def rms_norm(a: Args, run):
+    """F.rms_norm, as PyTorch's CPU kernel composes it: in float32 (half precision upcast first),
+    x * rsqrt(mean(x**2) + eps) over the normalised dims (the eps added in place), times the
+    weight, cast back. Backward keeps the ops' own: the input, the inverse RMS, the weight."""
+    layer_norm_shape(a)
+    norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
+    x = a.input if a.input.dtype not in ("float16", "bfloat16") else run("float", a.input)
+    mean = run("mean", run("pow", x, 2), tuple(range(-len(norm), 0)), keepdim=True)
+    out = run("mul", x, run("torch.rsqrt", run("add", mean, a.eps or 0.0, into=mean)))
+    out = out if a.weight is None else run("mul", out, a.weight)
+    return out if x is a.input else run("type_as", out, a.input)
+
+
 def layer_norm_params(a: Args) -> list:
     norm = tup(a.normalized_shape, 1) if isinstance(a.normalized_shape, int) else tuple(a.normalized_shape)
     return [norm] * ((a.elementwise_affine) + (a.elementwise_affine and a.bias))

@@ -85,6 +85,17 @@ def transpose_shape(a: Args):
     return x.permuted(order)
 
 
+def unfold_shape(a: Args):
+    """x.unfold(dimension, size, step): overlapping windows of `dimension`, a strided view with the
+    window as a new last dimension."""
+    x = a.input
+    d = dim_index(a.dimension, x.ndim)
+    ints((a.size, a.step), "unfold size and step")
+    if a.step < 1 or a.size > x.shape[d]:
+        raise ShapeError(f"unfold size {a.size} (step {a.step}) does not fit dimension {d} of {fmt(x.shape)}")
+    return x.view(x.shape[:d] + ((x.shape[d] - a.size) // a.step + 1,) + x.shape[d + 1:] + (a.size,), STRIDED)
+
+
 def t_shape(a: Args):
     return a.input.permuted(range(a.input.ndim - 1, -1, -1))
 

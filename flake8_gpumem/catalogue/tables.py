@@ -13,10 +13,10 @@ from ..values import Tensor
 from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
-from .creation import (CREATE, arange_shape, full_shape, like_shape, linspace_shape, meshgrid_shape,
+from .creation import (CREATE, arange_shape, eye_shape, full_shape, like_shape, linspace_shape, meshgrid_shape,
                        new_shape, one_hot_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
-from .elementwise import (BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN,
+from .elementwise import (BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, VAR, SOFTMAX, SOFTMAX_FN,
                           TOPK, TRIANGLE, cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves,
                           prelu_shape, reduce_shape, softmax_fn, to_dtype, activation, binary, dropout, functional,
                           unary)
@@ -25,13 +25,13 @@ from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_saves, ein
                      matmul_shape, outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
 from .normalisation import (batch_norm_saves, group_norm_fn_shape, group_norm_saves, group_norm_shape,
-                            layer_norm_params, layer_norm_saves, layer_norm_shape, affine, batch_norm, instance_norm)
+                            layer_norm_params, layer_norm_saves, layer_norm_shape, rms_norm, affine, batch_norm, instance_norm)
 from .pooling import adaptive, functional_pool, pool
 from .recurrent import RNN_LAYER
 from .shape import (CAT, INTERPOLATE, chunk_shape, tile_shape, expand_shape, flatten_shape, fpad_shape, narrow_shape,
                     permute_shape, pixel_shuffle_shape, pixel_unshuffle_shape, repeat_interleave_shape,
                     repeat_shape, reshape_shape, size_value, split_shape, squeeze_shape, stack_shape, t_shape,
-                    transpose_shape, unbind_shape, unflatten_shape, unsqueeze_shape, upsample_sizes,
+                    transpose_shape, unbind_shape, unflatten_shape, unfold_shape, unsqueeze_shape, upsample_sizes,
                     view_as_complex_shape, view_as_real_shape, view_as_shape, view_shape, pad)
 
 
@@ -184,6 +184,7 @@ FUNCTIONS: dict[str, Op] = {
                                          saves=batch_norm_saves),
     "torch.nn.functional.layer_norm": Op("input, normalized_shape, weight=None, bias=None, eps=1e-05",
                                          layer_norm_shape, saves=layer_norm_saves),
+    "torch.nn.functional.rms_norm": Op("input, normalized_shape, weight=None, eps=None", steps=rms_norm),
     "torch.nn.functional.group_norm": Op("input, num_groups, weight=None, bias=None, eps=1e-05",
                                          group_norm_fn_shape, saves=group_norm_saves),
     "torch.nn.functional.embedding": Op("input, weight, padding_idx=None, max_norm=None, norm_type=2.0, "
@@ -223,6 +224,10 @@ FUNCTIONS: dict[str, Op] = {
     "torch.unbind": Op("input, dim=0", unbind_shape),
     "torch.narrow": Op("input, dim, start, length", narrow_shape),  # a slice: backward as indexing's
     "torch.prod": PROD,
+    "torch.var": VAR,
+    # a p-norm over dims: backward needs the input and the norm
+    "torch.norm": Op("input, p='fro', dim=None, keepdim=False, out=None, dtype=None", reduce_shape,
+                     saves=lambda a, out: [a.input, out]),
     "torch.cumsum": CUMSUM,
     "torch.bernoulli": BERNOULLI,
     "torch.where": WHERE,
@@ -241,6 +246,8 @@ FUNCTIONS: dict[str, Op] = {
                         randint_shape),
     "torch.arange": Op("start, end=None, step=1, out=None, dtype=None, layout=None, device=None, "
                        "pin_memory=False, requires_grad=False", arange_shape),
+    "torch.eye": Op("n, m=None, *, out=None, dtype=None, layout=None, device=None, pin_memory=False, "
+                    "requires_grad=False", eye_shape),
     "torch.linspace": Op("start, end, steps, out=None, dtype=None, layout=None, device=None, requires_grad=False",
                          linspace_shape),
     "torch.tensor": Op("data, dtype=None, device=None, requires_grad=False, pin_memory=False", tensor_shape),
@@ -263,7 +270,8 @@ METHODS: dict[str, Op] = {
                                                        "transpose", "chunk", "split", "unbind", "neg", "negative",
                                                        "cos", "sin", "rsqrt", "tril", "triu", "topk", "eq", "ne",
                                                        "lt", "le", "gt", "ge", "outer", "repeat_interleave", "narrow",
-                                                       "prod", "cumsum", "bernoulli")},
+                                                       "prod", "cumsum", "bernoulli", "var", "norm")},
+    "unfold": Op("input, dimension, size, step", unfold_shape),  # a view; backward makes the input's gradient
     "view": Op("input, *shape", view_shape, grad="alias"),
     "view_as": Op("input, other", view_as_shape, grad="alias"),
     "reshape_as": Op("input, other", view_as_shape, grad="alias"),

@@ -361,8 +361,9 @@ class Calls:
                                      kwargs.get("use_reentrant") is True)
         if path == "torch.utils.checkpoint.checkpoint_sequential":
             return self._checkpoint_sequential(*args, node=node, **kwargs)
-        if path == "functools.partial":
-            return Partial(args[0], list(args[1:]), dict(kwargs))
+        if path == "functools.partial":  # a partial of a partial is flattened, as Python's is
+            inner = args[0] if isinstance(args[0], Partial) else Partial(args[0], [], {})
+            return Partial(inner.func, inner.args + list(args[1:]), {**inner.kwargs, **kwargs})
         if path == "functools.wraps":  # the wrapper under the wrapped function's name and signature
             return Builtin(lambda f: f.wrapping(args[0]) if isinstance(f, Function) else f, "wraps")
         if path == "inspect.signature" and args and isinstance(args[0], Function):

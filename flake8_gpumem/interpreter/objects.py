@@ -12,7 +12,7 @@ from ..catalogue import Args, Op
 from ..segments import Segment
 from ..values import Tensor
 
-MAX_STEPS = 200_000  # evaluated nodes per model: bounds work on any input
+MAX_STEPS = 500_000  # evaluated nodes per model: bounds work on any input (timm's largest need 400,000)
 MAX_LOOP = 10_000  # iterations of one loop
 MAX_DEPTH = 60  # nested calls of functions, methods and modules
 MAX_INT_BITS = 63  # sizes beyond int64 are not sizes

@@ -99,9 +99,11 @@ class TensorOps:
         composite's type; in a layer (einops' Rearrange) they make up the layer's row."""
         first = len(self.events)
 
-        def run(name: str, *step_args, **step_kwargs):
+        def run(name: str, *step_args, into: Tensor | None = None, **step_kwargs):
+            """One step; `into` writes its result into that tensor's memory, as an in-place op."""
             step = catalogue.METHODS.get(name) or catalogue.FUNCTIONS[name]
-            return self.apply(step, {}, step.signature, list(step_args), step_kwargs, node, None, type_name)
+            return self.apply(step, {}, step.signature, list(step_args), step_kwargs, node, None, type_name,
+                              inplace=into)
 
         with _rule_errors(type_name, node, module):
             out = op.steps(bound, run)
