@@ -87,21 +87,21 @@ SMALL = {  # the issue's small size: 2 layers, hidden 64, vocabulary 1,000
 BATCH, SEQ = 4, 32
 
 
-def _read_and_measure(tmp_path, key, extra=""):
-    """gpumem's report of `model = Model(Config(...))` from a script, and the same model built by
-    transformers, its leaf calls and a measured training step (int64 token ids, cross entropy of
-    the logits as for the language-model fixtures)."""
+def _read_and_measure(tmp_path, key, extra="", build="{model}({config}({args}))"):
+    """gpumem's report of `model = Model(Config(...))` (or what `build` spells) from a script, and
+    the same model built by transformers, its leaf calls and a measured training step (int64 token
+    ids, cross entropy of the logits as for the language-model fixtures)."""
     transformers = pytest.importorskip("transformers")
     model_name, config_name, args = SMALL[key]
+    built = build.format(model=model_name, config=config_name, args=args + extra)
+    head = built.partition("(")[0].partition(".")[0]  # the model class, or the auto class
     script = tmp_path / "train.py"
-    script.write_text(f"from transformers import {config_name}, {model_name}\n\n"
-                      f"model = {model_name}({config_name}({args}{extra}))\n")
+    script.write_text(f"from transformers import {config_name}, {head}\n\nmodel = {built}\n")
     settings = Settings(input_shape=(SEQ,), input_dtype="int64", batch_size=BATCH, device="cpu")
     result = analyse_source(script.read_text(), str(script), settings)
     assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
     torch.manual_seed(0)
-    model = eval(f"Model(Config({args}{extra}))",
-                 {"Model": getattr(transformers, model_name), "Config": getattr(transformers, config_name)})
+    model = eval(built, {name: getattr(transformers, name) for name in (config_name, head)})
     truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
     measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
     return result.models[0], truth, measured
@@ -112,6 +112,18 @@ def test_a_transformers_causal_lm_is_read_exactly_and_its_step_peak_measured(tmp
     """SDPA by default, the attention written out where the config asks for "eager" (with
     masking_utils' float mask)."""
     report, truth, measured = _read_and_measure(tmp_path, key, extra)
+    assert report.params == truth.params
+    assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+    error = (report.memory.peak - measured.peak) / measured.peak
+    assert abs(error) <= 0.03, (report.memory.peak, measured.peak, measured.categories)
+
+
+def test_an_auto_class_builds_the_model_its_mapping_names_for_the_config(tmp_path):
+    """`AutoModelForCausalLM.from_config(config)`: the class is found through transformers' lazy
+    mapping of config class to model class, whose module is loaded by `importlib.import_module`."""
+    report, truth, measured = _read_and_measure(tmp_path, "llama",
+                                                build="AutoModelForCausalLM.from_config({config}({args}))")
     assert report.params == truth.params
     assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
         (c.name, c.type, c.output_shape) for c in truth.calls]
