@@ -21,6 +21,7 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved
 from . import numbers, regex
 from .imports import followed
+from .pretrained import PRETRAINED
 from .objects import (BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Buffer,
                       Builtin, Class, Field, Function, Instance, Loaded, Module, OrderedDict, Parameter, Partial,
                       Pattern, Q, ReturnValue, Scope, canonical, clone, code, dotted)
@@ -178,6 +179,8 @@ class Calls:
             return NOT_RUN[qualified(func)]
         if qualified(func) in DOCUMENTING and args:
             return args[0]
+        if qualified(func) in PRETRAINED:
+            return self.from_pretrained(PRETRAINED[qualified(func)], args, kwargs, node)
         replaced = None if as_written else self.replaced(func)  # a lookup in tables an import fills
         if replaced is not None:
             return replaced(func, args, kwargs, node)
@@ -641,6 +644,8 @@ class Calls:
         return args, kwargs
 
     def _super_call(self, method: str, node: cst.Call, scope: Scope):
+        if "self" not in scope.vars and "cls" in scope.vars:  # a classmethod's: the class comes first
+            return self._super_class_call(method, node, scope)
         self_obj = self.lookup("self", scope, node)
         if not isinstance(self_obj, (Module, Instance)) or self_obj.cls is None:
             return None
@@ -666,6 +671,16 @@ class Calls:
             return getattr(self_obj.items, method)(*args, **kwargs)
         if method == "__getattribute__" and isinstance(self_obj, Instance) and len(args) == 1:
             return self.getattr(self_obj, args[0], node, hooks=False)
+        return None
+
+    def _super_class_call(self, method: str, node: cst.Call, scope: Scope):
+        """`super().from_pretrained(...)` in a classmethod (transformers' auto classes)."""
+        cls = self.lookup("cls", scope, node)
+        args, kwargs = self._arguments(node, scope)
+        for base in self.bases(self._owner_class(scope) or cls) if isinstance(cls, Class) else ():
+            found = base.method(self, method) if isinstance(base, Class) else None
+            if found is not None:
+                return self.call_function(found, [cls] + args, kwargs, node)
         return None
 
     def _owner_class(self, scope: Scope) -> Class | None:
