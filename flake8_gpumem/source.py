@@ -34,7 +34,12 @@ OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": 
 # nn.Module's methods that return the module: a model is built, cast and placed in one statement
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
 WRAPPER_NAMES = ("compile", "DataParallel", "DistributedDataParallel", "DDP")  # torch's wrappers, as files call them
-SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained")) + ("compile(", "DataParallel")
+SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained", "gradient_checkpointing_enable")) + (
+    "compile(", "DataParallel")
+# transformers' switch that runs each decoder layer (a GradientCheckpointingLayer) under torch.utils.checkpoint
+CHECKPOINTING = ("transformers' gradient_checkpointing_enable() runs each decoder layer under torch.utils.checkpoint, "
+                 "which gpumem does not follow yet: the figures are without it (a higher peak) unless "
+                 "--checkpoint names the model's decoder layer class (e.g. LlamaDecoderLayer)")
 
 
 @dataclass
@@ -694,6 +699,13 @@ class _StatedSetup(_Variables):
         self.record(model, [base, *calls] if _pretrained(base) else calls)
 
     def visit_Expr(self, node):
+        call = node.value
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and (
+                call.func.attr == "gradient_checkpointing_enable"):
+            model = self.model_of(call.func.value)
+            if model is not None:
+                self.found.setdefault(model, SetUp()).notes.append((call.lineno, call.col_offset, CHECKPOINTING))
+            return
         base, calls = _chain(node.value)
         model = self.model_of(base)
         if model is not None:

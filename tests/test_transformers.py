@@ -202,3 +202,23 @@ def test_a_model_whose_config_is_nowhere_on_this_machine_is_a_gpm900_naming_how_
     assert [m.name for m in given.models] == ["model"], (given.error, given.skipped)
     truth = transformers.LlamaForCausalLM.from_pretrained(folder)
     assert given.models[0].params == sum(p.numel() for p in truth.parameters())
+
+
+def test_gradient_checkpointing_enable_is_said_and_the_checkpoint_setting_models_it(tmp_path):
+    """transformers runs each decoder layer under torch.utils.checkpoint after
+    `model.gradient_checkpointing_enable()`; gpumem says its figures leave that out, and
+    `checkpoint=("LlamaDecoderLayer",)` gives the step's peak as MemTracker measures it."""
+    transformers = pytest.importorskip("transformers")
+    _, _, args = SMALL["llama"]
+    text = (f"from transformers import LlamaConfig, LlamaForCausalLM\n\n"
+            f"model = LlamaForCausalLM(LlamaConfig({args}))\nmodel.gradient_checkpointing_enable()\n")
+    said = _report(tmp_path, text)
+    assert any(d.code == "GPM900" and "gradient_checkpointing_enable" in d.message for d in said.diagnostics)
+    result = _report(tmp_path, text, checkpoint=("LlamaDecoderLayer",))
+    torch.manual_seed(0)
+    model = eval(f"LlamaForCausalLM(LlamaConfig({args}))",
+                 {"LlamaForCausalLM": transformers.LlamaForCausalLM, "LlamaConfig": transformers.LlamaConfig})
+    model.gradient_checkpointing_enable()
+    measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
+    error = (result.models[0].memory.peak - measured.peak) / measured.peak
+    assert abs(error) <= 0.03, (result.models[0].memory.peak, measured.peak, measured.categories)

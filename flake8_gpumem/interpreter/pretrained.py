@@ -62,7 +62,10 @@ def read_config(name, given: str | None, options: dict, node) -> dict:
     """The config.json's values, or Unresolved saying where gpumem looked and how to give it one."""
     if not isinstance(name, str):
         raise Unresolved(f"from_pretrained({name!r}): gpumem needs the model's name or folder as a string", node)
-    path = config_file(name, given, options.get("revision"), options.get("subfolder") or "")
+    try:
+        path = config_file(name, given, options.get("revision"), options.get("subfolder") or "")
+    except (OSError, ValueError, TypeError) as exc:  # an unreadable cache entry, a name no path can be
+        raise Unresolved(f"from_pretrained({name!r}): cannot look for its config.json: {exc}", node) from None
     if path is None:
         where = (f"hf_config = {given!r} holds none" if given else
                  f"neither a local folder nor in the Hugging Face cache ({hub_cache()})")
