@@ -151,6 +151,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             if not (report_unshaped or decl.inline_error is not None) and (
                     set(decl.required) - set(merge(overrides, decl.inline, chosen, project).args)):
                 continue  # its constructor needs arguments nothing gives: a GPM900 nobody sees, not worth parsing
+            src.probe.hf_config = merge(overrides, decl.inline, chosen, project).hf_config
             try:
                 if not src.is_model(decl):
                     continue
@@ -247,7 +248,8 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
     from .interpreter import Module, Scope  # libcst and the interpreter, once a model is run
 
     interp = src.interpreter(model_dtype=memory.param_dtype(settings.dtype), device=settings.device,
-                             autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint)
+                             autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
+                             hf_config=settings.hf_config)
     interp.segment = decl.segment
     node = decl.node
     optimized, notes = None, []

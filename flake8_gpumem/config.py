@@ -66,6 +66,7 @@ class Settings:
     warn_fraction: float | None = None
     reserve: int | None = None
     device: str | None = None  # whose kernels: cuda (default) or cpu
+    hf_config: str | None = None  # the config.json (or its folder) of a transformers from_pretrained model
     args: dict = field(default_factory=dict)
     forward_args: dict = field(default_factory=dict)  # forward's non-tensor arguments, by name: literal values
 
@@ -328,6 +329,12 @@ def _dim(value, key: str) -> int:
     return value
 
 
+def _text(value, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} = {_short(value)}: expected a path")
+    return value
+
+
 PARSERS = {
     "budget": parse_size,
     "batch_size": _positive_int,
@@ -345,6 +352,7 @@ PARSERS = {
     "warn_fraction": _fraction,
     "reserve": lambda v, k: parse_size(v, k),
     "device": _choice(DEVICES),
+    "hf_config": _text,
     "args": _args,
     "forward_args": _args,
 }
@@ -426,6 +434,8 @@ OPTIONS = {o.key: o for o in (
     Option("batch_dim", "model and inputs", "where the batch goes in the input's shape: 0 batch first, 1 sequence "
            "first (nn.LSTM without batch_first); NAME=DIM for the input of that name", "DIM",
            several="one for all inputs or one per input", separator=";"),
+    Option("hf_config", "model and inputs", "a transformers model's config.json, or its folder, for "
+           "`from_pretrained(NAME)` where NAME is neither a local folder nor in the Hugging Face cache", "PATH"),
     Option("dtype", "training step", "precision of weights and compute (amp-*: float32 weights, autocast)", "DTYPE",
            DTYPES),
     Option("optimizer", "training step", "whose state is counted", "NAME", OPTIMIZERS,
@@ -540,7 +550,7 @@ def _parse_project(path: Path) -> ProjectConfig:
         raise ConfigError(f"{path}: tool.gpumem = {_short(table)}: expected a table [tool.gpumem]")
     table = dict(table)
     raw_models = table.pop("models", {})
-    settings = settings_from(table, f"{path} [tool.gpumem]")
+    settings = _anchored(settings_from(table, f"{path} [tool.gpumem]"), path.parent)
     if not isinstance(raw_models, dict):
         raise ConfigError(f"{path} [tool.gpumem]: models = {_short(raw_models)}: expected tables "
                           f'like [tool.gpumem.models."models/cnn.py::Net"]')
@@ -554,8 +564,13 @@ def _parse_project(path: Path) -> ProjectConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{path} [tool.gpumem.models]: {name!r} = {_short(values)}: expected a table "
                               f'[tool.gpumem.models."{name}"] of settings')
-        models[name] = settings_from(values, where)
+        models[name] = _anchored(settings_from(values, where), path.parent)
     return ProjectConfig(path, settings, models)
+
+
+def _anchored(s: Settings, folder: Path) -> Settings:
+    """A config path written in pyproject.toml is relative to its folder, as the model tables' files are."""
+    return s if s.hf_config is None else replace(s, hf_config=str(folder / os.path.expanduser(s.hf_config)))
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -34,7 +34,12 @@ OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": 
 # nn.Module's methods that return the module: a model is built, cast and placed in one statement
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
 WRAPPER_NAMES = ("compile", "DataParallel", "DistributedDataParallel", "DDP")  # torch's wrappers, as files call them
-SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to",)) + ("compile(", "DataParallel")
+SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained", "gradient_checkpointing_enable")) + (
+    "compile(", "DataParallel")
+# transformers' switch that runs each decoder layer (a GradientCheckpointingLayer) under torch.utils.checkpoint
+CHECKPOINTING = ("transformers' gradient_checkpointing_enable() runs each decoder layer under torch.utils.checkpoint, "
+                 "which gpumem does not follow yet: the figures are without it (a higher peak) unless "
+                 "--checkpoint names the model's decoder layer class (e.g. LlamaDecoderLayer)")
 
 
 @dataclass
@@ -142,8 +147,10 @@ class SourceFile:
 
     @cached_property
     def probe(self):
-        """An interpreter for looking names up (no model is run on it)."""
-        return self.interpreter()
+        """An interpreter for looking names up (no model is run on it, in no dtype yet)."""
+        probe = self.interpreter()
+        probe.dtype_known = False
+        return probe
 
     def expression_model(self, expression: str) -> ModelDecl:
         """A model named by an expression evaluated in the file's scope: a factory function's name,
@@ -202,6 +209,8 @@ class SourceFile:
                                          interpreter.Scope({}, self.scope))
             except (AnalysisError, RecursionError):
                 return False
+            if isinstance(callee, interpreter.Bound) and isinstance(callee.func, interpreter.Function):
+                callee = callee.func  # a method of a class read from source: `Model.from_pretrained(...)`
             if isinstance(callee, interpreter.Function) or (
                     isinstance(callee, interpreter.Q) and interpreter.imports.followed(callee.path)) or (
                     isinstance(callee, interpreter.Class) and self.probe.is_module_class(callee)):
@@ -687,9 +696,16 @@ class _StatedSetup(_Variables):
             self.instances.pop(target.id, None)
             return
         self.instances[target.id] = model
-        self.record(model, calls)
+        self.record(model, [base, *calls] if _pretrained(base) else calls)
 
     def visit_Expr(self, node):
+        call = node.value
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and (
+                call.func.attr == "gradient_checkpointing_enable"):
+            model = self.model_of(call.func.value)
+            if model is not None:
+                self.found.setdefault(model, SetUp()).notes.append((call.lineno, call.col_offset, CHECKPOINTING))
+            return
         base, calls = _chain(node.value)
         model = self.model_of(base)
         if model is not None:
@@ -724,6 +740,8 @@ class _StatedSetup(_Variables):
     def _step(self, call: ast.Call) -> tuple:
         """("dtype", the dtype it casts to, None where it cannot be read), ("wrapper", what wraps the
         model), or (None, None) for a call that only places the model or is no torch wrapper."""
+        if _pretrained(call):
+            return self._loaded_in(call)
         method = _module_method(call)
         if method in MODULE_CASTS:
             return "dtype", TORCH_DTYPES[method]
@@ -733,6 +751,16 @@ class _StatedSetup(_Variables):
             return self._to(call)
         wrapper = None if method else _interpreter().WRAPPERS.get(self.src.path_of(_dotted(call.func)))
         return ("wrapper", wrapper) if wrapper else (None, None)
+
+    def _loaded_in(self, call: ast.Call) -> tuple:
+        """transformers' `X.from_pretrained(name, dtype=torch.bfloat16)` (`torch_dtype=`, its older
+        name) loads the weights in that dtype; without one, or "auto", in the config's (the
+        interpreter reads it)."""
+        given = _keyword(call, "dtype") or _keyword(call, "torch_dtype")
+        value = self.src.evaluate(given, {}) if given is not None else "auto"
+        if value == "auto":
+            return None, None
+        return "dtype", value if isinstance(value, str) and value in FLOAT_DTYPES else None
 
     def _to(self, call: ast.Call) -> tuple:
         """`model.to(...)`'s dtype: to(torch.bfloat16), to("cuda", torch.float16), to(dtype=...). A first
@@ -746,6 +774,10 @@ class _StatedSetup(_Variables):
             if value is None and dtype_slot:
                 return "dtype", None
         return None, None
+
+
+def _pretrained(node) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained"
 
 
 def _device_count(call: ast.Call) -> int | None:

@@ -421,7 +421,7 @@ def test_seed_pooling_warning_points_at_p2(seed_json):
 
 GROUPED = {  # issue #23: the flags of `gpumem report`, in order, under their headings
     "model and inputs": ["FILE", "--model", "--arg", "--forward-arg", "--input-shape", "--input-dtype", "--batch-size",
-                         "--batch-dim"],
+                         "--batch-dim", "--hf-config"],
     "training step": ["--dtype", "--optimizer", "--loss", "--device"],
     "set-up": ["--checkpoint", "--accumulate", "--strategy", "--world-size", "--shard-unit"],
     "budget": ["--budget", "--reserve"],

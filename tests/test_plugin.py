@@ -791,6 +791,7 @@ CONFIG_FILE_OPTIONS = {
     "gpumem-warn-fraction": ("0.5", 0.5),
     "gpumem-reserve": ("1GiB", 2 ** 30),
     "gpumem-device": ("cpu", "cpu"),
+    "gpumem-hf-config": ("configs/llama.json", "configs/llama.json"),
 }
 
 

@@ -87,21 +87,21 @@ SMALL = {  # the issue's small size: 2 layers, hidden 64, vocabulary 1,000
 BATCH, SEQ = 4, 32
 
 
-def _read_and_measure(tmp_path, key, extra=""):
-    """gpumem's report of `model = Model(Config(...))` from a script, and the same model built by
-    transformers, its leaf calls and a measured training step (int64 token ids, cross entropy of
-    the logits as for the language-model fixtures)."""
+def _read_and_measure(tmp_path, key, extra="", build="{model}({config}({args}))"):
+    """gpumem's report of `model = Model(Config(...))` (or what `build` spells) from a script, and
+    the same model built by transformers, its leaf calls and a measured training step (int64 token
+    ids, cross entropy of the logits as for the language-model fixtures)."""
     transformers = pytest.importorskip("transformers")
     model_name, config_name, args = SMALL[key]
+    built = build.format(model=model_name, config=config_name, args=args + extra)
+    head = built.partition("(")[0].partition(".")[0]  # the model class, or the auto class
     script = tmp_path / "train.py"
-    script.write_text(f"from transformers import {config_name}, {model_name}\n\n"
-                      f"model = {model_name}({config_name}({args}{extra}))\n")
+    script.write_text(f"from transformers import {config_name}, {head}\n\nmodel = {built}\n")
     settings = Settings(input_shape=(SEQ,), input_dtype="int64", batch_size=BATCH, device="cpu")
     result = analyse_source(script.read_text(), str(script), settings)
     assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
     torch.manual_seed(0)
-    model = eval(f"Model(Config({args}{extra}))",
-                 {"Model": getattr(transformers, model_name), "Config": getattr(transformers, config_name)})
+    model = eval(built, {name: getattr(transformers, name) for name in (config_name, head)})
     truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
     measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
     return result.models[0], truth, measured
@@ -117,3 +117,108 @@ def test_a_transformers_causal_lm_is_read_exactly_and_its_step_peak_measured(tmp
         (c.name, c.type, c.output_shape) for c in truth.calls]
     error = (report.memory.peak - measured.peak) / measured.peak
     assert abs(error) <= 0.03, (report.memory.peak, measured.peak, measured.categories)
+
+
+def test_an_auto_class_builds_the_model_its_mapping_names_for_the_config(tmp_path):
+    """`AutoModelForCausalLM.from_config(config)`: the class is found through transformers' lazy
+    mapping of config class to model class, whose module is loaded by `importlib.import_module`."""
+    report, truth, measured = _read_and_measure(tmp_path, "llama",
+                                                build="AutoModelForCausalLM.from_config({config}({args}))")
+    assert report.params == truth.params
+    assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+    error = (report.memory.peak - measured.peak) / measured.peak
+    assert abs(error) <= 0.03, (report.memory.peak, measured.peak, measured.categories)
+
+
+def _saved_llama(folder):
+    """The small LLaMA saved by transformers itself (config.json and weights) in `folder`."""
+    transformers = pytest.importorskip("transformers")
+    _, _, args = SMALL["llama"]
+    torch.manual_seed(0)
+    model = eval(f"LlamaForCausalLM(LlamaConfig({args}))",
+                 {"LlamaForCausalLM": transformers.LlamaForCausalLM, "LlamaConfig": transformers.LlamaConfig})
+    model.save_pretrained(folder)
+    return transformers
+
+
+def _report(tmp_path, text, **settings):
+    script = tmp_path / "train.py"
+    script.write_text(text)
+    result = analyse_source(text, str(script), Settings(input_shape=(SEQ,), input_dtype="int64", batch_size=BATCH,
+                                                        device="cpu", **settings))
+    return result
+
+
+def test_from_pretrained_reads_a_local_folders_config_and_loads_in_the_dtype_given(tmp_path):
+    """`LlamaForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)`: the model of the folder's
+    config.json, its weights (and so the step) in bfloat16, against transformers loading the same folder."""
+    folder = tmp_path / "tiny-llama"
+    transformers = _saved_llama(folder)
+    result = _report(tmp_path, f"import torch\nfrom transformers import LlamaForCausalLM\n\n"
+                               f"model = LlamaForCausalLM.from_pretrained({str(folder)!r}, dtype=torch.bfloat16)\n")
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    report = result.models[0]
+    model = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
+    measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
+    assert report.params == truth.params
+    assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+    error = (report.memory.peak - measured.peak) / measured.peak
+    assert abs(error) <= 0.03, (report.memory.peak, measured.peak, measured.categories)
+
+
+def test_an_auto_class_from_pretrained_finds_the_config_in_the_hugging_face_cache(tmp_path, monkeypatch):
+    """`AutoModelForCausalLM.from_pretrained("org/name", torch_dtype=...)`: the config of the revision
+    refs/main names, in huggingface_hub's cache layout under HF_HUB_CACHE."""
+    snapshot = tmp_path / "hub" / "models--tiny-org--tiny-llama" / "snapshots" / "0123abcd"
+    transformers = _saved_llama(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    result = _report(tmp_path, "import torch\nfrom transformers import AutoModelForCausalLM\n\n"
+                               "model = AutoModelForCausalLM.from_pretrained('tiny-org/tiny-llama', "
+                               "torch_dtype=torch.bfloat16)\n")
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    truth = transformers.AutoModelForCausalLM.from_pretrained(snapshot)
+    assert result.models[0].params == sum(p.numel() for p in truth.parameters())
+    assert {r.type for r in result.models[0].layers if r.module} == {type(m).__name__ for m in truth.modules()
+                                                                      if not list(m.children())}
+
+
+def test_a_model_whose_config_is_nowhere_on_this_machine_is_a_gpm900_naming_how_to_give_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    text = ("from transformers import AutoModelForCausalLM\n\n"
+            "model = AutoModelForCausalLM.from_pretrained('org/absent')\n")
+    result = _report(tmp_path, text)
+    assert result.models == []
+    [message] = [d.message for d in result.diagnostics if d.code == "GPM900"]
+    assert "org/absent" in message and "hf_config" in message and "--hf-config" in message
+    folder = tmp_path / "given"
+    transformers = _saved_llama(folder)
+    given = _report(tmp_path, text, hf_config=str(folder / "config.json"))  # the setting gives it
+    assert [m.name for m in given.models] == ["model"], (given.error, given.skipped)
+    truth = transformers.LlamaForCausalLM.from_pretrained(folder)
+    assert given.models[0].params == sum(p.numel() for p in truth.parameters())
+
+
+def test_gradient_checkpointing_enable_is_said_and_the_checkpoint_setting_models_it(tmp_path):
+    """transformers runs each decoder layer under torch.utils.checkpoint after
+    `model.gradient_checkpointing_enable()`; gpumem says its figures leave that out, and
+    `checkpoint=("LlamaDecoderLayer",)` gives the step's peak as MemTracker measures it."""
+    transformers = pytest.importorskip("transformers")
+    _, _, args = SMALL["llama"]
+    text = (f"from transformers import LlamaConfig, LlamaForCausalLM\n\n"
+            f"model = LlamaForCausalLM(LlamaConfig({args}))\nmodel.gradient_checkpointing_enable()\n")
+    said = _report(tmp_path, text)
+    assert any(d.code == "GPM900" and "gradient_checkpointing_enable" in d.message for d in said.diagnostics)
+    result = _report(tmp_path, text, checkpoint=("LlamaDecoderLayer",))
+    torch.manual_seed(0)
+    model = eval(f"LlamaForCausalLM(LlamaConfig({args}))",
+                 {"LlamaForCausalLM": transformers.LlamaForCausalLM, "LlamaConfig": transformers.LlamaConfig})
+    model.gradient_checkpointing_enable()
+    measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
+    error = (result.models[0].memory.peak - measured.peak) / measured.peak
+    assert abs(error) <= 0.03, (result.models[0].memory.peak, measured.peak, measured.categories)

@@ -7,6 +7,7 @@ import collections
 import collections.abc
 import contextvars
 import copy
+import importlib.util
 import inspect
 import itertools
 import json
@@ -20,9 +21,10 @@ from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved
 from . import numbers, regex
 from .imports import followed
+from .pretrained import PRETRAINED
 from .objects import (BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Buffer,
-                      Builtin, Class, Field, Function, Instance, Loaded, Module, Parameter, Partial, Pattern, Q,
-                      ReturnValue, Scope, canonical, clone, code, dotted)
+                      Builtin, Class, Field, Function, Instance, Loaded, Module, OrderedDict, Parameter, Partial,
+                      Pattern, Q, ReturnValue, Scope, canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -36,8 +38,9 @@ NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "wa
 # initialisation writes values in place and sizes nothing (as torch.nn.init's functions, which it
 # calls after patching nn.Module); the tracing guards are False, as GUARDS; transformers' probes
 # of installed packages (importlib.util.find_spec, package metadata) say PyTorch is there.
-# Decorators that write a function's docstring and return it: not run
-DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring"})
+# Functions that write a function's or class's docstring and return it: not run
+DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring",
+                         "transformers.models.auto.auto_factory.auto_class_update"})
 HF = "transformers.utils.import_utils."
 NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": None,
            # it logs a warning where the batch holds the padding token: a question of the data
@@ -174,6 +177,10 @@ class Calls:
         """`as_written`: its own code, also where registries.py answers for it."""
         if qualified(func) in NOT_RUN:
             return NOT_RUN[qualified(func)]
+        if qualified(func) in DOCUMENTING and args:
+            return args[0]
+        if qualified(func) in PRETRAINED:
+            return self.from_pretrained(PRETRAINED[qualified(func)], args, kwargs, node)
         replaced = None if as_written else self.replaced(func)  # a lookup in tables an import fills
         if replaced is not None:
             return replaced(func, args, kwargs, node)
@@ -380,7 +387,9 @@ class Calls:
         if path.startswith("numpy.") and name in numbers.NUMPY:
             return numbers.NUMPY[name](*args, **kwargs)
         if path in ("collections.OrderedDict", "typing.OrderedDict"):
-            return dict(*args, **kwargs)
+            return OrderedDict(*args, **kwargs)
+        if path == "importlib.import_module":
+            return self.import_module(*args, node=node, **kwargs)
         if path == "copy.deepcopy":
             return clone(args[0])
         if path == "dataclasses.asdict" and isinstance(args[0], Instance):
@@ -434,6 +443,17 @@ class Calls:
             raise Unresolved(f"{path}() is not known to gpumem: no source for module {path.partition('.')[0]} "
                              "on the search path", node)
         raise Unresolved(f"{path}() is not known to gpumem", node)
+
+    def import_module(self, name: str, package: str | None = None, node=None):
+        """`importlib.import_module(name, package)`: the module an import statement of that name
+        binds, read from its source (transformers' auto classes load their model classes so)."""
+        path = importlib.util.resolve_name(name, package)  # the name only: nothing is imported
+        if not followed(path):
+            return Q(path)
+        module = self.resolver.module(path)
+        if module is None:
+            raise Unresolved(f"importlib.import_module({path!r}): no source for it on the search path", node)
+        return module
 
     def _checkpoint_sequential(self, functions, segments, input, node, use_reentrant=None, **options):
         """checkpoint_sequential: every segment but the last checkpointed, as torch splits them."""
@@ -625,6 +645,8 @@ class Calls:
         return args, kwargs
 
     def _super_call(self, method: str, node: cst.Call, scope: Scope):
+        if "self" not in scope.vars and "cls" in scope.vars:  # a classmethod's: the class comes first
+            return self._super_class_call(method, node, scope)
         self_obj = self.lookup("self", scope, node)
         if not isinstance(self_obj, (Module, Instance)) or self_obj.cls is None:
             return None
@@ -650,6 +672,16 @@ class Calls:
             return getattr(self_obj.items, method)(*args, **kwargs)
         if method == "__getattribute__" and isinstance(self_obj, Instance) and len(args) == 1:
             return self.getattr(self_obj, args[0], node, hooks=False)
+        return None
+
+    def _super_class_call(self, method: str, node: cst.Call, scope: Scope):
+        """`super().from_pretrained(...)` in a classmethod (transformers' auto classes)."""
+        cls = self.lookup("cls", scope, node)
+        args, kwargs = self._arguments(node, scope)
+        for base in self.bases(self._owner_class(scope) or cls) if isinstance(cls, Class) else ():
+            found = base.method(self, method) if isinstance(base, Class) else None
+            if found is not None:
+                return self.call_function(found, [cls] + args, kwargs, node)
         return None
 
     def _owner_class(self, scope: Scope) -> Class | None:

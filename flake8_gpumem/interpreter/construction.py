@@ -11,7 +11,7 @@ from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
 from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Buffer, Class, Event, Field,
-                      Instance, Module, Parameter, Q, Region, canonical, walk_modules)
+                      Instance, Module, OrderedDict, Parameter, Q, Region, canonical, walk_modules)
 from ..catalogue import Args, Op
 
 
@@ -56,6 +56,9 @@ class Construction:
             return
         if isinstance(obj, Instance):
             obj.attrs[name] = value
+            return
+        if isinstance(obj, OrderedDict):
+            vars(obj)[name] = value
             return
         if isinstance(obj, Tensor) and name == "requires_grad":  # for p in model.parameters(): p.requires_grad = False
             self.set_requires_grad(obj, value, node)

@@ -10,17 +10,19 @@ from .construction import Construction
 from .expressions import Expressions
 from .imports import Resolver
 from .objects import MAX_STEPS, Event, Module, Scope
+from .pretrained import Pretrained
 from .registries import Registries
 from .scopes import Names
 from .statements import Statements
 from .tensors import TensorOps
 
 
-class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps, Registries):
+class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps, Registries, Pretrained):
     """Evaluates one model: construction, then one forward pass."""
 
     def __init__(self, scope: Scope, model_dtype: str = "float32", device: str = "cuda",
-                 autocast: str | None = None, resolver: Resolver | None = None, checkpoint: tuple = ()):
+                 autocast: str | None = None, resolver: Resolver | None = None, checkpoint: tuple = (),
+                 hf_config: str | None = None):
         self.scope = scope
         self.resolver = resolver or imports.resolver(imports.roots_for(""))  # where imported source is found
         self.model_dtype = model_dtype
@@ -38,6 +40,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
         self.anchor: tuple | None = None  # (Segment, node) of the innermost user code, for positions
         self.segment: Segment | None = None  # the statement whose code runs now
         self.in_foreign = False  # running another file's code, whose nodes have no place in the linted file
+        self.hf_config = hf_config  # transformers' from_pretrained: the config.json the settings give
         self.checkpoint_classes = frozenset(checkpoint)  # what-if: every call of these runs checkpointed
         self.region: int | None = None  # the checkpointed call running now
         self.regions = 0

@@ -17,7 +17,8 @@ from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, An
 from . import regex
 from .imports import Namespace
 from .objects import (MAPPING_MIXINS, MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function,
-                      Instance, Module, Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue, code)
+                      Instance, Module, OrderedDict, Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue,
+                      code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
 # methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
@@ -176,9 +177,15 @@ class Expressions:
                     return self.apply(op, {}, op.signature, [left, right], {}, node, None, symbol)
                 result = COMPARE[type(target.operator)](left, right)
             else:
-                if isinstance(right, Instance) and isinstance(target.operator, (cst.In, cst.NotIn)):
-                    right = self.as_mapping(right, node) if self.as_mapping(right, node) is not None else right
-                result = COMPARE[type(target.operator)](left, right)
+                contains = (right.cls.method(self, "__contains__") if isinstance(right, Instance) and
+                            isinstance(target.operator, (cst.In, cst.NotIn)) else None)
+                if contains is not None:  # its own `__contains__` (transformers' lazy auto mappings)
+                    found = bool(self.call_function(contains, [right, left], {}, node))
+                    result = found if isinstance(target.operator, cst.In) else not found
+                else:
+                    if isinstance(right, Instance) and isinstance(target.operator, (cst.In, cst.NotIn)):
+                        right = self.as_mapping(right, node) if self.as_mapping(right, node) is not None else right
+                    result = COMPARE[type(target.operator)](left, right)
             if not result:
                 return False
             left = right
@@ -332,6 +339,8 @@ class Expressions:
             if name == "data":  # the same memory, outside autograd
                 return obj if obj.is_param else Tensor(obj.shape, obj.dtype, False, base=obj, layout=obj.layout)
             return Bound(obj, name)
+        if isinstance(obj, OrderedDict) and name in vars(obj):
+            return vars(obj)[name]
         if isinstance(obj, (list, dict)) and name in LIST_METHODS or isinstance(obj, set) and name in SET_METHODS:
             return Bound(obj, name)
         if isinstance(obj, Function) and name == "__code__":  # its parameters, as co_varnames begins

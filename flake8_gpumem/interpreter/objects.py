@@ -35,6 +35,11 @@ class Q:
         return f"<class '{self.path}'>"  # as Python prints a class (transformers tells torch types so)
 
 
+class OrderedDict(dict):
+    """`collections.OrderedDict(...)`: a dict that, unlike a plain one, holds attributes
+    (transformers' auto mappings set one on the table of names they are given)."""
+
+
 @dataclass(eq=False)
 class File:
     """What a module-level scope knows of its file, for imports and for positions."""
