@@ -144,13 +144,14 @@ def main() -> None:
             continue
         signal.alarm(ns.timeout)
         try:
-            outcome, detail, figures = one(model_type, class_name, transformers, ns.peak)
-        except TimedOut:
+            try:
+                outcome, detail, figures = one(model_type, class_name, transformers, ns.peak)
+            finally:
+                signal.alarm(0)
+        except TimedOut:  # also one that strikes as the alarm is cleared
             outcome, detail, figures = "over limits", f"over {ns.timeout} s", {}
         except MemoryError:
             outcome, detail, figures = "over limits", f"over {ns.memory} GiB", {}
-        finally:
-            signal.alarm(0)
         outcomes[outcome] += 1
         if outcome != "read":
             reasons[f"{outcome}: {detail}" if outcome != "differs" else "differs"] += 1

@@ -481,7 +481,7 @@ def _labeller(run: _Run):
     def label(ev: Event) -> str:
         if ev.module is not None:
             return run.names.get(id(ev.module), ev.type)
-        return f"{run.names[id(ev.owner)] or ev.owner.kind} ({ev.type})" if ev.owner is not None else ev.type
+        return f"{run.names.get(id(ev.owner)) or ev.owner.kind} ({ev.type})" if ev.owner is not None else ev.type
 
     return label
 

@@ -364,8 +364,9 @@ class PeftModel(nn.Module):
         pass
 
     def enable_input_require_grads(self):
-        raise NotImplementedError("enable_input_require_grads() (a forward hook that makes the embeddings' output "
-                                  "require grad, so backward reaches the first layers' inputs) is not modelled by gpumem")
+        raise NotImplementedError("enable_input_require_grads() (a forward hook that makes the embeddings' "
+                                  "output require grad, so backward reaches the first layers' inputs) is not "
+                                  "modelled by gpumem")
 
     def forward(self, *args, **kwargs):
         return self.get_base_model()(*args, **kwargs)

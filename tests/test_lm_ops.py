@@ -104,6 +104,18 @@ OP_CASES = [
     # nanoGPT's inference head: a list of ints is an index of known length
     op_case("list-index-last", "h[:, [-1], :]"),
     op_case("list-index-two", "h[:, [0, -1]]"),
+    # bool reductions, and conditions on tensors made of known numbers (transformers' default
+    # all-ones attention mask: `mask.sum() == mask.numel()` decides whether a causal mask is built)
+    op_case("all-any", "h * (h > 0).all(-1, keepdim=True) + h * torch.any(h > 1, dim=-1, keepdim=True)"),
+    op_case("greater", "h * torch.greater(h, 0)"),
+    op_case("bitwise-not", "h.masked_fill(~(h > 0), 0.0)"),
+    # BERT's token-type ids: a buffer gathered at the positions; a gradient through gather too
+    op_case("gather", "torch.gather(h, 1, i) + h.gather(dim=-1, index=i.flip(-1))",
+            setup=("i = torch.arange(8).repeat(2).expand(2, 8, 16)",)),
+    op_case("all-ones-mask-known", "h * 2 if m.sum() == m.numel() and m.all() else h",
+            setup=("m = torch.ones(2, 8).to(dtype=torch.bool)",)),
+    op_case("zeros-mask-known", "h * 2 if torch.any(m.bool()) or m.sum() > 0 else h",
+            setup=("m = torch.zeros(2, 8, dtype=torch.long)",)),
 ]
 
 
@@ -162,6 +174,14 @@ def check_op(case):
     _, layers = _analysed(case.source)
     got = (sum(r.activation_bytes for r in layers), sum(r.saved_bytes for r in layers))
     assert got == (allocated, kept), f"(allocated, kept) analyser {got} != torch {(allocated, kept)}\n{case.source}"
+
+
+def test_condition_on_the_token_ids_stays_unknown():
+    """`(x == pad).any()` on the input's values: what the data holds, never guessed (GPM900)."""
+    case = op_case("pad-check", "h * 2 if (x == 0).any() else h")
+    result = analyse(case.source)
+    assert not result.models
+    assert "a condition on tensor values depends on the data" in result.skipped[0][1]
 
 
 def test_list_index_out_of_range_is_a_shape_error_at_its_line():

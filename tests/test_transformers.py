@@ -83,8 +83,14 @@ SMALL = {  # the issue's small size: 2 layers, hidden 64, vocabulary 1,000
     "gpt2": ("GPT2LMHeadModel", "GPT2Config", "n_layer=2, n_embd=64, n_head=2, vocab_size=1000"),
     "llama": ("LlamaForCausalLM", "LlamaConfig", "num_hidden_layers=2, hidden_size=64, intermediate_size=128, "
               "num_attention_heads=4, num_key_value_heads=2, vocab_size=1000"),
+    # classifiers: BERT on token ids, ViT on 32 x 32 images in patches of 8
+    "bert": ("BertForSequenceClassification", "BertConfig", "num_hidden_layers=2, hidden_size=64, "
+             "num_attention_heads=4, intermediate_size=128, vocab_size=1000"),
+    "vit": ("ViTForImageClassification", "ViTConfig", "num_hidden_layers=2, hidden_size=64, num_attention_heads=4, "
+            "intermediate_size=128, image_size=32, patch_size=8, num_labels=10"),
 }
 BATCH, SEQ = 4, 32
+INPUTS = {"vit": ((3, 32, 32), "float32")}  # the others: SEQ int64 token ids
 
 
 def _read_and_measure(tmp_path, key, extra="", build="{model}({config}({args}))"):
@@ -97,18 +103,20 @@ def _read_and_measure(tmp_path, key, extra="", build="{model}({config}({args}))"
     head = built.partition("(")[0].partition(".")[0]  # the model class, or the auto class
     script = tmp_path / "train.py"
     script.write_text(f"from transformers import {config_name}, {head}\n\nmodel = {built}\n")
-    settings = Settings(input_shape=(SEQ,), input_dtype="int64", batch_size=BATCH, device="cpu")
+    shape, dtype = INPUTS.get(key, ((SEQ,), "int64"))
+    settings = Settings(input_shape=shape, input_dtype=dtype, batch_size=BATCH, device="cpu")
     result = analyse_source(script.read_text(), str(script), settings)
     assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
     torch.manual_seed(0)
     model = eval(built, {name: getattr(transformers, name) for name in (config_name, head)})
-    truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
-    measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
+    truth = torch_oracle.profile(model, torch_oracle.make_input((BATCH, *shape), dtype))
+    measured = torch_oracle.measure_step(model, (BATCH, *shape), dtype)
     return result.models[0], truth, measured
 
 
-@pytest.mark.parametrize("key, extra", [("gpt2", ""), ("llama", ""), ("llama", ', attn_implementation="eager"')])
-def test_a_transformers_causal_lm_is_read_exactly_and_its_step_peak_measured(tmp_path, key, extra):
+@pytest.mark.parametrize("key, extra", [("gpt2", ""), ("llama", ""), ("llama", ', attn_implementation="eager"'),
+                                        ("bert", ""), ("vit", "")])
+def test_a_transformers_model_is_read_exactly_and_its_step_peak_measured(tmp_path, key, extra):
     """SDPA by default, the attention written out where the config asks for "eager" (with
     masking_utils' float mask)."""
     report, truth, measured = _read_and_measure(tmp_path, key, extra)

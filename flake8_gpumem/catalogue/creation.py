@@ -20,12 +20,14 @@ def one_hot_shape(a: Args):
     return Tensor(a.tensor.shape + (a.num_classes,), "int64")
 
 
-def _creation(dtype_default: str = "float32") -> Op:
+def _creation(fill: int | None = None) -> Op:
+    """torch.zeros / torch.ones carry their `fill` as values (a default all-ones attention mask is
+    then known to mask nothing); random and empty tensors do not."""
     def shape(a: Args):
         size = a.sizes[0] if len(a.sizes) == 1 and isinstance(a.sizes[0], (tuple, list)) else a.sizes
         size = size if a.size is None else a.size  # torch.zeros(size=(2, 3)), as timm's BEiT writes it
         ints(tuple(size), "size")
-        return Tensor(tuple(size), dtype_arg(a.dtype, dtype_default))
+        return filled(tuple(size), dtype_arg(a.dtype, "float32"), fill)
     return Op("*sizes, size=None, dtype=None, device=None, requires_grad=False, generator=None, out=None, "
               "layout=None, pin_memory=False, memory_format=None", shape)
 
@@ -39,6 +41,12 @@ def valued(values: list, dtype: str | None = None, shape: tuple | None = None) -
                       "bool" if values and all(isinstance(v, bool) for v in values) else "int64")
     shape = (len(values),) if shape is None else shape
     return Tensor(shape, dtype, values=tuple(values) if len(values) <= MAX_VALUES else None)
+
+
+def filled(shape: tuple, dtype: str, fill) -> Tensor:
+    """A tensor of one value everywhere (None: unknown), its values kept while small."""
+    n = math.prod(shape)
+    return Tensor(shape, dtype, values=(fill,) * n if fill is not None and n <= MAX_VALUES else None)
 
 
 def arange_shape(a: Args):
@@ -94,7 +102,8 @@ def full_shape(a: Args):
     """torch.full: the dtype of its fill value unless given (a bool, an int64, else float32)."""
     ints(tuple(a.size), "size")
     fill = "bool" if isinstance(a.fill_value, bool) else "int64" if isinstance(a.fill_value, int) else "float32"
-    return Tensor(tuple(a.size), dtype_arg(a.dtype, fill))
+    fill_value = a.fill_value if isinstance(a.fill_value, (int, float, bool)) else None
+    return filled(tuple(a.size), dtype_arg(a.dtype, fill), fill_value)
 
 
 def eye_shape(a: Args):
@@ -113,3 +122,4 @@ def like_shape(a: Args):
 
 
 CREATE = _creation()
+ZEROS, ONES = _creation(0), _creation(1)

@@ -8,7 +8,7 @@ registered by name in tables.py.
 """
 from __future__ import annotations
 
-from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, ShapeError, Tensor, Unresolved
+from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, ShapeError, Tensor, Unresolved, dtype_arg
 from .core import (Args, Op, keeps_input, keeps_nothing, keeps_output, made_anyway, no_tensors, broadcast,
                    dim_index, promote)
 
@@ -138,8 +138,13 @@ BERNOULLI = Op("input, p=None, generator=None, out=None", lambda a: a.input.like
 def _cumsum_shape(a: Args):
     """cumsum: the input's shape; integers and bools add up in int64, as PyTorch promotes them."""
     dim_index(a.dim, a.input.ndim)
+    return a.input.like(a.input.shape, _summed_dtype(a))
+
+
+def _summed_dtype(a: Args) -> str:
+    """The dtype a sum is taken in: `dtype=` if given, int64 for integers and bools, else the input's."""
     integral = a.input.dtype not in FLOAT_DTYPES + tuple(COMPLEX_DTYPES.values())
-    return a.input.like(a.input.shape, a.dtype or ("int64" if integral else None))
+    return dtype_arg(a.dtype, "int64" if integral else a.input.dtype)
 
 
 def _where_shape(a: Args):
@@ -187,6 +192,10 @@ def _max_shape(a: Args):
 
 
 REDUCE = Op("input, dim=None, keepdim=False, dtype=None, out=None", reduce_shape)
+# x.sum(): integers and bools add up in int64, as cumsum
+SUM = Op("input, dim=None, keepdim=False, dtype=None, out=None", lambda a: reduce_shape(a).astype(_summed_dtype(a)))
+# x.all(), x.any(): a bool reduction, no gradient
+ALL = Op("input, dim=None, keepdim=False, out=None", lambda a: reduce_shape(a).astype("bool"))
 
 
 def _amax_shape(a: Args):

@@ -13,19 +13,20 @@ from ..values import Tensor
 from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
-from .creation import (CREATE, arange_shape, eye_shape, full_shape, like_shape, linspace_shape, meshgrid_shape,
-                       new_shape, one_hot_shape, randint_shape, tensor_shape)
+from .creation import (CREATE, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
+                       meshgrid_shape, new_shape, one_hot_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
-from .elementwise import (BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, VAR, SOFTMAX, SOFTMAX_FN,
-                          TOPK, TRIANGLE, cast_shape, keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves,
-                          prelu_shape, reduce_shape, softmax_fn, to_dtype, activation, binary, dropout, functional,
-                          unary)
+from .elementwise import (ALL, BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX,
+                          SOFTMAX_FN, SUM, TOPK, TRIANGLE, VAR, cast_shape, keeps_for_quotient, keeps_other_factor,
+                          polar_shape, pow_saves, prelu_shape, reduce_shape, softmax_fn, to_dtype, activation,
+                          binary, dropout, functional, unary)
 from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape,
                      embedding_shape, linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves,
                      matmul_shape, outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
 from .normalisation import (batch_norm_saves, group_norm_fn_shape, group_norm_saves, group_norm_shape,
-                            layer_norm_params, layer_norm_saves, layer_norm_shape, rms_norm, affine, batch_norm, instance_norm)
+                            layer_norm_params, layer_norm_saves, layer_norm_shape, rms_norm, affine, batch_norm,
+                            instance_norm)
 from .pooling import adaptive, functional_pool, pool
 from .recurrent import RNN_LAYER
 from .shape import (CAT, INTERPOLATE, chunk_shape, tile_shape, expand_shape, flatten_shape, fpad_shape, narrow_shape,
@@ -139,8 +140,15 @@ FUNCTIONS: dict[str, Op] = {
     "torch.neg": unary(keeps_nothing), "torch.negative": unary(keeps_nothing),
     "torch.cos": unary(), "torch.sin": unary(), "torch.rsqrt": unary(keeps_output),
     "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK,
-    **{f"torch.{f}": COMPARE for f in ("eq", "ne", "lt", "le", "gt", "ge")},
+    # one rule, an op each: numbers.py computes their values apart; torch.greater is gt's other name
+    **{f"torch.{f}": replace(COMPARE) for f in ("eq", "ne", "lt", "le", "gt", "ge")},
+    "torch.greater": replace(COMPARE),
+    "torch.all": ALL, "torch.any": replace(ALL),
     "torch.bitwise_and": binary(), "torch.bitwise_or": binary(),  # masks combined: `a & b`
+    "torch.bitwise_not": Op("input, out=None", lambda a: a.input.like(a.input.shape)),  # `~mask`
+    # the index's shape; backward scatters the gradient back by the index, and keeps the input too (PyTorch)
+    "torch.gather": Op("input, dim, index, *, sparse_grad=False, out=None",
+                       lambda a: a.input.like(a.index.shape), saves=lambda a, out: [a.input, a.index]),
     "torch.nn.functional.one_hot": Op("tensor, num_classes=-1", one_hot_shape),
     "torch.polar": Op("abs, angle, out=None", polar_shape, saves=keeps_output),
     "torch.view_as_complex": Op("input", view_as_complex_shape, grad="alias"),
@@ -210,7 +218,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.einsum": Op("equation, *operands", einsum_shape, saves=einsum_saves),
     "torch.bmm": Op("input, mat2, out=None", lambda a: matmul_shape(Args(input=a.input, other=a.mat2)),
                     saves=lambda a, out: [a.input, a.mat2]),
-    "torch.mean": REDUCE, "torch.sum": REDUCE, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
+    "torch.mean": REDUCE, "torch.sum": SUM, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
     "torch.max": MAX, "torch.min": replace(MAX),  # one rule, two ops: numbers.py tells them apart
     "torch.transpose": Op("input, dim0, dim1", transpose_shape, grad="alias"),
     "torch.swapaxes": Op("input, axis0, axis1", lambda a: transpose_shape(Args(input=a.input, dim0=a.axis0,
@@ -238,7 +246,7 @@ FUNCTIONS: dict[str, Op] = {
     "einops.pack": Op("tensors, pattern", steps=pack),
     "einops.unpack": Op("tensor, packed_shapes, pattern", steps=unpack),
     "einops.einsum": Op("*tensors_and_pattern", steps=einsum),
-    **{f"torch.{f}": CREATE for f in ("randn", "rand", "zeros", "ones", "empty")},
+    **{f"torch.{f}": CREATE for f in ("randn", "rand", "empty")}, "torch.zeros": ZEROS, "torch.ones": ONES,
     # a new tensor shaped like its input: no gradient flows back to the input
     **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", like_shape,
                         grad="none") for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
@@ -270,7 +278,7 @@ METHODS: dict[str, Op] = {
                                                        "transpose", "chunk", "split", "unbind", "neg", "negative",
                                                        "cos", "sin", "rsqrt", "tril", "triu", "topk", "eq", "ne",
                                                        "lt", "le", "gt", "ge", "outer", "repeat_interleave", "narrow",
-                                                       "prod", "cumsum", "bernoulli", "var", "norm")},
+                                                       "prod", "cumsum", "bernoulli", "var", "norm", "gather")},
     "unfold": Op("input, dimension, size, step", unfold_shape),  # a view; backward makes the input's gradient
     "view": Op("input, *shape", view_shape, grad="alias"),
     "view_as": Op("input, other", view_as_shape, grad="alias"),
@@ -317,7 +325,8 @@ METHODS: dict[str, Op] = {
     "pow": unary(extra=", exponent"),
     "softmax": softmax_fn("input, dim, dtype=None"),
     "log_softmax": softmax_fn("input, dim, dtype=None"),
-    "mean": REDUCE, "sum": REDUCE, "amax": REDUCE_KEEPS, "amin": REDUCE_KEEPS,
+    "mean": REDUCE, "sum": FUNCTIONS["torch.sum"], "all": FUNCTIONS["torch.all"], "any": FUNCTIONS["torch.any"],
+    "amax": REDUCE_KEEPS, "amin": REDUCE_KEEPS,
     "max": MAX, "min": FUNCTIONS["torch.min"],
     "argmax": Op("input, dim=None, keepdim=False",
                  lambda a: Tensor(reduce_shape(a).shape, "int64")),

@@ -375,6 +375,9 @@ class Calls:
             return Builtin(lambda f: f.wrapping(args[0]) if isinstance(f, Function) else f, "wraps")
         if path == "inspect.signature" and args and isinstance(args[0], Function):
             return self.signature(args[0])
+        if path == "inspect.signature" and args and isinstance(args[0], Bound) and isinstance(args[0].func, Function):
+            full = self.signature(args[0].func)  # a bound method: without its first parameter, as Python shows it
+            return full.replace(parameters=list(full.parameters.values())[1:])
         if path == "dataclasses.field":
             given = [kwargs.get(k) for k in ("default", "default_factory")]  # dataclasses.MISSING: not given
             return Field(*(None if isinstance(v, Q) and v.path == "dataclasses.MISSING" else v for v in given))

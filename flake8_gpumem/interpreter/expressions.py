@@ -157,6 +157,8 @@ class Expressions:
         if isinstance(value, Tensor):
             if isinstance(node.operator, cst.Minus):
                 return self.apply(catalogue.FUNCTIONS["torch.neg"], {}, "input", [value], {}, node, None, "neg")
+            if isinstance(node.operator, cst.BitInvert):
+                return self.apply(catalogue.FUNCTIONS["torch.bitwise_not"], {}, "input", [value], {}, node, None, "~")
             raise Unresolved(f"unsupported operator on a tensor: {code(node)}", node)
         if isinstance(node.operator, cst.Minus):
             return -value
@@ -376,6 +378,8 @@ class Expressions:
         if isinstance(obj, Instance) and name in MAPPING_MIXINS and (
                 self.class_attr(obj.cls, name, obj, node) is MISSING):
             mapping = self.as_mapping(obj, node)
+            if mapping is None and self.dict_based(obj.cls):
+                mapping = obj.items  # a dict subclass's own keys() (transformers' ModelOutput.to_tuple)
             if mapping is not None:
                 return Builtin(getattr(mapping, name), name)
         if isinstance(obj, (Class, Instance)):

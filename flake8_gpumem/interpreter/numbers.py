@@ -15,7 +15,7 @@ import operator
 import re
 
 from .. import catalogue
-from ..values import Tensor, Unresolved
+from ..values import FLOAT_DTYPES, Tensor, Unresolved
 from .objects import MAX_LOOP
 
 F = catalogue.FUNCTIONS
@@ -25,12 +25,18 @@ M = catalogue.METHODS
 # by the op's identity: ops are dataclasses, and torch.mul and torch.div compare equal
 UNARY = {id(F["torch.log"]): math.log, id(F["torch.exp"]): math.exp, id(F["torch.sqrt"]): math.sqrt,
          id(F["torch.abs"]): abs, id(F["torch.round"]): round, id(F["torch.floor"]): math.floor,
-         id(F["torch.ceil"]): math.ceil, id(M["int"]): int, id(M["long"]): int, id(M["float"]): float}
+         id(F["torch.ceil"]): math.ceil, id(M["int"]): int, id(M["long"]): int, id(M["float"]): float,
+         id(M["bool"]): bool}
 BINARY = {id(F["torch.add"]): operator.add, id(F["torch.sub"]): operator.sub, id(F["torch.mul"]): operator.mul,
           id(F["torch.div"]): operator.truediv, id(F["torch.divide"]): operator.truediv,
-          id(F["torch.pow"]): operator.pow}
+          id(F["torch.pow"]): operator.pow, id(F["torch.eq"]): operator.eq, id(F["torch.ne"]): operator.ne,
+          id(F["torch.lt"]): operator.lt, id(F["torch.le"]): operator.le, id(F["torch.gt"]): operator.gt,
+          id(F["torch.greater"]): operator.gt, id(F["torch.ge"]): operator.ge}
 
-EXTREMES = {id(F["torch.max"]): max, id(F["torch.min"]): min}
+# full reductions: x.max(), x.sum(), x.all() (a default all-ones mask, known to mask nothing)
+# (autocast gives torch.sum and x.sum() an op each)
+EXTREMES = {id(F["torch.max"]): max, id(F["torch.min"]): min, id(F["torch.sum"]): sum, id(M["sum"]): sum,
+            id(F["torch.all"]): all, id(F["torch.any"]): any}
 # torch.div(x, y, rounding_mode=...)
 ROUNDED = {"floor": operator.floordiv, "trunc": lambda x, y: math.trunc(x / y)}
 
@@ -45,6 +51,9 @@ def evaluate(op, bound, out: Tensor) -> tuple | None:
         b = _flat(bound.other if "other" in bound else bound.exponent, out.numel)
         fn = ROUNDED[bound["rounding_mode"]] if bound.get("rounding_mode") in ROUNDED else BINARY[id(op)]
         return None if a is None or b is None else tuple(fn(x, y) for x, y in zip(a, b))
+    if op is M["to"] and bound.input.values is not None:  # mask.to(dtype=torch.bool): the values, cast
+        cast = bool if out.dtype == "bool" else float if out.dtype in FLOAT_DTYPES else int
+        return tuple(cast(v) for v in bound.input.values)
     if id(op) in EXTREMES and bound.get("dim") is None and bound.input.values:  # x.max(): a 0-d tensor
         return (EXTREMES[id(op)](bound.input.values),)
     if op is F["torch.flip"] and bound.input.ndim == 1 and bound.input.values is not None:

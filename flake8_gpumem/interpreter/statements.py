@@ -90,6 +90,8 @@ class Statements:
             self.run_block(stmt.orelse.body.body, scope)
 
     def truth(self, value, node) -> bool:
+        if isinstance(value, Tensor) and value.values is not None and len(value.values) == 1:
+            return bool(value.values[0])  # computed from known numbers, never from the input's
         if isinstance(value, Tensor):
             raise Unresolved("a condition on tensor values depends on the data", node)
         return bool(value)
