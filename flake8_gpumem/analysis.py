@@ -329,6 +329,8 @@ def _returned(out):
 
     if isinstance(out, Instance) and out.items:
         return {k: _returned(v) for k, v in out.items.items()}
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a namedtuple (torchvision's GoogLeNetOutputs)
+        return type(out)(*(_returned(v) for v in out))
     if isinstance(out, (list, tuple)):
         return type(out)(_returned(v) for v in out)
     return out
