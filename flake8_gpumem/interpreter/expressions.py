@@ -186,7 +186,10 @@ class Expressions:
                     result = found if isinstance(target.operator, cst.In) else not found
                 else:
                     if isinstance(right, Instance) and isinstance(target.operator, (cst.In, cst.NotIn)):
-                        right = self.as_mapping(right, node) if self.as_mapping(right, node) is not None else right
+                        mapping = self.as_mapping(right, node)
+                        if mapping is None and self.dict_based(right.cls):
+                            mapping = right.items  # a dict subclass's keys (transformers' ACT2FN)
+                        right = right if mapping is None else mapping
                     result = COMPARE[type(target.operator)](left, right)
             if not result:
                 return False
