@@ -221,6 +221,28 @@ def hooks_only_where_gradients_flow():
             setattr(torch.Tensor, name, original)
 
 
+@contextlib.contextmanager
+def views_made_without_grad_untracked():
+    """MemTracker's module tracker hooks the inputs of every module call that need a gradient; a view
+    taken under no_grad of such a tensor (a block run inside a custom autograd.Function's forward,
+    improved-diffusion's `x.reshape(b, c, -1)`) says it needs one but has no graph to hook, and the
+    tracker fails on it. Leave those out of its hooks: they only attribute backward to modules, and
+    that view never sees a gradient. Allocations are untouched."""
+    from torch.distributed._tools import mod_tracker
+
+    original = mod_tracker.register_multi_grad_hook
+
+    def register(tensors, fn, *args, **kwargs):
+        graphed = [t for t in tensors if t.grad_fn is not None or not t._is_view()]
+        return original(graphed, fn, *args, **kwargs) if graphed else _NoHandle()
+
+    mod_tracker.register_multi_grad_hook = register
+    try:
+        yield
+    finally:
+        mod_tracker.register_multi_grad_hook = original
+
+
 def measure_step(model: nn.Module, shape: tuple, input_dtype="float32", optimizer="adam",
                  dtype: str = "float32", loss: str = "cross_entropy", names: list | None = None,
                  forward_args: dict | None = None) -> StepMemory:

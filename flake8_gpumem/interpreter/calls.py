@@ -22,9 +22,9 @@ from ..values import AnalysisError, Tensor, Unresolved
 from . import numbers, regex
 from .imports import followed
 from .pretrained import PRETRAINED
-from .objects import (BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Buffer,
-                      Builtin, Class, Field, Function, Instance, Loaded, Module, OrderedDict, Parameter, Partial,
-                      Pattern, Q, ReturnValue, Scope, canonical, clone, code, dotted)
+from .objects import (AUTOGRAD_APPLY, BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS,
+                      Bound, Buffer, Builtin, Class, Field, Function, Instance, Loaded, Module, OrderedDict, Parameter,
+                      Partial, Pattern, Q, ReturnValue, Scope, canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -57,6 +57,8 @@ GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_c
           "torch.backends.mps.is_available")
 # autograd's recording modes, by name: what each sets (None: its argument says)
 GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "on", "set_grad_enabled": None}
+# a user's torch.autograd.Function subclass derives from one of these
+AUTOGRAD_FUNCTIONS = ("torch.autograd.Function", "torch.autograd.function.Function")
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
 CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug")
 # a parameter's kind (signature.Param) as inspect names it
@@ -112,6 +114,15 @@ def _reachable(value, seen: set):
     for v in value:
         if isinstance(v, (Tensor, Instance, list, tuple, dict)):
             yield from _reachable(v, seen)
+
+
+def _nodes(node: cst.CSTNode):
+    """Every node under `node`, itself included."""
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        todo += current.children
+        yield current
 
 
 class Calls:
@@ -366,6 +377,8 @@ class Calls:
             rest = {k: v for k, v in kwargs.items() if k not in CHECKPOINT_OPTIONS}
             return self.checkpointed(lambda: self.call(args[0], list(args[1:]), rest, node), list(args[1:]),
                                      kwargs.get("use_reentrant") is True)
+        if path == AUTOGRAD_APPLY:
+            return self.custom_function(args[0], list(args[1:]), kwargs, node)
         if path == "torch.utils.checkpoint.checkpoint_sequential":
             return self._checkpoint_sequential(*args, node=node, **kwargs)
         if path == "functools.partial":  # a partial of a partial is flattened, as Python's is
@@ -457,6 +470,47 @@ class Calls:
         if module is None:
             raise Unresolved(f"importlib.import_module({path!r}): no source for it on the search path", node)
         return module
+
+    def autograd_function(self, cls: Class) -> bool:
+        """Whether a class derives from torch.autograd.Function (its `apply` runs its forward)."""
+        return any(isinstance(b, Q) and canonical(b.path) in AUTOGRAD_FUNCTIONS for c in self.mro(cls)
+                   for b in self.bases(c))
+
+    def custom_function(self, cls: Class, args: list, kwargs: dict, node):
+        """`Fn.apply(...)` of a user's torch.autograd.Function. What its forward saves and what its
+        backward allocates are its own code's business, read only for gradient checkpointing as
+        improved-diffusion writes it: forward runs a function under torch.no_grad() and keeps its
+        inputs on ctx, backward runs it again under torch.enable_grad() and takes the gradients with
+        torch.autograd.grad. PyTorch's peak is then torch.utils.checkpoint's with use_reentrant=True
+        (measured equal), so it is read as that: forward's calls one checkpointed region."""
+        forward, backward = cls.method(self, "forward"), cls.method(self, "backward")
+        withs = [n for n in _nodes(forward.node) if isinstance(n, cst.With)] if forward else []
+        off = [w for w in withs if any(self.grad_mode(i.item, forward.scope) == "off" for i in w.items)]
+        if not off or backward is None or not self._recomputes(backward):
+            raise Unresolved(f"{cls.name}.apply: a custom torch.autograd.Function; what its forward keeps and "
+                             "its backward allocates are not read (only gradient checkpointing is: a function "
+                             "run under no_grad in forward, again under enable_grad with torch.autograd.grad "
+                             "in backward)", node)
+        if self.autocast is not None:
+            raise Unresolved(f"{cls.name}.apply under autocast: its backward runs the function again outside "
+                             f"autocast, on {self.autocast} activations with float32 weights, which PyTorch "
+                             "refuses; give --dtype float32, or use torch.utils.checkpoint, which restores "
+                             "autocast", node)
+        ctx = Instance(cls, {})
+        saved, self.recomputed = self.recomputed, self.recomputed | {id(w) for w in off}
+        try:
+            return self.checkpointed(lambda: self.call_function(forward, [ctx, *args], kwargs, node), args, True)
+        finally:
+            self.recomputed = saved
+
+    def _recomputes(self, backward: Function) -> bool:
+        """A backward that runs code under torch.enable_grad() and calls torch.autograd.grad."""
+        nodes = list(_nodes(backward.node))
+        grads = [n for n in nodes if isinstance(n, cst.Call) and dotted(n.func).endswith("autograd.grad")]
+        enabled = [i for n in nodes if isinstance(n, cst.With) for i in n.items]
+        return any(self.grad_mode(i.item, backward.scope) == "on" for i in enabled) and any(
+            isinstance(f, Q) and canonical(f.path) == "torch.autograd.grad"
+            for f in (self.eval(g.func, backward.scope) for g in grads))
 
     def _checkpoint_sequential(self, functions, segments, input, node, use_reentrant=None, **options):
         """checkpoint_sequential: every segment but the last checkpointed, as torch splits them."""

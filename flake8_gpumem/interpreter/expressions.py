@@ -16,9 +16,9 @@ from .. import catalogue
 from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Tensor, Unresolved
 from . import regex
 from .imports import Namespace
-from .objects import (MAPPING_MIXINS, MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function,
-                      Instance, Module, OrderedDict, Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue,
-                      code)
+from .objects import (AUTOGRAD_APPLY, MAPPING_MIXINS, MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin,
+                      Class, Function, Instance, Module, OrderedDict, Partial, Pattern, Q, Scope, BreakLoop,
+                      ContinueLoop, ReturnValue, code)
 
 WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a width of 10,000+ characters
 # methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
@@ -398,6 +398,8 @@ class Expressions:
             if name == "format":
                 _check_format(obj, node)
             return Builtin(getattr(obj, name), name)
+        if isinstance(obj, Class) and name == "apply" and self.autograd_function(obj):
+            return Partial(Q(AUTOGRAD_APPLY), [obj], {})
         raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
 
 

@@ -14,6 +14,7 @@ from ..values import Tensor
 
 MAX_STEPS = 500_000  # evaluated nodes per model: bounds work on any input (timm's largest need 400,000)
 MAX_LOOP = 10_000  # iterations of one loop
+AUTOGRAD_APPLY = "torch.autograd.Function.apply"  # `Fn.apply` of a user's autograd.Function, as a call
 MAX_DEPTH = 60  # nested calls of functions, methods and modules
 MAX_INT_BITS = 63  # sizes beyond int64 are not sizes
 MISSING = object()  # a name bound nowhere in a scope chain, an attribute a class does not have

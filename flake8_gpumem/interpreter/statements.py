@@ -21,8 +21,9 @@ class Statements:
 
     def _run_with(self, stmt: cst.With, scope: Scope) -> None:
         """A `with` block: torch.no_grad() and its kin switch autograd's recording for the block; other
-        context managers (autocast, sdpa_kernel, ...) change nothing modelled here."""
-        modes = [self.grad_mode(item.item, scope) for item in stmt.items]
+        context managers (autocast, sdpa_kernel, ...) change nothing modelled here. A custom autograd
+        Function's no_grad block that its backward runs again is a checkpointed region (custom_function)."""
+        modes = [] if id(stmt) in self.recomputed else [self.grad_mode(item.item, scope) for item in stmt.items]
         self.run_in_grad_mode(next((m for m in reversed(modes) if m is not None), None),
                               lambda: self.run_block(stmt.body.body, scope))
 
@@ -110,6 +111,24 @@ class Statements:
                 continue
         if not broke and stmt.orelse is not None:
             self.run_block(stmt.orelse.body.body, scope)
+
+    def _run_while(self, stmt: cst.While, scope: Scope) -> None:
+        """Unrolled while its condition is known (shapes, sizes, counters), as improved-diffusion's
+        `while len(emb_out.shape) < len(h.shape): emb_out = emb_out[..., None]`; a condition on
+        tensor values stops it (truth), and so does one that holds past MAX_LOOP iterations."""
+        for _ in range(MAX_LOOP + 1):
+            self._tick(stmt)
+            if not self.truth(self.eval(stmt.test, scope), stmt.test):
+                if stmt.orelse is not None:
+                    self.run_block(stmt.orelse.body.body, scope)
+                return
+            try:
+                self.run_block(stmt.body.body, scope)
+            except BreakLoop:
+                return
+            except ContinueLoop:
+                continue
+        raise Unresolved(f"a while loop runs past the {MAX_LOOP} iterations unrolled", stmt)
 
     def iterate(self, value, node) -> list:
         if isinstance(value, Module):
@@ -297,12 +316,6 @@ class Statements:
         return self.eval(part.value, scope)
 
 
-def _raise(what: str):
-    def run(self, stmt, scope: Scope) -> None:
-        raise Unresolved(what, stmt)
-    return run
-
-
 def _signal(signal: type):
     def run(self, stmt, scope: Scope) -> None:
         raise signal()
@@ -317,7 +330,7 @@ _STATEMENTS = {
     cst.Try: Statements._run_try,
     cst.FunctionDef: Statements._define,
     cst.ClassDef: Statements._define,
-    cst.While: _raise("a while loop cannot be unrolled statically"),
+    cst.While: Statements._run_while,
 }
 _SMALL_STATEMENTS = {
     cst.Expr: Statements._run_expr,
