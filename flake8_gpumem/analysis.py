@@ -14,7 +14,7 @@ from .config import DEFAULTS, ConfigError, Settings, forward_inputs, input_shape
 from .diagnostics import budget_check, warns
 from .parallel import Parallel
 from .source import ModelDecl, SetUp, SourceFile, read_source
-from .values import FLOAT_DTYPES, AnalysisError, Tensor, tensors_in
+from .values import DTYPE_BYTES, FLOAT_DTYPES, AnalysisError, Tensor, tensors_in
 
 if TYPE_CHECKING:
     from .interpreter import Event, Interpreter, Module
@@ -70,6 +70,7 @@ class ModelReport:
     max_batch_size: int | None = None
     loss: str = ""  # what backward starts from: "forward" (the model's own loss) or the loss the step applied
     wrappers: tuple = ()  # what the file runs it in: "torch.compile", "DataParallel", "DDP"
+    copies: tuple = ()  # (name, bytes) of the copies the file keeps beside it (`ema = copy.deepcopy(model)`)
     blocks: tuple = ()  # classes of its repeated blocks, most instances first: what to checkpoint or shard
     timeline: Timeline | None = None  # recorded only where a picture is asked for
     pictures: dict = field(default_factory=dict)  # what the CLI wrote for it: "timeline"/"snapshot" -> path
@@ -103,6 +104,7 @@ class _Run:
     interp: Interpreter
     optimized: list | None = None  # the parameters the file's optimizer holds, by group; None: all that train
     notes: list = field(default_factory=list)  # (line, col, GPM900 message): what the figures assume
+    copies: list = field(default_factory=list)  # (name, Module): copies of the model the file keeps (an EMA)
 
 
 def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings = Settings(),
@@ -228,6 +230,9 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
     report = ModelReport(decl.name, src.filename, decl.line, decl.col, shapes[0] if len(shapes) == 1 else tuple(shapes),
                          sum(math.prod(s) for s in param_shapes), records, trainable, mem, settings, loss=run.loss_name,
                          wrappers=tuple(setup.wrappers))
+    pbytes = DTYPE_BYTES[memory.param_dtype(settings.dtype)]
+    report.copies = tuple((name, sum(t.numel * (pbytes if t.dtype in FLOAT_DTYPES else DTYPE_BYTES[t.dtype])
+                                     for t in tensors)) for name, tensors in _copy_weights(run))
     if trace is not None:
         label = _labeller(run)
         report.timeline = Timeline(trace, [label(ev) for ev in run.events],
@@ -245,14 +250,14 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
 
 
 def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
-    from .interpreter import Module, Scope  # libcst and the interpreter, once a model is run
+    from .interpreter import Module, Scope, walk_modules  # libcst and the interpreter, once a model is run
 
     interp = src.interpreter(model_dtype=memory.param_dtype(settings.dtype), device=settings.device,
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
                              hf_config=settings.hf_config)
     interp.segment = decl.segment
     node = decl.node
-    optimized, notes = None, []
+    optimized, notes, copies = None, [], []
     try:
         if decl.expression:
             root = _evaluate_model(interp, src, decl, settings, node)
@@ -262,11 +267,19 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
             root = interp.lookup(decl.name, src.scope, node)
             if not isinstance(root, Module):
                 raise AnalysisError(f"{decl.name} is not a module", node)
+            scope = Scope({}, src.scope)  # what the changes bind: the copies kept beside the model
             for segment in decl.changes:  # the model as the file leaves it: frozen, a new head
                 interp.segment = segment
-                interp.run_block(segment.module.body, Scope({}, src.scope))
+                interp.run_block(segment.module.body, scope)
             interp.segment = decl.segment
             optimized, notes = _optimized(interp, src, decl, root)
+            copies = [(name, scope.vars[name]) for name in decl.copies if isinstance(scope.vars.get(name), Module)]
+            for name, kept in copies:  # `copy.deepcopy(model).half()`: sized as the step's weights are
+                cast = next((m.cast for _, m in walk_modules(kept) if m.cast and m.cast[0] != interp.model_dtype), None)
+                if cast is not None:
+                    notes.append((*(src.position(cast[1], decl.segment) or (decl.line, decl.col)),
+                                  f"the copy `{name}` is cast to {cast[0]}: its weights are counted in the model's "
+                                  f"dtype, {interp.model_dtype}"))
             _in_model_dtype(root, interp.model_dtype)
         try:
             given = forward_inputs(settings, memory.param_dtype(settings.dtype))
@@ -286,7 +299,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         exc.where = interp.where(exc.node) if exc.node is not None else None
         raise
     return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp, optimized,
-                notes)
+                notes, copies)
 
 
 def _in_model_dtype(root, dtype: str) -> None:
@@ -488,8 +501,23 @@ def _labeller(run: _Run):
     return label
 
 
+def _copy_weights(run: _Run) -> list:
+    """(name, its tensors) of each copy of the model the file keeps beside it (`ema =
+    copy.deepcopy(model)`): weights for the whole step, no gradient, no optimizer state; in the
+    model's dtype, as the step's weights are counted."""
+    from .interpreter import walk_modules
+
+    out = []
+    for name, root in run.copies:
+        shapes = {m.param_key(k): shape for _, m in walk_modules(root) for k, shape in enumerate(m.params)}
+        out.append((name, [Tensor(s, run.interp.model_dtype) for s in shapes.values()]
+                    + [t for _, m in walk_modules(root) for t in m.buffers]))
+    return out
+
+
 def _memory(run: _Run, settings: Settings, points: list | None = None, trace: list | None = None) -> memory.Memory:
     shapes, buffers, _ = _parameters(run)
+    buffers = buffers + [t for _, tensors in _copy_weights(run) for t in tensors]
     return memory.simulate(run.events, run.inputs, run.output, run.kept, run.loss, shapes, buffers, settings.dtype,
                            settings.optimizer, settings.reserve, _labeller(run), held=run.interp.held, points=points,
                            accumulate=settings.accumulate, parallel=_parallel(run, settings),

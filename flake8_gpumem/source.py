@@ -33,6 +33,8 @@ CHANGING_METHODS = ("requires_grad_", "add_module", "register_module", "register
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 # nn.Module's methods that return the module: a model is built, cast and placed in one statement
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
+# what a copy of the model may be put through in the statement that makes it: run with it, casts included
+COPY_CHAIN = MODULE_CHAIN + ("requires_grad_",)
 WRAPPER_NAMES = ("compile", "DataParallel", "DistributedDataParallel", "DDP")  # torch's wrappers, as files call them
 SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained", "gradient_checkpointing_enable")) + (
     "compile(", "DataParallel")
@@ -62,6 +64,7 @@ class ModelDecl:
     expression: str = ""  # a model named by an expression (--model 'resnet50(num_classes=10)')
     changes: tuple = ()  # later top-level statements that change a module-level model: `model.fc = ...`
     optimizers: tuple = ()  # (Segment, its params as written) of later top-level torch.optim calls
+    copies: tuple = ()  # names bound later to `copy.deepcopy(model)` (an EMA copy): kept beside it, weights only
 
     @property
     def commented(self) -> bool:
@@ -318,7 +321,8 @@ def read_source(source: str, filename: str, tree: ast.Module | None = None) -> S
                 decl.inline_error = str(exc)
             models.append(decl)
     if any(m.constructor for m in models):
-        _find_changes(models, segments, statements)
+        copies = _find_changes(models, segments, statements)
+        models = [m for m in models if m.name not in copies]
     models = _once(models)
     src = SourceFile(filename, tree, segments, models, statements)
     names = {m.name for m in models}
@@ -345,15 +349,22 @@ def _once(models: list) -> list:
     return [m for m in models if m in instances or (m.constructor not in classes and m.name not in shown)]
 
 
-def _find_changes(models: list, segments: list, statements: list) -> None:
+def _find_changes(models: list, segments: list, statements: list) -> set:
     """The top-level statements that change a module-level model after the statement that builds
-    it (fine-tuning code: freezing, a new head), for each such model."""
+    it (fine-tuning code: freezing, a new head), for each such model; and the copies kept beside it
+    (`ema = copy.deepcopy(model)`), run among them in order. Returns the copies' names: not models."""
     functions = {s.name: s for stmts in statements for s in stmts if isinstance(s, ast.FunctionDef)}
     changes, optimizers = {}, []  # name -> indices of the statements that change it; (index, params)
+    copies = {}  # model name -> [(index, name of its copy)]
+    built = {m.name for m in models if m.constructor}
     for i, stmts in enumerate(statements):
         for stmt in stmts:
             for name in _changed_names(stmt, functions):
                 changes.setdefault(name, []).append(i)
+            original = _copied(stmt)
+            if original in built:
+                changes.setdefault(original, []).append(i)
+                copies.setdefault(original, []).append((i, stmt.targets[0].id))
             params = _optimizer_params(stmt.value) if isinstance(stmt, (ast.Assign, ast.Expr)) else None
             if params is not None:
                 optimizers.append((i, params))
@@ -363,6 +374,21 @@ def _find_changes(models: list, segments: list, statements: list) -> None:
             start = index[id(m.segment)]
             m.changes = tuple(segments[i] for i in dict.fromkeys(changes.get(m.name, ())) if i > start)
             m.optimizers = tuple((segments[i], params) for i, params in optimizers if i > start)
+            m.copies = tuple(name for i, name in copies.get(m.name, ()) if i > start)
+    return {name for found in copies.values() for _, name in found}
+
+
+def _copied(stmt: ast.stmt) -> str | None:
+    """The model name `ema = copy.deepcopy(model)` copies (also `deepcopy(model).requires_grad_(False)`,
+    `.eval()`, `.to(device)` after it), else None."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+        return None
+    node = stmt.value
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in COPY_CHAIN:
+        node = node.func.value
+    if isinstance(node, ast.Call) and _dotted(node.func) in ("copy.deepcopy", "deepcopy") and len(node.args) == 1:
+        return node.args[0].id if isinstance(node.args[0], ast.Name) else None
+    return None
 
 
 def _optimizer_params(node) -> str | None:

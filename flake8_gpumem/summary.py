@@ -58,7 +58,9 @@ def totals(m: ModelReport) -> list[tuple[str, str]]:
     out = [
         ("parameters", f"{m.params:,}" + (f"  ({m.trainable_params:,} trainable, {frozen:,} frozen)" if frozen
                                           else "")),
-        ("weights", f"{human(mem.weights)}  (parameters and buffers, {dtype})"),
+        ("weights", f"{human(mem.weights)}  (parameters and buffers, {dtype}"
+                    + "".join(f"; with the copy `{name}` kept beside it, {human(size)}: no gradients, no optimizer "
+                              "state" for name, size in m.copies) + ")"),
         ("gradients", f"{human(mem.gradients)}  (one per {each})"),
         ("optimizer", f"{human(mem.optimizer)}  ({s.optimizer}: {OPTIMIZER_WORDS[s.optimizer]}"
                       f"{f', {states}x the weights{trained}' if states else ''})"),

@@ -46,6 +46,8 @@ LATENT_T_Y = (((4, 16, 16), (), ()), ("float32", "int64", "int64"))
 CASES = [
     Case("ddpm.py", "UNet", *IMAGE_T),
     Case("ddpm.py", "UNet", *IMAGE_T, dtype="amp-bf16"),
+    # the step as a module: the timestep and the noise drawn in forward, which returns the MSE
+    Case("ddpm.py", "GaussianDiffusion", ((3, 16, 16),), ("float32",)),
     Case("dit.py", "DiT", *LATENT_T_Y),
     # use_checkpoint: at 32x32 the recomputation in backward, not the optimizer step, holds the peak
     Case("improved.py", "UNetModel", ((3, 32, 32), ()), IMAGE_T[1]),

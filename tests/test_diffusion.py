@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch_oracle  # noqa: E402
 from diffusion_cases import CASES, DIFFUSION, IMAGE_T, Case, analysed, built, measured  # noqa: E402
+from test_lm_ops import check_op, op_case  # noqa: E402
 
 from flake8_gpumem.analysis import analyse_source  # noqa: E402
 from flake8_gpumem.config import Settings  # noqa: E402
@@ -142,3 +143,66 @@ def test_a_while_loop_on_shapes_runs_and_one_on_values_does_not():
     assert truth.calls[-1].output_shape == (2, 6, 1, 1)
     result = analyse_source(WHILE_LOOPS, "net.py", Settings(input_shape=(8,), batch_size=2), model="Net")
     assert "a condition on tensor values depends on the data" in result.skipped[0][1]
+
+
+class _Beside(torch.nn.Module):
+    """The script's model and its EMA copy in one module, so that MemTracker counts the copy's weights
+    (it tracks the modules it is given); forward is the model's alone."""
+
+    def __init__(self, model, ema):
+        super().__init__()
+        self.model, self.ema = model, ema
+
+    def forward(self, *xs):
+        return self.model(*xs)
+
+
+def test_an_ema_copy_at_module_level_is_weights_only(monkeypatch, capsys):
+    """train_dit.py: `ema = copy.deepcopy(model)`, `ema.requires_grad_(False)`, AdamW over the model.
+    PyTorch keeps the copy's weights through the step and nothing else of it: gpumem's weights are the
+    model's and the copy's, its gradients and AdamW's state the model's only, its peak within 3%."""
+    monkeypatch.syspath_prepend(str(DIFFUSION))  # the script imports dit.py beside it
+    path = DIFFUSION / "train_dit.py"
+    namespace = torch_oracle.load(path.read_text())
+    model, ema = namespace["model"], namespace["ema"]
+    params = sum(p.numel() for p in model.parameters())
+    with torch_oracle.no_cyclic_collection():
+        truth = torch_oracle.measure_step(
+            _Beside(model, ema), [(4, 4, 16, 16), (4,), (4,)], ["float32", "int64", "int64"],
+            lambda m: torch.optim.AdamW(m.model.parameters(), lr=1e-4, weight_decay=0, foreach=True), loss="mse")
+    result = analyse_source(path.read_text(), str(path), Settings(device="cpu"), model="model")
+    assert [m.name for m in result.models] == ["model"], result.skipped
+    report = result.models[0]
+    est = report.memory
+    assert report.params == params and report.settings.optimizer == "adamw"
+    assert (est.weights, est.gradients, est.optimizer) == (truth.weights, truth.gradients, truth.optimizer_state)
+    assert est.weights == 2 * (params * 4 + ema.pos_embed.nbytes)  # the model and its copy
+    assert abs(est.peak - truth.peak) <= TOLERANCE * truth.peak, (est.peak, truth.peak)
+    assert report.copies == (("ema", est.weights // 2),)
+    assert "ema" not in [name for name, _ in result.skipped]  # the copy is no model of its own
+
+
+CAST_COPY = """
+import copy
+from torch import nn
+
+model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+ema = copy.deepcopy(model).half()
+"""
+
+
+def test_a_copy_cast_to_another_dtype_says_how_it_was_counted():
+    """Weights are counted in the step's dtype: a half copy of a float32 model is 2x what it holds,
+    and a GPM900 at the cast says so rather than pass it silently."""
+    result = analyse_source(CAST_COPY, "train.py", Settings(input_shape=(8,), batch_size=2), model="model")
+    params = 8 * 16 + 16 + 16 * 4 + 4
+    assert result.models[0].copies == (("ema", params * 4),)
+    notes = [(d.line, d.message) for d in result.diagnostics if d.code == "GPM900"]
+    assert notes == [(6, "model: the copy `ema` is cast to float16: its weights are counted in the model's dtype, "
+                         "float32")]
+
+
+def test_cumprod_keeps_its_input_and_its_result():
+    """A noise schedule's alpha-bar, `torch.cumprod(1 - betas, dim=0)`, on an activation: the bytes it
+    allocates and those autograd keeps (its input and its result), as PyTorch's saved-tensor hooks see them."""
+    check_op(op_case("cumprod", "h.cumprod(dim=1) + torch.cumprod(h, -1)"))

@@ -159,6 +159,8 @@ def _where_shape(a: Args):
 # backward routes the gradient by the condition: it keeps the condition
 WHERE = Op("condition, input=None, other=None, out=None", _where_shape, saves=lambda a, out: [a.condition])
 CUMSUM = Op("input, dim, dtype=None, out=None", _cumsum_shape)  # backward sums the gradient back: keeps nothing
+# a running product (a noise schedule's alpha-bar): backward divides by the input, scales by the result
+CUMPROD = Op("input, dim, dtype=None, out=None", _cumsum_shape, saves=lambda a, out: [a.input, out])
 TRIANGLE = Op("input, diagonal=0, out=None", lambda a: a.input.like(a.input.shape))  # tril/triu: backward masks
 
 

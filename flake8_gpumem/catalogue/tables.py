@@ -16,10 +16,10 @@ from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, k
 from .creation import (CREATE, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
                        meshgrid_shape, new_shape, one_hot_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
-from .elementwise import (ALL, BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX,
-                          SOFTMAX_FN, SUM, TOPK, TRIANGLE, VAR, cast_shape, keeps_for_quotient, keeps_other_factor,
-                          polar_shape, pow_saves, prelu_shape, reduce_shape, softmax_fn, to_dtype, activation,
-                          binary, dropout, functional, unary)
+from .elementwise import (ALL, BERNOULLI, COMPARE, CUMPROD, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU,
+                          SOFTMAX, SOFTMAX_FN, SUM, TOPK, TRIANGLE, VAR, cast_shape, keeps_for_quotient,
+                          keeps_other_factor, polar_shape, pow_saves, prelu_shape, reduce_shape, softmax_fn, to_dtype,
+                          activation, binary, dropout, functional, unary)
 from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape,
                      embedding_shape, linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves,
                      matmul_shape, outer_shape)
@@ -237,6 +237,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.norm": Op("input, p='fro', dim=None, keepdim=False, out=None, dtype=None", reduce_shape,
                      saves=lambda a, out: [a.input, out]),
     "torch.cumsum": CUMSUM,
+    "torch.cumprod": CUMPROD,
     "torch.bernoulli": BERNOULLI,
     "torch.where": WHERE,
     # einops: each a composite of the reshapes, permutes, reductions and cats einops runs (einops.py)
@@ -278,7 +279,8 @@ METHODS: dict[str, Op] = {
                                                        "transpose", "chunk", "split", "unbind", "neg", "negative",
                                                        "cos", "sin", "rsqrt", "tril", "triu", "topk", "eq", "ne",
                                                        "lt", "le", "gt", "ge", "outer", "repeat_interleave", "narrow",
-                                                       "prod", "cumsum", "bernoulli", "var", "norm", "gather")},
+                                                       "prod", "cumsum", "cumprod", "bernoulli", "var", "norm",
+                                                       "gather")},
     "unfold": Op("input, dimension, size, step", unfold_shape),  # a view; backward makes the input's gradient
     "view": Op("input, *shape", view_shape, grad="alias"),
     "view_as": Op("input, other", view_as_shape, grad="alias"),
