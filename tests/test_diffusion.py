@@ -6,7 +6,9 @@ is a custom torch.autograd.Function that runs each block under no_grad and again
 builds each (tests/diffusion_cases.py): parameters and every leaf call's output shape exactly, and one
 noise-prediction step (MSE against a target of the output's shape; the timestep and the label int64,
 one per sample, allocated in the step) measured by MemTracker: the peak within 3%, weights,
-gradients and Adam's state exactly.
+gradients and Adam's state exactly. Also: the step written as a module (GaussianDiffusion draws its
+own timestep and noise), an EMA copy a training script keeps beside its model (weights only), custom
+autograd Functions other than checkpointing and while loops (what is read, what is a GPM900).
 """
 from __future__ import annotations
 
