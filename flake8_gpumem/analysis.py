@@ -103,6 +103,7 @@ class _Run:
     interp: Interpreter
     optimized: list | None = None  # the parameters the file's optimizer holds, by group; None: all that train
     notes: list = field(default_factory=list)  # (line, col, GPM900 message): what the figures assume
+    sharded: tuple = ()  # the classes of the modules the file's fully_shard calls wrap (the root aside)
 
 
 def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings = Settings(),
@@ -172,7 +173,9 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             # yields to a configured batch_size. A torch.optim call in the file beats the configured optimizer,
             # and so do the model's cast (`.half()`) and its DDP wrapper the configured dtype and strategy.
             setup = src.setups.get(decl.name, SetUp())
-            stated = replace(stated_shape, optimizer=src.optimizer, dtype=setup.dtype, strategy=setup.strategy)
+            stated = replace(stated_shape, optimizer=src.optimizer, dtype=setup.dtype, strategy=setup.strategy,
+                             world_size=setup.world_size, param_dtype=setup.param_dtype,
+                             reduce_dtype=setup.reduce_dtype)
             settings = merge(overrides, decl.inline, chosen, stated, project,
                              Settings(batch_size=decl.stated.batch_size), DEFAULTS)
             report = _analyse_model(src, decl, settings, result, layers, timeline, report_unshaped, setup)
@@ -197,6 +200,8 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
                    timeline: bool, show_failures: bool, setup: SetUp) -> ModelReport | None:
     try:
         run = _run(src, decl, settings, settings.batch_size)
+        if run.sharded and not settings.shard_unit:  # fully_shard as the file calls it
+            settings = replace(settings, shard_unit=run.sharded)
     except RecursionError:
         message = "the model's code nests too deeply for gpumem"
         result.diagnostics.append(Diagnostic("GPM900", decl.line, decl.col, f"{decl.name}: {message}"))
@@ -253,7 +258,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
                              hf_config=settings.hf_config)
     interp.segment = decl.segment
-    optimized, notes = None, []
+    optimized, notes, sharded = None, [], ()
     try:
         if decl.expression:
             root = _evaluate_model(interp, src, decl, settings, node)
@@ -267,6 +272,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                 interp.segment = segment
                 interp.run_block(segment.module.body, Scope({}, src.scope))
             interp.segment = decl.segment
+            sharded = _sharded(interp, src, decl, root)
             optimized, notes = _optimized(interp, src, decl, root)
             _in_model_dtype(root, interp.model_dtype)
         try:
@@ -291,7 +297,21 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         exc.where = interp.where(exc.node) if exc.node is not None else None
         raise
     return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp, optimized,
-                notes)
+                notes, sharded)
+
+
+def _sharded(interp, src: SourceFile, decl: ModelDecl, root) -> tuple:
+    """The classes of the modules the file's fully_shard calls wrap, the root aside: each module of
+    what a loop goes over (`for block in model.layers`), or the one module named."""
+    from .interpreter import Module, Scope, parse_expression
+
+    modules = []
+    for how, text in src.setups.get(decl.name, SetUp()).sharded:
+        value = interp.eval(parse_expression(text), Scope({}, src.scope))
+        modules += interp.iterate(value, decl.node) if how == "each" else [value]
+    if not all(isinstance(m, Module) for m in modules):
+        raise AnalysisError("fully_shard of something gpumem does not read as a module: give --shard-unit", decl.node)
+    return tuple(dict.fromkeys(m.cls.name if m.cls is not None else m.kind for m in modules if m is not root))
 
 
 def _policy_dtype(settings: Settings, node) -> str | None:

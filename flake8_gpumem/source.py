@@ -35,7 +35,7 @@ OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": 
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
 WRAPPER_NAMES = ("compile", "DataParallel", "DistributedDataParallel", "DDP")  # torch's wrappers, as files call them
 SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained", "gradient_checkpointing_enable")) + (
-    "compile(", "DataParallel")
+    "compile(", "DataParallel", "fully_shard(")
 # transformers' switch that runs each decoder layer (a GradientCheckpointingLayer) under torch.utils.checkpoint
 CHECKPOINTING = ("transformers' gradient_checkpointing_enable() runs each decoder layer under torch.utils.checkpoint, "
                  "which gpumem does not follow yet: the figures are without it (a higher peak) unless "
@@ -84,10 +84,16 @@ class SetUp:
     dtype: str | None = None  # the dtype its last cast gives the whole model
     wrappers: list = field(default_factory=list)  # what it runs in: "torch.compile", "DataParallel", "DDP"
     notes: list = field(default_factory=list)  # (line, col, message): what the figures leave out (GPM900)
+    # FSDP2: what fully_shard wraps, ("each", ITERABLE) or ("one", MODULE), expressions of the model's
+    # variable; the mesh's size and the MixedPrecisionPolicy, where the file writes them
+    sharded: list = field(default_factory=list)
+    world_size: int | None = None
+    param_dtype: str | None = None
+    reduce_dtype: str | None = None
 
     @property
     def strategy(self) -> str | None:
-        return "ddp" if "DDP" in self.wrappers else None
+        return "fsdp" if self.sharded else "ddp" if "DDP" in self.wrappers else None
 
 
 @dataclass
@@ -379,7 +385,7 @@ def _changed_names(stmt: ast.stmt, functions: dict) -> set:
     `model.requires_grad_(False)` (CHANGING_METHODS), `for p in model.parameters(): ...`,
     `setattr(model, ...)`, a call of a function of the file that changes its arguments
     (`set_parameter_requires_grad(model, True)`), such statements under an `if` (not the `__main__`
-    guard). Not `model(x)`, `print(model)`, `model.half()` (a setting, read apart)."""
+    guard). Not `model(x)`, `print(model)`, `model.half()`, `fully_shard(model)` (set-ups, read apart)."""
     if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
         targets = stmt.targets if isinstance(stmt, (ast.Assign, ast.Delete)) else [stmt.target]
         return {_root(t) for t in targets if isinstance(t, (ast.Attribute, ast.Subscript))}
@@ -391,11 +397,17 @@ def _changed_names(stmt: ast.stmt, functions: dict) -> set:
                 call.func.id in functions and _changes_arguments(functions[call.func.id]))):
             return {_root(a) for a in [*call.args, *(k.value for k in call.keywords)]}
         return set()
-    if isinstance(stmt, ast.For):
+    if isinstance(stmt, ast.For) and not all(_shards(s) for s in stmt.body):  # fully_shard: a set-up, read apart
         return {n.id for n in ast.walk(stmt.iter) if isinstance(n, ast.Name)}
     if isinstance(stmt, ast.If) and "__name__" not in {n.id for n in ast.walk(stmt.test) if isinstance(n, ast.Name)}:
         return set().union(*(_changed_names(s, functions) for s in stmt.body + stmt.orelse))
     return set()
+
+
+def _shards(stmt: ast.stmt) -> bool:
+    """Whether a statement is a `fully_shard(...)` call."""
+    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+            and _dotted(stmt.value.func).rpartition(".")[2] == "fully_shard")
 
 
 def _root(node) -> str:
@@ -661,6 +673,7 @@ class _StatedSetup(_Variables):
 
     def __init__(self, src: SourceFile, models: set):
         super().__init__(src, models)
+        self.loops: dict = {}  # a loop's variable -> (the model, the modules of it the loop goes over)
         self.top = True  # at module level, where `model = resnet18().half()` sets up the model `model`
         self.guard: ast.If | None = None  # the `if` the statements visited now depend on
 
@@ -698,8 +711,25 @@ class _StatedSetup(_Variables):
         self.instances[target.id] = model
         self.record(model, [base, *calls] if _pretrained(base) else calls)
 
+    def visit_For(self, node):
+        """`for block in model.layers: fully_shard(block, ...)`: the loop's variable stands for the
+        model's modules there."""
+        model = self.model_of(ast.Name(_root(node.iter)))
+        if model is None or not isinstance(node.target, ast.Name):
+            self.generic_visit(node)
+            return
+        outer = self.loops.get(node.target.id)
+        self.loops[node.target.id] = (model, ast.unparse(node.iter))
+        self.generic_visit(node)
+        self.loops.pop(node.target.id)
+        if outer is not None:
+            self.loops[node.target.id] = outer
+
     def visit_Expr(self, node):
         call = node.value
+        if _shards(node) and call.args:
+            self.shard(call)
+            return
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and (
                 call.func.attr == "gradient_checkpointing_enable"):
             model = self.model_of(call.func.value)
@@ -710,6 +740,45 @@ class _StatedSetup(_Variables):
         model = self.model_of(base)
         if model is not None:
             self.record(model, calls)
+
+    def shard(self, call: ast.Call) -> None:
+        """`fully_shard(module, mesh=..., mp_policy=..., ...)` on the model or a module of it: the set-up
+        is FSDP, over the mesh's ranks, with the policy's dtypes; what gpumem cannot read is noted."""
+        target = call.args[0]
+        if isinstance(target, ast.Name) and target.id in self.loops:
+            model, iterable = self.loops[target.id]
+            what = ("each", iterable)
+        else:
+            model, what = self.model_of(ast.Name(_root(target))), ("one", ast.unparse(target))
+        if model is None:
+            return
+        setup, where = self.found.setdefault(model, SetUp()), (call.lineno, call.col_offset)
+        if self.guard is not None:
+            setup.notes.append((*where, f"sharded with fully_shard only when the `if` at line {self.guard.lineno} "
+                                        "holds: gpumem does not guess which way it goes; give --strategy fsdp "
+                                        "--shard-unit CLASS to analyse that case"))
+            return
+        setup.sharded.append(what)
+        notes = []
+        policy = _keyword(call, "mp_policy")
+        if policy is not None:
+            value = self.src.evaluate(policy, {})
+            if getattr(value, "kind", None) == "MixedPrecisionPolicy":
+                setup.param_dtype, setup.reduce_dtype = (value.options.get(k) for k in ("param_dtype", "reduce_dtype"))
+            else:
+                notes.append("an mp_policy gpumem cannot read: give --param-dtype and --reduce-dtype to analyse it")
+        mesh = _keyword(call, "mesh")
+        size = getattr(self.src.evaluate(mesh, {}), "options", {}).get("size") if mesh is not None else None
+        if size is None:
+            notes.append("fully_shard over a device mesh whose size gpumem cannot read (all the ranks torchrun "
+                         "starts, without one): give --world-size")
+        setup.world_size = size or setup.world_size
+        for key, default, words in (("reshard_after_forward", True, "reshard_after_forward"),
+                                    ("offload_policy", None, "CPU offload (offload_policy)")):
+            value = _keyword(call, key)
+            if value is not None and not (isinstance(value, ast.Constant) and value.value == default):
+                notes.append(f"{words} is not modelled: the figures are FSDP2's defaults'")
+        setup.notes += [(*where, m) for m in notes if m not in {n for *_, n in setup.notes}]
 
     def record(self, model: str, calls: list) -> None:
         setup = self.found.setdefault(model, SetUp())

@@ -219,6 +219,46 @@ def test_a_mixed_precision_policy_needs_fsdp_and_float32_shards():
         assert [(d.code, words in d.message) for d in result.diagnostics] == [("GPM001", True)], result.diagnostics
 
 
+SHARDED_SCRIPT = """
+import os
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+mesh = init_device_mesh("cuda", MESH)
+model = Net(n=4)
+for block in model.blocks:
+    fully_shard(block, mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16,
+                                                                 reduce_dtype=torch.float32))
+fully_shard(model, mesh=mesh, reshard_after_forward=RESHARD)
+"""
+
+
+def test_fully_shard_as_the_file_calls_it():
+    """The set-up read from the file's own FSDP2 calls: a unit per block, the root, the mesh's ranks and
+    the policy; MemTracker per rank measures the same set-up."""
+    if not setup_oracle.gloo_available():
+        pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
+    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(2,)").replace("RESHARD", "True")
+    settings = Settings(input_shape=TOKENS, batch_size=4, device="cpu")
+    report = analyse_source(script, "train.py", settings, model="model").models[0]
+    s = report.settings
+    assert (s.strategy, s.world_size, s.shard_unit, s.param_dtype, s.reduce_dtype) == (
+        "fsdp", 2, ("Block",), "bfloat16", "float32")
+    ranks = setup_oracle.measure_distributed(SOURCE, "Net(n=4)", (4, *TOKENS), "float32", "adam", "float32",
+                                             "cross_entropy", "fsdp", 2, ("Block",), mp_policy=("bfloat16", "float32"))
+    assert (report.memory.weights, report.memory.optimizer) == (ranks[0].weights, ranks[0].optimizer_state)
+    _close(report.memory.peak, max(r.peak for r in ranks), "fully_shard in the file")
+
+
+def test_what_the_file_shards_with_that_gpumem_cannot_read_is_said():
+    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(int(os.environ['WORLD_SIZE']),)").replace("RESHARD", "False")
+    result = analyse_source(script, "train.py", Settings(input_shape=TOKENS, world_size=8), model="model")
+    assert result.models[0].settings.world_size == 8  # as given
+    notes = [d.message for d in result.diagnostics if d.code == "GPM900"]
+    assert any("device mesh whose size gpumem cannot read" in n for n in notes), notes
+    assert any("reshard_after_forward is not modelled" in n for n in notes), notes
+
+
 def test_sharding_divides_what_each_gpu_holds():
     from pathlib import Path
 
