@@ -29,17 +29,13 @@ TABLE = 64  # items in a display a module-level call passes, above which it buil
 # nn.Module's methods that change what a model holds or what of it trains (not its dtype or device:
 # those are settings read apart, nor what it computes)
 CHANGING_METHODS = ("requires_grad_", "add_module", "register_module", "register_parameter", "register_buffer",
-                    "apply", "append", "extend", "insert", "update", "enable_input_require_grads")
+                    "apply", "append", "extend", "insert", "update", "enable_input_require_grads",
+                    "gradient_checkpointing_enable", "activation_checkpointing_enable")
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 # nn.Module's methods that return the module: a model is built, cast and placed in one statement
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
 WRAPPER_NAMES = ("compile", "DataParallel", "DistributedDataParallel", "DDP")  # torch's wrappers, as files call them
-SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained", "gradient_checkpointing_enable")) + (
-    "compile(", "DataParallel")
-# transformers' switch that runs each decoder layer (a GradientCheckpointingLayer) under torch.utils.checkpoint
-CHECKPOINTING = ("transformers' gradient_checkpointing_enable() runs each decoder layer under torch.utils.checkpoint, "
-                 "which gpumem does not follow yet: the figures are without it (a higher peak) unless "
-                 "--checkpoint names the model's decoder layer class (e.g. LlamaDecoderLayer)")
+SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained")) + ("compile(", "DataParallel")
 
 
 @dataclass
@@ -699,13 +695,6 @@ class _StatedSetup(_Variables):
         self.record(model, [base, *calls] if _pretrained(base) else calls)
 
     def visit_Expr(self, node):
-        call = node.value
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and (
-                call.func.attr == "gradient_checkpointing_enable"):
-            model = self.model_of(call.func.value)
-            if model is not None:
-                self.found.setdefault(model, SetUp()).notes.append((call.lineno, call.col_offset, CHECKPOINTING))
-            return
         base, calls = _chain(node.value)
         model = self.model_of(base)
         if model is not None:
