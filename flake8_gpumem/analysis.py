@@ -171,8 +171,12 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             # An example input the file builds gives the sample shape; its batch (often a smoke test's 1)
             # yields to a configured batch_size. A torch.optim call in the file beats the configured optimizer,
             # and so do the model's cast (`.half()`) and its DDP wrapper the configured dtype and strategy.
+            # transformers' TrainingArguments given to a Trainer of the model state its batch, accumulation,
+            # precision and optimizer as a torch.optim call and a cast do.
             setup = src.setups.get(decl.name, SetUp())
-            stated = replace(stated_shape, optimizer=src.optimizer, dtype=setup.dtype, strategy=setup.strategy)
+            trainer = setup.trainer
+            stated = replace(stated_shape, optimizer=src.optimizer or trainer.optimizer, dtype=setup.dtype or trainer.dtype,
+                             strategy=setup.strategy, batch_size=trainer.batch_size, accumulate=trainer.accumulate)
             settings = merge(overrides, decl.inline, chosen, stated, project,
                              Settings(batch_size=decl.stated.batch_size), DEFAULTS)
             report = _analyse_model(src, decl, settings, result, layers, timeline, report_unshaped, setup)
@@ -266,6 +270,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                 interp.segment = segment
                 interp.run_block(segment.module.body, Scope({}, src.scope))
             interp.segment = decl.segment
+            _trainer_checkpointing(interp, src.setups.get(decl.name, SetUp()), root, node)
             optimized, notes = _optimized(interp, src, decl, root)
             _in_model_dtype(root, interp.model_dtype)
         try:
@@ -287,6 +292,18 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         raise
     return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp, optimized,
                 notes)
+
+
+def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
+    """`TrainingArguments(gradient_checkpointing=True)`: the Trainer calls the model's own
+    `activation_checkpointing_enable` with the keywords given (`every_n_layers` and `offload` apart),
+    run here as it runs it."""
+    if setup.checkpointing is None:
+        return
+    kwargs = dict(setup.checkpointing)
+    options = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
+    enable = interp.getattr(root, "activation_checkpointing_enable", node)
+    interp.call(enable, [], {"activation_checkpointing_kwargs": kwargs or None, **options}, node)
 
 
 def _in_model_dtype(root, dtype: str) -> None:

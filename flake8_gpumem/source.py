@@ -35,7 +35,18 @@ OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": 
 # nn.Module's methods that return the module: a model is built, cast and placed in one statement
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
 WRAPPER_NAMES = ("compile", "DataParallel", "DistributedDataParallel", "DDP")  # torch's wrappers, as files call them
-SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained")) + ("compile(", "DataParallel")
+SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained")) + (
+    "compile(", "DataParallel", "Trainer(")
+# transformers' Trainer and its arguments: the flags a script passes are read from the call, never run
+TRAINERS = ("Trainer", "Seq2SeqTrainer")
+TRAINING_ARGUMENTS = ("TrainingArguments", "Seq2SeqTrainingArguments")
+# TrainingArguments' `optim` -> the torch.optim optimizer the Trainer builds, as gpumem names it
+TRAINER_OPTIMIZERS = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw", "sgd": "sgd", "adagrad": "adagrad",
+                      "rmsprop": "rmsprop"}
+# the flags read, with the setting each gives (checkpointing: run as the Trainer runs it)
+TRAINER_FLAGS = ("per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optim", "optim_args",
+                 "gradient_checkpointing", "activation_checkpointing", "gradient_checkpointing_kwargs",
+                 "activation_checkpointing_kwargs")
 
 
 @dataclass
@@ -80,6 +91,8 @@ class SetUp:
     dtype: str | None = None  # the dtype its last cast gives the whole model
     wrappers: list = field(default_factory=list)  # what it runs in: "torch.compile", "DataParallel", "DDP"
     notes: list = field(default_factory=list)  # (line, col, message): what the figures leave out (GPM900)
+    trainer: Settings = field(default_factory=Settings)  # what a transformers Trainer's arguments set
+    checkpointing: dict | None = None  # the Trainer's activation_checkpointing_enable keywords, where it checkpoints
 
     @property
     def strategy(self) -> str | None:
@@ -659,6 +672,8 @@ class _StatedSetup(_Variables):
         super().__init__(src, models)
         self.top = True  # at module level, where `model = resnet18().half()` sets up the model `model`
         self.guard: ast.If | None = None  # the `if` the statements visited now depend on
+        self.arguments: dict = {}  # variable -> the TrainingArguments(...) call it holds
+        self.transformers = _transformers_names(src.tree) if any("Trainer(" in s.text for s in src.segments) else set()
 
     def generic_visit(self, node):
         for child in ast.iter_child_nodes(node):
@@ -685,6 +700,11 @@ class _StatedSetup(_Variables):
         target = node.targets[0]
         if len(node.targets) != 1 or not isinstance(target, ast.Name):
             return
+        if self._trainer(node.value):
+            return
+        if self._transformers_call(node.value, TRAINING_ARGUMENTS):
+            self.arguments[target.id] = node.value
+            return
         base, calls = _chain(node.value)
         named = self.top and target.id in self.models and isinstance(base, ast.Call)
         model = target.id if named else self.model_of(base)
@@ -695,10 +715,43 @@ class _StatedSetup(_Variables):
         self.record(model, [base, *calls] if _pretrained(base) else calls)
 
     def visit_Expr(self, node):
+        if self._trainer(node.value):
+            return
         base, calls = _chain(node.value)
         model = self.model_of(base)
         if model is not None:
             self.record(model, calls)
+
+    def _transformers_call(self, node, names: tuple) -> bool:
+        """Whether `node` calls one of transformers' `names` as the file imports it."""
+        if not (isinstance(node, ast.Call) and self.transformers):
+            return False
+        dotted = _dotted(node.func)
+        head, _, last = dotted.rpartition(".")
+        return last in names and (head or dotted) in self.transformers
+
+    def _trainer(self, node) -> bool:
+        """`Trainer(model=model, args=args, ...)`: the TrainingArguments it is given set up the model."""
+        if not self._transformers_call(node, TRAINERS):
+            return False
+        model = self.model_of(_keyword(node, "model") or (node.args[0] if node.args else None))
+        args = _keyword(node, "args") or (node.args[1] if len(node.args) > 1 else None)
+        if model is None:
+            return True
+        setup = self.found.setdefault(model, SetUp())
+        where = (node.lineno, node.col_offset)
+        if isinstance(args, ast.Name):
+            args = self.arguments.get(args.id, args)
+        if args is None:
+            setup.notes.append((*where, "a Trainer without `args` trains with TrainingArguments' defaults, which "
+                                        "gpumem does not read: give --batch-size, --dtype and --optimizer"))
+        elif not self._transformers_call(args, TRAINING_ARGUMENTS):
+            setup.notes.append((*where, f"the Trainer's args ({ast.unparse(args)}) are no TrainingArguments(...) "
+                                        "call of this file: its batch size, precision, optimizer and checkpointing "
+                                        "are not read"))
+        else:
+            _TrainerFlags(self.src, setup).read(args)
+        return True
 
     def record(self, model: str, calls: list) -> None:
         setup = self.found.setdefault(model, SetUp())
@@ -763,6 +816,92 @@ class _StatedSetup(_Variables):
             if value is None and dtype_slot:
                 return "dtype", None
         return None, None
+
+
+class _TrainerFlags:
+    """The flags of a `TrainingArguments(...)` call, as the Trainer uses them: the batch per device, the
+    accumulation, `bf16`/`fp16` (autocast, as accelerate runs it), `optim`, checkpointing. A flag whose
+    value gpumem cannot read, or that names what it does not model, is said (GPM900), never guessed."""
+
+    def __init__(self, src: SourceFile, setup: SetUp):
+        self.src = src
+        self.setup = setup
+
+    def read(self, call: ast.Call) -> None:
+        given, values = {k.arg: k.value for k in call.keywords if k.arg in TRAINER_FLAGS}, {}
+        if call.args or any(k.arg is None for k in call.keywords):
+            self.note(call, "TrainingArguments given positional or ** arguments: only its literal keywords are "
+                            "read (" + ", ".join(TRAINER_FLAGS) + ")")
+        for flag, node in given.items():
+            value = None if isinstance(node, ast.Constant) and node.value is None else self.src.evaluate(node, {})
+            if value is None and not (isinstance(node, ast.Constant) and node.value is None):
+                self.note(node, f"TrainingArguments' {flag} is given as `{ast.unparse(node)}`, which gpumem cannot "
+                                "read: the figures use the settings' value; give it on the command line")
+                continue
+            values[flag] = value
+        for flag in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            if flag not in given:  # the Trainer's own default, read from its source
+                values[flag] = self.default(call, flag)
+        batch, steps = values.get("per_device_train_batch_size"), values.get("gradient_accumulation_steps")
+        dtype = "amp-fp16" if values.get("fp16") else "amp-bf16" if values.get("bf16") else None
+        self.setup.trainer = Settings(batch_size=batch if isinstance(batch, int) else None,
+                                      accumulate=steps if isinstance(steps, int) else None, dtype=dtype,
+                                      optimizer=self.optimizer(call, values, "optim" in given))
+        if values.get("activation_checkpointing", values.get("gradient_checkpointing")):
+            kwargs = values.get("activation_checkpointing_kwargs", values.get("gradient_checkpointing_kwargs"))
+            self.setup.checkpointing = dict(kwargs or {})
+
+    def default(self, call: ast.Call, flag: str):
+        """A TrainingArguments field's default (`per_device_train_batch_size: int = field(default=8, ...)`),
+        read from the installed transformers; None (said) where it is not found."""
+        path = self.src.resolver.source("transformers.training_args")
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8")) if path is not None else ast.Module([], [])
+        except (OSError, SyntaxError, ValueError):
+            tree = ast.Module([], [])
+        for cls in tree.body:
+            for stmt in cls.body if isinstance(cls, ast.ClassDef) and cls.name == "TrainingArguments" else ():
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.target.id == flag \
+                        and isinstance(stmt.value, ast.Call) and isinstance(_keyword(stmt.value, "default"), ast.Constant):
+                    return _keyword(stmt.value, "default").value
+        self.note(call, f"TrainingArguments' default {flag} is not found in the installed transformers: "
+                        "the figures use the settings' value")
+        return None
+
+    def optimizer(self, call: ast.Call, values: dict, given: bool) -> str | None:
+        """The optimizer `optim` makes the Trainer build (AdamW when not given: `adamw_torch`, fused on
+        PyTorch 2.8 and later); None where gpumem does not model it or cannot read it (said)."""
+        optim = values.get("optim") if given else "adamw_torch_fused"
+        if optim is None:
+            return None
+        name = TRAINER_OPTIMIZERS.get(optim)
+        if name is None:
+            self.note(call, f"TrainingArguments(optim={optim!r}): gpumem does not model that optimizer's state; "
+                            "the figures count the optimizer the settings give (adam unless --optimizer says)")
+            return None
+        options = dict(pair.split("=", 1) for pair in str(values.get("optim_args") or "").replace(" ", "").split(",")
+                       if "=" in pair)
+        if name == "sgd" and float(options.get("momentum", 0) or 0) != 0:
+            return "sgd-momentum"
+        if name != "sgd" and options:
+            self.note(call, f"TrainingArguments' optim_args ({values['optim_args']!r}) for {optim} are not read: "
+                            f"the figures count {name}'s state without them")
+        return name
+
+    def note(self, node, message: str) -> None:
+        self.setup.notes.append((node.lineno, node.col_offset, message))
+
+
+def _transformers_names(tree: ast.Module) -> set:
+    """The names a file binds to transformers' modules or to names imported from them
+    (`from transformers import Trainer`, `import transformers`), read from its imports."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").partition(".")[0] == "transformers":
+            names.update(a.asname or a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.asname or a.name for a in node.names if a.name.partition(".")[0] == "transformers")
+    return names
 
 
 def _pretrained(node) -> bool:

@@ -301,3 +301,49 @@ def test_the_packed_sequence_check_is_computed_from_the_position_values(tmp_path
         (c.name, c.output_shape) for c in truth.calls]
     [fc] = [r for r in result.models[0].layers if r.module]
     assert fc.output_shape == ((3, 6, 4) if shift == "0" else (3, 1, 4))  # the branch taken
+
+
+TRAINER = '''\
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+model = LlamaForCausalLM(LlamaConfig({args}))
+args = TrainingArguments(output_dir="out", per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                         bf16=True, gradient_checkpointing=True, optim="adamw_torch")
+trainer = Trainer(model=model, args=args, train_dataset=dataset)
+'''
+
+
+def test_training_arguments_given_to_a_trainer_set_up_the_step(tmp_path):
+    """The Trainer's step for those flags, as PyTorch runs it: micro-batches of 4, two accumulated,
+    autocast to bfloat16, AdamW (foreach), decoder layers checkpointed (not reentrant, transformers 5's
+    default); gpumem reads the flags from the call without running the Trainer."""
+    transformers = pytest.importorskip("transformers")
+    import setup_oracle
+
+    _, _, args = SMALL["llama"]
+    script = tmp_path / "train.py"
+    script.write_text(TRAINER.format(args=args))
+    result = analyse_source(script.read_text(), str(script), Settings(input_shape=(SEQ,), input_dtype="int64",
+                                                                      device="cpu"))
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    report = result.models[0]
+    assert (report.settings.batch_size, report.settings.accumulate, report.settings.dtype,
+            report.settings.optimizer) == (4, 2, "amp-bf16", "adamw")
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(eval(f"transformers.LlamaConfig({args})"))
+    truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
+    model.gradient_checkpointing_enable()
+    measured = setup_oracle.measure_accumulated(model, (4, SEQ), "int64", optimizer="adamw", dtype="amp-bf16", k=2)
+    _exact_and_within_3_percent(report, truth, measured, "TrainingArguments")
+
+
+def test_training_arguments_gpumem_cannot_read_or_model_are_said_and_the_command_line_wins(tmp_path):
+    _, _, args = SMALL["llama"]
+    text = TRAINER.format(args=args).replace("per_device_train_batch_size=4", "per_device_train_batch_size=size")
+    text = text.replace('optim="adamw_torch"', 'optim="adamw_bnb_8bit"')
+    result = _report(tmp_path, text, optimizer="sgd", accumulate=3)  # as given on the command line
+    notes = [d.message for d in result.diagnostics if d.code == "GPM900"]
+    assert any("per_device_train_batch_size" in n and "`size`" in n for n in notes), notes
+    assert any("adamw_bnb_8bit" in n for n in notes), notes
+    settings = result.models[0].settings
+    assert (settings.batch_size, settings.accumulate, settings.optimizer) == (BATCH, 3, "sgd")
