@@ -175,8 +175,9 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             # precision and optimizer as a torch.optim call and a cast do.
             setup = src.setups.get(decl.name, SetUp())
             trainer = setup.trainer
-            stated = replace(stated_shape, optimizer=src.optimizer or trainer.optimizer, dtype=setup.dtype or trainer.dtype,
-                             strategy=setup.strategy, batch_size=trainer.batch_size, accumulate=trainer.accumulate)
+            stated = replace(stated_shape, optimizer=src.optimizer or trainer.optimizer,
+                             dtype=setup.dtype or trainer.dtype, strategy=setup.strategy,
+                             batch_size=trainer.batch_size, accumulate=trainer.accumulate)
             settings = merge(overrides, decl.inline, chosen, stated, project,
                              Settings(batch_size=decl.stated.batch_size), DEFAULTS)
             report = _analyse_model(src, decl, settings, result, layers, timeline, report_unshaped, setup)

@@ -861,9 +861,10 @@ class _TrainerFlags:
             tree = ast.Module([], [])
         for cls in tree.body:
             for stmt in cls.body if isinstance(cls, ast.ClassDef) and cls.name == "TrainingArguments" else ():
-                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.target.id == flag \
-                        and isinstance(stmt.value, ast.Call) and isinstance(_keyword(stmt.value, "default"), ast.Constant):
-                    return _keyword(stmt.value, "default").value
+                named = isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.target.id == flag
+                default = _keyword(stmt.value, "default") if named and isinstance(stmt.value, ast.Call) else None
+                if isinstance(default, ast.Constant):
+                    return default.value
         self.note(call, f"TrainingArguments' default {flag} is not found in the installed transformers: "
                         "the figures use the settings' value")
         return None

@@ -223,8 +223,8 @@ def test_gradient_checkpointing_enable_is_run_as_transformers_runs_it(tmp_path, 
     assert not [d for d in result.diagnostics if d.code == "GPM900"], result.diagnostics
     report = result.models[0]
     torch.manual_seed(0)
-    model = eval(f"{model_name}({config_name}({args}))", {name: getattr(transformers, name)
-                                                         for name in (model_name, config_name)})
+    classes = {name: getattr(transformers, name) for name in (model_name, config_name)}
+    model = eval(f"{model_name}({config_name}({args}))", classes)
     truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=given or None)
     measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
