@@ -829,9 +829,10 @@ class _TrainerFlags:
 
     def read(self, call: ast.Call) -> None:
         given, values = {k.arg: k.value for k in call.keywords if k.arg in TRAINER_FLAGS}, {}
-        if call.args or any(k.arg is None for k in call.keywords):
+        unread = bool(call.args) or any(k.arg is None for k in call.keywords)
+        if unread:
             self.note(call, "TrainingArguments given positional or ** arguments: only its literal keywords are "
-                            "read (" + ", ".join(TRAINER_FLAGS) + ")")
+                            "read (" + ", ".join(TRAINER_FLAGS) + "); the others take the settings' values")
         for flag, node in given.items():
             value = None if isinstance(node, ast.Constant) and node.value is None else self.src.evaluate(node, {})
             if value is None and not (isinstance(node, ast.Constant) and node.value is None):
@@ -840,16 +841,27 @@ class _TrainerFlags:
                 continue
             values[flag] = value
         for flag in ("per_device_train_batch_size", "gradient_accumulation_steps"):
-            if flag not in given:  # the Trainer's own default, read from its source
+            if flag not in given and not unread:  # the Trainer's own default, read from its source
                 values[flag] = self.default(call, flag)
-        batch, steps = values.get("per_device_train_batch_size"), values.get("gradient_accumulation_steps")
-        dtype = "amp-fp16" if values.get("fp16") else "amp-bf16" if values.get("bf16") else None
-        self.setup.trainer = Settings(batch_size=batch if isinstance(batch, int) else None,
-                                      accumulate=steps if isinstance(steps, int) else None, dtype=dtype,
-                                      optimizer=self.optimizer(call, values, "optim" in given))
+        counts = {}
+        for flag in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            value = values.get(flag)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                counts[flag] = value
+            elif value is not None:
+                self.note(given.get(flag, call), f"TrainingArguments' {flag}={value!r} is no count of 1 or more: "
+                                                 "the figures use the settings' value")
+        dtype = "amp-fp16" if values.get("fp16") is True else "amp-bf16" if values.get("bf16") is True else None
+        self.setup.trainer = Settings(batch_size=counts.get("per_device_train_batch_size"),
+                                      accumulate=counts.get("gradient_accumulation_steps"), dtype=dtype,
+                                      optimizer=self.optimizer(call, values, "optim" in given or unread))
         if values.get("activation_checkpointing", values.get("gradient_checkpointing")):
             kwargs = values.get("activation_checkpointing_kwargs", values.get("gradient_checkpointing_kwargs"))
-            self.setup.checkpointing = dict(kwargs or {})
+            if kwargs is None or isinstance(kwargs, dict):
+                self.setup.checkpointing = dict(kwargs or {})
+            else:
+                self.note(call, f"TrainingArguments' checkpointing keywords {kwargs!r} are no dict gpumem reads: "
+                                "the figures are without the Trainer's checkpointing")
 
     def default(self, call: ast.Call, flag: str):
         """A TrainingArguments field's default (`per_device_train_batch_size: int = field(default=8, ...)`),
@@ -882,8 +894,8 @@ class _TrainerFlags:
             return None
         options = dict(pair.split("=", 1) for pair in str(values.get("optim_args") or "").replace(" ", "").split(",")
                        if "=" in pair)
-        if name == "sgd" and float(options.get("momentum", 0) or 0) != 0:
-            return "sgd-momentum"
+        if name == "sgd" and options.get("momentum", "0") not in ("0", "0.0"):
+            return "sgd-momentum"  # the Trainer passes it on as float(momentum)
         if name != "sgd" and options:
             self.note(call, f"TrainingArguments' optim_args ({values['optim_args']!r}) for {optim} are not read: "
                             f"the figures count {name}'s state without them")
