@@ -48,7 +48,10 @@ ROUNDED = {"floor": operator.floordiv, "trunc": lambda x, y: math.trunc(x / y)}
 
 
 def evaluate(op, bound, out: Tensor) -> tuple | None:
-    """The values of `out`, when the op has a rule and every operand's values are known."""
+    """The values of `out`, when the op has a rule and every operand's values are known (and it is
+    small: a valued tensor broadcast against a large one is not)."""
+    if not isinstance(out, Tensor) or out.numel > catalogue.MAX_VALUES:
+        return None
     if id(op) in UNARY:
         x = bound.input
         return tuple(UNARY[id(op)](v) for v in x.values) if x.values is not None else None
