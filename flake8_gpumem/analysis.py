@@ -243,7 +243,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         report.fits = mem.peak + mem.reserve <= settings.budget
         if layers or not report.fits:  # the plugin shows it only in a GPM100 message
             report.max_batch_size = _max_batch(src, decl, settings)
-        found = budget_check(report, lambda s: peak_at(src, decl, s, s.batch_size))
+        found = budget_check(report, _peak_with(src, decl, settings, run))
         if found is not None:
             result.diagnostics.append(Diagnostic(found[0], decl.line, decl.col, found[1]))
     return report
@@ -252,11 +252,12 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
 def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
     from .interpreter import Module, Scope  # libcst and the interpreter, once a model is run
 
-    interp = src.interpreter(model_dtype=memory.param_dtype(settings.dtype), device=settings.device,
+    node = decl.node
+    policy = _policy_dtype(settings, node)
+    interp = src.interpreter(model_dtype=policy or memory.param_dtype(settings.dtype), device=settings.device,
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
                              hf_config=settings.hf_config)
     interp.segment = decl.segment
-    node = decl.node
     optimized, notes = None, []
     try:
         if decl.expression:
@@ -279,11 +280,15 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         except ConfigError as exc:
             raise AnalysisError(str(exc), node) from None
         xs = [Tensor(x.batched(batch), x.dtype) for x in given]
-        keywords = dict(settings.forward_args)
-        keywords.update((x.name, t) for x, t in zip(given, xs) if x.name is not None)
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
-        out = _returned(interp.call_module(root, [t for x, t in zip(given, xs) if x.name is None], keywords, node))
+        passed = xs
+        if policy:  # the root's fully_shard casts the float inputs (cast_forward_inputs)
+            passed = [interp.cast(t, policy, node, "fully_shard input cast") if t.dtype in FLOAT_DTYPES else t
+                      for t in xs]
+        keywords = dict(settings.forward_args)
+        keywords.update((x.name, t) for x, t in zip(given, passed) if x.name is not None)
+        out = _returned(interp.call_module(root, [t for x, t in zip(given, passed) if x.name is None], keywords, node))
         if next(tensors_in(out), None) is None:
             raise AnalysisError(f"{decl.name}.forward returns no tensor", node)
         forward_events = len(interp.events)
@@ -305,6 +310,19 @@ def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
     options = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
     enable = interp.getattr(root, "activation_checkpointing_enable", node)
     interp.call(enable, [], {"activation_checkpointing_kwargs": kwargs or None, **options}, node)
+
+
+def _policy_dtype(settings: Settings, node) -> str | None:
+    """FSDP2's MixedPrecisionPolicy param_dtype: the dtype the model computes in, None without one."""
+    if settings.param_dtype is None and settings.reduce_dtype is None:
+        return None
+    if settings.strategy != "fsdp":
+        raise AnalysisError("param_dtype and reduce_dtype are FSDP2's MixedPrecisionPolicy: they need "
+                            "strategy = fsdp (for one GPU, dtype says the precision)", node, "GPM001")
+    if settings.dtype != "float32":
+        raise AnalysisError(f"param_dtype with dtype = {settings.dtype}: FSDP2's mixed precision keeps float32 "
+                            "sharded weights and casts them itself; give dtype = float32", node, "GPM001")
+    return settings.param_dtype or "float32"
 
 
 def _in_model_dtype(root, dtype: str) -> None:
@@ -492,7 +510,7 @@ def _parallel(run: _Run, settings: Settings) -> Parallel | None:
     for unit in units:  # a tied weight belongs to the first unit that has it
         owned.append(tuple((k, s) for k, s in unit.items() if k not in seen))
         seen.update(unit)
-    return Parallel("fsdp", settings.world_size, tuple(owned), unit_of)
+    return Parallel("fsdp", settings.world_size, tuple(owned), unit_of, settings.param_dtype, settings.reduce_dtype)
 
 
 def _labeller(run: _Run):
@@ -602,6 +620,24 @@ def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) ->
     run = _run(src, decl, settings, batch)
     mem = _memory(run, settings)
     return mem.peak + mem.reserve
+
+
+def _peak_with(src: SourceFile, decl: ModelDecl, settings: Settings, run: _Run):
+    """peak_at for the set-ups GPM100 tries: one run per family of them (what the trace depends on:
+    dtype, mixed-precision policy, checkpointing, batch), simulated again for each strategy, world
+    size, shard unit and micro-batch count."""
+    def family(s: Settings) -> tuple:
+        return s.dtype, s.param_dtype, s.checkpoint, s.batch_size
+
+    runs = {family(settings): run}
+
+    def peak(s: Settings) -> int:
+        if family(s) not in runs:
+            runs[family(s)] = _run(src, decl, s, s.batch_size)
+        mem = _memory(runs[family(s)], s)
+        return mem.peak + mem.reserve
+
+    return peak
 
 
 def _points(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> list | None:
