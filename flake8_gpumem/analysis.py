@@ -172,8 +172,13 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             # An example input the file builds gives the sample shape; its batch (often a smoke test's 1)
             # yields to a configured batch_size. A torch.optim call in the file beats the configured optimizer,
             # and so do the model's cast (`.half()`) and its DDP wrapper the configured dtype and strategy.
+            # transformers' TrainingArguments given to a Trainer of the model state its batch, accumulation,
+            # precision and optimizer as a torch.optim call and a cast do.
             setup = src.setups.get(decl.name, SetUp())
-            stated = replace(stated_shape, optimizer=src.optimizer, dtype=setup.dtype, strategy=setup.strategy,
+            trainer = setup.trainer
+            stated = replace(stated_shape, optimizer=src.optimizer or trainer.optimizer,
+                             dtype=setup.dtype or trainer.dtype, strategy=setup.strategy,
+                             batch_size=trainer.batch_size, accumulate=trainer.accumulate,
                              world_size=setup.world_size, param_dtype=setup.param_dtype,
                              reduce_dtype=setup.reduce_dtype)
             settings = merge(overrides, decl.inline, chosen, stated, project,
@@ -273,6 +278,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                 interp.run_block(segment.module.body, Scope({}, src.scope))
             interp.segment = decl.segment
             sharded = _sharded(interp, src, decl, root)
+            _trainer_checkpointing(interp, src.setups.get(decl.name, SetUp()), root, node)
             optimized, notes = _optimized(interp, src, decl, root)
             _in_model_dtype(root, interp.model_dtype)
         try:
@@ -312,6 +318,18 @@ def _sharded(interp, src: SourceFile, decl: ModelDecl, root) -> tuple:
     if not all(isinstance(m, Module) for m in modules):
         raise AnalysisError("fully_shard of something gpumem does not read as a module: give --shard-unit", decl.node)
     return tuple(dict.fromkeys(m.cls.name if m.cls is not None else m.kind for m in modules if m is not root))
+
+
+def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
+    """`TrainingArguments(gradient_checkpointing=True)`: the Trainer calls the model's own
+    `activation_checkpointing_enable` with the keywords given (`every_n_layers` and `offload` apart),
+    run here as it runs it."""
+    if setup.checkpointing is None:
+        return
+    kwargs = dict(setup.checkpointing)
+    options = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
+    enable = interp.getattr(root, "activation_checkpointing_enable", node)
+    interp.call(enable, [], {"activation_checkpointing_kwargs": kwargs or None, **options}, node)
 
 
 def _policy_dtype(settings: Settings, node) -> str | None:

@@ -159,6 +159,17 @@ def _where_shape(a: Args):
 # backward routes the gradient by the condition: it keeps the condition
 WHERE = Op("condition, input=None, other=None, out=None", _where_shape, saves=lambda a, out: [a.condition])
 CUMSUM = Op("input, dim, dtype=None, out=None", _cumsum_shape)  # backward sums the gradient back: keeps nothing
+
+
+def _diff_shape(a: Args):
+    """torch.diff: `prepend` and `append` joined on along `dim`, then n fewer along it."""
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    joined = x.shape[d] + sum(p.shape[d] for p in (a.prepend, a.append) if isinstance(p, Tensor))
+    return x.like(x.shape[:d] + (max(joined - a.n, 0),) + x.shape[d + 1:])
+
+
+DIFF = Op("input, n=1, dim=-1, prepend=None, append=None", _diff_shape)  # keeps nothing: a difference
 TRIANGLE = Op("input, diagonal=0, out=None", lambda a: a.input.like(a.input.shape))  # tril/triu: backward masks
 
 

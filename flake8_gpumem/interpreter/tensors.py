@@ -212,8 +212,7 @@ class TensorOps:
         outer = next((i for i in x.order if x.shape[i] != 1), 0)
         keeps = x.contiguous and all(d == outer for d in narrowed) or not narrowed
         out = x.view(shape, x.layout if not narrowed else (None if keeps else STRIDED))
-        if len(keys) == 1 and isinstance(keys[0], (slice, int)):
-            out.values = numbers.picked(x, keys[0])
+        out.values = numbers.picked(x, keys)
         # Backward of indexing scatters into a zero gradient the size of the whole input.
         self.events.append(Event(None, "[]", node, [x], out, [], [], []))
         return out
