@@ -1,6 +1,6 @@
 """What the plugin costs: flake8 with and without it, `gpumem report` against its floor, and torchinfo.
 
-    python benchmarks/flake8_overhead.py [--quick]
+    python benchmarks/flake8_overhead.py [--quick] [--library]
 
 Prints four tables (figures only, no assertions; the targets are printed beside them).
 Each time is shown as the median and the best of its runs: the machine may be shared, and
@@ -18,6 +18,13 @@ noise only ever adds time.
 4. If torchinfo is importable: torchinfo's `summary` of the seed model
    (fixtures/seed_cnn.py::SeedCNN, input 64x3x50x50) in a subprocess, wall time and peak
    RSS, against `gpumem report fixtures/seed_cnn.py`. Otherwise it says it was skipped.
+
+With `--library`, only this instead:
+5. flake8 with and without the plugin on a training script that builds its model from an installed
+   library, read from its source: transformers (LLaMA, gradient checkpointing, TrainingArguments
+   given to a Trainer) and timm (`create_model`), each with a budget and its input shape inline,
+   5 runs alternated; wall time and the flake8 process's CPU time (user + system), which a shared
+   machine's load disturbs less.
 
 How "without the plugin" is measured. flake8 finds plugins through the entry points of
 the installed distributions, so neither `--select` (the plugin still runs, its results are
@@ -68,14 +75,17 @@ sys.exit(main(sys.argv[2:]))
 
 # ----------------------------------------------------------------------------- helpers
 
-def run(cmd: list, cwd=None) -> tuple[float, int, int]:
-    """Wall seconds, exit status and peak RSS (KiB) of one subprocess; output discarded."""
+def run(cmd: list, cwd=None, cpu: bool = False) -> tuple:
+    """Wall seconds, exit status and peak RSS (KiB) of one subprocess; output discarded. With `cpu`,
+    its CPU seconds (user + system) too."""
     with tempfile.TemporaryFile() as sink:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=sink, stderr=sink, cwd=cwd, env=ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
+    if cpu:
+        return wall, proc.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
     return wall, proc.returncode, usage.ru_maxrss
 
 
@@ -449,15 +459,67 @@ def bench_torchinfo(repeats: int) -> None:
           "less memory   (target 8x faster)")
 
 
+LIBRARY_SCRIPTS = {  # a training script per library, its input shape inline
+    "transformers: LLaMA, checkpointing, Trainer": """\
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+config = LlamaConfig(num_hidden_layers=4, hidden_size=256, intermediate_size=688, num_attention_heads=4,
+                     vocab_size=32000)
+model = LlamaForCausalLM(config)  # gpumem: input_shape=(512,) input_dtype=int64
+model.gradient_checkpointing_enable()
+model.config.use_cache = False
+args = TrainingArguments(output_dir="out", per_device_train_batch_size=8, gradient_accumulation_steps=4,
+                         bf16=True, gradient_checkpointing=True, optim="adamw_torch")
+trainer = Trainer(model=model, args=args, train_dataset=dataset)
+""",
+    "timm: create_model('resnet50')": """\
+import timm
+
+model = timm.create_model("resnet50", num_classes=37)  # gpumem: input_shape=(3, 224, 224) batch_size=32
+""",
+}
+
+
+def bench_library(repeats: int) -> None:
+    print(f"\n5. flake8 on a training script whose model comes from an installed library, read from its source, "
+          f"`--gpumem-budget 24GiB`, -j 1, median of {repeats}, runs alternated")
+    print(f"   {'script':44s} {'without s':>9s} {'with s':>7s} {'extra s':>8s} {'CPU without':>12s} {'CPU with':>9s} "
+          f"{'extra':>7s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, text in LIBRARY_SCRIPTS.items():
+            path = Path(tmp) / "train.py"
+            path.write_text(text)
+            args = ("-j", "1", "--exit-zero", "--gpumem-budget", "24GiB", path)
+            shown = subprocess.run(flake8_cmd("with", "--select", "GPM", "--extend-select", "GPM9",
+                                              "--gpumem-budget", "1GiB", path), capture_output=True, text=True,
+                                   cwd=tmp, env=ENV).stdout.split("\n")[0]
+            print(f"   {label}: at a 1 GiB budget, GPM9 shown: {shown[len(str(path)) + 1:] or 'nothing'}")
+            sides = {side: flake8_cmd(side, *args) for side in ("without", "with")}
+            for cmd in sides.values():
+                run(cmd, tmp)  # warm, uncounted
+            runs = {side: [] for side in sides}
+            for _ in range(repeats):
+                for side, cmd in sides.items():
+                    runs[side].append(run(cmd, tmp, cpu=True))
+            (wa, ca), (wb, cb) = ((statistics.median(r[0] for r in rs), statistics.median(r[3] for r in rs))
+                                  for rs in runs.values())
+            print(f"   {label:44s} {wa:9.2f} {wb:7.2f} {wb - wa:+8.2f} {ca:12.2f} {cb:9.2f} {cb - ca:+7.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run of the script)")
+    ap.add_argument("--library", action="store_true", help="only flake8 on training scripts of installed libraries")
     ns = ap.parse_args()
     five, three, nine = (2, 1, 2) if ns.quick else (5, 3, 9)
     print(f"Python {sys.version.split()[0]} at {PY}; {load_note()}")
     print(f"without: {flake8_version('without')}")
     print(f"with:    {flake8_version('with')}")
     start = time.perf_counter()
+    if ns.library:
+        bench_library(five)
+        print(f"\ntotal {time.perf_counter() - start:.0f} s; {load_note()}")
+        return
     bench_torch_nn(five)
     bench_large_file(three)
     bench_report(nine)  # short runs: more of them, so that the best is a run the machine left alone

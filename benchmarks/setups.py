@@ -2,17 +2,17 @@
 
     python benchmarks/setups.py            # the MLP and the small GPT, float32 and amp-bf16
     python benchmarks/setups.py --quick    # float32 only, world size 2 only
+    python benchmarks/setups.py --policy-only  # FSDP2's MixedPrecisionPolicy rows only
 
 Set-ups: a single process (torch_oracle.measure_step), every block checkpointed (what-if,
 setup_oracle.wrap_checkpoint), gradient accumulation over k=2 and 4 micro-batches, DDP and FSDP2
-(fully_shard on every block, then the root) over gloo with 2 and 4 CPU processes, and under
-amp-bf16 also FSDP2's MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32) in place of
-autocast. The batch is per process. Peaks and MemTracker's categories at the peak are in bytes
-(rank 0's; `ranks` says when the ranks' peaks differ); seconds are the wall time of the whole
+(fully_shard on every block, then the root) over gloo with 2 and 4 CPU processes, and for the
+float32 model also FSDP2's MixedPrecisionPolicy(param_dtype=bf16) with reduce_dtype fp32 and bf16
+(`param_dtype`, `reduce_dtype`) in place of autocast. The batch is per process. Peaks and
+MemTracker's categories at the peak are in bytes (rank 0's; `ranks` says when the ranks' peaks differ); seconds are the wall time of the whole
 measurement (spawn included) and, for the distributed rows, of the measured step on rank 0.
 Each row also has gpumem's estimate of the largest rank's peak and its error; the last line the
-median and worst |error| (FSDP's MixedPrecisionPolicy rows are measured only: gpumem models
-autocast).
+median and worst |error|.
 """
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ MODELS = {
             "GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=64, vocab_size=65))",
             ((8, 64), (8, 64)), "int64", "adamw", "cross_entropy", "Block"),
 }
+SHORT = {"bfloat16": "bf16", "float32": "fp32"}
 CATEGORIES = ("Parameter", "Gradient", "Activation", "Temp", "Optstate", "Other")
 
 
@@ -74,7 +75,7 @@ def build(source: str, expr: str):
     return eval(expr, torch_oracle.load(source))
 
 
-def rows(name: str, dtype: str, worlds: tuple):
+def rows(name: str, dtype: str, worlds: tuple, policy_only: bool = False):
     source, expr, shape, input_dtype, optimizer, loss, block = MODELS[name]
     common = dict(shape=shape, input_dtype=input_dtype, optimizer=optimizer, dtype=dtype, loss=loss)
 
@@ -83,22 +84,27 @@ def rows(name: str, dtype: str, worlds: tuple):
         memory = fn()
         return label, [memory], time.perf_counter() - start, None
 
-    yield local("single", lambda: torch_oracle.measure_step(build(source, expr), **common)) + ({},)
-    yield local(f"checkpoint {block}", lambda: setup_oracle.measure_checkpointed(
-        _wrapped(build(source, expr), block), **common)) + ({"checkpoint": (block,)},)
-    for k in (2, 4):
-        yield local(f"accumulate k={k}", lambda k=k: setup_oracle.measure_accumulated(build(source, expr), k=k,
-                                                                                      **common)) + ({"accumulate": k},)
-    setups = [("ddp", {}), ("fsdp", {})]
-    if dtype.startswith("amp"):
-        setups.append(("fsdp", {"mp_policy": True}))
-    for strategy, extra in setups:
+    setups = []
+    if not policy_only:
+        yield local("single", lambda: torch_oracle.measure_step(build(source, expr), **common)) + ({},)
+        yield local(f"checkpoint {block}", lambda: setup_oracle.measure_checkpointed(
+            _wrapped(build(source, expr), block), **common)) + ({"checkpoint": (block,)},)
+        for k in (2, 4):
+            yield local(f"accumulate k={k}", lambda k=k: setup_oracle.measure_accumulated(
+                build(source, expr), k=k, **common)) + ({"accumulate": k},)
+        setups = [("ddp", None), ("fsdp", None)]
+    if dtype == "float32":
+        setups += [("fsdp", ("bfloat16", "float32")), ("fsdp", ("bfloat16", None))]
+    for strategy, policy in setups:
         for world in worlds:
             start = time.perf_counter()
             results = setup_oracle.measure_distributed(source, expr, strategy=strategy, world_size=world,
-                                                       shard_units=(block,), full=True, **common, **extra)
-            label = f"{strategy}{' mp-policy' if extra else ''} world {world}"
-            setup = None if extra else {"strategy": strategy, "world_size": world, "shard_unit": (block,)}
+                                                       shard_units=(block,), mp_policy=policy, full=True, **common)
+            words = "" if policy is None else f" mp {SHORT[policy[0]]}/{SHORT[policy[1] or policy[0]]}"
+            label = f"{strategy}{words} world {world}"
+            setup = {"strategy": strategy, "world_size": world, "shard_unit": (block,)}
+            if policy is not None:
+                setup.update(param_dtype=policy[0], reduce_dtype=policy[1])
             yield label, [r.memory for r in results], time.perf_counter() - start, results[0].seconds, setup
 
 
@@ -121,9 +127,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="float32 only, world size 2 only")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--policy-only", action="store_true", help="only the MixedPrecisionPolicy rows")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    dtypes = ("float32",) if args.quick else ("float32", "amp-bf16")
+    dtypes = ("float32",) if args.quick or args.policy_only else ("float32", "amp-bf16")
     worlds = (2,) if args.quick else (2, 4)
     errors = []
     header = (f"{'model':5} {'dtype':9} {'set-up':22} {'estimate':>11} {'error':>7} {'peak':>11} {'weights':>10} "
@@ -133,7 +140,7 @@ def main() -> None:
     print("-" * len(header))
     for name in args.models:
         for dtype in dtypes:
-            for label, memories, seconds, step_seconds, setup in rows(name, dtype, worlds):
+            for label, memories, seconds, step_seconds, setup in rows(name, dtype, worlds, args.policy_only):
                 m = memories[0]
                 peaks = sorted({r.peak for r in memories})
                 ranks = "" if len(peaks) == 1 else "peaks " + "/".join(f"{p:,}" for p in (r.peak for r in memories))

@@ -104,6 +104,7 @@ class _Run:
     interp: Interpreter
     optimized: list | None = None  # the parameters the file's optimizer holds, by group; None: all that train
     notes: list = field(default_factory=list)  # (line, col, GPM900 message): what the figures assume
+    sharded: tuple = ()  # the classes of the modules the file's fully_shard calls wrap (the root aside)
     copies: list = field(default_factory=list)  # (name, Module): copies of the model the file keeps (an EMA)
 
 
@@ -173,8 +174,15 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
             # An example input the file builds gives the sample shape; its batch (often a smoke test's 1)
             # yields to a configured batch_size. A torch.optim call in the file beats the configured optimizer,
             # and so do the model's cast (`.half()`) and its DDP wrapper the configured dtype and strategy.
+            # transformers' TrainingArguments given to a Trainer of the model state its batch, accumulation,
+            # precision and optimizer as a torch.optim call and a cast do.
             setup = src.setups.get(decl.name, SetUp())
-            stated = replace(stated_shape, optimizer=src.optimizer, dtype=setup.dtype, strategy=setup.strategy)
+            trainer = setup.trainer
+            stated = replace(stated_shape, optimizer=src.optimizer or trainer.optimizer,
+                             dtype=setup.dtype or trainer.dtype, strategy=setup.strategy,
+                             batch_size=trainer.batch_size, accumulate=trainer.accumulate,
+                             world_size=setup.world_size, param_dtype=setup.param_dtype,
+                             reduce_dtype=setup.reduce_dtype)
             settings = merge(overrides, decl.inline, chosen, stated, project,
                              Settings(batch_size=decl.stated.batch_size), DEFAULTS)
             report = _analyse_model(src, decl, settings, result, layers, timeline, report_unshaped, setup)
@@ -199,6 +207,8 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
                    timeline: bool, show_failures: bool, setup: SetUp) -> ModelReport | None:
     try:
         run = _run(src, decl, settings, settings.batch_size)
+        if run.sharded and not settings.shard_unit:  # fully_shard as the file calls it
+            settings = replace(settings, shard_unit=run.sharded)
     except RecursionError:
         message = "the model's code nests too deeply for gpumem"
         result.diagnostics.append(Diagnostic("GPM900", decl.line, decl.col, f"{decl.name}: {message}"))
@@ -243,7 +253,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         report.fits = mem.peak + mem.reserve <= settings.budget
         if layers or not report.fits:  # the plugin shows it only in a GPM100 message
             report.max_batch_size = _max_batch(src, decl, settings)
-        found = budget_check(report, lambda s: peak_at(src, decl, s, s.batch_size))
+        found = budget_check(report, _peak_with(src, decl, settings, run))
         if found is not None:
             result.diagnostics.append(Diagnostic(found[0], decl.line, decl.col, found[1]))
     return report
@@ -252,12 +262,13 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
 def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _Run:
     from .interpreter import Module, Scope, walk_modules  # libcst and the interpreter, once a model is run
 
-    interp = src.interpreter(model_dtype=memory.param_dtype(settings.dtype), device=settings.device,
+    node = decl.node
+    policy = _policy_dtype(settings, node)
+    interp = src.interpreter(model_dtype=policy or memory.param_dtype(settings.dtype), device=settings.device,
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
                              hf_config=settings.hf_config)
     interp.segment = decl.segment
-    node = decl.node
-    optimized, notes, copies = None, [], []
+    optimized, notes, sharded, copies = None, [], (), []
     try:
         if decl.expression:
             root = _evaluate_model(interp, src, decl, settings, node)
@@ -272,6 +283,8 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                 interp.segment = segment
                 interp.run_block(segment.module.body, scope)
             interp.segment = decl.segment
+            sharded = _sharded(interp, src, decl, root)
+            _trainer_checkpointing(interp, src.setups.get(decl.name, SetUp()), root, node)
             optimized, notes = _optimized(interp, src, decl, root)
             copies = [(name, scope.vars[name]) for name in decl.copies if isinstance(scope.vars.get(name), Module)]
             for name, kept in copies:  # `copy.deepcopy(model).half()`: sized as the step's weights are
@@ -286,11 +299,15 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         except ConfigError as exc:
             raise AnalysisError(str(exc), node) from None
         xs = [Tensor(x.batched(batch), x.dtype) for x in given]
-        keywords = dict(settings.forward_args)
-        keywords.update((x.name, t) for x, t in zip(given, xs) if x.name is not None)
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
-        out = _returned(interp.call_module(root, [t for x, t in zip(given, xs) if x.name is None], keywords, node))
+        passed = xs
+        if policy:  # the root's fully_shard casts the float inputs (cast_forward_inputs)
+            passed = [interp.cast(t, policy, node, "fully_shard input cast") if t.dtype in FLOAT_DTYPES else t
+                      for t in xs]
+        keywords = dict(settings.forward_args)
+        keywords.update((x.name, t) for x, t in zip(given, passed) if x.name is not None)
+        out = _returned(interp.call_module(root, [t for x, t in zip(given, passed) if x.name is None], keywords, node))
         if next(tensors_in(out), None) is None:
             raise AnalysisError(f"{decl.name}.forward returns no tensor", node)
         forward_events = len(interp.events)
@@ -299,7 +316,46 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         exc.where = interp.where(exc.node) if exc.node is not None else None
         raise
     return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp, optimized,
-                notes, copies)
+                notes, sharded, copies)
+
+
+def _sharded(interp, src: SourceFile, decl: ModelDecl, root) -> tuple:
+    """The classes of the modules the file's fully_shard calls wrap, the root aside: each module of
+    what a loop goes over (`for block in model.layers`), or the one module named."""
+    from .interpreter import Module, Scope, parse_expression
+
+    modules = []
+    for how, text in src.setups.get(decl.name, SetUp()).sharded:
+        value = interp.eval(parse_expression(text), Scope({}, src.scope))
+        modules += interp.iterate(value, decl.node) if how == "each" else [value]
+    if not all(isinstance(m, Module) for m in modules):
+        raise AnalysisError("fully_shard of something gpumem does not read as a module: give --shard-unit", decl.node)
+    return tuple(dict.fromkeys(m.cls.name if m.cls is not None else m.kind for m in modules if m is not root))
+
+
+def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
+    """`TrainingArguments(gradient_checkpointing=True)`: the Trainer calls the model's own
+    `activation_checkpointing_enable` with the keywords given (`every_n_layers` and `offload` apart),
+    run here as it runs it."""
+    if setup.checkpointing is None:
+        return
+    kwargs = dict(setup.checkpointing)
+    options = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
+    enable = interp.getattr(root, "activation_checkpointing_enable", node)
+    interp.call(enable, [], {"activation_checkpointing_kwargs": kwargs or None, **options}, node)
+
+
+def _policy_dtype(settings: Settings, node) -> str | None:
+    """FSDP2's MixedPrecisionPolicy param_dtype: the dtype the model computes in, None without one."""
+    if settings.param_dtype is None and settings.reduce_dtype is None:
+        return None
+    if settings.strategy != "fsdp":
+        raise AnalysisError("param_dtype and reduce_dtype are FSDP2's MixedPrecisionPolicy: they need "
+                            "strategy = fsdp (for one GPU, dtype says the precision)", node, "GPM001")
+    if settings.dtype != "float32":
+        raise AnalysisError(f"param_dtype with dtype = {settings.dtype}: FSDP2's mixed precision keeps float32 "
+                            "sharded weights and casts them itself; give dtype = float32", node, "GPM001")
+    return settings.param_dtype or "float32"
 
 
 def _in_model_dtype(root, dtype: str) -> None:
@@ -487,7 +543,7 @@ def _parallel(run: _Run, settings: Settings) -> Parallel | None:
     for unit in units:  # a tied weight belongs to the first unit that has it
         owned.append(tuple((k, s) for k, s in unit.items() if k not in seen))
         seen.update(unit)
-    return Parallel("fsdp", settings.world_size, tuple(owned), unit_of)
+    return Parallel("fsdp", settings.world_size, tuple(owned), unit_of, settings.param_dtype, settings.reduce_dtype)
 
 
 def _labeller(run: _Run):
@@ -612,6 +668,24 @@ def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) ->
     run = _run(src, decl, settings, batch)
     mem = _memory(run, settings)
     return mem.peak + mem.reserve
+
+
+def _peak_with(src: SourceFile, decl: ModelDecl, settings: Settings, run: _Run):
+    """peak_at for the set-ups GPM100 tries: one run per family of them (what the trace depends on:
+    dtype, mixed-precision policy, checkpointing, batch), simulated again for each strategy, world
+    size, shard unit and micro-batch count."""
+    def family(s: Settings) -> tuple:
+        return s.dtype, s.param_dtype, s.checkpoint, s.batch_size
+
+    runs = {family(settings): run}
+
+    def peak(s: Settings) -> int:
+        if family(s) not in runs:
+            runs[family(s)] = _run(src, decl, s, s.batch_size)
+        mem = _memory(runs[family(s)], s)
+        return mem.peak + mem.reserve
+
+    return peak
 
 
 def _points(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> list | None:

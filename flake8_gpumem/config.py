@@ -29,6 +29,7 @@ OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "rmsprop", "adagrad")
 LOSSES = ("cross_entropy", "mse", "sum")
 DEVICES = ("cuda", "cpu")
 STRATEGIES = ("single", "ddp", "fsdp")
+POLICY_DTYPES = ("float32", "bfloat16", "float16")  # FSDP2's MixedPrecisionPolicy
 
 # Memory each card makes available, in bytes, as its vendor states it.
 GIB = 1024 ** 3
@@ -63,6 +64,9 @@ class Settings:
     strategy: str | None = None  # single | ddp | fsdp: the figures are per GPU (the largest rank)
     world_size: int | None = None  # GPUs under ddp/fsdp
     shard_unit: tuple | None = None  # fsdp: class names wrapped with fully_shard (the root always is)
+    param_dtype: str | None = None  # fsdp: MixedPrecisionPolicy(param_dtype=): gathered weights and compute
+    reduce_dtype: str | None = None  # fsdp: MixedPrecisionPolicy(reduce_dtype=): the gradients' reduce-scatter
+    max_gpus: int | None = None  # GPM100's advice: the most GPUs a set-up it proposes may use
     warn_fraction: float | None = None
     reserve: int | None = None
     device: str | None = None  # whose kernels: cuda (default) or cpu
@@ -73,7 +77,7 @@ class Settings:
 
 DEFAULTS = Settings(batch_size=1, batch_dim=0, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0,
                     device="cuda", loss="cross_entropy", checkpoint=(), accumulate=1, strategy="single", world_size=1,
-                    shard_unit=())
+                    shard_unit=(), max_gpus=1024)
 
 
 class Named(NamedTuple):
@@ -349,6 +353,9 @@ PARSERS = {
     "strategy": _choice(STRATEGIES),
     "world_size": _positive_int,
     "shard_unit": _class_names,
+    "param_dtype": _choice(POLICY_DTYPES),
+    "reduce_dtype": _choice(POLICY_DTYPES),
+    "max_gpus": _positive_int,
     "warn_fraction": _fraction,
     "reserve": lambda v, k: parse_size(v, k),
     "device": _choice(DEVICES),
@@ -450,6 +457,12 @@ OPTIONS = {o.key: o for o in (
     Option("world_size", "set-up", "GPUs under ddp or fsdp", "N"),
     Option("shard_unit", "set-up", "fsdp: a module class wrapped with fully_shard (the root always is)", "CLASS",
            several="several classes", separator=","),
+    Option("param_dtype", "set-up", "fsdp: MixedPrecisionPolicy(param_dtype=...) in place of autocast: parameters "
+           "gathered and computed in this dtype; the sharded weights, gradients and optimizer state stay --dtype",
+           "DTYPE", POLICY_DTYPES),
+    Option("reduce_dtype", "set-up", "fsdp: MixedPrecisionPolicy(reduce_dtype=...): gradients reduce-scattered in "
+           "this dtype (none: param_dtype)", "DTYPE", POLICY_DTYPES),
+    Option("max_gpus", "set-up", "GPM100's advice: the most GPUs a set-up it proposes may use (powers of two)", "N"),
     Option("budget", "budget", 'memory of one GPU: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, '
            '...)', "SIZE"),
     Option("reserve", "budget", "memory set aside for the CUDA context etc., counted against the budget", "SIZE"),

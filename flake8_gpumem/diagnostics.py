@@ -50,10 +50,13 @@ def budget_check(report, peak_with) -> tuple[str, str] | None:
     if need > s.budget:
         hints = [f"largest batch that fits: {report.max_batch_size}" if report.max_batch_size
                  else "even batch 1 does not fit"]
+        if s.strategy == "fsdp" and s.dtype.startswith("amp"):
+            hints.append("under FSDP, autocast keeps a half-precision copy of every gathered weight until forward "
+                         "ends; FSDP's MixedPrecisionPolicy casts them once per gather instead")
         fixes = _fixes(report, peak_with)
         if fixes:
             hints.append("fits " + ", or ".join(f"{how} ({human(peak)})" for how, peak in fixes))
-        elif s.dtype == "float32":
+        elif s.dtype == "float32" and not s.param_dtype:
             hints.append(f"amp-bf16 would need {human(peak_with(replace(s, dtype='amp-bf16')))}")
         return ("GPM100", f"{what}, over the {human(s.budget)} budget; biggest: {biggest} "
                           f"{human(parts[biggest])}{where}; {'; '.join(hints)}")
@@ -61,13 +64,21 @@ def budget_check(report, peak_with) -> tuple[str, str] | None:
                       f"{s.warn_fraction:.0%}); biggest: {biggest} {human(parts[biggest])}{where}")
 
 
+POLICY = {"dtype": "float32", "param_dtype": "bfloat16", "reduce_dtype": "float32"}  # torchtitan's
+POLICY_WORDS = "--param-dtype bfloat16 --reduce-dtype float32"
+
+
 def _fixes(report, peak_with) -> list[tuple[str, int]]:
-    """What would make the step fit, each simulated: AMP, checkpointing the model's block, the same
-    samples in micro-batches, FSDP over the fewest GPUs; (how, footprint) for those that fit."""
+    """What would make the step fit, each simulated: one change (AMP, or under FSDP its
+    mixed-precision policy; checkpointing the model's block; the same samples in micro-batches),
+    then FSDP over the fewest GPUs; (how, footprint) for those that fit."""
     s = report.settings
     block = next(iter(report.blocks), None)
     tries = []
-    if s.dtype == "float32":
+    policy = s.strategy == "fsdp" and not s.param_dtype and s.dtype in ("float32", "amp-bf16")
+    if policy:
+        tries.append((f"with {POLICY_WORDS}", replace(s, **POLICY)))
+    elif s.dtype == "float32" and not s.param_dtype:
         tries.append(("with --dtype amp-bf16", replace(s, dtype="amp-bf16")))
     if block and block not in s.checkpoint:
         tries.append((f"with activation checkpointing on {block}", replace(s, checkpoint=s.checkpoint + (block,))))
@@ -80,10 +91,34 @@ def _fixes(report, peak_with) -> list[tuple[str, int]]:
         peak = peak_with(settings)
         if peak <= s.budget:
             fits.append((how, peak))
-    if block and s.strategy == "single":
-        for world in (2, 4, 8):
-            peak = peak_with(replace(s, strategy="fsdp", world_size=world, shard_unit=(block,)))
-            if peak <= s.budget:
-                fits.append((f"on {world} GPUs with FSDP sharding {block}", peak))
-                break
+    if block and s.strategy != "ddp":
+        fits += _fewest_gpus(s, block, peak_with, enough=bool(fits))
     return fits
+
+
+def _fewest_gpus(s, block: str, peak_with, enough: bool) -> list[tuple[str, int]]:
+    """FSDP sharding `block`, then with the mixed-precision policy, then checkpointing `block` too:
+    for each, the fewest GPUs (a power of two up to max_gpus) on which it fits,
+    listed where it needs fewer than those before it. `enough`: the first that fits will do."""
+    sharded = {"strategy": "fsdp", "shard_unit": s.shard_unit if block in s.shard_unit else s.shard_unit + (block,)}
+    rungs = [([f"with FSDP sharding {block}"], sharded)]
+    if not s.param_dtype and s.dtype in ("float32", "amp-bf16"):
+        rungs.append((rungs[-1][0] + [POLICY_WORDS], {**rungs[-1][1], **POLICY}))
+    if block not in s.checkpoint:
+        rungs.append((rungs[-1][0] + [f"activation checkpointing on {block}"],
+                      {**rungs[-1][1], "checkpoint": s.checkpoint + (block,)}))
+    worlds = [2 ** n for n in range(1, s.max_gpus.bit_length())]
+    found, fewest = [], len(worlds)
+    for words, change in rungs:
+        # the peak falls as the world grows: the fewest GPUs that fit, by bisection
+        lo, hi, peaks = 0, fewest, {}
+        while lo < hi:
+            mid = (lo + hi) // 2
+            peaks[mid] = peak_with(replace(s, world_size=worlds[mid], **change))
+            lo, hi = (lo, mid) if peaks[mid] <= s.budget else (mid + 1, hi)
+        if lo < fewest:
+            fewest = lo
+            found.append((f"on {worlds[lo]} GPUs {', '.join(words)}", peaks[lo]))
+            if enough:
+                break
+    return found

@@ -157,7 +157,9 @@ class _Step:
         self.sharded = Sharded(parallel, events, self.pbytes, cpu) if parallel and parallel.strategy == "fsdp" else None
         # DDP's reducer keeps a flat copy of the gradients in its buckets, across steps
         self.buckets = self.trained * self.pbytes if parallel and parallel.strategy == "ddp" else 0
+        self.gbytes = self.pbytes  # a parameter's gradient, per element, as backward makes it
         if self.sharded is not None:  # one rank's shards; the optimizer's state is made from them
+            self.gbytes = self.sharded.compute
             self.trained = self.widest_group = self.sharded.weights // self.pbytes
             self.weights = self.sharded.weights + buffer_bytes
             self.opt = states * self.sharded.weights + (STEP_BYTES * len(param_shapes) if has_step else 0)
@@ -347,7 +349,7 @@ class _Step:
             else:
                 produced.append((t, self._new_grad(t.nbytes)))
         for key, shape in _layer_params(ev):  # a tied weight: one gradient
-            transient += self._param_grad(key, math.prod(shape) * self.pbytes)
+            transient += self._param_grad(key, math.prod(shape) * self.gbytes)
         transient += ev.backward_temp
         self.reach(self.cur + transient, f"backward, {label(ev)}")
         if ev.backward_late is not None:  # it frees its output's gradient midway

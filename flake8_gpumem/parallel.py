@@ -11,6 +11,10 @@ The figures are the largest rank's (rank 0), as PyTorch builds each strategy:
   unit's gather prefetched meanwhile), and its gradients are reduce-scattered when its backward
   ends (the scatter's input lives until the next unit's starts). The root stays gathered from
   its forward to the end of backward.
+- FSDP2's MixedPrecisionPolicy (`param_dtype`, `reduce_dtype`): the shards, their gradients and the
+  optimizer state keep the model's dtype; each shard is cast to `param_dtype` for the all-gather, so
+  the gathered weights, the compute and the unsharded gradients are in it; the gradients are copied
+  into a `reduce_dtype` buffer for the reduce-scatter, and its output cast back to the shards' dtype.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from .trace import GRADIENTS, TEMPORARIES
+from .values import DTYPE_BYTES
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,8 @@ class Parallel:
     world: int
     units: tuple = ()  # fsdp: per unit, the root first, its parameters as ((key, shape), ...)
     unit_of: dict = field(default_factory=dict)  # fsdp: id(module) -> its unit
+    param_dtype: str | None = None  # fsdp: MixedPrecisionPolicy's, None: the model's dtype
+    reduce_dtype: str | None = None  # fsdp: MixedPrecisionPolicy's, None: param_dtype
 
     def shard(self, shape: tuple, itemsize: int) -> int:
         """Bytes of one rank's shard of a parameter: ceil(rows / world) rows."""
@@ -37,10 +44,19 @@ class Sharded:
     """FSDP2's gathers and scatters along one step's events, as hooks the simulator calls."""
 
     def __init__(self, parallel: Parallel, events: list, itemsize: int, cpu: bool):
-        self.p, self.itemsize = parallel, itemsize
-        self.shards = [sum(parallel.shard(s, itemsize) for _, s in unit) for unit in parallel.units]
-        self.gathered = [n * parallel.world for n in self.shards]  # padded to whole shards
-        self.real = {key: math.prod(s) * itemsize for unit in parallel.units for key, s in unit}
+        self.p = parallel
+        self.compute = DTYPE_BYTES[parallel.param_dtype] if parallel.param_dtype else itemsize
+        reduce = DTYPE_BYTES[parallel.reduce_dtype] if parallel.reduce_dtype else self.compute
+
+        def per_unit(nbytes: int) -> list:  # one rank's shard of each unit, `nbytes` per element
+            return [sum(parallel.shard(s, nbytes) for _, s in unit) for unit in parallel.units]
+
+        self.shards = per_unit(itemsize)
+        self.cast = per_unit(self.compute) if self.compute != itemsize else None  # all-gather inputs, cast
+        self.gathered = [n * parallel.world for n in per_unit(self.compute)]  # padded to whole shards
+        self.reduced = [n * parallel.world for n in per_unit(reduce)]  # the reduce-scatter's input
+        self.recast = per_unit(reduce) if reduce != itemsize else None  # its output, before the cast back
+        self.real = {key: math.prod(s) * self.compute for unit in parallel.units for key, s in unit}
         first, last = {}, {}
         for i, ev in enumerate(events):
             module = ev.module if ev.module is not None else ev.owner
@@ -66,11 +82,12 @@ class Sharded:
 
     def _block(self, step, u: int, what: str, sign: int = 1) -> None:
         """Allocate (`sign` -1: free) unit `u`'s gathered-size buffer `what`."""
-        step.change(sign * self.gathered[u], TEMPORARIES, (what, u))
+        step.change(sign * (self.reduced if what == "reduce-scatter input" else self.gathered)[u], TEMPORARIES,
+                    (what, u))
 
     def _gather(self, step, u: int, phase: str) -> None:
         self._block(step, u, "all-gather output")
-        step.reach(step.cur, phase)
+        step.reach(step.cur + (self.cast[u] if self.cast else 0), phase)
         self._block(step, u, "unsharded parameters")
         step.reach(step.cur, phase)
         if self.gather_out is not None:
@@ -121,9 +138,9 @@ class Sharded:
             self._block(step, self.scatter_in, "reduce-scatter input", -1)
         self._block(step, u, "reduce-scatter input")
         self.scatter_in = u
-        step.reach(step.cur + (self.gathered[u] if self.scatter_transient else 0), phase)
+        step.reach(step.cur + (self.reduced[u] if self.scatter_transient else 0), phase)
         for key, _ in self.p.units[u]:
             if key in step.param_grads:
                 step.change(-self.real[key], GRADIENTS, ("gradient", key))
         step.change(self.shards[u], GRADIENTS, ("gradient shard", u))
-        step.reach(step.cur, phase)
+        step.reach(step.cur + (self.recast[u] if self.recast else 0), phase)

@@ -29,19 +29,26 @@ TABLE = 64  # items in a display a module-level call passes, above which it buil
 # nn.Module's methods that change what a model holds or what of it trains (not its dtype or device:
 # those are settings read apart, nor what it computes)
 CHANGING_METHODS = ("requires_grad_", "add_module", "register_module", "register_parameter", "register_buffer",
-                    "apply", "append", "extend", "insert", "update", "enable_input_require_grads")
+                    "apply", "append", "extend", "insert", "update", "enable_input_require_grads",
+                    "gradient_checkpointing_enable", "activation_checkpointing_enable")
 OPTIMIZER_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 # nn.Module's methods that return the module: a model is built, cast and placed in one statement
 MODULE_CHAIN = MODULE_CASTS + ("to", "cuda", "cpu", "train", "eval")
 # what a copy of the model may be put through in the statement that makes it: run with it, casts included
 COPY_CHAIN = MODULE_CHAIN + ("requires_grad_",)
 WRAPPER_NAMES = ("compile", "DataParallel", "DistributedDataParallel", "DDP")  # torch's wrappers, as files call them
-SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained", "gradient_checkpointing_enable")) + (
-    "compile(", "DataParallel")
-# transformers' switch that runs each decoder layer (a GradientCheckpointingLayer) under torch.utils.checkpoint
-CHECKPOINTING = ("transformers' gradient_checkpointing_enable() runs each decoder layer under torch.utils.checkpoint, "
-                 "which gpumem does not follow yet: the figures are without it (a higher peak) unless "
-                 "--checkpoint names the model's decoder layer class (e.g. LlamaDecoderLayer)")
+SETUP_WORDS = tuple(f".{m}(" for m in MODULE_CASTS + ("to", "from_pretrained")) + (
+    "compile(", "DataParallel", "Trainer(", "fully_shard(")
+# transformers' Trainer and its arguments: the flags a script passes are read from the call, never run
+TRAINERS = ("Trainer", "Seq2SeqTrainer")
+TRAINING_ARGUMENTS = ("TrainingArguments", "Seq2SeqTrainingArguments")
+# TrainingArguments' `optim` -> the torch.optim optimizer the Trainer builds, as gpumem names it
+TRAINER_OPTIMIZERS = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw", "sgd": "sgd", "adagrad": "adagrad",
+                      "rmsprop": "rmsprop"}
+# the flags read, with the setting each gives (checkpointing: run as the Trainer runs it)
+TRAINER_FLAGS = ("per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optim", "optim_args",
+                 "gradient_checkpointing", "activation_checkpointing", "gradient_checkpointing_kwargs",
+                 "activation_checkpointing_kwargs")
 
 
 @dataclass
@@ -87,10 +94,18 @@ class SetUp:
     dtype: str | None = None  # the dtype its last cast gives the whole model
     wrappers: list = field(default_factory=list)  # what it runs in: "torch.compile", "DataParallel", "DDP"
     notes: list = field(default_factory=list)  # (line, col, message): what the figures leave out (GPM900)
+    # FSDP2: what fully_shard wraps, ("each", ITERABLE) or ("one", MODULE), expressions of the model's
+    # variable; the mesh's size and the MixedPrecisionPolicy, where the file writes them
+    sharded: list = field(default_factory=list)
+    world_size: int | None = None
+    param_dtype: str | None = None
+    reduce_dtype: str | None = None
+    trainer: Settings = field(default_factory=Settings)  # what a transformers Trainer's arguments set
+    checkpointing: dict | None = None  # the Trainer's activation_checkpointing_enable keywords, where it checkpoints
 
     @property
     def strategy(self) -> str | None:
-        return "ddp" if "DDP" in self.wrappers else None
+        return "fsdp" if self.sharded else "ddp" if "DDP" in self.wrappers else None
 
 
 @dataclass
@@ -405,7 +420,7 @@ def _changed_names(stmt: ast.stmt, functions: dict) -> set:
     `model.requires_grad_(False)` (CHANGING_METHODS), `for p in model.parameters(): ...`,
     `setattr(model, ...)`, a call of a function of the file that changes its arguments
     (`set_parameter_requires_grad(model, True)`), such statements under an `if` (not the `__main__`
-    guard). Not `model(x)`, `print(model)`, `model.half()` (a setting, read apart)."""
+    guard). Not `model(x)`, `print(model)`, `model.half()`, `fully_shard(model)` (set-ups, read apart)."""
     if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
         targets = stmt.targets if isinstance(stmt, (ast.Assign, ast.Delete)) else [stmt.target]
         return {_root(t) for t in targets if isinstance(t, (ast.Attribute, ast.Subscript))}
@@ -417,11 +432,17 @@ def _changed_names(stmt: ast.stmt, functions: dict) -> set:
                 call.func.id in functions and _changes_arguments(functions[call.func.id]))):
             return {_root(a) for a in [*call.args, *(k.value for k in call.keywords)]}
         return set()
-    if isinstance(stmt, ast.For):
+    if isinstance(stmt, ast.For) and not all(_shards(s) for s in stmt.body):  # fully_shard: a set-up, read apart
         return {n.id for n in ast.walk(stmt.iter) if isinstance(n, ast.Name)}
     if isinstance(stmt, ast.If) and "__name__" not in {n.id for n in ast.walk(stmt.test) if isinstance(n, ast.Name)}:
         return set().union(*(_changed_names(s, functions) for s in stmt.body + stmt.orelse))
     return set()
+
+
+def _shards(stmt: ast.stmt) -> bool:
+    """Whether a statement is a `fully_shard(...)` call."""
+    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+            and _dotted(stmt.value.func).rpartition(".")[2] == "fully_shard")
 
 
 def _root(node) -> str:
@@ -687,8 +708,11 @@ class _StatedSetup(_Variables):
 
     def __init__(self, src: SourceFile, models: set):
         super().__init__(src, models)
+        self.loops: dict = {}  # a loop's variable -> (the model, the modules of it the loop goes over)
         self.top = True  # at module level, where `model = resnet18().half()` sets up the model `model`
         self.guard: ast.If | None = None  # the `if` the statements visited now depend on
+        self.arguments: dict = {}  # variable -> the TrainingArguments(...) call it holds
+        self.transformers = _transformers_names(src.tree) if any("Trainer(" in s.text for s in src.segments) else set()
 
     def generic_visit(self, node):
         for child in ast.iter_child_nodes(node):
@@ -715,6 +739,11 @@ class _StatedSetup(_Variables):
         target = node.targets[0]
         if len(node.targets) != 1 or not isinstance(target, ast.Name):
             return
+        if self._trainer(node.value):
+            return
+        if self._transformers_call(node.value, TRAINING_ARGUMENTS):
+            self.arguments[target.id] = node.value
+            return
         base, calls = _chain(node.value)
         named = self.top and target.id in self.models and isinstance(base, ast.Call)
         model = target.id if named else self.model_of(base)
@@ -724,18 +753,101 @@ class _StatedSetup(_Variables):
         self.instances[target.id] = model
         self.record(model, [base, *calls] if _pretrained(base) else calls)
 
+    def visit_For(self, node):
+        """`for block in model.layers: fully_shard(block, ...)`: the loop's variable stands for the
+        model's modules there."""
+        model = self.model_of(ast.Name(_root(node.iter)))
+        if model is None or not isinstance(node.target, ast.Name):
+            self.generic_visit(node)
+            return
+        outer = self.loops.get(node.target.id)
+        self.loops[node.target.id] = (model, ast.unparse(node.iter))
+        self.generic_visit(node)
+        self.loops.pop(node.target.id)
+        if outer is not None:
+            self.loops[node.target.id] = outer
+
     def visit_Expr(self, node):
         call = node.value
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and (
-                call.func.attr == "gradient_checkpointing_enable"):
-            model = self.model_of(call.func.value)
-            if model is not None:
-                self.found.setdefault(model, SetUp()).notes.append((call.lineno, call.col_offset, CHECKPOINTING))
+        if _shards(node) and call.args:
+            self.shard(call)
+            return
+        if self._trainer(call):
             return
         base, calls = _chain(node.value)
         model = self.model_of(base)
         if model is not None:
             self.record(model, calls)
+
+    def shard(self, call: ast.Call) -> None:
+        """`fully_shard(module, mesh=..., mp_policy=..., ...)` on the model or a module of it: the set-up
+        is FSDP, over the mesh's ranks, with the policy's dtypes; what gpumem cannot read is noted."""
+        target = call.args[0]
+        if isinstance(target, ast.Name) and target.id in self.loops:
+            model, iterable = self.loops[target.id]
+            what = ("each", iterable)
+        else:
+            model, what = self.model_of(ast.Name(_root(target))), ("one", ast.unparse(target))
+        if model is None:
+            return
+        setup, where = self.found.setdefault(model, SetUp()), (call.lineno, call.col_offset)
+        if self.guard is not None:
+            setup.notes.append((*where, f"sharded with fully_shard only when the `if` at line {self.guard.lineno} "
+                                        "holds: gpumem does not guess which way it goes; give --strategy fsdp "
+                                        "--shard-unit CLASS to analyse that case"))
+            return
+        setup.sharded.append(what)
+        notes = []
+        policy = _keyword(call, "mp_policy")
+        if policy is not None:
+            value = self.src.evaluate(policy, {})
+            if getattr(value, "kind", None) == "MixedPrecisionPolicy":
+                setup.param_dtype, setup.reduce_dtype = (value.options.get(k) for k in ("param_dtype", "reduce_dtype"))
+            else:
+                notes.append("an mp_policy gpumem cannot read: give --param-dtype and --reduce-dtype to analyse it")
+        mesh = _keyword(call, "mesh")
+        size = getattr(self.src.evaluate(mesh, {}), "options", {}).get("size") if mesh is not None else None
+        if size is None:
+            notes.append("fully_shard over a device mesh whose size gpumem cannot read (all the ranks torchrun "
+                         "starts, without one): give --world-size")
+        setup.world_size = size or setup.world_size
+        for key, default, words in (("reshard_after_forward", True, "reshard_after_forward"),
+                                    ("offload_policy", None, "CPU offload (offload_policy)")):
+            value = _keyword(call, key)
+            if value is not None and not (isinstance(value, ast.Constant) and value.value == default):
+                notes.append(f"{words} is not modelled: the figures are FSDP2's defaults'")
+        setup.notes += [(*where, m) for m in notes if m not in {n for *_, n in setup.notes}]
+
+    def _transformers_call(self, node, names: tuple) -> bool:
+        """Whether `node` calls one of transformers' `names` as the file imports it."""
+        if not (isinstance(node, ast.Call) and self.transformers):
+            return False
+        dotted = _dotted(node.func)
+        head, _, last = dotted.rpartition(".")
+        return last in names and (head or dotted) in self.transformers
+
+    def _trainer(self, node) -> bool:
+        """`Trainer(model=model, args=args, ...)`: the TrainingArguments it is given set up the model."""
+        if not self._transformers_call(node, TRAINERS):
+            return False
+        model = self.model_of(_keyword(node, "model") or (node.args[0] if node.args else None))
+        args = _keyword(node, "args") or (node.args[1] if len(node.args) > 1 else None)
+        if model is None:
+            return True
+        setup = self.found.setdefault(model, SetUp())
+        where = (node.lineno, node.col_offset)
+        if isinstance(args, ast.Name):
+            args = self.arguments.get(args.id, args)
+        if args is None:
+            setup.notes.append((*where, "a Trainer without `args` trains with TrainingArguments' defaults, which "
+                                        "gpumem does not read: give --batch-size, --dtype and --optimizer"))
+        elif not self._transformers_call(args, TRAINING_ARGUMENTS):
+            setup.notes.append((*where, f"the Trainer's args ({ast.unparse(args)}) are no TrainingArguments(...) "
+                                        "call of this file: its batch size, precision, optimizer and checkpointing "
+                                        "are not read"))
+        else:
+            _TrainerFlags(self.src, setup).read(args)
+        return True
 
     def record(self, model: str, calls: list) -> None:
         setup = self.found.setdefault(model, SetUp())
@@ -800,6 +912,105 @@ class _StatedSetup(_Variables):
             if value is None and dtype_slot:
                 return "dtype", None
         return None, None
+
+
+class _TrainerFlags:
+    """The flags of a `TrainingArguments(...)` call, as the Trainer uses them: the batch per device, the
+    accumulation, `bf16`/`fp16` (autocast, as accelerate runs it), `optim`, checkpointing. A flag whose
+    value gpumem cannot read, or that names what it does not model, is said (GPM900), never guessed."""
+
+    def __init__(self, src: SourceFile, setup: SetUp):
+        self.src = src
+        self.setup = setup
+
+    def read(self, call: ast.Call) -> None:
+        given, values = {k.arg: k.value for k in call.keywords if k.arg in TRAINER_FLAGS}, {}
+        unread = bool(call.args) or any(k.arg is None for k in call.keywords)
+        if unread:
+            self.note(call, "TrainingArguments given positional or ** arguments: only its literal keywords are "
+                            "read (" + ", ".join(TRAINER_FLAGS) + "); the others take the settings' values")
+        for flag, node in given.items():
+            value = None if isinstance(node, ast.Constant) and node.value is None else self.src.evaluate(node, {})
+            if value is None and not (isinstance(node, ast.Constant) and node.value is None):
+                self.note(node, f"TrainingArguments' {flag} is given as `{ast.unparse(node)}`, which gpumem cannot "
+                                "read: the figures use the settings' value; give it on the command line")
+                continue
+            values[flag] = value
+        for flag in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            if flag not in given and not unread:  # the Trainer's own default, read from its source
+                values[flag] = self.default(call, flag)
+        counts = {}
+        for flag in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            value = values.get(flag)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                counts[flag] = value
+            elif value is not None:
+                self.note(given.get(flag, call), f"TrainingArguments' {flag}={value!r} is no count of 1 or more: "
+                                                 "the figures use the settings' value")
+        dtype = "amp-fp16" if values.get("fp16") is True else "amp-bf16" if values.get("bf16") is True else None
+        self.setup.trainer = Settings(batch_size=counts.get("per_device_train_batch_size"),
+                                      accumulate=counts.get("gradient_accumulation_steps"), dtype=dtype,
+                                      optimizer=self.optimizer(call, values, "optim" in given or unread))
+        if values.get("activation_checkpointing", values.get("gradient_checkpointing")):
+            kwargs = values.get("activation_checkpointing_kwargs", values.get("gradient_checkpointing_kwargs"))
+            if kwargs is None or isinstance(kwargs, dict):
+                self.setup.checkpointing = dict(kwargs or {})
+            else:
+                self.note(call, f"TrainingArguments' checkpointing keywords {kwargs!r} are no dict gpumem reads: "
+                                "the figures are without the Trainer's checkpointing")
+
+    def default(self, call: ast.Call, flag: str):
+        """A TrainingArguments field's default (`per_device_train_batch_size: int = field(default=8, ...)`),
+        read from the installed transformers; None (said) where it is not found."""
+        path = self.src.resolver.source("transformers.training_args")
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8")) if path is not None else ast.Module([], [])
+        except (OSError, SyntaxError, ValueError):
+            tree = ast.Module([], [])
+        for cls in tree.body:
+            for stmt in cls.body if isinstance(cls, ast.ClassDef) and cls.name == "TrainingArguments" else ():
+                named = isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.target.id == flag
+                default = _keyword(stmt.value, "default") if named and isinstance(stmt.value, ast.Call) else None
+                if isinstance(default, ast.Constant):
+                    return default.value
+        self.note(call, f"TrainingArguments' default {flag} is not found in the installed transformers: "
+                        "the figures use the settings' value")
+        return None
+
+    def optimizer(self, call: ast.Call, values: dict, given: bool) -> str | None:
+        """The optimizer `optim` makes the Trainer build (AdamW when not given: `adamw_torch`, fused on
+        PyTorch 2.8 and later); None where gpumem does not model it or cannot read it (said)."""
+        optim = values.get("optim") if given else "adamw_torch_fused"
+        if optim is None:
+            return None
+        name = TRAINER_OPTIMIZERS.get(optim)
+        if name is None:
+            self.note(call, f"TrainingArguments(optim={optim!r}): gpumem does not model that optimizer's state; "
+                            "the figures count the optimizer the settings give (adam unless --optimizer says)")
+            return None
+        options = dict(pair.split("=", 1) for pair in str(values.get("optim_args") or "").replace(" ", "").split(",")
+                       if "=" in pair)
+        if name == "sgd" and options.get("momentum", "0") not in ("0", "0.0"):
+            return "sgd-momentum"  # the Trainer passes it on as float(momentum)
+        if name != "sgd" and options:
+            self.note(call, f"TrainingArguments' optim_args ({values['optim_args']!r}) for {optim} are not read: "
+                            f"the figures count {name}'s state without them")
+        return name
+
+    def note(self, node, message: str) -> None:
+        self.setup.notes.append((node.lineno, node.col_offset, message))
+
+
+def _transformers_names(tree: ast.Module) -> set:
+    """The names a file binds to transformers' modules or to names imported from them
+    (`from transformers import Trainer`, `import transformers`), read from its imports."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").partition(".")[0] == "transformers":
+            names.update(a.asname or a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.asname or a.name for a in node.names if a.name.partition(".")[0] == "transformers")
+    return names
 
 
 def _pretrained(node) -> bool:

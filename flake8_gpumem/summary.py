@@ -110,7 +110,9 @@ def setup_words(s) -> str:
         words.append(f"DDP on {s.world_size} GPUs (per GPU)" if s.world_size > 1 else "DDP (per GPU)")
     elif s.strategy == "fsdp":
         units = f" sharding {' and '.join(s.shard_unit)}" if s.shard_unit else ""
-        words.append(f"FSDP on {s.world_size} GPUs{units} (per GPU)")
+        policy = (f", parameters in {s.param_dtype or 'float32'}, gradients reduced in "
+                  f"{s.reduce_dtype or s.param_dtype or 'float32'}" if s.param_dtype or s.reduce_dtype else "")
+        words.append(f"FSDP on {s.world_size} GPUs{units}{policy} (per GPU)")
     return "".join(f", {w}" for w in words)
 
 

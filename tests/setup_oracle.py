@@ -202,7 +202,7 @@ def gloo_available() -> bool:
 
 def measure_distributed(source: str, expr: str, shape: tuple, input_dtype="float32", optimizer: str = "adam",
                         dtype: str = "float32", loss: str = "cross_entropy", strategy: str = "ddp",
-                        world_size: int = 2, shard_units=(), *, mp_policy: bool = False, warmup: int | None = None,
+                        world_size: int = 2, shard_units=(), *, mp_policy: tuple | None = None, warmup: int | None = None,
                         ddp_options: dict | None = None,
                         timeout: float = 300.0, trace: bool = False, full: bool = False):
     """Per-rank StepMemory of one steady-state step of `expr` (evaluated in the executed `source`),
@@ -211,8 +211,9 @@ def measure_distributed(source: str, expr: str, shape: tuple, input_dtype="float
     strategy "ddp": DistributedDataParallel(model, **ddp_options), by default with DDP's defaults
     (bucket_cap_mb=25, gradient_as_bucket_view=False). strategy "fsdp": fully_shard (FSDP2, reshard_after_forward=True)
     on every module whose class name is in `shard_units`, then on the root, over a 1-D CPU mesh;
-    `mp_policy=True` with dtype "amp-bf16" uses FSDP's MixedPrecisionPolicy(param_dtype=bfloat16,
-    reduce_dtype=float32) instead of autocast. Every rank executes the source with the same seed.
+    `mp_policy=(param_dtype, reduce_dtype)` (dtype names, reduce_dtype None: param_dtype) gives every
+    fully_shard FSDP2's MixedPrecisionPolicy; `dtype` is then the model's own, float32 as a rule.
+    Every rank executes the source with the same seed.
     `warmup` steps run before the measured one. By default FSDP measures the second step, as
     measure_step; DDP measures the third (warmup=2), its steady state: the second step's forward
     rebuilds the reducer's buckets (in gradient-ready order), a one-off. DDP's buckets exist
@@ -308,7 +309,6 @@ def _rank_main(rank, world_size, rendezvous, out_dir, source, expr, shape, input
             model, hosts = _inputs(model, shape, input_dtype, dtype)
             model.train()
             details: dict = {"local_params_before": _local_bytes(model.parameters())}
-            step_dtype = dtype
             if strategy == "ddp":
                 from torch.nn.parallel import DistributedDataParallel
 
@@ -320,9 +320,9 @@ def _rank_main(rank, world_size, rendezvous, out_dir, source, expr, shape, input
 
                 mesh = init_device_mesh("cpu", (world_size,))
                 kwargs = {"mesh": mesh}
-                if mp_policy and dtype.startswith("amp"):
-                    kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=HALF[dtype], reduce_dtype=torch.float32)
-                    step_dtype = "float32"  # FSDP casts the parameters; no autocast
+                if mp_policy:
+                    param_dtype, reduce_dtype = (getattr(torch, d) if d else None for d in mp_policy)
+                    kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
                 units = [m for m in model.modules() if type(m).__name__ in shard_units and m is not model]
                 if shard_units and not units:
                     raise ValueError(f"no module of class {sorted(shard_units)} in {type(model).__name__}")
@@ -333,7 +333,7 @@ def _rank_main(rank, world_size, rendezvous, out_dir, source, expr, shape, input
                 details["shards"] = [(n, tuple(p.shape), tuple(p._local_tensor.shape),
                                       p._local_tensor.untyped_storage().nbytes()) for n, p in model.named_parameters()]
             opt = OPTIMIZERS[optimizer](model.parameters())
-            step = _Step(model, opt, hosts, step_dtype, loss)
+            step = _Step(model, opt, hosts, dtype, loss)
             buckets: list = []
             with refusals():
                 for i in range(warmup):

@@ -425,9 +425,9 @@ def test_loss_defaults_to_cross_entropy():
 
 def test_set_up_keys():
     s = settings_from({"checkpoint": "Block, Stage", "accumulate": "4", "strategy": "FSDP", "world_size": 8,
-                       "shard_unit": ["Block"]}, "here")
-    assert (s.checkpoint, s.accumulate, s.strategy, s.world_size, s.shard_unit) == (
-        ("Block", "Stage"), 4, "fsdp", 8, ("Block",))
+                       "shard_unit": ["Block"], "param-dtype": "BFloat16", "reduce_dtype": "float32"}, "here")
+    assert (s.checkpoint, s.accumulate, s.strategy, s.world_size, s.shard_unit, s.param_dtype, s.reduce_dtype) == (
+        ("Block", "Stage"), 4, "fsdp", 8, ("Block",), "bfloat16", "float32")
     assert (DEFAULTS.checkpoint, DEFAULTS.accumulate, DEFAULTS.strategy, DEFAULTS.world_size) == ((), 1, "single", 1)
 
 
@@ -438,6 +438,7 @@ def test_set_up_keys():
     ("strategy", "zero3", "'zero3'"),
     ("world_size", -2, "-2"),
     ("shard_unit", {"Block": 1}, "{'Block': 1}"),
+    ("param_dtype", "amp-bf16", "'amp-bf16'"),
 ])
 def test_bad_set_up_names_key_and_value(key, value, shown):
     with pytest.raises(ConfigError) as info:

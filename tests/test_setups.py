@@ -185,6 +185,80 @@ def test_the_largest_rank_of_a_language_model(strategy, world, dtype):
     assert abs(error) <= tolerance, f"{strategy} x{world} {dtype}: {error:+.2%} ({report.memory.peak_phase})"
 
 
+@pytest.mark.parametrize("world, reduce_dtype", [(2, "float32"), (4, None)])
+def test_fsdp_mixed_precision_policy(world, reduce_dtype):
+    """MixedPrecisionPolicy(param_dtype=bf16): float32 shards and Adam state, bf16 gathers, compute and
+    unsharded gradients, the reduce-scatter in reduce_dtype (None: bf16, its output cast back)."""
+    if not setup_oracle.gloo_available():
+        pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", batch_size=8, device="cpu",
+                        strategy="fsdp", world_size=world, shard_unit=("Block",), param_dtype="bfloat16",
+                        reduce_dtype=reduce_dtype)
+    report = analyse_source(source, "gpt.py", settings, model=GPT_EXPR).models[0]
+    ranks = setup_oracle.measure_distributed(source, GPT_EXPR, [(8, 64), (8, 64)], "int64", "adamw", "float32",
+                                             "cross_entropy", "fsdp", world, ("Block",),
+                                             mp_policy=("bfloat16", reduce_dtype))
+    assert (report.memory.weights, report.memory.optimizer) == (ranks[0].weights, ranks[0].optimizer_state)
+    peak = max(r.peak for r in ranks)
+    error = (report.memory.peak - peak) / peak
+    assert abs(error) <= 0.01, f"x{world} reduce {reduce_dtype}: {error:+.2%} ({report.memory.peak_phase})"
+
+
+def test_a_mixed_precision_policy_needs_fsdp_and_float32_shards():
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    for setup, words in (({"strategy": "ddp", "world_size": 2}, "need strategy = fsdp"),
+                         ({"strategy": "fsdp", "world_size": 2, "dtype": "amp-bf16"}, "give dtype = float32")):
+        settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", param_dtype="bfloat16", **setup)
+        result = analyse_source(source, "gpt.py", settings, model=GPT_EXPR)
+        assert not result.models
+        assert [(d.code, words in d.message) for d in result.diagnostics] == [("GPM001", True)], result.diagnostics
+
+
+SHARDED_SCRIPT = """
+import os
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+mesh = init_device_mesh("cuda", MESH)
+model = Net(n=4)
+for block in model.blocks:
+    fully_shard(block, mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16,
+                                                                 reduce_dtype=torch.float32))
+fully_shard(model, mesh=mesh, reshard_after_forward=RESHARD)
+"""
+
+
+def test_fully_shard_as_the_file_calls_it():
+    """The set-up read from the file's own FSDP2 calls: a unit per block, the root, the mesh's ranks and
+    the policy; MemTracker per rank measures the same set-up."""
+    if not setup_oracle.gloo_available():
+        pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
+    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(2,)").replace("RESHARD", "True")
+    settings = Settings(input_shape=TOKENS, batch_size=4, device="cpu")
+    report = analyse_source(script, "train.py", settings, model="model").models[0]
+    s = report.settings
+    assert (s.strategy, s.world_size, s.shard_unit, s.param_dtype, s.reduce_dtype) == (
+        "fsdp", 2, ("Block",), "bfloat16", "float32")
+    ranks = setup_oracle.measure_distributed(SOURCE, "Net(n=4)", (4, *TOKENS), "float32", "adam", "float32",
+                                             "cross_entropy", "fsdp", 2, ("Block",), mp_policy=("bfloat16", "float32"))
+    assert (report.memory.weights, report.memory.optimizer) == (ranks[0].weights, ranks[0].optimizer_state)
+    _close(report.memory.peak, max(r.peak for r in ranks), "fully_shard in the file")
+
+
+def test_what_the_file_shards_with_that_gpumem_cannot_read_is_said():
+    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(int(os.environ['WORLD_SIZE']),)").replace("RESHARD", "False")
+    result = analyse_source(script, "train.py", Settings(input_shape=TOKENS, world_size=8), model="model")
+    assert result.models[0].settings.world_size == 8  # as given
+    notes = [d.message for d in result.diagnostics if d.code == "GPM900"]
+    assert any("device mesh whose size gpumem cannot read" in n for n in notes), notes
+    assert any("reshard_after_forward is not modelled" in n for n in notes), notes
+
+
 def test_sharding_divides_what_each_gpu_holds():
     from pathlib import Path
 
@@ -205,17 +279,37 @@ def test_sharding_divides_what_each_gpu_holds():
 
 # ------------------------------------------------------------------ GPM100's advice, checked
 
-ADVICE = {  # how GPM100 words a set-up -> the settings it stands for
-    r"with --dtype amp-bf16": lambda m: {"dtype": "amp-bf16"},
-    r"with activation checkpointing on (\w+)": lambda m: {"checkpoint": (m[1],)},
-    r"with --accumulate (\d+) at batch (\d+)": lambda m: {"accumulate": int(m[1]), "batch_size": int(m[2])},
-    r"on (\d+) GPUs with FSDP sharding (\w+)": lambda m: {"strategy": "fsdp", "world_size": int(m[1]),
-                                                         "shard_unit": (m[2],)},
+ADVICE = {  # how GPM100 words a change -> the settings it stands for
+    r"--dtype amp-bf16": lambda m: {"dtype": "amp-bf16"},
+    r"--param-dtype bfloat16 --reduce-dtype float32": lambda m: {"dtype": "float32", "param_dtype": "bfloat16",
+                                                                  "reduce_dtype": "float32"},
+    r"activation checkpointing on (\w+)": lambda m: {"checkpoint": (m[1],)},
+    r"--accumulate (\d+) at batch (\d+)": lambda m: {"accumulate": int(m[1]), "batch_size": int(m[2])},
+    r"FSDP sharding (\w+)": lambda m: {"strategy": "fsdp", "shard_unit": (m[1],)},
 }
 
 
-@pytest.mark.parametrize("model", ["model_sdpa", "model_manual"])
-def test_every_set_up_gpm100_suggests_fits_when_simulated(model):
+def advised(how: str) -> dict:
+    """The settings a set-up GPM100 proposes stands for: '[on N GPUs] with CHANGE[, CHANGE...]'."""
+    import re
+
+    gpus = re.fullmatch(r"on (\d+) GPUs (with .*)", how)
+    settings = {"world_size": int(gpus[1])} if gpus else {}
+    for change in re.fullmatch(r"with (.*)", gpus[2] if gpus else how)[1].split(", "):
+        pattern = next(p for p in ADVICE if re.fullmatch(p, change))
+        settings.update(ADVICE[pattern](re.fullmatch(pattern, change)))
+    return settings
+
+
+@pytest.mark.parametrize("model, mib, setup", [
+    ("model_sdpa", 13, {}),
+    ("model_manual", 13, {}),
+    # no single change fits: FSDP with the mixed-precision policy, then checkpointing too, on fewer GPUs
+    ("model_sdpa", 6.5, {}),
+    # FSDP under autocast: the policy in its place, or more GPUs
+    ("model_sdpa", 9, {"dtype": "amp-bf16", "strategy": "fsdp", "world_size": 2, "shard_unit": ("Block",)}),
+])
+def test_every_set_up_gpm100_suggests_fits_when_simulated(model, mib, setup):
     import re
     from dataclasses import replace
     from pathlib import Path
@@ -223,8 +317,8 @@ def test_every_set_up_gpm100_suggests_fits_when_simulated(model):
     from flake8_gpumem.diagnostics import human
 
     source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
-    budget = 13 * 2 ** 20
-    base = Settings(budget=budget, batch_size=8)
+    budget = int(mib * 2 ** 20)
+    base = Settings(budget=budget, batch_size=8, **setup)
     result = analyse_source(source, "fixtures/gpt.py", base, model=model)
     message = next(d.message for d in result.diagnostics if d.code == "GPM100")
     suggested = re.search(r"; fits (.*)$", message)
@@ -232,8 +326,7 @@ def test_every_set_up_gpm100_suggests_fits_when_simulated(model):
     checked = 0
     for part in suggested[1].split(", or "):
         how, shown = re.fullmatch(r"(.*) \((.*)\)", part).groups()
-        pattern = next(p for p in ADVICE if re.fullmatch(p, how))
-        settings = replace(base, **ADVICE[pattern](re.fullmatch(pattern, how)))
+        settings = replace(base, **advised(how))
         again = analyse_source(source, "fixtures/gpt.py", settings, model=model).models[0]
         assert again.fits, f"{how}: {again.memory.peak:,} B over {budget:,}"
         assert human(again.memory.peak) == shown, (how, shown)

@@ -204,21 +204,146 @@ def test_a_model_whose_config_is_nowhere_on_this_machine_is_a_gpm900_naming_how_
     assert given.models[0].params == sum(p.numel() for p in truth.parameters())
 
 
-def test_gradient_checkpointing_enable_is_said_and_the_checkpoint_setting_models_it(tmp_path):
-    """transformers runs each decoder layer under torch.utils.checkpoint after
-    `model.gradient_checkpointing_enable()`; gpumem says its figures leave that out, and
-    `checkpoint=("LlamaDecoderLayer",)` gives the step's peak as MemTracker measures it."""
+CHECKPOINTING = {"": {}, "reentrant": {"use_reentrant": True}, "not reentrant": {"use_reentrant": False}}
+
+
+@pytest.mark.parametrize("key, kind", [("llama", ""), ("llama", "reentrant"), ("gpt2", ""), ("gpt2", "not reentrant")])
+def test_gradient_checkpointing_enable_is_run_as_transformers_runs_it(tmp_path, key, kind):
+    """`model.gradient_checkpointing_enable(...)` after the model is built: transformers' own code sets
+    each decoder layer (a GradientCheckpointingLayer) to run under torch.utils.checkpoint with the
+    keywords given (transformers 5: not reentrant unless `use_reentrant=True`), and turns the cache off."""
     transformers = pytest.importorskip("transformers")
-    _, _, args = SMALL["llama"]
-    text = (f"from transformers import LlamaConfig, LlamaForCausalLM\n\n"
-            f"model = LlamaForCausalLM(LlamaConfig({args}))\nmodel.gradient_checkpointing_enable()\n")
-    said = _report(tmp_path, text)
-    assert any(d.code == "GPM900" and "gradient_checkpointing_enable" in d.message for d in said.diagnostics)
-    result = _report(tmp_path, text, checkpoint=("LlamaDecoderLayer",))
+    model_name, config_name, args = SMALL[key]
+    given = CHECKPOINTING[kind]
+    call = f"gradient_checkpointing_kwargs={given!r}" if kind else ""
+    result = _report(tmp_path, f"from transformers import {config_name}, {model_name}\n\n"
+                               f"model = {model_name}({config_name}({args}))\n"
+                               f"model.gradient_checkpointing_enable({call})\n")
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    assert not [d for d in result.diagnostics if d.code == "GPM900"], result.diagnostics
+    report = result.models[0]
     torch.manual_seed(0)
-    model = eval(f"LlamaForCausalLM(LlamaConfig({args}))",
-                 {"LlamaForCausalLM": transformers.LlamaForCausalLM, "LlamaConfig": transformers.LlamaConfig})
-    model.gradient_checkpointing_enable()
+    classes = {name: getattr(transformers, name) for name in (model_name, config_name)}
+    model = eval(f"{model_name}({config_name}({args}))", classes)
+    truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=given or None)
     measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
-    error = (result.models[0].memory.peak - measured.peak) / measured.peak
-    assert abs(error) <= 0.03, (result.models[0].memory.peak, measured.peak, measured.categories)
+    _exact_and_within_3_percent(report, truth, measured, f"{key} {kind or 'default'}")
+
+
+def _exact_and_within_3_percent(report, truth, measured, what: str) -> None:
+    """Parameters and every leaf's name, type and shape as transformers builds them, and the step's
+    peak within 3% of MemTracker's (printed with -s)."""
+    assert report.params == truth.params
+    assert [(r.name, r.type, r.output_shape) for r in report.layers if r.module] == [
+        (c.name, c.type, c.output_shape) for c in truth.calls]
+    error = (report.memory.peak - measured.peak) / measured.peak
+    print(f"{what}: gpumem {report.memory.peak / 2**20:.3f} MiB, MemTracker {measured.peak / 2**20:.3f} MiB, "
+          f"{error:+.3%}")
+    assert abs(error) <= 0.03, (what, report.memory.peak, measured.peak, measured.categories)
+
+
+def test_use_cache_turned_off_in_the_config_is_read_also_after_from_pretrained(tmp_path):
+    """`model.config.use_cache = False` (no DynamicCache: masking_utils then checks the position ids
+    for packed sequences, values gpumem computes), on a model built from its config and on one
+    loaded by `from_pretrained` whose layers are then checkpointed."""
+    folder = tmp_path / "tiny-llama"
+    transformers = _saved_llama(folder)
+    _, _, args = SMALL["llama"]
+    builds = {"built": f"LlamaForCausalLM(LlamaConfig({args}))",
+              "loaded": f"LlamaForCausalLM.from_pretrained({str(folder)!r}, dtype=torch.float32)"}
+    for how, build in builds.items():
+        then = "model.gradient_checkpointing_enable()\n" if how == "loaded" else ""
+        result = _report(tmp_path, f"import torch\nfrom transformers import LlamaConfig, LlamaForCausalLM\n\n"
+                                   f"model = {build}\n{then}model.config.use_cache = False\n")
+        assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+        torch.manual_seed(0)
+        model = eval(build, {"torch": torch, "LlamaForCausalLM": transformers.LlamaForCausalLM,
+                             "LlamaConfig": transformers.LlamaConfig})
+        if then:
+            model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+        truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
+        measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
+        _exact_and_within_3_percent(result.models[0], truth, measured, how)
+
+
+PACKED = '''\
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        positions = torch.arange(x.shape[1]).unsqueeze(0).expand(x.shape[0], -1) + SHIFT
+        packed = (torch.diff(positions, prepend=positions[:, :1] - 1, dim=-1) != 1).cumsum(-1)
+        if (packed[:, -1] == 0).all():
+            return self.fc(x)
+        return self.fc(x[:, :1])
+'''
+
+
+@pytest.mark.parametrize("shift", ["0", "(torch.arange(x.shape[1]) > 2).long()"])
+def test_the_packed_sequence_check_is_computed_from_the_position_values(tmp_path, shift):
+    """masking_utils' check, written out: positions unsqueezed and expanded, torch.diff with
+    `prepend` along the last dim, a 2-d index; one sequence, or two packed, decide the branch."""
+    text = PACKED.replace("SHIFT", shift)
+    script = tmp_path / "packed.py"
+    script.write_text(text)
+    result = analyse_source(text, str(script), Settings(input_shape=(6, 8), batch_size=3, device="cpu"))
+    assert [m.name for m in result.models] == ["Net"], (result.error, result.skipped)
+    truth = torch_oracle.profile(torch_oracle.instantiate(torch_oracle.load(text), "Net"), torch.randn(3, 6, 8))
+    assert [(r.name, r.output_shape) for r in result.models[0].layers if r.module] == [
+        (c.name, c.output_shape) for c in truth.calls]
+    [fc] = [r for r in result.models[0].layers if r.module]
+    assert fc.output_shape == ((3, 6, 4) if shift == "0" else (3, 1, 4))  # the branch taken
+
+
+TRAINER = '''\
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+model = LlamaForCausalLM(LlamaConfig({args}))
+args = TrainingArguments(output_dir="out", per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                         bf16=True, gradient_checkpointing=True, optim="adamw_torch")
+trainer = Trainer(model=model, args=args, train_dataset=dataset)
+'''
+
+
+def test_training_arguments_given_to_a_trainer_set_up_the_step(tmp_path):
+    """The Trainer's step for those flags, as PyTorch runs it: micro-batches of 4, two accumulated,
+    autocast to bfloat16, AdamW (foreach), decoder layers checkpointed (not reentrant, transformers 5's
+    default); gpumem reads the flags from the call without running the Trainer."""
+    transformers = pytest.importorskip("transformers")
+    import setup_oracle
+
+    _, _, args = SMALL["llama"]
+    script = tmp_path / "train.py"
+    script.write_text(TRAINER.format(args=args))
+    result = analyse_source(script.read_text(), str(script), Settings(input_shape=(SEQ,), input_dtype="int64",
+                                                                      device="cpu"))
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    report = result.models[0]
+    assert (report.settings.batch_size, report.settings.accumulate, report.settings.dtype,
+            report.settings.optimizer) == (4, 2, "amp-bf16", "adamw")
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(eval(f"transformers.LlamaConfig({args})"))
+    truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
+    model.gradient_checkpointing_enable()
+    measured = setup_oracle.measure_accumulated(model, (4, SEQ), "int64", optimizer="adamw", dtype="amp-bf16", k=2)
+    _exact_and_within_3_percent(report, truth, measured, "TrainingArguments")
+
+
+def test_training_arguments_gpumem_cannot_read_or_model_are_said_and_the_command_line_wins(tmp_path):
+    _, _, args = SMALL["llama"]
+    text = TRAINER.format(args=args).replace("per_device_train_batch_size=4", "per_device_train_batch_size=size")
+    text = text.replace('optim="adamw_torch"', 'optim="adamw_bnb_8bit"')
+    result = _report(tmp_path, text, optimizer="sgd", accumulate=3)  # as given on the command line
+    notes = [d.message for d in result.diagnostics if d.code == "GPM900"]
+    assert any("per_device_train_batch_size" in n and "`size`" in n for n in notes), notes
+    assert any("adamw_bnb_8bit" in n for n in notes), notes
+    settings = result.models[0].settings
+    assert (settings.batch_size, settings.accumulate, settings.optimizer) == (BATCH, 3, "sgd")

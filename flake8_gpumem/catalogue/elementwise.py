@@ -161,6 +161,17 @@ WHERE = Op("condition, input=None, other=None, out=None", _where_shape, saves=la
 CUMSUM = Op("input, dim, dtype=None, out=None", _cumsum_shape)  # backward sums the gradient back: keeps nothing
 # a running product (a noise schedule's alpha-bar): backward divides by the input, scales by the result
 CUMPROD = Op("input, dim, dtype=None, out=None", _cumsum_shape, saves=lambda a, out: [a.input, out])
+
+
+def _diff_shape(a: Args):
+    """torch.diff: `prepend` and `append` joined on along `dim`, then n fewer along it."""
+    x = a.input
+    d = dim_index(a.dim, x.ndim)
+    joined = x.shape[d] + sum(p.shape[d] for p in (a.prepend, a.append) if isinstance(p, Tensor))
+    return x.like(x.shape[:d] + (max(joined - a.n, 0),) + x.shape[d + 1:])
+
+
+DIFF = Op("input, n=1, dim=-1, prepend=None, append=None", _diff_shape)  # keeps nothing: a difference
 TRIANGLE = Op("input, diagonal=0, out=None", lambda a: a.input.like(a.input.shape))  # tril/triu: backward masks
 
 

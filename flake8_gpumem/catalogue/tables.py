@@ -16,8 +16,8 @@ from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, k
 from .creation import (CREATE, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
                        meshgrid_shape, new_shape, one_hot_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
-from .elementwise import (ALL, BERNOULLI, COMPARE, CUMPROD, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU,
-                          SOFTMAX, SOFTMAX_FN, SUM, TOPK, TRIANGLE, VAR, cast_shape, keeps_for_quotient,
+from .elementwise import (ALL, BERNOULLI, COMPARE, CUMPROD, CUMSUM, DIFF, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS,
+                          RELU, SOFTMAX, SOFTMAX_FN, SUM, TOPK, TRIANGLE, VAR, cast_shape, keeps_for_quotient,
                           keeps_other_factor, polar_shape, pow_saves, prelu_shape, reduce_shape, softmax_fn, to_dtype,
                           activation, binary, dropout, functional, unary)
 from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape,
@@ -135,7 +135,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.roll": unary(keeps_nothing, ", shifts, dims=None"), "torch.floor": unary(keeps_nothing),
     "torch.flip": unary(keeps_nothing, ", dims"),
     "torch.ceil": unary(keeps_nothing),
-    "torch.diff": Op("input, n=1, dim=-1", lambda a: a.input.like(a.input.shape[:-1] + (a.input.shape[-1] - 1,))),
+    "torch.diff": DIFF,
     "torch.pow": Op("input, exponent", lambda a: broadcast(a.input, a.exponent), saves=pow_saves),
     "torch.neg": unary(keeps_nothing), "torch.negative": unary(keeps_nothing),
     "torch.cos": unary(), "torch.sin": unary(), "torch.rsqrt": unary(keeps_output),

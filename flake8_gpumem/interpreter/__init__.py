@@ -13,12 +13,12 @@ core puts them together.
 """
 from . import imports
 from .core import Interpreter
-from .objects import (WRAPPERS, Bound, Builtin, Class, Event, File, Function, Instance, Module, Q, Scope,
-                      param_keys, walk_modules)
+from .objects import (WRAPPERS, Bound, Builtin, Class, Distributed, Event, File, Function, Instance, Module, Q,
+                      Scope, param_keys, walk_modules)
 from .returns import builds_no_module
 from .bindings import binds, segment_scope
 from .scopes import parse_expression
 
-__all__ = ["WRAPPERS", "Bound", "Builtin", "Class", "Event", "File", "Function", "Instance", "Interpreter", "Module",
-           "Q", "Scope", "binds", "builds_no_module", "imports", "param_keys", "parse_expression", "segment_scope",
-           "walk_modules"]
+__all__ = ["WRAPPERS", "Bound", "Builtin", "Class", "Distributed", "Event", "File", "Function", "Instance",
+           "Interpreter", "Module", "Q", "Scope", "binds", "builds_no_module", "imports", "param_keys",
+           "parse_expression", "segment_scope", "walk_modules"]

@@ -23,8 +23,8 @@ from . import numbers, regex
 from .imports import followed
 from .pretrained import PRETRAINED
 from .objects import (AUTOGRAD_APPLY, BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS,
-                      Bound, Buffer, Builtin, Class, Field, Function, Instance, Loaded, Module, OrderedDict, Parameter,
-                      Partial, Pattern, Q, ReturnValue, Scope, canonical, clone, code, dotted)
+                      Bound, Buffer, Builtin, Class, Distributed, Field, Function, Instance, Loaded, Module,
+                      OrderedDict, Parameter, Partial, Pattern, Q, ReturnValue, Scope, canonical, clone, code, dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -50,6 +50,8 @@ NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": Non
               for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore", "mps")}}
 # Calls that read weights from a file or the network at run time: a Loaded, never read
 LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
+# FSDP2's settings objects a training script builds, read as values (the set-up reads them)
+DISTRIBUTED = ("MixedPrecisionPolicy", "CPUOffloadPolicy", "OffloadPolicy", "init_device_mesh")
 # Guards that are False in an eager training step (on a CUDA GPU: no Apple GPU either).
 GUARDS = ("torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling",
           "torch._dynamo.is_compiling", "torch.fx._symbolic_trace.is_fx_tracing", "torch.onnx.is_in_onnx_export",
@@ -367,6 +369,8 @@ class Calls:
             return "float32"  # PyTorch's, unless code sets another (torch.set_default_dtype is not read)
         if path in LOADS:
             return Loaded(path)
+        if path.startswith("torch.distributed.") and name in DISTRIBUTED:
+            return Distributed(name, {"size": _mesh_size(args, kwargs)} if name == "init_device_mesh" else kwargs)
         if path == "torch.Generator" or path.startswith("torch.Generator."):
             return Q("torch.Generator")  # a random generator, seeded or not: it sizes nothing
         if path in ("typing.cast", "torch.jit.annotate"):  # (type, value): the value
@@ -769,4 +773,12 @@ def _placing_from(func) -> int | None:
         return 0
     if isinstance(func, Q) and canonical(func.path) in WRAPPERS:
         return 1
+    return None
+
+
+def _mesh_size(args: list, kwargs: dict) -> int | None:
+    """The ranks of `init_device_mesh(device_type, mesh_shape)` where its shape is written in numbers."""
+    shape = kwargs.get("mesh_shape", args[1] if len(args) > 1 else None)
+    if isinstance(shape, (tuple, list)) and shape and all(isinstance(n, int) for n in shape):
+        return math.prod(shape)
     return None

@@ -11,7 +11,7 @@ from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
 from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Buffer, Class, Event, Field,
-                      Instance, Module, OrderedDict, Parameter, Q, Region, canonical, walk_modules)
+                      Instance, Module, OrderedDict, Parameter, Partial, Q, Region, canonical, walk_modules)
 from ..catalogue import Args, Op
 
 
@@ -30,6 +30,13 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "float", "half", "bfloat16", "double", "requires_grad_", "zero_grad", "reset_parameters",
                   "_reset_parameters", "init_weights", "compile", "load_state_dict", "get_submodule",
                   "get_parameter", "get_buffer", "buffers", "named_buffers")
+# Library classes whose subclasses' forward a class-creation hook wraps (`__init_subclass__`, which
+# gpumem does not run): transformers' decoder layers. gpumem runs what that wrapper does
+# (`_checkpointing_layer`) once the library's `gradient_checkpointing_enable()`, run as written, has
+# set `gradient_checkpointing` and `_gradient_checkpointing_func` on them.
+CHECKPOINTING_LAYERS = {("transformers.modeling_layers", "GradientCheckpointingLayer")}
+# the cache arguments that wrapper drops under checkpointing (a layer that only reads its cache keeps them)
+CACHE_ARGUMENTS = ("past_key_values", "layer_past")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
@@ -343,7 +350,29 @@ class Construction:
         if self.region is None and (module.kind in self.checkpoint_classes or (
                 module.cls is not None and module.cls.name in self.checkpoint_classes)):
             return self.checkpointed(lambda: self._run_module(module, args, kwargs, node))
+        if self.region is None and module.attrs.get("gradient_checkpointing") is True and module.cls is not None and (
+                any((c.scope.root().file.module, c.name) in CHECKPOINTING_LAYERS for c in self.mro(module.cls))):
+            return self._checkpointing_layer(module, args, kwargs, node)
         return self._run_module(module, args, kwargs, node)
+
+    def _checkpointing_layer(self, module: Module, args: list, kwargs: dict, node):
+        """transformers' GradientCheckpointingLayer in training: its forward run by the layer's
+        `_gradient_checkpointing_func` (functools.partial of torch.utils.checkpoint.checkpoint with the
+        keywords `gradient_checkpointing_kwargs` gave), the cache turned off, as the library's wrapper does."""
+        if self._module_attr(module, "training", node) is not True:
+            return self._run_module(module, args, kwargs, node)
+        func = module.attrs.get("_gradient_checkpointing_func")
+        if not (isinstance(func, Partial) and isinstance(func.func, Q) and (
+                func.func.path == "torch.utils.checkpoint.checkpoint") and not func.args):
+            raise Unresolved(f"{module.kind} runs under a checkpointing function gpumem does not model "
+                             f"({func!r}; activation offloading is not modelled)", node)
+        kwargs = dict(kwargs)
+        if kwargs.get("use_cache"):
+            kwargs["use_cache"] = False
+        if not self._module_attr(module, "_can_checkpoint_with_cache", node):
+            kwargs.update((k, None) for k in CACHE_ARGUMENTS if kwargs.get(k) is not None)
+        return self.checkpointed(lambda: self._run_module(module, args, kwargs, node), args,
+                                 func.kwargs.get("use_reentrant") is True)
 
     def checkpointed(self, run, inputs: list = (), reentrant: bool = False):
         """torch.utils.checkpoint around `run()`: its events are one region, which forward keeps

@@ -10,6 +10,7 @@ functions and np.linspace (per-block drop rates) are evaluated here too.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import operator
 import re
@@ -37,18 +38,26 @@ BINARY = {id(F["torch.add"]): operator.add, id(F["torch.sub"]): operator.sub, id
 # (autocast gives torch.sum and x.sum() an op each)
 EXTREMES = {id(F["torch.max"]): max, id(F["torch.min"]): min, id(F["torch.sum"]): sum, id(M["sum"]): sum,
             id(F["torch.all"]): all, id(F["torch.any"]): any}
+# the same elements in the same row-major order, another shape (position_ids.unsqueeze(0))
+REORDERED = {id(op) for op in (F["torch.reshape"], F["torch.flatten"], F["torch.squeeze"], F["torch.unsqueeze"],
+                               M["view"], M["view_as"], M["reshape_as"], M["unflatten"], M["contiguous"],
+                               M["clone"], M["unsqueeze_"], M["squeeze_"])}
+EXPANDED = (id(M["expand"]), id(M["expand_as"]))  # broadcast to a larger shape (position_ids.expand(batch, -1))
 # torch.div(x, y, rounding_mode=...)
 ROUNDED = {"floor": operator.floordiv, "trunc": lambda x, y: math.trunc(x / y)}
 
 
 def evaluate(op, bound, out: Tensor) -> tuple | None:
-    """The values of `out`, when the op has a rule and every operand's values are known."""
+    """The values of `out`, when the op has a rule and every operand's values are known (and it is
+    small: a valued tensor broadcast against a large one is not)."""
+    if not isinstance(out, Tensor) or out.numel > catalogue.MAX_VALUES:
+        return None
     if id(op) in UNARY:
         x = bound.input
         return tuple(UNARY[id(op)](v) for v in x.values) if x.values is not None else None
     if id(op) in BINARY:
-        a = _flat(bound.input, out.numel)
-        b = _flat(bound.other if "other" in bound else bound.exponent, out.numel)
+        a = _flat(bound.input, out.shape)
+        b = _flat(bound.other if "other" in bound else bound.exponent, out.shape)
         fn = ROUNDED[bound["rounding_mode"]] if bound.get("rounding_mode") in ROUNDED else BINARY[id(op)]
         return None if a is None or b is None else tuple(fn(x, y) for x, y in zip(a, b))
     if op is M["to"] and bound.input.values is not None:  # mask.to(dtype=torch.bool): the values, cast
@@ -58,9 +67,12 @@ def evaluate(op, bound, out: Tensor) -> tuple | None:
         return (EXTREMES[id(op)](bound.input.values),)
     if op is F["torch.flip"] and bound.input.ndim == 1 and bound.input.values is not None:
         return tuple(reversed(bound.input.values))
-    if op is F["torch.diff"] and bound.input.ndim == 1 and bound.input.values is not None:
-        v = bound.input.values
-        return tuple(v[i + 1] - v[i] for i in range(len(v) - 1))
+    if id(op) in REORDERED and bound.input.values is not None and out.numel == bound.input.numel:
+        return bound.input.values
+    if id(op) in EXPANDED and bound.input.values is not None:
+        return broadcast(bound.input, out.shape)
+    if op is F["torch.diff"]:
+        return _diff(bound, out)
     if op is F["torch.cumsum"] and bound.input.values is not None:
         return _cumsum(bound.input, bound.dim)
     if op is F["torch.nn.functional.pad"] and bound.input.ndim == 1 and bound.input.values is not None and (
@@ -68,6 +80,52 @@ def evaluate(op, bound, out: Tensor) -> tuple | None:
         fill = (bound.value or 0,)  # tab-transformer's category offsets: F.pad(torch.tensor(...), (1, 0), value=2)
         return fill * bound.pad[0] + bound.input.values + fill * bound.pad[1]
     return None
+
+
+def _strides(shape: tuple) -> list:
+    """Row-major strides of a shape, in elements."""
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return strides[::-1]
+
+
+def broadcast(x: Tensor, shape: tuple) -> tuple:
+    """x's values broadcast to `shape` (its sizes aligned on the right, a size 1 repeated)."""
+    lead = len(shape) - x.ndim
+    strides = [0] * lead + [0 if n == 1 else s for n, s in zip(x.shape, _strides(x.shape))]
+    return tuple(x.values[sum(i * s for i, s in zip(index, strides))]
+                 for index in itertools.product(*(range(n) for n in shape)))
+
+
+def _diff(bound, out: Tensor) -> tuple | None:
+    """torch.diff's values: `prepend` and `append` joined on along `dim`, then n differences of
+    neighbours along it (transformers' packed-sequence check: torch.diff(position_ids, prepend=...))."""
+    x, dim = bound.input, bound.dim % (bound.input.ndim or 1)
+    parts = [p for p in (bound.prepend, x, bound.append) if p is not None]
+    if not all(isinstance(p, Tensor) and p.values is not None and p.ndim == x.ndim for p in parts):
+        return None
+    rows = [_rows(p, dim) for p in parts]  # each part as its lines along dim, lines in row-major order
+    lines = [sum((r[i] for r in rows), []) for i in range(len(rows[0]))]
+    for _ in range(bound.n):
+        lines = [[b - a for a, b in zip(line, line[1:])] for line in lines]
+    inner = math.prod(out.shape[dim + 1:])
+    flat = [0] * out.numel
+    for i, line in enumerate(lines):  # line i: outer index i // inner, inner index i % inner
+        base = (i // inner) * out.shape[dim] * inner + i % inner
+        for j, v in enumerate(line):
+            flat[base + j * inner] = v
+    return tuple(flat)
+
+
+def _rows(x: Tensor, dim: int) -> list:
+    """x's values as the lines along `dim`, one per index of the other dims (row-major)."""
+    inner = math.prod(x.shape[dim + 1:])
+    outer = math.prod(x.shape[:dim])
+    size = x.shape[dim]
+    return [[x.values[o * size * inner + j * inner + i] for j in range(size)] for o in range(outer)
+            for i in range(inner)]
 
 
 def _cumsum(x: Tensor, dim: int) -> tuple:
@@ -98,20 +156,29 @@ def pieces(op, bound, outs) -> None:
         start += n
 
 
-def _flat(x, n: int):
-    """`x`'s values repeated to `n` elements (a scalar, a 0-d or 1-element tensor, or a same-sized one)."""
+def _flat(x, shape: tuple):
+    """`x`'s values broadcast to `shape` (a scalar, or a tensor of known values)."""
     if isinstance(x, (int, float)):
-        return [x] * n
-    if isinstance(x, Tensor) and x.values is not None and len(x.values) in (1, n):
-        return list(x.values) * (n // len(x.values))
+        return [x] * math.prod(shape)
+    if isinstance(x, Tensor) and x.values is not None and x.ndim <= len(shape):
+        return broadcast(x, shape)
     return None
 
 
-def picked(t: Tensor, key) -> tuple | None:
-    """The values of a 1-d valued tensor indexed by an int or a slice (`offsets[:-1]`)."""
-    if t.values is None or t.ndim != 1:
+def picked(t: Tensor, keys: list) -> tuple | None:
+    """The values of a valued tensor indexed by ints, slices and None (`offsets[:-1]`,
+    `packed_sequence_mask[:, -1]`)."""
+    if t.values is None:
         return None
-    return t.values[key] if isinstance(key, slice) else (t.values[key],)
+    ranges, dim = [], 0
+    for k in keys:
+        if k is not None:
+            whole = range(t.shape[dim])
+            ranges.append(whole[k] if isinstance(k, slice) else (whole[k],))
+            dim += 1
+    ranges += [range(n) for n in t.shape[dim:]]
+    strides = _strides(t.shape)
+    return tuple(t.values[sum(i * s for i, s in zip(index, strides))] for index in itertools.product(*ranges))
 
 
 def tolist(t: Tensor):

@@ -242,6 +242,16 @@ class Loaded:
 
 
 @dataclass(frozen=True)
+class Distributed:
+    """FSDP2's settings as a file builds them, read by the set-up, never run: `MixedPrecisionPolicy(...)`,
+    an offload policy, `init_device_mesh(...)`; `options` their keywords as written (a mesh: its size,
+    None where it is not written)."""
+
+    kind: str  # the class or function's name
+    options: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
 class Field:
     """dataclasses.field(default=..., default_factory=...)."""
 

@@ -125,19 +125,21 @@ class TensorOps:
         weights = []
         if module is not None and target != "float32" and module.params:
             params = [self.weight_tensor(module, k) for k in range(len(module.params))]
-            weights = [self._cast(p, target, node) for p in reversed(params)][::-1]
+            weights = [self.cast(p, target, node) for p in reversed(params)][::-1]
         for key, value in reversed(list(bound.items())):
             if isinstance(value, Tensor) and value.dtype in FLOAT_DTYPES and value.dtype != target:
-                bound[key] = self._cast(value, target, node)
+                bound[key] = self.cast(value, target, node)
             elif isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) for v in value):
-                bound[key] = type(value)(self._cast(v, target, node) if isinstance(v, Tensor) and
+                bound[key] = type(value)(self.cast(v, target, node) if isinstance(v, Tensor) and
                                          v.dtype in FLOAT_DTYPES and v.dtype != target else v for v in value)
         return weights
 
-    def _cast(self, t: Tensor, dtype: str, node) -> Tensor:
+    def cast(self, t: Tensor, dtype: str, node, name: str = "autocast") -> Tensor:
+        """`t` in `dtype`, as autocast (or FSDP's mixed precision) casts it: a weight that trains is cast
+        once per forward."""
         cached = self.casts.get((id(t), dtype))
         if cached is None:
-            cached = self.apply(catalogue.CAST, {}, "input, dtype", [t, dtype], {}, node, None, "autocast")
+            cached = self.apply(catalogue.CAST, {}, "input, dtype", [t, dtype], {}, node, None, name)
             if t.is_param and t.requires_grad:  # autocast caches a weight that trains until forward ends
                 self.casts[(id(t), dtype)] = cached
                 self.events[-1].until_forward_end = True
@@ -210,8 +212,7 @@ class TensorOps:
         outer = next((i for i in x.order if x.shape[i] != 1), 0)
         keeps = x.contiguous and all(d == outer for d in narrowed) or not narrowed
         out = x.view(shape, x.layout if not narrowed else (None if keeps else STRIDED))
-        if len(keys) == 1 and isinstance(keys[0], (slice, int)):
-            out.values = numbers.picked(x, keys[0])
+        out.values = numbers.picked(x, keys)
         # Backward of indexing scatters into a zero gradient the size of the whole input.
         self.events.append(Event(None, "[]", node, [x], out, [], [], []))
         return out
