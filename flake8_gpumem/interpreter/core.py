@@ -44,7 +44,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
         self.checkpoint_classes = frozenset(checkpoint)  # what-if: every call of these runs checkpointed
         self.region: int | None = None  # the checkpointed call running now
         self.regions = 0
-        self.forwards: dict = {}  # id(forward def node) -> what its decorators make of it
+        self.decorated: dict = {}  # id(a method's def node) -> what its decorators make of it
 
     @property
     def torch_scope(self) -> Scope:

@@ -14,7 +14,7 @@ import libcst as cst
 
 from .. import catalogue
 from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Tensor, Unresolved
-from . import regex
+from . import numbers, regex
 from .imports import Namespace
 from .objects import (MAPPING_MIXINS, MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function,
                       Instance, Module, OrderedDict, Partial, Pattern, Q, Scope, BreakLoop, ContinueLoop, ReturnValue,
@@ -389,6 +389,8 @@ class Expressions:
             found = self.class_attr(obj.cls if isinstance(obj, Instance) else obj, name, obj, node)
             if found is not MISSING:
                 return found
+        if isinstance(obj, numbers.Version) and name == "base_version":
+            return obj.base_version
         if isinstance(obj, tuple) and name in getattr(obj, "_fields", ()):
             return getattr(obj, name)  # a namedtuple's field (torch.finfo(dtype).max)
         if isinstance(obj, str) and obj in DTYPE_BYTES and name in ("is_floating_point", "is_complex", "itemsize"):
