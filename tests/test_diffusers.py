@@ -29,6 +29,10 @@ COND_UNET = ('UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4
 # per-sample int64 scalar; the text encoder's states are 77 tokens of cross_attention_dim.
 IMAGE = [(None, (3, 32, 32), "float32"), (None, (), "int64")]
 LATENT = [(None, (4, 16, 16), "float32"), (None, (), "int64"), ("encoder_hidden_states", (77, 32), "float32")]
+# DiT on 32 x 32 latents in patches of 2 (256 tokens), conditioned on the timestep and a class label
+DIT = ("DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4, num_layers=2, "
+       "sample_size=32, patch_size=2, num_embeds_ada_norm=10)")
+LABELLED = [(None, (4, 32, 32), "float32"), ("timestep", (), "int64"), ("class_labels", (), "int64")]
 
 
 @pytest.mark.parametrize("path", ["diffusers.UNet2DModel", "diffusers.models.UNet2DConditionModel",
@@ -70,11 +74,13 @@ def _read_and_measure(tmp_path, build: str, inputs: list, dtype: str = "float32"
 
 
 @pytest.mark.parametrize("build, inputs, dtype", [
-    (UNET, IMAGE, "float32"), (COND_UNET, LATENT, "float32"), (COND_UNET, LATENT, "amp-bf16")])
-def test_a_diffusers_unet_is_read_exactly_and_its_step_peak_measured(tmp_path, build, inputs, dtype):
+    (UNET, IMAGE, "float32"), (COND_UNET, LATENT, "float32"), (COND_UNET, LATENT, "amp-bf16"),
+    (DIT, LABELLED, "float32")])
+def test_a_diffusers_model_is_read_exactly_and_its_step_peak_measured(tmp_path, build, inputs, dtype):
     """Blocks chosen by name (`get_down_block`), `Attention` with SDPA (`AttnProcessor2_0`), the
     sinusoidal timestep embedding, cross attention on `encoder_hidden_states`; the output a
-    `UNet2DOutput`, whose `.sample` the loss takes."""
+    `UNet2DOutput` (`Transformer2DModelOutput`), whose `.sample` the loss takes. DiT: adaptive
+    LayerNorm-Zero on the timestep and class label, and `reshape(shape=...)` by keyword."""
     report, truth, measured = _read_and_measure(tmp_path, build, inputs, dtype)
     _exact_and_within_3_percent(report, truth, measured)
 
@@ -86,3 +92,62 @@ def _exact_and_within_3_percent(report, truth, measured):
     assert (report.params, leaves) == (truth.params, [(c.name, c.type, c.output_shape) for c in truth.calls])
     error = (report.memory.peak - measured.peak) / measured.peak
     assert abs(error) <= 0.03, (report.memory.peak, measured.peak, measured.categories)
+
+
+def _saved_unet(folder):
+    """The small UNet saved by diffusers itself (config.json and weights) in `folder`."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    eval(UNET, {"UNet2DModel": diffusers.UNet2DModel}).save_pretrained(folder)
+    return diffusers
+
+
+def _report(tmp_path, text, dtype=None, **settings):
+    script = tmp_path / "train.py"
+    script.write_text(text)
+    return analyse_source(text, str(script), Settings(
+        input_shape=tuple(s for _, s, _ in IMAGE), input_dtype=(dtype or "float32", "int64"), batch_size=BATCH,
+        device="cpu", loss="mse", **settings))
+
+
+def test_from_pretrained_reads_a_local_folders_config_and_loads_in_the_dtype_given(tmp_path):
+    """`UNet2DModel.from_pretrained(folder, torch_dtype=torch.bfloat16)`: `from_config` of the folder's
+    config.json, its weights (and so the step) in bfloat16, against diffusers loading the same folder."""
+    folder = tmp_path / "tiny-unet"
+    diffusers = _saved_unet(folder)
+    result = _report(tmp_path, f"import torch\nfrom diffusers import UNet2DModel\n\n"
+                               f"model = UNet2DModel.from_pretrained({str(folder)!r}, torch_dtype=torch.bfloat16)\n",
+                     dtype="bfloat16")
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    model = diffusers.UNet2DModel.from_pretrained(folder, torch_dtype=torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    xs = [torch_oracle.make_input((BATCH, *s), "bfloat16" if d == "float32" else d) for _, s, d in IMAGE]
+    truth = torch_oracle.profile(model, xs)
+    measured = torch_oracle.measure_step(model, [(BATCH, *s) for _, s, _ in IMAGE], [d for _, _, d in IMAGE],
+                                         dtype="bfloat16", loss="mse")
+    _exact_and_within_3_percent(result.models[0], truth, measured)
+
+
+def test_load_config_then_from_config_builds_the_folders_model(tmp_path):
+    folder = tmp_path / "tiny-unet"
+    diffusers = _saved_unet(folder)
+    result = _report(tmp_path, f"from diffusers import UNet2DModel\n\n"
+                               f"model = UNet2DModel.from_config(UNet2DModel.load_config({str(folder)!r}))\n")
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped)
+    truth = diffusers.UNet2DModel.from_config(diffusers.UNet2DModel.load_config(folder))
+    assert result.models[0].params == sum(p.numel() for p in truth.parameters())
+
+
+def test_a_model_whose_config_is_nowhere_on_this_machine_is_a_gpm900_and_hf_config_gives_it(tmp_path, monkeypatch):
+    """A pipeline's UNet (`subfolder="unet"`) neither in a local folder nor in the Hugging Face cache:
+    GPM900 naming the model and how to give its config; the hf_config setting then gives it."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    folder = tmp_path / "given"
+    diffusers = _saved_unet(folder)
+    text = "from diffusers import UNet2DModel\n\nmodel = UNet2DModel.from_pretrained('org/absent', subfolder='unet')\n"
+    nowhere, given = (_report(tmp_path, text, **s) for s in ({}, {"hf_config": str(folder)}))
+    messages = [d.message for d in nowhere.diagnostics if d.code == "GPM900"]
+    assert (nowhere.models, len(messages)) == ([], 1)
+    assert all(word in messages[0] for word in ("org/absent", "hf_config", "--hf-config"))
+    truth = diffusers.UNet2DModel.from_pretrained(folder)
+    assert [m.params for m in given.models] == [sum(p.numel() for p in truth.parameters())]
