@@ -537,8 +537,9 @@ class Calls:
         if name in ("list", "tuple", "enumerate", "zip", "reversed", "sorted", "sum", "min", "max", "map",
                     "filter", "any", "all", "dict", "set", "iter") and args:
             first = 1 if name in ("map", "filter") else 0  # the iterables: modules and objects iterate as read
-            args = args[:first] + [self.iterate(a, node) if isinstance(a, Module) or isinstance(a, Instance) and not (
-                name == "dict" and self.dict_based(a.cls)) else a for a in args[first:]]
+            args = args[:first] + [a.items if name == "dict" and isinstance(a, Instance) and self.dict_based(a.cls)
+                                   else self.iterate(a, node) if isinstance(a, (Module, Instance)) else a
+                                   for a in args[first:]]  # dict(a_dict_subclass): its items
         if name in ("map", "filter"):
             fn = args[0]
             items = [self.iterate(a, node) for a in args[1:]]
@@ -650,9 +651,9 @@ class Calls:
             if arg.star == "*":
                 args.extend(self.iterate(value, arg.value))
             elif arg.star == "**":
-                if not isinstance(value, dict):
+                if self.mapping(value) is None:
                     raise Unresolved("** of something that is not a dict", arg)
-                kwargs.update(value)
+                kwargs.update(self.mapping(value))
             elif arg.keyword is not None:
                 kwargs[arg.keyword.value] = value
             else:

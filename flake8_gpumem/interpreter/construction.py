@@ -274,6 +274,13 @@ class Construction:
         return any(b is BUILTINS["dict"] or isinstance(b, Q) and canonical(b.path) == "collections.OrderedDict"
                    for c in self.mro(cls) for b in self.bases(c))
 
+    def mapping(self, value):
+        """What `**value` unpacks: a dict, or a dict subclass's items (diffusers' FrozenDict config);
+        None for anything else."""
+        if isinstance(value, dict):
+            return value
+        return value.items if isinstance(value, Instance) and self.dict_based(value.cls) else None
+
     def dataclass_like(self, cls: Class) -> bool:
         """A dataclass, a NamedTuple, or a class below a `@dataclass_transform` base (PEP 681: what
         type checkers take a dataclass for; transformers' configs are made dataclasses that way)."""

@@ -101,7 +101,8 @@ class Expressions:
         out = {}
         for e in node.elements:
             if isinstance(e, cst.StarredDictElement):
-                out.update(self.eval(e.value, scope))
+                value = self.eval(e.value, scope)
+                out.update(value if self.mapping(value) is None else self.mapping(value))
             else:
                 out[self.eval(e.key, scope)] = self.eval(e.value, scope)
         return out
