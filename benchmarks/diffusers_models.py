@@ -81,15 +81,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--dtypes", default="float32,amp-bf16", help="comma-separated step dtypes")
     ns = p.parse_args()
-    print(f"{'model':22} {'levels':>6} {'dtype':9} {'params':>6} {'leaves':>6} {'estimate MiB':>12} "
+    print(f"{'model':22} {'depth':>6} {'dtype':9} {'params':>6} {'leaves':>6} {'estimate MiB':>12} "
           f"{'measured MiB':>12} {'error':>8}  estimate took")
     errors = []
     for build, inputs in MODELS:
-        levels = build.count("Block2D") // 2 if "UNet" in build else build.split("num_layers=")[1].split(",")[0]
+        depth = build.count("Block2D") // 2 if "UNet" in build else build.split("num_layers=")[1].split(",")[0]
         for dtype in ns.dtypes.split(","):
             est, truth, params, leaves, seconds = measure(build, inputs, ns.batch, dtype)
             errors.append(abs(est - truth) / truth)
-            print(f"{build.partition('(')[0]:22} {levels:>6} {dtype:9} {'exact' if params else 'DIFFER':>6} "
+            print(f"{build.partition('(')[0]:22} {depth:>6} {dtype:9} {'exact' if params else 'DIFFER':>6} "
                   f"{'exact' if leaves else 'DIFFER':>6} {est / 2 ** 20:>12.3f} {truth / 2 ** 20:>12.3f} "
                   f"{(est - truth) / truth:>+8.2%}  {seconds:.1f} s", flush=True)
     print(f"\n{len(errors)} cases: median |error| {statistics.median(errors):.2%}, worst {max(errors):.2%}")
