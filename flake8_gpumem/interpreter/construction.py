@@ -11,7 +11,7 @@ from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
 from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Buffer, Class, Event, Field,
-                      Instance, Module, OrderedDict, Parameter, Q, Region, Scope, canonical, walk_modules)
+                      Function, Instance, Module, OrderedDict, Parameter, Q, Region, Scope, canonical, walk_modules)
 from ..catalogue import Args, Op
 
 
