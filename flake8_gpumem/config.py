@@ -70,7 +70,7 @@ class Settings:
     warn_fraction: float | None = None
     reserve: int | None = None
     device: str | None = None  # whose kernels: cuda (default) or cpu
-    hf_config: str | None = None  # the config.json (or its folder) of a transformers from_pretrained model
+    hf_config: str | None = None  # the config.json (or its folder) of a transformers or diffusers from_pretrained model
     args: dict = field(default_factory=dict)
     forward_args: dict = field(default_factory=dict)  # forward's non-tensor arguments, by name: literal values
 
@@ -441,7 +441,7 @@ OPTIONS = {o.key: o for o in (
     Option("batch_dim", "model and inputs", "where the batch goes in the input's shape: 0 batch first, 1 sequence "
            "first (nn.LSTM without batch_first); NAME=DIM for the input of that name", "DIM",
            several="one for all inputs or one per input", separator=";"),
-    Option("hf_config", "model and inputs", "a transformers model's config.json, or its folder, for "
+    Option("hf_config", "model and inputs", "a transformers or diffusers model's config.json, or its folder, for "
            "`from_pretrained(NAME)` where NAME is neither a local folder nor in the Hugging Face cache", "PATH"),
     Option("dtype", "training step", "precision of weights and compute (amp-*: float32 weights, autocast)", "DTYPE",
            DTYPES),

@@ -18,9 +18,10 @@ from .config import OPTIONS, ConfigError, Settings, per_model_for, project_for, 
 # One of them is in every file that defines a model: `(nn.Module)`, `(Module, Mixin)`, `nn.Sequential(`;
 # a script that builds one from a models package (`from torchvision.models import resnet18`) says
 # "models import", one that builds one through timm's registry "create_model(", one from Hugging Face
-# "transformers import"; any other file is read when its model table in pyproject.toml names a model of it.
+# "transformers import" (or "diffusers import"); any other file is read when its model table in pyproject.toml
+# names a model of it.
 MODEL_WORDS = ("Module)", "Module,", "Module\n", "LightningModule", "Sequential(", "models import", "create_model(",
-               "transformers import")
+               "transformers import", "diffusers import")
 
 
 class Plugin:

@@ -68,7 +68,7 @@ def layer_norm_shape(a: Args):
     if tuple(a.input.shape[-len(norm):]) != norm:
         raise ShapeError(f"LayerNorm normalized_shape={fmt(norm)} does not match the last dimensions "
                          f"of the input {fmt(a.input.shape)}")
-    return a.input.like(a.input.shape)
+    return Tensor(a.input.shape, a.input.dtype, a.input.requires_grad)  # contiguous, whatever the input's order
 
 
 def rms_norm(a: Args, run):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..values import Tensor
+from ..values import FLOAT_DTYPES, Tensor
 from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
@@ -293,6 +293,7 @@ METHODS: dict[str, Op] = {
     "size": Op("input, dim=None", size_value),
     "dim": Op("input", lambda a: a.input.ndim),
     "numel": Op("input", lambda a: a.input.numel),
+    "is_floating_point": Op("input", lambda a: a.input.dtype in FLOAT_DTYPES),
     "contiguous": Op("input, memory_format=None",
                      lambda a: a.input if a.input.contiguous else Tensor(a.input.shape, a.input.dtype)),
     "detach": Op("input", lambda a: Tensor(a.input.shape, a.input.dtype, False, base=a.input), grad="none"),

@@ -12,6 +12,7 @@ import inspect
 import itertools
 import json
 import math
+import operator
 import re
 
 import libcst as cst
@@ -42,12 +43,21 @@ NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "wa
 DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring",
                          "transformers.models.auto.auto_factory.auto_class_update"})
 HF = "transformers.utils.import_utils."
+DIFFUSERS = "diffusers.utils.import_utils."
 NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": None,
            # it logs a warning where the batch holds the padding token: a question of the data
            "transformers.modeling_utils.PreTrainedModel.warn_if_padding_and_no_attention_mask": None,
            HF + "is_tracing": False, HF + "is_torch_available": True, HF + "is_torch_flex_attn_available": True,
            **{f"{HF}is_torch_{chip}_available": False
-              for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore", "mps")}}
+              for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore", "mps")},
+           # diffusers' probes; its PEFT backend only rescales LoRA layers, which change no size
+           DIFFUSERS + "is_torch_available": True, DIFFUSERS + "is_peft_available": False,
+           **{f"{DIFFUSERS}is_torch_{chip}_available": False for chip in ("npu", "xla", "mlu")}}
+# Libraries' probes of the installed PyTorch's version, `probe(operation, version)`: answered for the
+# PyTorch gpumem models
+VERSION_PROBES = (DIFFUSERS + "is_torch_version",)
+COMPARISONS = {">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<=": operator.le,
+               "<": operator.lt}
 # Calls that read weights from a file or the network at run time: a Loaded, never read
 LOADS = ("torch.load", "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url")
 # FSDP2's settings objects a training script builds, read as values (the set-up reads them)
@@ -190,6 +200,8 @@ class Calls:
         """`as_written`: its own code, also where registries.py answers for it."""
         if qualified(func) in NOT_RUN:
             return NOT_RUN[qualified(func)]
+        if qualified(func) in VERSION_PROBES and len(args) == 2 and args[0] in COMPARISONS:
+            return COMPARISONS[args[0]](numbers.version(catalogue.TORCH_VERSION), numbers.version(args[1]))
         if qualified(func) in DOCUMENTING and args:
             return args[0]
         if qualified(func) in PRETRAINED:
@@ -583,8 +595,9 @@ class Calls:
         if name in ("list", "tuple", "enumerate", "zip", "reversed", "sorted", "sum", "min", "max", "map",
                     "filter", "any", "all", "dict", "set", "iter") and args:
             first = 1 if name in ("map", "filter") else 0  # the iterables: modules and objects iterate as read
-            args = args[:first] + [self.iterate(a, node) if isinstance(a, Module) or isinstance(a, Instance) and not (
-                name == "dict" and self.dict_based(a.cls)) else a for a in args[first:]]
+            args = args[:first] + [a.items if name == "dict" and isinstance(a, Instance) and self.dict_based(a.cls)
+                                   else self.iterate(a, node) if isinstance(a, (Module, Instance)) else a
+                                   for a in args[first:]]  # dict(a_dict_subclass): its items
         if name in ("map", "filter"):
             fn = args[0]
             items = [self.iterate(a, node) for a in args[1:]]
@@ -696,9 +709,9 @@ class Calls:
             if arg.star == "*":
                 args.extend(self.iterate(value, arg.value))
             elif arg.star == "**":
-                if not isinstance(value, dict):
+                if self.mapping(value) is None:
                     raise Unresolved("** of something that is not a dict", arg)
-                kwargs.update(value)
+                kwargs.update(self.mapping(value))
             elif arg.keyword is not None:
                 kwargs[arg.keyword.value] = value
             else:
@@ -731,6 +744,8 @@ class Calls:
             return getattr(self.as_mapping(self_obj, node), method)(*args, **kwargs)  # Mapping.get of a registry
         if method in DICT_METHODS and isinstance(self_obj, Instance) and self.dict_based(self_obj.cls):
             return getattr(self_obj.items, method)(*args, **kwargs)
+        if method == "__init__" and isinstance(self_obj, Instance) and self.dict_based(self_obj.cls):
+            return self_obj.items.update(*args, **kwargs)  # dict.__init__ (diffusers' FrozenDict)
         if method == "__getattribute__" and isinstance(self_obj, Instance) and len(args) == 1:
             return self.getattr(self_obj, args[0], node, hooks=False)
         return None

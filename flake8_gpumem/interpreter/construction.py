@@ -11,7 +11,8 @@ from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
 from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Buffer, Class, Event, Field,
-                      Instance, Module, OrderedDict, Parameter, Partial, Q, Region, canonical, walk_modules)
+                      Function, Instance, Module, OrderedDict, Parameter, Partial, Q, Region, Scope, canonical,
+                      walk_modules)
 from ..catalogue import Args, Op
 
 
@@ -210,7 +211,7 @@ class Construction:
         module = Module(cls.name, node, cls=cls, segment=self.segment, container=base if base in CONTAINERS else None)
         init = cls.method(self, "__init__")
         if init is not None:
-            self.call_function(init, [module] + list(args), kwargs, node)
+            self.call_method(init, [module] + list(args), kwargs, node)
         elif base is not None:
             self.init_torch_base(module, args, kwargs, node)
         return module
@@ -229,8 +230,21 @@ class Construction:
         elif init is None and self.dict_based(cls):
             obj.items = dict(*args, **kwargs)
         elif init is not None:
-            self.call_function(init, [obj] + list(args), kwargs, node)
+            self.call_method(init, [obj] + list(args), kwargs, node)
         return obj
+
+    def call_method(self, method: Function, args: list, kwargs: dict, node):
+        """A method called on its object (`args[0]`), through what its decorators make of it: a
+        forward's (transformers' @can_return_tuple), an __init__'s (diffusers' @register_to_config,
+        which records the arguments in the object's config before running it)."""
+        if not method.node.decorators:
+            return self.call_function(method, args, kwargs, node)
+        if id(method.node) not in self.decorated:
+            self.decorated[id(method.node)] = self.decorate(method)
+        wrapped = self.decorated[id(method.node)]
+        if wrapped is method:
+            return self.call_function(method, args, kwargs, node)
+        return self.call(wrapped, args, kwargs, node)
 
     def _enum(self, cls: Class) -> bool:
         return any(isinstance(b, Q) and canonical(b.path) in ENUMS for c in self.mro(cls) for b in self.bases(c))
@@ -267,6 +281,13 @@ class Construction:
         """A subclass of dict or OrderedDict (transformers' ACT2FN): its items live in `Instance.items`."""
         return any(b is BUILTINS["dict"] or isinstance(b, Q) and canonical(b.path) == "collections.OrderedDict"
                    for c in self.mro(cls) for b in self.bases(c))
+
+    def mapping(self, value):
+        """What `**value` unpacks: a dict, or a dict subclass's items (diffusers' FrozenDict config);
+        None for anything else."""
+        if isinstance(value, dict):
+            return value
+        return value.items if isinstance(value, Instance) and self.dict_based(value.cls) else None
 
     def dataclass_like(self, cls: Class) -> bool:
         """A dataclass, a NamedTuple, or a class below a `@dataclass_transform` base (PEP 681: what
@@ -308,10 +329,12 @@ class Construction:
         return out
 
     def bases(self, cls: Class) -> list:
+        """Its bases, evaluated where the class statement runs: before it binds its own name."""
+        scope = cls.scope if cls.previous is None else Scope({}, cls.scope, {cls.name: cls.previous})
         out = []
         for arg in cls.node.bases:
             try:
-                out.append(self.eval(arg.value, cls.scope))
+                out.append(self.eval(arg.value, scope))
             except AnalysisError:
                 out.append(None)
         return out
@@ -424,14 +447,8 @@ class Construction:
             if forward is None:
                 raise Unresolved(f"{module.kind} has no forward method", module.cls.node)
             first = len(self.events)
-            if forward.node.decorators:  # transformers' @can_return_tuple, @merge_with_config_defaults, ...
-                if id(forward.node) not in self.forwards:
-                    self.forwards[id(forward.node)] = self.decorate(forward)
-                wrapped = self.forwards[id(forward.node)]
-                out = self.call(wrapped, [module] + list(args), kwargs, node) if wrapped is not forward else (
-                    self.call_function(forward, [module] + list(args), kwargs, node))
-            else:
-                out = self.call_function(forward, [module] + list(args), kwargs, node)
+            # transformers' @can_return_tuple, @merge_with_config_defaults, ...
+            out = self.call_method(forward, [module] + list(args), kwargs, node)
             if not self.stack[-1][1]:  # a custom module that calls no other module is a leaf too
                 self.fold(module, first, args, out, node)
             return out

@@ -14,7 +14,7 @@ import libcst as cst
 
 from .. import catalogue
 from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Tensor, Unresolved
-from . import regex
+from . import numbers, regex
 from .imports import Namespace
 from .objects import (AUTOGRAD_APPLY, MAPPING_MIXINS, MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin,
                       Class, Function, Instance, Module, OrderedDict, Partial, Pattern, Q, Scope, BreakLoop,
@@ -101,7 +101,8 @@ class Expressions:
         out = {}
         for e in node.elements:
             if isinstance(e, cst.StarredDictElement):
-                out.update(self.eval(e.value, scope))
+                value = self.eval(e.value, scope)
+                out.update(value if self.mapping(value) is None else self.mapping(value))
             else:
                 out[self.eval(e.key, scope)] = self.eval(e.value, scope)
         return out
@@ -389,6 +390,8 @@ class Expressions:
             found = self.class_attr(obj.cls if isinstance(obj, Instance) else obj, name, obj, node)
             if found is not MISSING:
                 return found
+        if isinstance(obj, numbers.Version) and name == "base_version":
+            return obj.base_version
         if isinstance(obj, tuple) and name in getattr(obj, "_fields", ()):
             return getattr(obj, name)  # a namedtuple's field (torch.finfo(dtype).max)
         if isinstance(obj, str) and obj in DTYPE_BYTES and name in ("is_floating_point", "is_complex", "itemsize"):

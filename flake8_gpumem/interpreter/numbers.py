@@ -259,6 +259,11 @@ class Version(tuple):
     """packaging.version.parse of a final release: compares as packaging compares releases (trailing
     zeros do not count: 2.0 == 2.0.0)."""
 
+    @property
+    def base_version(self) -> str:
+        """The release as text, parsed again to the same version (diffusers' `deprecate` compares so)."""
+        return ".".join(map(str, self))
+
 
 def version(text) -> Version:
     match = RELEASE.fullmatch(text) if isinstance(text, str) else None

@@ -123,6 +123,8 @@ class Class:
     segment: Segment | None = None
     members: dict = field(default_factory=dict)  # a top-level class's methods, parsed when first called
     enum_members: dict = field(default_factory=dict)  # a plain Enum's members by name, each made once
+    previous: object = None  # the statement that bound its name before, which its bases may name (a subclass
+    # under its base's name: diffusers' deprecated `class Transformer2DModelOutput(Transformer2DModelOutput)`)
 
     def __repr__(self) -> str:
         return f"<class '{self.name}'>"

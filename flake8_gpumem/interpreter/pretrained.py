@@ -1,4 +1,5 @@
-"""transformers' `from_pretrained`, answered from a config.json on this machine, never the network.
+"""transformers' and diffusers' `from_pretrained`, answered from a config.json on this machine, never
+the network.
 
 The sizes of a pretrained model are its config's: `X.from_pretrained(name)` builds `X(config)`
 from the `config.json` of a local folder, of the Hugging Face cache (as huggingface_hub lays it
@@ -6,6 +7,10 @@ out: `models--{org}--{name}/snapshots/<revision>/`, `refs/main` naming the revis
 file the `hf_config` setting names. Reading the JSON runs no code; the weights are not read (they
 change no size). The dtype the weights load in is the step's: `dtype=` (or `torch_dtype=`) as the
 file states it (source.py reads it), else `"auto"`, the config's own dtype, which must agree with it.
+diffusers' `ModelMixin.from_pretrained(name)` is `cls.from_config(config)` of the same file, its
+weights in float32 unless `dtype=` (`torch_dtype=`) says (it makes the model in PyTorch's default
+dtype and loads the weights into it, a float16 file too); `load_config(name)` (which
+`from_config(name)` calls) gives the file's values.
 """
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ AUTO = "transformers.models.auto."
 PRETRAINED = {"transformers.configuration_utils.PreTrainedConfig.from_pretrained": "config",
               AUTO + "configuration_auto.AutoConfig.from_pretrained": "auto config",
               "transformers.modeling_utils.PreTrainedModel.from_pretrained": "model",
-              AUTO + "auto_factory._BaseAutoModelClass.from_pretrained": "auto model"}
+              AUTO + "auto_factory._BaseAutoModelClass.from_pretrained": "auto model",
+              "diffusers.models.modeling_utils.ModelMixin.from_pretrained": "diffusers model",
+              "diffusers.configuration_utils.ConfigMixin.load_config": "diffusers config"}
 AUTO_CONFIG = AUTO + "configuration_auto.AutoConfig"
 # from_pretrained's keywords on where and how to load, none of them the config's
 LOADING = frozenset({"cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder",
@@ -93,6 +100,14 @@ class Pretrained:
         cls, name = args[0], args[1]
         options = {k: v for k, v in kwargs.items() if k in LOADING}
         rest = {k: v for k, v in kwargs.items() if k not in LOADING and k != "config"}
+        if kind == "diffusers model":
+            values = read_config(name, self.hf_config, options, node)
+            return self.call(self.getattr(cls, "from_config", node), [values], rest, node)
+        if kind == "diffusers config":  # (values, [unused keywords], [commit hash]) as its flags ask
+            unused, commit = kwargs.get("return_unused_kwargs"), rest.pop("return_commit_hash", False)
+            values = read_config(name, self.hf_config, options, node)
+            outputs = (values,) + ((rest,) if unused else ()) + ((None,) if commit else ())
+            return outputs if len(outputs) > 1 else values
         if kind in ("config", "auto config"):
             values = {**read_config(name, self.hf_config, options, node), **rest}
             if kind == "config":

@@ -42,6 +42,8 @@ def _parse_into(segment: Segment, scope: Scope) -> None:
         del scope.thunks[name]
         if name in declared.vars:
             scope.vars[name] = declared.vars[name]
+            if isinstance(scope.vars[name], Class):
+                scope.vars[name].previous = segment.previous.get(name)
         elif name in declared.thunks:
             before = segment.previous.get(name)
             scope.thunks[name] = Rebinding(declared.thunks[name], before) if before else declared.thunks[name]
@@ -82,8 +84,9 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None, me
             if isinstance(inner, cst.SimpleStatementLine) and all(
                     isinstance(s, (cst.Import, cst.ImportFrom)) for s in inner.body):
                 _declare(inner, scope, into, segment)
-            elif isinstance(inner, cst.Try) and isinstance(stmt, cst.If):  # guarded imports under TYPE_CHECKING
-                _declare(inner, scope, into, segment)
+            elif isinstance(inner, (cst.Try, cst.If)) and isinstance(stmt, cst.If):
+                _declare(inner, scope, into, segment)  # guarded imports under TYPE_CHECKING (diffusers':
+                # `if TYPE_CHECKING or DIFFUSERS_SLOW_IMPORT:` then `if is_torch_available():`)
         if isinstance(stmt, cst.If):  # a name a branch assigns: the branch the condition takes, when looked up
             branch = Scope({})
             for inner in _branches(stmt):

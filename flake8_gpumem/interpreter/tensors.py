@@ -24,7 +24,12 @@ class TensorOps:
 
         With `inplace`, the result is written into that tensor's memory (`x += y`)."""
         bound = Args(fixed)
-        bound.update(bind(parse(signature), args, kwargs, type_name, node))
+        params = parse(signature)
+        varargs = next((p.name for p in params if p.kind == "varargs"), None)
+        if varargs in kwargs and len(args) <= sum(p.kind == "plain" for p in params):
+            # torch's parser takes `*shape` by its name too: x.reshape(shape=(2, 3)) (diffusers' DiT)
+            args, kwargs = [*args, kwargs[varargs]], {k: v for k, v in kwargs.items() if k != varargs}
+        bound.update(bind(params, args, kwargs, type_name, node))
         if op.steps is not None:
             return self._compose(op, bound, args, node, module, type_name)
         bound["_float"] = self.model_dtype
