@@ -112,6 +112,14 @@ OP_CASES = [
     # BERT's token-type ids: a buffer gathered at the positions; a gradient through gather too
     op_case("gather", "torch.gather(h, 1, i) + h.gather(dim=-1, index=i.flip(-1))",
             setup=("i = torch.arange(8).repeat(2).expand(2, 8, 16)",)),
+    # transformers' grouped mixture of experts: token-expert pairs sorted by expert, counted per
+    # expert, each group times its expert's weight; the shapes do not depend on the routing
+    op_case("moe-grouped_mm", "F.grouped_mm(rows, self.w, offs=offs) + (h.reshape(-1, 16) % 3).sum()",
+            setup=("ids, perm = torch.sort(torch.topk(h, 2, dim=-1)[1].reshape(-1))",
+                   "offs = torch.cumsum(torch.histc(ids.float(), bins=16, min=0, max=15), dim=0, dtype=torch.int32)",
+                   "rows = h.reshape(-1, 16)[perm // 2]"),
+            init=("self.w = nn.Parameter(torch.randn(16, 16, 16))",)),
+    op_case("sort-method", "h.sort(dim=1, descending=True)[0] + torch.sort(h)[0]"),
     op_case("all-ones-mask-known", "h * 2 if m.sum() == m.numel() and m.all() else h",
             setup=("m = torch.ones(2, 8).to(dtype=torch.bool)",)),
     op_case("zeros-mask-known", "h * 2 if torch.any(m.bool()) or m.sum() > 0 else h",

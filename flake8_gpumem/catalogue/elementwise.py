@@ -173,6 +173,17 @@ def _topk_shape(a: Args):
 TOPK = Op("input, k, dim=-1, largest=True, sorted=True, out=None", _topk_shape, saves=lambda a, out: [out[1]])
 
 
+def _sort_shape(a: Args):
+    dim_index(a.dim, a.input.ndim)
+    return a.input.like(a.input.shape), a.input.like(a.input.shape, "int64")
+
+
+# sort: the values and their int64 indices, in the input's shape; backward scatters through the indices
+SORT = Op("input, dim=-1, descending=False, stable=False, *, out=None", _sort_shape, saves=lambda a, out: [out[1]])
+# histc: `bins` counts in the input's dtype; no gradient flows through counts
+HISTC = Op("input, bins=100, min=0, max=0, *, out=None", lambda a: Tensor((a.bins,), a.input.dtype, False))
+
+
 def reduce_shape(a: Args):
     x = a.input
     if a.dim is None:

@@ -16,12 +16,12 @@ from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, k
 from .creation import (CREATE, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
                        meshgrid_shape, new_shape, one_hot_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
-from .elementwise import (ALL, BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX,
-                          SOFTMAX_FN, SUM, TOPK, TRIANGLE, VAR, cast_shape, keeps_for_quotient, keeps_other_factor,
+from .elementwise import (ALL, BERNOULLI, COMPARE, CUMSUM, HISTC, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU,
+                          SOFTMAX, SOFTMAX_FN, SORT, SUM, TOPK, TRIANGLE, VAR, cast_shape, keeps_for_quotient, keeps_other_factor,
                           polar_shape, pow_saves, prelu_shape, reduce_shape, softmax_fn, to_dtype, activation,
                           binary, dropout, functional, unary)
 from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape,
-                     embedding_shape, linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves,
+                     embedding_shape, grouped_mm_shape, linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves,
                      matmul_shape, outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
 from .normalisation import (batch_norm_saves, group_norm_fn_shape, group_norm_saves, group_norm_shape,
@@ -139,7 +139,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.pow": Op("input, exponent", lambda a: broadcast(a.input, a.exponent), saves=pow_saves),
     "torch.neg": unary(keeps_nothing), "torch.negative": unary(keeps_nothing),
     "torch.cos": unary(), "torch.sin": unary(), "torch.rsqrt": unary(keeps_output),
-    "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK,
+    "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK, "torch.sort": SORT, "torch.histc": HISTC,
     # one rule, an op each: numbers.py computes their values apart; torch.greater is gt's other name
     **{f"torch.{f}": replace(COMPARE) for f in ("eq", "ne", "lt", "le", "gt", "ge")},
     "torch.greater": replace(COMPARE),
@@ -208,6 +208,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.cat": CAT, "torch.concat": CAT, "torch.concatenate": CAT,
     "torch.stack": Op("tensors, dim=0, out=None", stack_shape, grad="alias"),
     "torch.add": binary(grad="alias"), "torch.sub": binary(),
+    "torch.floor_divide": binary(), "torch.remainder": binary(),  # x // n, x % n: backward keeps nothing
     "torch.addcmul": Op("input, tensor1, tensor2, *, value=1, out=None",  # input + value * tensor1 * tensor2
                         lambda a: broadcast(broadcast(a.input, a.tensor1), a.tensor2),
                         saves=lambda a, out: [t for t in (a.tensor1, a.tensor2) if isinstance(t, Tensor)]),
@@ -218,6 +219,10 @@ FUNCTIONS: dict[str, Op] = {
     "torch.einsum": Op("equation, *operands", einsum_shape, saves=einsum_saves),
     "torch.bmm": Op("input, mat2, out=None", lambda a: matmul_shape(Args(input=a.input, other=a.mat2)),
                     saves=lambda a, out: [a.input, a.mat2]),
+    # each operand where the other needs its gradient, as mm, and the group offsets
+    "torch.nn.functional.grouped_mm": Op("mat_a, mat_b, *, offs=None, bias=None, out_dtype=None", grouped_mm_shape,
+                                         saves=lambda a, out: addmm_saves(Args(mat1=a.mat_a, mat2=a.mat_b), out)
+                                         + [t for t in (a.offs,) if isinstance(t, Tensor)]),
     "torch.mean": REDUCE, "torch.sum": SUM, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
     "torch.max": MAX, "torch.min": replace(MAX),  # one rule, two ops: numbers.py tells them apart
     "torch.transpose": Op("input, dim0, dim1", transpose_shape, grad="alias"),
@@ -278,7 +283,8 @@ METHODS: dict[str, Op] = {
                                                        "transpose", "chunk", "split", "unbind", "neg", "negative",
                                                        "cos", "sin", "rsqrt", "tril", "triu", "topk", "eq", "ne",
                                                        "lt", "le", "gt", "ge", "outer", "repeat_interleave", "narrow",
-                                                       "prod", "cumsum", "bernoulli", "var", "norm", "gather")},
+                                                       "prod", "cumsum", "bernoulli", "var", "norm", "gather", "sort",
+                                                       "histc")},
     "unfold": Op("input, dimension, size, step", unfold_shape),  # a view; backward makes the input's gradient
     "view": Op("input, *shape", view_shape, grad="alias"),
     "view_as": Op("input, other", view_as_shape, grad="alias"),

@@ -20,7 +20,7 @@ from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved
 from . import numbers, regex
-from .imports import followed
+from .imports import Namespace, followed
 from .pretrained import PRETRAINED
 from .objects import (BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS, Bound, Buffer,
                       Builtin, Class, Field, Function, Instance, Loaded, Module, OrderedDict, Parameter, Partial,
@@ -41,6 +41,9 @@ NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "wa
 # Functions that write a function's or class's docstring and return it: not run
 DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring",
                          "transformers.models.auto.auto_factory.auto_class_update"})
+# Class decorators that add checks of the values a dataclass is given and return the class: not
+# run, as they size nothing (huggingface_hub's `@strict` on transformers' configs)
+CHECKING = frozenset({"huggingface_hub.dataclasses.strict"})
 HF = "transformers.utils.import_utils."
 NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": None,
            # it logs a warning where the batch holds the padding token: a question of the data
@@ -224,21 +227,22 @@ class Calls:
             self.depth -= 1
             self.in_foreign, self.segment = caller_in_foreign, caller_segment
 
-    def decorate(self, func: Function):
-        """What a `def` binds: the function its decorators return, each read like any call, the
-        innermost first (torchvision's `@handle_legacy_interface` turns `pretrained=True` into
-        `weights=...`). A decorator of code gpumem does not read (torch.jit.script, torch.no_grad(),
-        functools.lru_cache) gives the function back, as one that compiles, caches or sets a mode
-        does, functools.wraps excepted; and so does one whose reading stops (timm's
-        `@register_model` looks its caller up in sys.modules): the function as written, as a
-        decorator that only registers it returns it."""
+    def decorate(self, func: Function | Class):
+        """What a `def` or `class` binds: the function or class its decorators return, each read
+        like any call, the innermost first (torchvision's `@handle_legacy_interface` turns
+        `pretrained=True` into `weights=...`; transformers' `@use_experts_implementation` sets the
+        class's `forward`). A decorator of code gpumem does not read (torch.jit.script,
+        torch.no_grad(), functools.lru_cache, dataclasses.dataclass) gives it back, as one that
+        compiles, caches or sets a mode does, functools.wraps excepted; and so does one whose
+        reading stops (timm's `@register_model` looks its caller up in sys.modules): the function
+        as written, as a decorator that only registers it returns it."""
         value = func
         for decorator in reversed(func.node.decorators):
             expr = decorator.decorator
             try:
                 callee = self.eval(expr.func if type(expr) is cst.Call else expr, func.scope)
                 if isinstance(callee, Q) and canonical(callee.path) != "functools.wraps" or qualified(
-                        callee) in DOCUMENTING:
+                        callee) in DOCUMENTING | CHECKING:
                     continue
                 if type(expr) is cst.Call:
                     args, kwargs = self._arguments(expr, func.scope)
@@ -378,6 +382,9 @@ class Calls:
         if path == "inspect.signature" and args and isinstance(args[0], Bound) and isinstance(args[0].func, Function):
             full = self.signature(args[0].func)  # a bound method: without its first parameter, as Python shows it
             return full.replace(parameters=list(full.parameters.values())[1:])
+        if path == "inspect.getsource" and args and isinstance(args[0], Namespace) and self.resolver.source(
+                args[0].name):
+            return self.resolver.source(args[0].name).read_text(encoding="utf-8")  # transformers looks for decorators
         if path == "dataclasses.field":
             given = [kwargs.get(k) for k in ("default", "default_factory")]  # dataclasses.MISSING: not given
             return Field(*(None if isinstance(v, Q) and v.path == "dataclasses.MISSING" else v for v in given))

@@ -60,6 +60,9 @@ class Construction:
         if isinstance(obj, OrderedDict):
             vars(obj)[name] = value
             return
+        if isinstance(obj, Class):  # a class decorator's `cls.forward = forward`, a cached flag
+            obj.attrs[name] = value
+            return
         if isinstance(obj, Tensor) and name == "requires_grad":  # for p in model.parameters(): p.requires_grad = False
             self.set_requires_grad(obj, value, node)
             return
@@ -396,9 +399,10 @@ class Construction:
                 raise Unresolved(f"{module.kind} has no forward method", module.cls.node)
             first = len(self.events)
             if forward.node.decorators:  # transformers' @can_return_tuple, @merge_with_config_defaults, ...
-                if id(forward.node) not in self.forwards:
-                    self.forwards[id(forward.node)] = self.decorate(forward)
-                wrapped = self.forwards[id(forward.node)]
+                key = id(forward.node), id(forward.scope)  # one def a class decorator sets on several classes
+                if key not in self.forwards:
+                    self.forwards[key] = self.decorate(forward)
+                wrapped = self.forwards[key]
                 out = self.call(wrapped, [module] + list(args), kwargs, node) if wrapped is not forward else (
                     self.call_function(forward, [module] + list(args), kwargs, node))
             else:

@@ -122,6 +122,7 @@ class Class:
     segment: Segment | None = None
     members: dict = field(default_factory=dict)  # a top-level class's methods, parsed when first called
     enum_members: dict = field(default_factory=dict)  # a plain Enum's members by name, each made once
+    attrs: dict = field(default_factory=dict)  # set on the class after its body ran (`cls.forward = ...`)
 
     def __repr__(self) -> str:
         return f"<class '{self.name}'>"
@@ -161,11 +162,13 @@ class Class:
 
     def defines(self, name: str) -> bool:
         """Whether its own body defines the method `name`."""
-        return name in self.members or any(
+        return name in self.members or isinstance(self.attrs.get(name), Function) or any(
             isinstance(stmt, cst.FunctionDef) and stmt.name.value == name for stmt in self.node.body.body)
 
     def method(self, interp, name: str):
         """Look a method up along the in-file base classes (`interp.bases` resolves them)."""
+        if isinstance(self.attrs.get(name), Function):  # a function a decorator set on the class
+            return self.attrs[name]
         member = self.members.get(name)
         if member is not None:
             node = member.module.body[0].body.body[0]  # the def inside its `class _:` line
