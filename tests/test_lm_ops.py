@@ -119,7 +119,9 @@ OP_CASES = [
                    "offs = torch.cumsum(torch.histc(ids.float(), bins=16, min=0, max=15), dim=0, dtype=torch.int32)",
                    "rows = h.reshape(-1, 16)[perm // 2]"),
             init=("self.w = nn.Parameter(torch.randn(16, 16, 16))",)),
-    op_case("sort-method", "h.sort(dim=1, descending=True)[0] + torch.sort(h)[0]"),
+    op_case("sort-method", "h.sort(dim=1, descending=True)[0] + torch.sort(h).values"),
+    # torch.return_types: the values and indices by name (DeepSeek's group scores)
+    op_case("max-values-by-name", "h.max(dim=-1, keepdim=True).values * torch.topk(h, 2).values.sum(-1, True)"),
     op_case("all-ones-mask-known", "h * 2 if m.sum() == m.numel() and m.all() else h",
             setup=("m = torch.ones(2, 8).to(dtype=torch.bool)",)),
     op_case("zeros-mask-known", "h * 2 if torch.any(m.bool()) or m.sum() > 0 else h",

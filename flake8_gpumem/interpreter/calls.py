@@ -32,7 +32,7 @@ SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
           "torch._C._log_api_usage_once", "torch._assert", "torch.fx.wrap",
-          "torch.utils._pytree.register_pytree_node")
+          "torch.utils._pytree.register_pytree_node", "torch._dynamo.mark_static_address")
 # Library functions not run, by qualified name, and what they return in an eager training step on
 # the machine modelled (PyTorch on a CUDA GPU), not on the machine gpumem runs on: weight
 # initialisation writes values in place and sizes nothing (as torch.nn.init's functions, which it

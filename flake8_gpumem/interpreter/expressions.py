@@ -13,7 +13,8 @@ import types
 import libcst as cst
 
 from .. import catalogue
-from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Tensor, Unresolved
+from ..values import (COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Raised, Tensor,
+                      Unresolved)
 from . import regex
 from .imports import Namespace
 from .objects import (MAPPING_MIXINS, MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin, Class, Function,
@@ -402,7 +403,19 @@ class Expressions:
             if name == "format":
                 _check_format(obj, node)
             return Builtin(getattr(obj, name), name)
+        if isinstance(obj, Builtin) and obj.fn is dict and name == "fromkeys":  # dict.fromkeys(layer_ids, value)
+            return Builtin(dict.fromkeys, name)
+        if isinstance(obj, Instance) and self.read_whole(obj.cls):  # `except AttributeError:` catches it
+            raise Raised(f"'{obj.cls.name}' object has no attribute '{name}'", node, AttributeError)
         raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
+
+    def read_whole(self, cls: Class) -> bool:
+        """Whether gpumem reads every class an object of `cls` takes attributes from: its bases all
+        classes it reads (or `object`), none with a `__getattr__`. Then a name none binds is
+        missing, as Python says with an AttributeError."""
+        return cls.method(self, "__getattr__") is None and all(
+            isinstance(b, Class) or isinstance(b, Builtin) and b.name == "object"
+            for c in self.mro(cls) for b in self.bases(c))
 
 
 NAME_CHARS = re.compile(r"[A-Za-z0-9_]*")  # the string constants Python's compiler interns
