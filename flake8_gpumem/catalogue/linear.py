@@ -96,9 +96,11 @@ def grouped_mm_shape(a: Args):
     elif x.ndim == 3 and w.ndim == 3 and a.offs is None and x.shape[0] == w.shape[0]:
         shape = (x.shape[0], x.shape[1], w.shape[2])
     else:
-        raise Unresolved(f"grouped_mm of {fmt(x.shape)} and {fmt(w.shape)} is not read (offs given: {a.offs is not None})")
+        raise Unresolved(f"grouped_mm of {fmt(x.shape)} and {fmt(w.shape)} is not read "
+                         f"(offs given: {a.offs is not None})")
     if x.shape[-1] != w.shape[1]:
-        raise ShapeError(f"grouped_mm of {fmt(x.shape)} and {fmt(w.shape)}: inner sizes {x.shape[-1]} and {w.shape[1]} differ")
+        raise ShapeError(f"grouped_mm of {fmt(x.shape)} and {fmt(w.shape)}: inner sizes {x.shape[-1]} and "
+                         f"{w.shape[1]} differ")
     return Tensor(shape, a.out_dtype or x.dtype)
 
 

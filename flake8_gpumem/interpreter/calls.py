@@ -354,6 +354,8 @@ class Calls:
             return Q("torch.device")  # where the step runs: placement sizes nothing
         if path == "torch.is_grad_enabled":
             return self.grad_enabled
+        if path == "torch.is_autocast_enabled":  # AMP as the settings model it (any device type asked)
+            return self.autocast is not None
         if path == "torch.unique" and args and isinstance(args[0], Tensor):
             return numbers.unique(*args, **kwargs)
         if path == "torch.get_default_dtype":
