@@ -49,6 +49,7 @@ NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": Non
            # it logs a warning where the batch holds the padding token: a question of the data
            "transformers.modeling_utils.PreTrainedModel.warn_if_padding_and_no_attention_mask": None,
            HF + "is_tracing": False, HF + "is_torch_available": True, HF + "is_torch_flex_attn_available": True,
+           HF + "get_torch_version": catalogue.TORCH_VERSION,  # the PyTorch modelled, as torch.__version__
            **{f"{HF}is_torch_{chip}_available": False
               for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore", "mps")}}
 # Calls that read weights from a file or the network at run time: a Loaded, never read
