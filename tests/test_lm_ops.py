@@ -131,6 +131,8 @@ OP_CASES = [
     op_case("logical", "h * torch.logical_or(h > 0, h < -1) + h * (h > 1).logical_not() * (h > 0).logical_and(h < 1)"),
     op_case("scatter_-mask", "h.masked_fill(~m.bool(), 0.0) + torch.clone(h) * h.clone()",
             setup=("m = torch.zeros(2, 8, 16)", "m.scatter_(2, torch.topk(h, 4)[1], 1)")),
+    op_case("solve_triangular", "torch.linalg.solve_triangular(a, h, upper=False, unitriangular=True)",
+            setup=("a = torch.tril(h[:, :, :8] * 0.1, -1) + torch.eye(8)",)),
     op_case("normal-parameter", "h * self.w", init=("self.w = nn.Parameter(torch.normal(0, 0.1, size=(16,)))",)),
     op_case("all-ones-mask-known", "h * 2 if m.sum() == m.numel() and m.all() else h",
             setup=("m = torch.ones(2, 8).to(dtype=torch.bool)",)),

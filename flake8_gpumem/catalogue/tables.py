@@ -228,6 +228,11 @@ FUNCTIONS: dict[str, Op] = {
     "torch.nn.functional.grouped_mm": Op("mat_a, mat_b, *, offs=None, bias=None, out_dtype=None", grouped_mm_shape,
                                          saves=lambda a, out: addmm_saves(Args(mat1=a.mat_a, mat2=a.mat_b), out)
                                          + [t for t in (a.offs,) if isinstance(t, Tensor)]),
+    # A X = B for a triangular A (gated delta-rule attention): X in B's shape, batch dims broadcast;
+    # backward keeps A and X
+    "torch.linalg.solve_triangular": Op("A, B, *, upper, left=True, unitriangular=False, out=None",
+                                        lambda a: broadcast(a.A.like(a.A.shape[:-2] + (1, 1)), a.B),
+                                        saves=lambda a, out: [a.A, out]),
     "torch.logsumexp": Op("input, dim, keepdim=False, out=None", reduce_shape, saves=lambda a, out: [a.input, out]),
     # the input with the rows the index names: backward adds the gradient back by the index
     "torch.index_select": Op("input, dim, index, out=None", index_select_shape, saves=lambda a, out: [a.index]),
