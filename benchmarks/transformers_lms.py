@@ -50,6 +50,24 @@ SIZES = {  # the usual size keys of transformers' configs, at the small size
     "moe_intermediate_size": 64,
     "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,  # token ids inside the small vocabulary
 }
+# hybrids: their default layer pattern cut to 2 layers may hold no attention layer (transformers
+# then refuses); a small pattern with each kind of layer, in the keys each config reads
+HYBRID = {
+    "bamba": {"attn_layer_indices": [1]},
+    "bailing_hybrid": {"layer_types": ["linear_attention", "full_attention"], "mlp_layer_types": ["dense", "sparse"]},
+    "gemma3n_text": {"layer_types": ["sliding_attention", "full_attention"], "num_kv_shared_layers": 0},
+    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
+    "kimi_linear": {"layer_types": ["linear_attention", "full_attention"], "mlp_layer_types": ["dense", "sparse"]},
+    "lfm3": {"layer_types": ["conv", "full_attention"]},
+    "qwen3_5_text": {"layer_types": ["linear_attention", "full_attention"]},
+    "qwen3_5_moe_text": {"layer_types": ["linear_attention", "full_attention"]},
+    "qwen3_next": {"layer_types": ["linear_attention", "full_attention"]},
+    "qwen4_exp_text": {"layer_types": ["linear_attention", "indexed_attention"]},
+    "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
+    "zamba": {"layers_block_type": ["linear_attention", "hybrid"]},
+    "zamba2": {"layers_block_type": ["linear_attention", "hybrid"]},
+}
 BATCH, SEQ = 2, 16
 
 
@@ -92,7 +110,7 @@ def one(model_type: str, class_name: str, transformers, peak: bool) -> tuple[str
 
     config_name = CONFIG_MAPPING_NAMES[model_type]
     config_cls, model_cls = getattr(transformers, config_name), getattr(transformers, class_name)
-    kwargs = small_kwargs(config_cls)
+    kwargs = {**small_kwargs(config_cls), **HYBRID.get(model_type, {})}
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     torch_oracle.torch.manual_seed(0)
     try:

@@ -49,6 +49,7 @@ def test_op_matches_torch(case):
     ("convnext.py", "Stage", lambda ns: ns["Stage"](), (4, 3, 32, 32), "float32"),
     ("convnext.py", "Stage(rand=True)", lambda ns: ns["Stage"](rand=True), (4, 3, 32, 32), "float32"),
     ("tab_transformer.py", "TabTransformer", lambda ns: ns["TabTransformer"](), (8, 4), "int64"),
+    ("decorated_experts.py", "model", lambda ns: ns["model"], (4, 16), "float32"),
 ])
 def test_a_fresh_model_file_matches_a_training_step(file, model, build, shape, input_dtype):
     """Parameters (the tab-transformer's head is sized from the offsets' values), every leaf call's

@@ -112,6 +112,28 @@ OP_CASES = [
     # BERT's token-type ids: a buffer gathered at the positions; a gradient through gather too
     op_case("gather", "torch.gather(h, 1, i) + h.gather(dim=-1, index=i.flip(-1))",
             setup=("i = torch.arange(8).repeat(2).expand(2, 8, 16)",)),
+    # transformers' grouped mixture of experts: token-expert pairs sorted by expert, counted per
+    # expert, each group times its expert's weight; the shapes do not depend on the routing
+    op_case("moe-grouped_mm", "F.grouped_mm(rows, self.w, offs=offs) + (h.reshape(-1, 16) % 3).sum()",
+            setup=("ids, perm = torch.sort(torch.topk(h, 2, dim=-1)[1].reshape(-1))",
+                   "offs = torch.cumsum(torch.histc(ids.float(), bins=16, min=0, max=15), dim=0, dtype=torch.int32)",
+                   "rows = h.reshape(-1, 16)[perm // 2]"),
+            init=("self.w = nn.Parameter(torch.randn(16, 16, 16))",)),
+    op_case("sort-method", "h.sort(dim=1, descending=True)[0] + torch.sort(h).values"),
+    # torch.return_types: the values and indices by name (DeepSeek's group scores)
+    op_case("max-values-by-name", "h.max(dim=-1, keepdim=True).values * torch.topk(h, 2).values.sum(-1, True)"),
+    # BLOOM's ALiBi scores; logsumexp; rows by index; masks combined; a mask scattered from top-k groups
+    op_case("baddbmm", "torch.baddbmm(h[:, :1], h, h.transpose(1, 2), beta=0.5, alpha=2.0) + b.baddbmm(h, h)",
+            setup=("b = torch.zeros(2, 8, 8)",), shape=(T, T)),
+    op_case("logsumexp", "h - torch.logsumexp(h, dim=-1, keepdim=True) + h.logsumexp((0, 2))[None, :, None]"),
+    op_case("index_select", "torch.index_select(h, 1, i) + h.index_select(-1, i.flip(0))[:, :, :8].sum()",
+            setup=("i = torch.arange(8).flip(0)",)),
+    op_case("logical", "h * torch.logical_or(h > 0, h < -1) + h * (h > 1).logical_not() * (h > 0).logical_and(h < 1)"),
+    op_case("scatter_-mask", "h.masked_fill(~m.bool(), 0.0) + torch.clone(h) * h.clone()",
+            setup=("m = torch.zeros(2, 8, 16)", "m.scatter_(2, torch.topk(h, 4)[1], 1)")),
+    op_case("solve_triangular", "torch.linalg.solve_triangular(a, h, upper=False, unitriangular=True)",
+            setup=("a = torch.tril(h[:, :, :8] * 0.1, -1) + torch.eye(8)",)),
+    op_case("normal-parameter", "h * self.w", init=("self.w = nn.Parameter(torch.normal(0, 0.1, size=(16,)))",)),
     op_case("all-ones-mask-known", "h * 2 if m.sum() == m.numel() and m.all() else h",
             setup=("m = torch.ones(2, 8).to(dtype=torch.bool)",)),
     op_case("zeros-mask-known", "h * 2 if torch.any(m.bool()) or m.sum() > 0 else h",

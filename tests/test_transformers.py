@@ -83,6 +83,10 @@ SMALL = {  # the issue's small size: 2 layers, hidden 64, vocabulary 1,000
     "gpt2": ("GPT2LMHeadModel", "GPT2Config", "n_layer=2, n_embd=64, n_head=2, vocab_size=1000"),
     "llama": ("LlamaForCausalLM", "LlamaConfig", "num_hidden_layers=2, hidden_size=64, intermediate_size=128, "
               "num_attention_heads=4, num_key_value_heads=2, vocab_size=1000"),
+    # mixture of experts: `@use_experts_implementation` sets the experts' forward to the grouped
+    # matmuls transformers picks by default, whose shapes do not depend on the routing
+    "mixtral": ("MixtralForCausalLM", "MixtralConfig", "num_hidden_layers=2, hidden_size=64, intermediate_size=128, "
+                "num_attention_heads=4, num_key_value_heads=2, vocab_size=1000, num_local_experts=4"),
     # classifiers: BERT on token ids, ViT on 32 x 32 images in patches of 8
     "bert": ("BertForSequenceClassification", "BertConfig", "num_hidden_layers=2, hidden_size=64, "
              "num_attention_heads=4, intermediate_size=128, vocab_size=1000"),
@@ -117,7 +121,7 @@ def _read_and_measure(tmp_path, key, extra="", build=BUILT):
 
 @pytest.mark.parametrize("key, extra, build", [
     ("gpt2", "", BUILT), ("llama", "", BUILT), ("llama", ', attn_implementation="eager"', BUILT),
-    ("bert", "", BUILT), ("vit", "", BUILT),
+    ("bert", "", BUILT), ("vit", "", BUILT), ("mixtral", "", BUILT),
     ("llama", "", "AutoModelForCausalLM.from_config({config}({args}))")])
 def test_a_transformers_model_is_read_exactly_and_its_step_peak_measured(tmp_path, key, extra, build):
     """SDPA by default, the attention written out where the config asks for "eager" (with

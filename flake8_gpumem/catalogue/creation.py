@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ..values import ShapeError, Tensor, Unresolved, dtype_arg
-from .core import Args, Op, ints
+from .core import Args, Op, broadcast, ints
 
 
 def one_hot_shape(a: Args):
@@ -115,6 +115,18 @@ def eye_shape(a: Args):
 
 def randint_shape(a: Args):
     return Tensor(tuple(a.size), dtype_arg(a.dtype, "int64"))
+
+
+def normal_shape(a: Args):
+    """torch.normal(mean, std, size=...): numbers and a size, a new float32 tensor of that size;
+    tensors of means or deviations, their broadcast shape."""
+    if a.size is not None:
+        ints(tuple(a.size), "size")
+        return Tensor(tuple(a.size), dtype_arg(a.dtype, "float32"))
+    tensors = [t for t in (a.mean, a.std) if isinstance(t, Tensor)]
+    if not tensors:
+        raise ShapeError("torch.normal of two numbers needs a size")
+    return broadcast(*tensors) if len(tensors) == 2 else tensors[0].like(tensors[0].shape)
 
 
 def like_shape(a: Args):

@@ -8,9 +8,14 @@ registered by name in tables.py.
 """
 from __future__ import annotations
 
+from collections import namedtuple
+
 from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, ShapeError, Tensor, Unresolved, dtype_arg
 from .core import (Args, Op, keeps_input, keeps_nothing, keeps_output, made_anyway, no_tensors, broadcast,
                    dim_index, promote)
+
+# what max/min along a dim, topk and sort return: a named tuple (torch.return_types), `.values` read by name
+ValuesIndices = namedtuple("ValuesIndices", "values indices")
 
 
 def _same(a: Args):
@@ -179,11 +184,22 @@ def _topk_shape(a: Args):
     x = a.input
     d = dim_index(a.dim, x.ndim)
     values = x.like(x.shape[:d] + (a.k,) + x.shape[d + 1:])
-    return values, values.like(values.shape, "int64")
+    return ValuesIndices(values, values.like(values.shape, "int64"))
 
 
 # topk's backward scatters the gradient through its indices
 TOPK = Op("input, k, dim=-1, largest=True, sorted=True, out=None", _topk_shape, saves=lambda a, out: [out[1]])
+
+
+def _sort_shape(a: Args):
+    dim_index(a.dim, a.input.ndim)
+    return ValuesIndices(a.input.like(a.input.shape), a.input.like(a.input.shape, "int64"))
+
+
+# sort: the values and their int64 indices, in the input's shape; backward scatters through the indices
+SORT = Op("input, dim=-1, descending=False, stable=False, *, out=None", _sort_shape, saves=lambda a, out: [out[1]])
+# histc: `bins` counts in the input's dtype; no gradient flows through counts
+HISTC = Op("input, bins=100, min=0, max=0, *, out=None", lambda a: Tensor((a.bins,), a.input.dtype, False))
 
 
 def reduce_shape(a: Args):
@@ -201,7 +217,7 @@ def _max_shape(a: Args):
     if isinstance(a.dim, Tensor):
         return broadcast(a.input, a.dim)
     values = reduce_shape(a)
-    return values if a.dim is None else (values, values.like(values.shape, "int64"))
+    return values if a.dim is None else ValuesIndices(values, values.like(values.shape, "int64"))
 
 
 REDUCE = Op("input, dim=None, keepdim=False, dtype=None, out=None", reduce_shape)
@@ -219,7 +235,9 @@ def _amax_shape(a: Args):
 # input, an int64 count and a quotient per result element
 REDUCE_KEEPS = Op("input, dim=(), keepdim=False, out=None", _amax_shape, saves=lambda a, out: [a.input, out],
                   backward_temp=lambda a: a.input.numel + _amax_shape(a).numel * (8 + DTYPE_BYTES[a.input.dtype]))
-MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape, saves=keeps_input)
+# along a dim backward scatters through the indices, as topk; otherwise it keeps the input
+MAX = Op("input, dim=None, keepdim=False, out=None", _max_shape,
+         saves=lambda a, out: [out.indices] if isinstance(out, ValuesIndices) else keeps_input(a, out))
 # var(dim, unbiased, keepdim) or var(dim, correction=, keepdim=): backward needs the input only
 VAR = Op("input, dim=None, unbiased=True, keepdim=False, *, correction=None, out=None", reduce_shape,
          saves=keeps_input)

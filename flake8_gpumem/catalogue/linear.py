@@ -86,6 +86,24 @@ def addmm_saves(a: Args, out) -> list:
     return [a.mat1] * a.mat2.requires_grad + [a.mat2] * a.mat1.requires_grad
 
 
+def grouped_mm_shape(a: Args):
+    """F.grouped_mm: a 2-d (S, K) input cut into groups by `offs`, each times its group's (K, N)
+    of a 3-d weight: (S, N) whichever group each row falls in (mixture-of-experts layers); two 3-d
+    operands are a bmm."""
+    x, w = a.mat_a, a.mat_b
+    if x.ndim == 2 and w.ndim == 3 and a.offs is not None:
+        shape = (x.shape[0], w.shape[2])
+    elif x.ndim == 3 and w.ndim == 3 and a.offs is None and x.shape[0] == w.shape[0]:
+        shape = (x.shape[0], x.shape[1], w.shape[2])
+    else:
+        raise Unresolved(f"grouped_mm of {fmt(x.shape)} and {fmt(w.shape)} is not read "
+                         f"(offs given: {a.offs is not None})")
+    if x.shape[-1] != w.shape[1]:
+        raise ShapeError(f"grouped_mm of {fmt(x.shape)} and {fmt(w.shape)}: inner sizes {x.shape[-1]} and "
+                         f"{w.shape[1]} differ")
+    return Tensor(shape, a.out_dtype or x.dtype)
+
+
 def matmul_shape(a: Args):
     x, y = a.input, a.other
     if x.ndim == 0 or y.ndim == 0:

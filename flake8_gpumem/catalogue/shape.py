@@ -307,3 +307,11 @@ def fpad_shape(a: Args):
     if len(a.pad) % 2 or len(a.pad) // 2 > a.input.ndim:
         raise ShapeError(f"F.pad needs (left, right) pairs for at most {a.input.ndim} dimensions, got {tuple(a.pad)}")
     return pad_to(a.input, a.pad)
+
+
+def index_select_shape(a: Args):
+    """index_select(input, dim, index): the input with `dim` as long as the 1-d index."""
+    d = dim_index(a.dim, a.input.ndim)
+    if a.index.ndim > 1:
+        raise ShapeError(f"index_select needs a 1-d index, not {fmt(a.index.shape)}")
+    return a.input.like(a.input.shape[:d] + (a.index.numel,) + a.input.shape[d + 1:])

@@ -14,26 +14,26 @@ from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
 from .creation import (CREATE, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
-                       meshgrid_shape, new_shape, one_hot_shape, randint_shape, tensor_shape)
+                       meshgrid_shape, new_shape, normal_shape, one_hot_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
-from .elementwise import (ALL, BERNOULLI, COMPARE, CUMPROD, CUMSUM, DIFF, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS,
-                          RELU, SOFTMAX, SOFTMAX_FN, SUM, TOPK, TRIANGLE, VAR, cast_shape, keeps_for_quotient,
-                          keeps_other_factor, polar_shape, pow_saves, prelu_shape, reduce_shape, softmax_fn, to_dtype,
-                          activation, binary, dropout, functional, unary)
+from .elementwise import (ALL, BERNOULLI, COMPARE, CUMPROD, CUMSUM, DIFF, HISTC, WHERE, MAX, PROD, REDUCE,
+                          REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, SORT, SUM, TOPK, TRIANGLE, VAR, cast_shape,
+                          keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves, prelu_shape, reduce_shape,
+                          softmax_fn, to_dtype, activation, binary, dropout, functional, unary)
 from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape,
-                     embedding_shape, linear_bias_copy, linear_fn_shape, linear_saves, linear_shape, matmul_saves,
-                     matmul_shape, outer_shape)
+                     embedding_shape, grouped_mm_shape, linear_bias_copy, linear_fn_shape, linear_saves, linear_shape,
+                     matmul_saves, matmul_shape, outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
 from .normalisation import (batch_norm_saves, group_norm_fn_shape, group_norm_saves, group_norm_shape,
                             layer_norm_params, layer_norm_saves, layer_norm_shape, rms_norm, affine, batch_norm,
                             instance_norm)
 from .pooling import adaptive, functional_pool, pool
 from .recurrent import RNN_LAYER
-from .shape import (CAT, INTERPOLATE, chunk_shape, tile_shape, expand_shape, flatten_shape, fpad_shape, narrow_shape,
-                    permute_shape, pixel_shuffle_shape, pixel_unshuffle_shape, repeat_interleave_shape,
-                    repeat_shape, reshape_shape, size_value, split_shape, squeeze_shape, stack_shape, t_shape,
-                    transpose_shape, unbind_shape, unflatten_shape, unfold_shape, unsqueeze_shape, upsample_sizes,
-                    view_as_complex_shape, view_as_real_shape, view_as_shape, view_shape, pad)
+from .shape import (CAT, INTERPOLATE, chunk_shape, index_select_shape, tile_shape, expand_shape, flatten_shape,
+                    fpad_shape, narrow_shape, permute_shape, pixel_shuffle_shape, pixel_unshuffle_shape,
+                    repeat_interleave_shape, repeat_shape, reshape_shape, size_value, split_shape, squeeze_shape,
+                    stack_shape, t_shape, transpose_shape, unbind_shape, unflatten_shape, unfold_shape, unsqueeze_shape,
+                    upsample_sizes, view_as_complex_shape, view_as_real_shape, view_as_shape, view_shape, pad)
 
 
 MODULES: dict[str, Op] = {
@@ -139,7 +139,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.pow": Op("input, exponent", lambda a: broadcast(a.input, a.exponent), saves=pow_saves),
     "torch.neg": unary(keeps_nothing), "torch.negative": unary(keeps_nothing),
     "torch.cos": unary(), "torch.sin": unary(), "torch.rsqrt": unary(keeps_output),
-    "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK,
+    "torch.tril": TRIANGLE, "torch.triu": TRIANGLE, "torch.topk": TOPK, "torch.sort": SORT, "torch.histc": HISTC,
     # one rule, an op each: numbers.py computes their values apart; torch.greater is gt's other name
     **{f"torch.{f}": replace(COMPARE) for f in ("eq", "ne", "lt", "le", "gt", "ge")},
     "torch.greater": replace(COMPARE),
@@ -205,9 +205,11 @@ FUNCTIONS: dict[str, Op] = {
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", pixel_shuffle_shape),
     "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", pixel_unshuffle_shape),
     "torch.flatten": Op("input, start_dim=0, end_dim=-1", flatten_shape, grad="alias"),
+    "torch.clone": Op("input, memory_format=None", lambda a: a.input.like(a.input.shape)),
     "torch.cat": CAT, "torch.concat": CAT, "torch.concatenate": CAT,
     "torch.stack": Op("tensors, dim=0, out=None", stack_shape, grad="alias"),
     "torch.add": binary(grad="alias"), "torch.sub": binary(),
+    "torch.floor_divide": binary(), "torch.remainder": binary(),  # x // n, x % n: backward keeps nothing
     "torch.addcmul": Op("input, tensor1, tensor2, *, value=1, out=None",  # input + value * tensor1 * tensor2
                         lambda a: broadcast(broadcast(a.input, a.tensor1), a.tensor2),
                         saves=lambda a, out: [t for t in (a.tensor1, a.tensor2) if isinstance(t, Tensor)]),
@@ -215,9 +217,28 @@ FUNCTIONS: dict[str, Op] = {
     "torch.divide": DIVISION,
     "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves),
     "torch.addmm": Op("input, mat1, mat2, beta=1, alpha=1, out=None", addmm_shape, saves=addmm_saves),
+    # input * beta + batch1 @ batch2 * alpha (BLOOM's ALiBi scores): each batch where the other needs its gradient
+    "torch.baddbmm": Op("input, batch1, batch2, *, beta=1, alpha=1, out=None",
+                        lambda a: broadcast(a.input, matmul_shape(Args(input=a.batch1, other=a.batch2))),
+                        saves=lambda a, out: addmm_saves(Args(mat1=a.batch1, mat2=a.batch2), out)),
     "torch.einsum": Op("equation, *operands", einsum_shape, saves=einsum_saves),
     "torch.bmm": Op("input, mat2, out=None", lambda a: matmul_shape(Args(input=a.input, other=a.mat2)),
                     saves=lambda a, out: [a.input, a.mat2]),
+    # each operand where the other needs its gradient, as mm, and the group offsets
+    "torch.nn.functional.grouped_mm": Op("mat_a, mat_b, *, offs=None, bias=None, out_dtype=None", grouped_mm_shape,
+                                         saves=lambda a, out: addmm_saves(Args(mat1=a.mat_a, mat2=a.mat_b), out)
+                                         + [t for t in (a.offs,) if isinstance(t, Tensor)]),
+    # A X = B for a triangular A (gated delta-rule attention): X in B's shape, batch dims broadcast;
+    # backward keeps A and X
+    "torch.linalg.solve_triangular": Op("A, B, *, upper, left=True, unitriangular=False, out=None",
+                                        lambda a: broadcast(a.A.like(a.A.shape[:-2] + (1, 1)), a.B),
+                                        saves=lambda a, out: [a.A, out]),
+    "torch.logsumexp": Op("input, dim, keepdim=False, out=None", reduce_shape, saves=lambda a, out: [a.input, out]),
+    # the input with the rows the index names: backward adds the gradient back by the index
+    "torch.index_select": Op("input, dim, index, out=None", index_select_shape, saves=lambda a, out: [a.index]),
+    **{f"torch.logical_{f}": Op("input, other, out=None", lambda a: broadcast(a.input, a.other).astype("bool"),
+                                grad="none") for f in ("and", "or", "xor")},
+    "torch.logical_not": Op("input, out=None", lambda a: a.input.like(a.input.shape, "bool"), grad="none"),
     "torch.mean": REDUCE, "torch.sum": SUM, "torch.amax": REDUCE_KEEPS, "torch.amin": REDUCE_KEEPS,
     "torch.max": MAX, "torch.min": replace(MAX),  # one rule, two ops: numbers.py tells them apart
     "torch.transpose": Op("input, dim0, dim1", transpose_shape, grad="alias"),
@@ -251,6 +272,8 @@ FUNCTIONS: dict[str, Op] = {
     # a new tensor shaped like its input: no gradient flows back to the input
     **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", like_shape,
                         grad="none") for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
+    "torch.normal": Op("mean, std=1.0, size=None, *, generator=None, out=None, dtype=None, layout=None, device=None, "
+                       "pin_memory=False, requires_grad=False", normal_shape),
     "torch.randint": Op("low, high, size, dtype=None, device=None, generator=None, requires_grad=False",
                         randint_shape),
     "torch.arange": Op("start, end=None, step=1, out=None, dtype=None, layout=None, device=None, "
@@ -280,7 +303,9 @@ METHODS: dict[str, Op] = {
                                                        "cos", "sin", "rsqrt", "tril", "triu", "topk", "eq", "ne",
                                                        "lt", "le", "gt", "ge", "outer", "repeat_interleave", "narrow",
                                                        "prod", "cumsum", "cumprod", "bernoulli", "var", "norm",
-                                                       "gather")},
+                                                       "gather", "sort", "histc", "baddbmm", "logsumexp",
+                                                       "index_select", "logical_and", "logical_or", "logical_xor",
+                                                       "logical_not")},
     "unfold": Op("input, dimension, size, step", unfold_shape),  # a view; backward makes the input's gradient
     "view": Op("input, *shape", view_shape, grad="alias"),
     "view_as": Op("input, other", view_as_shape, grad="alias"),
@@ -297,7 +322,12 @@ METHODS: dict[str, Op] = {
     "contiguous": Op("input, memory_format=None",
                      lambda a: a.input if a.input.contiguous else Tensor(a.input.shape, a.input.dtype)),
     "detach": Op("input", lambda a: Tensor(a.input.shape, a.input.dtype, False, base=a.input), grad="none"),
-    "clone": Op("input, memory_format=None", lambda a: a.input.like(a.input.shape)),
+    "clone": FUNCTIONS["torch.clone"],
+    # the index's places written over (a mask built from top-k groups): backward keeps the index
+    "scatter_": Op("input, dim, index, src=None, value=None, *, reduce=None", lambda a: a.input.rewritten(),
+                   saves=lambda a, out: [a.index]),
+    "scatter": Op("input, dim, index, src=None, value=None, *, reduce=None", lambda a: a.input.like(a.input.shape),
+                  saves=lambda a, out: [a.index]),
     "to": Op("input, *args, **kwargs", cast_shape),
     "cuda": Op("input, *args, **kwargs", cast_shape),
     "cpu": Op("input, *args, **kwargs", cast_shape),

@@ -21,7 +21,7 @@ from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind
 from ..values import AnalysisError, Tensor, Unresolved
 from . import numbers, regex
-from .imports import followed
+from .imports import Namespace, followed
 from .pretrained import PRETRAINED
 from .objects import (AUTOGRAD_APPLY, BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS,
                       Bound, Buffer, Builtin, Class, Distributed, Field, Function, Instance, Loaded, Module,
@@ -33,7 +33,7 @@ SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "
 # Calls that change nothing a shape or the memory depends on: initialisation, seeding, logging.
 NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "warnings.", "logging.",
           "torch._C._log_api_usage_once", "torch._assert", "torch.fx.wrap",
-          "torch.utils._pytree.register_pytree_node")
+          "torch.utils._pytree.register_pytree_node", "torch._dynamo.mark_static_address")
 # Library functions not run, by qualified name, and what they return in an eager training step on
 # the machine modelled (PyTorch on a CUDA GPU), not on the machine gpumem runs on: weight
 # initialisation writes values in place and sizes nothing (as torch.nn.init's functions, which it
@@ -42,12 +42,16 @@ NO_OPS = ("torch.nn.init.", "torch.manual_seed", "torch.random.manual_seed", "wa
 # Functions that write a function's or class's docstring and return it: not run
 DOCUMENTING = frozenset({"transformers.utils.auto_docstring.auto_docstring",
                          "transformers.models.auto.auto_factory.auto_class_update"})
+# Class decorators that add checks of the values a dataclass is given and return the class: not
+# run, as they size nothing (huggingface_hub's `@strict` on transformers' configs)
+CHECKING = frozenset({"huggingface_hub.dataclasses.strict"})
 HF = "transformers.utils.import_utils."
 DIFFUSERS = "diffusers.utils.import_utils."
 NOT_RUN = {"transformers.modeling_utils.PreTrainedModel.initialize_weights": None,
            # it logs a warning where the batch holds the padding token: a question of the data
            "transformers.modeling_utils.PreTrainedModel.warn_if_padding_and_no_attention_mask": None,
            HF + "is_tracing": False, HF + "is_torch_available": True, HF + "is_torch_flex_attn_available": True,
+           HF + "get_torch_version": catalogue.TORCH_VERSION,  # the PyTorch modelled, as torch.__version__
            **{f"{HF}is_torch_{chip}_available": False
               for chip in ("npu", "xpu", "mlu", "hpu", "musa", "neuroncore", "mps")},
            # diffusers' probes; its PEFT backend only rescales LoRA layers, which change no size
@@ -249,21 +253,22 @@ class Calls:
             self.depth -= 1
             self.in_foreign, self.segment = caller_in_foreign, caller_segment
 
-    def decorate(self, func: Function):
-        """What a `def` binds: the function its decorators return, each read like any call, the
-        innermost first (torchvision's `@handle_legacy_interface` turns `pretrained=True` into
-        `weights=...`). A decorator of code gpumem does not read (torch.jit.script, torch.no_grad(),
-        functools.lru_cache) gives the function back, as one that compiles, caches or sets a mode
-        does, functools.wraps excepted; and so does one whose reading stops (timm's
-        `@register_model` looks its caller up in sys.modules): the function as written, as a
-        decorator that only registers it returns it."""
+    def decorate(self, func: Function | Class):
+        """What a `def` or `class` binds: the function or class its decorators return, each read
+        like any call, the innermost first (torchvision's `@handle_legacy_interface` turns
+        `pretrained=True` into `weights=...`; transformers' `@use_experts_implementation` sets the
+        class's `forward`). A decorator of code gpumem does not read (torch.jit.script,
+        torch.no_grad(), functools.lru_cache, dataclasses.dataclass) gives it back, as one that
+        compiles, caches or sets a mode does, functools.wraps excepted; and so does one whose
+        reading stops (timm's `@register_model` looks its caller up in sys.modules): the function
+        as written, as a decorator that only registers it returns it."""
         value = func
         for decorator in reversed(func.node.decorators):
             expr = decorator.decorator
             try:
                 callee = self.eval(expr.func if type(expr) is cst.Call else expr, func.scope)
                 if isinstance(callee, Q) and canonical(callee.path) != "functools.wraps" or qualified(
-                        callee) in DOCUMENTING:
+                        callee) in DOCUMENTING | CHECKING:
                     continue
                 if type(expr) is cst.Call:
                     args, kwargs = self._arguments(expr, func.scope)
@@ -375,6 +380,8 @@ class Calls:
             return Q("torch.device")  # where the step runs: placement sizes nothing
         if path == "torch.is_grad_enabled":
             return self.grad_enabled
+        if path == "torch.is_autocast_enabled":  # AMP as the settings model it (any device type asked)
+            return self.autocast is not None
         if path == "torch.unique" and args and isinstance(args[0], Tensor):
             return numbers.unique(*args, **kwargs)
         if path == "torch.get_default_dtype":
@@ -407,6 +414,9 @@ class Calls:
         if path == "inspect.signature" and args and isinstance(args[0], Bound) and isinstance(args[0].func, Function):
             full = self.signature(args[0].func)  # a bound method: without its first parameter, as Python shows it
             return full.replace(parameters=list(full.parameters.values())[1:])
+        if path == "inspect.getsource" and args and isinstance(args[0], Namespace) and self.resolver.source(
+                args[0].name):
+            return self.resolver.source(args[0].name).read_text(encoding="utf-8")  # transformers looks for decorators
         if path == "dataclasses.field":
             given = [kwargs.get(k) for k in ("default", "default_factory")]  # dataclasses.MISSING: not given
             return Field(*(None if isinstance(v, Q) and v.path == "dataclasses.MISSING" else v for v in given))

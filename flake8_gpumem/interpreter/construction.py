@@ -68,6 +68,9 @@ class Construction:
         if isinstance(obj, OrderedDict):
             vars(obj)[name] = value
             return
+        if isinstance(obj, Class):  # a class decorator's `cls.forward = forward`, a cached flag
+            obj.attrs[name] = value
+            return
         if isinstance(obj, Tensor) and name == "requires_grad":  # for p in model.parameters(): p.requires_grad = False
             self.set_requires_grad(obj, value, node)
             return
@@ -239,9 +242,10 @@ class Construction:
         which records the arguments in the object's config before running it)."""
         if not method.node.decorators:
             return self.call_function(method, args, kwargs, node)
-        if id(method.node) not in self.decorated:
-            self.decorated[id(method.node)] = self.decorate(method)
-        wrapped = self.decorated[id(method.node)]
+        key = id(method.node), id(method.scope)  # one def a class decorator sets on several classes
+        if key not in self.decorated:
+            self.decorated[key] = self.decorate(method)
+        wrapped = self.decorated[key]
         if wrapped is method:
             return self.call_function(method, args, kwargs, node)
         return self.call(wrapped, args, kwargs, node)

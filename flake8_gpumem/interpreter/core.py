@@ -45,7 +45,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
         self.region: int | None = None  # the checkpointed call running now
         self.regions = 0
         self.recomputed: frozenset = frozenset()  # ids of with-blocks read as checkpointed (custom_function)
-        self.decorated: dict = {}  # id(a method's def node) -> what its decorators make of it
+        self.decorated: dict = {}  # ids of a method's def node and scope -> what its decorators make of it
 
     @property
     def torch_scope(self) -> Scope:

@@ -13,7 +13,8 @@ import types
 import libcst as cst
 
 from .. import catalogue
-from ..values import COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Tensor, Unresolved
+from ..values import (COMPLEX_DTYPES, DTYPE_BYTES, FLOAT_DTYPES, TORCH_DTYPES, AnalysisError, Raised, Tensor,
+                      Unresolved)
 from . import numbers, regex
 from .imports import Namespace
 from .objects import (AUTOGRAD_APPLY, MAPPING_MIXINS, MAX_INT_BITS, MAX_LOOP, MAX_STEPS, MISSING, Bound, Builtin,
@@ -24,7 +25,7 @@ WIDE_FORMAT = re.compile(r"[%:.][-+ #0<>^=,_]*\d{5,}")  # '%0999999999d': a widt
 # methods of numbers, strings and tuples that compute a value from it (no string longer than its parts)
 VALUE_METHODS = ("real", "upper", "lower", "format", "join", "startswith", "endswith", "split", "rsplit", "index",
                  "count", "replace", "strip", "lstrip", "rstrip", "partition", "rpartition", "isdigit", "is_integer",
-                 "removeprefix", "removesuffix", "title", "capitalize", "find")
+                 "removeprefix", "removesuffix", "title", "capitalize", "find", "zfill")
 LIST_METHODS = ("tolist", "append", "extend", "insert", "pop", "index", "count", "copy", "reverse",
                 "items", "keys", "values", "get", "update", "setdefault")
 SET_METHODS = ("add", "update", "discard", "remove", "union", "intersection", "difference", "copy", "issubset")
@@ -45,7 +46,9 @@ TENSOR_BINOPS = {cst.Add: ("add", "+", "torch.add"), cst.Subtract: ("sub", "-", 
                  cst.Multiply: ("mul", "*", "torch.mul"), cst.Divide: ("div", "/", "torch.div"),
                  cst.MatrixMultiply: ("matmul", "@", "torch.matmul"), cst.Power: ("pow", "**", "torch.pow"),
                  cst.BitAnd: ("bitwise_and", "&", "torch.bitwise_and"),
-                 cst.BitOr: ("bitwise_or", "|", "torch.bitwise_or")}
+                 cst.BitOr: ("bitwise_or", "|", "torch.bitwise_or"),
+                 cst.FloorDivide: ("floor_divide", "//", "torch.floor_divide"),
+                 cst.Modulo: ("remainder", "%", "torch.remainder")}
 # x > 0: the catalogue entry of a tensor comparison
 TENSOR_COMPARE = {cst.Equal: "torch.eq", cst.NotEqual: "torch.ne", cst.LessThan: "torch.lt",
                   cst.LessThanEqual: "torch.le", cst.GreaterThan: "torch.gt", cst.GreaterThanEqual: "torch.ge"}
@@ -279,6 +282,8 @@ class Expressions:
                 return self.call_function(method, [obj], {}, node)
             return Bound(obj, method)
         for c in self.mro(cls):
+            if name in c.attrs:
+                return c.attrs[name]
             value = c.body_value(name)
             if value is not None:
                 member = self.enum_member(c, name)
@@ -322,8 +327,8 @@ class Expressions:
                 return catalogue.TORCH_VERSION  # the PyTorch gpumem models
             if obj.path == "os" and name == "environ":
                 return {}  # the code's defaults, not this machine's environment
-            if obj.path == "sys" and name == "modules":
-                return {}  # gpumem imports nothing: no module is loaded
+            if obj.path == "sys" and name == "modules":  # the modules read so far, as imports loaded them
+                return {n: ns for n, ns in self.resolver.modules.items() if ns is not None}
             return Q(f"{obj.path}.{name}")
         if isinstance(obj, Module):
             return self._module_attr(obj, name, node)
@@ -403,7 +408,19 @@ class Expressions:
             return Builtin(getattr(obj, name), name)
         if isinstance(obj, Class) and name == "apply" and self.autograd_function(obj):
             return Partial(Q(AUTOGRAD_APPLY), [obj], {})
+        if isinstance(obj, Builtin) and obj.fn is dict and name == "fromkeys":  # dict.fromkeys(layer_ids, value)
+            return Builtin(dict.fromkeys, name)
+        if isinstance(obj, Instance) and self.read_whole(obj.cls):  # `except AttributeError:` catches it
+            raise Raised(f"'{obj.cls.name}' object has no attribute '{name}'", node, AttributeError)
         raise Unresolved(f"attribute '{name}' of {type(obj).__name__} is not known", node)
+
+    def read_whole(self, cls: Class) -> bool:
+        """Whether gpumem reads every class an object of `cls` takes attributes from: its bases all
+        classes it reads (or `object`), none with a `__getattr__`. Then a name none binds is
+        missing, as Python says with an AttributeError."""
+        return cls.method(self, "__getattr__") is None and all(
+            isinstance(b, Class) or isinstance(b, Builtin) and b.name == "object"
+            for c in self.mro(cls) for b in self.bases(c))
 
 
 NAME_CHARS = re.compile(r"[A-Za-z0-9_]*")  # the string constants Python's compiler interns

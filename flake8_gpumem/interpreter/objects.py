@@ -125,6 +125,7 @@ class Class:
     enum_members: dict = field(default_factory=dict)  # a plain Enum's members by name, each made once
     previous: object = None  # the statement that bound its name before, which its bases may name (a subclass
     # under its base's name: diffusers' deprecated `class Transformer2DModelOutput(Transformer2DModelOutput)`)
+    attrs: dict = field(default_factory=dict)  # set on the class after its body ran (`cls.forward = ...`)
 
     def __repr__(self) -> str:
         return f"<class '{self.name}'>"
@@ -164,11 +165,13 @@ class Class:
 
     def defines(self, name: str) -> bool:
         """Whether its own body defines the method `name`."""
-        return name in self.members or any(
+        return name in self.members or isinstance(self.attrs.get(name), Function) or any(
             isinstance(stmt, cst.FunctionDef) and stmt.name.value == name for stmt in self.node.body.body)
 
     def method(self, interp, name: str):
         """Look a method up along the in-file base classes (`interp.bases` resolves them)."""
+        if isinstance(self.attrs.get(name), Function):  # a function a decorator set on the class
+            return self.attrs[name]
         member = self.members.get(name)
         if member is not None:
             node = member.module.body[0].body.body[0]  # the def inside its `class _:` line

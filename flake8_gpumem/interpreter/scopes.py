@@ -24,9 +24,10 @@ class Rebinding:
 
 @dataclass(eq=False)
 class Decorated:
-    """A module-level `def` under decorators: what they return, worked out when the name is used."""
+    """A module-level `def` or `class` under decorators: what they return, worked out when the name
+    is used."""
 
-    function: Function
+    function: Function | Class
 
 
 def _parse_into(segment: Segment, scope: Scope) -> None:
@@ -67,16 +68,14 @@ def _declare(stmt, scope: Scope, into: Scope, segment: Segment | None = None, me
                 into.thunks[small.target.value] = small.value
             elif isinstance(small, cst.AugAssign) and isinstance(small.target, cst.Name):
                 into.thunks[small.target.value] = small
-    elif isinstance(stmt, cst.ClassDef):
-        into.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment, members or {})
-        into.thunks.pop(stmt.name.value, None)
-    elif isinstance(stmt, cst.FunctionDef):
-        function = Function(stmt, scope, stmt.name.value, segment=segment)
+    elif isinstance(stmt, (cst.ClassDef, cst.FunctionDef)):
+        made = Class(stmt, scope, stmt.name.value, segment, members or {}) if isinstance(stmt, cst.ClassDef) else (
+            Function(stmt, scope, stmt.name.value, segment=segment))
         if stmt.decorators:
-            into.thunks[stmt.name.value] = Decorated(function)
+            into.thunks[stmt.name.value] = Decorated(made)
             into.vars.pop(stmt.name.value, None)
         else:
-            into.vars[stmt.name.value] = function
+            into.vars[stmt.name.value] = made
             into.thunks.pop(stmt.name.value, None)
     elif isinstance(stmt, (cst.Try, cst.If)):  # `try: import x except ImportError: ...` and guarded imports
         orelse = stmt.orelse.body.body if isinstance(stmt, cst.Try) and stmt.orelse is not None else ()

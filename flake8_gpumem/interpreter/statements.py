@@ -77,7 +77,8 @@ class Statements:
 
     def _define(self, stmt, scope: Scope) -> None:
         if type(stmt) is cst.ClassDef:
-            scope.vars[stmt.name.value] = Class(stmt, scope, stmt.name.value, segment=self.segment)
+            cls = Class(stmt, scope, stmt.name.value, segment=self.segment)
+            scope.vars[stmt.name.value] = self.decorate(cls) if stmt.decorators else cls
             return
         function = Function(stmt, scope, stmt.name.value, segment=self.segment)
         scope.vars[stmt.name.value] = self.decorate(function) if stmt.decorators else function
