@@ -188,9 +188,9 @@ def main() -> None:
         result = out["outcome"] + (f" ({reason(out['detail'])})" if out["detail"] else "")
         print(f"| {entry['name']} | {entry['kind']} | {entry['repo']}@{entry['commit'][:7]} | {result} | {mib(est)} | "
               f"{mib(truth)} | {error} |", flush=True)
-    total = sum(outcomes.values())
-    print(f"\n{total} entries: {outcomes['read exactly']} read exactly ({outcomes['read exactly'] / max(total, 1):.0%}), "
-          + ", ".join(f"{n} {k}" for k, n in outcomes.items() if k != "read exactly"))
+    total, exact = sum(outcomes.values()), outcomes["read exactly"]
+    rest = ", ".join(f"{n} {k}" for k, n in outcomes.items() if k != "read exactly")
+    print(f"\n{total} entries: {exact} read exactly ({exact / max(total, 1):.0%}){', ' + rest if rest else ''}")
     for why, n in reasons.most_common():
         print(f"{n:4d}  {why}")
 

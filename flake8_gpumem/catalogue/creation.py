@@ -123,3 +123,18 @@ def like_shape(a: Args):
 
 CREATE = _creation()
 ZEROS, ONES = _creation(0), _creation(1)
+
+
+def legacy_shape(a: Args):
+    """torch.Tensor(2, 3), the legacy constructor (conformer's and rtdl's parameters): an uninitialised
+    float32 tensor of those sizes, as torch.empty; given one list or tuple (TabNet's
+    `torch.FloatTensor([0.5])`) it is that data, as torch.tensor reads it, in float32."""
+    if len(a.sizes) == 1 and isinstance(a.sizes[0], (list, tuple)):
+        return tensor_shape(Args(data=a.sizes[0], dtype="float32"))
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in a.sizes):
+        raise Unresolved("torch.Tensor() of neither sizes nor a list of numbers")
+    ints(tuple(a.sizes), "size")
+    return Tensor(tuple(a.sizes), "float32")
+
+
+LEGACY = Op("*sizes, device=None", legacy_shape)

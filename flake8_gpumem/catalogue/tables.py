@@ -13,7 +13,7 @@ from ..values import Tensor
 from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
-from .creation import (CREATE, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
+from .creation import (CREATE, LEGACY, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
                        meshgrid_shape, new_shape, one_hot_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
 from .elementwise import (ALL, BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX,
@@ -145,6 +145,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.greater": replace(COMPARE),
     "torch.all": ALL, "torch.any": replace(ALL),
     "torch.bitwise_and": binary(), "torch.bitwise_or": binary(),  # masks combined: `a & b`
+    "torch.bitwise_left_shift": binary(), "torch.bitwise_right_shift": binary(),  # lengths: `lengths >> 2`
     "torch.bitwise_not": Op("input, out=None", lambda a: a.input.like(a.input.shape)),  # `~mask`
     # the index's shape; backward scatters the gradient back by the index, and keeps the input too (PyTorch)
     "torch.gather": Op("input, dim, index, *, sparse_grad=False, out=None",
@@ -247,6 +248,7 @@ FUNCTIONS: dict[str, Op] = {
     "einops.unpack": Op("tensor, packed_shapes, pattern", steps=unpack),
     "einops.einsum": Op("*tensors_and_pattern", steps=einsum),
     **{f"torch.{f}": CREATE for f in ("randn", "rand", "empty")}, "torch.zeros": ZEROS, "torch.ones": ONES,
+    "torch.Tensor": LEGACY, "torch.FloatTensor": LEGACY,
     # a new tensor shaped like its input: no gradient flows back to the input
     **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", like_shape,
                         grad="none") for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},

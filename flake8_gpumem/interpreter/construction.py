@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from .. import catalogue
+from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
@@ -301,12 +301,16 @@ class Construction:
         return out
 
     def bases(self, cls: Class) -> list:
+        """The base classes, a layer PyTorch builds from others (`class Model(nn.Transformer)`) as the
+        class composites.py writes, so that its __init__ and forward run as the base's."""
         out = []
         for arg in cls.node.bases:
             try:
-                out.append(self.eval(arg.value, cls.scope))
+                base = self.eval(arg.value, cls.scope)
             except AnalysisError:
-                out.append(None)
+                base = None
+            name = canonical(base.path).removeprefix("torch.nn.") if isinstance(base, Q) else None
+            out.append(self.lookup(name, self.torch_scope, arg) if name in composites.LAYERS else base)
         return out
 
     def is_module_class(self, cls: Class, seen=None) -> bool:

@@ -122,6 +122,7 @@ class Class:
     segment: Segment | None = None
     members: dict = field(default_factory=dict)  # a top-level class's methods, parsed when first called
     enum_members: dict = field(default_factory=dict)  # a plain Enum's members by name, each made once
+    nested: dict = field(default_factory=dict)  # classes defined in its body, by name, each made once
 
     def __repr__(self) -> str:
         return f"<class '{self.name}'>"
@@ -141,6 +142,14 @@ class Class:
                             small.target.value == name and small.value is not None):
                         return small.value
         return None
+
+    def body_class(self, name: str):
+        """A class its body defines (rtdl's `Transformer.FFN`), or None; its methods see the scope
+        this class sees, as Python's class bodies are no enclosing scope."""
+        if name not in self.nested:
+            stmt = next((s for s in self.node.body.body if isinstance(s, cst.ClassDef) and s.name.value == name), None)
+            self.nested[name] = None if stmt is None else Class(stmt, self.scope, name, self.segment)
+        return self.nested[name]
 
     def member_names(self) -> list:
         """The names a class-level `name = value` binds, in order: an enum's members."""
