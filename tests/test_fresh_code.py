@@ -45,6 +45,16 @@ OP_CASES = [
             shape=(3,), dtype="int64"),  # conformer's `input_lengths >> 2`
     op_case("key-in-ModuleDict", "self.blocks['norm'](h) if 'norm' in self.blocks else h",
             init=("self.blocks = nn.ModuleDict({'norm': nn.LayerNorm(16)})",)),  # rtdl's `norm_key in layer`
+    op_case("reshape-by-keyword", "h.reshape(shape=(h.shape[0], 16, 8)) + torch.reshape(h, shape=(-1, 16, 8))"),
+    # DiT's and MAE's sin-cos position table, made with numpy (meshgrid's "xy": each grid (2, 4)) and copied in
+    op_case("numpy-sin-cos-table", "h + self.pos.T + (h[:, :2, :4] + self.grid).sum()", init=(
+        "import numpy as np",
+        "grid = np.stack(np.meshgrid(np.arange(4, dtype=np.float32), np.arange(2, dtype=np.float32)), axis=0)",
+        "omega = 1.0 / 10000 ** (np.arange(4, dtype=np.float64) / 4.0)",
+        "out = np.einsum('m,d->md', grid.reshape(-1), omega)",
+        "self.pos = nn.Parameter(torch.zeros(16, 8), requires_grad=False)",
+        "self.pos.data.copy_(torch.from_numpy(np.concatenate([np.sin(out), np.cos(out)], axis=1)).float())",
+        "self.register_buffer('grid', torch.from_numpy(grid[0]).float())")),
 ]
 
 

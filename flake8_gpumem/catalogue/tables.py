@@ -225,7 +225,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.swapaxes": Op("input, axis0, axis1", lambda a: transpose_shape(Args(input=a.input, dim0=a.axis0,
                                                                                dim1=a.axis1)), grad="alias"),
     "torch.permute": Op("input, *dims", permute_shape, grad="alias"),
-    "torch.reshape": Op("input, *shape", reshape_shape, grad="alias"),
+    "torch.reshape": Op("input, *sizes, shape=None", reshape_shape, grad="alias"),  # DiT: x.reshape(shape=...)
     "torch.squeeze": Op("input, dim=None", squeeze_shape, grad="alias"),
     "torch.unsqueeze": Op("input, dim", unsqueeze_shape, grad="alias"),
     "torch.chunk": Op("input, chunks, dim=0", chunk_shape),

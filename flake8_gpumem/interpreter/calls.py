@@ -387,6 +387,11 @@ class Calls:
             return isinstance(args[0], Tensor)
         if path in ("torch.finfo", "torch.iinfo"):
             return numbers.type_info(name, *args, **kwargs)
+        if path.startswith("numpy.") and name in numbers.NUMPY_ARRAYS and (
+                name not in ("sin", "cos") or isinstance(args[0], Tensor)):  # an array's sin, not a number's
+            return self.call_q(*numbers.as_torch(name, list(args), kwargs), node)
+        if path == "torch.from_numpy" and isinstance(args[0], Tensor):
+            return args[0]  # an array read as a tensor (as_torch): the same shape and dtype
         if path.startswith("numpy.") and name in numbers.NUMPY:
             return numbers.NUMPY[name](*args, **kwargs)
         if path in ("collections.OrderedDict", "typing.OrderedDict"):

@@ -185,6 +185,26 @@ NUMPY = {"ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log": math.
          "int64": int, "float32": float, "int32": int, "linspace": _linspace}
 
 
+# numpy's array functions, as model code builds a fixed table with them in __init__ (MAE's and DiT's
+# sin-cos position embedding, copied into a parameter through torch.from_numpy): the torch op that
+# makes the same shapes. numpy's memory is the host's, never the training step's.
+NUMPY_ARRAYS = {"arange": "torch.arange", "meshgrid": "torch.meshgrid", "stack": "torch.stack",
+                "concatenate": "torch.cat", "einsum": "torch.einsum", "sin": "torch.sin", "cos": "torch.cos",
+                "zeros": "torch.zeros", "ones": "torch.ones"}
+
+
+def as_torch(name: str, args: list, kwargs: dict) -> tuple:
+    """(torch op, its arguments) for numpy's `name`: `axis` is torch's `dim`, a numpy dtype (np.float32)
+    its name, and meshgrid's default indexing numpy's "xy"."""
+    kwargs = {("dim" if k == "axis" else k): v for k, v in kwargs.items()}
+    dtype = kwargs.get("dtype")
+    if getattr(dtype, "path", "").startswith("numpy."):
+        kwargs["dtype"] = dtype.path.partition(".")[2]
+    if name == "meshgrid":
+        kwargs.setdefault("indexing", "xy")
+    return NUMPY_ARRAYS[name], args, kwargs
+
+
 RELEASE = re.compile(r"(\d+(?:\.\d+)*)(?:\+[a-z0-9.]+)?")  # "2.13.0", "2.13.0+cpu": a final release
 
 
