@@ -45,6 +45,8 @@ OP_CASES = [
             shape=(3,), dtype="int64"),  # conformer's `input_lengths >> 2`
     op_case("key-in-ModuleDict", "self.blocks['norm'](h) if 'norm' in self.blocks else h",
             init=("self.blocks = nn.ModuleDict({'norm': nn.LayerNorm(16)})",)),  # rtdl's `norm_key in layer`
+    op_case("module-__setattr__-__getattr__", "self.__getattr__('level_%d' % 1)(h)",
+            init=("self.__setattr__('level_%d' % 1, nn.Linear(16, 16))",)),  # pytorch-cifar's DLA
     op_case("reshape-by-keyword", "h.reshape(shape=(h.shape[0], 16, 8)) + torch.reshape(h, shape=(-1, 16, 8))"),
     # DiT's and MAE's sin-cos position table, made with numpy (meshgrid's "xy": each grid (2, 4)) and copied in
     op_case("numpy-sin-cos-table", "h + self.pos.T + (h[:, :2, :4] + self.grid).sum()", init=(

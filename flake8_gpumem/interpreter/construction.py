@@ -29,7 +29,7 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
                   "float", "half", "bfloat16", "double", "requires_grad_", "zero_grad", "reset_parameters",
                   "_reset_parameters", "init_weights", "compile", "load_state_dict", "get_submodule",
-                  "get_parameter", "get_buffer", "buffers", "named_buffers")
+                  "get_parameter", "get_buffer", "buffers", "named_buffers", "__setattr__", "__getattr__")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
@@ -446,6 +446,11 @@ class Construction:
                 return None
             self.register(obj, str(args[0]), args[1], node)
             return None
+        if name == "__setattr__":  # nn.Module's, called by name (pytorch-cifar's DLA: `level_%d` subtrees)
+            self.setattr(obj, args[0], args[1], node)
+            return None
+        if name == "__getattr__":
+            return self._module_attr(obj, args[0], node)
         if name in ("get_submodule", "get_parameter", "get_buffer"):
             return self._get_by_path(obj, name, str(args[0] if args else kwargs["target"]), node)
         if name in ("items", "keys", "values") and obj.container == "ModuleDict":
