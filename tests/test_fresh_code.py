@@ -72,6 +72,7 @@ def test_op_matches_torch(case):
     ("tab_transformer.py", "TabTransformer", lambda ns: ns["TabTransformer"](), (8, 4), "int64"),
     ("public_constructs.py", "Tokens", lambda ns: ns["Tokens"](), (4, 16), "float32"),
     ("public_constructs.py", "Encoder", lambda ns: ns["Encoder"](), (6, 12), "int64"),
+    ("public_constructs.py", "Fields", lambda ns: ns["Fields"](), (8, 3), "int64"),
 ])
 def test_a_fresh_model_file_matches_a_training_step(file, model, build, shape, input_dtype):
     """Parameters (the tab-transformer's head is sized from the offsets' values), every leaf call's

@@ -91,6 +91,15 @@ def meshgrid_shape(a: Args):
     return tuple(t.like(sizes) for t in tensors)
 
 
+def new_tensor_shape(a: Args):
+    """x.new_tensor(data): a copy of the data in x's dtype (pytorch-fm's field offsets); an array or
+    tensor given keeps its shape and known values."""
+    dtype = dtype_arg(a.dtype, a.input.dtype)
+    if isinstance(a.data, Tensor):
+        return Tensor(a.data.shape, dtype, values=a.data.values)
+    return tensor_shape(Args(data=a.data, dtype=dtype))
+
+
 def new_shape(a: Args):
     """x.new_zeros(size): a new tensor in x's dtype."""
     size = a.size[0] if len(a.size) == 1 and isinstance(a.size[0], (tuple, list)) else a.size

@@ -14,7 +14,7 @@ from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
 from .creation import (CREATE, LEGACY, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
-                       meshgrid_shape, new_shape, one_hot_shape, randint_shape, tensor_shape)
+                       meshgrid_shape, new_shape, new_tensor_shape, one_hot_shape, randint_shape, tensor_shape)
 from .einops import einsum, pack, transform, unpack
 from .elementwise import (ALL, BERNOULLI, COMPARE, CUMSUM, WHERE, MAX, PROD, REDUCE, REDUCE_KEEPS, RELU, SOFTMAX,
                           SOFTMAX_FN, SUM, TOPK, TRIANGLE, VAR, cast_shape, keeps_for_quotient, keeps_other_factor,
@@ -313,6 +313,9 @@ METHODS: dict[str, Op] = {
     "fill_": Op("input, value", lambda a: a.input.rewritten()),
     **{f"new_{f}": Op("input, *size, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False",
                       new_shape, grad="none") for f in ("zeros", "ones", "empty")},
+    # of a tensor or array, PyTorch makes a copy of the data first (measured): a temporary of its size
+    "new_tensor": Op("input, data, dtype=None, device=None, requires_grad=False", new_tensor_shape, grad="none",
+                     forward_temp=lambda a, out: a.data.nbytes if isinstance(a.data, Tensor) else 0),
     "relu": FUNCTIONS["torch.relu"],
     "relu_": Op("input", lambda a: a.input.rewritten(), saves=keeps_output),
     "sigmoid": FUNCTIONS["torch.sigmoid"],

@@ -190,18 +190,25 @@ NUMPY = {"ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log": math.
 # makes the same shapes. numpy's memory is the host's, never the training step's.
 NUMPY_ARRAYS = {"arange": "torch.arange", "meshgrid": "torch.meshgrid", "stack": "torch.stack",
                 "concatenate": "torch.cat", "einsum": "torch.einsum", "sin": "torch.sin", "cos": "torch.cos",
-                "zeros": "torch.zeros", "ones": "torch.ones"}
+                "zeros": "torch.zeros", "ones": "torch.ones", "array": "torch.tensor", "cumsum": "torch.cumsum"}
+NUMPY_DTYPES = {"long": "int64", "int_": "int64", "double": "float64", "single": "float32", "half": "float16"}
 
 
 def as_torch(name: str, args: list, kwargs: dict) -> tuple:
-    """(torch op, its arguments) for numpy's `name`: `axis` is torch's `dim`, a numpy dtype (np.float32)
-    its name, and meshgrid's default indexing numpy's "xy"."""
+    """(torch op, its arguments) for numpy's `name`: `axis` is torch's `dim`, a numpy dtype (np.float32,
+    np.long) its torch name, meshgrid's default indexing numpy's "xy", and cumsum without an axis runs
+    along the one dimension (pytorch-fm's field offsets, `np.cumsum(field_dims)`)."""
     kwargs = {("dim" if k == "axis" else k): v for k, v in kwargs.items()}
     dtype = kwargs.get("dtype")
     if getattr(dtype, "path", "").startswith("numpy."):
-        kwargs["dtype"] = dtype.path.partition(".")[2]
+        kind = dtype.path.partition(".")[2]
+        kwargs["dtype"] = NUMPY_DTYPES.get(kind, kind)
     if name == "meshgrid":
         kwargs.setdefault("indexing", "xy")
+    if name == "cumsum" and "dim" not in kwargs and len(args) < 2:
+        if args[0].ndim != 1:
+            raise Unresolved("np.cumsum without an axis of an array of more than one dimension")
+        kwargs["dim"] = 0
     return NUMPY_ARRAYS[name], args, kwargs
 
 
