@@ -6,7 +6,7 @@ else. Mirrors torch/nn/modules/transformer.py in training mode.
 """
 
 LAYERS = ("MultiheadAttention", "LSTM", "GRU", "RNN", "TransformerEncoderLayer", "TransformerDecoderLayer",
-          "TransformerEncoder", "TransformerDecoder")
+          "TransformerEncoder", "TransformerDecoder", "Transformer")
 
 SOURCE = '''
 import copy
@@ -339,4 +339,30 @@ class TransformerDecoder(nn.Module):
         if self.norm is not None:
             output = self.norm(output)
         return output
+
+
+class Transformer(nn.Module):
+    def __init__(self, d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048,
+                 dropout=0.1, activation="relu", custom_encoder=None, custom_decoder=None, layer_norm_eps=1e-5,
+                 batch_first=False, norm_first=False, bias=True, device=None, dtype=None):
+        super().__init__()
+        layer = (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first, norm_first, bias)
+        norm = dict(eps=layer_norm_eps, bias=bias)
+        self.encoder = custom_encoder if custom_encoder is not None else nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(*layer), num_encoder_layers, nn.LayerNorm(d_model, **norm))
+        self.decoder = custom_decoder if custom_decoder is not None else nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(*layer), num_decoder_layers, nn.LayerNorm(d_model, **norm))
+        self.d_model = d_model
+        self.nhead = nhead
+        self.batch_first = batch_first
+
+    def forward(self, src, tgt, src_mask=None, tgt_mask=None, memory_mask=None, src_key_padding_mask=None,
+                tgt_key_padding_mask=None, memory_key_padding_mask=None, src_is_causal=None, tgt_is_causal=None,
+                memory_is_causal=False):
+        memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask)
+        return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask)
+
+    @staticmethod
+    def generate_square_subsequent_mask(sz, device=None, dtype=None):
+        return torch.triu(torch.full((sz, sz), float("-inf"), dtype=dtype, device=device), diagonal=1)
 '''

@@ -1,7 +1,9 @@
 """Constructs met on public model files gpumem had not seen: a config object filled through
 `self.__dict__` (minGPT), a drop-path mask written in place in training (ConvNeXt, timm), category
 offsets computed as a small tensor with `cumsum` (tab-transformer), augmented assignments of every
-operator. fixtures/fresh holds the model files; PyTorch runs them (the oracle), gpumem reads them."""
+operator; and from the public yardstick (benchmarks/yardstick.py): the legacy `torch.Tensor(sizes)`,
+shifts of int64 lengths, `key in` a ModuleDict, a class defined in another's body, a subclass of
+nn.Transformer. fixtures/fresh holds the model files; PyTorch runs them (the oracle), gpumem reads them."""
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,25 @@ OP_CASES = [
             setup=("q = h.view(h.shape[0], 8, 2, 8).transpose(1, 2)",)),
     op_case("where", "torch.where(h > 0, h, h * 2)"),  # backward keeps the condition
     op_case("einsum-viewable-operands", "torch.einsum('bij,bjk->bik', h, h.transpose(1, 2))"),
+    # the public yardstick: the legacy constructor's sizes (conformer, rtdl) and data (TabNet)
+    op_case("legacy-Tensor-sizes-and-data", "h * self.u + torch.FloatTensor([0.5])",
+            init=("self.u = nn.Parameter(torch.Tensor(8, 16))", "nn.init.zeros_(self.u)")),
+    op_case("shifts-of-int64", "self.table((x >> 1) + (x << 2))", init=("self.table = nn.Embedding(16, 16)",),
+            shape=(3,), dtype="int64"),  # conformer's `input_lengths >> 2`
+    op_case("key-in-ModuleDict", "self.blocks['norm'](h) if 'norm' in self.blocks else h",
+            init=("self.blocks = nn.ModuleDict({'norm': nn.LayerNorm(16)})",)),  # rtdl's `norm_key in layer`
+    op_case("module-__setattr__-__getattr__", "self.__getattr__('level_%d' % 1)(h)",
+            init=("self.__setattr__('level_%d' % 1, nn.Linear(16, 16))",)),  # pytorch-cifar's DLA
+    op_case("reshape-by-keyword", "h.reshape(shape=(h.shape[0], 16, 8)) + torch.reshape(h, shape=(-1, 16, 8))"),
+    # DiT's and MAE's sin-cos position table, made with numpy (meshgrid's "xy": each grid (2, 4)) and copied in
+    op_case("numpy-sin-cos-table", "h + self.pos.T + (h[:, :2, :4] + self.grid).sum()", init=(
+        "import numpy as np",
+        "grid = np.stack(np.meshgrid(np.arange(4, dtype=np.float32), np.arange(2, dtype=np.float32)), axis=0)",
+        "omega = 1.0 / 10000 ** (np.arange(4, dtype=np.float64) / 4.0)",
+        "out = np.einsum('m,d->md', grid.reshape(-1), omega)",
+        "self.pos = nn.Parameter(torch.zeros(16, 8), requires_grad=False)",
+        "self.pos.data.copy_(torch.from_numpy(np.concatenate([np.sin(out), np.cos(out)], axis=1)).float())",
+        "self.register_buffer('grid', torch.from_numpy(grid[0]).float())")),
 ]
 
 
@@ -50,6 +71,9 @@ def test_op_matches_torch(case):
     ("convnext.py", "Stage(rand=True)", lambda ns: ns["Stage"](rand=True), (4, 3, 32, 32), "float32"),
     ("tab_transformer.py", "TabTransformer", lambda ns: ns["TabTransformer"](), (8, 4), "int64"),
     ("decorated_experts.py", "model", lambda ns: ns["model"], (4, 16), "float32"),
+    ("public_constructs.py", "Tokens", lambda ns: ns["Tokens"](), (4, 16), "float32"),
+    ("public_constructs.py", "Encoder", lambda ns: ns["Encoder"](), (6, 12), "int64"),
+    ("public_constructs.py", "Fields", lambda ns: ns["Fields"](), (8, 3), "int64"),
 ])
 def test_a_fresh_model_file_matches_a_training_step(file, model, build, shape, input_dtype):
     """Parameters (the tab-transformer's head is sized from the offsets' values), every leaf call's

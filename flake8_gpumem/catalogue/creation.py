@@ -91,6 +91,15 @@ def meshgrid_shape(a: Args):
     return tuple(t.like(sizes) for t in tensors)
 
 
+def new_tensor_shape(a: Args):
+    """x.new_tensor(data): a copy of the data in x's dtype (pytorch-fm's field offsets); an array or
+    tensor given keeps its shape and known values."""
+    dtype = dtype_arg(a.dtype, a.input.dtype)
+    if isinstance(a.data, Tensor):
+        return Tensor(a.data.shape, dtype, values=a.data.values)
+    return tensor_shape(Args(data=a.data, dtype=dtype))
+
+
 def new_shape(a: Args):
     """x.new_zeros(size): a new tensor in x's dtype."""
     size = a.size[0] if len(a.size) == 1 and isinstance(a.size[0], (tuple, list)) else a.size
@@ -135,3 +144,18 @@ def like_shape(a: Args):
 
 CREATE = _creation()
 ZEROS, ONES = _creation(0), _creation(1)
+
+
+def legacy_shape(a: Args):
+    """torch.Tensor(2, 3), the legacy constructor (conformer's and rtdl's parameters): an uninitialised
+    float32 tensor of those sizes, as torch.empty; given one list or tuple (TabNet's
+    `torch.FloatTensor([0.5])`) it is that data, as torch.tensor reads it, in float32."""
+    if len(a.sizes) == 1 and isinstance(a.sizes[0], (list, tuple)):
+        return tensor_shape(Args(data=a.sizes[0], dtype="float32"))
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in a.sizes):
+        raise Unresolved("torch.Tensor() of neither sizes nor a list of numbers")
+    ints(tuple(a.sizes), "size")
+    return Tensor(tuple(a.sizes), "float32")
+
+
+LEGACY = Op("*sizes, device=None", legacy_shape)

@@ -109,7 +109,7 @@ def view_shape(a: Args):
 
 
 def reshape_shape(a: Args):
-    return a.input.reshaped(resolve_view(a.input, a.shape, "reshape"))
+    return a.input.reshaped(resolve_view(a.input, a.sizes if a.shape is None else a.shape, "reshape"))
 
 
 def view_as_shape(a: Args):

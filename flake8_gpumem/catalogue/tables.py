@@ -13,8 +13,9 @@ from ..values import FLOAT_DTYPES, Tensor
 from .attention import sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
-from .creation import (CREATE, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
-                       meshgrid_shape, new_shape, normal_shape, one_hot_shape, randint_shape, tensor_shape)
+from .creation import (CREATE, LEGACY, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
+                       meshgrid_shape, new_shape, new_tensor_shape, normal_shape, one_hot_shape, randint_shape,
+                       tensor_shape)
 from .einops import einsum, pack, transform, unpack
 from .elementwise import (ALL, BERNOULLI, COMPARE, CUMPROD, CUMSUM, DIFF, HISTC, WHERE, MAX, PROD, REDUCE,
                           REDUCE_KEEPS, RELU, SOFTMAX, SOFTMAX_FN, SORT, SUM, TOPK, TRIANGLE, VAR, cast_shape,
@@ -145,6 +146,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.greater": replace(COMPARE),
     "torch.all": ALL, "torch.any": replace(ALL),
     "torch.bitwise_and": binary(), "torch.bitwise_or": binary(),  # masks combined: `a & b`
+    "torch.bitwise_left_shift": binary(), "torch.bitwise_right_shift": binary(),  # lengths: `lengths >> 2`
     "torch.bitwise_not": Op("input, out=None", lambda a: a.input.like(a.input.shape)),  # `~mask`
     # the index's shape; backward scatters the gradient back by the index, and keeps the input too (PyTorch)
     "torch.gather": Op("input, dim, index, *, sparse_grad=False, out=None",
@@ -245,7 +247,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.swapaxes": Op("input, axis0, axis1", lambda a: transpose_shape(Args(input=a.input, dim0=a.axis0,
                                                                                dim1=a.axis1)), grad="alias"),
     "torch.permute": Op("input, *dims", permute_shape, grad="alias"),
-    "torch.reshape": Op("input, *shape", reshape_shape, grad="alias"),
+    "torch.reshape": Op("input, *sizes, shape=None", reshape_shape, grad="alias"),  # DiT: x.reshape(shape=...)
     "torch.squeeze": Op("input, dim=None", squeeze_shape, grad="alias"),
     "torch.unsqueeze": Op("input, dim", unsqueeze_shape, grad="alias"),
     "torch.chunk": Op("input, chunks, dim=0", chunk_shape),
@@ -269,6 +271,7 @@ FUNCTIONS: dict[str, Op] = {
     "einops.unpack": Op("tensor, packed_shapes, pattern", steps=unpack),
     "einops.einsum": Op("*tensors_and_pattern", steps=einsum),
     **{f"torch.{f}": CREATE for f in ("randn", "rand", "empty")}, "torch.zeros": ZEROS, "torch.ones": ONES,
+    "torch.Tensor": LEGACY, "torch.FloatTensor": LEGACY,
     # a new tensor shaped like its input: no gradient flows back to the input
     **{f"torch.{f}": Op("input, dtype=None, device=None, requires_grad=False, memory_format=None", like_shape,
                         grad="none") for f in ("randn_like", "rand_like", "zeros_like", "ones_like", "empty_like")},
@@ -344,6 +347,9 @@ METHODS: dict[str, Op] = {
     "fill_": Op("input, value", lambda a: a.input.rewritten()),
     **{f"new_{f}": Op("input, *size, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False",
                       new_shape, grad="none") for f in ("zeros", "ones", "empty")},
+    # of a tensor or array, PyTorch makes a copy of the data first (measured): a temporary of its size
+    "new_tensor": Op("input, data, dtype=None, device=None, requires_grad=False", new_tensor_shape, grad="none",
+                     forward_temp=lambda a, out: a.data.nbytes if isinstance(a.data, Tensor) else 0),
     "relu": FUNCTIONS["torch.relu"],
     "relu_": Op("input", lambda a: a.input.rewritten(), saves=keeps_output),
     "sigmoid": FUNCTIONS["torch.sigmoid"],

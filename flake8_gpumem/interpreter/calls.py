@@ -426,6 +426,14 @@ class Calls:
             return isinstance(args[0], Tensor)
         if path in ("torch.finfo", "torch.iinfo"):
             return numbers.type_info(name, *args, **kwargs)
+        if path.startswith("numpy.") and name in numbers.NUMPY_ARRAYS and (
+                name not in ("sin", "cos") or isinstance(args[0], Tensor)):  # an array's sin, not a number's
+            args = list(args)
+            if name == "cumsum" and isinstance(args[0], (list, tuple)):  # np.cumsum([3, 5]): of that array
+                args[0] = self.call_q("torch.tensor", [args[0]], {}, node)
+            return self.call_q(*numbers.as_torch(name, args, kwargs), node)
+        if path == "torch.from_numpy" and isinstance(args[0], Tensor):
+            return args[0]  # an array read as a tensor (as_torch): the same shape and dtype
         if path.startswith("numpy.") and name in numbers.NUMPY:
             return numbers.NUMPY[name](*args, **kwargs)
         if path in ("collections.OrderedDict", "typing.OrderedDict"):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from .. import catalogue
+from .. import catalogue, composites
 from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
@@ -30,7 +30,7 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
                   "named_children", "parameters", "named_parameters", "apply", "to", "cuda", "cpu", "train", "eval",
                   "float", "half", "bfloat16", "double", "requires_grad_", "zero_grad", "reset_parameters",
                   "_reset_parameters", "init_weights", "compile", "load_state_dict", "get_submodule",
-                  "get_parameter", "get_buffer", "buffers", "named_buffers")
+                  "get_parameter", "get_buffer", "buffers", "named_buffers", "__setattr__", "__getattr__")
 # Library classes whose subclasses' forward a class-creation hook wraps (`__init_subclass__`, which
 # gpumem does not run): transformers' decoder layers. gpumem runs what that wrapper does
 # (`_checkpointing_layer`) once the library's `gradient_checkpointing_enable()`, run as written, has
@@ -333,14 +333,18 @@ class Construction:
         return out
 
     def bases(self, cls: Class) -> list:
-        """Its bases, evaluated where the class statement runs: before it binds its own name."""
+        """Its bases, evaluated where the class statement runs (before it binds its own name); a layer
+        PyTorch builds from others (`class Model(nn.Transformer)`) as the class composites.py writes,
+        so that its __init__ and forward run as the base's."""
         scope = cls.scope if cls.previous is None else Scope({}, cls.scope, {cls.name: cls.previous})
         out = []
         for arg in cls.node.bases:
             try:
-                out.append(self.eval(arg.value, scope))
+                base = self.eval(arg.value, scope)
             except AnalysisError:
-                out.append(None)
+                base = None
+            name = canonical(base.path).removeprefix("torch.nn.") if isinstance(base, Q) else None
+            out.append(self.lookup(name, self.torch_scope, arg) if name in composites.LAYERS else base)
         return out
 
     def is_module_class(self, cls: Class, seen=None) -> bool:
@@ -492,6 +496,11 @@ class Construction:
                 return None
             self.register(obj, str(args[0]), args[1], node)
             return None
+        if name == "__setattr__":  # nn.Module's, called by name (pytorch-cifar's DLA: `level_%d` subtrees)
+            self.setattr(obj, args[0], args[1], node)
+            return None
+        if name == "__getattr__":
+            return self._module_attr(obj, args[0], node)
         if name in ("get_submodule", "get_parameter", "get_buffer"):
             return self._get_by_path(obj, name, str(args[0] if args else kwargs["target"]), node)
         if name in ("items", "keys", "values") and obj.container == "ModuleDict":

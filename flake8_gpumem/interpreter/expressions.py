@@ -48,7 +48,9 @@ TENSOR_BINOPS = {cst.Add: ("add", "+", "torch.add"), cst.Subtract: ("sub", "-", 
                  cst.BitAnd: ("bitwise_and", "&", "torch.bitwise_and"),
                  cst.BitOr: ("bitwise_or", "|", "torch.bitwise_or"),
                  cst.FloorDivide: ("floor_divide", "//", "torch.floor_divide"),
-                 cst.Modulo: ("remainder", "%", "torch.remainder")}
+                 cst.Modulo: ("remainder", "%", "torch.remainder"),
+                 cst.LeftShift: ("bitwise_left_shift", "<<", "torch.bitwise_left_shift"),
+                 cst.RightShift: ("bitwise_right_shift", ">>", "torch.bitwise_right_shift")}
 # x > 0: the catalogue entry of a tensor comparison
 TENSOR_COMPARE = {cst.Equal: "torch.eq", cst.NotEqual: "torch.ne", cst.LessThan: "torch.lt",
                   cst.LessThanEqual: "torch.le", cst.GreaterThan: "torch.gt", cst.GreaterThanEqual: "torch.ge"}
@@ -194,6 +196,8 @@ class Expressions:
                         if mapping is None and self.dict_based(right.cls):
                             mapping = right.items  # a dict subclass's keys (transformers' ACT2FN)
                         right = right if mapping is None else mapping
+                    if isinstance(right, Module) and right.container == "ModuleDict":
+                        right = right.children  # `key in layer`: its names (rtdl's blocks)
                     result = COMPARE[type(target.operator)](left, right)
             if not result:
                 return False
@@ -288,6 +292,9 @@ class Expressions:
             if value is not None:
                 member = self.enum_member(c, name)
                 return self.eval(value, c.scope) if member is MISSING else member
+            nested = c.body_class(name)
+            if nested is not None:
+                return nested
         return MISSING
 
     def as_mapping(self, obj: Instance, node) -> dict | None:

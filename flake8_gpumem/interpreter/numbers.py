@@ -252,6 +252,33 @@ NUMPY = {"ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log": math.
          "int64": int, "float32": float, "int32": int, "linspace": _linspace}
 
 
+# numpy's array functions, as model code builds a fixed table with them in __init__ (MAE's and DiT's
+# sin-cos position embedding, copied into a parameter through torch.from_numpy): the torch op that
+# makes the same shapes. numpy's memory is the host's, never the training step's.
+NUMPY_ARRAYS = {"arange": "torch.arange", "meshgrid": "torch.meshgrid", "stack": "torch.stack",
+                "concatenate": "torch.cat", "einsum": "torch.einsum", "sin": "torch.sin", "cos": "torch.cos",
+                "zeros": "torch.zeros", "ones": "torch.ones", "array": "torch.tensor", "cumsum": "torch.cumsum"}
+NUMPY_DTYPES = {"long": "int64", "int_": "int64", "double": "float64", "single": "float32", "half": "float16"}
+
+
+def as_torch(name: str, args: list, kwargs: dict) -> tuple:
+    """(torch op, its arguments) for numpy's `name`: `axis` is torch's `dim`, a numpy dtype (np.float32,
+    np.long) its torch name, meshgrid's default indexing numpy's "xy", and cumsum without an axis runs
+    along the one dimension (pytorch-fm's field offsets, `np.cumsum(field_dims)`)."""
+    kwargs = {("dim" if k == "axis" else k): v for k, v in kwargs.items()}
+    dtype = kwargs.get("dtype")
+    if getattr(dtype, "path", "").startswith("numpy."):
+        kind = dtype.path.partition(".")[2]
+        kwargs["dtype"] = NUMPY_DTYPES.get(kind, kind)
+    if name == "meshgrid":
+        kwargs.setdefault("indexing", "xy")
+    if name == "cumsum" and "dim" not in kwargs and len(args) < 2:
+        if args[0].ndim != 1:
+            raise Unresolved("np.cumsum without an axis of an array of more than one dimension")
+        kwargs["dim"] = 0
+    return NUMPY_ARRAYS[name], args, kwargs
+
+
 RELEASE = re.compile(r"(\d+(?:\.\d+)*)(?:\+[a-z0-9.]+)?")  # "2.13.0", "2.13.0+cpu": a final release
 
 

@@ -126,6 +126,7 @@ class Class:
     previous: object = None  # the statement that bound its name before, which its bases may name (a subclass
     # under its base's name: diffusers' deprecated `class Transformer2DModelOutput(Transformer2DModelOutput)`)
     attrs: dict = field(default_factory=dict)  # set on the class after its body ran (`cls.forward = ...`)
+    nested: dict = field(default_factory=dict)  # classes defined in its body, by name, each made once
 
     def __repr__(self) -> str:
         return f"<class '{self.name}'>"
@@ -145,6 +146,14 @@ class Class:
                             small.target.value == name and small.value is not None):
                         return small.value
         return None
+
+    def body_class(self, name: str):
+        """A class its body defines (rtdl's `Transformer.FFN`), or None; its methods see the scope
+        this class sees, as Python's class bodies are no enclosing scope."""
+        if name not in self.nested:
+            stmt = next((s for s in self.node.body.body if isinstance(s, cst.ClassDef) and s.name.value == name), None)
+            self.nested[name] = None if stmt is None else Class(stmt, self.scope, name, self.segment)
+        return self.nested[name]
 
     def member_names(self) -> list:
         """The names a class-level `name = value` binds, in order: an enum's members."""
