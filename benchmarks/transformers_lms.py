@@ -5,8 +5,9 @@
 
 Every entry of transformers' MODEL_FOR_CAUSAL_LM_MAPPING_NAMES is built from its config class at a
 small size (2 layers, hidden 64, 4 heads of 16, 2 key/value heads, intermediate 128, vocabulary
-1,000 with its special token ids 0-2: each of the config's usual size keys that it has), as a
-script would write it:
+1,000 with its special token ids 0-2: each of the config's usual size keys that it has; a hybrid
+of attention and Mamba or linear-attention layers gets a 2-layer pattern holding each kind,
+HYBRID), as a script would write it:
 
     from transformers import LlamaConfig, LlamaForCausalLM
     model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=64, ...))

@@ -133,6 +133,7 @@ OP_CASES = [
             setup=("m = torch.zeros(2, 8, 16)", "m.scatter_(2, torch.topk(h, 4)[1], 1)")),
     op_case("solve_triangular", "torch.linalg.solve_triangular(a, h, upper=False, unitriangular=True)",
             setup=("a = torch.tril(h[:, :, :8] * 0.1, -1) + torch.eye(8)",)),
+    op_case("multiply", "torch.multiply(h, h.sigmoid())"),  # torch.mul's other name (Gemma 3n)
     op_case("normal-parameter", "h * self.w", init=("self.w = nn.Parameter(torch.normal(0, 0.1, size=(16,)))",)),
     op_case("all-ones-mask-known", "h * 2 if m.sum() == m.numel() and m.all() else h",
             setup=("m = torch.ones(2, 8).to(dtype=torch.bool)",)),

@@ -215,7 +215,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.addcmul": Op("input, tensor1, tensor2, *, value=1, out=None",  # input + value * tensor1 * tensor2
                         lambda a: broadcast(broadcast(a.input, a.tensor1), a.tensor2),
                         saves=lambda a, out: [t for t in (a.tensor1, a.tensor2) if isinstance(t, Tensor)]),
-    "torch.mul": binary(keeps_other_factor), "torch.div": DIVISION,
+    "torch.mul": binary(keeps_other_factor), "torch.multiply": binary(keeps_other_factor), "torch.div": DIVISION,
     "torch.divide": DIVISION,
     "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves),
     "torch.addmm": Op("input, mat1, mat2, beta=1, alpha=1, out=None", addmm_shape, saves=addmm_saves),
