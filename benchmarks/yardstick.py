@@ -101,10 +101,13 @@ def oracle(entry: dict, root: Path, path: Path, peak: bool):
     truth = torch_oracle.profile(model, positional, {**keywords, **entry.get("forward_args", {})})
     measured = None
     if peak:
-        measured = torch_oracle.measure_step(
-            model, [batched(s, batch) for s in specs], [s.get("dtype", "float32") for s in specs], "adam",
-            loss=entry.get("loss", "cross_entropy"), names=[s.get("name") for s in specs],
-            forward_args=entry.get("forward_args", {})).peak
+        try:
+            measured = torch_oracle.measure_step(
+                model, [batched(s, batch) for s in specs], [s.get("dtype", "float32") for s in specs], "adam",
+                loss=entry.get("loss", "cross_entropy"), names=[s.get("name") for s in specs],
+                forward_args=entry.get("forward_args", {})).peak
+        except Exception as exc:  # noqa: BLE001 - MemTracker's step fails: the shapes still compare
+            print(f"MemTracker's step failed: {type(exc).__name__}: {exc}"[:200], file=sys.stderr)
     return truth, measured
 
 
