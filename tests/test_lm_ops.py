@@ -84,6 +84,10 @@ OP_CASES = [
     op_case("in-place-chain", "h", setup=("h = h * 2", "h.relu_().unsqueeze_(0).transpose_(0, 1)")),
     op_case("unsqueeze_-result", "h.unsqueeze_(0) + h", setup=("h = h * 2",)),
     # normalisation, feed-forward, heads
+    # a Linear's result is contiguous even when its input is transposed and keeps its width
+    # (diffusers' attention on a 4-d input): transposing it back needs a copy to be contiguous
+    op_case("linear-of-transposed-same-width", "self.lin2(h.transpose(1, 2)).transpose(1, 2).contiguous()",
+            init=("self.lin2 = nn.Linear(16, 16, bias=False)",), shape=(D, D)),
     op_case("rmsnorm", "h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)"),
     op_case("rms_norm-fn", "F.rms_norm(h, (16,), eps=1e-6)"),
     op_case("rms_norm-weight", "F.rms_norm(h, [16], self.w)", init=("self.w = nn.Parameter(torch.ones(16))",)),

@@ -39,13 +39,19 @@ def linear_shape(a: Args):
     if x.ndim == 0:
         raise ShapeError("Linear expects at least a 1-d input")
     need_channels(x, a.in_features, -1, "Linear in_features")
-    return x.like(x.shape[:-1] + (a.out_features,))
+    return _product(x, x.shape[:-1] + (a.out_features,))
+
+
+def _product(x: Tensor, shape: tuple) -> Tensor:
+    """A matrix product's result: new and contiguous, whatever the input's memory order (unlike
+    an element-wise result, it does not keep a transposed input's, even when the shape is the same)."""
+    return Tensor(tuple(shape), x.dtype, x.requires_grad)
 
 
 def bilinear_shape(a: Args):
     need_channels(a.input1, a.in1_features, -1, "Bilinear in1_features")
     need_channels(a.input2, a.in2_features, -1, "Bilinear in2_features")
-    return a.input1.like(a.input1.shape[:-1] + (a.out_features,))
+    return _product(a.input1, a.input1.shape[:-1] + (a.out_features,))
 
 
 def embedding_shape(a: Args):
@@ -70,7 +76,7 @@ def outer_shape(a: Args):
 def linear_fn_shape(a: Args):
     w = a.weight
     need_channels(a.input, w.shape[-1], -1, "F.linear weight in_features")
-    return a.input.like(a.input.shape[:-1] + w.shape[:1])
+    return _product(a.input, a.input.shape[:-1] + w.shape[:1])
 
 
 def addmm_shape(a: Args):
@@ -78,7 +84,7 @@ def addmm_shape(a: Args):
     x, w = a.mat1, a.mat2
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
         raise ShapeError(f"addmm of {fmt(x.shape)} and {fmt(w.shape)}: two matrices with matching inner sizes needed")
-    return x.like((x.shape[0], w.shape[1]))
+    return _product(x, (x.shape[0], w.shape[1]))
 
 
 def addmm_saves(a: Args, out) -> list:
