@@ -88,6 +88,12 @@ OP_CASES = [
     # (diffusers' attention on a 4-d input): transposing it back needs a copy to be contiguous
     op_case("linear-of-transposed-same-width", "self.lin2(h.transpose(1, 2)).transpose(1, 2).contiguous()",
             init=("self.lin2 = nn.Linear(16, 16, bias=False)",), shape=(D, D)),
+    # einsum returns bmm's (batch, kept, kept) result permuted to the output's letters, a view
+    # (Mamba-2's chunked scan): made contiguous it is copied, multiplied it keeps that order
+    op_case("einsum-permuted-result", "torch.einsum('blhn,bshn->blsh', q, q * 2).contiguous()",
+            setup=("q = h.view(h.shape[0], 8, 2, 8)",)),
+    op_case("einsum-of-einsum-result", "torch.einsum('blsh,bshp->blhp', g * 3, q)",
+            setup=("q = h.view(h.shape[0], 8, 2, 8)", "g = torch.einsum('blhn,bshn->blsh', q, q * 2)")),
     op_case("rmsnorm", "h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)"),
     op_case("rms_norm-fn", "F.rms_norm(h, (16,), eps=1e-6)"),
     op_case("rms_norm-weight", "F.rms_norm(h, [16], self.w)", init=("self.w = nn.Parameter(torch.ones(16))",)),

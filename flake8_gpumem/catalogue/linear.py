@@ -174,6 +174,21 @@ def _bmm_operands(spec: str, operands) -> tuple | None:
     """The two operands as bmm gets them (views, or copies where the reshape copies); None for an
     equation ATen does not run as one bmm (more operands, repeated or summed-out-alone letters,
     broadcast sizes)."""
+    groups = _bmm_groups(spec, operands)
+    if groups is None:
+        return None
+    (left, right), size, batch, summed, kept = groups
+
+    def fold(x: Tensor, term: str, groups) -> Tensor:
+        dims = [term.index(c) for g in groups for c in g]
+        return x.permuted(dims).reshaped(tuple(math.prod(size[c] for c in g) for g in groups))
+
+    return fold(operands[0], left, (batch, kept[0], summed)), fold(operands[1], right, (batch, summed, kept[1]))
+
+
+def _bmm_groups(spec: str, operands) -> tuple | None:
+    """How ATen folds a two-operand equation for one bmm: the two terms, each letter's size, and
+    the batch, summed and kept (left's, right's) letters; None where it does not run so."""
     if len(operands) != 2 or "->" not in spec or "..." in spec:
         return None
     inputs, output = spec.split("->")
@@ -191,12 +206,15 @@ def _bmm_operands(spec: str, operands) -> tuple | None:
     batch = [c for c in order if c in left and c in right and c in output]
     summed = [c for c in order if c in left and c in right and c not in output]
     kept = ([c for c in order if c in left and c not in right], [c for c in order if c in right and c not in left])
+    return (left, right), size, batch, summed, kept
 
-    def fold(x: Tensor, term: str, groups) -> Tensor:
-        dims = [term.index(c) for g in groups for c in g]
-        return x.permuted(dims).reshaped(tuple(math.prod(size[c] for c in g) for g in groups))
 
-    return fold(operands[0], left, (batch, kept[0], summed)), fold(operands[1], right, (batch, summed, kept[1]))
+def _bmm_layout(groups: tuple, output: str):
+    """The result's memory order: bmm writes (batch, left's kept, right's kept) and einsum returns
+    that viewed and permuted to the output's letters, without a copy (None: contiguous)."""
+    _, _, batch, _, (left, right) = groups
+    layout = tuple(output.index(c) for c in batch + left + right)
+    return None if layout == tuple(sorted(layout)) else layout
 
 
 def einsum_shape(a: Args):
@@ -217,4 +235,8 @@ def einsum_shape(a: Args):
             if sizes.setdefault(letter, n) != n and 1 not in (n, sizes[letter]):
                 raise ShapeError(f"einsum {a.equation!r}: {letter} is {sizes[letter]} and {n}")
             sizes[letter] = max(sizes[letter], n)
-    return operands[0].like(tuple(sizes[c] for c in output), promote(*operands))
+    out = operands[0].like(tuple(sizes[c] for c in output), promote(*operands))
+    groups = _bmm_groups(spec, operands)
+    if groups is not None and groups[3]:  # one bmm (with nothing summed, ATen multiplies instead)
+        out.layout = _bmm_layout(groups, output)
+    return out
