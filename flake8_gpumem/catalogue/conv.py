@@ -6,7 +6,7 @@ the weight, always). The tables register them by class name.
 """
 from __future__ import annotations
 
-from ..values import ShapeError
+from ..values import STRIDED, ShapeError, Tensor
 from .core import Args, Op, keeps_input, fmt, need_channels, need_rank, tup, windows
 
 
@@ -31,7 +31,9 @@ def conv(n: int, transposed: bool = False) -> Op:
             out = sizes
         else:
             out = windows(a, sizes, k, s, 0 if a.padding == "valid" else a.padding, d, False, name)
-        return x.like((x.shape[0], a.out_channels) + tuple(out))
+        last = _channels_last(x)
+        return Tensor((x.shape[0], a.out_channels) + tuple(out), x.dtype, x.requires_grad,
+                      layout=(0, *range(2, n + 2), 1) if last else None)
 
     def params(a: Args) -> list:
         k = tup(a.kernel_size, n)
@@ -41,7 +43,17 @@ def conv(n: int, transposed: bool = False) -> Op:
     extra = "output_padding=0, groups=1, bias=True, dilation=1" if transposed else "dilation=1, groups=1, bias=True"
     sig = (f"in_channels, out_channels, kernel_size, stride=1, padding=0, {extra}, padding_mode='zeros', "
            "device=None, dtype=None")
-    return Op(sig, shape, params, saves=keeps_input, keeps_weight=True)  # convolution saves both, always
+    return Op(sig, shape, params, saves=keeps_input, keeps_weight=True,  # convolution saves both, always
+              weight_grad_copy=lambda a: _channels_last(a.input))
+
+
+def _channels_last(x: Tensor) -> bool:
+    """A 4-d or 5-d input in channels-last memory order (a permuted view, or what an element-wise
+    op made of one): the convolution then writes its output, and its weight's gradient, so."""
+    if x.ndim not in (4, 5) or x.contiguous or x.layout == STRIDED:
+        return False
+    order = [d for d in x.order if x.shape[d] != 1]
+    return order == [d for d in (0, *range(2, x.ndim), 1) if x.shape[d] != 1]
 
 
 def conv_fn(n: int) -> Op:
