@@ -94,6 +94,10 @@ OP_CASES = [
             setup=("q = h.view(h.shape[0], 8, 2, 8)",)),
     op_case("einsum-of-einsum-result", "torch.einsum('blsh,bshp->blhp', g * 3, q)",
             setup=("q = h.view(h.shape[0], 8, 2, 8)", "g = torch.einsum('blhn,bshn->blsh', q, q * 2)")),
+    # padding keeps a channels-last input's order (Mamba-2's chunk padding of heads of size 1):
+    # made contiguous it is copied
+    op_case("pad-channels-last", "torch.nn.functional.pad(h.view(h.shape[0], 4, 4, 16).permute(0, 3, 1, 2), "
+            "(1, 1, 1, 1)).contiguous()", shape=(D, D)),
     op_case("rmsnorm", "h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)"),
     op_case("rms_norm-fn", "F.rms_norm(h, (16,), eps=1e-6)"),
     op_case("rms_norm-weight", "F.rms_norm(h, [16], self.w)", init=("self.w = nn.Parameter(torch.ones(16))",)),

@@ -6,7 +6,7 @@ the weight, always). The tables register them by class name.
 """
 from __future__ import annotations
 
-from ..values import STRIDED, ShapeError, Tensor
+from ..values import ShapeError, Tensor
 from .core import Args, Op, keeps_input, fmt, need_channels, need_rank, tup, windows
 
 
@@ -31,9 +31,8 @@ def conv(n: int, transposed: bool = False) -> Op:
             out = sizes
         else:
             out = windows(a, sizes, k, s, 0 if a.padding == "valid" else a.padding, d, False, name)
-        last = _channels_last(x)
-        return Tensor((x.shape[0], a.out_channels) + tuple(out), x.dtype, x.requires_grad,
-                      layout=(0, *range(2, n + 2), 1) if last else None)
+        # written channels-last when the input is so (other orders run contiguous)
+        return Tensor((x.shape[0], a.out_channels) + tuple(out), x.dtype, x.requires_grad, layout=x.channels_last)
 
     def params(a: Args) -> list:
         k = tup(a.kernel_size, n)
@@ -44,16 +43,8 @@ def conv(n: int, transposed: bool = False) -> Op:
     sig = (f"in_channels, out_channels, kernel_size, stride=1, padding=0, {extra}, padding_mode='zeros', "
            "device=None, dtype=None")
     return Op(sig, shape, params, saves=keeps_input, keeps_weight=True,  # convolution saves both, always
-              weight_grad_copy=lambda a: _channels_last(a.input))
+              weight_grad_copy=lambda a: a.input.channels_last is not None)
 
-
-def _channels_last(x: Tensor) -> bool:
-    """A 4-d or 5-d input in channels-last memory order (a permuted view, or what an element-wise
-    op made of one): the convolution then writes its output, and its weight's gradient, so."""
-    if x.ndim not in (4, 5) or x.contiguous or x.layout == STRIDED:
-        return False
-    order = [d for d in x.order if x.shape[d] != 1]
-    return order == [d for d in (0, *range(2, x.ndim), 1) if x.shape[d] != 1]
 
 
 def conv_fn(n: int) -> Op:

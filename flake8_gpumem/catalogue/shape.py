@@ -299,6 +299,7 @@ def pad_to(x: Tensor, p) -> Tensor:
     if any(d <= 0 for d in dims):
         raise ShapeError(f"padding {tuple(p)} shrinks {fmt(x.shape)} to nothing", code="GPM201")
     out = x.like(dims)
+    out.layout = x.channels_last or out.layout  # allocated in the input's suggested memory format
     out.margins = tuple(margins)
     return out
 
