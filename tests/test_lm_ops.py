@@ -98,6 +98,11 @@ OP_CASES = [
     # made contiguous it is copied
     op_case("pad-channels-last", "torch.nn.functional.pad(h.view(h.shape[0], 4, 4, 16).permute(0, 3, 1, 2), "
             "(1, 1, 1, 1)).contiguous()", shape=(D, D)),
+    # group_norm makes an input in another order contiguous first, and keeps that copy
+    op_case("group_norm-transposed", "torch.nn.functional.group_norm(h.transpose(1, 2), 4)"),
+    # cat writes channels-last when every input is so (a UNet's skip connections after attention)
+    op_case("cat-channels-last", "torch.cat([a, a * 2], dim=1).contiguous()",
+            setup=("a = h.view(h.shape[0], 4, 4, 16).permute(0, 3, 1, 2)",), shape=(D, D)),
     op_case("rmsnorm", "h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)"),
     op_case("rms_norm-fn", "F.rms_norm(h, (16,), eps=1e-6)"),
     op_case("rms_norm-weight", "F.rms_norm(h, [16], self.w)", init=("self.w = nn.Parameter(torch.ones(16))",)),
