@@ -348,8 +348,11 @@ class _Step:
                 produced.append((t, incoming[0]))
             else:
                 produced.append((t, self._new_grad(t.nbytes)))
+        copied = 0  # a weight's first gradient in another memory order: copied into the parameter's
         for key, shape in _layer_params(ev):  # a tied weight: one gradient
-            transient += self._param_grad(key, math.prod(shape) * self.gbytes)
+            nbytes = math.prod(shape) * self.gbytes
+            copied += nbytes if ev.weight_grad_copy and len(shape) > 1 and key not in self.param_grads else 0
+            transient += self._param_grad(key, nbytes)
         transient += ev.backward_temp
         self.reach(self.cur + transient, f"backward, {label(ev)}")
         if ev.backward_late is not None:  # it frees its output's gradient midway
@@ -369,6 +372,7 @@ class _Step:
                 self.free(sid)
         for buf in incoming:
             release(buf)
+        self.reach(self.cur + copied, f"backward, {label(ev)} (weight gradient copy)")
         # 3. a gradient arriving where one is waiting is summed into a new buffer
         for t, new in produced:
             old = grads.get(t.id)

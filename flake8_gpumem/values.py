@@ -107,6 +107,16 @@ class Tensor:
         order = [d for d in self.layout if self.shape[d] != 1]
         return order == sorted(order)
 
+    @property
+    def channels_last(self) -> tuple | None:
+        """The channels-last memory order of a 4-d or 5-d tensor in it (None otherwise): ATen's
+        suggested memory format, in which convolutions and padding write their results."""
+        if self.ndim not in (4, 5) or self.contiguous or self.layout == STRIDED:
+            return None
+        last = (0, *range(2, self.ndim), 1)
+        order = [d for d in self.layout if self.shape[d] != 1]
+        return last if order == [d for d in last if self.shape[d] != 1] else None
+
     def permuted(self, order) -> Tensor:
         """A view with dimensions reordered; memory stays where it is."""
         order = tuple(order)

@@ -84,6 +84,25 @@ OP_CASES = [
     op_case("in-place-chain", "h", setup=("h = h * 2", "h.relu_().unsqueeze_(0).transpose_(0, 1)")),
     op_case("unsqueeze_-result", "h.unsqueeze_(0) + h", setup=("h = h * 2",)),
     # normalisation, feed-forward, heads
+    # a Linear's result is contiguous even when its input is transposed and keeps its width
+    # (diffusers' attention on a 4-d input): transposing it back needs a copy to be contiguous
+    op_case("linear-of-transposed-same-width", "self.lin2(h.transpose(1, 2)).transpose(1, 2).contiguous()",
+            init=("self.lin2 = nn.Linear(16, 16, bias=False)",), shape=(D, D)),
+    # einsum returns bmm's (batch, kept, kept) result permuted to the output's letters, a view
+    # (Mamba-2's chunked scan): made contiguous it is copied, multiplied it keeps that order
+    op_case("einsum-permuted-result", "torch.einsum('blhn,bshn->blsh', q, q * 2).contiguous()",
+            setup=("q = h.view(h.shape[0], 8, 2, 8)",)),
+    op_case("einsum-of-einsum-result", "torch.einsum('blsh,bshp->blhp', g * 3, q)",
+            setup=("q = h.view(h.shape[0], 8, 2, 8)", "g = torch.einsum('blhn,bshn->blsh', q, q * 2)")),
+    # padding keeps a channels-last input's order (Mamba-2's chunk padding of heads of size 1):
+    # made contiguous it is copied
+    op_case("pad-channels-last", "torch.nn.functional.pad(h.view(h.shape[0], 4, 4, 16).permute(0, 3, 1, 2), "
+            "(1, 1, 1, 1)).contiguous()", shape=(D, D)),
+    # group_norm makes an input in another order contiguous first, and keeps that copy
+    op_case("group_norm-transposed", "torch.nn.functional.group_norm(h.transpose(1, 2), 4)"),
+    # cat writes channels-last when every input is so (a UNet's skip connections after attention)
+    op_case("cat-channels-last", "torch.cat([a, a * 2], dim=1).contiguous()",
+            setup=("a = h.view(h.shape[0], 4, 4, 16).permute(0, 3, 1, 2)",), shape=(D, D)),
     op_case("rmsnorm", "h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)"),
     op_case("rms_norm-fn", "F.rms_norm(h, (16,), eps=1e-6)"),
     op_case("rms_norm-weight", "F.rms_norm(h, [16], self.w)", init=("self.w = nn.Parameter(torch.ones(16))",)),

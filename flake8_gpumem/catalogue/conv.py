@@ -6,7 +6,7 @@ the weight, always). The tables register them by class name.
 """
 from __future__ import annotations
 
-from ..values import ShapeError
+from ..values import ShapeError, Tensor
 from .core import Args, Op, keeps_input, fmt, need_channels, need_rank, tup, windows
 
 
@@ -31,7 +31,8 @@ def conv(n: int, transposed: bool = False) -> Op:
             out = sizes
         else:
             out = windows(a, sizes, k, s, 0 if a.padding == "valid" else a.padding, d, False, name)
-        return x.like((x.shape[0], a.out_channels) + tuple(out))
+        # written channels-last when the input is so (other orders run contiguous)
+        return Tensor((x.shape[0], a.out_channels) + tuple(out), x.dtype, x.requires_grad, layout=x.channels_last)
 
     def params(a: Args) -> list:
         k = tup(a.kernel_size, n)
@@ -41,7 +42,9 @@ def conv(n: int, transposed: bool = False) -> Op:
     extra = "output_padding=0, groups=1, bias=True, dilation=1" if transposed else "dilation=1, groups=1, bias=True"
     sig = (f"in_channels, out_channels, kernel_size, stride=1, padding=0, {extra}, padding_mode='zeros', "
            "device=None, dtype=None")
-    return Op(sig, shape, params, saves=keeps_input, keeps_weight=True)  # convolution saves both, always
+    return Op(sig, shape, params, saves=keeps_input, keeps_weight=True,  # convolution saves both, always
+              weight_grad_copy=lambda a: a.input.channels_last is not None)
+
 
 
 def conv_fn(n: int) -> Op:

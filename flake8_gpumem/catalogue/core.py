@@ -73,6 +73,9 @@ class Op:
     autocast: str = ""  # under AMP: "low" runs in half precision, "fp32"/"fp32-cuda" in float32, "promote" in
     # the widest of its inputs' precisions
     keeps_weight: bool = False  # keeps its (half-precision) weight even when its input needs no gradient
+    # its weight's gradient comes in another memory order (a channels-last convolution's), which
+    # AccumulateGrad copies into the parameter's once the node has freed what it kept
+    weight_grad_copy: Callable[[Args], bool] = lambda a: False
     grad: str = "alloc"  # backward allocates a gradient per input; "alias": it is a view of the output's;
     # "none": no gradient flows through it (detach)
     # a composite: steps(args, run) makes its result with other entries, run(name, *args, **kwargs)

@@ -39,13 +39,19 @@ def linear_shape(a: Args):
     if x.ndim == 0:
         raise ShapeError("Linear expects at least a 1-d input")
     need_channels(x, a.in_features, -1, "Linear in_features")
-    return x.like(x.shape[:-1] + (a.out_features,))
+    return _product(x, x.shape[:-1] + (a.out_features,))
+
+
+def _product(x: Tensor, shape: tuple) -> Tensor:
+    """A matrix product's result: new and contiguous, whatever the input's memory order (unlike
+    an element-wise result, it does not keep a transposed input's, even when the shape is the same)."""
+    return Tensor(tuple(shape), x.dtype, x.requires_grad)
 
 
 def bilinear_shape(a: Args):
     need_channels(a.input1, a.in1_features, -1, "Bilinear in1_features")
     need_channels(a.input2, a.in2_features, -1, "Bilinear in2_features")
-    return a.input1.like(a.input1.shape[:-1] + (a.out_features,))
+    return _product(a.input1, a.input1.shape[:-1] + (a.out_features,))
 
 
 def embedding_shape(a: Args):
@@ -70,7 +76,7 @@ def outer_shape(a: Args):
 def linear_fn_shape(a: Args):
     w = a.weight
     need_channels(a.input, w.shape[-1], -1, "F.linear weight in_features")
-    return a.input.like(a.input.shape[:-1] + w.shape[:1])
+    return _product(a.input, a.input.shape[:-1] + w.shape[:1])
 
 
 def addmm_shape(a: Args):
@@ -78,7 +84,7 @@ def addmm_shape(a: Args):
     x, w = a.mat1, a.mat2
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
         raise ShapeError(f"addmm of {fmt(x.shape)} and {fmt(w.shape)}: two matrices with matching inner sizes needed")
-    return x.like((x.shape[0], w.shape[1]))
+    return _product(x, (x.shape[0], w.shape[1]))
 
 
 def addmm_saves(a: Args, out) -> list:
@@ -168,6 +174,21 @@ def _bmm_operands(spec: str, operands) -> tuple | None:
     """The two operands as bmm gets them (views, or copies where the reshape copies); None for an
     equation ATen does not run as one bmm (more operands, repeated or summed-out-alone letters,
     broadcast sizes)."""
+    groups = _bmm_groups(spec, operands)
+    if groups is None:
+        return None
+    (left, right), size, batch, summed, kept = groups
+
+    def fold(x: Tensor, term: str, groups) -> Tensor:
+        dims = [term.index(c) for g in groups for c in g]
+        return x.permuted(dims).reshaped(tuple(math.prod(size[c] for c in g) for g in groups))
+
+    return fold(operands[0], left, (batch, kept[0], summed)), fold(operands[1], right, (batch, summed, kept[1]))
+
+
+def _bmm_groups(spec: str, operands) -> tuple | None:
+    """How ATen folds a two-operand equation for one bmm: the two terms, each letter's size, and
+    the batch, summed and kept (left's, right's) letters; None where it does not run so."""
     if len(operands) != 2 or "->" not in spec or "..." in spec:
         return None
     inputs, output = spec.split("->")
@@ -185,12 +206,15 @@ def _bmm_operands(spec: str, operands) -> tuple | None:
     batch = [c for c in order if c in left and c in right and c in output]
     summed = [c for c in order if c in left and c in right and c not in output]
     kept = ([c for c in order if c in left and c not in right], [c for c in order if c in right and c not in left])
+    return (left, right), size, batch, summed, kept
 
-    def fold(x: Tensor, term: str, groups) -> Tensor:
-        dims = [term.index(c) for g in groups for c in g]
-        return x.permuted(dims).reshaped(tuple(math.prod(size[c] for c in g) for g in groups))
 
-    return fold(operands[0], left, (batch, kept[0], summed)), fold(operands[1], right, (batch, summed, kept[1]))
+def _bmm_layout(groups: tuple, output: str):
+    """The result's memory order: bmm writes (batch, left's kept, right's kept) and einsum returns
+    that viewed and permuted to the output's letters, without a copy (None: contiguous)."""
+    _, _, batch, _, (left, right) = groups
+    layout = tuple(output.index(c) for c in batch + left + right)
+    return None if layout == tuple(sorted(layout)) else layout
 
 
 def einsum_shape(a: Args):
@@ -211,4 +235,8 @@ def einsum_shape(a: Args):
             if sizes.setdefault(letter, n) != n and 1 not in (n, sizes[letter]):
                 raise ShapeError(f"einsum {a.equation!r}: {letter} is {sizes[letter]} and {n}")
             sizes[letter] = max(sizes[letter], n)
-    return operands[0].like(tuple(sizes[c] for c in output), promote(*operands))
+    out = operands[0].like(tuple(sizes[c] for c in output), promote(*operands))
+    groups = _bmm_groups(spec, operands)
+    if groups is not None and groups[3]:  # one bmm (with nothing summed, ATen multiplies instead)
+        out.layout = _bmm_layout(groups, output)
+    return out

@@ -226,7 +226,10 @@ def _cat_shape(a: Args):
         if t.ndim != first.ndim or any(i != d and x != y for i, (x, y) in enumerate(zip(first.shape, t.shape))):
             raise ShapeError(f"torch.cat along dim {a.dim}: shapes {fmt(first.shape)} and {fmt(t.shape)} "
                              "differ outside that dimension")
-    return first.like(first.shape[:d] + (sum(t.shape[d] for t in xs),) + first.shape[d + 1:])
+    out = first.like(first.shape[:d] + (sum(t.shape[d] for t in xs),) + first.shape[d + 1:])
+    # written channels-last when every input is so, else contiguous (ATen's output memory format)
+    out.layout = first.channels_last if all(t.channels_last for t in xs) else None
+    return out
 
 
 def stack_shape(a: Args):
@@ -299,6 +302,7 @@ def pad_to(x: Tensor, p) -> Tensor:
     if any(d <= 0 for d in dims):
         raise ShapeError(f"padding {tuple(p)} shrinks {fmt(x.shape)} to nothing", code="GPM201")
     out = x.like(dims)
+    out.layout = x.channels_last or out.layout  # allocated in the input's suggested memory format
     out.margins = tuple(margins)
     return out
 

@@ -403,6 +403,7 @@ class Event:
     backward_temp: int = 0  # bytes its backward holds briefly beyond the gradients
     backward_late: int | None = None  # the same once it has consumed its output's gradient (freed then)
     forward_temp: int = 0  # bytes it holds briefly while it runs
+    weight_grad_copy: bool = False  # its layer's weight gradient is copied to the parameter's memory order
     own_param_grads: bool = True  # False under AMP: the gradients reach the weights through their casts
     until_forward_end: bool = False  # its output lives until forward ends (autocast's weight cache)
     owner: Module | None = None  # the module whose forward made this call

@@ -93,6 +93,7 @@ class TensorOps:
                                  where=self.where(module.node, module) if module is not None else self.where(node),
                                  backward_temp=early, backward_late=late,
                                  forward_temp=op.forward_temp(bound, out),
+                                 weight_grad_copy=grad and op.weight_grad_copy(bound),
                                  owner=self.stack[-1][0] if self.stack else None,
                                  own_param_grads=not weights))
         for t in originals:
