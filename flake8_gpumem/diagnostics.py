@@ -68,6 +68,11 @@ POLICY = {"dtype": "float32", "param_dtype": "bfloat16", "reduce_dtype": "float3
 POLICY_WORDS = "--param-dtype bfloat16 --reduce-dtype float32"
 
 
+def _policy_fits(s) -> bool:
+    """Whether FSDP's mixed-precision policy is a change to try: none set, and bf16 or no AMP."""
+    return not s.param_dtype and s.dtype in ("float32", "amp-bf16")
+
+
 def _fixes(report, peak_with) -> list[tuple[str, int]]:
     """What would make the step fit, each simulated: one change (AMP, or under FSDP its
     mixed-precision policy; checkpointing the model's block; the same samples in micro-batches),
@@ -75,8 +80,7 @@ def _fixes(report, peak_with) -> list[tuple[str, int]]:
     s = report.settings
     block = next(iter(report.blocks), None)
     tries = []
-    policy = s.strategy == "fsdp" and not s.param_dtype and s.dtype in ("float32", "amp-bf16")
-    if policy:
+    if s.strategy == "fsdp" and _policy_fits(s):
         tries.append((f"with {POLICY_WORDS}", replace(s, **POLICY)))
     elif s.dtype == "float32" and not s.param_dtype:
         tries.append(("with --dtype amp-bf16", replace(s, dtype="amp-bf16")))
@@ -102,7 +106,7 @@ def _fewest_gpus(s, block: str, peak_with, enough: bool) -> list[tuple[str, int]
     listed where it needs fewer than those before it. `enough`: the first that fits will do."""
     sharded = {"strategy": "fsdp", "shard_unit": s.shard_unit if block in s.shard_unit else s.shard_unit + (block,)}
     rungs = [([f"with FSDP sharding {block}"], sharded)]
-    if not s.param_dtype and s.dtype in ("float32", "amp-bf16"):
+    if _policy_fits(s):
         rungs.append((rungs[-1][0] + [POLICY_WORDS], {**rungs[-1][1], **POLICY}))
     if block not in s.checkpoint:
         rungs.append((rungs[-1][0] + [f"activation checkpointing on {block}"],
