@@ -122,7 +122,8 @@ class _Step:
     """One forward and backward walked allocation by allocation: the running total and its peak.
 
     A checkpointed call (`ev.checkpoint`, torch.utils.checkpoint) keeps nothing in forward but its
-    inputs; when backward reaches it, its forward runs again and keeps what its ops save."""
+    inputs (and, selectively checkpointed, the results its policy caches: `ev.cached`); when backward
+    reaches it, its forward runs again and keeps what its ops save."""
 
     def __init__(self, events, inputs, returned, kept, loss, param_shapes, buffers, dtype, optimizer, label, log,
                  held, grads_exist: set | None = None, carried: int = 0, points: list | None = None,
@@ -185,6 +186,8 @@ class _Step:
             made = {t.id for i in idx for t in events[i].allocated}
             self.kept_in_forward[idx[0]] = {t.storage.id for i in idx for t in events[i].inputs
                                             if not t.storage.is_param and t.storage.id not in made}
+            # and, selectively checkpointed, the results its policy caches, until the recomputation reuses them
+            self.kept_in_forward[idx[0]] |= {t.id for i in idx if events[i].cached for t in events[i].allocated}
         self.held = held or {}
         self.cur = 0
         self.change(self.weights, WEIGHTS, WEIGHTS)
@@ -386,7 +389,8 @@ class _Step:
 
     def _recompute(self, idx: list) -> None:
         """Backward reaches a checkpointed call: its forward runs again; what its ops save stays
-        (until their backward), the rest is freed after its last use there. Its outputs exist."""
+        (until their backward), the rest is freed after its last use there. Its outputs exist. A result
+        selective checkpointing cached is not made again: the cache hands it over and lets it go."""
         events = self.events
         kept = set().union(*(self._saved(events[i]) for i in idx))
         last_use = {t.id: i for i in idx for t in events[i].allocated}
@@ -394,6 +398,9 @@ class _Step:
             for t in events[i].inputs:
                 last_use[t.storage.id] = i
         fresh: set = set()
+        # the recomputation stops at the last op that saves a tensor; a result the cache handed that op
+        # stays referenced (measured under MemTracker) until the region's backward ends
+        stop = max((i for i in idx if events[i].saved), default=None)
         if events[idx[0]].checkpoint.reentrant:  # its outputs again, until its backward returns
             again = sum(self.size[t.id] for i in idx for t in events[i].allocated if t.id in self.live)
             self.change(again, ACTIVATIONS, ("recomputed", idx[0]))
@@ -402,6 +409,11 @@ class _Step:
             self.at = i
             ev = events[i]
             fresh.update(t.id for t in ev.allocated if t.id not in self.live)
+            for sid in (t.id for t in ev.allocated if ev.cached and i != stop):
+                self.savers_left[sid] -= 1
+                self.kept_in_forward[idx[0]].discard(sid)
+                if not self.savers_left[sid] and sid not in self.kept_to_end:
+                    fresh.add(sid)
             for t in ev.allocated:
                 self.alloc(t.id)
             self.reach(self.cur + ev.forward_temp, f"backward, {self.label(ev)} (recomputed)")

@@ -11,7 +11,7 @@ casts), shape (views, reshaping, cat/stack, padding, upsampling), creation,
 recurrent, attention and einops (composites of the others); core holds what they share (Op, Args, the save rules,
 the shape helpers) and tables puts their entries under the names code calls.
 """
-from .core import TORCH_VERSION, Args, Op, Ledger, broadcast, fmt, promote
+from .core import SAC_OPS, TORCH_VERSION, Args, Op, Ledger, broadcast, fmt, promote
 from .creation import MAX_VALUES, valued
 from .elementwise import CAST, binary, unary
 from .recurrent import RNN_LAYER, elman_step, gru_step, lstm_step, replay
@@ -19,5 +19,5 @@ from .shape import TAKE
 from .tables import AUTOCAST, FUNCTIONS, LAZY, LIBRARY_MODULES, METHODS, MODULES
 
 __all__ = ["AUTOCAST", "Args", "CAST", "FUNCTIONS", "LAZY", "LIBRARY_MODULES", "MAX_VALUES", "METHODS", "MODULES",
-           "Op", "RNN_LAYER", "TAKE", "TORCH_VERSION", "Ledger", "elman_step", "gru_step", "lstm_step", "replay",
-           "binary", "broadcast", "fmt", "promote", "unary", "valued"]
+           "Op", "RNN_LAYER", "SAC_OPS", "TAKE", "TORCH_VERSION", "Ledger", "elman_step", "gru_step", "lstm_step",
+           "replay", "binary", "broadcast", "fmt", "promote", "unary", "valued"]

@@ -27,6 +27,19 @@ def _sdpa_fused(a: Args) -> bool:
     return a.get("_device") == "cuda" or not a.dropout_p
 
 
+# the fused kernels CUDA chooses among by GPU, dtype and head size, which the source does not say
+CUDA_SDPA = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+             "_scaled_dot_product_cudnn_attention")
+
+
+def sdpa_aten(a: Args) -> tuple | None:
+    """The ATen op a selective checkpointing policy sees (Op.aten): the CPU's fused kernel, or one of
+    CUDA's; the math path (CPU dropout) decomposes into matmuls and softmax, not read."""
+    if not _sdpa_fused(a):
+        return None
+    return CUDA_SDPA if a.get("_device") == "cuda" else ("_scaled_dot_product_flash_attention_for_cpu",)
+
+
 def sdpa_saves(a: Args, out) -> list:
     q, k, v = a.query, a.key, a.value
     stats = Tensor(q.shape[:-1], "float32")  # log-sum-exp per query row

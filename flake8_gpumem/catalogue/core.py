@@ -84,6 +84,17 @@ class Op:
     # a tensor method that changes its tensor's shape in place (x.unsqueeze_(0)): the tensor it is
     # called on is its result from then on
     rebinds: bool = False
+    # the ATen op that makes its result, as a selective checkpointing policy sees it (after decomposition;
+    # a name of SAC_OPS): aten(args) gives the candidates, one of which runs, or None where that is not
+    # known. An entry without it dispatches none of SAC_OPS.
+    aten: Callable[[Args], tuple | None] | None = None
+
+
+# The matrix-product and attention ATen ops an entry's `aten` names: what selective activation
+# checkpointing policies save (torchtitan's list); no entry without `aten` dispatches one of them
+SAC_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product_flash_attention",
+                     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+                     "_scaled_dot_product_flash_attention_for_cpu"})
 
 
 def tup(value, n: int, what: str = "size") -> tuple:

@@ -240,3 +240,33 @@ def einsum_shape(a: Args):
     if groups is not None and groups[3]:  # one bmm (with nothing summed, ATen multiplies instead)
         out.layout = _bmm_layout(groups, output)
     return out
+
+
+# The ATen op that makes a product's result (Op.aten), as traced under a TorchDispatchMode
+# (tests/test_sac_aten.py): a 1-d operand runs mv/dot, not in SAC_OPS, and is not read.
+
+def linear_aten(a: Args) -> tuple | None:
+    """Linear, F.linear: addmm with a bias, mm without; a contiguous batched input is viewed to 2-d
+    first and the result viewed back (the same memory). A non-contiguous one runs matmul, then adds
+    the bias into a new tensor (linear_bias_copy): not read."""
+    x, bias = a.input, a.get("bias") not in (None, False)
+    if x.ndim < 2 or (x.ndim > 2 and not x.contiguous and bias):
+        return None
+    return ("addmm",) if bias else ("mm",)
+
+
+def matmul_aten(a: Args) -> tuple | None:
+    """2-d @ 2-d: mm; a contiguous batched left operand folds onto a matrix: mm; batches on both: bmm."""
+    x, y = a.input, a.other
+    if x.ndim < 2 or y.ndim < 2:
+        return None
+    if y.ndim == 2:
+        return ("mm",) if x.ndim == 2 or x.layout is None else None
+    return ("bmm",) if x.ndim >= 3 else None
+
+
+def einsum_aten(a: Args) -> tuple | None:
+    """Two operands summed over a shared letter run as one bmm (other equations: mul, sum, or a path
+    opt_einsum picks, not read)."""
+    groups = _bmm_groups(a.equation.replace(" ", ""), _einsum_operands(a))
+    return ("bmm",) if groups is not None and groups[3] else None

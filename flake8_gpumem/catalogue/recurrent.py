@@ -282,4 +282,5 @@ def _gru_float_states(a: Args) -> int:
 # Arguments in the order ATen's layer reaches them, last first: autocast casts an op's arguments last
 # to first, so linear_ih casts b_ih, w_ih, the input, then the first step b_hh, w_hh, hx.
 RNN_LAYER = Op("cx, w_hr, hx, w_hh, b_hh, input, w_ih, b_ih, kind, frees_h0, joined, state", _rnn_layer_shape,
-               saves=_rnn_layer_saves, backward_temp=_rnn_layer_backward, forward_temp=_rnn_layer_forward)
+               saves=_rnn_layer_saves, backward_temp=_rnn_layer_backward, forward_temp=_rnn_layer_forward,
+               aten=lambda a: None)  # its cells' matrix products, in an order not read

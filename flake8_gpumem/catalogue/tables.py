@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..values import FLOAT_DTYPES, Tensor
-from .attention import sdpa_backward, sdpa_saves, sdpa_shape
+from .attention import sdpa_aten, sdpa_backward, sdpa_saves, sdpa_shape
 from .conv import conv, conv_fn
 from .core import Args, Op, keeps_input, keeps_input_or_result, keeps_nothing, keeps_output, broadcast
 from .creation import (CREATE, LEGACY, ONES, ZEROS, arange_shape, eye_shape, full_shape, like_shape, linspace_shape,
@@ -22,8 +22,8 @@ from .elementwise import (ALL, BERNOULLI, COMPARE, CUMPROD, CUMSUM, DIFF, HISTC,
                           keeps_for_quotient, keeps_other_factor, polar_shape, pow_saves, prelu_shape, reduce_shape,
                           softmax_fn, to_dtype, activation, binary, dropout, functional, unary)
 from .linear import (addmm_saves, addmm_shape, bilinear_shape, einsum_saves, einsum_shape, embedding_fn_shape,
-                     embedding_shape, grouped_mm_shape, linear_bias_copy, linear_fn_shape, linear_saves, linear_shape,
-                     matmul_saves, matmul_shape, outer_shape)
+                     embedding_shape, grouped_mm_shape, linear_aten, linear_bias_copy, linear_fn_shape, linear_saves,
+                     linear_shape, matmul_aten, matmul_saves, matmul_shape, einsum_aten, outer_shape)
 from .losses import CROSS_ENTROPY, MSE_LOSS, NLL_LOSS, functional_loss
 from .normalisation import (batch_norm_saves, group_norm_fn_shape, group_norm_saves, group_norm_shape,
                             layer_norm_params, layer_norm_saves, layer_norm_shape, rms_norm, affine, batch_norm,
@@ -50,11 +50,11 @@ MODULES: dict[str, Op] = {
                     lambda a: affine(a.num_channels, a.affine), saves=group_norm_saves),
     "Linear": Op("in_features, out_features, bias=True, device=None, dtype=None", linear_shape,
                  lambda a: [(a.out_features, a.in_features)] + ([(a.out_features,)] if a.bias else []),
-                 saves=linear_saves, forward_temp=linear_bias_copy),
+                 saves=linear_saves, forward_temp=linear_bias_copy, aten=linear_aten),
     "Bilinear": Op("in1_features, in2_features, out_features, bias=True, device=None, dtype=None", bilinear_shape,
                    lambda a: [(a.out_features, a.in1_features, a.in2_features)]
                    + ([(a.out_features,)] if a.bias else []),
-                   saves=lambda a, out: [a.input1, a.input2], forward="input1, input2"),
+                   saves=lambda a, out: [a.input1, a.input2], forward="input1, input2", aten=lambda a: None),
     "Embedding": Op("num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0, "
                     "scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None",
                     embedding_shape, lambda a: [(a.num_embeddings, a.embedding_dim)], saves=keeps_input),
@@ -179,7 +179,7 @@ FUNCTIONS: dict[str, Op] = {
     "torch.nn.functional.upsample": INTERPOLATE,
     "torch.nn.functional.scaled_dot_product_attention": Op(
         "query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False",
-        sdpa_shape, saves=sdpa_saves, backward_temp=sdpa_backward),
+        sdpa_shape, saves=sdpa_saves, backward_temp=sdpa_backward, aten=sdpa_aten),
     "torch.nn.functional.cross_entropy": functional_loss(CROSS_ENTROPY),
     "torch.nn.functional.nll_loss": functional_loss(NLL_LOSS),
     "torch.nn.functional.mse_loss": functional_loss(MSE_LOSS, ", weight=None"),
@@ -203,7 +203,7 @@ FUNCTIONS: dict[str, Op] = {
     **{f"torch.nn.functional.conv{n}d": conv_fn(n) for n in (1, 2, 3)},
     "torch.nn.functional.linear": Op("input, weight, bias=None", linear_fn_shape,
                                      saves=lambda a, out: linear_saves(a, out) + [a.weight] * a.input.requires_grad,
-                                     forward_temp=linear_bias_copy),
+                                     forward_temp=linear_bias_copy, aten=linear_aten),
     "torch.nn.functional.pixel_shuffle": Op("input, upscale_factor", pixel_shuffle_shape),
     "torch.nn.functional.pixel_unshuffle": Op("input, downscale_factor", pixel_unshuffle_shape),
     "torch.flatten": Op("input, start_dim=0, end_dim=-1", flatten_shape, grad="alias"),
@@ -217,19 +217,21 @@ FUNCTIONS: dict[str, Op] = {
                         saves=lambda a, out: [t for t in (a.tensor1, a.tensor2) if isinstance(t, Tensor)]),
     "torch.mul": binary(keeps_other_factor), "torch.multiply": binary(keeps_other_factor), "torch.div": DIVISION,
     "torch.divide": DIVISION,
-    "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves),
-    "torch.addmm": Op("input, mat1, mat2, beta=1, alpha=1, out=None", addmm_shape, saves=addmm_saves),
+    "torch.matmul": Op("input, other, out=None", matmul_shape, saves=matmul_saves, aten=matmul_aten),
+    "torch.addmm": Op("input, mat1, mat2, beta=1, alpha=1, out=None", addmm_shape, saves=addmm_saves,
+                      aten=lambda a: ("addmm",)),
     # input * beta + batch1 @ batch2 * alpha (BLOOM's ALiBi scores): each batch where the other needs its gradient
     "torch.baddbmm": Op("input, batch1, batch2, *, beta=1, alpha=1, out=None",
                         lambda a: broadcast(a.input, matmul_shape(Args(input=a.batch1, other=a.batch2))),
-                        saves=lambda a, out: addmm_saves(Args(mat1=a.batch1, mat2=a.batch2), out)),
-    "torch.einsum": Op("equation, *operands", einsum_shape, saves=einsum_saves),
+                        saves=lambda a, out: addmm_saves(Args(mat1=a.batch1, mat2=a.batch2), out),
+                        aten=lambda a: ("baddbmm",)),
+    "torch.einsum": Op("equation, *operands", einsum_shape, saves=einsum_saves, aten=einsum_aten),
     "torch.bmm": Op("input, mat2, out=None", lambda a: matmul_shape(Args(input=a.input, other=a.mat2)),
-                    saves=lambda a, out: [a.input, a.mat2]),
+                    saves=lambda a, out: [a.input, a.mat2], aten=lambda a: ("bmm",)),
     # each operand where the other needs its gradient, as mm, and the group offsets
     "torch.nn.functional.grouped_mm": Op("mat_a, mat_b, *, offs=None, bias=None, out_dtype=None", grouped_mm_shape,
                                          saves=lambda a, out: addmm_saves(Args(mat1=a.mat_a, mat2=a.mat_b), out)
-                                         + [t for t in (a.offs,) if isinstance(t, Tensor)]),
+                                         + [t for t in (a.offs,) if isinstance(t, Tensor)], aten=lambda a: None),
     # A X = B for a triangular A (gated delta-rule attention): X in B's shape, batch dims broadcast;
     # backward keeps A and X
     "torch.linalg.solve_triangular": Op("A, B, *, upper, left=True, unitriangular=False, out=None",

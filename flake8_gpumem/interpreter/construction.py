@@ -11,8 +11,8 @@ from ..signature import REQUIRED, Param, bind, parse
 from ..values import (FLOAT_DTYPES, MODULE_CASTS, TORCH_DTYPES, AnalysisError, Raised, ShapeError, Tensor, Unresolved,
                       bad_sizes, tensors_in)
 from .objects import (BUILTINS, CONTAINERS, LAZY_PENDING, MISSING, MODULE_BASES, Bound, Buffer, Class, Event, Field,
-                      Function, Instance, Module, OrderedDict, Parameter, Partial, Q, Region, Scope, canonical,
-                      walk_modules)
+                      Function, Instance, Module, OrderedDict, Parameter, Partial, Q, Region, Scope, Selective,
+                      canonical, walk_modules)
 from ..catalogue import Args, Op
 
 
@@ -38,6 +38,7 @@ MODULE_METHODS = ("append", "add_module", "register_module", "extend", "insert",
 CHECKPOINTING_LAYERS = {("transformers.modeling_layers", "GradientCheckpointingLayer")}
 # the cache arguments that wrapper drops under checkpointing (a layer that only reads its cache keeps them)
 CACHE_ARGUMENTS = ("past_key_values", "layer_past")
+NOOP_CONTEXT = "torch.utils.checkpoint.noop_context_fn"  # checkpoint's default context_fn
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ENUMS = frozenset(f"enum.{name}" for name in ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"))
 PER_DIMENSION = ("kernel_size", "stride", "padding", "dilation", "output_padding")
@@ -405,18 +406,22 @@ class Construction:
         return self.checkpointed(lambda: self._run_module(module, args, kwargs, node), args,
                                  func.kwargs.get("use_reentrant") is True)
 
-    def checkpointed(self, run, inputs: list = (), reentrant: bool = False):
+    def checkpointed(self, run, inputs: list = (), reentrant: bool = False, selective: Selective | None = None):
         """torch.utils.checkpoint around `run()`: its events are one region, which forward keeps
         nothing of but its inputs and backward runs again (a region inside one is part of it).
-        The reentrant variant gives no gradient at all when none of its inputs needs one."""
+        The reentrant variant gives no gradient at all when none of its inputs needs one. Under a
+        `selective` policy forward also keeps the results of the ops it saves (Event.cached)."""
         if self.region is not None:
+            if selective is not None and selective != self.selective:
+                raise Unresolved("a selectively checkpointed call inside another checkpointed call is not modelled")
             return run()
         self.regions += 1
         self.region, first = self.regions, len(self.events)
+        self.selective = selective
         try:
             out = run()
         finally:
-            self.region = None
+            self.region = self.selective = None
         region = Region(self.regions, reentrant)
         for ev in self.events[first:]:
             ev.checkpoint = region
@@ -424,6 +429,36 @@ class Construction:
             for t in tensors_in(out):
                 t.requires_grad = False
         return out
+
+    def selective_policy(self, context_fn, reentrant: bool, node) -> Selective | None:
+        """checkpoint's `context_fn`: None for the default; the policy when it calls
+        create_selective_checkpoint_contexts (a functools.partial of it, or a function returning it)."""
+        if context_fn is None or (isinstance(context_fn, Q) and context_fn.path == NOOP_CONTEXT):
+            return None
+        if reentrant:
+            raise Unresolved("checkpoint takes context_fn only with use_reentrant=False (PyTorch raises)", node)
+        made = self.call(context_fn, [], {}, node)
+        if not isinstance(made, Selective):
+            raise Unresolved(f"checkpoint's context_fn {context_fn!r} is not create_selective_checkpoint_contexts: "
+                             "what it runs forward and recomputation under is not modelled", node)
+        return made
+
+    def cached(self, op: Op, bound: Args, type_name: str, node) -> bool:
+        """Whether the running region's selective policy caches this call's result: the ATen op that
+        makes it, as the catalogue names it (Op.aten), is one the policy saves. An entry without `aten`
+        dispatches none of SAC_OPS, the only ops a policy gpumem reads may save."""
+        if self.selective is None or op.aten is None:
+            return False
+        candidates = op.aten(bound)
+        if candidates is None:
+            raise Unresolved(f"{type_name} under selective checkpointing: which ATen op makes its result, and "
+                             "so whether the policy keeps it, is not read for these arguments", node)
+        saved = {name in self.selective.saves for name in candidates}
+        if len(saved) > 1:
+            raise Unresolved(f"{type_name} under selective checkpointing runs one of {', '.join(candidates)}, "
+                             f"which one is not read, and the policy saves only "
+                             f"{', '.join(sorted(self.selective.saves & set(candidates)))}: list all or none", node)
+        return saved.pop()
 
     def _run_module(self, module: Module, args: list, kwargs: dict, node):
         if self.stack:

@@ -44,6 +44,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
         self.checkpoint_classes = frozenset(checkpoint)  # what-if: every call of these runs checkpointed
         self.region: int | None = None  # the checkpointed call running now
         self.regions = 0
+        self.selective = None  # the running region's selective checkpointing policy (objects.Selective)
         self.recomputed: frozenset = frozenset()  # ids of with-blocks read as checkpointed (custom_function)
         self.decorated: dict = {}  # ids of a method's def node and scope -> what its decorators make of it
 

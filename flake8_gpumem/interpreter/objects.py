@@ -385,6 +385,14 @@ class Region:
     reentrant: bool = False
 
 
+@dataclass(frozen=True)
+class Selective:
+    """create_selective_checkpoint_contexts(ops) as checkpoint's context_fn returns it: the ATen ops
+    (names such as "mm", catalogue.SAC_OPS) whose outputs forward caches for the recomputation."""
+
+    saves: frozenset
+
+
 @dataclass
 class Event:
     """One call in forward: a leaf module, a functional op, a tensor method or an operator."""
@@ -409,6 +417,7 @@ class Event:
     owner: Module | None = None  # the module whose forward made this call
     folded: bool = False  # made inside a leaf custom module: reported as part of that module's row
     checkpoint: Region | None = None  # the checkpointed call (torch.utils.checkpoint) it runs in
+    cached: bool = False  # selective checkpointing keeps its result from forward: recomputation reuses it
 
 
 LAZY_PENDING = object()  # a lazy layer's size until its first input arrives

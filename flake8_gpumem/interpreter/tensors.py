@@ -95,7 +95,8 @@ class TensorOps:
                                  forward_temp=op.forward_temp(bound, out),
                                  weight_grad_copy=grad and op.weight_grad_copy(bound),
                                  owner=self.stack[-1][0] if self.stack else None,
-                                 own_param_grads=not weights))
+                                 own_param_grads=not weights,
+                                 cached=self.cached(op, bound, type_name, node)))
         for t in originals:
             self.held[t.storage.id] = max(self.held.get(t.storage.id, -1), len(self.events) - 1)
         return out
