@@ -266,7 +266,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
     policy = _policy_dtype(settings, node)
     interp = src.interpreter(model_dtype=policy or memory.param_dtype(settings.dtype), device=settings.device,
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
-                             hf_config=settings.hf_config)
+                             hf_config=settings.hf_config, checkpoint_every=settings.checkpoint_every or 1)
     interp.segment = decl.segment
     optimized, notes, sharded, copies = None, [], (), []
     try:

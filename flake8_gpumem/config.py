@@ -60,6 +60,7 @@ class Settings:
     optimizer: str | None = None
     loss: str | None = None  # applied to the first output when forward returns no 0-d tensor
     checkpoint: tuple | None = None  # what-if: class names whose every call runs checkpointed
+    checkpoint_every: int | None = None  # ... only the 1st, (n+1)th, ... call of them (torchtitan's ac_freq)
     accumulate: int | None = None  # micro-batches of batch_size per optimizer step
     strategy: str | None = None  # single | ddp | fsdp: the figures are per GPU (the largest rank)
     world_size: int | None = None  # GPUs under ddp/fsdp
@@ -77,7 +78,7 @@ class Settings:
 
 DEFAULTS = Settings(batch_size=1, batch_dim=0, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0,
                     device="cuda", loss="cross_entropy", checkpoint=(), accumulate=1, strategy="single", world_size=1,
-                    shard_unit=(), max_gpus=1024)
+                    shard_unit=(), max_gpus=1024, checkpoint_every=1)
 
 
 class Named(NamedTuple):
@@ -349,6 +350,7 @@ PARSERS = {
     "optimizer": _choice(OPTIMIZERS),
     "loss": _choice(LOSSES),
     "checkpoint": _class_names,
+    "checkpoint_every": _positive_int,
     "accumulate": _positive_int,
     "strategy": _choice(STRATEGIES),
     "world_size": _positive_int,
@@ -452,6 +454,8 @@ OPTIONS = {o.key: o for o in (
     Option("device", "training step", "whose kernels to model", "NAME", DEVICES),
     Option("checkpoint", "set-up", "what if every call of this module class ran under torch.utils.checkpoint",
            "CLASS", several="several classes", separator=","),
+    Option("checkpoint_every", "set-up", "with checkpoint: only the 1st, (N+1)th, (2N+1)th, ... call of those "
+           "classes, in the order forward runs them (torchtitan's selective layer checkpointing, ac_freq)", "N"),
     Option("accumulate", "set-up", "micro-batches of the batch size per optimizer step", "K"),
     Option("strategy", "set-up", "figures and budget are per GPU (fsdp: FSDP2 fully_shard)", "NAME", STRATEGIES),
     Option("world_size", "set-up", "GPUs under ddp or fsdp", "N"),

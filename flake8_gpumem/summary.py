@@ -103,7 +103,8 @@ def inputs_words(m: ModelReport) -> str:
 
 def setup_words(s) -> str:
     """The training set-up, as the heading and GPM100 name it: ', checkpointing Block, 4 micro-batches'."""
-    words = [f"checkpointing {' and '.join(s.checkpoint)}"] if s.checkpoint else []
+    every = f" (1 call in {s.checkpoint_every})" if (s.checkpoint_every or 1) > 1 else ""
+    words = [f"checkpointing {' and '.join(s.checkpoint)}{every}"] if s.checkpoint else []
     if s.accumulate and s.accumulate > 1:
         words.append(f"accumulating {s.accumulate} micro-batches per optimizer step")
     if s.strategy == "ddp":  # one GPU's figures are the same on any number of them

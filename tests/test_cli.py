@@ -423,7 +423,7 @@ GROUPED = {  # issue #23: the flags of `gpumem report`, in order, under their he
     "model and inputs": ["FILE", "--model", "--arg", "--forward-arg", "--input-shape", "--input-dtype", "--batch-size",
                          "--batch-dim", "--hf-config"],
     "training step": ["--dtype", "--optimizer", "--loss", "--device"],
-    "set-up": ["--checkpoint", "--accumulate", "--strategy", "--world-size", "--shard-unit", "--param-dtype",
+    "set-up": ["--checkpoint", "--checkpoint-every", "--accumulate", "--strategy", "--world-size", "--shard-unit", "--param-dtype",
                "--reduce-dtype", "--max-gpus"],
     "budget": ["--budget", "--reserve"],
     "output": ["--format", "--timeline", "--snapshot"],

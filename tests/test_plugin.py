@@ -783,6 +783,7 @@ CONFIG_FILE_OPTIONS = {
     "gpumem-batch-dim": ("1;0", (1, 0)),
     "gpumem-loss": ("mse", "mse"),
     "gpumem-checkpoint": ("Block, Head", ("Block", "Head")),
+    "gpumem-checkpoint-every": ("2", 2),
     "gpumem-accumulate": ("4", 4),
     "gpumem-strategy": ("fsdp", "fsdp"),
     "gpumem-world-size": ("2", 2),

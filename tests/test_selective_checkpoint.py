@@ -22,6 +22,7 @@ from flake8_gpumem import catalogue  # noqa: E402
 from flake8_gpumem.analysis import analyse_source  # noqa: E402
 from flake8_gpumem.catalogue import Args  # noqa: E402
 from flake8_gpumem.config import Settings  # noqa: E402
+from flake8_gpumem.summary import setup_words  # noqa: E402
 from flake8_gpumem.values import Tensor  # noqa: E402
 
 F = torch.nn.functional
@@ -187,7 +188,7 @@ class ResidualMLP(nn.Module):
 
     def forward(self, x):
         for i, block in enumerate(self.blocks):
-            if i % self.every:
+            if self.every is None or i % self.every:
                 x = block(x)
             elif self.save is None:
                 x = checkpoint(block, x, use_reentrant=False)
@@ -239,3 +240,13 @@ def test_a_policy_keeps_more_than_the_full_checkpoint_and_less_than_none():
     assert estimate("sac_gpt()") < estimate("sac_gpt('attention')") < plain
     # the list is read, not dropped: naming only mm keeps nothing of Linear layers with a bias (addmm)
     assert estimate("ResidualMLP('mm')") == estimate("ResidualMLP()") < estimate("ResidualMLP('addmm')")
+
+
+def test_the_checkpoint_every_setting_is_every_second_block_written_in_the_source():
+    """`--checkpoint ResidualBlock --checkpoint-every 2` on the plain model: blocks 0 and 2 checkpointed,
+    as ResidualMLP(every=2) writes it, which MemTracker measures above."""
+    settings = Settings(input_shape=MLP_INPUT, batch_size=64, device="cpu", optimizer="adamw",
+                        checkpoint=("ResidualBlock",), checkpoint_every=2)
+    report = analyse_source(SOURCE, "model.py", settings, model="ResidualMLP(every=None)").models[0]
+    assert report.memory.peak == estimate("ResidualMLP(every=2)") < estimate("ResidualMLP(every=None)")
+    assert setup_words(settings) == ", checkpointing ResidualBlock (1 call in 2)"

@@ -381,7 +381,9 @@ class Construction:
     def call_module(self, module: Module, args: list, kwargs: dict, node):
         if self.region is None and (module.kind in self.checkpoint_classes or (
                 module.cls is not None and module.cls.name in self.checkpoint_classes)):
-            return self.checkpointed(lambda: self._run_module(module, args, kwargs, node))
+            self.checkpoint_calls += 1
+            if (self.checkpoint_calls - 1) % self.checkpoint_every == 0:
+                return self.checkpointed(lambda: self._run_module(module, args, kwargs, node))
         if self.region is None and module.attrs.get("gradient_checkpointing") is True and module.cls is not None and (
                 any((c.scope.root().file.module, c.name) in CHECKPOINTING_LAYERS for c in self.mro(module.cls))):
             return self._checkpointing_layer(module, args, kwargs, node)

@@ -22,7 +22,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
 
     def __init__(self, scope: Scope, model_dtype: str = "float32", device: str = "cuda",
                  autocast: str | None = None, resolver: Resolver | None = None, checkpoint: tuple = (),
-                 hf_config: str | None = None):
+                 hf_config: str | None = None, checkpoint_every: int = 1):
         self.scope = scope
         self.resolver = resolver or imports.resolver(imports.roots_for(""))  # where imported source is found
         self.model_dtype = model_dtype
@@ -42,6 +42,7 @@ class Interpreter(Names, Statements, Expressions, Calls, Construction, TensorOps
         self.in_foreign = False  # running another file's code, whose nodes have no place in the linted file
         self.hf_config = hf_config  # transformers' from_pretrained: the config.json the settings give
         self.checkpoint_classes = frozenset(checkpoint)  # what-if: every call of these runs checkpointed
+        self.checkpoint_every, self.checkpoint_calls = checkpoint_every, 0  # ... or every n-th, the first first
         self.region: int | None = None  # the checkpointed call running now
         self.regions = 0
         self.selective = None  # the running region's selective checkpointing policy (objects.Selective)
