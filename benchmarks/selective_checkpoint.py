@@ -32,6 +32,8 @@ ROWS = [
     "sac_gpt('attention')",
     "sac_gpt(every=2)",
     "sac_gpt('attention', every=2)",
+    "sac_gpt(bias=False)",
+    "sac_gpt('torchtitan', bias=False)",  # torchtitan's policy: every second mm recomputed
 ]
 MIB = 2 ** 20
 

@@ -130,7 +130,7 @@ def test_cuda_attention_is_one_of_three_kernels_and_a_partial_list_is_not_guesse
     settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", batch_size=4, device="cuda")
     result = analyse_source(source, "model.py", settings, model="sac_gpt('attention')")
     assert not result.models
-    assert any(d.code == "GPM900" and "list all or none" in d.message for d in result.diagnostics)
+    assert any(d.code == "GPM900" and "save all or none" in d.message for d in result.diagnostics)
 
 
 GPT = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
@@ -138,11 +138,33 @@ SOURCE = GPT + '''
 
 from functools import partial
 
-from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
+from collections import defaultdict
+
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 MATMULS = [torch.ops.aten.mm.default, torch.ops.aten.addmm.default]
 SAVED = {"matmuls": MATMULS, "mm": [torch.ops.aten.mm.default], "addmm": [torch.ops.aten.addmm.default],
          "attention": MATMULS + [torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default]}
+
+# torchtitan's policy: the listed ops' results saved, but every second mm's recomputed
+_save_list = {torch.ops.aten.mm.default, torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+              torch.ops._c10d_functional.reduce_scatter_tensor.default}
+
+
+def _get_custom_policy(meta):
+    def _custom_policy(ctx, func, *args, **kwargs):
+        mode = "recompute" if ctx.is_recompute else "forward"
+        mm_count_key = f"{mode}_mm_count"
+        if func == torch.ops.aten.mm.default:
+            meta[mm_count_key] += 1
+        to_save = func in _save_list and not (func == torch.ops.aten.mm.default and meta[mm_count_key] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if to_save else CheckpointPolicy.PREFER_RECOMPUTE
+    return _custom_policy
+
+
+def selective_checkpointing_context_fn():
+    meta = defaultdict(int)
+    return create_selective_checkpoint_contexts(_get_custom_policy(meta))
 
 
 class Checkpointed(nn.Module):
@@ -156,13 +178,15 @@ class Checkpointed(nn.Module):
     def forward(self, x):
         if self.save is None:
             return checkpoint(self.block, x, use_reentrant=False)
+        if self.save == "torchtitan":
+            return checkpoint(self.block, x, use_reentrant=False, context_fn=selective_checkpointing_context_fn)
         context = partial(create_selective_checkpoint_contexts, SAVED[self.save])
         return checkpoint(self.block, x, use_reentrant=False, context_fn=context)
 
 
-def sac_gpt(save=None, every=1):
+def sac_gpt(save=None, every=1, bias=True):
     """torchtitan's apply_ac: blocks i % every == 0 wrapped."""
-    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65))
+    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=bias))
     for i, block in enumerate(model.transformer.h):
         if i % every == 0:
             model.transformer.h[i] = Checkpointed(block, save)
@@ -228,6 +252,7 @@ def measure(expr: str) -> int:
     "sac_gpt('matmuls')",
     "sac_gpt('attention')",
     "sac_gpt('attention', every=2)",
+    "sac_gpt('torchtitan', bias=False)",
 ])
 def test_selective_checkpointing_against_pytorch(expr):
     estimated, measured = estimate(expr), measure(expr)
@@ -250,3 +275,24 @@ def test_the_checkpoint_every_setting_is_every_second_block_written_in_the_sourc
     report = analyse_source(SOURCE, "model.py", settings, model="ResidualMLP(every=None)").models[0]
     assert report.memory.peak == estimate("ResidualMLP(every=2)") < estimate("ResidualMLP(every=None)")
     assert setup_words(settings) == ", checkpointing ResidualBlock (1 call in 2)"
+
+
+@pytest.mark.parametrize("policy, words", [
+    ("SAVE = [torch.ops.aten.mm.default, torch.ops.aten.gelu.default]", "saving aten.gelu"),
+    ("SAVE = [torch.ops.aten.mm]", "no op overload"),
+])
+def test_a_policy_beyond_the_products_it_reads_is_gpm900(policy, words):
+    source = SOURCE.replace("MATMULS = [", f"{policy}\nMATMULS = [").replace('"mm": [torch.ops.aten.mm.default]',
+                                                                        '"mm": SAVE')
+    result = analyse_source(source, "model.py", Settings(input_shape=MLP_INPUT, batch_size=64, device="cpu"),
+                            model="ResidualMLP('mm')")
+    assert not result.models
+    assert any(d.code == "GPM900" and words in d.message for d in result.diagnostics), result.diagnostics
+
+
+def test_a_policy_function_saving_what_it_does_not_name_is_gpm900():
+    source = SOURCE.replace("to_save = func in _save_list and", "to_save = func not in _save_list or")
+    result = analyse_source(source, "model.py", Settings(input_shape=GPT_INPUT, input_dtype="int64", batch_size=8,
+                                                         device="cpu"), model="sac_gpt('torchtitan')")
+    assert not result.models
+    assert any(d.code == "GPM900" and "does not name" in d.message for d in result.diagnostics), result.diagnostics

@@ -25,8 +25,8 @@ from .imports import Namespace, followed
 from .pretrained import PRETRAINED
 from .objects import (AUTOGRAD_APPLY, BUILTINS, CONTAINERS, MAPPING_MIXINS, MAX_DEPTH, MAX_LOOP, MISSING, WRAPPERS,
                       Bound, Buffer, Builtin, Class, Distributed, Field, Function, Instance, Loaded, Module,
-                      OrderedDict, Parameter, Partial, Pattern, Q, ReturnValue, Scope, Selective, canonical, clone,
-                      code, dotted)
+                      OrderedDict, Parameter, Partial, Pattern, Q, ReturnValue, Scope, canonical, clone, code,
+                      dotted)
 
 SAFE_MATH = ("sqrt", "floor", "ceil", "prod", "log", "log2", "log10", "log1p", "exp", "expm1", "pi", "e", "inf", "gcd",
              "isqrt", "erf", "erfc", "sin", "cos", "tan", "atan", "tanh", "fabs", "trunc", "radians", "degrees",
@@ -403,7 +403,7 @@ class Calls:
             return self.checkpointed(lambda: self.call(args[0], list(args[1:]), rest, node), list(args[1:]),
                                      reentrant, self.selective_policy(kwargs.get("context_fn"), reentrant, node))
         if path == "torch.utils.checkpoint.create_selective_checkpoint_contexts":
-            return _selective(*args, node=node, **kwargs)
+            return self.selective_contexts(*args, node=node, **kwargs)
         if path == AUTOGRAD_APPLY:
             return self.custom_function(args[0], list(args[1:]), kwargs, node)
         if path == "torch.utils.checkpoint.checkpoint_sequential":
@@ -819,25 +819,3 @@ def _mesh_size(args: list, kwargs: dict) -> int | None:
     if isinstance(shape, (tuple, list)) and shape and all(isinstance(n, int) for n in shape):
         return math.prod(shape)
     return None
-
-
-def _selective(policy_fn_or_list, node, allow_cache_entry_mutation=False) -> Selective:
-    """create_selective_checkpoint_contexts(ops): the list of ATen op overloads forward caches
-    (torch.ops.aten.mm.default); PyTorch takes a list only. A policy function is not read yet.
-    Ops of another namespace (collectives) are dispatched by no catalogue entry; an ATen op beyond
-    catalogue.SAC_OPS might be, unread, so it is no guess either way."""
-    if not isinstance(policy_fn_or_list, list):
-        raise Unresolved(f"create_selective_checkpoint_contexts({policy_fn_or_list!r}): only a list of ATen ops "
-                         "is read (PyTorch raises for another collection; a policy function is not read)", node)
-    names = set()
-    for op in policy_fn_or_list:
-        parts = op.path.split(".") if isinstance(op, Q) else []
-        if parts[:2] != ["torch", "ops"] or len(parts) != 5:
-            raise Unresolved(f"create_selective_checkpoint_contexts: {op!r} is no op overload such as "
-                             "torch.ops.aten.mm.default (PyTorch raises for an OpOverloadPacket)", node)
-        if parts[2] == "aten" and parts[3] not in catalogue.SAC_OPS:
-            raise Unresolved(f"a selective checkpointing policy saving aten.{parts[3]}: gpumem reads policies that "
-                             f"save {', '.join(sorted(catalogue.SAC_OPS))}", node)
-        if parts[2] == "aten":
-            names.add(parts[3])
-    return Selective(frozenset(names))

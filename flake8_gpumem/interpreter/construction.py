@@ -2,6 +2,7 @@
 children and parameters, and calling a module."""
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 
 import libcst as cst
@@ -445,6 +446,52 @@ class Construction:
                              "what it runs forward and recomputation under is not modelled", node)
         return made
 
+    def selective_contexts(self, policy_fn_or_list, node, allow_cache_entry_mutation=False) -> Selective:
+        """create_selective_checkpoint_contexts: the ATen ops whose results forward caches, from a list
+        of op overloads (torch.ops.aten.mm.default; PyTorch takes no other collection) or a policy
+        function, asked about each call in forward order (a policy that counts calls, as torchtitan's
+        saving every second mm, is read) and first about an op it cannot name, which it must not save;
+        an ATen op beyond SAC_OPS that it or the list names is GPM900 (which entries dispatch it is not read).
+        Ops of another namespace (collectives) are dispatched by no catalogue entry."""
+        if isinstance(policy_fn_or_list, list):
+            return Selective(frozenset(filter(None, (_aten_name(op, node) for op in policy_fn_or_list))))
+        if not isinstance(policy_fn_or_list, (Function, Partial, Bound)):
+            raise Unresolved(f"create_selective_checkpoint_contexts({policy_fn_or_list!r}): a list of ATen ops or a "
+                             "policy function is read (PyTorch raises for another collection)", node)
+        for op in self._named_ops(policy_fn_or_list):
+            _aten_name(op, node)
+        if self._policy_saves(policy_fn_or_list, UNNAMED_OP, node):
+            raise Unresolved("a selective checkpointing policy that saves ops it does not name: which results it "
+                             "caches is not read", node)
+        return Selective(policy=policy_fn_or_list)
+
+    def _policy_saves(self, policy, name: str, node) -> bool:
+        """The policy's answer for the op aten.`name`, in forward (ctx.is_recompute False)."""
+        ctx = types.SimpleNamespace(is_recompute=False)
+        answer = self.call(policy, [ctx, Q(f"torch.ops.aten.{name}.default")], {}, node)
+        if isinstance(answer, bool):
+            return answer
+        kind = answer.path.rpartition(".")[2] if isinstance(answer, Q) else None
+        if kind not in CHECKPOINT_POLICIES:
+            raise Unresolved(f"a selective checkpointing policy answers {answer!r} for aten.{name}: a CheckpointPolicy "
+                             "or a bool is read", node)
+        return CHECKPOINT_POLICIES[kind]
+
+    def _named_ops(self, policy) -> list:
+        """The op overloads a policy function's names and attributes reach (its module's lists and sets)."""
+        func = policy.func if isinstance(policy, (Partial, Bound)) else policy
+        if not isinstance(func, Function):
+            return []
+        ops = []
+        for n in _names_in(func.node):
+            try:
+                value = self.eval(n, func.scope)
+            except AnalysisError:
+                continue  # a parameter or a local: what it holds is an op named elsewhere in the body
+            values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+            ops += [v for v in values if isinstance(v, Q) and v.path.startswith("torch.ops.")]
+        return ops
+
     def cached(self, op: Op, bound: Args, type_name: str, node) -> bool:
         """Whether the running region's selective policy caches this call's result: the ATen op that
         makes it, as the catalogue names it (Op.aten), is one the policy saves. An entry without `aten`
@@ -455,11 +502,12 @@ class Construction:
         if candidates is None:
             raise Unresolved(f"{type_name} under selective checkpointing: which ATen op makes its result, and "
                              "so whether the policy keeps it, is not read for these arguments", node)
-        saved = {name in self.selective.saves for name in candidates}
+        policy = self.selective.policy
+        saved = {self._policy_saves(policy, name, node) if policy is not None else name in self.selective.saves
+                 for name in candidates}
         if len(saved) > 1:
             raise Unresolved(f"{type_name} under selective checkpointing runs one of {', '.join(candidates)}, "
-                             f"which one is not read, and the policy saves only "
-                             f"{', '.join(sorted(self.selective.saves & set(candidates)))}: list all or none", node)
+                             "which one is not read, and the policy saves some of them: save all or none", node)
         return saved.pop()
 
     def _run_module(self, module: Module, args: list, kwargs: dict, node):
@@ -662,3 +710,38 @@ def _torch_base(q: Q) -> str | None:
     path = canonical(q.path)
     name = path.rpartition(".")[2]
     return name if path == f"torch.nn.{name}" and (name in CONTAINERS or name in catalogue.MODULES) else None
+
+
+# CheckpointPolicy's members: whether forward caches the op's result
+CHECKPOINT_POLICIES = {"MUST_SAVE": True, "PREFER_SAVE": True, "MUST_RECOMPUTE": False, "PREFER_RECOMPUTE": False}
+UNNAMED_OP = "_gpumem_unnamed"  # an ATen op no policy names, to ask a policy what it does with the rest
+
+
+def _aten_name(op, node) -> str | None:
+    """torch.ops.aten.mm.default -> "mm"; None for another namespace's op."""
+    parts = op.path.split(".") if isinstance(op, Q) else []
+    if parts[:2] != ["torch", "ops"] or len(parts) != 5:
+        raise Unresolved(f"create_selective_checkpoint_contexts: {op!r} is no op overload such as "
+                         "torch.ops.aten.mm.default (PyTorch raises for an OpOverloadPacket)", node)
+    if parts[2] != "aten":
+        return None
+    if parts[3] not in catalogue.SAC_OPS:
+        raise Unresolved(f"a selective checkpointing policy saving aten.{parts[3]}: gpumem reads policies that save "
+                         f"{', '.join(sorted(catalogue.SAC_OPS))}", node)
+    return parts[3]
+
+
+def _names_in(node) -> list:
+    """The outermost names and attribute chains in a function's code."""
+    found = []
+
+    class Visitor(cst.CSTVisitor):
+        def visit_Attribute(self, n):
+            found.append(n)
+            return False
+
+        def visit_Name(self, n):
+            found.append(n)
+
+    node.visit(Visitor())
+    return found

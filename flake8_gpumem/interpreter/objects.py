@@ -388,9 +388,11 @@ class Region:
 @dataclass(frozen=True)
 class Selective:
     """create_selective_checkpoint_contexts(ops) as checkpoint's context_fn returns it: the ATen ops
-    (names such as "mm", catalogue.SAC_OPS) whose outputs forward caches for the recomputation."""
+    (names such as "mm", catalogue.SAC_OPS) whose outputs forward caches for the recomputation, or
+    the policy function asked about each op in forward order, as PyTorch asks it."""
 
-    saves: frozenset
+    saves: frozenset = frozenset()
+    policy: object = None
 
 
 @dataclass
