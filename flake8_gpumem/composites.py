@@ -7,9 +7,13 @@ else. Mirrors torch/nn/modules/transformer.py in training mode.
 
 LAYERS = ("MultiheadAttention", "LSTM", "GRU", "RNN", "TransformerEncoderLayer", "TransformerDecoderLayer",
           "TransformerEncoder", "TransformerDecoder", "Transformer")
+# torch.distributed's wrappers, by their qualified names, and the class here that is each
+WRAPPERS = {"torch.distributed.algorithms._checkpoint.checkpoint_wrapper.checkpoint_wrapper": "CheckpointWrapper",
+            "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.CheckpointWrapper": "CheckpointWrapper"}
 
 SOURCE = '''
 import copy
+import functools
 import math
 import torch
 import torch.nn.functional as F
@@ -365,4 +369,22 @@ class Transformer(nn.Module):
     @staticmethod
     def generate_square_subsequent_mask(sz, device=None, dtype=None):
         return torch.triu(torch.full((sz, sz), float("-inf"), dtype=dtype, device=device), diagonal=1)
+
+
+class CheckpointWrapper(nn.Module):
+    """checkpoint_wrapper(module, checkpoint_impl, checkpoint_fn, **kwargs): the module's forward under
+    torch.utils.checkpoint.checkpoint (or checkpoint_fn), with those keywords (context_fn, ...)."""
+
+    def __init__(self, mod, checkpoint_impl=None, checkpoint_fn=None, **checkpoint_fn_kwargs):
+        super().__init__()
+        self._checkpoint_wrapped_module = mod
+        if checkpoint_fn is None:
+            reentrant = checkpoint_impl == torch.distributed.algorithms._checkpoint.checkpoint_wrapper.CheckpointImpl.REENTRANT
+            self.checkpoint_fn = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=reentrant,
+                                                   **checkpoint_fn_kwargs)
+        else:
+            self.checkpoint_fn = functools.partial(checkpoint_fn, **checkpoint_fn_kwargs)
+
+    def forward(self, *args, **kwargs):
+        return self.checkpoint_fn(self._checkpoint_wrapped_module, *args, **kwargs)
 '''

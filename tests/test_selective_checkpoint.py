@@ -140,6 +140,7 @@ from functools import partial
 
 from collections import defaultdict
 
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 MATMULS = [torch.ops.aten.mm.default, torch.ops.aten.addmm.default]
@@ -220,6 +221,16 @@ class ResidualMLP(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False,
                                context_fn=partial(create_selective_checkpoint_contexts, SAVED[self.save]))
         return self.head(x)
+
+
+def wrapped_mlp(save, every=1):
+    """torch.distributed's checkpoint_wrapper on blocks i % every == 0, with the policy as context_fn."""
+    model = ResidualMLP(every=None)
+    for i, block in enumerate(model.blocks):
+        if i % every == 0:
+            context = partial(create_selective_checkpoint_contexts, SAVED[save])
+            model.blocks[i] = checkpoint_wrapper(block, context_fn=context, preserve_rng_state=False)
+    return model
 '''
 MLP_INPUT = (32, 256)
 GPT_INPUT = ((64,), (64,))
@@ -249,6 +260,7 @@ def measure(expr: str) -> int:
 @pytest.mark.parametrize("expr", [
     "ResidualMLP('addmm')",
     "ResidualMLP('addmm', every=2)",
+    "wrapped_mlp('addmm', every=2)",
     "sac_gpt('matmuls')",
     "sac_gpt('attention')",
     "sac_gpt('attention', every=2)",

@@ -348,6 +348,9 @@ class Calls:
         if path.startswith("torch.nn.") and path.count(".") == 2 and name in composites.LAYERS:
             self.anchor = self.where(node)
             return self.instantiate(self.lookup(name, self.torch_scope, node), args, kwargs, node)
+        if path in composites.WRAPPERS:  # checkpoint_wrapper(block, context_fn=...)
+            self.anchor = self.where(node)
+            return self.instantiate(self.lookup(composites.WRAPPERS[path], self.torch_scope, node), args, kwargs, node)
         if path in catalogue.LIBRARY_MODULES:  # einops' Rearrange
             return self.construct(name, catalogue.LIBRARY_MODULES[path], args, kwargs, node)
         if path in catalogue.FUNCTIONS:
