@@ -308,3 +308,20 @@ def test_a_policy_function_saving_what_it_does_not_name_is_gpm900():
                                                          device="cpu"), model="sac_gpt('torchtitan')")
     assert not result.models
     assert any(d.code == "GPM900" and "does not name" in d.message for d in result.diagnostics), result.diagnostics
+
+
+def test_selective_checkpointing_under_fsdp2_per_rank():
+    """fully_shard on every Block (inside its checkpoint wrapper), then the root, 2 ranks over gloo."""
+    import setup_oracle
+
+    if not setup_oracle.gloo_available():
+        pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
+    expr = "sac_gpt('attention')"
+    settings = Settings(input_shape=GPT_INPUT, input_dtype="int64", batch_size=8, device="cpu", optimizer="adamw",
+                        strategy="fsdp", world_size=2, shard_unit=("Block",))
+    report = analyse_source(SOURCE, "model.py", settings, model=expr).models[0]
+    ranks = setup_oracle.measure_distributed(SOURCE, expr, [(8, 64), (8, 64)], "int64", "adamw", "float32",
+                                             "cross_entropy", "fsdp", 2, ("Block",))
+    peak = max(r.peak for r in ranks)
+    error = (report.memory.peak - peak) / peak
+    assert abs(error) <= 0.01, f"{expr} FSDP x2: {report.memory.peak:,} vs {peak:,} ({error:+.2%})"
