@@ -379,7 +379,8 @@ class CheckpointWrapper(nn.Module):
         super().__init__()
         self._checkpoint_wrapped_module = mod
         if checkpoint_fn is None:
-            reentrant = checkpoint_impl == torch.distributed.algorithms._checkpoint.checkpoint_wrapper.CheckpointImpl.REENTRANT
+            impl = torch.distributed.algorithms._checkpoint.checkpoint_wrapper.CheckpointImpl
+            reentrant = checkpoint_impl == impl.REENTRANT
             self.checkpoint_fn = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=reentrant,
                                                    **checkpoint_fn_kwargs)
         else:

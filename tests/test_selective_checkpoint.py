@@ -294,8 +294,8 @@ def test_the_checkpoint_every_setting_is_every_second_block_written_in_the_sourc
     ("SAVE = [torch.ops.aten.mm]", "no op overload"),
 ])
 def test_a_policy_beyond_the_products_it_reads_is_gpm900(policy, words):
-    source = SOURCE.replace("MATMULS = [", f"{policy}\nMATMULS = [").replace('"mm": [torch.ops.aten.mm.default]',
-                                                                        '"mm": SAVE')
+    source = SOURCE.replace("MATMULS = [", f"{policy}\nMATMULS = [")
+    source = source.replace('"mm": [torch.ops.aten.mm.default]', '"mm": SAVE')
     result = analyse_source(source, "model.py", Settings(input_shape=MLP_INPUT, batch_size=64, device="cpu"),
                             model="ResidualMLP('mm')")
     assert not result.models
