@@ -240,21 +240,21 @@ def _lm(expr: str) -> bool:
     return expr.startswith(("GPT", "sac_gpt"))
 
 
-def estimate(expr: str, source: str = SOURCE):
+def estimate(expr: str, source: str = SOURCE, dtype: str = "float32"):
     lm = _lm(expr)
     settings = Settings(input_shape=GPT_INPUT if lm else MLP_INPUT, input_dtype="int64" if lm else None,
-                        batch_size=8 if lm else 64, device="cpu", optimizer="adamw")
+                        batch_size=8 if lm else 64, device="cpu", optimizer="adamw", dtype=dtype)
     result = analyse_source(source, "model.py", settings, model=expr)
     assert result.models, [(d.code, d.message) for d in result.diagnostics]
     return result.models[0].memory.peak
 
 
-def measure(expr: str) -> int:
+def measure(expr: str, dtype: str = "float32") -> int:
     torch.manual_seed(0)
     model = eval(expr, torch_oracle.load(SOURCE))
     if _lm(expr):
-        return torch_oracle.measure_step(model, [(8, 64), (8, 64)], "int64", "adamw").peak
-    return torch_oracle.measure_step(model, (64,) + MLP_INPUT, optimizer="adamw").peak
+        return torch_oracle.measure_step(model, [(8, 64), (8, 64)], "int64", "adamw", dtype=dtype).peak
+    return torch_oracle.measure_step(model, (64,) + MLP_INPUT, optimizer="adamw", dtype=dtype).peak
 
 
 @pytest.mark.parametrize("expr", [
