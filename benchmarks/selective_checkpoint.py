@@ -42,6 +42,8 @@ ROWS = [
     "sac_gpt('attention', every=2)",
     "sac_gpt(bias=False)",
     "sac_gpt('torchtitan', bias=False)",  # torchtitan's policy: every second mm recomputed
+    "sac_gpt(flash=False)",  # attention written out: q @ k^T, softmax, att @ v
+    "sac_gpt('products', flash=False)",  # saving mm, addmm and bmm
 ]
 AMP_ROWS = ["ResidualMLP()", "ResidualMLP('addmm')", "sac_gpt()", "sac_gpt('attention')"]  # under amp-bf16
 FSDP_ROWS = ["sac_gpt()", "sac_gpt('attention')", "sac_gpt('attention', every=2)"]  # 2 ranks, each Block sharded

@@ -187,7 +187,7 @@ class _Step:
             self.kept_in_forward[idx[0]] = {t.storage.id for i in idx for t in events[i].inputs
                                             if not t.storage.is_param and t.storage.id not in made}
             # and, selectively checkpointed, the results its policy caches, until the recomputation reuses them
-            self.kept_in_forward[idx[0]] |= {t.id for i in idx if events[i].cached for t in events[i].allocated}
+            self.kept_in_forward[idx[0]] |= {sid for i in idx for sid in _cached(events[i])}
         self.held = held or {}
         self.cur = 0
         self.change(self.weights, WEIGHTS, WEIGHTS)
@@ -409,7 +409,7 @@ class _Step:
             self.at = i
             ev = events[i]
             fresh.update(t.id for t in ev.allocated if t.id not in self.live)
-            for sid in (t.id for t in ev.allocated if ev.cached and i != stop):
+            for sid in (_cached(ev) if i != stop else ()):
                 self.savers_left[sid] -= 1
                 self.kept_in_forward[idx[0]].discard(sid)
                 if not self.savers_left[sid] and sid not in self.kept_to_end:
@@ -438,6 +438,14 @@ class _Step:
         self.at = None
         self.reach(self.cur + OPTIMIZER_STATE[optimizer][2] * self.widest_group * self.pbytes,
                    f"optimizer step ({optimizer})")
+
+
+def _cached(ev) -> set:
+    """What selective checkpointing caches of a call: the results its ATen op made, not the copies of
+    its inputs it keeps for backward (a non-viewable matmul operand). SDPA's log-sum-exp, which the
+    kernel returns too, is left out: forward is low by that much (a float32 per query row)."""
+    made = {t.id for t in ev.allocated}
+    return {t.storage.id for t in tensors_in(ev.output) if t.storage.id in made} if ev.cached else set()
 
 
 def _dead_calls(events: list, loss: Tensor) -> list:

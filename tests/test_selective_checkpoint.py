@@ -145,7 +145,8 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 MATMULS = [torch.ops.aten.mm.default, torch.ops.aten.addmm.default]
 SAVED = {"matmuls": MATMULS, "mm": [torch.ops.aten.mm.default], "addmm": [torch.ops.aten.addmm.default],
-         "attention": MATMULS + [torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default]}
+         "attention": MATMULS + [torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default],
+         "products": MATMULS + [torch.ops.aten.bmm.default]}
 
 # torchtitan's policy: the listed ops' results saved, but every second mm's recomputed
 _save_list = {torch.ops.aten.mm.default, torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
@@ -185,9 +186,9 @@ class Checkpointed(nn.Module):
         return checkpoint(self.block, x, use_reentrant=False, context_fn=context)
 
 
-def sac_gpt(save=None, every=1, bias=True):
+def sac_gpt(save=None, every=1, bias=True, flash=True):
     """torchtitan's apply_ac: blocks i % every == 0 wrapped."""
-    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=bias))
+    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=bias, flash=flash))
     for i, block in enumerate(model.transformer.h):
         if i % every == 0:
             model.transformer.h[i] = Checkpointed(block, save)
@@ -265,6 +266,7 @@ def measure(expr: str, dtype: str = "float32") -> int:
     "sac_gpt('attention')",
     "sac_gpt('attention', every=2)",
     "sac_gpt('torchtitan', bias=False)",
+    "sac_gpt('products', flash=False)",  # q @ k^T and att @ v: bmm of copies of the transposed heads
 ])
 def test_selective_checkpointing_against_pytorch(expr):
     estimated, measured = estimate(expr), measure(expr)
