@@ -91,10 +91,12 @@ class Op:
 
 
 # The matrix-product and attention ATen ops an entry's `aten` names: what selective activation
-# checkpointing policies save (torchtitan's list); no entry without `aten` dispatches one of them
-SAC_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product_flash_attention",
-                     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
-                     "_scaled_dot_product_flash_attention_for_cpu"})
+# checkpointing policies save (torchtitan's list); no entry without `aten` dispatches one of them.
+# Each says whether it also returns the statistics its backward keeps (an attention kernel's
+# log-sum-exp), which a policy saving it then caches too.
+SAC_OPS = {"mm": False, "addmm": False, "bmm": False, "baddbmm": False,
+           **{f"_scaled_dot_product_{kernel}": True for kernel in (
+               "flash_attention", "efficient_attention", "cudnn_attention", "flash_attention_for_cpu")}}
 
 
 def tup(value, n: int, what: str = "size") -> tuple:

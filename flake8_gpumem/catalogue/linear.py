@@ -243,7 +243,7 @@ def einsum_shape(a: Args):
 
 
 # The ATen op that makes a product's result (Op.aten), as traced under a TorchDispatchMode
-# (tests/test_sac_aten.py): a 1-d operand runs mv/dot, not in SAC_OPS, and is not read.
+# (tests/test_selective_checkpoint.py): a 1-d operand runs mv/dot, not in SAC_OPS, and is not read.
 
 def linear_aten(a: Args) -> tuple | None:
     """Linear, F.linear: addmm with a bias, mm without; a contiguous batched input is viewed to 2-d

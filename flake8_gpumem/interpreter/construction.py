@@ -492,12 +492,13 @@ class Construction:
             ops += [v for v in values if isinstance(v, Q) and v.path.startswith("torch.ops.")]
         return ops
 
-    def cached(self, op: Op, bound: Args, type_name: str, node) -> bool:
-        """Whether the running region's selective policy caches this call's result: the ATen op that
-        makes it, as the catalogue names it (Op.aten), is one the policy saves. An entry without `aten`
-        dispatches none of SAC_OPS, the only ops a policy gpumem reads may save."""
+    def cached(self, op: Op, bound: Args, type_name: str, node, outputs: list, made: list) -> tuple:
+        """What the running region's selective policy caches of this call: its results (`outputs`), and
+        the statistics it keeps (of `made`) where the op returns them, when the ATen op that makes them,
+        as the catalogue names it (Op.aten), is one the policy saves; not the copies of its inputs it
+        keeps. An entry without `aten` dispatches none of SAC_OPS, the only ops a policy read may save."""
         if self.selective is None or op.aten is None:
-            return False
+            return ()
         candidates = op.aten(bound)
         if candidates is None:
             raise Unresolved(f"{type_name} under selective checkpointing: which ATen op makes its result, and "
@@ -508,7 +509,9 @@ class Construction:
         if len(saved) > 1:
             raise Unresolved(f"{type_name} under selective checkpointing runs one of {', '.join(candidates)}, "
                              "which one is not read, and the policy saves some of them: save all or none", node)
-        return saved.pop()
+        if not saved.pop():
+            return ()
+        return tuple(outputs) + (tuple(made) if any(catalogue.SAC_OPS[n] for n in candidates) else ())
 
     def _run_module(self, module: Module, args: list, kwargs: dict, node):
         if self.stack:

@@ -419,7 +419,7 @@ class Event:
     owner: Module | None = None  # the module whose forward made this call
     folded: bool = False  # made inside a leaf custom module: reported as part of that module's row
     checkpoint: Region | None = None  # the checkpointed call (torch.utils.checkpoint) it runs in
-    cached: bool = False  # selective checkpointing keeps its result from forward: recomputation reuses it
+    cached: tuple = ()  # what selective checkpointing keeps of it from forward, for the recomputation to reuse
 
 
 LAZY_PENDING = object()  # a lazy layer's size until its first input arrives

@@ -80,7 +80,8 @@ class TensorOps:
                                                if t not in weights)):
             saved.append(weights[0])  # the half-precision weight copy, for the input's gradient
         known = input_ids | {id(t) for t in outputs}
-        new += [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics
+        made = [t for t in saved if id(t) not in known and t.base is None]  # indices, masks, statistics, copies
+        new += made
         bound["_records"] = grad  # autograd records the call: what it saves is kept, not made and freed
         temp = op.backward_temp(bound) if grad else 0
         early, late = temp if isinstance(temp, tuple) else (temp, None)
@@ -96,7 +97,7 @@ class TensorOps:
                                  weight_grad_copy=grad and op.weight_grad_copy(bound),
                                  owner=self.stack[-1][0] if self.stack else None,
                                  own_param_grads=not weights,
-                                 cached=self.cached(op, bound, type_name, node)))
+                                 cached=self.cached(op, bound, type_name, node, outputs, made)))
         for t in originals:
             self.held[t.storage.id] = max(self.held.get(t.storage.id, -1), len(self.events) - 1)
         return out
