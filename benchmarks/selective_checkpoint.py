@@ -33,6 +33,7 @@ ROWS = [
     "ResidualMLP('addmm')",
     "ResidualMLP(every=2)",
     "ResidualMLP('addmm', every=2)",
+    "ResidualMLP('addmm', early_stop=False)",
     "wrapped_mlp('addmm', every=2)",  # checkpoint_wrapper(block, context_fn=...)
     "GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65))",
     "sac_gpt()",

@@ -398,9 +398,10 @@ class _Step:
             for t in events[i].inputs:
                 last_use[t.storage.id] = i
         fresh: set = set()
-        # the recomputation stops at the last op that saves a tensor; a result the cache handed that op
-        # stays referenced (measured under MemTracker) until the region's backward ends
-        stop = max((i for i in idx if events[i].saved), default=None)
+        # the recomputation stops at the last op that saves a tensor (early_stop); a result the cache handed
+        # that op stays referenced (measured under MemTracker) until the region's backward ends
+        early_stop = events[idx[0]].checkpoint.early_stop
+        stop = max((i for i in idx if events[i].saved), default=None) if early_stop else None
         if events[idx[0]].checkpoint.reentrant:  # its outputs again, until its backward returns
             again = sum(self.size[t.id] for i in idx for t in events[i].allocated if t.id in self.live)
             self.change(again, ACTIVATIONS, ("recomputed", idx[0]))

@@ -206,11 +206,11 @@ class ResidualBlock(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    def __init__(self, save=None, every=1, depth=4):
+    def __init__(self, save=None, every=1, depth=4, early_stop=True):
         super().__init__()
         self.blocks = nn.ModuleList([ResidualBlock() for _ in range(depth)])
         self.head = nn.Linear(256, 10)
-        self.save, self.every = save, every
+        self.save, self.every, self.early_stop = save, every, early_stop
 
     def forward(self, x):
         for i, block in enumerate(self.blocks):
@@ -219,7 +219,7 @@ class ResidualMLP(nn.Module):
             elif self.save is None:
                 x = checkpoint(block, x, use_reentrant=False)
             else:
-                x = checkpoint(block, x, use_reentrant=False,
+                x = checkpoint(block, x, use_reentrant=False, early_stop=self.early_stop,
                                context_fn=partial(create_selective_checkpoint_contexts, SAVED[self.save]))
         return self.head(x)
 
@@ -261,6 +261,7 @@ def measure(expr: str, dtype: str = "float32") -> int:
 @pytest.mark.parametrize("expr", [
     "ResidualMLP('addmm')",
     "ResidualMLP('addmm', every=2)",
+    "ResidualMLP('addmm', early_stop=False)",  # the whole block recomputed: no result held past its use
     "wrapped_mlp('addmm', every=2)",
     "sac_gpt('matmuls')",
     "sac_gpt('attention')",

@@ -77,7 +77,7 @@ GRAD_MODES = {"no_grad": "off", "inference_mode": "inference", "enable_grad": "o
 # a user's torch.autograd.Function subclass derives from one of these
 AUTOGRAD_FUNCTIONS = ("torch.autograd.Function", "torch.autograd.function.Function")
 # torch.utils.checkpoint's own keywords; the rest go to the function it runs
-CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug")
+CHECKPOINT_OPTIONS = ("use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug", "early_stop")
 # a parameter's kind (signature.Param) as inspect names it
 PARAMETER_KINDS = {"plain": inspect.Parameter.POSITIONAL_OR_KEYWORD, "varargs": inspect.Parameter.VAR_POSITIONAL,
                    "kwonly": inspect.Parameter.KEYWORD_ONLY, "kwargs": inspect.Parameter.VAR_KEYWORD}
@@ -404,7 +404,8 @@ class Calls:
             rest = {k: v for k, v in kwargs.items() if k not in CHECKPOINT_OPTIONS}
             reentrant = kwargs.get("use_reentrant") is True
             return self.checkpointed(lambda: self.call(args[0], list(args[1:]), rest, node), list(args[1:]),
-                                     reentrant, self.selective_policy(kwargs.get("context_fn"), reentrant, node))
+                                     reentrant, self.selective_policy(kwargs.get("context_fn"), reentrant, node),
+                                     kwargs.get("early_stop") is not False)
         if path == "torch.utils.checkpoint.create_selective_checkpoint_contexts":
             return self.selective_contexts(*args, node=node, **kwargs)
         if path == AUTOGRAD_APPLY:

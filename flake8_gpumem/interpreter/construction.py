@@ -409,7 +409,8 @@ class Construction:
         return self.checkpointed(lambda: self._run_module(module, args, kwargs, node), args,
                                  func.kwargs.get("use_reentrant") is True)
 
-    def checkpointed(self, run, inputs: list = (), reentrant: bool = False, selective: Selective | None = None):
+    def checkpointed(self, run, inputs: list = (), reentrant: bool = False, selective: Selective | None = None,
+                     early_stop: bool = True):
         """torch.utils.checkpoint around `run()`: its events are one region, which forward keeps
         nothing of but its inputs and backward runs again (a region inside one is part of it).
         The reentrant variant gives no gradient at all when none of its inputs needs one. Under a
@@ -425,7 +426,7 @@ class Construction:
             out = run()
         finally:
             self.region = self.selective = None
-        region = Region(self.regions, reentrant)
+        region = Region(self.regions, reentrant, early_stop)
         for ev in self.events[first:]:
             ev.checkpoint = region
         if reentrant and not any(t.requires_grad for t in tensors_in(list(inputs))):

@@ -383,6 +383,7 @@ class Region:
 
     id: int
     reentrant: bool = False
+    early_stop: bool = True  # checkpoint(early_stop=): the recomputation stops once what backward needs exists
 
 
 @dataclass(frozen=True)
