@@ -406,8 +406,10 @@ class Construction:
             kwargs["use_cache"] = False
         if not self._module_attr(module, "_can_checkpoint_with_cache", node):
             kwargs.update((k, None) for k in CACHE_ARGUMENTS if kwargs.get(k) is not None)
-        return self.checkpointed(lambda: self._run_module(module, args, kwargs, node), args,
-                                 func.kwargs.get("use_reentrant") is True)
+        reentrant = func.kwargs.get("use_reentrant") is True
+        return self.checkpointed(lambda: self._run_module(module, args, kwargs, node), args, reentrant,
+                                 self.selective_policy(func.kwargs.get("context_fn"), reentrant, node),
+                                 func.kwargs.get("early_stop") is not False)
 
     def checkpointed(self, run, inputs: list = (), reentrant: bool = False, selective: Selective | None = None,
                      early_stop: bool = True):
