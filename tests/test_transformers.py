@@ -351,3 +351,35 @@ def test_training_arguments_gpumem_cannot_read_or_model_are_said_and_the_command
     assert any("adamw_bnb_8bit" in n for n in notes), notes
     settings = result.models[0].settings
     assert (settings.batch_size, settings.accumulate, settings.optimizer) == (BATCH, 3, "sgd")
+
+
+def test_gradient_checkpointing_with_a_selective_policy(tmp_path):
+    """`gradient_checkpointing_kwargs` with a selective checkpointing `context_fn` (the matrix products
+    saved): read as a checkpoint call with that policy, within 3% of MemTracker."""
+    from functools import partial
+
+    from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+    transformers = pytest.importorskip("transformers")
+    model_name, config_name, args = SMALL["llama"]
+    result = _report(tmp_path, f"from functools import partial\n\nimport torch\n"
+                               "from torch.utils.checkpoint import create_selective_checkpoint_contexts\n"
+                               f"from transformers import {config_name}, {model_name}\n\n"
+                               f"model = {model_name}({config_name}({args}))\n"
+                               "model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={\n"
+                               "    'use_reentrant': False,\n"
+                               "    'context_fn': partial(create_selective_checkpoint_contexts,"
+                               " [torch.ops.aten.mm.default])})\n")
+    assert [m.name for m in result.models] == ["model"], (result.error, result.skipped, result.diagnostics)
+    report = result.models[0]
+    torch.manual_seed(0)
+    classes = {name: getattr(transformers, name) for name in (model_name, config_name)}
+    model = eval(f"{model_name}({config_name}({args}))", classes)
+    truth = torch_oracle.profile(model, torch.zeros(BATCH, SEQ, dtype=torch.int64))
+    context = partial(create_selective_checkpoint_contexts, [torch.ops.aten.mm.default])
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": context})
+    measured = torch_oracle.measure_step(model, (BATCH, SEQ), "int64")
+    _exact_and_within_3_percent(report, truth, measured, "llama, selective")
+    plain = _report(tmp_path, f"from transformers import {config_name}, {model_name}\n\n"
+                              f"model = {model_name}({config_name}({args}))\nmodel.gradient_checkpointing_enable()\n")
+    assert plain.models[0].memory.peak < report.memory.peak  # the policy was read, not dropped
