@@ -727,8 +727,9 @@ def _aten_name(op, node) -> str | None:
     """torch.ops.aten.mm.default -> "mm"; None for another namespace's op."""
     parts = op.path.split(".") if isinstance(op, Q) else []
     if parts[:2] != ["torch", "ops"] or len(parts) != 5:
-        raise Unresolved(f"create_selective_checkpoint_contexts: {op!r} is no op overload such as "
-                         "torch.ops.aten.mm.default (PyTorch raises for an OpOverloadPacket)", node)
+        raise Unresolved(f"a selective checkpointing policy naming {op!r}, no op overload such as "
+                         "torch.ops.aten.mm.default: PyTorch refuses a packet in a list, and gpumem asks a policy "
+                         "function about overloads only", node)
     if parts[2] != "aten":
         return None
     if parts[3] not in catalogue.SAC_OPS:
