@@ -182,7 +182,7 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
                              dtype=setup.dtype or trainer.dtype, strategy=setup.strategy,
                              batch_size=trainer.batch_size, accumulate=trainer.accumulate,
                              world_size=setup.world_size, param_dtype=setup.param_dtype,
-                             reduce_dtype=setup.reduce_dtype)
+                             reduce_dtype=setup.reduce_dtype, offload=setup.offload)
             settings = merge(overrides, decl.inline, chosen, stated, project,
                              Settings(batch_size=decl.stated.batch_size), DEFAULTS)
             report = _analyse_model(src, decl, settings, result, layers, timeline, report_unshaped, setup)
@@ -264,6 +264,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
 
     node = decl.node
     policy = _policy_dtype(settings, node)
+    _check_offload(settings, node)
     interp = src.interpreter(model_dtype=policy or memory.param_dtype(settings.dtype), device=settings.device,
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
                              hf_config=settings.hf_config)
@@ -343,6 +344,12 @@ def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
     options = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
     enable = interp.getattr(root, "activation_checkpointing_enable", node)
     interp.call(enable, [], {"activation_checkpointing_kwargs": kwargs or None, **options}, node)
+
+
+def _check_offload(settings: Settings, node) -> None:
+    if settings.offload not in (None, "off") and settings.strategy != "fsdp":
+        raise AnalysisError(f"offload = {settings.offload} is FSDP2's CPUOffloadPolicy: it needs strategy = fsdp",
+                            node, "GPM001")
 
 
 def _policy_dtype(settings: Settings, node) -> str | None:
@@ -543,7 +550,8 @@ def _parallel(run: _Run, settings: Settings) -> Parallel | None:
     for unit in units:  # a tied weight belongs to the first unit that has it
         owned.append(tuple((k, s) for k, s in unit.items() if k not in seen))
         seen.update(unit)
-    return Parallel("fsdp", settings.world_size, tuple(owned), unit_of, settings.param_dtype, settings.reduce_dtype)
+    return Parallel("fsdp", settings.world_size, tuple(owned), unit_of, settings.param_dtype, settings.reduce_dtype,
+                    offload=settings.offload if settings.offload != "off" else None)
 
 
 def _labeller(run: _Run):

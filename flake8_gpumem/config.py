@@ -30,6 +30,7 @@ LOSSES = ("cross_entropy", "mse", "sum")
 DEVICES = ("cuda", "cpu")
 STRATEGIES = ("single", "ddp", "fsdp")
 POLICY_DTYPES = ("float32", "bfloat16", "float16")  # FSDP2's MixedPrecisionPolicy
+OFFLOAD = ("pinned", "pageable", "off")  # FSDP2's CPUOffloadPolicy(pin_memory=True), (pin_memory=False), none
 
 # Memory each card makes available, in bytes, as its vendor states it.
 GIB = 1024 ** 3
@@ -66,6 +67,7 @@ class Settings:
     shard_unit: tuple | None = None  # fsdp: class names wrapped with fully_shard (the root always is)
     param_dtype: str | None = None  # fsdp: MixedPrecisionPolicy(param_dtype=): gathered weights and compute
     reduce_dtype: str | None = None  # fsdp: MixedPrecisionPolicy(reduce_dtype=): the gradients' reduce-scatter
+    offload: str | None = None  # fsdp: CPUOffloadPolicy, one of OFFLOAD: shards, gradients, optimizer on the host
     max_gpus: int | None = None  # GPM100's advice: the most GPUs a set-up it proposes may use
     warn_fraction: float | None = None
     reserve: int | None = None
@@ -77,7 +79,7 @@ class Settings:
 
 DEFAULTS = Settings(batch_size=1, batch_dim=0, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0,
                     device="cuda", loss="cross_entropy", checkpoint=(), accumulate=1, strategy="single", world_size=1,
-                    shard_unit=(), max_gpus=1024)
+                    shard_unit=(), max_gpus=1024, offload="off")
 
 
 class Named(NamedTuple):
@@ -270,6 +272,15 @@ def _choice(choices):
     return check
 
 
+def _offload(value, key: str) -> str:
+    """true (or "pinned"): CPUOffloadPolicy(); "pageable": with pin_memory=False; false: none."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if isinstance(value, bool):
+        return "pinned" if value else "off"
+    return _choice(OFFLOAD)(value, key)
+
+
 def _fraction(value, key: str) -> float:
     try:
         f = float(value)
@@ -355,6 +366,7 @@ PARSERS = {
     "shard_unit": _class_names,
     "param_dtype": _choice(POLICY_DTYPES),
     "reduce_dtype": _choice(POLICY_DTYPES),
+    "offload": _offload,
     "max_gpus": _positive_int,
     "warn_fraction": _fraction,
     "reserve": lambda v, k: parse_size(v, k),
@@ -407,6 +419,7 @@ class Option:
     several: str = ""  # what several values mean: the CLI repeats the flag, flake8 joins them with `separator`
     separator: str = ""
     flag: bool = True  # False: a [tool.gpumem] key and flake8 option, no `gpumem report` flag
+    bare: str = ""  # what the `gpumem report` flag means given without a value
 
     @property
     def name(self) -> str:
@@ -462,6 +475,10 @@ OPTIONS = {o.key: o for o in (
            "DTYPE", POLICY_DTYPES),
     Option("reduce_dtype", "set-up", "fsdp: MixedPrecisionPolicy(reduce_dtype=...): gradients reduce-scattered in "
            "this dtype (none: param_dtype)", "DTYPE", POLICY_DTYPES),
+    Option("offload", "set-up", "fsdp: CPUOffloadPolicy: the sharded weights, their gradients and the optimizer "
+           "state in host memory (reported beside the GPU's), the optimizer stepping on the CPU; true or pinned: "
+           "pin_memory=True, pageable: pin_memory=False; the flag alone: pinned", "MODE", OFFLOAD,
+           first="the offload_policy the file gives fully_shard", bare="pinned"),
     Option("max_gpus", "set-up", "GPM100's advice: the most GPUs a set-up it proposes may use (powers of two)", "N"),
     Option("budget", "budget", 'memory of one GPU: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, '
            '...)', "SIZE"),

@@ -15,6 +15,17 @@ The figures are the largest rank's (rank 0), as PyTorch builds each strategy:
   optimizer state keep the model's dtype; each shard is cast to `param_dtype` for the all-gather, so
   the gathered weights, the compute and the unsharded gradients are in it; the gradients are copied
   into a `reduce_dtype` buffer for the reduce-scatter, and its output cast back to the shards' dtype.
+- FSDP2's CPUOffloadPolicy (`offload`), modelled from its source, not measured (on a CPU device the
+  copies are no-ops): the padded shards are moved to the host when sharded (`_fsdp_param.py`:
+  `padded_sharded_param.cpu()`, then `.pin_memory()` under `pin_memory=True`), so the GPU holds no
+  weights but the buffers. Each gather copies the shards to the GPU (`all_gather_inputs`:
+  `_sharded_param_data.to(self.device)`, cast to `param_dtype` if one is set) and those copies live
+  until they are copied into the all-gather output, as a cast does without offload. The
+  reduce-scatter runs on the GPU as before; its output shard (and its cast back) is copied to the
+  host (`_fsdp_collectives.py`: `new_sharded_grad.to("cpu", non_blocking=pin_memory)`, pinned memory
+  when non-blocking) and freed on the GPU: no gradient stays there. The optimizer's state is made
+  from the host's parameters, so it and its step run on the CPU (pageable memory). The host holds,
+  per rank: the shards, their gradients (both pinned with `pin_memory=True`) and the optimizer state.
 """
 from __future__ import annotations
 
@@ -33,6 +44,7 @@ class Parallel:
     unit_of: dict = field(default_factory=dict)  # fsdp: id(module) -> its unit
     param_dtype: str | None = None  # fsdp: MixedPrecisionPolicy's, None: the model's dtype
     reduce_dtype: str | None = None  # fsdp: MixedPrecisionPolicy's, None: param_dtype
+    offload: str | None = None  # fsdp: CPUOffloadPolicy, "pinned" or "pageable" (pin_memory=False); None: none
 
     def shard(self, shape: tuple, itemsize: int) -> int:
         """Bytes of one rank's shard of a parameter: ceil(rows / world) rows."""
@@ -52,7 +64,8 @@ class Sharded:
             return [sum(parallel.shard(s, nbytes) for _, s in unit) for unit in parallel.units]
 
         self.shards = per_unit(itemsize)
-        self.cast = per_unit(self.compute) if self.compute != itemsize else None  # all-gather inputs, cast
+        # the all-gather's inputs where they are not the shards themselves: cast, or copied from the host
+        self.cast = per_unit(self.compute) if self.compute != itemsize or parallel.offload else None
         self.gathered = [n * parallel.world for n in per_unit(self.compute)]  # padded to whole shards
         self.reduced = [n * parallel.world for n in per_unit(reduce)]  # the reduce-scatter's input
         self.recast = per_unit(reduce) if reduce != itemsize else None  # its output, before the cast back
@@ -75,6 +88,11 @@ class Sharded:
     @property
     def weights(self) -> int:
         return sum(self.shards)
+
+    @property
+    def host(self) -> bool:
+        """Whether the shards, their gradients and the optimizer state live in host memory."""
+        return self.p.offload is not None
 
     def start(self, step) -> None:
         """The root's parameters are gathered as forward starts."""
@@ -142,5 +160,9 @@ class Sharded:
         for key, _ in self.p.units[u]:
             if key in step.param_grads:
                 step.change(-self.real[key], GRADIENTS, ("gradient", key))
+        recast = self.recast[u] if self.recast else 0
+        if self.host:  # the shard of them is copied to the host, and freed here
+            step.reach(step.cur + self.shards[u] + recast, phase)
+            return
         step.change(self.shards[u], GRADIENTS, ("gradient shard", u))
-        step.reach(step.cur + (self.recast[u] if self.recast else 0), phase)
+        step.reach(step.cur + recast, phase)

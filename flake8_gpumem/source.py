@@ -100,6 +100,7 @@ class SetUp:
     world_size: int | None = None
     param_dtype: str | None = None
     reduce_dtype: str | None = None
+    offload: str | None = None  # CPUOffloadPolicy: "pinned" or "pageable"; OffloadPolicy(): "off"
     trainer: Settings = field(default_factory=Settings)  # what a transformers Trainer's arguments set
     checkpointing: dict | None = None  # the Trainer's activation_checkpointing_enable keywords, where it checkpoints
 
@@ -582,6 +583,17 @@ def _keyword(call: ast.Call, name: str):
     return next((k.value for k in call.keywords if k.arg == name), None)
 
 
+def _offload_mode(policy) -> str | None:
+    """The offload setting an evaluated `offload_policy=` stands for; None where it cannot be read."""
+    kind, options = getattr(policy, "kind", None), getattr(policy, "options", {})
+    if kind == "OffloadPolicy" and not options:  # the default: none
+        return "off"
+    if kind == "CPUOffloadPolicy" and set(options) <= {"pin_memory"}:
+        pin = options.get("pin_memory", True)
+        return "pinned" if pin is True else "pageable" if pin is False else None
+    return None
+
+
 def file_optimizer(src: SourceFile) -> str | None:
     """The optimizer a `torch.optim.X(...)` call in the file builds (Lightning's
     configure_optimizers included): the first one found; SGD with a momentum is sgd-momentum."""
@@ -805,14 +817,18 @@ class _StatedSetup(_Variables):
                 setup.param_dtype, setup.reduce_dtype = (value.options.get(k) for k in ("param_dtype", "reduce_dtype"))
             else:
                 notes.append("an mp_policy gpumem cannot read: give --param-dtype and --reduce-dtype to analyse it")
+        offload = _keyword(call, "offload_policy")
+        if offload is not None:
+            setup.offload = _offload_mode(self.src.evaluate(offload, {}))
+            if setup.offload is None:
+                notes.append("an offload_policy gpumem cannot read: give --offload (pinned, pageable or off)")
         mesh = _keyword(call, "mesh")
         size = getattr(self.src.evaluate(mesh, {}), "options", {}).get("size") if mesh is not None else None
         if size is None:
             notes.append("fully_shard over a device mesh whose size gpumem cannot read (all the ranks torchrun "
                          "starts, without one): give --world-size")
         setup.world_size = size or setup.world_size
-        for key, default, words in (("reshard_after_forward", True, "reshard_after_forward"),
-                                    ("offload_policy", None, "CPU offload (offload_policy)")):
+        for key, default, words in (("reshard_after_forward", True, "reshard_after_forward"),):
             value = _keyword(call, key)
             if value is not None and not (isinstance(value, ast.Constant) and value.value == default):
                 notes.append(f"{words} is not modelled: the figures are FSDP2's defaults'")
