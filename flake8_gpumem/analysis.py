@@ -253,7 +253,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         report.fits = mem.peak + mem.reserve <= settings.budget
         if layers or not report.fits:  # the plugin shows it only in a GPM100 message
             report.max_batch_size = _max_batch(src, decl, settings)
-        found = budget_check(report, _peak_with(src, decl, settings, run))
+        found = budget_check(report, _memory_with(src, decl, settings, run))
         if found is not None:
             result.diagnostics.append(Diagnostic(found[0], decl.line, decl.col, found[1]))
     return report
@@ -678,22 +678,21 @@ def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) ->
     return mem.peak + mem.reserve
 
 
-def _peak_with(src: SourceFile, decl: ModelDecl, settings: Settings, run: _Run):
-    """peak_at for the set-ups GPM100 tries: one run per family of them (what the trace depends on:
+def _memory_with(src: SourceFile, decl: ModelDecl, settings: Settings, run: _Run):
+    """The memory of the set-ups GPM100 tries: one run per family of them (what the trace depends on:
     dtype, mixed-precision policy, checkpointing, batch), simulated again for each strategy, world
-    size, shard unit and micro-batch count."""
+    size, shard unit, offload and micro-batch count."""
     def family(s: Settings) -> tuple:
         return s.dtype, s.param_dtype, s.checkpoint, s.batch_size
 
     runs = {family(settings): run}
 
-    def peak(s: Settings) -> int:
+    def footprint(s: Settings) -> memory.Memory:
         if family(s) not in runs:
             runs[family(s)] = _run(src, decl, s, s.batch_size)
-        mem = _memory(runs[family(s)], s)
-        return mem.peak + mem.reserve
+        return _memory(runs[family(s)], s)
 
-    return peak
+    return footprint
 
 
 def _points(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> list | None:

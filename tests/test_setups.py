@@ -286,6 +286,7 @@ ADVICE = {  # how GPM100 words a change -> the settings it stands for
     r"activation checkpointing on (\w+)": lambda m: {"checkpoint": (m[1],)},
     r"--accumulate (\d+) at batch (\d+)": lambda m: {"accumulate": int(m[1]), "batch_size": int(m[2])},
     r"FSDP sharding (\w+)": lambda m: {"strategy": "fsdp", "shard_unit": (m[1],)},
+    r"CPU offload \(--offload: (.*) of host memory per rank\)": lambda m: {"offload": "pinned"},
 }
 
 
@@ -304,7 +305,8 @@ def advised(how: str) -> dict:
 @pytest.mark.parametrize("model, mib, setup", [
     ("model_sdpa", 13, {}),
     ("model_manual", 13, {}),
-    # no single change fits: FSDP with the mixed-precision policy, then checkpointing too, on fewer GPUs
+    # no single change fits: FSDP with the mixed-precision policy, then checkpointing too, then CPU offload,
+    # each on fewer GPUs
     ("model_sdpa", 6.5, {}),
     # FSDP under autocast: the policy in its place, or more GPUs
     ("model_sdpa", 9, {"dtype": "amp-bf16", "strategy": "fsdp", "world_size": 2, "shard_unit": ("Block",)}),
@@ -330,5 +332,7 @@ def test_every_set_up_gpm100_suggests_fits_when_simulated(model, mib, setup):
         again = analyse_source(source, "fixtures/gpt.py", settings, model=model).models[0]
         assert again.fits, f"{how}: {again.memory.peak:,} B over {budget:,}"
         assert human(again.memory.peak) == shown, (how, shown)
+        host = re.search(r"--offload: (.*) of host memory", how)
+        assert human(again.memory.host) == host[1] if host else not again.memory.host, (how, again.memory.host)
         checked += 1
     assert checked >= 2, message
