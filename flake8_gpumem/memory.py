@@ -168,8 +168,8 @@ class _Step:
             self.opt = states * self.sharded.weights + (STEP_BYTES * len(param_shapes) if has_step else 0)
         self.host = ()  # CPU offload: (host bytes, pinned), the GPU keeps the buffers; the optimizer steps on the CPU
         if self.sharded is not None and self.sharded.host:
-            shards = self.sharded.weights  # and as many of their gradients
-            self.host = (2 * shards + self.opt, 2 * shards if parallel.offload == "pinned" else 0)
+            pinned = 2 * self.sharded.pinned if parallel.offload == "pinned" else 0  # the shards and their gradients
+            self.host = ((pinned or 2 * self.sharded.weights) + self.opt, pinned)
             self.weights, self.opt, self.widest_group = buffer_bytes, 0, 0
 
         self.starting = {t.storage.id: t.nbytes for t in inputs}

@@ -26,6 +26,9 @@ The figures are the largest rank's (rank 0), as PyTorch builds each strategy:
   when non-blocking) and freed on the GPU: no gradient stays there. The optimizer's state is made
   from the host's parameters, so it and its step run on the CPU (pageable memory). The host holds,
   per rank: the shards, their gradients (both pinned with `pin_memory=True`) and the optimizer state.
+  Pinned memory comes from PyTorch's CachingHostAllocator, which rounds every block up to a power
+  of two (`PowerOf2Ceil(size)`, no threshold by default): each parameter's shard and each of its
+  gradient's shards is one block.
 """
 from __future__ import annotations
 
@@ -64,6 +67,9 @@ class Sharded:
             return [sum(parallel.shard(s, nbytes) for _, s in unit) for unit in parallel.units]
 
         self.shards = per_unit(itemsize)
+        # a shard in pinned host memory: a block rounded up to a power of two
+        self.pinned = sum(1 << (n - 1).bit_length() for unit in parallel.units for _, s in unit
+                          if (n := parallel.shard(s, itemsize)))
         # the all-gather's inputs where they are not the shards themselves: cast, or copied from the host
         self.cast = per_unit(self.compute) if self.compute != itemsize or parallel.offload else None
         self.gathered = [n * parallel.world for n in per_unit(self.compute)]  # padded to whole shards

@@ -637,13 +637,14 @@ class Net(nn.Module):  # gpumem: input_shape=(11, 3, 3)
 
 def test_cpu_offload_adds_the_host_to_the_json(tmp_path):
     """ADAPTIVE sharded over 2 ranks with FSDP's CPU offload: conv 16x3x3x3 + 16, fc 10x16 + 10, float32
-    shards of 8 and 5 rows; the host holds them, their gradients and Adam's two states and steps."""
+    shards of 8 and 5 rows; the host holds them, their gradients (pinned) and Adam's two states and steps."""
     path = write(tmp_path, "adaptive.py", ADAPTIVE)
     data = report_json(path, "--strategy", "fsdp", "--world-size", "2", "--offload")
     check_json_shape(data)
     shards = (8 * 27 + 8 + 5 * 16 + 5) * 4
-    assert only_model(data)["memory"]["host"] == 2 * shards + 2 * shards + 4 * 4
-    assert only_model(data)["memory"]["host_pinned"] == 2 * shards
+    pinned = 2 * (1024 + 32 + 512 + 32)  # each shard and its gradient's, pinned blocks of a power of two bytes
+    assert only_model(data)["memory"]["host"] == pinned + 2 * shards + 4 * 4
+    assert only_model(data)["memory"]["host_pinned"] == pinned
     assert "host" not in only_model(report_json(path, "--strategy", "fsdp", "--world-size", "2"))["memory"]
 
 

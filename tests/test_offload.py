@@ -40,13 +40,28 @@ def memory(offload: str, **setup):
 
 def test_the_host_holds_shards_gradients_and_optimizer_state():
     pinned, pageable = memory("pinned"), memory("pageable")
-    shards = 2 * SHARD  # both units; the root owns no parameter
+    shards = 2 * SHARD  # both units; the root owns no parameter; 8,192- and 128-byte shards, powers of two:
+    # the pinned blocks are their size
     adam = 2 * shards + 4 * 4  # exp_avg and exp_avg_sq of every shard, a float32 step per parameter
     assert pinned.host == pageable.host == shards + shards + adam  # the shards, their gradients, Adam's state
     assert pinned.pinned == 2 * shards  # CPUOffloadPolicy(pin_memory=True) pins the shards and their gradients
     assert pageable.pinned == 0
     # the GPU keeps no weight (the model has no buffers), no gradient and no optimizer state
     assert (pinned.weights, pinned.gradients, pinned.optimizer) == (0, 0, 0)
+
+
+def test_pinned_blocks_are_rounded_up_to_a_power_of_two():
+    """PyTorch's pinned-memory allocator rounds every block up to a power of two: 48-wide Linears at 2
+    ranks have 24 x 48 x 4 = 4,608-byte weight shards (8,192-byte blocks) and 96-byte bias shards (128)."""
+    source = MLP.replace("64", "48")
+    pinned, pageable = (analyse_source(source, "mlp.py", Settings(
+        input_shape=(48,), batch_size=BATCH, loss="sum", strategy="fsdp", world_size=2, shard_unit=("Linear",),
+        offload=offload), model="MLP").models[0].memory for offload in ("pinned", "pageable"))
+    shards = 2 * (4608 + 96)
+    adam = 2 * shards + 4 * 4
+    assert pinned.pinned == 2 * 2 * (8192 + 128)  # each shard and each gradient's shard, one block per parameter
+    assert pinned.host == pinned.pinned + adam  # Adam's state is pageable: no rounding
+    assert pageable.host == 2 * shards + adam
 
 
 def test_the_gpu_peak_without_what_lives_on_the_host():
