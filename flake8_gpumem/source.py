@@ -817,11 +817,14 @@ class _StatedSetup(_Variables):
                 setup.param_dtype, setup.reduce_dtype = (value.options.get(k) for k in ("param_dtype", "reduce_dtype"))
             else:
                 notes.append("an mp_policy gpumem cannot read: give --param-dtype and --reduce-dtype to analyse it")
-        offload = _keyword(call, "offload_policy")
-        if offload is not None:
-            setup.offload = _offload_mode(self.src.evaluate(offload, {}))
-            if setup.offload is None:
-                notes.append("an offload_policy gpumem cannot read: give --offload (pinned, pageable or off)")
+        policy = _keyword(call, "offload_policy")
+        offload = _offload_mode(self.src.evaluate(policy, {})) if policy is not None else setup.offload
+        if offload is None and policy is not None:
+            notes.append("an offload_policy gpumem cannot read: give --offload (pinned, pageable or off)")
+        elif setup.offload not in (None, offload):
+            notes.append("fully_shard calls with different offload policies: gpumem gives every unit the "
+                         "first; give --offload to say which")
+        setup.offload = setup.offload or offload
         mesh = _keyword(call, "mesh")
         size = getattr(self.src.evaluate(mesh, {}), "options", {}).get("size") if mesh is not None else None
         if size is None:

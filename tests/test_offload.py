@@ -123,3 +123,10 @@ def test_offload_policy_as_the_file_passes_it(policy, offload, unread):
     assert bool(notes) == unread, result.diagnostics
     given = analyse_source(source, "train.py", Settings(input_shape=(64,), world_size=2, offload="off"), model="MLP")
     assert given.models[0].settings.offload == "off"  # the command line wins
+
+
+def test_different_offload_policies_per_unit_are_said():
+    source = SHARDED.replace("POLICY", "CPUOffloadPolicy()", 1).replace("POLICY", "CPUOffloadPolicy(pin_memory=False)")
+    result = analyse_source(source, "train.py", Settings(input_shape=(64,), world_size=2), model="MLP")
+    assert result.models[0].settings.offload == "pinned"  # the first
+    assert any("different offload policies" in d.message for d in result.diagnostics if d.code == "GPM900")
