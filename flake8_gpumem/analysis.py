@@ -105,6 +105,7 @@ class _Run:
     optimized: list | None = None  # the parameters the file's optimizer holds, by group; None: all that train
     notes: list = field(default_factory=list)  # (line, col, GPM900 message): what the figures assume
     sharded: tuple = ()  # the classes of the modules the file's fully_shard calls wrap (the root aside)
+    reshard: dict = field(default_factory=dict)  # id(module) -> reshard_after_forward its fully_shard call gives
     copies: list = field(default_factory=list)  # (name, Module): copies of the model the file keeps (an EMA)
 
 
@@ -185,6 +186,8 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
                              reduce_dtype=setup.reduce_dtype, offload=setup.offload)
             settings = merge(overrides, decl.inline, chosen, stated, project,
                              Settings(batch_size=decl.stated.batch_size), DEFAULTS)
+            setup = replace(setup, notes=setup.said(merge(overrides, decl.inline, chosen, project).world_size
+                                                    is not None))
             report = _analyse_model(src, decl, settings, result, layers, timeline, report_unshaped, setup)
             if report is not None:
                 result.models.append(report)
@@ -269,7 +272,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
                              hf_config=settings.hf_config)
     interp.segment = decl.segment
-    optimized, notes, sharded, copies = None, [], (), []
+    optimized, notes, sharded, reshard, copies = None, [], (), {}, []
     try:
         if decl.expression:
             root = _evaluate_model(interp, src, decl, settings, node)
@@ -284,9 +287,10 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                 interp.segment = segment
                 interp.run_block(segment.module.body, scope)
             interp.segment = decl.segment
-            sharded = _sharded(interp, src, decl, root)
+            sharded, reshard, root_notes = _sharded(interp, src, decl, root)
             _trainer_checkpointing(interp, src.setups.get(decl.name, SetUp()), root, node)
             optimized, notes = _optimized(interp, src, decl, root)
+            notes += root_notes
             copies = [(name, scope.vars[name]) for name in decl.copies if isinstance(scope.vars.get(name), Module)]
             for name, kept in copies:  # `copy.deepcopy(model).half()`: sized as the step's weights are
                 cast = next((m.cast for _, m in walk_modules(kept) if m.cast and m.cast[0] != interp.model_dtype), None)
@@ -300,6 +304,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         except ConfigError as exc:
             raise AnalysisError(str(exc), node) from None
         xs = [Tensor(x.batched(batch), x.dtype) for x in given]
+        _check_reshard(settings, reshard, node)
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
         passed = xs
@@ -317,21 +322,42 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         exc.where = interp.where(exc.node) if exc.node is not None else None
         raise
     return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp, optimized,
-                notes, sharded, copies)
+                notes, sharded, reshard, copies)
 
 
 def _sharded(interp, src: SourceFile, decl: ModelDecl, root) -> tuple:
-    """The classes of the modules the file's fully_shard calls wrap, the root aside: each module of
-    what a loop goes over (`for block in model.layers`), or the one module named."""
+    """What the file's fully_shard calls wrap: the classes of the modules, the root aside (each module of
+    what a loop goes over, `for block in model.layers`, or the one module named); id(module) -> the
+    reshard_after_forward its call gives; and a note where the root's call gives one FSDP2 then follows."""
     from .interpreter import Module, Scope, parse_expression
 
-    modules = []
-    for how, text in src.setups.get(decl.name, SetUp()).sharded:
-        value = interp.eval(parse_expression(text), Scope({}, src.scope))
-        modules += interp.iterate(value, decl.node) if how == "each" else [value]
+    modules, reshard, notes = [], {}, []
+    for how, text, value, where in src.setups.get(decl.name, SetUp()).sharded:
+        found = interp.eval(parse_expression(text), Scope({}, src.scope))
+        found = interp.iterate(found, decl.node) if how == "each" else [found]
+        modules += found
+        reshard.update((id(m), value) for m in found if value is not None)
+        if any(m is root for m in found) and value not in (None, False):
+            notes.append((*where, f"reshard_after_forward={value} on the root is not modelled: FSDP2 then frees "
+                                  "the root's parameters after forward and gathers them again for backward; the "
+                                  "figures keep them gathered, FSDP2's default for the root"))
     if not all(isinstance(m, Module) for m in modules):
         raise AnalysisError("fully_shard of something gpumem does not read as a module: give --shard-unit", decl.node)
-    return tuple(dict.fromkeys(m.cls.name if m.cls is not None else m.kind for m in modules if m is not root))
+    return (tuple(dict.fromkeys(m.cls.name if m.cls is not None else m.kind for m in modules if m is not root)),
+            reshard, notes)
+
+
+def _check_reshard(settings: Settings, reshard: dict, node) -> None:
+    """reshard_after_forward is fully_shard's; as a number of ranks it divides the world size, as FSDP2 asks."""
+    given = settings.reshard_after_forward
+    if given is not None and settings.strategy != "fsdp":
+        raise AnalysisError("reshard_after_forward is FSDP2's fully_shard: it needs strategy = fsdp", node, "GPM001")
+    if settings.strategy != "fsdp":
+        return
+    for value in [given] if given is not None else reshard.values():
+        if value is not True and value is not False and settings.world_size % value:
+            raise AnalysisError(f"reshard_after_forward={value}: FSDP2 reshards to a number of ranks that divides "
+                                f"the world size, {settings.world_size}", node, "GPM001")
 
 
 def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
@@ -536,13 +562,15 @@ def _parallel(run: _Run, settings: Settings) -> Parallel | None:
         return None
     if settings.strategy == "ddp":
         return Parallel("ddp", settings.world_size)
-    unit_of, units, named = {}, [{}], {}
+    unit_of, units, named, reshard = {}, [{}], {}, [False]  # the root stays gathered
     for name, m in walk_modules(run.root):  # parents before children
         named[name] = m
         parent = unit_of[id(named[name.rpartition(".")[0]])] if name else 0
         if name and (m.kind in settings.shard_unit or (m.cls is not None and m.cls.name in settings.shard_unit)):
             units.append({})
             parent = len(units) - 1
+            given = settings.reshard_after_forward
+            reshard.append(run.reshard.get(id(m), True) if given is None else given)
         unit_of[id(m)] = parent
         units[parent].update(param_keys(m))
     seen: set = set()
@@ -551,7 +579,7 @@ def _parallel(run: _Run, settings: Settings) -> Parallel | None:
         owned.append(tuple((k, s) for k, s in unit.items() if k not in seen))
         seen.update(unit)
     return Parallel("fsdp", settings.world_size, tuple(owned), unit_of, settings.param_dtype, settings.reduce_dtype,
-                    offload=settings.offload if settings.offload != "off" else None)
+                    offload=settings.offload if settings.offload != "off" else None, reshard=tuple(reshard))
 
 
 def _labeller(run: _Run):

@@ -68,6 +68,7 @@ class Settings:
     param_dtype: str | None = None  # fsdp: MixedPrecisionPolicy(param_dtype=): gathered weights and compute
     reduce_dtype: str | None = None  # fsdp: MixedPrecisionPolicy(reduce_dtype=): the gradients' reduce-scatter
     offload: str | None = None  # fsdp: CPUOffloadPolicy, one of OFFLOAD: shards, gradients, optimizer on the host
+    reshard_after_forward: bool | int | None = None  # fsdp, every shard unit: None is the file's, else True
     max_gpus: int | None = None  # GPM100's advice: the most GPUs a set-up it proposes may use
     warn_fraction: float | None = None
     reserve: int | None = None
@@ -264,6 +265,19 @@ def _positive_int(value, key: str) -> int:
     return value
 
 
+def _reshard(value, key: str) -> bool | int:
+    """fully_shard's reshard_after_forward: true, false, or the number of ranks to reshard to."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, bool):
+        return value
+    try:
+        return _positive_int(value, key)
+    except ConfigError:
+        raise ConfigError(f"{key} = {_short(value)}: expected true, false or a number of ranks to reshard "
+                          "to after forward") from None
+
+
 def _choice(choices):
     def check(value, key):
         if not isinstance(value, str) or value.lower() not in choices:
@@ -367,6 +381,7 @@ PARSERS = {
     "param_dtype": _choice(POLICY_DTYPES),
     "reduce_dtype": _choice(POLICY_DTYPES),
     "offload": _offload,
+    "reshard_after_forward": _reshard,
     "max_gpus": _positive_int,
     "warn_fraction": _fraction,
     "reserve": lambda v, k: parse_size(v, k),
@@ -479,6 +494,10 @@ OPTIONS = {o.key: o for o in (
            "state in host memory (reported beside the GPU's), the optimizer stepping on the CPU; true or pinned: "
            "pin_memory=True, pageable: pin_memory=False; the flag alone: pinned", "MODE", OFFLOAD,
            first="the offload_policy the file gives fully_shard", bare="pinned"),
+    Option("reshard_after_forward", "set-up", "fsdp: fully_shard(reshard_after_forward=...) of every shard unit "
+           "(the root keeps FSDP2's own): true frees a unit's gathered parameters after its forward, false keeps "
+           "them to its backward, N keeps a 1/N shard (N ranks divide the world size)", "true|false|N",
+           first="the file's fully_shard calls, else true"),
     Option("max_gpus", "set-up", "GPM100's advice: the most GPUs a set-up it proposes may use (powers of two)", "N"),
     Option("budget", "budget", 'memory of one GPU: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, '
            '...)', "SIZE"),

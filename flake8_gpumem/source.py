@@ -94,10 +94,12 @@ class SetUp:
     dtype: str | None = None  # the dtype its last cast gives the whole model
     wrappers: list = field(default_factory=list)  # what it runs in: "torch.compile", "DataParallel", "DDP"
     notes: list = field(default_factory=list)  # (line, col, message): what the figures leave out (GPM900)
-    # FSDP2: what fully_shard wraps, ("each", ITERABLE) or ("one", MODULE), expressions of the model's
-    # variable; the mesh's size and the MixedPrecisionPolicy, where the file writes them
+    # FSDP2: what fully_shard wraps, ("each", ITERABLE, RESHARD, WHERE) or ("one", MODULE, RESHARD, WHERE),
+    # expressions of the model's variable, the call's reshard_after_forward (None: not given or not read)
+    # and its (line, col); the mesh's size and the MixedPrecisionPolicy, where the file writes them
     sharded: list = field(default_factory=list)
     world_size: int | None = None
+    unread_mesh: tuple | None = None  # (line, col) of a fully_shard over a mesh whose size is not read
     param_dtype: str | None = None
     reduce_dtype: str | None = None
     offload: str | None = None  # CPUOffloadPolicy: "pinned" or "pageable"; OffloadPolicy(): "off"
@@ -107,6 +109,13 @@ class SetUp:
     @property
     def strategy(self) -> str | None:
         return "fsdp" if self.sharded else "ddp" if "DDP" in self.wrappers else None
+
+    def said(self, world_size_given: bool) -> list:
+        """Its notes; that the mesh's size is not read only where no setting gives the world size."""
+        if self.unread_mesh is None or world_size_given:
+            return self.notes
+        return [*self.notes, (*self.unread_mesh, "fully_shard over a device mesh whose size gpumem cannot read "
+                                                 "(all the ranks torchrun starts, without one): give --world-size")]
 
 
 @dataclass
@@ -808,8 +817,8 @@ class _StatedSetup(_Variables):
                                         "holds: gpumem does not guess which way it goes; give --strategy fsdp "
                                         "--shard-unit CLASS to analyse that case"))
             return
-        setup.sharded.append(what)
         notes = []
+        setup.sharded.append((*what, self._reshard(call, notes), where))
         policy = _keyword(call, "mp_policy")
         if policy is not None:
             value = self.src.evaluate(policy, {})
@@ -827,15 +836,23 @@ class _StatedSetup(_Variables):
         setup.offload = setup.offload or offload
         mesh = _keyword(call, "mesh")
         size = getattr(self.src.evaluate(mesh, {}), "options", {}).get("size") if mesh is not None else None
-        if size is None:
-            notes.append("fully_shard over a device mesh whose size gpumem cannot read (all the ranks torchrun "
-                         "starts, without one): give --world-size")
+        if size is None and setup.unread_mesh is None:
+            setup.unread_mesh = where
         setup.world_size = size or setup.world_size
-        for key, default, words in (("reshard_after_forward", True, "reshard_after_forward"),):
-            value = _keyword(call, key)
-            if value is not None and not (isinstance(value, ast.Constant) and value.value == default):
-                notes.append(f"{words} is not modelled: the figures are FSDP2's defaults'")
         setup.notes += [(*where, m) for m in notes if m not in {n for *_, n in setup.notes}]
+
+    def _reshard(self, call: ast.Call, notes: list) -> bool | int | None:
+        """The call's reshard_after_forward: True, False, a number of ranks, None where not given (FSDP2's
+        default) or not read (noted)."""
+        node = _keyword(call, "reshard_after_forward")
+        if node is None or isinstance(node, ast.Constant) and node.value is None:
+            return None
+        value = self.src.evaluate(node, {})
+        if not isinstance(value, int) or value is not True and value is not False and value < 1:
+            notes.append(f"reshard_after_forward given as `{ast.unparse(node)}`, which gpumem cannot read: the "
+                         "figures reshard after forward (FSDP2's default); give --reshard-after-forward")
+            return None
+        return value
 
     def _transformers_call(self, node, names: tuple) -> bool:
         """Whether `node` calls one of transformers' `names` as the file imports it."""

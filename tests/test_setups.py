@@ -207,6 +207,40 @@ def test_fsdp_mixed_precision_policy(world, reduce_dtype):
     assert abs(error) <= 0.01, f"x{world} reduce {reduce_dtype}: {error:+.2%} ({report.memory.peak_phase})"
 
 
+@pytest.mark.parametrize("world, reshard, policy", [(2, False, None), (4, 2, ("bfloat16", "float32"))])
+def test_fsdp_reshard_after_forward(world, reshard, policy):
+    """reshard_after_forward on every block: False keeps a block's gathered parameters from its forward to
+    its backward, which gathers nothing; 2 keeps a slice of them for 2 ranks, gathered from those in backward."""
+    if not setup_oracle.gloo_available():
+        pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", batch_size=8, device="cpu",
+                        strategy="fsdp", world_size=world, shard_unit=("Block",), reshard_after_forward=reshard,
+                        param_dtype=policy and policy[0], reduce_dtype=policy and policy[1])
+    report = analyse_source(source, "gpt.py", settings, model=GPT_EXPR).models[0]
+    ranks = setup_oracle.measure_distributed(source, GPT_EXPR, [(8, 64), (8, 64)], "int64", "adamw", "float32",
+                                             "cross_entropy", "fsdp", world, ("Block",), mp_policy=policy,
+                                             reshard_after_forward=reshard)
+    assert (report.memory.weights, report.memory.optimizer) == (ranks[0].weights, ranks[0].optimizer_state)
+    peak = max(r.peak for r in ranks)
+    error = (report.memory.peak - peak) / peak
+    assert abs(error) <= 0.01, f"x{world} reshard {reshard}: {error:+.2%} ({report.memory.peak_phase})"
+
+
+def test_reshard_after_forward_is_fully_shards():
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    for setup, words in (({"strategy": "ddp", "world_size": 2, "reshard_after_forward": False}, "strategy = fsdp"),
+                         ({"strategy": "fsdp", "world_size": 4, "reshard_after_forward": 3}, "divides the world")):
+        settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", shard_unit=("Block",), **setup)
+        result = analyse_source(source, "gpt.py", settings, model=GPT_EXPR)
+        assert not result.models
+        assert [(d.code, words in d.message) for d in result.diagnostics] == [("GPM001", True)], result.diagnostics
+
+
 def test_a_mixed_precision_policy_needs_fsdp_and_float32_shards():
     from pathlib import Path
 
@@ -226,16 +260,18 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 mesh = init_device_mesh("cuda", MESH)
 model = Net(n=4)
-for block in model.blocks:
-    fully_shard(block, mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16,
-                                                                 reduce_dtype=torch.float32))
-fully_shard(model, mesh=mesh, reshard_after_forward=RESHARD)
+policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+for block in model.blocks[:-1]:
+    fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=RESHARD)
+fully_shard(model.blocks[-1], mesh=mesh, mp_policy=policy, reshard_after_forward=False)  # backward needs it first
+fully_shard(model, mesh=mesh, mp_policy=policy)
 """
 
 
 def test_fully_shard_as_the_file_calls_it():
-    """The set-up read from the file's own FSDP2 calls: a unit per block, the root, the mesh's ranks and
-    the policy; MemTracker per rank measures the same set-up."""
+    """The set-up read from the file's own FSDP2 calls: a unit per block, the root, the mesh's ranks, the
+    policy and each call's reshard_after_forward (the last block's False); MemTracker per rank measures
+    the same set-up."""
     if not setup_oracle.gloo_available():
         pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
     script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(2,)").replace("RESHARD", "True")
@@ -245,18 +281,27 @@ def test_fully_shard_as_the_file_calls_it():
     assert (s.strategy, s.world_size, s.shard_unit, s.param_dtype, s.reduce_dtype) == (
         "fsdp", 2, ("Block",), "bfloat16", "float32")
     ranks = setup_oracle.measure_distributed(SOURCE, "Net(n=4)", (4, *TOKENS), "float32", "adam", "float32",
-                                             "cross_entropy", "fsdp", 2, ("Block",), mp_policy=("bfloat16", "float32"))
+                                             "cross_entropy", "fsdp", 2, ("Block",), mp_policy=("bfloat16", "float32"),
+                                             reshard_after_forward=(True, True, True, False))
     assert (report.memory.weights, report.memory.optimizer) == (ranks[0].weights, ranks[0].optimizer_state)
     _close(report.memory.peak, max(r.peak for r in ranks), "fully_shard in the file")
 
 
 def test_what_the_file_shards_with_that_gpumem_cannot_read_is_said():
-    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(int(os.environ['WORLD_SIZE']),)").replace("RESHARD", "False")
-    result = analyse_source(script, "train.py", Settings(input_shape=TOKENS, world_size=8), model="model")
-    assert result.models[0].settings.world_size == 8  # as given
-    notes = [d.message for d in result.diagnostics if d.code == "GPM900"]
-    assert any("device mesh whose size gpumem cannot read" in n for n in notes), notes
-    assert any("reshard_after_forward is not modelled" in n for n in notes), notes
+    script = (SOURCE + SHARDED_SCRIPT).replace("MESH", "(int(os.environ['WORLD_SIZE']),)").replace(
+        "RESHARD", "int(os.environ['RESHARD'])").replace(
+        "fully_shard(model, mesh=mesh, mp_policy=policy)", "fully_shard(model, mesh=mesh, reshard_after_forward=True)")
+
+    def notes(**given):
+        result = analyse_source(script, "train.py", Settings(input_shape=TOKENS, **given), model="model")
+        return result.models[0].settings, [d.message for d in result.diagnostics if d.code == "GPM900"]
+
+    settings, said = notes(world_size=8)
+    assert settings.world_size == 8  # as given: the mesh's size needs no word
+    assert not any("device mesh" in n for n in said), said
+    assert any("reshard_after_forward given as `int(os.environ['RESHARD'])`" in n for n in said), said
+    assert any("reshard_after_forward=True on the root is not modelled" in n for n in said), said
+    assert any("device mesh whose size gpumem cannot read" in n for n in notes()[1])
 
 
 def test_sharding_divides_what_each_gpu_holds():
