@@ -10,7 +10,7 @@ setup_oracle.wrap_checkpoint), gradient accumulation over k=2 and 4 micro-batche
 (fully_shard on every block, then the root) over gloo with 2 and 4 CPU processes, and for the
 float32 model also FSDP2's MixedPrecisionPolicy(param_dtype=bf16) with reduce_dtype fp32 and bf16
 (`param_dtype`, `reduce_dtype`) in place of autocast, and FSDP2's reshard_after_forward=False (with
-and without that policy) and =2 (world size 4) on every block. The batch is per process. Peaks and
+and without the fp32-reduce policy) and =2 (world size 4 only) on every block. The batch is per process. Peaks and
 MemTracker's categories at the peak are in bytes (rank 0's; `ranks` says when the ranks' peaks differ); seconds are the wall time of the whole
 measurement (spawn included) and, for the distributed rows, of the measured step on rank 0.
 Each row also has gpumem's estimate of the largest rank's peak and its error; the last line the
@@ -97,10 +97,9 @@ def rows(name: str, dtype: str, worlds: tuple, policy_only: bool = False, reshar
         setups = [("ddp", None, None), ("fsdp", None, None)]
     if dtype == "float32" and not reshard_only:
         setups += [("fsdp", ("bfloat16", "float32"), None), ("fsdp", ("bfloat16", None), None)]
-    if not policy_only:
-        setups += [("fsdp", None, False), ("fsdp", None, 2)]
-        if dtype == "float32":
-            setups += [("fsdp", ("bfloat16", "float32"), False), ("fsdp", ("bfloat16", "float32"), 2)]
+    if dtype == "float32" and not policy_only:
+        setups += [("fsdp", None, False), ("fsdp", None, 2),
+                   ("fsdp", ("bfloat16", "float32"), False), ("fsdp", ("bfloat16", "float32"), 2)]
     for strategy, policy, reshard in setups:
         for world in worlds:
             if reshard is not None and reshard is not False and (world % reshard or world == reshard):

@@ -357,7 +357,8 @@ def _check_reshard(settings: Settings, reshard: dict, node) -> None:
     for value in [given] if given is not None else reshard.values():
         if value is not True and value is not False and settings.world_size % value:
             raise AnalysisError(f"reshard_after_forward={value}: FSDP2 reshards to a number of ranks that divides "
-                                f"the world size, {settings.world_size}", node, "GPM001")
+                                f"the world size, {settings.world_size}; give --world-size or another "
+                                "--reshard-after-forward", node, "GPM001")
 
 
 def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
