@@ -120,7 +120,9 @@ def _fewest_gpus(s, block: str, peak_with, memory_with, enough: bool) -> list[tu
                       {**rungs[-1][1], "checkpoint": s.checkpoint + (block,)}))
     if s.offload in (None, "off"):
         rungs.append((rungs[-1][0] + [OFFLOAD_WORDS], {**rungs[-1][1], "offload": "pinned"}))
-    worlds = [2 ** n for n in range(1, s.max_gpus.bit_length())]
+    ranks = s.reshard_after_forward  # a number of ranks FSDP2 reshards to divides the world size
+    worlds = [w for w in (2 ** n for n in range(1, s.max_gpus.bit_length()))
+              if ranks is None or isinstance(ranks, bool) or w % ranks == 0]
     found, fewest = [], len(worlds)
     for words, change in rungs:
         # the peak falls as the world grows: the fewest GPUs that fit, by bisection

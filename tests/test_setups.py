@@ -355,6 +355,8 @@ def advised(how: str) -> dict:
     ("model_sdpa", 6.5, {}),
     # FSDP under autocast: the policy in its place, or more GPUs
     ("model_sdpa", 9, {"dtype": "amp-bf16", "strategy": "fsdp", "world_size": 2, "shard_unit": ("Block",)}),
+    # resharding to 8 ranks after forward: no set-up on fewer GPUs than that
+    ("model_sdpa", 9, {"strategy": "fsdp", "world_size": 8, "shard_unit": ("Block",), "reshard_after_forward": 8}),
 ])
 def test_every_set_up_gpm100_suggests_fits_when_simulated(model, mib, setup):
     import re
