@@ -13,7 +13,7 @@ from .batch import affine_at, largest_batch
 from .config import DEFAULTS, ConfigError, Settings, forward_inputs, input_shapes, merge
 from .diagnostics import budget_check, warns
 from .parallel import Parallel
-from .source import ModelDecl, SetUp, SourceFile, read_source
+from .source import ModelDecl, SetUp, SourceFile, read_source, reshard_value, unread_reshard
 from .values import DTYPE_BYTES, FLOAT_DTYPES, AnalysisError, Tensor, tensors_in
 
 if TYPE_CHECKING:
@@ -332,19 +332,40 @@ def _sharded(interp, src: SourceFile, decl: ModelDecl, root) -> tuple:
     from .interpreter import Module, Scope, parse_expression
 
     modules, reshard, notes = [], {}, []
-    for how, text, value, where in src.setups.get(decl.name, SetUp()).sharded:
-        found = interp.eval(parse_expression(text), Scope({}, src.scope))
-        found = interp.iterate(found, decl.node) if how == "each" else [found]
-        modules += found
-        reshard.update((id(m), value) for m in found if value is not None)
-        if any(m is root for m in found) and value not in (None, False):
-            notes.append((*where, f"reshard_after_forward={value} on the root is not modelled: FSDP2 then frees "
-                                  "the root's parameters after forward and gathers them again for backward; the "
-                                  "figures keep them gathered, FSDP2's default for the root"))
+    for call in src.setups.get(decl.name, SetUp()).sharded:
+        found = interp.eval(parse_expression(call.module), Scope({}, src.scope))
+        items = [_bound(call.loop, item, decl.node) for item in interp.iterate(found, decl.node)] if call.loop else [{}]
+        unread = False
+        for bound in items:
+            m, value = bound.get(call.name, found), call.reshard
+            if call.per_item:
+                value = interp.eval(parse_expression(call.per_item), Scope(bound, src.scope))
+                unread = unread or not reshard_value(value)
+                value = value if reshard_value(value) else None
+            modules.append(m)
+            if value is not None:
+                reshard[id(m)] = value
+            if m is root and value not in (None, False):
+                notes.append((*call.where, f"reshard_after_forward={value} on the root is not modelled: FSDP2 then "
+                                           "frees the root's parameters after forward and gathers them again for "
+                                           "backward; the figures keep them gathered, FSDP2's default for the root"))
+        if unread:
+            notes.append((*call.where, unread_reshard(call.per_item)))
     if not all(isinstance(m, Module) for m in modules):
         raise AnalysisError("fully_shard of something gpumem does not read as a module: give --shard-unit", decl.node)
     return (tuple(dict.fromkeys(m.cls.name if m.cls is not None else m.kind for m in modules if m is not root)),
             reshard, notes)
+
+
+def _bound(loop: str, item, node) -> dict:
+    """The loop's variables for one item: `for block in ...` or `for i, block in ...`."""
+    target = ast.parse(loop, mode="eval").body
+    if isinstance(target, ast.Name):
+        return {target.id: item}
+    if not (isinstance(item, (tuple, list)) and len(item) == len(target.elts)):
+        raise AnalysisError(f"fully_shard in a loop `for {loop} in ...` over items gpumem cannot unpack: give "
+                            "--shard-unit", node)
+    return {n.id: v for n, v in zip(target.elts, item)}
 
 
 def _check_reshard(settings: Settings, reshard: dict, node) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from functools import cached_property
 
 from .config import ConfigError, Settings, settings_from
@@ -86,6 +87,18 @@ class ModelDecl:
         return next(s for s in self.segment.module.body if _interpreter().binds(s, self.name))
 
 
+class ShardCall(NamedTuple):
+    """One `fully_shard(MODULE, ...)` of the file: of one module (`module` its expression), or of each
+    item of a loop `for LOOP in MODULE:` (`name` the loop's variable it wraps)."""
+
+    module: str
+    loop: str  # the loop's target ("block", "layer_id, block"); "" for one module
+    name: str
+    reshard: bool | int | None  # its reshard_after_forward: None where not given (or not read: noted)
+    per_item: str  # else, an expression of the loop's variables that gives it for each item ("" for none)
+    where: tuple  # (line, col)
+
+
 @dataclass
 class SetUp:
     """How the file prepares a model for training, as its statements say: what `--dtype` and
@@ -94,9 +107,8 @@ class SetUp:
     dtype: str | None = None  # the dtype its last cast gives the whole model
     wrappers: list = field(default_factory=list)  # what it runs in: "torch.compile", "DataParallel", "DDP"
     notes: list = field(default_factory=list)  # (line, col, message): what the figures leave out (GPM900)
-    # FSDP2: what fully_shard wraps, ("each", ITERABLE, RESHARD, WHERE) or ("one", MODULE, RESHARD, WHERE),
-    # expressions of the model's variable, the call's reshard_after_forward (None: not given or not read)
-    # and its (line, col); the mesh's size and the MixedPrecisionPolicy, where the file writes them
+    # FSDP2: its fully_shard calls (ShardCall); the mesh's size and the MixedPrecisionPolicy, where the
+    # file writes them
     sharded: list = field(default_factory=list)
     world_size: int | None = None
     unread_mesh: tuple | None = None  # (line, col) of a fully_shard over a mesh whose size is not read
@@ -455,6 +467,16 @@ def _shards(stmt: ast.stmt) -> bool:
             and _dotted(stmt.value.func).rpartition(".")[2] == "fully_shard")
 
 
+def reshard_value(value) -> bool:
+    """Whether `value` is one fully_shard's reshard_after_forward takes: True, False or a number of ranks."""
+    return isinstance(value, int) and (isinstance(value, bool) or value >= 1)
+
+
+def unread_reshard(text: str) -> str:
+    return (f"reshard_after_forward given as `{text}`, which gpumem cannot read: the figures reshard after "
+            "forward (FSDP2's default); give --reshard-after-forward")
+
+
 def _root(node) -> str:
     """The name an expression such as `model.layer4[0].conv1` starts from ('' for none)."""
     while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
@@ -775,18 +797,20 @@ class _StatedSetup(_Variables):
         self.record(model, [base, *calls] if _pretrained(base) else calls)
 
     def visit_For(self, node):
-        """`for block in model.layers: fully_shard(block, ...)`: the loop's variable stands for the
-        model's modules there."""
-        model = self.model_of(ast.Name(_root(node.iter)))
-        if model is None or not isinstance(node.target, ast.Name):
+        """`for block in model.layers: fully_shard(block, ...)` (`for i, block in enumerate(...)`,
+        `for layer_id, block in model.layers.items()`): the loop's variables stand for the model's
+        modules there."""
+        iterable = node.iter.args[0] if (isinstance(node.iter, ast.Call) and _dotted(node.iter.func) == "enumerate"
+                                         and node.iter.args) else node.iter
+        model = self.model_of(ast.Name(_root(iterable)))
+        names = [node.target] if isinstance(node.target, ast.Name) else getattr(node.target, "elts", [])
+        if model is None or not names or not all(isinstance(n, ast.Name) for n in names):
             self.generic_visit(node)
             return
-        outer = self.loops.get(node.target.id)
-        self.loops[node.target.id] = (model, ast.unparse(node.iter))
+        outer = dict(self.loops)
+        self.loops.update((n.id, (model, ast.unparse(node.iter), ast.unparse(node.target))) for n in names)
         self.generic_visit(node)
-        self.loops.pop(node.target.id)
-        if outer is not None:
-            self.loops[node.target.id] = outer
+        self.loops = outer
 
     def visit_Expr(self, node):
         call = node.value
@@ -805,10 +829,10 @@ class _StatedSetup(_Variables):
         is FSDP, over the mesh's ranks, with the policy's dtypes; what gpumem cannot read is noted."""
         target = call.args[0]
         if isinstance(target, ast.Name) and target.id in self.loops:
-            model, iterable = self.loops[target.id]
-            what = ("each", iterable)
+            model, module, loop = self.loops[target.id]
+            name, loop_names = target.id, {n for n, (*_, t) in self.loops.items() if t == loop}
         else:
-            model, what = self.model_of(ast.Name(_root(target))), ("one", ast.unparse(target))
+            model, module, loop, name, loop_names = self.model_of(ast.Name(_root(target))), ast.unparse(target), "", "", ()
         if model is None:
             return
         setup, where = self.found.setdefault(model, SetUp()), (call.lineno, call.col_offset)
@@ -818,7 +842,7 @@ class _StatedSetup(_Variables):
                                         "--shard-unit CLASS to analyse that case"))
             return
         notes = []
-        setup.sharded.append((*what, self._reshard(call, notes), where))
+        setup.sharded.append(ShardCall(module, loop, name, *self._reshard(call, loop_names, notes), where))
         policy = _keyword(call, "mp_policy")
         if policy is not None:
             value = self.src.evaluate(policy, {})
@@ -841,18 +865,19 @@ class _StatedSetup(_Variables):
         setup.world_size = size or setup.world_size
         setup.notes += [(*where, m) for m in notes if m not in {n for *_, n in setup.notes}]
 
-    def _reshard(self, call: ast.Call, notes: list) -> bool | int | None:
-        """The call's reshard_after_forward: True, False, a number of ranks, None where not given (FSDP2's
-        default) or not read (noted)."""
+    def _reshard(self, call: ast.Call, loop_names, notes: list) -> tuple:
+        """The call's reshard_after_forward as (value, per_item): True, False, a number of ranks, None where
+        not given (FSDP2's default) or not read (noted); or an expression of the loop's variables."""
         node = _keyword(call, "reshard_after_forward")
         if node is None or isinstance(node, ast.Constant) and node.value is None:
-            return None
+            return None, ""
+        if any(isinstance(n, ast.Name) and n.id in loop_names for n in ast.walk(node)):
+            return None, ast.unparse(node)
         value = self.src.evaluate(node, {})
-        if not isinstance(value, int) or value is not True and value is not False and value < 1:
-            notes.append(f"reshard_after_forward given as `{ast.unparse(node)}`, which gpumem cannot read: the "
-                         "figures reshard after forward (FSDP2's default); give --reshard-after-forward")
-            return None
-        return value
+        if not reshard_value(value):
+            notes.append(unread_reshard(ast.unparse(node)))
+            return None, ""
+        return value, ""
 
     def _transformers_call(self, node, names: tuple) -> bool:
         """Whether `node` calls one of transformers' `names` as the file imports it."""

@@ -261,7 +261,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 mesh = init_device_mesh("cuda", MESH)
 model = Net(n=4)
 policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-for block in model.blocks[:-1]:
+for i, block in enumerate(model.blocks[:-1]):
     fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=RESHARD)
 fully_shard(model.blocks[-1], mesh=mesh, mp_policy=policy, reshard_after_forward=False)  # backward needs it first
 fully_shard(model, mesh=mesh, mp_policy=policy)
@@ -270,11 +270,11 @@ fully_shard(model, mesh=mesh, mp_policy=policy)
 
 def test_fully_shard_as_the_file_calls_it():
     """The set-up read from the file's own FSDP2 calls: a unit per block, the root, the mesh's ranks, the
-    policy and each call's reshard_after_forward (the last block's False); MemTracker per rank measures
-    the same set-up."""
+    policy and each block's reshard_after_forward (`i > 0` in the loop, the last block's call False:
+    the first block resharded, the others kept); MemTracker per rank measures the same set-up."""
     if not setup_oracle.gloo_available():
         pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
-    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(2,)").replace("RESHARD", "True")
+    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(2,)").replace("RESHARD", "i > 0")
     settings = Settings(input_shape=TOKENS, batch_size=4, device="cpu")
     report = analyse_source(script, "train.py", settings, model="model").models[0]
     s = report.settings
@@ -282,7 +282,7 @@ def test_fully_shard_as_the_file_calls_it():
         "fsdp", 2, ("Block",), "bfloat16", "float32")
     ranks = setup_oracle.measure_distributed(SOURCE, "Net(n=4)", (4, *TOKENS), "float32", "adam", "float32",
                                              "cross_entropy", "fsdp", 2, ("Block",), mp_policy=("bfloat16", "float32"),
-                                             reshard_after_forward=(True, True, True, False))
+                                             reshard_after_forward=(True, False, False, False))
     assert (report.memory.weights, report.memory.optimizer) == (ranks[0].weights, ranks[0].optimizer_state)
     _close(report.memory.peak, max(r.peak for r in ranks), "fully_shard in the file")
 
