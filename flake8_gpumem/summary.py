@@ -125,7 +125,11 @@ def setup_words(s) -> str:
         policy = (f", parameters in {s.param_dtype or 'float32'}, gradients reduced in "
                   f"{s.reduce_dtype or s.param_dtype or 'float32'}" if s.param_dtype or s.reduce_dtype else "")
         offload = f", CPU offload ({s.offload})" if s.offload not in (None, "off") else ""
-        words.append(f"FSDP on {s.world_size} GPUs{units}{policy}{offload} (per GPU)")
+        raf = s.reshard_after_forward
+        kept = ("" if raf is None or raf is True
+                else ", units kept gathered from forward to backward" if raf is False or raf == 1
+                else "" if raf == s.world_size else f", units resharded to {raf} ranks after forward")
+        words.append(f"FSDP on {s.world_size} GPUs{units}{policy}{kept}{offload} (per GPU)")
     return "".join(f", {w}" for w in words)
 
 

@@ -232,7 +232,13 @@ def test_fsdp_reshard_after_forward(world, reshard, policy):
 def test_reshard_after_forward_is_fully_shards():
     from pathlib import Path
 
+    from flake8_gpumem.summary import setup_words
+
     source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    for value, words in ((False, "units kept gathered from forward to backward"), (2, "units resharded to 2 ranks")):
+        settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", shard_unit=("Block",), strategy="fsdp",
+                            world_size=4, reshard_after_forward=value)
+        assert words in setup_words(analyse_source(source, "gpt.py", settings, model=GPT_EXPR).models[0].settings)
     for setup, words in (({"strategy": "ddp", "world_size": 2, "reshard_after_forward": False}, "strategy = fsdp"),
                          ({"strategy": "fsdp", "world_size": 4, "reshard_after_forward": 3}, "divides the world")):
         settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", shard_unit=("Block",), **setup)
