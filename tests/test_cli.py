@@ -426,7 +426,7 @@ GROUPED = {  # issue #23: the flags of `gpumem report`, in order, under their he
                          "--batch-dim", "--hf-config"],
     "training step": ["--dtype", "--optimizer", "--loss", "--device"],
     "set-up": ["--checkpoint", "--accumulate", "--strategy", "--world-size", "--shard-unit", "--param-dtype",
-               "--reduce-dtype", "--offload", "--max-gpus"],
+               "--reduce-dtype", "--offload", "--reshard-after-forward", "--max-gpus"],
     "budget": ["--budget", "--reserve"],
     "output": ["--format", "--timeline", "--snapshot"],
 }
