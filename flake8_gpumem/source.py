@@ -9,6 +9,7 @@ for all of it, and files whose models cannot be analysed pay no libcst at all.
 from __future__ import annotations
 
 import ast
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -454,7 +455,7 @@ def _changed_names(stmt: ast.stmt, functions: dict) -> set:
                 call.func.id in functions and _changes_arguments(functions[call.func.id]))):
             return {_root(a) for a in [*call.args, *(k.value for k in call.keywords)]}
         return set()
-    if isinstance(stmt, ast.For) and not all(_shards(s) for s in stmt.body):  # fully_shard: a set-up, read apart
+    if isinstance(stmt, ast.For) and not _sharding_loop(stmt):  # fully_shard: a set-up, read apart
         return {n.id for n in ast.walk(stmt.iter) if isinstance(n, ast.Name)}
     if isinstance(stmt, ast.If) and "__name__" not in {n.id for n in ast.walk(stmt.test) if isinstance(n, ast.Name)}:
         return set().union(*(_changed_names(s, functions) for s in stmt.body + stmt.orelse))
@@ -465,6 +466,24 @@ def _shards(stmt: ast.stmt) -> bool:
     """Whether a statement is a `fully_shard(...)` call."""
     return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
             and _dotted(stmt.value.func).rpartition(".")[2] == "fully_shard")
+
+
+def _sharding_loop(loop: ast.For) -> bool:
+    """Whether a loop only calls fully_shard, with names it computes for the calls (torchtitan's
+    `reshard_after_forward = int(layer_id) < len(model.layers) - 1`)."""
+    body = loop.body
+    return any(_shards(s) for s in body) and all(_shards(s) or isinstance(s, ast.Assign) and all(
+        isinstance(t, ast.Name) for t in s.targets) for s in body)
+
+
+class _Substituted(ast.NodeTransformer):
+    """An expression with the names a loop computed replaced by what they were computed from."""
+
+    def __init__(self, bound: dict):
+        self.bound = bound
+
+    def visit_Name(self, node):
+        return copy.deepcopy(self.bound[node.id]) if node.id in self.bound else node
 
 
 def reshard_value(value) -> bool:
@@ -755,6 +774,8 @@ class _StatedSetup(_Variables):
         self.top = True  # at module level, where `model = resnet18().half()` sets up the model `model`
         self.guard: ast.If | None = None  # the `if` the statements visited now depend on
         self.arguments: dict = {}  # variable -> the TrainingArguments(...) call it holds
+        self.bound: dict = {}  # in a fully_shard loop: a name it computes -> the expression it is
+        self.options: dict = {}  # a dict of keywords the file builds (`fsdp_config = {"mesh": mesh}`) -> {key: node}
         self.transformers = _transformers_names(src.tree) if any("Trainer(" in s.text for s in src.segments) else set()
 
     def generic_visit(self, node):
@@ -780,6 +801,14 @@ class _StatedSetup(_Variables):
 
     def visit_Assign(self, node):
         target = node.targets[0]
+        if len(node.targets) == 1 and isinstance(target, ast.Name) and self.top:
+            self._keywords(target.id, node.value)
+        elif isinstance(target, ast.Subscript) and getattr(target.value, "id", None) in self.options:
+            name = target.value.id  # fsdp_config["offload_policy"] = ...; under an `if`, unread
+            if self.guard is None and isinstance(target.slice, ast.Constant) and len(node.targets) == 1:
+                self.options[name][target.slice.value] = node.value
+            else:
+                del self.options[name]
         if len(node.targets) != 1 or not isinstance(target, ast.Name):
             return
         if self._trainer(node.value):
@@ -807,13 +836,20 @@ class _StatedSetup(_Variables):
         if model is None or not names or not all(isinstance(n, ast.Name) for n in names):
             self.generic_visit(node)
             return
-        outer = dict(self.loops)
+        outer, bound = dict(self.loops), dict(self.bound)
         self.loops.update((n.id, (model, ast.unparse(node.iter), ast.unparse(node.target))) for n in names)
+        if _sharding_loop(node):
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign):
+                    value = _Substituted(self.bound).visit(copy.deepcopy(stmt.value))
+                    self.bound.update((t.id, value) for t in stmt.targets)
         self.generic_visit(node)
-        self.loops = outer
+        self.loops, self.bound = outer, bound
 
     def visit_Expr(self, node):
         call = node.value
+        if isinstance(call, ast.Call) and getattr(getattr(call.func, "value", None), "id", None) in self.options:
+            del self.options[call.func.value.id]  # fsdp_config.update(...): its keywords are not read
         if _shards(node) and call.args:
             self.shard(call)
             return
@@ -841,16 +877,18 @@ class _StatedSetup(_Variables):
                                         "holds: gpumem does not guess which way it goes; give --strategy fsdp "
                                         "--shard-unit CLASS to analyse that case"))
             return
-        notes = []
+        notes = [f"fully_shard(..., **{ast.unparse(k.value)}) with keywords gpumem cannot read: give --world-size, "
+                 "--param-dtype, --reduce-dtype, --offload and --reshard-after-forward as they are"
+                 for k in call.keywords if k.arg is None and getattr(k.value, "id", None) not in self.options]
         setup.sharded.append(ShardCall(module, loop, name, *self._reshard(call, loop_names, notes), where))
-        policy = _keyword(call, "mp_policy")
+        policy = self._given(call, "mp_policy")
         if policy is not None:
             value = self.src.evaluate(policy, {})
             if getattr(value, "kind", None) == "MixedPrecisionPolicy":
                 setup.param_dtype, setup.reduce_dtype = (value.options.get(k) for k in ("param_dtype", "reduce_dtype"))
             else:
                 notes.append("an mp_policy gpumem cannot read: give --param-dtype and --reduce-dtype to analyse it")
-        policy = _keyword(call, "offload_policy")
+        policy = self._given(call, "offload_policy")
         offload = _offload_mode(self.src.evaluate(policy, {})) if policy is not None else setup.offload
         if offload is None and policy is not None:
             notes.append("an offload_policy gpumem cannot read: give --offload (pinned, pageable or off)")
@@ -858,17 +896,35 @@ class _StatedSetup(_Variables):
             notes.append("fully_shard calls with different offload policies: gpumem gives every unit the "
                          "first; give --offload to say which")
         setup.offload = setup.offload or offload
-        mesh = _keyword(call, "mesh")
+        mesh = self._given(call, "mesh")
         size = getattr(self.src.evaluate(mesh, {}), "options", {}).get("size") if mesh is not None else None
         if size is None and setup.unread_mesh is None:
             setup.unread_mesh = where
         setup.world_size = size or setup.world_size
         setup.notes += [(*where, m) for m in notes if m not in {n for *_, n in setup.notes}]
 
+    def _keywords(self, name: str, value) -> None:
+        """`name = {"mesh": mesh, ...}` or `dict(mesh=mesh, ...)`: keywords a fully_shard call may take
+        as `**name`."""
+        self.options.pop(name, None)
+        if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) for k in value.keys):
+            self.options[name] = {k.value: v for k, v in zip(value.keys, value.values)}
+        elif isinstance(value, ast.Call) and _dotted(value.func) == "dict" and not value.args and all(
+                k.arg for k in value.keywords):
+            self.options[name] = {k.arg: k.value for k in value.keywords}
+
+    def _given(self, call: ast.Call, name: str):
+        """A fully_shard keyword as the call gives it: written out, or in a `**dict` of the file, with
+        the names its loop computes substituted."""
+        node = _keyword(call, name)
+        for spread in (k.value for k in call.keywords if k.arg is None and node is None):
+            node = self.options.get(getattr(spread, "id", None), {}).get(name)
+        return _Substituted(self.bound).visit(copy.deepcopy(node)) if node is not None else None
+
     def _reshard(self, call: ast.Call, loop_names, notes: list) -> tuple:
         """The call's reshard_after_forward as (value, per_item): True, False, a number of ranks, None where
         not given (FSDP2's default) or not read (noted); or an expression of the loop's variables."""
-        node = _keyword(call, "reshard_after_forward")
+        node = self._given(call, "reshard_after_forward")
         if node is None or isinstance(node, ast.Constant) and node.value is None:
             return None, ""
         if any(isinstance(n, ast.Name) and n.id in loop_names for n in ast.walk(node)):

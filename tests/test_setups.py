@@ -310,6 +310,60 @@ def test_what_the_file_shards_with_that_gpumem_cannot_read_is_said():
     assert any("device mesh whose size gpumem cannot read" in n for n in notes()[1])
 
 
+TORCHTITAN_SCRIPT = """
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+mesh = init_device_mesh("cuda", (2,))
+model = Net(n=4)
+fsdp_config = {"mesh": mesh, "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}
+OFFLOAD
+for layer_id, block in enumerate(model.blocks):
+    reshard_after_forward = int(layer_id) < len(model.blocks) - 1
+    fully_shard(block, **fsdp_config, reshard_after_forward=reshard_after_forward)
+fully_shard(model, **fsdp_config)
+"""
+
+
+def test_fully_shard_as_torchtitan_calls_it():
+    """torchtitan's spelling: the keywords in a dict of the file given as `**fsdp_config` (an entry
+    added after), reshard_after_forward computed in the loop (every block but the last resharded).
+    It must read as the same set-up written out call by call, which the oracle test above measures."""
+    def report(script, **given):
+        settings = Settings(input_shape=TOKENS, batch_size=4, device="cpu", **given)
+        return analyse_source(SOURCE + script, "train.py", settings, model="model").models[0]
+
+    written_out = SHARDED_SCRIPT.replace("MESH", "(2,)").replace("RESHARD", "True").replace(
+        "reshard_after_forward=False)  #", "reshard_after_forward=False, offload_policy=OFFLOAD)  #").replace(
+        "fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=True)",
+        "fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=True, offload_policy=OFFLOAD)")
+    for offload, policy in (("", "OffloadPolicy()"), ('fsdp_config["offload_policy"] = CPUOffloadPolicy()',
+                                                      "CPUOffloadPolicy()")):
+        titan = report(TORCHTITAN_SCRIPT.replace("OFFLOAD", offload))
+        plain = report("from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy\n" + written_out.replace(
+            "OFFLOAD", policy))
+        s = titan.settings
+        assert (s.strategy, s.world_size, s.shard_unit, s.param_dtype) == ("fsdp", 2, ("Block",), "bfloat16")
+        assert s.offload == plain.settings.offload == ("pinned" if offload else "off")
+        assert titan.memory == plain.memory
+    everywhere = report(TORCHTITAN_SCRIPT.replace("OFFLOAD", ""), reshard_after_forward=True)
+    assert everywhere.memory.peak != titan.memory.peak  # the last block's False was read, not the default
+
+
+def test_keywords_fully_shard_takes_from_elsewhere_are_said():
+    script = TORCHTITAN_SCRIPT.replace("OFFLOAD", "fsdp_config = make_config(fsdp_config)")
+    result = analyse_source(SOURCE + "\ndef make_config(config):\n    return config\n" + script, "train.py",
+                            Settings(input_shape=TOKENS), model="model")
+    assert any("**fsdp_config) with keywords gpumem cannot read" in d.message
+               for d in result.diagnostics if d.code == "GPM900"), result.diagnostics
+    for changed in ("if offload:\n    fsdp_config['offload_policy'] = CPUOffloadPolicy()",
+                    "fsdp_config.update(offload_policy=CPUOffloadPolicy())"):
+        result = analyse_source(SOURCE + TORCHTITAN_SCRIPT.replace("OFFLOAD", changed), "train.py",
+                                Settings(input_shape=TOKENS), model="model")
+        assert any("**fsdp_config) with keywords gpumem cannot read" in d.message
+                   for d in result.diagnostics if d.code == "GPM900"), (changed, result.diagnostics)
+
+
 def test_sharding_divides_what_each_gpu_holds():
     from pathlib import Path
 
