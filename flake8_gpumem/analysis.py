@@ -13,7 +13,7 @@ from .batch import affine_at, largest_batch
 from .config import DEFAULTS, ConfigError, Settings, forward_inputs, input_shapes, merge
 from .diagnostics import budget_check, warns
 from .parallel import Parallel
-from .source import ModelDecl, SetUp, SourceFile, read_source
+from .source import ModelDecl, SetUp, SourceFile, read_source, reshard_value, unread_reshard
 from .values import DTYPE_BYTES, FLOAT_DTYPES, AnalysisError, Tensor, tensors_in
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ class _Run:
     optimized: list | None = None  # the parameters the file's optimizer holds, by group; None: all that train
     notes: list = field(default_factory=list)  # (line, col, GPM900 message): what the figures assume
     sharded: tuple = ()  # the classes of the modules the file's fully_shard calls wrap (the root aside)
+    reshard: dict = field(default_factory=dict)  # id(module) -> reshard_after_forward its fully_shard call gives
     copies: list = field(default_factory=list)  # (name, Module): copies of the model the file keeps (an EMA)
 
 
@@ -182,9 +183,11 @@ def analyse_source(source: str, filename: str = "<stdin>", overrides: Settings =
                              dtype=setup.dtype or trainer.dtype, strategy=setup.strategy,
                              batch_size=trainer.batch_size, accumulate=trainer.accumulate,
                              world_size=setup.world_size, param_dtype=setup.param_dtype,
-                             reduce_dtype=setup.reduce_dtype)
+                             reduce_dtype=setup.reduce_dtype, offload=setup.offload)
             settings = merge(overrides, decl.inline, chosen, stated, project,
                              Settings(batch_size=decl.stated.batch_size), DEFAULTS)
+            setup = replace(setup, notes=setup.said(merge(overrides, decl.inline, chosen, project).world_size
+                                                    is not None))
             report = _analyse_model(src, decl, settings, result, layers, timeline, report_unshaped, setup)
             if report is not None:
                 result.models.append(report)
@@ -253,7 +256,7 @@ def _analyse_model(src: SourceFile, decl: ModelDecl, settings: Settings, result:
         report.fits = mem.peak + mem.reserve <= settings.budget
         if layers or not report.fits:  # the plugin shows it only in a GPM100 message
             report.max_batch_size = _max_batch(src, decl, settings)
-        found = budget_check(report, _peak_with(src, decl, settings, run))
+        found = budget_check(report, _memory_with(src, decl, settings, run))
         if found is not None:
             result.diagnostics.append(Diagnostic(found[0], decl.line, decl.col, found[1]))
     return report
@@ -264,11 +267,12 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
 
     node = decl.node
     policy = _policy_dtype(settings, node)
+    _check_offload(settings, node)
     interp = src.interpreter(model_dtype=policy or memory.param_dtype(settings.dtype), device=settings.device,
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
                              hf_config=settings.hf_config, checkpoint_every=settings.checkpoint_every or 1)
     interp.segment = decl.segment
-    optimized, notes, sharded, copies = None, [], (), []
+    optimized, notes, sharded, reshard, copies = None, [], (), {}, []
     try:
         if decl.expression:
             root = _evaluate_model(interp, src, decl, settings, node)
@@ -283,9 +287,10 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
                 interp.segment = segment
                 interp.run_block(segment.module.body, scope)
             interp.segment = decl.segment
-            sharded = _sharded(interp, src, decl, root)
+            sharded, reshard, root_notes = _sharded(interp, src, decl, root)
             _trainer_checkpointing(interp, src.setups.get(decl.name, SetUp()), root, node)
             optimized, notes = _optimized(interp, src, decl, root)
+            notes += root_notes
             copies = [(name, scope.vars[name]) for name in decl.copies if isinstance(scope.vars.get(name), Module)]
             for name, kept in copies:  # `copy.deepcopy(model).half()`: sized as the step's weights are
                 cast = next((m.cast for _, m in walk_modules(kept) if m.cast and m.cast[0] != interp.model_dtype), None)
@@ -299,6 +304,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         except ConfigError as exc:
             raise AnalysisError(str(exc), node) from None
         xs = [Tensor(x.batched(batch), x.dtype) for x in given]
+        _check_reshard(settings, reshard, node)
         names = named_modules(root)
         interp.events.clear()  # tensors made while constructing (nn.Parameter data) are weights
         passed = xs
@@ -316,21 +322,64 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
         exc.where = interp.where(exc.node) if exc.node is not None else None
         raise
     return _Run(root, interp.events, xs + targets, out, kept, loss, name, forward_events, names, interp, optimized,
-                notes, sharded, copies)
+                notes, sharded, reshard, copies)
 
 
 def _sharded(interp, src: SourceFile, decl: ModelDecl, root) -> tuple:
-    """The classes of the modules the file's fully_shard calls wrap, the root aside: each module of
-    what a loop goes over (`for block in model.layers`), or the one module named."""
+    """What the file's fully_shard calls wrap: the classes of the modules, the root aside (each module of
+    what a loop goes over, `for block in model.layers`, or the one module named); id(module) -> the
+    reshard_after_forward its call gives; and a note where the root's call gives one FSDP2 then follows."""
     from .interpreter import Module, Scope, parse_expression
 
-    modules = []
-    for how, text in src.setups.get(decl.name, SetUp()).sharded:
-        value = interp.eval(parse_expression(text), Scope({}, src.scope))
-        modules += interp.iterate(value, decl.node) if how == "each" else [value]
+    modules, reshard, notes = [], {}, []
+    for call in src.setups.get(decl.name, SetUp()).sharded:
+        found = interp.eval(parse_expression(call.module), Scope({}, src.scope))
+        items = [_bound(call.loop, item, decl.node) for item in interp.iterate(found, decl.node)] if call.loop else [{}]
+        unread = False
+        for bound in items:
+            m, value = bound.get(call.name, found), call.reshard
+            if call.per_item:
+                value = interp.eval(parse_expression(call.per_item), Scope(bound, src.scope))
+                unread = unread or not reshard_value(value)
+                value = value if reshard_value(value) else None
+            modules.append(m)
+            if value is not None:
+                reshard[id(m)] = value
+            if m is root and value not in (None, False):
+                notes.append((*call.where, f"reshard_after_forward={value} on the root is not modelled: FSDP2 then "
+                                           "frees the root's parameters after forward and gathers them again for "
+                                           "backward; the figures keep them gathered, FSDP2's default for the root"))
+        if unread:
+            notes.append((*call.where, unread_reshard(call.per_item)))
     if not all(isinstance(m, Module) for m in modules):
         raise AnalysisError("fully_shard of something gpumem does not read as a module: give --shard-unit", decl.node)
-    return tuple(dict.fromkeys(m.cls.name if m.cls is not None else m.kind for m in modules if m is not root))
+    return (tuple(dict.fromkeys(m.cls.name if m.cls is not None else m.kind for m in modules if m is not root)),
+            reshard, notes)
+
+
+def _bound(loop: str, item, node) -> dict:
+    """The loop's variables for one item: `for block in ...` or `for i, block in ...`."""
+    target = ast.parse(loop, mode="eval").body
+    if isinstance(target, ast.Name):
+        return {target.id: item}
+    if not (isinstance(item, (tuple, list)) and len(item) == len(target.elts)):
+        raise AnalysisError(f"fully_shard in a loop `for {loop} in ...` over items gpumem cannot unpack: give "
+                            "--shard-unit", node)
+    return {n.id: v for n, v in zip(target.elts, item)}
+
+
+def _check_reshard(settings: Settings, reshard: dict, node) -> None:
+    """reshard_after_forward is fully_shard's; as a number of ranks it divides the world size, as FSDP2 asks."""
+    given = settings.reshard_after_forward
+    if given is not None and settings.strategy != "fsdp":
+        raise AnalysisError("reshard_after_forward is FSDP2's fully_shard: it needs strategy = fsdp", node, "GPM001")
+    if settings.strategy != "fsdp":
+        return
+    for value in [given] if given is not None else reshard.values():
+        if value is not True and value is not False and settings.world_size % value:
+            raise AnalysisError(f"reshard_after_forward={value}: FSDP2 reshards to a number of ranks that divides "
+                                f"the world size, {settings.world_size}; give --world-size or another "
+                                "--reshard-after-forward", node, "GPM001")
 
 
 def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
@@ -343,6 +392,12 @@ def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
     options = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
     enable = interp.getattr(root, "activation_checkpointing_enable", node)
     interp.call(enable, [], {"activation_checkpointing_kwargs": kwargs or None, **options}, node)
+
+
+def _check_offload(settings: Settings, node) -> None:
+    if settings.offload not in (None, "off") and settings.strategy != "fsdp":
+        raise AnalysisError(f"offload = {settings.offload} is FSDP2's CPUOffloadPolicy: it needs strategy = fsdp",
+                            node, "GPM001")
 
 
 def _policy_dtype(settings: Settings, node) -> str | None:
@@ -529,13 +584,15 @@ def _parallel(run: _Run, settings: Settings) -> Parallel | None:
         return None
     if settings.strategy == "ddp":
         return Parallel("ddp", settings.world_size)
-    unit_of, units, named = {}, [{}], {}
+    unit_of, units, named, reshard = {}, [{}], {}, [False]  # the root stays gathered
     for name, m in walk_modules(run.root):  # parents before children
         named[name] = m
         parent = unit_of[id(named[name.rpartition(".")[0]])] if name else 0
         if name and (m.kind in settings.shard_unit or (m.cls is not None and m.cls.name in settings.shard_unit)):
             units.append({})
             parent = len(units) - 1
+            given = settings.reshard_after_forward
+            reshard.append(run.reshard.get(id(m), True) if given is None else given)
         unit_of[id(m)] = parent
         units[parent].update(param_keys(m))
     seen: set = set()
@@ -543,7 +600,8 @@ def _parallel(run: _Run, settings: Settings) -> Parallel | None:
     for unit in units:  # a tied weight belongs to the first unit that has it
         owned.append(tuple((k, s) for k, s in unit.items() if k not in seen))
         seen.update(unit)
-    return Parallel("fsdp", settings.world_size, tuple(owned), unit_of, settings.param_dtype, settings.reduce_dtype)
+    return Parallel("fsdp", settings.world_size, tuple(owned), unit_of, settings.param_dtype, settings.reduce_dtype,
+                    offload=settings.offload if settings.offload != "off" else None, reshard=tuple(reshard))
 
 
 def _labeller(run: _Run):
@@ -670,22 +728,21 @@ def peak_at(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) ->
     return mem.peak + mem.reserve
 
 
-def _peak_with(src: SourceFile, decl: ModelDecl, settings: Settings, run: _Run):
-    """peak_at for the set-ups GPM100 tries: one run per family of them (what the trace depends on:
+def _memory_with(src: SourceFile, decl: ModelDecl, settings: Settings, run: _Run):
+    """The memory of the set-ups GPM100 tries: one run per family of them (what the trace depends on:
     dtype, mixed-precision policy, checkpointing, batch), simulated again for each strategy, world
-    size, shard unit and micro-batch count."""
+    size, shard unit, offload and micro-batch count."""
     def family(s: Settings) -> tuple:
         return s.dtype, s.param_dtype, s.checkpoint, s.batch_size
 
     runs = {family(settings): run}
 
-    def peak(s: Settings) -> int:
+    def footprint(s: Settings) -> memory.Memory:
         if family(s) not in runs:
             runs[family(s)] = _run(src, decl, s, s.batch_size)
-        mem = _memory(runs[family(s)], s)
-        return mem.peak + mem.reserve
+        return _memory(runs[family(s)], s)
 
-    return peak
+    return footprint
 
 
 def _points(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> list | None:

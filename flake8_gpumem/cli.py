@@ -61,8 +61,9 @@ def parser() -> argparse.ArgumentParser:
     for o in OPTIONS.values():
         group = groups[o.group]
         if o.flag:
+            bare = {"nargs": "?", "const": o.bare} if o.bare else {}
             group.add_argument(f"--{o.name}", action="append" if o.several else "store", metavar=o.metavar,
-                               help=o.describe(repeated=True))
+                               help=o.describe(repeated=True), **bare)
         else:
             group.description = textwrap.fill(f"{o.key}, a [tool.gpumem] key and flake8's --gpumem-{o.name} "
                                               f"(no flag here): {o.describe(repeated=False)}", 76)

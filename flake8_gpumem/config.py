@@ -30,6 +30,7 @@ LOSSES = ("cross_entropy", "mse", "sum")
 DEVICES = ("cuda", "cpu")
 STRATEGIES = ("single", "ddp", "fsdp")
 POLICY_DTYPES = ("float32", "bfloat16", "float16")  # FSDP2's MixedPrecisionPolicy
+OFFLOAD = ("pinned", "pageable", "off")  # FSDP2's CPUOffloadPolicy(pin_memory=True), (pin_memory=False), none
 
 # Memory each card makes available, in bytes, as its vendor states it.
 GIB = 1024 ** 3
@@ -67,6 +68,8 @@ class Settings:
     shard_unit: tuple | None = None  # fsdp: class names wrapped with fully_shard (the root always is)
     param_dtype: str | None = None  # fsdp: MixedPrecisionPolicy(param_dtype=): gathered weights and compute
     reduce_dtype: str | None = None  # fsdp: MixedPrecisionPolicy(reduce_dtype=): the gradients' reduce-scatter
+    offload: str | None = None  # fsdp: CPUOffloadPolicy, one of OFFLOAD: shards, gradients, optimizer on the host
+    reshard_after_forward: bool | int | None = None  # fsdp, every shard unit: None is the file's, else True
     max_gpus: int | None = None  # GPM100's advice: the most GPUs a set-up it proposes may use
     warn_fraction: float | None = None
     reserve: int | None = None
@@ -78,7 +81,7 @@ class Settings:
 
 DEFAULTS = Settings(batch_size=1, batch_dim=0, dtype="float32", optimizer="adam", warn_fraction=0.9, reserve=0,
                     device="cuda", loss="cross_entropy", checkpoint=(), accumulate=1, strategy="single", world_size=1,
-                    shard_unit=(), max_gpus=1024, checkpoint_every=1)
+                    shard_unit=(), max_gpus=1024, offload="off", checkpoint_every=1)
 
 
 class Named(NamedTuple):
@@ -263,12 +266,34 @@ def _positive_int(value, key: str) -> int:
     return value
 
 
+def _reshard(value, key: str) -> bool | int:
+    """fully_shard's reshard_after_forward: true, false, or the number of ranks to reshard to."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, bool):
+        return value
+    try:
+        return _positive_int(value, key)
+    except ConfigError:
+        raise ConfigError(f"{key} = {_short(value)}: expected true, false or a number of ranks to reshard "
+                          "to after forward") from None
+
+
 def _choice(choices):
     def check(value, key):
         if not isinstance(value, str) or value.lower() not in choices:
             raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(choices)}")
         return value.lower()
     return check
+
+
+def _offload(value, key: str) -> str:
+    """true (or "pinned"): CPUOffloadPolicy(); "pageable": with pin_memory=False; false: none."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if isinstance(value, bool):
+        return "pinned" if value else "off"
+    return _choice(OFFLOAD)(value, key)
 
 
 def _fraction(value, key: str) -> float:
@@ -357,6 +382,8 @@ PARSERS = {
     "shard_unit": _class_names,
     "param_dtype": _choice(POLICY_DTYPES),
     "reduce_dtype": _choice(POLICY_DTYPES),
+    "offload": _offload,
+    "reshard_after_forward": _reshard,
     "max_gpus": _positive_int,
     "warn_fraction": _fraction,
     "reserve": lambda v, k: parse_size(v, k),
@@ -409,6 +436,7 @@ class Option:
     several: str = ""  # what several values mean: the CLI repeats the flag, flake8 joins them with `separator`
     separator: str = ""
     flag: bool = True  # False: a [tool.gpumem] key and flake8 option, no `gpumem report` flag
+    bare: str = ""  # what the `gpumem report` flag means given without a value
 
     @property
     def name(self) -> str:
@@ -466,6 +494,14 @@ OPTIONS = {o.key: o for o in (
            "DTYPE", POLICY_DTYPES),
     Option("reduce_dtype", "set-up", "fsdp: MixedPrecisionPolicy(reduce_dtype=...): gradients reduce-scattered in "
            "this dtype (none: param_dtype)", "DTYPE", POLICY_DTYPES),
+    Option("offload", "set-up", "fsdp: CPUOffloadPolicy: the sharded weights, their gradients and the optimizer "
+           "state in host memory (reported beside the GPU's), the optimizer stepping on the CPU; true or pinned: "
+           "pin_memory=True, pageable: pin_memory=False; the flag alone: pinned", "MODE", OFFLOAD,
+           first="the offload_policy the file gives fully_shard", bare="pinned"),
+    Option("reshard_after_forward", "set-up", "fsdp: fully_shard(reshard_after_forward=...) of every shard unit "
+           "(the root keeps FSDP2's own): true frees a unit's gathered parameters after its forward, false keeps "
+           "them to its backward, N keeps a 1/N shard (N ranks divide the world size)", "true|false|N",
+           first="the file's fully_shard calls, else true"),
     Option("max_gpus", "set-up", "GPM100's advice: the most GPUs a set-up it proposes may use (powers of two)", "N"),
     Option("budget", "budget", 'memory of one GPU: bytes, "12GiB", "16GB" or a GPU name (T4, A100-40GB, RTX-4090, '
            '...)', "SIZE"),

@@ -31,11 +31,16 @@ def warns(mem, s) -> bool:
     return s.budget is not None and mem is not None and mem.peak + mem.reserve > s.budget * s.warn_fraction
 
 
-def budget_check(report, peak_with) -> tuple[str, str] | None:
+def budget_check(report, memory_with) -> tuple[str, str] | None:
     """(code, message) when the model's footprint is over the budget or its warn fraction.
 
-    `peak_with(settings)` re-runs the model with other settings (for the AMP hint)."""
+    `memory_with(settings)` re-runs the model with other settings (the set-ups the advice tries)."""
     s, mem = report.settings, report.memory
+
+    def peak_with(settings) -> int:
+        found = memory_with(settings)
+        return found.peak + found.reserve
+
     if not warns(mem, s):
         return None
     need = mem.peak + mem.reserve
@@ -53,7 +58,7 @@ def budget_check(report, peak_with) -> tuple[str, str] | None:
         if s.strategy == "fsdp" and s.dtype.startswith("amp"):
             hints.append("under FSDP, autocast keeps a half-precision copy of every gathered weight until forward "
                          "ends; FSDP's MixedPrecisionPolicy casts them once per gather instead")
-        fixes = _fixes(report, peak_with)
+        fixes = _fixes(report, peak_with, memory_with)
         if fixes:
             hints.append("fits " + ", or ".join(f"{how} ({human(peak)})" for how, peak in fixes))
         elif s.dtype == "float32" and not s.param_dtype:
@@ -66,6 +71,7 @@ def budget_check(report, peak_with) -> tuple[str, str] | None:
 
 POLICY = {"dtype": "float32", "param_dtype": "bfloat16", "reduce_dtype": "float32"}  # torchtitan's
 POLICY_WORDS = "--param-dtype bfloat16 --reduce-dtype float32"
+OFFLOAD_WORDS = "CPU offload"  # FSDP2's CPUOffloadPolicy(), pinned: --offload
 
 
 def _policy_fits(s) -> bool:
@@ -73,7 +79,7 @@ def _policy_fits(s) -> bool:
     return not s.param_dtype and s.dtype in ("float32", "amp-bf16")
 
 
-def _fixes(report, peak_with) -> list[tuple[str, int]]:
+def _fixes(report, peak_with, memory_with) -> list[tuple[str, int]]:
     """What would make the step fit, each simulated: one change (AMP, or under FSDP its
     mixed-precision policy; checkpointing the model's block; the same samples in micro-batches),
     then FSDP over the fewest GPUs; (how, footprint) for those that fit."""
@@ -96,14 +102,15 @@ def _fixes(report, peak_with) -> list[tuple[str, int]]:
         if peak <= s.budget:
             fits.append((how, peak))
     if block and s.strategy != "ddp":
-        fits += _fewest_gpus(s, block, peak_with, enough=bool(fits))
+        fits += _fewest_gpus(s, block, peak_with, memory_with, enough=bool(fits))
     return fits
 
 
-def _fewest_gpus(s, block: str, peak_with, enough: bool) -> list[tuple[str, int]]:
-    """FSDP sharding `block`, then with the mixed-precision policy, then checkpointing `block` too:
-    for each, the fewest GPUs (a power of two up to max_gpus) on which it fits,
-    listed where it needs fewer than those before it. `enough`: the first that fits will do."""
+def _fewest_gpus(s, block: str, peak_with, memory_with, enough: bool) -> list[tuple[str, int]]:
+    """FSDP sharding `block`, then with the mixed-precision policy, then checkpointing `block` too,
+    then offloading to the CPU (its host memory said): for each, the fewest GPUs (a power of two up to
+    max_gpus) on which it fits, listed where it needs fewer than those before it. `enough`: the first
+    that fits will do."""
     sharded = {"strategy": "fsdp", "shard_unit": s.shard_unit if block in s.shard_unit else s.shard_unit + (block,)}
     rungs = [([f"with FSDP sharding {block}"], sharded)]
     if _policy_fits(s):
@@ -111,7 +118,11 @@ def _fewest_gpus(s, block: str, peak_with, enough: bool) -> list[tuple[str, int]
     if block not in s.checkpoint:
         rungs.append((rungs[-1][0] + [f"activation checkpointing on {block}"],
                       {**rungs[-1][1], "checkpoint": s.checkpoint + (block,)}))
-    worlds = [2 ** n for n in range(1, s.max_gpus.bit_length())]
+    if s.offload in (None, "off"):
+        rungs.append((rungs[-1][0] + [OFFLOAD_WORDS], {**rungs[-1][1], "offload": "pinned"}))
+    ranks = s.reshard_after_forward  # a number of ranks FSDP2 reshards to divides the world size
+    worlds = [w for w in (2 ** n for n in range(1, s.max_gpus.bit_length()))
+              if ranks is None or isinstance(ranks, bool) or w % ranks == 0]
     found, fewest = [], len(worlds)
     for words, change in rungs:
         # the peak falls as the world grows: the fewest GPUs that fit, by bisection
@@ -122,6 +133,9 @@ def _fewest_gpus(s, block: str, peak_with, enough: bool) -> list[tuple[str, int]
             lo, hi = (lo, mid) if peaks[mid] <= s.budget else (mid + 1, hi)
         if lo < fewest:
             fewest = lo
+            chosen = replace(s, world_size=worlds[lo], **change)
+            if OFFLOAD_WORDS in words:
+                words = [*words[:-1], f"{OFFLOAD_WORDS} (--offload: {human(memory_with(chosen).host)} of host memory per rank)"]
             found.append((f"on {worlds[lo]} GPUs {', '.join(words)}", peaks[lo]))
             if enough:
                 break

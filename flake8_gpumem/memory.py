@@ -61,6 +61,8 @@ class Memory:
     reserve: int
     peak_phase: str = ""  # where the peak happens, e.g. "backward of features.4"
     cuda_rounding: int = 0  # what 512-byte block rounding adds on a GPU (not in peak)
+    host: int = 0  # FSDP's CPU offload: the shards, their gradients and the optimizer state, in host memory
+    pinned: int = 0  # of `host`, what is pinned (page-locked)
 
 
 class _Grad:
@@ -97,7 +99,7 @@ def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, par
     step.forward()
     step.backward()
     activations = step.activations
-    gradients = step.sharded.weights if step.sharded is not None else step.gradients
+    gradients = step.gradients if step.sharded is None else 0 if step.host else step.sharded.weights
     if accumulate > 1:
         carried = sum(step.size[s] for s in step.kept_to_end if s not in step.starting)
         if trace is not None:
@@ -114,8 +116,9 @@ def simulate(events: list, inputs: list, returned, kept: list, loss: Tensor, par
         return sum(_round_up(math.prod(s) * step.pbytes) - math.prod(s) * step.pbytes for s in shapes)
 
     rounding = (rounding_of(param_shapes) + rounding_of(step.trained_shapes)
-                + rounding_of(step.stepped_shapes) * OPTIMIZER_STATE[optimizer][0])
-    return Memory(step.weights, gradients, step.opt, activations, step.peak, reserve, step.phase, rounding)
+                + rounding_of(step.stepped_shapes) * OPTIMIZER_STATE[optimizer][0]) if not step.host else 0
+    return Memory(step.weights, gradients, step.opt, activations, step.peak, reserve, step.phase, rounding,
+                  *step.host)
 
 
 class _Step:
@@ -164,6 +167,11 @@ class _Step:
             self.trained = self.widest_group = self.sharded.weights // self.pbytes
             self.weights = self.sharded.weights + buffer_bytes
             self.opt = states * self.sharded.weights + (STEP_BYTES * len(param_shapes) if has_step else 0)
+        self.host = ()  # CPU offload: (host bytes, pinned), the GPU keeps the buffers; the optimizer steps on the CPU
+        if self.sharded is not None and self.sharded.host:
+            pinned = 2 * self.sharded.pinned if parallel.offload == "pinned" else 0  # the shards and their gradients
+            self.host = ((pinned or 2 * self.sharded.weights) + self.opt, pinned)
+            self.weights, self.opt, self.widest_group = buffer_bytes, 0, 0
 
         self.starting = {t.storage.id: t.nbytes for t in inputs}
         self.kept_to_end = set(self.starting) | {t.storage.id for t in kept} | {loss.storage.id}
@@ -201,7 +209,7 @@ class _Step:
         self.reach(self.cur, "start of forward")
         self.live: set = set(self.starting)
         self.param_grads: set = set(grads_exist or ())
-        if grads_exist:  # a later micro-batch: the gradients the first one made are there from the start
+        if grads_exist and not self.host:  # a later micro-batch: the first one's gradients are there from the start
             self.change(self.sharded.weights if self.sharded is not None else self.trained * self.pbytes, GRADIENTS,
                         "the gradients of micro-batch 1")
             self.reach(self.cur, "start of forward")

@@ -26,7 +26,9 @@ def _model_json(m: ModelReport) -> dict:
                     "activation_bytes": l.activation_bytes, "saved_bytes": l.saved_bytes}
                    for l in m.layers],
         "memory": {"weights": m.memory.weights, "gradients": m.memory.gradients, "optimizer": m.memory.optimizer,
-                   "activations": m.memory.activations, "peak": m.memory.peak, "reserve": m.memory.reserve},
+                   "activations": m.memory.activations, "peak": m.memory.peak, "reserve": m.memory.reserve,
+                   # under CPU offload only: what one rank holds in host memory, and how much of it is pinned
+                   **({"host": m.memory.host, "host_pinned": m.memory.pinned} if m.memory.host else {})},
         "budget": m.budget, "fits": m.fits, "max_batch_size": m.max_batch_size,
     }
 

@@ -9,8 +9,10 @@ for all of it, and files whose models cannot be analysed pay no libcst at all.
 from __future__ import annotations
 
 import ast
+import copy
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from functools import cached_property
 
 from .config import ConfigError, Settings, settings_from
@@ -86,6 +88,18 @@ class ModelDecl:
         return next(s for s in self.segment.module.body if _interpreter().binds(s, self.name))
 
 
+class ShardCall(NamedTuple):
+    """One `fully_shard(MODULE, ...)` of the file: of one module (`module` its expression), or of each
+    item of a loop `for LOOP in MODULE:` (`name` the loop's variable it wraps)."""
+
+    module: str
+    loop: str  # the loop's target ("block", "layer_id, block"); "" for one module
+    name: str
+    reshard: bool | int | None  # its reshard_after_forward: None where not given (or not read: noted)
+    per_item: str  # else, an expression of the loop's variables that gives it for each item ("" for none)
+    where: tuple  # (line, col)
+
+
 @dataclass
 class SetUp:
     """How the file prepares a model for training, as its statements say: what `--dtype` and
@@ -94,18 +108,27 @@ class SetUp:
     dtype: str | None = None  # the dtype its last cast gives the whole model
     wrappers: list = field(default_factory=list)  # what it runs in: "torch.compile", "DataParallel", "DDP"
     notes: list = field(default_factory=list)  # (line, col, message): what the figures leave out (GPM900)
-    # FSDP2: what fully_shard wraps, ("each", ITERABLE) or ("one", MODULE), expressions of the model's
-    # variable; the mesh's size and the MixedPrecisionPolicy, where the file writes them
+    # FSDP2: its fully_shard calls (ShardCall); the mesh's size and the MixedPrecisionPolicy, where the
+    # file writes them
     sharded: list = field(default_factory=list)
     world_size: int | None = None
+    unread_mesh: tuple | None = None  # (line, col) of a fully_shard over a mesh whose size is not read
     param_dtype: str | None = None
     reduce_dtype: str | None = None
+    offload: str | None = None  # CPUOffloadPolicy: "pinned" or "pageable"; OffloadPolicy(): "off"
     trainer: Settings = field(default_factory=Settings)  # what a transformers Trainer's arguments set
     checkpointing: dict | None = None  # the Trainer's activation_checkpointing_enable keywords, where it checkpoints
 
     @property
     def strategy(self) -> str | None:
         return "fsdp" if self.sharded else "ddp" if "DDP" in self.wrappers else None
+
+    def said(self, world_size_given: bool) -> list:
+        """Its notes; that the mesh's size is not read only where no setting gives the world size."""
+        if self.unread_mesh is None or world_size_given:
+            return self.notes
+        return [*self.notes, (*self.unread_mesh, "fully_shard over a device mesh whose size gpumem cannot read "
+                                                 "(all the ranks torchrun starts, without one): give --world-size")]
 
 
 @dataclass
@@ -432,7 +455,7 @@ def _changed_names(stmt: ast.stmt, functions: dict) -> set:
                 call.func.id in functions and _changes_arguments(functions[call.func.id]))):
             return {_root(a) for a in [*call.args, *(k.value for k in call.keywords)]}
         return set()
-    if isinstance(stmt, ast.For) and not all(_shards(s) for s in stmt.body):  # fully_shard: a set-up, read apart
+    if isinstance(stmt, ast.For) and not _sharding_loop(stmt):  # fully_shard: a set-up, read apart
         return {n.id for n in ast.walk(stmt.iter) if isinstance(n, ast.Name)}
     if isinstance(stmt, ast.If) and "__name__" not in {n.id for n in ast.walk(stmt.test) if isinstance(n, ast.Name)}:
         return set().union(*(_changed_names(s, functions) for s in stmt.body + stmt.orelse))
@@ -443,6 +466,34 @@ def _shards(stmt: ast.stmt) -> bool:
     """Whether a statement is a `fully_shard(...)` call."""
     return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
             and _dotted(stmt.value.func).rpartition(".")[2] == "fully_shard")
+
+
+def _sharding_loop(loop: ast.For) -> bool:
+    """Whether a loop only calls fully_shard, with names it computes for the calls (torchtitan's
+    `reshard_after_forward = int(layer_id) < len(model.layers) - 1`)."""
+    body = loop.body
+    return any(_shards(s) for s in body) and all(_shards(s) or isinstance(s, ast.Assign) and all(
+        isinstance(t, ast.Name) for t in s.targets) for s in body)
+
+
+class _Substituted(ast.NodeTransformer):
+    """An expression with the names a loop computed replaced by what they were computed from."""
+
+    def __init__(self, bound: dict):
+        self.bound = bound
+
+    def visit_Name(self, node):
+        return copy.deepcopy(self.bound[node.id]) if node.id in self.bound else node
+
+
+def reshard_value(value) -> bool:
+    """Whether `value` is one fully_shard's reshard_after_forward takes: True, False or a number of ranks."""
+    return isinstance(value, int) and (isinstance(value, bool) or value >= 1)
+
+
+def unread_reshard(text: str) -> str:
+    return (f"reshard_after_forward given as `{text}`, which gpumem cannot read: the figures reshard after "
+            "forward (FSDP2's default); give --reshard-after-forward")
 
 
 def _root(node) -> str:
@@ -582,6 +633,17 @@ def _keyword(call: ast.Call, name: str):
     return next((k.value for k in call.keywords if k.arg == name), None)
 
 
+def _offload_mode(policy) -> str | None:
+    """The offload setting an evaluated `offload_policy=` stands for; None where it cannot be read."""
+    kind, options = getattr(policy, "kind", None), getattr(policy, "options", {})
+    if kind == "OffloadPolicy" and not options:  # the default: none
+        return "off"
+    if kind == "CPUOffloadPolicy" and set(options) <= {"pin_memory"}:
+        pin = options.get("pin_memory", True)
+        return "pinned" if pin is True else "pageable" if pin is False else None
+    return None
+
+
 def file_optimizer(src: SourceFile) -> str | None:
     """The optimizer a `torch.optim.X(...)` call in the file builds (Lightning's
     configure_optimizers included): the first one found; SGD with a momentum is sgd-momentum."""
@@ -712,6 +774,8 @@ class _StatedSetup(_Variables):
         self.top = True  # at module level, where `model = resnet18().half()` sets up the model `model`
         self.guard: ast.If | None = None  # the `if` the statements visited now depend on
         self.arguments: dict = {}  # variable -> the TrainingArguments(...) call it holds
+        self.bound: dict = {}  # in a fully_shard loop: a name it computes -> the expression it is
+        self.options: dict = {}  # a dict of keywords the file builds (`fsdp_config = {"mesh": mesh}`) -> {key: node}
         self.transformers = _transformers_names(src.tree) if any("Trainer(" in s.text for s in src.segments) else set()
 
     def generic_visit(self, node):
@@ -737,6 +801,14 @@ class _StatedSetup(_Variables):
 
     def visit_Assign(self, node):
         target = node.targets[0]
+        if len(node.targets) == 1 and isinstance(target, ast.Name) and self.top:
+            self._keywords(target.id, node.value)
+        elif isinstance(target, ast.Subscript) and getattr(target.value, "id", None) in self.options:
+            name = target.value.id  # fsdp_config["offload_policy"] = ...; under an `if`, unread
+            if self.guard is None and isinstance(target.slice, ast.Constant) and len(node.targets) == 1:
+                self.options[name][target.slice.value] = node.value
+            else:
+                del self.options[name]
         if len(node.targets) != 1 or not isinstance(target, ast.Name):
             return
         if self._trainer(node.value):
@@ -754,21 +826,30 @@ class _StatedSetup(_Variables):
         self.record(model, [base, *calls] if _pretrained(base) else calls)
 
     def visit_For(self, node):
-        """`for block in model.layers: fully_shard(block, ...)`: the loop's variable stands for the
-        model's modules there."""
-        model = self.model_of(ast.Name(_root(node.iter)))
-        if model is None or not isinstance(node.target, ast.Name):
+        """`for block in model.layers: fully_shard(block, ...)` (`for i, block in enumerate(...)`,
+        `for layer_id, block in model.layers.items()`): the loop's variables stand for the model's
+        modules there."""
+        iterable = node.iter.args[0] if (isinstance(node.iter, ast.Call) and _dotted(node.iter.func) == "enumerate"
+                                         and node.iter.args) else node.iter
+        model = self.model_of(ast.Name(_root(iterable)))
+        names = [node.target] if isinstance(node.target, ast.Name) else getattr(node.target, "elts", [])
+        if model is None or not names or not all(isinstance(n, ast.Name) for n in names):
             self.generic_visit(node)
             return
-        outer = self.loops.get(node.target.id)
-        self.loops[node.target.id] = (model, ast.unparse(node.iter))
+        outer, bound = dict(self.loops), dict(self.bound)
+        self.loops.update((n.id, (model, ast.unparse(node.iter), ast.unparse(node.target))) for n in names)
+        if _sharding_loop(node):
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign):
+                    value = _Substituted(self.bound).visit(copy.deepcopy(stmt.value))
+                    self.bound.update((t.id, value) for t in stmt.targets)
         self.generic_visit(node)
-        self.loops.pop(node.target.id)
-        if outer is not None:
-            self.loops[node.target.id] = outer
+        self.loops, self.bound = outer, bound
 
     def visit_Expr(self, node):
         call = node.value
+        if isinstance(call, ast.Call) and getattr(getattr(call.func, "value", None), "id", None) in self.options:
+            del self.options[call.func.value.id]  # fsdp_config.update(...): its keywords are not read
         if _shards(node) and call.args:
             self.shard(call)
             return
@@ -784,10 +865,10 @@ class _StatedSetup(_Variables):
         is FSDP, over the mesh's ranks, with the policy's dtypes; what gpumem cannot read is noted."""
         target = call.args[0]
         if isinstance(target, ast.Name) and target.id in self.loops:
-            model, iterable = self.loops[target.id]
-            what = ("each", iterable)
+            model, module, loop = self.loops[target.id]
+            name, loop_names = target.id, {n for n, (*_, t) in self.loops.items() if t == loop}
         else:
-            model, what = self.model_of(ast.Name(_root(target))), ("one", ast.unparse(target))
+            model, module, loop, name, loop_names = self.model_of(ast.Name(_root(target))), ast.unparse(target), "", "", ()
         if model is None:
             return
         setup, where = self.found.setdefault(model, SetUp()), (call.lineno, call.col_offset)
@@ -796,27 +877,63 @@ class _StatedSetup(_Variables):
                                         "holds: gpumem does not guess which way it goes; give --strategy fsdp "
                                         "--shard-unit CLASS to analyse that case"))
             return
-        setup.sharded.append(what)
-        notes = []
-        policy = _keyword(call, "mp_policy")
+        notes = [f"fully_shard(..., **{ast.unparse(k.value)}) with keywords gpumem cannot read: give --world-size, "
+                 "--param-dtype, --reduce-dtype, --offload and --reshard-after-forward as they are"
+                 for k in call.keywords if k.arg is None and getattr(k.value, "id", None) not in self.options]
+        setup.sharded.append(ShardCall(module, loop, name, *self._reshard(call, loop_names, notes), where))
+        policy = self._given(call, "mp_policy")
         if policy is not None:
             value = self.src.evaluate(policy, {})
             if getattr(value, "kind", None) == "MixedPrecisionPolicy":
                 setup.param_dtype, setup.reduce_dtype = (value.options.get(k) for k in ("param_dtype", "reduce_dtype"))
             else:
                 notes.append("an mp_policy gpumem cannot read: give --param-dtype and --reduce-dtype to analyse it")
-        mesh = _keyword(call, "mesh")
+        policy = self._given(call, "offload_policy")
+        offload = _offload_mode(self.src.evaluate(policy, {})) if policy is not None else setup.offload
+        if offload is None and policy is not None:
+            notes.append("an offload_policy gpumem cannot read: give --offload (pinned, pageable or off)")
+        elif setup.offload not in (None, offload):
+            notes.append("fully_shard calls with different offload policies: gpumem gives every unit the "
+                         "first; give --offload to say which")
+        setup.offload = setup.offload or offload
+        mesh = self._given(call, "mesh")
         size = getattr(self.src.evaluate(mesh, {}), "options", {}).get("size") if mesh is not None else None
-        if size is None:
-            notes.append("fully_shard over a device mesh whose size gpumem cannot read (all the ranks torchrun "
-                         "starts, without one): give --world-size")
+        if size is None and setup.unread_mesh is None:
+            setup.unread_mesh = where
         setup.world_size = size or setup.world_size
-        for key, default, words in (("reshard_after_forward", True, "reshard_after_forward"),
-                                    ("offload_policy", None, "CPU offload (offload_policy)")):
-            value = _keyword(call, key)
-            if value is not None and not (isinstance(value, ast.Constant) and value.value == default):
-                notes.append(f"{words} is not modelled: the figures are FSDP2's defaults'")
         setup.notes += [(*where, m) for m in notes if m not in {n for *_, n in setup.notes}]
+
+    def _keywords(self, name: str, value) -> None:
+        """`name = {"mesh": mesh, ...}` or `dict(mesh=mesh, ...)`: keywords a fully_shard call may take
+        as `**name`."""
+        self.options.pop(name, None)
+        if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) for k in value.keys):
+            self.options[name] = {k.value: v for k, v in zip(value.keys, value.values)}
+        elif isinstance(value, ast.Call) and _dotted(value.func) == "dict" and not value.args and all(
+                k.arg for k in value.keywords):
+            self.options[name] = {k.arg: k.value for k in value.keywords}
+
+    def _given(self, call: ast.Call, name: str):
+        """A fully_shard keyword as the call gives it: written out, or in a `**dict` of the file, with
+        the names its loop computes substituted."""
+        node = _keyword(call, name)
+        for spread in (k.value for k in call.keywords if k.arg is None and node is None):
+            node = self.options.get(getattr(spread, "id", None), {}).get(name)
+        return _Substituted(self.bound).visit(copy.deepcopy(node)) if node is not None else None
+
+    def _reshard(self, call: ast.Call, loop_names, notes: list) -> tuple:
+        """The call's reshard_after_forward as (value, per_item): True, False, a number of ranks, None where
+        not given (FSDP2's default) or not read (noted); or an expression of the loop's variables."""
+        node = self._given(call, "reshard_after_forward")
+        if node is None or isinstance(node, ast.Constant) and node.value is None:
+            return None, ""
+        if any(isinstance(n, ast.Name) and n.id in loop_names for n in ast.walk(node)):
+            return None, ast.unparse(node)
+        value = self.src.evaluate(node, {})
+        if not reshard_value(value):
+            notes.append(unread_reshard(ast.unparse(node)))
+            return None, ""
+        return value, ""
 
     def _transformers_call(self, node, names: tuple) -> bool:
         """Whether `node` calls one of transformers' `names` as the file imports it."""

@@ -55,18 +55,21 @@ def totals(m: ModelReport) -> list[tuple[str, str]]:
     frozen = m.params - m.trainable_params
     trained = " that get a gradient" if frozen else ""
     each = "trainable parameter backward reaches" if frozen else "parameter"
+    held = "buffers; the parameters are on the host" if mem.host else "parameters and buffers"
     out = [
         ("parameters", f"{m.params:,}" + (f"  ({m.trainable_params:,} trainable, {frozen:,} frozen)" if frozen
                                           else "")),
-        ("weights", f"{human(mem.weights)}  (parameters and buffers, {dtype}"
+        ("weights", f"{human(mem.weights)}  ({held}, {dtype}"
                     + "".join(f"; with the copy `{name}` kept beside it, {human(size)}: no gradients, no optimizer "
                               "state" for name, size in m.copies) + ")"),
-        ("gradients", f"{human(mem.gradients)}  (one per {each})"),
+        ("gradients", f"{human(mem.gradients)}  ("
+                      + ("each shard copied to the host as it is reduce-scattered)" if mem.host else f"one per {each})")),
         ("optimizer", f"{human(mem.optimizer)}  ({s.optimizer}: {OPTIMIZER_WORDS[s.optimizer]}"
-                      f"{f', {states}x the weights{trained}' if states else ''})"),
+                      + (", on the host)" if mem.host else f"{f', {states}x the weights{trained}' if states else ''})")),
         ("activations", f"{human(mem.activations)}  (alive when backward starts: the input batch and what "
                         "autograd keeps)"),
         ("peak", f"{human(mem.peak)}  (largest total during the step: {mem.peak_phase})"),
+        *_host(s, mem),
         ("on a GPU", f"+{human(mem.cuda_rounding)} allocator rounding of weights, gradients and optimizer state "
                      "to 512-byte blocks; + the CUDA context (~300-500 MiB), outside torch's counters"),
     ]
@@ -76,6 +79,15 @@ def totals(m: ModelReport) -> list[tuple[str, str]]:
         verdict = "fits" if m.fits else "does NOT fit"
         out.append(("budget", f"{human(m.budget)}: {verdict}; largest batch that fits: {m.max_batch_size}"))
     return out
+
+
+def _host(s, mem) -> list[tuple[str, str]]:
+    """Under FSDP's CPU offload, what one rank keeps in host memory, beside the GPU's figures."""
+    if not mem.host:
+        return []
+    pinned = f"{human(mem.pinned)} of it pinned" if mem.pinned else "pageable: pin_memory=False"
+    return [("host", f"{human(mem.host)}  (CPU offload, per rank: the sharded weights, their gradients and "
+                     f"{s.optimizer}'s state, which steps on the CPU; {pinned}; not in the GPU's peak)")]
 
 
 LOSS_WORDS = {"forward": "the loss forward returns", "cross_entropy": "cross entropy of the first output",
@@ -113,7 +125,12 @@ def setup_words(s) -> str:
         units = f" sharding {' and '.join(s.shard_unit)}" if s.shard_unit else ""
         policy = (f", parameters in {s.param_dtype or 'float32'}, gradients reduced in "
                   f"{s.reduce_dtype or s.param_dtype or 'float32'}" if s.param_dtype or s.reduce_dtype else "")
-        words.append(f"FSDP on {s.world_size} GPUs{units}{policy} (per GPU)")
+        offload = f", CPU offload ({s.offload})" if s.offload not in (None, "off") else ""
+        raf = s.reshard_after_forward
+        kept = ("" if raf is None or raf is True
+                else ", units kept gathered from forward to backward" if raf is False or raf == 1
+                else "" if raf == s.world_size else f", units resharded to {raf} ranks after forward")
+        words.append(f"FSDP on {s.world_size} GPUs{units}{policy}{kept}{offload} (per GPU)")
     return "".join(f", {w}" for w in words)
 
 

@@ -202,7 +202,8 @@ def gloo_available() -> bool:
 
 def measure_distributed(source: str, expr: str, shape: tuple, input_dtype="float32", optimizer: str = "adam",
                         dtype: str = "float32", loss: str = "cross_entropy", strategy: str = "ddp",
-                        world_size: int = 2, shard_units=(), *, mp_policy: tuple | None = None, warmup: int | None = None,
+                        world_size: int = 2, shard_units=(), *, mp_policy: tuple | None = None,
+                        reshard_after_forward=None, warmup: int | None = None,
                         ddp_options: dict | None = None,
                         timeout: float = 300.0, trace: bool = False, full: bool = False):
     """Per-rank StepMemory of one steady-state step of `expr` (evaluated in the executed `source`),
@@ -213,6 +214,8 @@ def measure_distributed(source: str, expr: str, shape: tuple, input_dtype="float
     on every module whose class name is in `shard_units`, then on the root, over a 1-D CPU mesh;
     `mp_policy=(param_dtype, reduce_dtype)` (dtype names, reduce_dtype None: param_dtype) gives every
     fully_shard FSDP2's MixedPrecisionPolicy; `dtype` is then the model's own, float32 as a rule.
+    `reshard_after_forward` (True, False or an int; a tuple: one per unit, in module order) is passed
+    to the units' fully_shard, not the root's (None: FSDP2's default).
     Every rank executes the source with the same seed.
     `warmup` steps run before the measured one. By default FSDP measures the second step, as
     measure_step; DDP measures the third (warmup=2), its steady state: the second step's forward
@@ -232,7 +235,8 @@ def measure_distributed(source: str, expr: str, shape: tuple, input_dtype="float
     tmp = tempfile.mkdtemp(prefix="gpumem_dist_")
     try:
         args = (world_size, os.path.join(tmp, "rendezvous"), tmp, source, expr, shape, input_dtype, optimizer,
-                dtype, loss, strategy, tuple(shard_units), mp_policy, warmup, trace, dict(ddp_options or {}))
+                dtype, loss, strategy, tuple(shard_units), mp_policy, reshard_after_forward, warmup, trace,
+                dict(ddp_options or {}))
         context = mp.start_processes(_rank_main, args=args, nprocs=world_size, join=False, start_method="spawn")
         deadline = time.monotonic() + timeout
         try:
@@ -294,7 +298,7 @@ class _TimelineTracker:
 
 
 def _rank_main(rank, world_size, rendezvous, out_dir, source, expr, shape, input_dtype, optimizer, dtype, loss,
-               strategy, shard_units, mp_policy, warmup, trace, ddp_options):
+               strategy, shard_units, mp_policy, reshard, warmup, trace, ddp_options):
     """One rank: build, wrap, warm up, measure; the outcome (or the exception) goes to rank{N}.pkl."""
     import torch.distributed as dist
     from torch.distributed._tools.mem_tracker import MemTracker
@@ -326,8 +330,11 @@ def _rank_main(rank, world_size, rendezvous, out_dir, source, expr, shape, input
                 units = [m for m in model.modules() if type(m).__name__ in shard_units and m is not model]
                 if shard_units and not units:
                     raise ValueError(f"no module of class {sorted(shard_units)} in {type(model).__name__}")
-                for unit in units:
-                    fully_shard(unit, **kwargs)
+                per_unit = reshard if isinstance(reshard, tuple) else (reshard,) * len(units)
+                if len(per_unit) != len(units):
+                    raise ValueError(f"{len(per_unit)} reshard_after_forward values for {len(units)} units")
+                for unit, value in zip(units, per_unit):
+                    fully_shard(unit, **kwargs, **({} if value is None else {"reshard_after_forward": value}))
                 fully_shard(model, **kwargs)
                 wrapped = model
                 details["shards"] = [(n, tuple(p.shape), tuple(p._local_tensor.shape),

@@ -90,6 +90,7 @@ MODEL_KEYS = {"name", "file", "line", "input_shape", "params", "trainable_params
 LAYER_KEYS = {"name", "type", "module", "line", "output_shape", "params", "trainable", "activation_bytes",
               "saved_bytes"}
 MEMORY_KEYS = {"weights", "gradients", "optimizer", "activations", "peak", "reserve"}
+HOST_KEYS = {"host", "host_pinned"}  # under FSDP's CPU offload only
 DIAGNOSTIC_KEYS = {"code", "line", "col", "message"}
 
 
@@ -104,7 +105,8 @@ def check_json_shape(data: dict) -> None:
         assert isinstance(m["name"], str) and isinstance(m["file"], str) and is_int(m["line"])
         assert isinstance(m["input_shape"], list) and all(is_int(v) for v in m["input_shape"])
         assert is_int(m["params"])
-        assert set(m["memory"]) == MEMORY_KEYS, sorted(set(m["memory"]) ^ MEMORY_KEYS)
+        assert set(m["memory"]) - HOST_KEYS == MEMORY_KEYS, sorted(set(m["memory"]) ^ MEMORY_KEYS)
+        assert set(m["memory"]) & HOST_KEYS in (set(), HOST_KEYS), sorted(m["memory"])
         for k, v in m["memory"].items():
             assert is_int(v), f"memory.{k} = {v!r} is not an integer byte count"
         assert m["budget"] is None or is_int(m["budget"]), m["budget"]
@@ -423,8 +425,8 @@ GROUPED = {  # issue #23: the flags of `gpumem report`, in order, under their he
     "model and inputs": ["FILE", "--model", "--arg", "--forward-arg", "--input-shape", "--input-dtype", "--batch-size",
                          "--batch-dim", "--hf-config"],
     "training step": ["--dtype", "--optimizer", "--loss", "--device"],
-    "set-up": ["--checkpoint", "--checkpoint-every", "--accumulate", "--strategy", "--world-size", "--shard-unit", "--param-dtype",
-               "--reduce-dtype", "--max-gpus"],
+    "set-up": ["--checkpoint", "--checkpoint-every", "--accumulate", "--strategy", "--world-size", "--shard-unit",
+               "--param-dtype", "--reduce-dtype", "--offload", "--reshard-after-forward", "--max-gpus"],
     "budget": ["--budget", "--reserve"],
     "output": ["--format", "--timeline", "--snapshot"],
 }
@@ -631,6 +633,19 @@ class Net(nn.Module):  # gpumem: input_shape=(11, 3, 3)
     def forward(self, x):
         return self.fc(self.flat(x))
 """
+
+
+def test_cpu_offload_adds_the_host_to_the_json(tmp_path):
+    """ADAPTIVE sharded over 2 ranks with FSDP's CPU offload: conv 16x3x3x3 + 16, fc 10x16 + 10, float32
+    shards of 8 and 5 rows; the host holds them, their gradients (pinned) and Adam's two states and steps."""
+    path = write(tmp_path, "adaptive.py", ADAPTIVE)
+    data = report_json(path, "--strategy", "fsdp", "--world-size", "2", "--offload")
+    check_json_shape(data)
+    shards = (8 * 27 + 8 + 5 * 16 + 5) * 4
+    pinned = 2 * (1024 + 32 + 512 + 32)  # each shard and its gradient's, pinned blocks of a power of two bytes
+    assert only_model(data)["memory"]["host"] == pinned + 2 * shards + 4 * 4
+    assert only_model(data)["memory"]["host_pinned"] == pinned
+    assert "host" not in only_model(report_json(path, "--strategy", "fsdp", "--world-size", "2"))["memory"]
 
 
 def test_shape_mismatch_is_gpm300(tmp_path):

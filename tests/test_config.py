@@ -431,6 +431,12 @@ def test_set_up_keys():
     assert (DEFAULTS.checkpoint, DEFAULTS.accumulate, DEFAULTS.strategy, DEFAULTS.world_size) == ((), 1, "single", 1)
 
 
+@pytest.mark.parametrize("value, parsed", [("false", False), ("True", True), (False, False), ("4", 4), (2, 2)])
+def test_reshard_after_forward_is_a_flag_or_ranks(value, parsed):
+    got = settings_from({"reshard-after-forward": value}, "here").reshard_after_forward
+    assert (got, type(got)) == (parsed, type(parsed))
+
+
 @pytest.mark.parametrize("key, value, shown", [
     ("checkpoint", "not a class!", "'not a class!'"),
     ("checkpoint", [3], "[3]"),
@@ -439,6 +445,8 @@ def test_set_up_keys():
     ("world_size", -2, "-2"),
     ("shard_unit", {"Block": 1}, "{'Block': 1}"),
     ("param_dtype", "amp-bf16", "'amp-bf16'"),
+    ("reshard_after_forward", "maybe", "'maybe'"),
+    ("reshard_after_forward", 0, "0"),
 ])
 def test_bad_set_up_names_key_and_value(key, value, shown):
     with pytest.raises(ConfigError) as info:

@@ -790,6 +790,8 @@ CONFIG_FILE_OPTIONS = {
     "gpumem-shard-unit": ("Block", ("Block",)),
     "gpumem-param-dtype": ("bfloat16", "bfloat16"),
     "gpumem-reduce-dtype": ("float32", "float32"),
+    "gpumem-offload": ("true", "pinned"),
+    "gpumem-reshard-after-forward": ("false", False),
     "gpumem-max-gpus": ("64", 64),
     "gpumem-optimizer": ("sgd-momentum", "sgd-momentum"),
     "gpumem-warn-fraction": ("0.5", 0.5),

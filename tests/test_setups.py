@@ -207,6 +207,46 @@ def test_fsdp_mixed_precision_policy(world, reduce_dtype):
     assert abs(error) <= 0.01, f"x{world} reduce {reduce_dtype}: {error:+.2%} ({report.memory.peak_phase})"
 
 
+@pytest.mark.parametrize("world, reshard, policy", [(2, False, None), (4, 2, ("bfloat16", "float32"))])
+def test_fsdp_reshard_after_forward(world, reshard, policy):
+    """reshard_after_forward on every block: False keeps a block's gathered parameters from its forward to
+    its backward, which gathers nothing; 2 keeps a slice of them for 2 ranks, gathered from those in backward."""
+    if not setup_oracle.gloo_available():
+        pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", batch_size=8, device="cpu",
+                        strategy="fsdp", world_size=world, shard_unit=("Block",), reshard_after_forward=reshard,
+                        param_dtype=policy and policy[0], reduce_dtype=policy and policy[1])
+    report = analyse_source(source, "gpt.py", settings, model=GPT_EXPR).models[0]
+    ranks = setup_oracle.measure_distributed(source, GPT_EXPR, [(8, 64), (8, 64)], "int64", "adamw", "float32",
+                                             "cross_entropy", "fsdp", world, ("Block",), mp_policy=policy,
+                                             reshard_after_forward=reshard)
+    assert (report.memory.weights, report.memory.optimizer) == (ranks[0].weights, ranks[0].optimizer_state)
+    peak = max(r.peak for r in ranks)
+    error = (report.memory.peak - peak) / peak
+    assert abs(error) <= 0.01, f"x{world} reshard {reshard}: {error:+.2%} ({report.memory.peak_phase})"
+
+
+def test_reshard_after_forward_is_fully_shards():
+    from pathlib import Path
+
+    from flake8_gpumem.summary import setup_words
+
+    source = (Path(__file__).resolve().parent.parent / "fixtures" / "gpt.py").read_text()
+    for value, words in ((False, "units kept gathered from forward to backward"), (2, "units resharded to 2 ranks")):
+        settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", shard_unit=("Block",), strategy="fsdp",
+                            world_size=4, reshard_after_forward=value)
+        assert words in setup_words(analyse_source(source, "gpt.py", settings, model=GPT_EXPR).models[0].settings)
+    for setup, words in (({"strategy": "ddp", "world_size": 2, "reshard_after_forward": False}, "strategy = fsdp"),
+                         ({"strategy": "fsdp", "world_size": 4, "reshard_after_forward": 3}, "divides the world")):
+        settings = Settings(input_shape=((64,), (64,)), input_dtype="int64", shard_unit=("Block",), **setup)
+        result = analyse_source(source, "gpt.py", settings, model=GPT_EXPR)
+        assert not result.models
+        assert [(d.code, words in d.message) for d in result.diagnostics] == [("GPM001", True)], result.diagnostics
+
+
 def test_a_mixed_precision_policy_needs_fsdp_and_float32_shards():
     from pathlib import Path
 
@@ -226,37 +266,102 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 mesh = init_device_mesh("cuda", MESH)
 model = Net(n=4)
-for block in model.blocks:
-    fully_shard(block, mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16,
-                                                                 reduce_dtype=torch.float32))
-fully_shard(model, mesh=mesh, reshard_after_forward=RESHARD)
+policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+for i, block in enumerate(model.blocks[:-1]):
+    fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=RESHARD)
+fully_shard(model.blocks[-1], mesh=mesh, mp_policy=policy, reshard_after_forward=False)  # backward needs it first
+fully_shard(model, mesh=mesh, mp_policy=policy)
 """
 
 
 def test_fully_shard_as_the_file_calls_it():
-    """The set-up read from the file's own FSDP2 calls: a unit per block, the root, the mesh's ranks and
-    the policy; MemTracker per rank measures the same set-up."""
+    """The set-up read from the file's own FSDP2 calls: a unit per block, the root, the mesh's ranks, the
+    policy and each block's reshard_after_forward (`i > 0` in the loop, the last block's call False:
+    the first block resharded, the others kept); MemTracker per rank measures the same set-up."""
     if not setup_oracle.gloo_available():
         pytest.skip("this PyTorch build has no gloo backend: the distributed oracle cannot run")
-    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(2,)").replace("RESHARD", "True")
+    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(2,)").replace("RESHARD", "i > 0")
     settings = Settings(input_shape=TOKENS, batch_size=4, device="cpu")
     report = analyse_source(script, "train.py", settings, model="model").models[0]
     s = report.settings
     assert (s.strategy, s.world_size, s.shard_unit, s.param_dtype, s.reduce_dtype) == (
         "fsdp", 2, ("Block",), "bfloat16", "float32")
     ranks = setup_oracle.measure_distributed(SOURCE, "Net(n=4)", (4, *TOKENS), "float32", "adam", "float32",
-                                             "cross_entropy", "fsdp", 2, ("Block",), mp_policy=("bfloat16", "float32"))
+                                             "cross_entropy", "fsdp", 2, ("Block",), mp_policy=("bfloat16", "float32"),
+                                             reshard_after_forward=(True, False, False, False))
     assert (report.memory.weights, report.memory.optimizer) == (ranks[0].weights, ranks[0].optimizer_state)
     _close(report.memory.peak, max(r.peak for r in ranks), "fully_shard in the file")
 
 
 def test_what_the_file_shards_with_that_gpumem_cannot_read_is_said():
-    script = SOURCE + SHARDED_SCRIPT.replace("MESH", "(int(os.environ['WORLD_SIZE']),)").replace("RESHARD", "False")
-    result = analyse_source(script, "train.py", Settings(input_shape=TOKENS, world_size=8), model="model")
-    assert result.models[0].settings.world_size == 8  # as given
-    notes = [d.message for d in result.diagnostics if d.code == "GPM900"]
-    assert any("device mesh whose size gpumem cannot read" in n for n in notes), notes
-    assert any("reshard_after_forward is not modelled" in n for n in notes), notes
+    script = (SOURCE + SHARDED_SCRIPT).replace("MESH", "(int(os.environ['WORLD_SIZE']),)").replace(
+        "RESHARD", "int(os.environ['RESHARD'])").replace(
+        "fully_shard(model, mesh=mesh, mp_policy=policy)", "fully_shard(model, mesh=mesh, reshard_after_forward=True)")
+
+    def notes(**given):
+        result = analyse_source(script, "train.py", Settings(input_shape=TOKENS, **given), model="model")
+        return result.models[0].settings, [d.message for d in result.diagnostics if d.code == "GPM900"]
+
+    settings, said = notes(world_size=8)
+    assert settings.world_size == 8  # as given: the mesh's size needs no word
+    assert not any("device mesh" in n for n in said), said
+    assert any("reshard_after_forward given as `int(os.environ['RESHARD'])`" in n for n in said), said
+    assert any("reshard_after_forward=True on the root is not modelled" in n for n in said), said
+    assert any("device mesh whose size gpumem cannot read" in n for n in notes()[1])
+
+
+TORCHTITAN_SCRIPT = """
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+mesh = init_device_mesh("cuda", (2,))
+model = Net(n=4)
+fsdp_config = {"mesh": mesh, "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}
+OFFLOAD
+for layer_id, block in enumerate(model.blocks):
+    reshard_after_forward = int(layer_id) < len(model.blocks) - 1
+    fully_shard(block, **fsdp_config, reshard_after_forward=reshard_after_forward)
+fully_shard(model, **fsdp_config)
+"""
+
+
+def test_fully_shard_as_torchtitan_calls_it():
+    """torchtitan's spelling: the keywords in a dict of the file given as `**fsdp_config` (an entry
+    added after), reshard_after_forward computed in the loop (every block but the last resharded).
+    It must read as the same set-up written out call by call, which the oracle test above measures."""
+    def report(script, **given):
+        settings = Settings(input_shape=TOKENS, batch_size=4, device="cpu", **given)
+        return analyse_source(SOURCE + script, "train.py", settings, model="model").models[0]
+
+    written_out = SHARDED_SCRIPT.replace("MESH", "(2,)").replace("RESHARD", "True").replace(
+        "reshard_after_forward=False)  #", "reshard_after_forward=False, offload_policy=OFFLOAD)  #").replace(
+        "fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=True)",
+        "fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=True, offload_policy=OFFLOAD)")
+    for offload, policy in (("", "OffloadPolicy()"), ('fsdp_config["offload_policy"] = CPUOffloadPolicy()',
+                                                      "CPUOffloadPolicy()")):
+        titan = report(TORCHTITAN_SCRIPT.replace("OFFLOAD", offload))
+        plain = report("from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy\n" + written_out.replace(
+            "OFFLOAD", policy))
+        s = titan.settings
+        assert (s.strategy, s.world_size, s.shard_unit, s.param_dtype) == ("fsdp", 2, ("Block",), "bfloat16")
+        assert s.offload == plain.settings.offload == ("pinned" if offload else "off")
+        assert titan.memory == plain.memory
+    everywhere = report(TORCHTITAN_SCRIPT.replace("OFFLOAD", ""), reshard_after_forward=True)
+    assert everywhere.memory.peak != titan.memory.peak  # the last block's False was read, not the default
+
+
+def test_keywords_fully_shard_takes_from_elsewhere_are_said():
+    script = TORCHTITAN_SCRIPT.replace("OFFLOAD", "fsdp_config = make_config(fsdp_config)")
+    result = analyse_source(SOURCE + "\ndef make_config(config):\n    return config\n" + script, "train.py",
+                            Settings(input_shape=TOKENS), model="model")
+    assert any("**fsdp_config) with keywords gpumem cannot read" in d.message
+               for d in result.diagnostics if d.code == "GPM900"), result.diagnostics
+    for changed in ("if offload:\n    fsdp_config['offload_policy'] = CPUOffloadPolicy()",
+                    "fsdp_config.update(offload_policy=CPUOffloadPolicy())"):
+        result = analyse_source(SOURCE + TORCHTITAN_SCRIPT.replace("OFFLOAD", changed), "train.py",
+                                Settings(input_shape=TOKENS), model="model")
+        assert any("**fsdp_config) with keywords gpumem cannot read" in d.message
+                   for d in result.diagnostics if d.code == "GPM900"), (changed, result.diagnostics)
 
 
 def test_sharding_divides_what_each_gpu_holds():
@@ -286,6 +391,7 @@ ADVICE = {  # how GPM100 words a change -> the settings it stands for
     r"activation checkpointing on (\w+)": lambda m: {"checkpoint": (m[1],)},
     r"--accumulate (\d+) at batch (\d+)": lambda m: {"accumulate": int(m[1]), "batch_size": int(m[2])},
     r"FSDP sharding (\w+)": lambda m: {"strategy": "fsdp", "shard_unit": (m[1],)},
+    r"CPU offload \(--offload: (.*) of host memory per rank\)": lambda m: {"offload": "pinned"},
 }
 
 
@@ -304,10 +410,13 @@ def advised(how: str) -> dict:
 @pytest.mark.parametrize("model, mib, setup", [
     ("model_sdpa", 13, {}),
     ("model_manual", 13, {}),
-    # no single change fits: FSDP with the mixed-precision policy, then checkpointing too, on fewer GPUs
+    # no single change fits: FSDP with the mixed-precision policy, then checkpointing too, then CPU offload,
+    # each on fewer GPUs
     ("model_sdpa", 6.5, {}),
     # FSDP under autocast: the policy in its place, or more GPUs
     ("model_sdpa", 9, {"dtype": "amp-bf16", "strategy": "fsdp", "world_size": 2, "shard_unit": ("Block",)}),
+    # resharding to 8 ranks after forward: no set-up on fewer GPUs than that
+    ("model_sdpa", 9, {"strategy": "fsdp", "world_size": 8, "shard_unit": ("Block",), "reshard_after_forward": 8}),
 ])
 def test_every_set_up_gpm100_suggests_fits_when_simulated(model, mib, setup):
     import re
@@ -330,5 +439,7 @@ def test_every_set_up_gpm100_suggests_fits_when_simulated(model, mib, setup):
         again = analyse_source(source, "fixtures/gpt.py", settings, model=model).models[0]
         assert again.fits, f"{how}: {again.memory.peak:,} B over {budget:,}"
         assert human(again.memory.peak) == shown, (how, shown)
+        host = re.search(r"--offload: (.*) of host memory", how)
+        assert human(again.memory.host) == host[1] if host else not again.memory.host, (how, again.memory.host)
         checked += 1
     assert checked >= 2, message
