@@ -267,7 +267,7 @@ def _run(src: SourceFile, decl: ModelDecl, settings: Settings, batch: int) -> _R
 
     node = decl.node
     policy = _policy_dtype(settings, node)
-    _check_offload(settings, node)
+    _check_setup(settings, node)
     interp = src.interpreter(model_dtype=policy or memory.param_dtype(settings.dtype), device=settings.device,
                              autocast=memory.AUTOCAST.get(settings.dtype), checkpoint=settings.checkpoint,
                              hf_config=settings.hf_config, checkpoint_every=settings.checkpoint_every or 1)
@@ -394,10 +394,15 @@ def _trainer_checkpointing(interp, setup: SetUp, root, node) -> None:
     interp.call(enable, [], {"activation_checkpointing_kwargs": kwargs or None, **options}, node)
 
 
-def _check_offload(settings: Settings, node) -> None:
+def _check_setup(settings: Settings, node) -> None:
+    """Settings that mean something only beside another: offload under FSDP, checkpoint_every with
+    the classes it picks calls of."""
     if settings.offload not in (None, "off") and settings.strategy != "fsdp":
         raise AnalysisError(f"offload = {settings.offload} is FSDP2's CPUOffloadPolicy: it needs strategy = fsdp",
                             node, "GPM001")
+    if (settings.checkpoint_every or 1) > 1 and not settings.checkpoint:
+        raise AnalysisError(f"checkpoint_every = {settings.checkpoint_every} picks among the calls of the "
+                            "checkpoint classes: give checkpoint = [CLASS] too", node, "GPM001")
 
 
 def _policy_dtype(settings: Settings, node) -> str | None:

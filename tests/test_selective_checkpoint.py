@@ -10,6 +10,8 @@ against MemTracker (tests/torch_oracle.py), within 1%.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 
 import pytest
@@ -290,6 +292,9 @@ def test_the_checkpoint_every_setting_is_every_second_block_written_in_the_sourc
     report = analyse_source(SOURCE, "model.py", settings, model="ResidualMLP(every=None)").models[0]
     assert report.memory.peak == estimate("ResidualMLP(every=2)") < estimate("ResidualMLP(every=None)")
     assert setup_words(settings) == ", checkpointing ResidualBlock (1 call in 2)"
+    alone = analyse_source(SOURCE, "model.py", replace(settings, checkpoint=()), model="ResidualMLP(every=None)")
+    assert not alone.models
+    assert [(d.code, "give checkpoint = [CLASS] too" in d.message) for d in alone.diagnostics] == [("GPM001", True)]
 
 
 @pytest.mark.parametrize("policy, words", [
