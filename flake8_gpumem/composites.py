@@ -7,9 +7,10 @@ else. Mirrors torch/nn/modules/transformer.py in training mode.
 
 LAYERS = ("MultiheadAttention", "LSTM", "GRU", "RNN", "TransformerEncoderLayer", "TransformerDecoderLayer",
           "TransformerEncoder", "TransformerDecoder", "Transformer")
-# torch.distributed's wrappers, by their qualified names, and the class here that is each
-WRAPPERS = {"torch.distributed.algorithms._checkpoint.checkpoint_wrapper.checkpoint_wrapper": "CheckpointWrapper",
-            "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.CheckpointWrapper": "CheckpointWrapper"}
+# torch.distributed's checkpoint wrappers, by their qualified names, and the class here that is each
+CHECKPOINT_WRAPPERS = {
+    "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.checkpoint_wrapper": "CheckpointWrapper",
+    "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.CheckpointWrapper": "CheckpointWrapper"}
 
 SOURCE = '''
 import copy

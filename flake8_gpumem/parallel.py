@@ -80,9 +80,7 @@ class Sharded:
             return [sum(parallel.shard(s, nbytes) for _, s in unit) for unit in parallel.units]
 
         self.shards = per_unit(itemsize)
-        # a shard in pinned host memory: a block rounded up to a power of two
-        self.pinned = sum(1 << (n - 1).bit_length() for unit in parallel.units for _, s in unit
-                          if (n := parallel.shard(s, itemsize)))
+        self.itemsize = itemsize
         # the all-gather's inputs where they are not the shards themselves: cast, or copied from the host
         self.cast = per_unit(self.compute) if self.compute != itemsize or parallel.offload else None
         self.gathered = [n * parallel.world for n in per_unit(self.compute)]  # padded to whole shards
@@ -109,6 +107,12 @@ class Sharded:
     @property
     def weights(self) -> int:
         return sum(self.shards)
+
+    @property
+    def pinned(self) -> int:
+        """The shards in pinned host memory: a block each, rounded up to a power of two."""
+        return sum(1 << (n - 1).bit_length() for unit in self.p.units for _, s in unit
+                   if (n := self.p.shard(s, self.itemsize)))
 
     @property
     def host(self) -> bool:

@@ -348,9 +348,10 @@ class Calls:
         if path.startswith("torch.nn.") and path.count(".") == 2 and name in composites.LAYERS:
             self.anchor = self.where(node)
             return self.instantiate(self.lookup(name, self.torch_scope, node), args, kwargs, node)
-        if path in composites.WRAPPERS:  # checkpoint_wrapper(block, context_fn=...)
+        if path in composites.CHECKPOINT_WRAPPERS:  # checkpoint_wrapper(block, context_fn=...)
             self.anchor = self.where(node)
-            return self.instantiate(self.lookup(composites.WRAPPERS[path], self.torch_scope, node), args, kwargs, node)
+            wrapper = self.lookup(composites.CHECKPOINT_WRAPPERS[path], self.torch_scope, node)
+            return self.instantiate(wrapper, args, kwargs, node)
         if path in catalogue.LIBRARY_MODULES:  # einops' Rearrange
             return self.construct(name, catalogue.LIBRARY_MODULES[path], args, kwargs, node)
         if path in catalogue.FUNCTIONS:
@@ -402,10 +403,8 @@ class Calls:
             return args[0]  # torch.compile(model), DDP(model, ...): the model, its forward run eagerly
         if path == "torch.utils.checkpoint.checkpoint":
             rest = {k: v for k, v in kwargs.items() if k not in CHECKPOINT_OPTIONS}
-            reentrant = kwargs.get("use_reentrant") is True
-            return self.checkpointed(lambda: self.call(args[0], list(args[1:]), rest, node), list(args[1:]),
-                                     reentrant, self.selective_policy(kwargs.get("context_fn"), reentrant, node),
-                                     kwargs.get("early_stop") is not False)
+            return self.checkpoint_call(lambda: self.call(args[0], list(args[1:]), rest, node), list(args[1:]),
+                                        kwargs, node)
         if path == "torch.utils.checkpoint.create_selective_checkpoint_contexts":
             return self.selective_contexts(*args, node=node, **kwargs)
         if path == AUTOGRAD_APPLY:

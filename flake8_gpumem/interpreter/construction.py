@@ -406,10 +406,14 @@ class Construction:
             kwargs["use_cache"] = False
         if not self._module_attr(module, "_can_checkpoint_with_cache", node):
             kwargs.update((k, None) for k in CACHE_ARGUMENTS if kwargs.get(k) is not None)
-        reentrant = func.kwargs.get("use_reentrant") is True
-        return self.checkpointed(lambda: self._run_module(module, args, kwargs, node), args, reentrant,
-                                 self.selective_policy(func.kwargs.get("context_fn"), reentrant, node),
-                                 func.kwargs.get("early_stop") is not False)
+        return self.checkpoint_call(lambda: self._run_module(module, args, kwargs, node), args, func.kwargs, node)
+
+    def checkpoint_call(self, run, inputs: list, options: dict, node):
+        """torch.utils.checkpoint.checkpoint(fn, *inputs, **options) around `run()`, its keywords read:
+        use_reentrant, context_fn (selective checkpointing) and early_stop."""
+        reentrant = options.get("use_reentrant") is True
+        selective = self.selective_policy(options.get("context_fn"), reentrant, node)
+        return self.checkpointed(run, inputs, reentrant, selective, options.get("early_stop") is not False)
 
     def checkpointed(self, run, inputs: list = (), reentrant: bool = False, selective: Selective | None = None,
                      early_stop: bool = True):
