@@ -12,8 +12,8 @@ import ast
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from functools import cached_property
+from typing import NamedTuple
 
 from .config import ConfigError, Settings, settings_from
 from .segments import LINES, Segment, split
